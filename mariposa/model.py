@@ -1,0 +1,245 @@
+"""The values the rest of Mariposa passes around.
+
+Specs (what the user asked for) are frozen attrs classes so they can be hashed, compared and
+shared between trio tasks without copies. ``Instance`` is what a driver reports about something
+that exists on a runtime; it is also frozen, because an inventory is a snapshot, not a handle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+import attrs
+
+ServiceType = Literal["continuous", "scheduled", "event"]
+DesiredState = Literal["running", "stopped", "absent"]
+
+# Labels every instance carries, so actual state can be rebuilt from the runtime alone.
+LABEL_OWNER = "io.mariposa.owner"
+LABEL_PROJECT = "io.mariposa.project"
+LABEL_PROJECT_NAME = "io.mariposa.project-name"
+LABEL_SERVICE = "io.mariposa.service"
+LABEL_INSTANCE = "io.mariposa.instance"
+LABEL_SPEC_HASH = "io.mariposa.spec-hash"
+LABEL_VERSION = "io.mariposa.version"
+LABEL_CREATED = "io.mariposa.created"
+
+
+@attrs.frozen
+class PortSpec:
+    """A container port, optionally pinned to a host port.
+
+    Without a host port the runtime picks a free one, so any number of instances can publish the
+    same container port (the single-host stand-in for Triton giving each instance its own IP).
+    """
+
+    container: int
+    host: int | None = None
+    protocol: str = "tcp"
+
+    def __str__(self) -> str:
+        base = f"{self.container}/{self.protocol}"
+        return f"{self.host}:{base}" if self.host is not None else base
+
+
+@attrs.frozen
+class ServiceSpec:
+    """One service of a project manifest, validated and normalised.
+
+    ``scale`` is deliberately not part of ``spec_hash``: changing it scales the service and never
+    replaces instances.
+    """
+
+    name: str
+    image: str
+    service_type: ServiceType = "continuous"
+    compute_type: str = "docker"
+    package: str | None = None
+    memory: int | None = None  # bytes
+    cpus: float | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    affinity: tuple[str, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    command: tuple[str, ...] | None = None
+    restart: str = "always"
+    stop_timeout: int | None = None
+    scale: int | None = None
+
+    def instance_fields(self) -> dict:
+        """Everything that shapes a new instance; a change here means replacing instances."""
+        data = attrs.asdict(self, recurse=True)
+        data.pop("scale")
+        return data
+
+    @property
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.instance_fields(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def has_pinned_host_ports(self) -> bool:
+        return any(p.host is not None for p in self.ports)
+
+
+@attrs.frozen
+class ProjectSpec:
+    services: tuple[ServiceSpec, ...]
+
+    def service(self, name: str) -> ServiceSpec | None:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        return None
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.services)
+
+
+@attrs.frozen
+class PublishedPort:
+    container: int
+    protocol: str
+    host_ip: str
+    host_port: int
+
+    def __str__(self) -> str:
+        return f"{self.host_ip or '0.0.0.0'}:{self.host_port}->{self.container}/{self.protocol}"
+
+
+@attrs.frozen
+class Instance:
+    """One compute instance as the runtime reports it."""
+
+    id: str  # Mariposa's instance id (hex), stable across daemon restarts
+    runtime_id: str  # the runtime's own id (Docker container id)
+    name: str
+    project_id: str
+    service: str
+    spec_hash: str
+    version_id: str
+    state: str  # created | running | paused | restarting | removing | exited | dead
+    created: float  # epoch seconds, sub-second precision
+    image: str = ""
+    exit_code: int | None = None
+    address: str | None = None
+    ports: tuple[PublishedPort, ...] = ()
+    compute_type: str = "docker"
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "restarting")
+
+    @property
+    def transitioning(self) -> bool:
+        return self.state in ("removing", "restarting", "paused")
+
+    def to_json(self) -> dict:
+        data = attrs.asdict(self, recurse=True)
+        data["ports"] = [str(p) for p in self.ports]
+        return data
+
+
+@attrs.frozen
+class CreateRequest:
+    """What a driver needs to make one instance; labels are the driver's job to apply."""
+
+    instance_id: str
+    owner: str
+    project_id: str
+    project_name: str
+    version_id: str
+    spec: ServiceSpec
+
+    @property
+    def name(self) -> str:
+        return f"{self.project_name}-{self.spec.name}-{self.instance_id[:8]}"
+
+    def labels(self) -> dict[str, str]:
+        import time
+
+        labels = {k: v for k, v in self.spec.tags}
+        labels.update(
+            {
+                LABEL_OWNER: self.owner,
+                LABEL_PROJECT: self.project_id,
+                LABEL_PROJECT_NAME: self.project_name,
+                LABEL_SERVICE: self.spec.name,
+                LABEL_INSTANCE: self.instance_id,
+                LABEL_SPEC_HASH: self.spec.spec_hash,
+                LABEL_VERSION: self.version_id,
+                LABEL_CREATED: f"{time.time():.6f}",
+            }
+        )
+        return labels
+
+
+@attrs.frozen
+class ServiceGoal:
+    """What the reconciler wants for one service right now."""
+
+    project_id: str
+    project_name: str
+    version_id: str
+    spec: ServiceSpec
+    scale: int
+    desired: DesiredState = "running"
+
+
+# ---- plan steps -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Create:
+    service: str
+    reason: str = ""
+
+
+@attrs.frozen
+class Start:
+    instance: Instance
+    reason: str = ""
+
+
+@attrs.frozen
+class Stop:
+    instance: Instance
+    reason: str = ""
+
+
+@attrs.frozen
+class Remove:
+    instance: Instance
+    reason: str = ""
+
+
+Step = Create | Start | Stop | Remove
+
+
+@attrs.frozen
+class Plan:
+    steps: tuple[Step, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def count(self, kind: type) -> int:
+        return sum(1 for s in self.steps if isinstance(s, kind))
+
+    def summary(self) -> str:
+        parts = []
+        for kind, word in ((Create, "create"), (Start, "start"), (Stop, "stop"), (Remove, "remove")):
+            n = self.count(kind)
+            if n:
+                parts.append(f"{word} {n}")
+        return ", ".join(parts) or "nothing to do"
+
+
+TASK_STATES = ("queued", "active", "completed", "failed", "terminated")
+TASK_KINDS = ("start", "stop", "scale", "reprovision", "converge", "delete")
