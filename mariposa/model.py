@@ -131,6 +131,7 @@ class Instance:
     address: str | None = None
     ports: tuple[PublishedPort, ...] = ()
     compute_type: str = "docker"
+    project_name: str = ""
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,228 @@
+"""The control API's endpoints (after ``rfd36/implementation/rfd79`` and ``rfd80``).
+
+Handlers validate everything before they touch the store, make each change in one transaction,
+then wake the queue. They never wait for instances: long work is a task the caller can follow.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from mariposa import __version__
+from mariposa.api.http import Request, Router
+from mariposa.context import Context
+from mariposa.errors import BadRequest, Conflict, InvalidManifest
+from mariposa.manifest import ManifestError, parse_manifest
+from mariposa.model import ProjectSpec
+from mariposa.queue.executor import Executor
+from mariposa.store import events as event_store
+from mariposa.store import goal as goal_store
+from mariposa.store import tasks as task_store
+from mariposa.store.rows import ProjectRow, TaskRow
+
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def _parse(ctx: Context, text: str, filename: str) -> ProjectSpec:
+    try:
+        return parse_manifest(text, filename, packages=ctx.packages)
+    except ManifestError as exc:
+        problems = [attrs.asdict(p) for p in exc.problems]
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        raise InvalidManifest(f"{filename}: {count} in the manifest; nothing was changed", details=problems) from None
+
+
+def _manifest_body(req: Request) -> tuple[str, str]:
+    body = req.json()
+    text = body.get("manifest")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("'manifest' (the manifest text) is required")
+    return text, body.get("filename") or "<manifest>"
+
+
+def _tasks_json(tasks: list[TaskRow]) -> list[dict]:
+    return [t.to_json() for t in tasks]
+
+
+def build_router(ctx: Context, executor: Executor) -> Router:
+    r = Router()
+    store = ctx.store
+
+    async def project(ref: str) -> ProjectRow:
+        return await store.call(goal_store.get_project, ref)
+
+    async def instances_json(project_id: str, service: str | None = None) -> list[dict]:
+        found = [i for i in await ctx.inventory(project_id) if service is None or i.service == service]
+        found.sort(key=lambda i: (i.service, i.created))
+        return [i.to_json() for i in found]
+
+    async def services_json(p: ProjectRow) -> list[dict]:
+        rows = await store.call(goal_store.list_services, p.id, False)
+        version = await store.call(goal_store.current_version, p)
+        spec = ctx.goals.spec_for(version.id, version.manifest)
+        insts = await ctx.inventory(p.id)
+        open_tasks = await store.call(task_store.listing, p.id, ("queued", "active"))
+        out = []
+        for s in rows:
+            mine = [i for i in insts if i.service == s.name]
+            svc_spec = spec.service(s.name)
+            task = next((t for t in open_tasks if t.service == s.name), None)
+            out.append({
+                **s.to_json(),
+                "image": svc_spec.image if svc_spec else None,
+                "compute_type": svc_spec.compute_type if svc_spec else None,
+                "running": sum(1 for i in mine if i.running),
+                "instances": len(mine),
+                "task": task.to_json() if task else None,
+            })
+        return out
+
+    @r.route("GET", "/v1/ping")
+    async def ping(req: Request):
+        return {"ok": True, "version": __version__, "owner": ctx.owner, "you": req.author}
+
+    # ---- projects -----------------------------------------------------------------------------
+
+    @r.route("GET", "/v1/projects")
+    async def list_projects(req: Request):
+        projects = await store.call(goal_store.list_projects)
+        insts = await ctx.inventory()
+        out = []
+        for p in projects:
+            mine = [i for i in insts if i.project_id == p.id]
+            services = await store.call(goal_store.list_services, p.id, False)
+            version = await store.call(goal_store.current_version, p)
+            out.append({**p.to_json(), "version": version.seq, "services": len(services),
+                        "running": sum(1 for i in mine if i.running), "instances": len(mine)})
+        return out
+
+    @r.route("POST", "/v1/projects")
+    async def add_project(req: Request):
+        body = req.json()
+        name = str(body.get("name") or "")
+        if not PROJECT_NAME.match(name):
+            raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', starting with a letter or digit")
+        text, filename = _manifest_body(req)
+        spec = _parse(ctx, text, filename)
+        p, tasks = await store.call(
+            lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=req.author)
+        )
+        ctx.queue.set()
+        return {"project": p.to_json(), "tasks": _tasks_json(tasks)}
+
+    @r.route("GET", "/v1/projects/{project}")
+    async def get_project(req: Request):
+        p = await project(req.params["project"])
+        version = await store.call(goal_store.current_version, p)
+        return {**p.to_json(), "version": version.to_json(with_manifest=True), "services": await services_json(p)}
+
+    @r.route("PUT", "/v1/projects/{project}")
+    async def update_project(req: Request):
+        p = await project(req.params["project"])
+        text, filename = _manifest_body(req)
+        new = _parse(ctx, text, filename)
+        current = await store.call(goal_store.current_version, p)
+        old = ctx.goals.spec_for(current.id, current.manifest)
+        version, tasks = await store.call(
+            lambda db: goal_store.update_project(db, p, text, old, new, filename=filename, author=req.author)
+        )
+        ctx.queue.set()
+        ctx.reconcile.set()
+        return {"changed": version is not None, "version": version.to_json() if version else current.to_json(),
+                "tasks": _tasks_json(tasks)}
+
+    @r.route("DELETE", "/v1/projects/{project}")
+    async def delete_project(req: Request):
+        p = await project(req.params["project"])
+        task = await store.call(lambda db: goal_store.mark_deleting(db, p, req.author))
+        ctx.queue.set()
+        return {"tasks": _tasks_json([task])}
+
+    @r.route("POST", "/v1/projects/{project}/{action}")
+    async def project_action(req: Request):
+        action = req.params["action"]
+        if action not in ("start", "stop"):
+            raise BadRequest(f"unknown project action '{action}' (start or stop)")
+        p = await project(req.params["project"])
+        desired = "running" if action == "start" else "stopped"
+        tasks = await store.call(lambda db: goal_store.set_project_desired(db, p, desired, req.author))
+        ctx.queue.set()
+        return {"tasks": _tasks_json(tasks)}
+
+    @r.route("GET", "/v1/projects/{project}/instances")
+    async def project_instances(req: Request):
+        p = await project(req.params["project"])
+        return await instances_json(p.id)
+
+    # ---- services -----------------------------------------------------------------------------
+
+    @r.route("GET", "/v1/projects/{project}/services")
+    async def list_services(req: Request):
+        return await services_json(await project(req.params["project"]))
+
+    @r.route("GET", "/v1/projects/{project}/services/{service}")
+    async def get_service(req: Request):
+        p = await project(req.params["project"])
+        svc = await store.call(goal_store.get_service, p, req.params["service"])
+        summary = next(s for s in await services_json(p) if s["id"] == svc.id)
+        version = await store.call(goal_store.current_version, p)
+        spec = ctx.goals.spec_for(version.id, version.manifest).service(svc.name)
+        return {**summary, "project": p.name, "version": version.seq,
+                "spec": attrs.asdict(spec) if spec else None, "spec_hash": spec.spec_hash if spec else None}
+
+    @r.route("GET", "/v1/projects/{project}/services/{service}/instances")
+    async def service_instances(req: Request):
+        p = await project(req.params["project"])
+        svc = await store.call(goal_store.get_service, p, req.params["service"])
+        return await instances_json(p.id, svc.name)
+
+    @r.route("POST", "/v1/projects/{project}/services/{service}/{action}")
+    async def service_action(req: Request):
+        p = await project(req.params["project"])
+        svc = await store.call(goal_store.get_service, p, req.params["service"])
+        action = req.params["action"]
+        if action == "scale":
+            amount = req.json().get("scale")
+            if amount is None:
+                raise BadRequest("'scale' is required: a number, or +N / -N")
+            task = await store.call(lambda db: goal_store.scale_service(db, p, svc, str(amount), req.author))
+        elif action == "start":
+            running = [i for i in await ctx.inventory(p.id) if i.service == svc.name and i.running]
+            if svc.desired == "running" and running:
+                raise Conflict(f"service {svc.name} is already running ({len(running)} instances)")
+            task = await store.call(lambda db: goal_store.set_service_desired(db, p, svc, "running", req.author))
+        elif action == "stop":
+            task = await store.call(lambda db: goal_store.set_service_desired(db, p, svc, "stopped", req.author))
+        elif action == "thaw":
+            task = await store.call(lambda db: goal_store.thaw_service(db, p, svc, req.author))
+        else:
+            raise BadRequest(f"unknown service action '{action}' (scale, start, stop or thaw)")
+        ctx.queue.set()
+        return {"tasks": _tasks_json([task])}
+
+    # ---- queue and events ---------------------------------------------------------------------
+
+    @r.route("GET", "/v1/queue")
+    async def list_queue(req: Request):
+        project_id = (await project(req.query["project"])).id if req.query.get("project") else None
+        states = tuple(req.query["state"].split(",")) if req.query.get("state") else None
+        return _tasks_json(await store.call(task_store.listing, project_id, states, int(req.query.get("limit", 200))))
+
+    @r.route("GET", "/v1/queue/{task}")
+    async def get_task(req: Request):
+        return (await store.call(task_store.get, req.params["task"])).to_json()
+
+    @r.route("DELETE", "/v1/queue/{task}")
+    async def stop_task(req: Request):
+        project_id = (await project(req.query["project"])).id if req.query.get("project") else None
+        task = await executor.stop(req.params["task"], project_id, req.author)
+        return task.to_json()
+
+    @r.route("GET", "/v1/events")
+    async def list_events(req: Request):
+        project_id = (await project(req.query["project"])).id if req.query.get("project") else None
+        return await store.call(event_store.listing, project_id, req.query.get("service"), int(req.query.get("since", 0)))
+
+    return r

@@ -1,0 +1,76 @@
+"""The CLI's side of the control socket: a synchronous httpx client over the unix socket."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import httpx
+
+from mariposa.daemon import DEFAULT_SOCKET
+from mariposa.errors import ERROR_KINDS, MariposaError
+
+TERMINAL_STATES = ("completed", "failed", "terminated")
+
+
+class DaemonUnreachable(MariposaError):
+    exit_code = 3
+    kind = "unreachable"
+
+
+class TaskDidNotComplete(MariposaError):
+    exit_code = 6
+    kind = "task-failed"
+
+
+def socket_path(explicit: str | None) -> str:
+    return explicit or os.environ.get("MARIPOSA_SOCKET") or DEFAULT_SOCKET
+
+
+class Client:
+    def __init__(self, socket: str, timeout: float = 60.0):
+        self.socket = socket
+        self.http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=socket), base_url="http://mariposa", timeout=timeout
+        )
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> Any:
+        try:
+            resp = self.http.request(method, path, json=json, params={k: v for k, v in (params or {}).items() if v is not None})
+        except (httpx.ConnectError, httpx.TransportError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonUnreachable(
+                f"cannot reach the mariposa daemon at {self.socket} ({exc.__class__.__name__}); "
+                f"is 'mariposa daemon' running? (set --socket or MARIPOSA_SOCKET)"
+            ) from None
+        body = resp.json() if resp.content else None
+        if resp.status_code >= 400:
+            body = body or {}
+            cls = ERROR_KINDS.get(body.get("error"), MariposaError)
+            raise cls(body.get("message") or f"HTTP {resp.status_code}", details=body.get("details"))
+        return body
+
+    def get(self, path: str, **params) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, json=body or {})
+
+    def wait_for(self, task_ids: list[str], on_progress=None, timeout: float | None = None) -> list[dict]:
+        """Follow tasks until each ends; the caller decides what a failure means."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = list(task_ids)
+        finished: dict[str, dict] = {}
+        while pending:
+            for task_id in list(pending):
+                task = self.get(f"/v1/queue/{task_id}")
+                if on_progress:
+                    on_progress(task)
+                if task["state"] in TERMINAL_STATES:
+                    finished[task_id] = task
+                    pending.remove(task_id)
+            if pending:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TaskDidNotComplete(f"timed out waiting for task(s) {', '.join(t[:12] for t in pending)}")
+                time.sleep(0.2)
+        return [finished[t] for t in task_ids]

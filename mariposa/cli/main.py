@@ -1,0 +1,425 @@
+"""The ``mariposa`` command: a client of the control API, plus ``mariposa daemon``.
+
+Exit codes: 0 done; 1 refused (bad input, invalid manifest); 2 usage; 3 daemon unreachable;
+4 not found; 5 conflict; 6 a waited-for task failed or was terminated.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mariposa.cli.client import Client, TaskDidNotComplete, socket_path
+from mariposa.cli.output import ago, fields, print_json, short, table
+from mariposa.errors import MariposaError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+NUMBER_ARGS = {"ignore_unknown_options": True, **CONTEXT}  # so "scale web -2" is a number, not a flag
+
+
+class State:
+    def __init__(self, socket: str | None, project: str | None):
+        self.socket = socket_path(socket)
+        self.project_ref = project
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.socket)
+        return self._client
+
+    def project(self) -> str:
+        if not self.project_ref:
+            raise click.UsageError("this command needs a project: mariposa -j PROJECT ...")
+        return self.project_ref
+
+
+pass_state = click.make_pass_decorator(State)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+wait_option = click.option("--wait", is_flag=True, help="Follow the task(s) until they end; exit 6 unless all complete.")
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--socket", envvar="MARIPOSA_SOCKET", help="Control socket (default /run/mariposa/mariposa.sock).")
+@click.option("-j", "--project", "project", help="Project name or id for service and queue commands.")
+@click.version_option(package_name="mariposa")
+@click.pass_context
+def cli(ctx: click.Context, socket: str | None, project: str | None) -> None:
+    """Mariposa: keep the services of your projects running on this host."""
+    ctx.obj = State(socket, project)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--state-dir", default="/var/lib/mariposa", show_default=True, help="Where the store lives.")
+@click.option("--socket", "daemon_socket", help="Control socket path (default: the global --socket).")
+@click.option("--docker-host", help="Docker Engine socket (default: DOCKER_HOST or /var/run/docker.sock).")
+@click.option("--resync", default=10.0, show_default=True, help="Seconds between full reconcile passes.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@pass_state
+def daemon(state: State, state_dir, daemon_socket, docker_host, resync, log_format, log_level) -> None:
+    """Run the daemon in the foreground."""
+    import trio
+
+    from mariposa import logs
+    from mariposa.daemon import DaemonConfig, StateDirLocked, run_daemon
+
+    logs.configure(log_format, log_level)
+    config = DaemonConfig(state_dir=state_dir, socket=daemon_socket or state.socket, docker_host=docker_host, resync=resync)
+    try:
+        trio.run(run_daemon, config)
+    except StateDirLocked as exc:
+        raise MariposaError(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _read_manifest(path: str) -> tuple[str, str]:
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    p = Path(path)
+    try:
+        return p.read_text(), str(p)
+    except OSError as exc:
+        raise MariposaError(f"cannot read manifest {path}: {exc.strerror}") from None
+
+
+def _task_line(task: dict) -> str:
+    return f"task {short(task['id'])} {task['kind']} {task['target']}: {task['state']}"
+
+
+def _report_tasks(state: State, tasks: list[dict], wait: bool, as_json: bool = False) -> None:
+    if not wait:
+        if as_json:
+            print_json(tasks)
+        for task in tasks if not as_json else []:
+            click.echo(_task_line(task))
+        return
+    seen: dict[str, str] = {}
+
+    def progress(task: dict) -> None:
+        step = (task.get("progress") or {}).get("step")
+        line = f"{_task_line(task)}" + (f" ({step})" if step and task["state"] == "active" else "")
+        if seen.get(task["id"]) != line and not as_json:
+            click.echo(line + (f": {task['message']}" if task["state"] != "active" and task.get("message") else ""))
+            seen[task["id"]] = line
+
+    done = state.client.wait_for([t["id"] for t in tasks], progress)
+    if as_json:
+        print_json(done)
+    bad = [t for t in done if t["state"] != "completed"]
+    if bad:
+        raise TaskDidNotComplete("; ".join(f"{_task_line(t)}: {t.get('message') or ''}" for t in bad))
+
+
+# ---- projects ---------------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT)
+def project() -> None:
+    """Projects: named sets of services described by one manifest."""
+
+
+@cli.command("projects", context_settings=CONTEXT)
+@json_option
+@pass_state
+def projects_alias(state: State, as_json: bool) -> None:
+    """List projects (same as 'project list')."""
+    _project_list(state, as_json)
+
+
+def _project_list(state: State, as_json: bool) -> None:
+    rows = state.client.get("/v1/projects")
+    if as_json:
+        return print_json(rows)
+    table(rows, [
+        ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("VERSION", lambda r: r["version"]),
+        ("STATE", lambda r: r["desired"]), ("SERVICES", lambda r: r["services"]),
+        ("RUNNING", lambda r: f"{r['running']}/{r['instances']}"), ("SOURCE", lambda r: r["source"] or "-"),
+        ("CREATED", lambda r: ago(r["created"])),
+    ])
+
+
+@project.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def project_list(state: State, as_json: bool) -> None:
+    """List projects."""
+    _project_list(state, as_json)
+
+
+@project.command("add", context_settings=CONTEXT)
+@click.argument("name")
+@click.argument("manifest")
+@wait_option
+@json_option
+@pass_state
+def project_add(state: State, name: str, manifest: str, wait: bool, as_json: bool) -> None:
+    """Add project NAME from MANIFEST (a file, or - for stdin) and start its services."""
+    text, filename = _read_manifest(manifest)
+    result = state.client.post("/v1/projects", {"name": name, "manifest": text, "filename": filename})
+    if not as_json:
+        click.echo(f"project {name} added ({short(result['project']['id'])})")
+    _report_tasks(state, result["tasks"], wait, as_json)
+
+
+@project.command("get", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def project_get(state: State, ref: str, as_json: bool) -> None:
+    """Show a project: details, services and its current manifest."""
+    p = state.client.get(f"/v1/projects/{ref}")
+    if as_json:
+        return print_json(p)
+    v = p["version"]
+    fields([("name", p["name"]), ("id", p["id"]), ("state", p["desired"]), ("version", f"{v['seq']} ({short(v['id'])}, {ago(v['created'])})"),
+            ("source", p["source"] or "-"), ("services", ", ".join(f"{s['name']} {s['running']}/{s['scale']}" for s in p["services"]))])
+    click.echo("---")
+    click.echo(v["manifest"].rstrip("\n"))
+
+
+@project.command("instances", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def project_instances(state: State, ref: str, as_json: bool) -> None:
+    """List all instances of a project, stopped ones included."""
+    _instances(state.client.get(f"/v1/projects/{ref}/instances"), as_json)
+
+
+def _instances(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        return print_json(rows)
+    table(rows, [
+        ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("SERVICE", lambda r: r["service"]),
+        ("STATE", lambda r: r["state"] + (f" ({r['exit_code']})" if r.get("exit_code") not in (None, 0) else "")),
+        ("ADDRESS", lambda r: r["address"] or "-"), ("PORTS", lambda r: ", ".join(r["ports"]) or "-"),
+        ("VERSION", lambda r: short(r["version_id"], 8)), ("CREATED", lambda r: ago(r["created"])),
+    ])
+
+
+@project.command("update", context_settings=CONTEXT)
+@click.argument("ref")
+@click.argument("manifest")
+@wait_option
+@json_option
+@pass_state
+def project_update(state: State, ref: str, manifest: str, wait: bool, as_json: bool) -> None:
+    """Make MANIFEST the project's new version and converge to it."""
+    text, filename = _read_manifest(manifest)
+    result = state.client.request("PUT", f"/v1/projects/{ref}", json={"manifest": text, "filename": filename})
+    if not as_json:
+        v = result["version"]
+        click.echo(f"project {ref} now at version {v['seq']}: {v['summary']}" if result["changed"] else f"project {ref} unchanged (version {v['seq']})")
+    _report_tasks(state, result["tasks"], wait, as_json)
+
+
+def _project_action(action: str, doc: str):
+    @project.command(action, context_settings=CONTEXT, help=doc)
+    @click.argument("ref")
+    @wait_option
+    @json_option
+    @pass_state
+    def command(state: State, ref: str, wait: bool, as_json: bool) -> None:
+        if action == "delete":
+            result = state.client.request("DELETE", f"/v1/projects/{ref}")
+        else:
+            result = state.client.post(f"/v1/projects/{ref}/{action}")
+        _report_tasks(state, result["tasks"], wait, as_json)
+
+    return command
+
+
+_project_action("start", "Start every service of the project.")
+_project_action("stop", "Stop every instance of the project (they are kept, stopped).")
+_project_action("delete", "Delete the project: every instance, its network and all its versions.")
+
+
+# ---- services ---------------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT)
+def service() -> None:
+    """Services of the project given with -j."""
+
+
+def _service_list(state: State, as_json: bool) -> None:
+    rows = state.client.get(f"/v1/projects/{state.project()}/services")
+    if as_json:
+        return print_json(rows)
+    table(rows, [
+        ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("IMAGE", lambda r: r["image"]),
+        ("STATE", lambda r: r["desired"] + (" (frozen)" if r["frozen"] else "")),
+        ("RUNNING", lambda r: f"{r['running']}/{r['scale']}"), ("INSTANCES", lambda r: r["instances"]),
+        ("TASK", lambda r: f"{r['task']['kind']} {r['task']['state']}" if r["task"] else "-"),
+    ])
+
+
+@service.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def service_list(state: State, as_json: bool) -> None:
+    """List the project's services."""
+    _service_list(state, as_json)
+
+
+@cli.command("services", context_settings=CONTEXT)
+@json_option
+@pass_state
+def services_alias(state: State, as_json: bool) -> None:
+    """List the project's services (same as 'service list')."""
+    _service_list(state, as_json)
+
+
+@service.command("get", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def service_get(state: State, ref: str, as_json: bool) -> None:
+    """Show one service: goal, actual state and its spec."""
+    s = state.client.get(f"/v1/projects/{state.project()}/services/{ref}")
+    if as_json:
+        return print_json(s)
+    spec = s["spec"] or {}
+    pairs = [("name", s["name"]), ("id", s["id"]), ("project", s["project"]), ("state", s["desired"]),
+             ("scale", s["scale"]), ("running", s["running"]), ("instances", s["instances"]),
+             ("image", s["image"]), ("version", s["version"]), ("spec hash", s["spec_hash"])]
+    if s["frozen"]:
+        pairs.append(("frozen", f"yes: {s['frozen_reason']} (thaw: mariposa -j {s['project']} service thaw {s['name']})"))
+    if s["task"]:
+        pairs.append(("task", _task_line(s["task"])))
+    if spec.get("command"):
+        pairs.append(("command", " ".join(spec["command"])))
+    if spec.get("ports"):
+        pairs.append(("ports", ", ".join(str(p["container"]) + (f"<-{p['host']}" if p["host"] else "") for p in spec["ports"])))
+    if spec.get("environment"):
+        pairs.append(("environment", ", ".join(k for k, _ in spec["environment"]) + " (values hidden)"))
+    fields(pairs)
+
+
+@service.command("instances", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def service_instances(state: State, ref: str, as_json: bool) -> None:
+    """List the service's instances, stopped ones included."""
+    _instances(state.client.get(f"/v1/projects/{state.project()}/services/{ref}/instances"), as_json)
+
+
+@service.command("scale", context_settings=NUMBER_ARGS)
+@click.argument("ref")
+@click.argument("amount")
+@wait_option
+@json_option
+@pass_state
+def service_scale(state: State, ref: str, amount: str, wait: bool, as_json: bool) -> None:
+    """Scale to AMOUNT instances, or by +N / -N."""
+    result = state.client.post(f"/v1/projects/{state.project()}/services/{ref}/scale", {"scale": amount})
+    _report_tasks(state, result["tasks"], wait, as_json)
+
+
+def _service_action(action: str, doc: str):
+    @service.command(action, context_settings=CONTEXT, help=doc)
+    @click.argument("ref")
+    @wait_option
+    @json_option
+    @pass_state
+    def command(state: State, ref: str, wait: bool, as_json: bool) -> None:
+        result = state.client.post(f"/v1/projects/{state.project()}/services/{ref}/{action}")
+        _report_tasks(state, result["tasks"], wait, as_json)
+
+    return command
+
+
+_service_action("start", "Start the service back at its scale (an error if it already runs).")
+_service_action("stop", "Stop every instance of the service (they are kept, stopped).")
+_service_action("thaw", "Let the reconciler manage a service again after 'queue stop' froze it.")
+
+
+# ---- queue and events -------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT)
+def queue() -> None:
+    """The task queue: every long action, cancellable."""
+
+
+@queue.command("list", context_settings=CONTEXT)
+@click.option("--open", "only_open", is_flag=True, help="Only queued and active tasks.")
+@click.option("--limit", default=50, show_default=True)
+@json_option
+@pass_state
+def queue_list(state: State, only_open: bool, limit: int, as_json: bool) -> None:
+    """List tasks, newest first (of the project given with -j, or all)."""
+    rows = state.client.get("/v1/queue", project=state.project_ref, state="queued,active" if only_open else None, limit=limit)
+    if as_json:
+        return print_json(rows)
+    table(rows, [
+        ("UUID", lambda r: short(r["id"])), ("COMPONENT", lambda r: "service" if r["service"] else "project"),
+        ("TASK", lambda r: r["kind"]), ("STATE", lambda r: r["state"]), ("TARGET", lambda r: r["target"]),
+        ("PROGRESS", lambda r: (r.get("progress") or {}).get("step", "-") if r["state"] == "active" else "-"),
+        ("CREATED", lambda r: ago(r["created"])), ("MESSAGE", lambda r: r["message"] or ""),
+    ])
+
+
+@queue.command("get", context_settings=CONTEXT)
+@click.argument("task")
+@json_option
+@pass_state
+def queue_get(state: State, task: str, as_json: bool) -> None:
+    """Show one task."""
+    t = state.client.get(f"/v1/queue/{task}")
+    if as_json:
+        return print_json(t)
+    fields([("id", t["id"]), ("task", t["kind"]), ("target", t["target"]), ("state", t["state"]),
+            ("created", ago(t["created"])), ("started", ago(t["started"])), ("ended", ago(t["ended"])),
+            ("progress", t.get("progress") or "-"), ("by", t.get("author") or "-"), ("message", t["message"] or "-")])
+
+
+@queue.command("stop", context_settings=CONTEXT)
+@click.argument("task")
+@json_option
+@pass_state
+def queue_stop(state: State, task: str, as_json: bool) -> None:
+    """Terminate a task; its service stays as it is (frozen) until you change or thaw it."""
+    t = state.client.request("DELETE", f"/v1/queue/{task}", params={"project": state.project_ref})
+    if as_json:
+        return print_json(t)
+    click.echo(f"{_task_line(t)}" + (f": {t['message']}" if t.get("message") else ""))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--service", help="Only this service's events.")
+@json_option
+@pass_state
+def events(state: State, service: str | None, as_json: bool) -> None:
+    """The event log (of the project given with -j, or all)."""
+    rows = state.client.get("/v1/events", project=state.project_ref, service=service)
+    if as_json:
+        return print_json(rows)
+    table(rows, [("TIME", lambda r: ago(r["time"])), ("TYPE", lambda r: r["type"]), ("BY", lambda r: r["author"] or "-"),
+                 ("MESSAGE", lambda r: r["message"])])
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MariposaError as exc:
+        click.echo(f"mariposa: error: {exc.message}", err=True)
+        for d in exc.details or []:
+            if isinstance(d, dict) and d.get("message"):
+                click.echo(f"  {d.get('file')}:{d.get('line')}:{d.get('column')}: {d.get('field') or ''}: {d['message']}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(0)

@@ -1,0 +1,38 @@
+"""What every part of the running daemon shares: the store, the drivers, the goal reader and the
+wake-ups that connect the reconciler and the queue."""
+
+from __future__ import annotations
+
+import attrs
+
+from mariposa.converge.goals import GoalReader
+from mariposa.drivers.base import Driver, DriverError
+from mariposa.store.db import Store
+from mariposa.wakeup import Wakeup
+
+
+@attrs.define
+class Context:
+    store: Store
+    drivers: dict[str, Driver]
+    goals: GoalReader
+    packages: dict
+    parallelism: int = 8
+    reconcile: Wakeup = attrs.field(factory=Wakeup)
+    queue: Wakeup = attrs.field(factory=Wakeup)
+
+    @property
+    def owner(self) -> str:
+        return self.store.owner
+
+    def driver_for(self, compute_type: str) -> Driver:
+        try:
+            return self.drivers[compute_type]
+        except KeyError:
+            raise DriverError(f"no driver for compute_type '{compute_type}' on this host") from None
+
+    async def inventory(self, project_id: str | None = None) -> list:
+        found = []
+        for driver in self.drivers.values():
+            found.extend(await driver.inventory(project_id))
+        return found

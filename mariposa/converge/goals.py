@@ -1,0 +1,76 @@
+"""Reads the goal state into ``ServiceGoal`` values for the planner.
+
+Versions are stored as verbatim manifest text; parsed specs are cached by version id, which is
+sound because a version never changes.
+"""
+
+from __future__ import annotations
+
+import attrs
+import sqlite_utils
+
+from mariposa.manifest import parse_manifest
+from mariposa.model import ProjectSpec, ServiceGoal
+from mariposa.store import goal as goal_store
+from mariposa.store import tasks as task_store
+from mariposa.store.db import Store
+from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow
+
+
+@attrs.frozen
+class GoalSnapshot:
+    projects: tuple[ProjectRow, ...]
+    services: tuple[ServiceRow, ...]
+    manifests: dict  # version id -> text, only for versions not yet cached
+    open_tasks: tuple[TaskRow, ...]
+
+
+def _read_snapshot(db: sqlite_utils.Database, cached: frozenset) -> GoalSnapshot:
+    projects = tuple(goal_store.list_projects(db))
+    services = []
+    for p in projects:
+        services.extend(goal_store.list_services(db, p.id, include_absent=True))
+    manifests = {}
+    for p in projects:
+        if p.current_version and p.current_version not in cached:
+            manifests[p.current_version] = goal_store.get_version(db, p.current_version).manifest
+    return GoalSnapshot(projects, tuple(services), manifests, tuple(task_store.listing(db, states=("queued", "active"))))
+
+
+class GoalReader:
+    def __init__(self, store: Store, packages: dict | None = None):
+        self.store = store
+        self.packages = packages
+        self._specs: dict[str, ProjectSpec] = {}
+
+    def spec_for(self, version_id: str, text: str) -> ProjectSpec:
+        spec = self._specs.get(version_id)
+        if spec is None:
+            spec = parse_manifest(text, f"version {version_id[:12]}", packages=self.packages)
+            self._specs[version_id] = spec
+        return spec
+
+    async def snapshot(self) -> GoalSnapshot:
+        snap = await self.store.call(_read_snapshot, frozenset(self._specs))
+        for version_id, text in snap.manifests.items():
+            self.spec_for(version_id, text)
+        return snap
+
+    def goal_from(self, project: ProjectRow, service: ServiceRow | None) -> ServiceGoal | None:
+        if service is None or project.desired == "deleting" or service.desired == "absent":
+            return None
+        spec = self._specs[project.current_version].service(service.name)
+        if spec is None:
+            return None
+        return ServiceGoal(
+            project_id=project.id, project_name=project.name, version_id=project.current_version,
+            spec=spec, scale=service.scale, desired=service.desired,
+        )
+
+    async def service_goal(self, project_id: str, service: str) -> ServiceGoal | None:
+        snap = await self.snapshot()
+        project = next((p for p in snap.projects if p.id == project_id), None)
+        if project is None:
+            return None
+        row = next((s for s in snap.services if s.project_id == project_id and s.name == service), None)
+        return self.goal_from(project, row)

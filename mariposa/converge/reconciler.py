@@ -1,0 +1,88 @@
+"""Level-triggered convergence: compare the whole goal with the whole actual state and queue a
+task for every service that differs and has no task already.
+
+It wakes on any change (runtime events, finished tasks, API writes) and on a periodic resync,
+so a lost event costs latency, never correctness. Frozen services (their last task was stopped
+by the operator) are left alone until their goal changes or the operator thaws them.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import structlog
+import trio
+
+from mariposa.context import Context
+from mariposa.converge.plan import plan
+from mariposa.drivers.base import DriverError, RuntimeUnavailable
+from mariposa.store import tasks as task_store
+
+log = structlog.get_logger()
+
+
+class Reconciler:
+    def __init__(self, ctx: Context, resync: float = 10.0, debounce: float = 0.1):
+        self.ctx = ctx
+        self.resync = resync
+        self.debounce = debounce
+        self.passes = 0
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                await self.reconcile_once()
+            except (DriverError, RuntimeUnavailable) as exc:
+                log.warning("reconcile pass skipped: runtime unavailable", error=str(exc))
+            await self.ctx.reconcile.wait(timeout=self.resync)
+            await trio.sleep(self.debounce)  # let a burst of events collapse into one pass
+
+    async def reconcile_once(self) -> list:
+        self.passes += 1
+        snap = await self.ctx.goals.snapshot()
+        actual = await self.ctx.inventory()
+        by_service: dict[tuple[str, str], list] = collections.defaultdict(list)
+        for inst in actual:
+            by_service[(inst.project_id, inst.service)].append(inst)
+        busy_services = {(t.project_id, t.service) for t in snap.open_tasks}
+        busy_projects = {t.project_id for t in snap.open_tasks if t.service is None}
+        projects = {p.id: p for p in snap.projects}
+        rows = {(s.project_id, s.name): s for s in snap.services}
+        wanted = []
+
+        for key in sorted(set(rows) | set(by_service)):
+            project_id, service = key
+            project = projects.get(project_id)
+            if project is None:
+                continue  # orphans of vanished projects are handled below
+            if project_id in busy_projects or key in busy_services or project.desired == "deleting":
+                continue
+            row = rows.get(key)
+            if row is not None and row.frozen:
+                continue
+            steps = plan(self.ctx.goals.goal_from(project, row), by_service.get(key, []))
+            if steps:
+                wanted.append(dict(project_id=project_id, project_name=project.name, service=service,
+                                   kind="converge", params={"reason": steps.summary()}))
+
+        orphans = {i.project_id: i for i in actual if i.project_id not in projects}
+        for project_id, inst in orphans.items():
+            if project_id not in busy_projects:
+                wanted.append(dict(project_id=project_id, project_name=inst.project_name or project_id[:12], service=None, kind="delete",
+                                   params={"reason": "instances of a project that no longer exists"}))
+        if wanted:
+            await self.ctx.store.call(_enqueue_all, wanted)
+            for w in wanted:
+                log.info("drift found, task queued", project=w["project_name"], service=w["service"],
+                         reason=w["params"]["reason"])
+            self.ctx.queue.set()
+        return wanted
+
+
+def _enqueue_all(db, wanted: list[dict]) -> None:
+    """Queue drift repairs, unless a task appeared meanwhile: a user's task must never be
+    superseded by the reconciler's."""
+    for w in wanted:
+        if not task_store.open_for(db, w["project_id"], w["service"]):
+            task_store.enqueue(db, **w, author="reconciler")

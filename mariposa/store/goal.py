@@ -1,0 +1,297 @@
+"""Changes to the goal state, each one transaction that also queues the tasks it implies.
+
+Functions here take already-validated specs: parsing happens before we touch the database, so a
+rejected manifest changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import sqlite_utils
+
+from mariposa.errors import BadRequest, Conflict
+from mariposa.model import ProjectSpec, ServiceSpec
+from mariposa.store import events, tasks
+from mariposa.store.db import new_id, now
+from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow, resolve, row_to
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---- reads ------------------------------------------------------------------------------------
+
+
+def get_project(db: sqlite_utils.Database, ref: str) -> ProjectRow:
+    return row_to(ProjectRow, resolve(db, "projects", ref, what="project"))
+
+
+def list_projects(db: sqlite_utils.Database) -> list[ProjectRow]:
+    return [row_to(ProjectRow, r) for r in db.query("SELECT * FROM projects ORDER BY name")]
+
+
+def get_version(db: sqlite_utils.Database, ref: str, project_id: str | None = None) -> VersionRow:
+    where, args = ("project_id = ?", [project_id]) if project_id else ("1=1", [])
+    return row_to(VersionRow, resolve(db, "versions", ref, what="version", where=where, where_args=args, by_name=False))
+
+
+def current_version(db: sqlite_utils.Database, project: ProjectRow) -> VersionRow:
+    return get_version(db, project.current_version)
+
+
+def list_versions(db: sqlite_utils.Database, project_id: str) -> list[VersionRow]:
+    rows = db.query("SELECT * FROM versions WHERE project_id = ? ORDER BY seq DESC", [project_id])
+    return [row_to(VersionRow, r) for r in rows]
+
+
+def list_services(db: sqlite_utils.Database, project_id: str, include_absent: bool = False) -> list[ServiceRow]:
+    extra = "" if include_absent else " AND desired != 'absent'"
+    rows = db.query(f"SELECT * FROM services WHERE project_id = ?{extra} ORDER BY name", [project_id])
+    return [row_to(ServiceRow, r) for r in rows]
+
+
+def get_service(db: sqlite_utils.Database, project: ProjectRow, ref: str) -> ServiceRow:
+    row = resolve(db, "services", ref, what=f"service in project '{project.name}'", where="project_id = ?", where_args=[project.id])
+    return row_to(ServiceRow, row)
+
+
+# ---- projects ---------------------------------------------------------------------------------
+
+
+def _insert_version(
+    db: sqlite_utils.Database, project_id: str, text: str, filename: str | None, author: str | None, summary: str
+) -> VersionRow:
+    seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE project_id = ?", [project_id]).fetchone()[0]
+    version_id = new_id()
+    db["versions"].insert(
+        {
+            "id": version_id,
+            "project_id": project_id,
+            "seq": seq,
+            "hash": text_hash(text),
+            "manifest": text,
+            "filename": filename,
+            "created": now(),
+            "author": author,
+            "summary": summary,
+        }
+    )
+    return get_version(db, version_id)
+
+
+def _insert_service(db: sqlite_utils.Database, project_id: str, spec: ServiceSpec, desired: str) -> None:
+    db["services"].insert(
+        {
+            "id": new_id(),
+            "project_id": project_id,
+            "name": spec.name,
+            "scale": spec.scale if spec.scale is not None else 1,
+            "desired": desired,
+            "frozen": 0,
+            "frozen_reason": None,
+            "created": now(),
+        }
+    )
+
+
+def add_project(
+    db: sqlite_utils.Database,
+    name: str,
+    text: str,
+    spec: ProjectSpec,
+    *,
+    filename: str | None = None,
+    author: str | None = None,
+    source: str = "api",
+) -> tuple[ProjectRow, list[TaskRow]]:
+    if db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
+        raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
+    project_id = new_id()
+    db["projects"].insert(
+        {"id": project_id, "name": name, "created": now(), "current_version": None, "desired": "running", "source": source}
+    )
+    version = _insert_version(db, project_id, text, filename, author, "created: " + ", ".join(spec.service_names))
+    db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project_id])
+    queued = []
+    for svc in spec.services:
+        _insert_service(db, project_id, svc, "running")
+        queued.append(
+            tasks.enqueue(db, project_id=project_id, project_name=name, service=svc.name, kind="start", author=author)
+        )
+    events.record(db, "project.add", f"project {name} added (version 1)", project_id=project_id, author=author)
+    return get_project(db, project_id), queued
+
+
+def describe_changes(old: ProjectSpec, new: ProjectSpec) -> list[tuple[str, str]]:
+    """(service, change) pairs: added, removed, changed, scale N."""
+    changes = []
+    for svc in new.services:
+        before = old.service(svc.name)
+        if before is None:
+            changes.append((svc.name, "added"))
+        elif before.spec_hash != svc.spec_hash:
+            changes.append((svc.name, "changed"))
+        elif svc.scale is not None and svc.scale != before.scale:
+            changes.append((svc.name, f"scale {svc.scale}"))
+    for svc in old.services:
+        if new.service(svc.name) is None:
+            changes.append((svc.name, "removed"))
+    return changes
+
+
+def update_project(
+    db: sqlite_utils.Database,
+    project: ProjectRow,
+    text: str,
+    old: ProjectSpec,
+    new: ProjectSpec,
+    *,
+    filename: str | None = None,
+    author: str | None = None,
+    params: dict | None = None,
+) -> tuple[VersionRow | None, list[TaskRow]]:
+    """Write a new version and queue what it implies; an identical text is not a new version."""
+    if project.desired == "deleting":
+        raise Conflict(f"project '{project.name}' is being deleted")
+    current = current_version(db, project)
+    if current.hash == text_hash(text):
+        return None, []
+    changes = describe_changes(old, new)
+    summary = "; ".join(f"{s}: {c}" for s, c in changes) or "no change to instances"
+    version = _insert_version(db, project.id, text, filename, author, summary)
+    db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project.id])
+    service_desired = "stopped" if project.desired == "stopped" else "running"
+    existing = {s.name: s for s in list_services(db, project.id, include_absent=True)}
+    queued = []
+
+    def queue(service: str, kind: str, extra: dict | None = None) -> None:
+        queued.append(
+            tasks.enqueue(
+                db, project_id=project.id, project_name=project.name, service=service, kind=kind,
+                params={**(params or {}), **(extra or {})}, author=author,
+            )
+        )
+
+    for service, change in changes:
+        row = existing.get(service)
+        spec = new.service(service)
+        if change == "removed":
+            db.execute("UPDATE services SET desired = 'absent', frozen = 0 WHERE id = ?", [row.id])
+            queue(service, "stop", {"remove": True})
+            continue
+        if row is None:
+            _insert_service(db, project.id, spec, service_desired)
+        else:
+            updates = {"frozen": 0, "frozen_reason": None}
+            if row.desired == "absent":
+                updates["desired"] = service_desired
+            if spec.scale is not None and (row.desired == "absent" or spec.scale != (old.service(service) or spec).scale):
+                updates["scale"] = spec.scale
+            db["services"].update(row.id, updates)
+        if service_desired == "running" or change != "added":
+            kind = {"added": "start", "changed": "reprovision"}.get(change, "scale")
+            queue(service, kind)
+    events.record(
+        db, "project.update", f"project {project.name} updated to version {version.seq}: {summary}",
+        project_id=project.id, author=author,
+    )
+    return version, queued
+
+
+def set_project_desired(
+    db: sqlite_utils.Database, project: ProjectRow, desired: str, author: str | None = None
+) -> list[TaskRow]:
+    """Start or stop every service of the project."""
+    if project.desired == "deleting":
+        raise Conflict(f"project '{project.name}' is being deleted")
+    db.execute("UPDATE projects SET desired = ? WHERE id = ?", [desired, project.id])
+    queued = []
+    for svc in list_services(db, project.id):
+        db.execute("UPDATE services SET desired = ?, frozen = 0, frozen_reason = NULL WHERE id = ?", [desired, svc.id])
+        queued.append(
+            tasks.enqueue(
+                db, project_id=project.id, project_name=project.name, service=svc.name,
+                kind="start" if desired == "running" else "stop", author=author,
+            )
+        )
+    events.record(db, f"project.{'start' if desired == 'running' else 'stop'}", f"project {project.name} {desired}",
+                  project_id=project.id, author=author)
+    return queued
+
+
+def mark_deleting(db: sqlite_utils.Database, project: ProjectRow, author: str | None = None) -> TaskRow:
+    db.execute("UPDATE projects SET desired = 'deleting' WHERE id = ?", [project.id])
+    # Every open service task is moot now: the delete task removes everything.
+    db.execute(
+        "UPDATE tasks SET state = 'terminated', ended = ?, message = 'project deleted' "
+        "WHERE project_id = ? AND state = 'queued'",
+        [now(), project.id],
+    )
+    events.record(db, "project.delete", f"project {project.name} deleting", project_id=project.id, author=author)
+    return tasks.enqueue(db, project_id=project.id, project_name=project.name, service=None, kind="delete", author=author)
+
+
+def forget_project(db: sqlite_utils.Database, project_id: str) -> None:
+    """The last step of a delete, once nothing of the project runs any more."""
+    db.execute("DELETE FROM projects WHERE id = ?", [project_id])
+
+
+# ---- services ---------------------------------------------------------------------------------
+
+
+def _thawed_task(
+    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, kind: str, author: str | None, params: dict | None = None
+) -> TaskRow:
+    db.execute("UPDATE services SET frozen = 0, frozen_reason = NULL WHERE id = ?", [svc.id])
+    return tasks.enqueue(
+        db, project_id=project.id, project_name=project.name, service=svc.name, kind=kind, params=params, author=author
+    )
+
+
+def scale_service(
+    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, amount: str, author: str | None = None
+) -> TaskRow:
+    text = str(amount).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"scale must be a whole number or a relative one like +1 or -2, not '{amount}'") from None
+    target = svc.scale + value if text[:1] in "+-" else value
+    if target < 0:
+        raise BadRequest(f"cannot scale {svc.name} to {target}: scale is at least 0 (it is {svc.scale})")
+    if project.desired == "deleting":
+        raise Conflict(f"project '{project.name}' is being deleted")
+    db.execute("UPDATE services SET scale = ? WHERE id = ?", [target, svc.id])
+    events.record(db, "service.scale", f"{svc.name} scale {svc.scale} -> {target}", project_id=project.id,
+                  service=svc.name, author=author)
+    return _thawed_task(db, project, svc, "scale", author, {"from": svc.scale, "to": target})
+
+
+def set_service_desired(
+    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, desired: str, author: str | None = None
+) -> TaskRow:
+    if project.desired == "deleting":
+        raise Conflict(f"project '{project.name}' is being deleted")
+    db.execute("UPDATE services SET desired = ? WHERE id = ?", [desired, svc.id])
+    if desired == "running" and project.desired == "stopped":
+        db.execute("UPDATE projects SET desired = 'running' WHERE id = ?", [project.id])
+    kind = "start" if desired == "running" else "stop"
+    events.record(db, f"service.{kind}", f"{svc.name} {desired}", project_id=project.id, service=svc.name, author=author)
+    return _thawed_task(db, project, svc, kind, author)
+
+
+def freeze_service(db: sqlite_utils.Database, project_id: str, service: str, reason: str) -> None:
+    db.execute(
+        "UPDATE services SET frozen = 1, frozen_reason = ? WHERE project_id = ? AND name = ?", [reason, project_id, service]
+    )
+
+
+def thaw_service(db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, author: str | None = None) -> TaskRow:
+    events.record(db, "service.thaw", f"{svc.name} thawed", project_id=project.id, service=svc.name, author=author)
+    return _thawed_task(db, project, svc, "converge", author)
+
+
+def forget_service(db: sqlite_utils.Database, project_id: str, name: str) -> None:
+    db.execute("DELETE FROM services WHERE project_id = ? AND name = ? AND desired = 'absent'", [project_id, name])

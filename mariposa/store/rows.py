@@ -1,0 +1,132 @@
+"""Typed views of the tables, and the name-or-id lookup every "uuid or name" argument uses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import sqlite_utils
+
+from mariposa.errors import BadRequest, NotFound
+
+
+def _json_dict(value: Any) -> dict:
+    if isinstance(value, dict):
+        return value
+    return json.loads(value) if value else {}
+
+
+@attrs.frozen
+class ProjectRow:
+    id: str
+    name: str
+    created: float
+    current_version: str | None
+    desired: str
+    source: str | None
+
+    def to_json(self) -> dict:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class VersionRow:
+    id: str
+    project_id: str
+    seq: int
+    hash: str
+    manifest: str
+    filename: str | None
+    created: float
+    author: str | None
+    summary: str | None
+
+    def to_json(self, with_manifest: bool = False) -> dict:
+        data = attrs.asdict(self)
+        if not with_manifest:
+            data.pop("manifest")
+        return data
+
+
+@attrs.frozen
+class ServiceRow:
+    id: str
+    project_id: str
+    name: str
+    scale: int
+    desired: str
+    frozen: bool
+    frozen_reason: str | None
+    created: float
+
+    def to_json(self) -> dict:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class TaskRow:
+    id: str
+    project_id: str
+    project_name: str
+    service: str | None
+    kind: str
+    state: str
+    params: dict = attrs.field(converter=_json_dict)
+    created: float = 0.0
+    started: float | None = None
+    ended: float | None = None
+    message: str | None = None
+    progress: dict = attrs.field(converter=_json_dict, default=None)
+    author: str | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.project_name}.{self.service}" if self.service else self.project_name
+
+    @property
+    def open(self) -> bool:
+        return self.state in ("queued", "active")
+
+    def to_json(self) -> dict:
+        data = attrs.asdict(self)
+        data["target"] = self.target
+        return data
+
+
+def row_to(cls: type, row: dict):
+    names = {a.name for a in attrs.fields(cls)}
+    return cls(**{k: v for k, v in row.items() if k in names})
+
+
+def resolve(
+    db: sqlite_utils.Database,
+    table: str,
+    ref: str,
+    *,
+    what: str,
+    where: str = "1=1",
+    where_args: list | None = None,
+    by_name: bool = True,
+) -> dict:
+    """Find one row by exact name, exact id, or a unique id prefix (as Docker does)."""
+    args = list(where_args or [])
+    ref = (ref or "").strip()
+    if not ref:
+        raise BadRequest(f"a {what} name or id is required")
+    if by_name:
+        rows = list(db.query(f"SELECT * FROM {table} WHERE ({where}) AND name = ?", args + [ref]))
+        if rows:
+            return rows[0]
+    rows = list(db.query(f"SELECT * FROM {table} WHERE ({where}) AND id = ?", args + [ref]))
+    if rows:
+        return rows[0]
+    if len(ref) >= 4:
+        rows = list(
+            db.query(f"SELECT * FROM {table} WHERE ({where}) AND id LIKE ? LIMIT 3", args + [ref + "%"])
+        )
+        if len(rows) == 1:
+            return rows[0]
+        if len(rows) > 1:
+            raise BadRequest(f"{what} id prefix '{ref}' is ambiguous; give more characters")
+    raise NotFound(f"no {what} '{ref}'")

@@ -1,0 +1,107 @@
+"""The persistent task queue: rows move queued -> active -> completed | failed | terminated."""
+
+from __future__ import annotations
+
+import json
+
+import sqlite_utils
+
+from mariposa.store.db import new_id, now
+from mariposa.store.rows import TaskRow, resolve, row_to
+
+OPEN = ("queued", "active")
+
+
+def enqueue(
+    db: sqlite_utils.Database,
+    *,
+    project_id: str,
+    project_name: str,
+    service: str | None,
+    kind: str,
+    params: dict | None = None,
+    author: str | None = None,
+) -> TaskRow:
+    """Queue a task. Older queued tasks for the same target are superseded at once (the newer
+    goal includes theirs); an active one is cancelled by the executor when it sees this one."""
+    task_id = new_id()
+    stamp = now()
+    same_target = "service IS ?" if service is None else "service = ?"
+    db.execute(
+        f"UPDATE tasks SET state = 'terminated', ended = ?, message = ? "
+        f"WHERE project_id = ? AND {same_target} AND state = 'queued'",
+        [stamp, f"superseded by task {task_id[:12]}", project_id, service],
+    )
+    db["tasks"].insert(
+        {
+            "id": task_id,
+            "project_id": project_id,
+            "project_name": project_name,
+            "service": service,
+            "kind": kind,
+            "state": "queued",
+            "params": json.dumps(params or {}),
+            "created": stamp,
+            "progress": "{}",
+            "author": author,
+        }
+    )
+    return get(db, task_id)
+
+
+def get(db: sqlite_utils.Database, ref: str, project_id: str | None = None) -> TaskRow:
+    where, args = ("project_id = ?", [project_id]) if project_id else ("1=1", [])
+    return row_to(TaskRow, resolve(db, "tasks", ref, what="task", where=where, where_args=args, by_name=False))
+
+
+def listing(
+    db: sqlite_utils.Database, project_id: str | None = None, states: tuple[str, ...] | None = None, limit: int = 200
+) -> list[TaskRow]:
+    clauses, args = [], []
+    if project_id:
+        clauses.append("project_id = ?")
+        args.append(project_id)
+    if states:
+        clauses.append(f"state IN ({','.join('?' * len(states))})")
+        args.extend(states)
+    where = " AND ".join(clauses) or "1=1"
+    rows = db.query(f"SELECT * FROM tasks WHERE {where} ORDER BY created DESC, rowid DESC LIMIT ?", args + [limit])
+    return [row_to(TaskRow, r) for r in rows]
+
+
+def queued(db: sqlite_utils.Database) -> list[TaskRow]:
+    return [row_to(TaskRow, r) for r in db.query("SELECT * FROM tasks WHERE state = 'queued' ORDER BY created, rowid")]
+
+
+def open_for(db: sqlite_utils.Database, project_id: str, service: str | None) -> list[TaskRow]:
+    """Open tasks that touch this service: its own and the project-wide ones."""
+    rows = db.query(
+        "SELECT * FROM tasks WHERE project_id = ? AND state IN ('queued', 'active') "
+        "AND (service IS NULL OR service = ?) ORDER BY created",
+        [project_id, service],
+    )
+    return [row_to(TaskRow, r) for r in rows]
+
+
+def mark_active(db: sqlite_utils.Database, task_id: str) -> None:
+    db.execute("UPDATE tasks SET state = 'active', started = COALESCE(started, ?) WHERE id = ?", [now(), task_id])
+
+
+def finish(db: sqlite_utils.Database, task_id: str, state: str, message: str | None) -> TaskRow:
+    db.execute(
+        "UPDATE tasks SET state = ?, ended = ?, message = ? WHERE id = ? AND state IN ('queued', 'active')",
+        [state, now(), message, task_id],
+    )
+    return get(db, task_id)
+
+
+def set_progress(db: sqlite_utils.Database, task_id: str, progress: dict) -> None:
+    db.execute("UPDATE tasks SET progress = ? WHERE id = ?", [json.dumps(progress), task_id])
+
+
+def resume_interrupted(db: sqlite_utils.Database) -> list[TaskRow]:
+    """After a crash, tasks that were running go back to the queue: every task is
+    level-triggered (it re-plans from goal and actual state), so running it again is safe."""
+    rows = [row_to(TaskRow, r) for r in db.query("SELECT * FROM tasks WHERE state = 'active'")]
+    db.execute("UPDATE tasks SET state = 'queued', message = 'resumed after a daemon restart' WHERE state = 'active'")
+    return rows

@@ -1,0 +1,26 @@
+"""A level-triggered nudge between trio tasks: many ``set()`` calls while nobody waits collapse
+into one wake-up, and a waiter never misses a ``set()`` made before it started waiting."""
+
+from __future__ import annotations
+
+import trio
+
+
+class Wakeup:
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """True when woken, False on timeout; either way the next wait needs a new ``set()``."""
+        woken = True
+        if timeout is None:
+            await self._event.wait()
+        else:
+            with trio.move_on_after(timeout):
+                await self._event.wait()
+            woken = self._event.is_set()
+        self._event = trio.Event()
+        return woken

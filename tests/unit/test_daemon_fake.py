@@ -1,0 +1,154 @@
+"""The whole daemon in-process on the fake driver: API, store, queue, reconciler together."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from mariposa.daemon import DaemonConfig, run_daemon
+from mariposa.drivers.fake import FakeDriver
+
+MANIFEST = """
+services:
+  web:
+    image: busybox
+    command: httpd -f -p 80
+    ports: [80]
+    scale: 3
+  backend:
+    image: busybox
+    command: sleep 1000
+"""
+
+
+@pytest.fixture
+async def daemon(tmp_path, nursery):
+    driver = FakeDriver(images=("busybox", "crashy"), crash_images=("crashy",))
+    sock = str(tmp_path / "m.sock")
+    config = DaemonConfig(state_dir=str(tmp_path / "state"), socket=sock, resync=0.5)
+    ctx = await nursery.start(run_daemon, config, {"docker": driver})
+    client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=sock), base_url="http://m")
+    yield client, driver, ctx
+    await client.aclose()
+
+
+async def wait_tasks(client, tasks, timeout=10):
+    with trio.fail_after(timeout):
+        for t in tasks:
+            while True:
+                got = (await client.get(f"/v1/queue/{t['id']}")).json()
+                if got["state"] in ("completed", "failed", "terminated"):
+                    break
+                await trio.sleep(0.02)
+    return got
+
+
+def running(driver, service=None):
+    return [i for i in driver.instances.values() if i.running and (service is None or i.service == service)]
+
+
+async def test_add_scale_stop_start_delete(daemon):
+    client, driver, _ = daemon
+    r = await client.post("/v1/projects", json={"name": "jupiter", "manifest": MANIFEST})
+    assert r.status_code == 200, r.text
+    await wait_tasks(client, r.json()["tasks"])
+    assert len(running(driver, "web")) == 3 and len(running(driver, "backend")) == 1
+
+    for amount, expected in (("1", 1), ("4", 4), ("+1", 5), ("-2", 3)):
+        r = await client.post("/v1/projects/jupiter/services/web/scale", json={"scale": amount})
+        assert (await wait_tasks(client, r.json()["tasks"]))["state"] == "completed"
+        assert len(running(driver, "web")) == expected
+
+    r = await client.post("/v1/projects/jupiter/services/web/stop")
+    await wait_tasks(client, r.json()["tasks"])
+    assert running(driver, "web") == [] and len([i for i in driver.instances.values() if i.service == "web"]) == 3
+    r = await client.post("/v1/projects/jupiter/services/web/start")
+    await wait_tasks(client, r.json()["tasks"])
+    assert len(running(driver, "web")) == 3
+    r = await client.post("/v1/projects/jupiter/services/web/start")
+    assert r.status_code == 409 and "already running" in r.json()["message"]
+
+    r = await client.delete("/v1/projects/jupiter")
+    await wait_tasks(client, r.json()["tasks"])
+    assert driver.instances == {} and driver.networks == set()
+    assert (await client.get("/v1/projects/jupiter")).status_code == 404
+
+
+async def test_update_replaces_changed_service_only(daemon):
+    client, driver, _ = daemon
+    r = await client.post("/v1/projects", json={"name": "p", "manifest": MANIFEST})
+    await wait_tasks(client, r.json()["tasks"])
+    backend_before = {i.id for i in running(driver, "backend")}
+    r = await client.put("/v1/projects/p", json={"manifest": MANIFEST.replace("httpd -f -p 80", "httpd -f -p 81")})
+    body = r.json()
+    assert body["changed"] and body["version"]["seq"] == 2 and "web: changed" in body["version"]["summary"]
+    await wait_tasks(client, body["tasks"])
+    web = running(driver, "web")
+    assert len(web) == 3 and all(i.version_id == body["version"]["id"] for i in web)
+    assert {i.id for i in running(driver, "backend")} == backend_before
+    # the same text again is not a new version
+    r = await client.put("/v1/projects/p", json={"manifest": MANIFEST.replace("httpd -f -p 80", "httpd -f -p 81")})
+    assert r.json()["changed"] is False
+
+
+async def test_invalid_manifest_changes_nothing(daemon):
+    client, driver, _ = daemon
+    r = await client.post("/v1/projects", json={"name": "p", "manifest": MANIFEST})
+    await wait_tasks(client, r.json()["tasks"])
+    bad = MANIFEST.replace("image: busybox\n    command: sleep", "imgae: busybox\n    command: sleep")
+    r = await client.put("/v1/projects/p", json={"manifest": bad, "filename": "p.yaml"})
+    assert r.status_code == 422
+    details = r.json()["details"]
+    assert any("did you mean 'image'" in d["message"] and d["file"] == "p.yaml" for d in details)
+    project = (await client.get("/v1/projects/p")).json()
+    assert project["version"]["seq"] == 1
+
+
+async def test_reconciler_replaces_killed_instance(daemon):
+    client, driver, _ = daemon
+    r = await client.post("/v1/projects", json={"name": "p", "manifest": MANIFEST})
+    await wait_tasks(client, r.json()["tasks"])
+    victim = running(driver, "web")[0]
+    driver.kill(victim.id)
+    with trio.fail_after(5):
+        while len(running(driver, "web")) < 3:
+            await trio.sleep(0.05)
+
+
+async def test_queue_stop_freezes_service(daemon):
+    client, driver, _ = daemon
+    driver.latency = 0.2
+    r = await client.post("/v1/projects", json={"name": "p", "manifest": MANIFEST})
+    await wait_tasks(client, r.json()["tasks"])
+    r = await client.post("/v1/projects/p/services/web/scale", json={"scale": 40})
+    task = r.json()["tasks"][0]
+    with trio.fail_after(5):
+        while (await client.get(f"/v1/queue/{task['id']}")).json()["state"] != "active":
+            await trio.sleep(0.02)
+    await trio.sleep(0.3)
+    r = await client.delete(f"/v1/queue/{task['id'][:8]}")
+    assert r.json()["state"] == "terminated"
+    count = len(running(driver, "web"))
+    assert count < 40
+    await trio.sleep(1.5)  # several reconcile passes (resync 0.5 s)
+    assert len(running(driver, "web")) == count
+    svc = (await client.get("/v1/projects/p/services/web")).json()
+    assert svc["frozen"] and "stopped" in svc["frozen_reason"]
+    r = await client.post("/v1/projects/p/services/web/thaw")
+    await wait_tasks(client, r.json()["tasks"], timeout=30)
+    assert len(running(driver, "web")) == 40
+
+
+async def test_missing_image_fails_task_clearly(daemon):
+    client, driver, _ = daemon
+    r = await client.post("/v1/projects", json={"name": "p", "manifest": "services:\n  a:\n    image: nosuch\n"})
+    got = await wait_tasks(client, r.json()["tasks"])
+    assert got["state"] == "failed" and "nosuch" in got["message"]
+
+
+async def test_crash_looping_instance_fails_task(daemon):
+    client, driver, _ = daemon
+    r = await client.post("/v1/projects", json={"name": "p", "manifest": "services:\n  a:\n    image: crashy\n"})
+    got = await wait_tasks(client, r.json()["tasks"])
+    assert got["state"] == "failed" and "gave up after 3 starts" in got["message"]
