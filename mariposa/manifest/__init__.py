@@ -1,0 +1,28 @@
+"""Manifest text to a validated ``ProjectSpec``.
+
+Parsing and validation are pure (no I/O, no clock) so the API, the CLI's local checks and the
+watched directory all give the same answer, and property tests can run them by the thousand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mariposa.manifest.errors import ManifestError, ManifestProblem
+from mariposa.manifest.parse import load
+from mariposa.manifest.validate import validate
+from mariposa.model import ProjectSpec
+from mariposa.packages import Package
+
+__all__ = ["ManifestError", "ManifestProblem", "parse_manifest"]
+
+
+def parse_manifest(
+    text: str, filename: str = "<manifest>", packages: Mapping[str, Package] | None = None
+) -> ProjectSpec:
+    """The project described by ``text`` (YAML or JSON).
+
+    ``packages`` is the package catalogue (``mariposa.packages.DEFAULT_PACKAGES`` when omitted).
+    Raises ``ManifestError`` listing every problem found, each with its line and column.
+    """
+    return validate(load(text, filename), filename, packages)

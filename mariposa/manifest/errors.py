@@ -1,0 +1,42 @@
+"""Manifest problems carry positions because the manifest is a file people edit by hand.
+
+Validation collects every problem before raising, so one run shows the user everything to fix;
+``ManifestError`` is that whole list, printed one ``FILE:LINE:COL: field: message`` per line,
+the format editors and terminals turn into clickable locations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+
+@attrs.frozen
+class ManifestProblem:
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+    field: str  # dotted path such as "services.web.scale"; "" for the document as a whole
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        if not self.field:
+            return f"{where}: {self.message}"
+        return f"{where}: {self.field}: {self.message}"
+
+    def to_json(self) -> dict:
+        return attrs.asdict(self)
+
+
+class ManifestError(Exception):
+    """Every problem found in one manifest, in file order."""
+
+    def __init__(self, problems: Iterable[ManifestProblem]):
+        # A stable sort keeps problems at the same position in the order they were found.
+        self.problems: list[ManifestProblem] = sorted(problems, key=lambda p: (p.line, p.column))
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)

@@ -1,0 +1,150 @@
+"""Manifest text to ruamel round-trip nodes, keeping where every value was written.
+
+The round-trip loader is used (not the safe one) because its containers remember line and column,
+which is what lets every later problem point at the offending spot. JSON is valid YAML to ruamel,
+so JSON manifests take the same path and get the same positions.
+
+Positions here are ruamel's 0-based ``(line, column)`` pairs; errors.py is where they become
+1-based for people.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from mariposa.manifest.errors import ManifestError, ManifestProblem
+
+Pos = tuple[int, int]
+START: Pos = (0, 0)
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _yaml() -> YAML:
+    return YAML(typ="rt", pure=True)
+
+
+def load(text: str, filename: str) -> Any:
+    """The document in ``text`` as round-trip nodes (``None`` when it is empty).
+
+    Raises ``ManifestError`` for syntax errors and duplicate keys, the problems ruamel finds
+    before validation can see anything.
+    """
+    try:
+        return _yaml().load(text)
+    except DuplicateKeyError:
+        # ruamel stops at the first duplicate; walk the composed tree to report all of them.
+        problems = _duplicate_keys(text, filename)
+        if problems:
+            raise ManifestError(problems) from None
+        raise  # pragma: no cover - compose found no duplicate although construct did
+    except MarkedYAMLError as exc:
+        raise ManifestError([_syntax_problem(exc, filename)]) from None
+    except YAMLError as exc:  # ReaderError (control characters, bad encoding) has no mark
+        raise ManifestError([_reader_problem(exc, text, filename)]) from None
+
+
+def _syntax_problem(exc: MarkedYAMLError, filename: str) -> ManifestProblem:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line, mark.column) if mark else START
+    message = exc.problem or exc.context or "invalid YAML"
+    if exc.problem and exc.context:
+        context = exc.context
+        if exc.context_mark is not None:
+            context += f" started at line {exc.context_mark.line + 1}"
+        message = f"{exc.problem} ({context})"
+    return ManifestProblem(filename, line + 1, col + 1, "", f"YAML syntax error: {message}")
+
+
+def _reader_problem(exc: YAMLError, text: str, filename: str) -> ManifestProblem:
+    offset = getattr(exc, "position", None)
+    line, col = START
+    if isinstance(offset, int):
+        before = text[:offset]
+        line = before.count("\n")
+        col = offset - (before.rfind("\n") + 1)
+    character = getattr(exc, "character", None)
+    if isinstance(character, str) and len(character) == 1:
+        character = ord(character)
+    if isinstance(character, int):
+        detail = f"character #x{character:04x} is not allowed in YAML"
+    else:
+        detail = str(getattr(exc, "reason", None) or exc).splitlines()[0]
+    return ManifestProblem(filename, line + 1, col + 1, "", f"cannot read the manifest: {detail}")
+
+
+def _duplicate_keys(text: str, filename: str) -> list[ManifestProblem]:
+    problems: list[ManifestProblem] = []
+    seen_nodes: set[int] = set()
+
+    def walk(node: Node, path: str) -> None:
+        if id(node) in seen_nodes:  # aliases share nodes; recursive ones would loop forever
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, MappingNode):
+            first_line: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
+                    continue
+                field = f"{path}.{key.value}" if path else str(key.value)
+                ident = (key.tag, key.value)
+                if ident in first_line:
+                    first = first_line[ident]
+                    message = f"duplicate key {key.value!r} (first given on line {first})"
+                    mark = key.start_mark
+                    problems.append(
+                        ManifestProblem(filename, mark.line + 1, mark.column + 1, field, message)
+                    )
+                else:
+                    first_line[ident] = key.start_mark.line + 1
+                walk(value, field)
+        elif isinstance(node, SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{path}[{index}]")
+
+    root = _yaml().compose(text)
+    if root is not None:
+        walk(root, "")
+    return problems
+
+
+# ---- positions of values inside round-trip containers ------------------------------------------
+# Scalars carry no position of their own; only the container holding them knows where they are.
+# ``lc`` lacks entries for keys that came in through a ``<<`` merge, hence the fallbacks.
+
+
+def node_pos(node: Any, default: Pos = START) -> Pos:
+    lc = getattr(node, "lc", None)
+    if lc is None or lc.line is None:
+        return default
+    return (lc.line, lc.col)
+
+
+def key_pos(mapping: Any, key: Any, default: Pos = START) -> Pos:
+    try:
+        return tuple(mapping.lc.key(key))  # type: ignore[return-value]
+    except (AttributeError, KeyError, TypeError):
+        return node_pos(mapping, default)
+
+
+def value_pos(mapping: Any, key: Any, default: Pos = START) -> Pos:
+    # An empty value has no token of its own; ruamel then reports wherever the parser stood
+    # next (often the following key), so point at the key instead.
+    if mapping.get(key) is None:
+        return key_pos(mapping, key, default)
+    try:
+        return tuple(mapping.lc.value(key))  # type: ignore[return-value]
+    except (AttributeError, KeyError, TypeError):
+        return node_pos(mapping, default)
+
+
+def item_pos(seq: Any, index: int, default: Pos = START) -> Pos:
+    try:
+        return tuple(seq.lc.item(index))  # type: ignore[return-value]
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return node_pos(seq, default)

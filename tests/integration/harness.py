@@ -1,0 +1,110 @@
+"""Runs the real thing for integration tests: `mariposa daemon` as a process on a private state
+dir and socket, the `mariposa` CLI as a process, and the Docker CLI to look at what is there."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MARIPOSA = str(Path(sys.executable).with_name("mariposa"))
+IMAGE = "mariposa-example/busybox:latest"
+
+
+def ensure_image() -> None:
+    subprocess.run(["bash", str(ROOT / "examples" / "build-image.sh"), IMAGE], check=True)
+
+
+def docker(*args: str, check: bool = True) -> str:
+    out = subprocess.run(["docker", *args], capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+class Daemon:
+    def __init__(self, tmp: Path):
+        self.state_dir = tmp / "state"
+        self.socket = str(tmp / "mariposa.sock")
+        self.log = tmp / "daemon.log"
+        self.proc: subprocess.Popen | None = None
+        self.owner: str | None = None
+
+    def start(self, *extra: str) -> "Daemon":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [MARIPOSA, "daemon", "--state-dir", str(self.state_dir), "--socket", self.socket,
+                 "--resync", "2", "--log-format", "json", *extra],
+                stdout=log, stderr=log,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            r = self.cli("project", "list", "--json", check=False)
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("daemon did not answer within 20 s")
+        self.owner = self.api_owner()
+        return self
+
+    def api_owner(self) -> str:
+        import httpx
+
+        with httpx.Client(transport=httpx.HTTPTransport(uds=self.socket), base_url="http://m") as c:
+            return c.get("/v1/ping").json()["owner"]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+        env = {**os.environ, "MARIPOSA_SOCKET": self.socket}
+        r = subprocess.run([MARIPOSA, *args], capture_output=True, text=True, env=env, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"mariposa {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def json(self, *args: str):
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def containers(self, *filters: str, all: bool = True) -> list[dict]:
+        """Containers this daemon owns, as Docker sees them."""
+        args = ["ps", "--no-trunc", "--format", "{{json .}}", "--filter", f"label=io.mariposa.owner={self.owner}"]
+        if all:
+            args.append("-a")
+        for f in filters:
+            args += ["--filter", f]
+        return [json.loads(line) for line in docker(*args).splitlines() if line.strip()]
+
+    def running(self, service: str | None = None) -> list[dict]:
+        extra = [f"label=io.mariposa.service={service}"] if service else []
+        return [c for c in self.containers(*extra, all=False) if c["State"] == "running"]
+
+    def cleanup(self) -> None:
+        self.kill()
+        if self.owner:
+            ids = docker("ps", "-aq", "--filter", f"label=io.mariposa.owner={self.owner}").split()
+            if ids:
+                docker("rm", "-f", *ids, check=False)
+            nets = docker("network", "ls", "-q", "--filter", f"label=io.mariposa.owner={self.owner}").split()
+            if nets:
+                docker("network", "rm", *nets, check=False)
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
