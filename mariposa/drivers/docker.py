@@ -1,0 +1,597 @@
+"""The Docker Engine driver, spoken over the Engine's HTTP API on its unix socket.
+
+Why the raw API and not docker-py: docker-py is synchronous and would need a worker thread per
+call; httpx runs natively under trio (through anyio), so hundreds of creates, stops and one
+never-ending event stream share one connection pool in the daemon's own nursery.
+
+Ownership is carried by labels, never by names: every container and network gets
+``io.mariposa.owner=<owner>`` and every listing filters on it server-side, so several daemons
+(tests run many side by side) share one Engine without ever seeing each other's instances.
+
+Docker's own restart policy is always ``no``: restarting is the reconciler's job, and two
+supervisors fighting over one container is how restart storms start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import httpx
+import trio
+
+from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, RuntimeUnavailable
+from mariposa.model import (
+    LABEL_CREATED,
+    LABEL_INSTANCE,
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    LABEL_PROJECT_NAME,
+    LABEL_SERVICE,
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+    CreateRequest,
+    Instance,
+    PublishedPort,
+    ServiceSpec,
+)
+
+API_VERSION = "v1.41"  # Debian's Engine is 20.10; pinning keeps response shapes stable.
+DEFAULT_SOCKET = "/var/run/docker.sock"
+CALL_TIMEOUT = 60.0
+STOP_GRACE = 60.0  # on top of the stop timeout, for Docker's own kill-and-wait
+# Below this length an environment value is too short to be a secret worth redacting, and
+# redacting it would shred ordinary words in error messages.
+_REDACT_MIN = 4
+
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
+
+
+def _parse_docker_host(docker_host: str | None) -> tuple[str, str | None]:
+    """(base url, unix socket path or None); DOCKER_HOST is honoured like the docker CLI does."""
+    host = docker_host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    if host.startswith("/"):
+        host = f"unix://{host}"
+    if host.startswith("unix://"):
+        return f"http://docker/{API_VERSION}", host[len("unix://") :]
+    if host.startswith(("tcp://", "http://")):
+        return f"http://{host.split('://', 1)[1].rstrip('/')}/{API_VERSION}", None
+    raise ValueError(f"unsupported DOCKER_HOST {host!r}: use unix:///path or tcp://host:port")
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        msg = resp.json().get("message")
+    except (ValueError, AttributeError):
+        msg = None
+    return (msg or resp.text or resp.reason_phrase or f"HTTP {resp.status_code}").strip()
+
+
+def _redact(text: str, spec: ServiceSpec | None) -> str:
+    """Environment values may be secrets; none may reach an error message or a log line."""
+    if spec is None:
+        return text
+    for _, value in sorted(spec.environment, key=lambda kv: -len(kv[1])):
+        if len(value) >= _REDACT_MIN:
+            text = text.replace(value, "<redacted>")
+    return text
+
+
+def _filters(**filters: Iterable[str]) -> dict[str, str]:
+    return {"filters": json.dumps({k: list(v) for k, v in filters.items()})}
+
+
+def _parse_created(value: Any) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value:
+        # RFC 3339 with nanoseconds; Python 3.11 only takes up to microseconds.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", value).replace("Z", "+00:00")
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            pass
+    return 0.0
+
+
+def _published(entries: Iterable[Mapping[str, Any]]) -> tuple[PublishedPort, ...]:
+    """Docker lists a binding once per address family; keep one, preferring IPv4's 0.0.0.0."""
+    best: dict[tuple[int, str, int], PublishedPort] = {}
+    for e in entries:
+        if not e.get("PublicPort"):
+            continue
+        port = PublishedPort(
+            container=int(e["PrivatePort"]),
+            protocol=e.get("Type", "tcp"),
+            host_ip=e.get("IP", ""),
+            host_port=int(e["PublicPort"]),
+        )
+        key = (port.container, port.protocol, port.host_port)
+        if key not in best or ":" in best[key].host_ip:
+            best[key] = port
+    return tuple(sorted(best.values(), key=lambda p: (p.container, p.protocol, p.host_port)))
+
+
+def _inspect_ports(ports: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Inspect's {"80/tcp": [{"HostIp", "HostPort"}]} in the list API's shape."""
+    out = []
+    for key, bindings in (ports or {}).items():
+        container, _, proto = key.partition("/")
+        for b in bindings or ():
+            if b.get("HostPort"):
+                out.append(
+                    {
+                        "IP": b.get("HostIp", ""),
+                        "PrivatePort": int(container),
+                        "PublicPort": int(b["HostPort"]),
+                        "Type": proto or "tcp",
+                    }
+                )
+    return out
+
+
+def network_name(project_id: str, project_name: str) -> str:
+    return f"mariposa-{project_name}-{project_id[:8]}"
+
+
+def _instance(
+    *,
+    labels: Mapping[str, str],
+    runtime_id: str,
+    name: str,
+    state: str,
+    image: str,
+    created: Any,
+    networks: Mapping[str, Any] | None,
+    ports: Iterable[Mapping[str, Any]],
+    exit_code: int | None,
+) -> Instance | None:
+    """One builder for both the list and the inspect shapes, so they can never disagree."""
+    instance_id = labels.get(LABEL_INSTANCE)
+    if not instance_id:
+        return None
+    project_id = labels.get(LABEL_PROJECT, "")
+    net = (networks or {}).get(network_name(project_id, labels.get(LABEL_PROJECT_NAME, "")))
+    try:
+        created_at = float(labels[LABEL_CREATED])
+    except (KeyError, ValueError):
+        created_at = _parse_created(created)
+    return Instance(
+        id=instance_id,
+        runtime_id=runtime_id,
+        name=name.lstrip("/"),
+        project_id=project_id,
+        service=labels.get(LABEL_SERVICE, ""),
+        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+        version_id=labels.get(LABEL_VERSION, ""),
+        state=state,
+        created=created_at,
+        image=image,
+        exit_code=exit_code,
+        address=(net or {}).get("IPAddress") or None,
+        ports=_published(ports),
+        project_name=labels.get(LABEL_PROJECT_NAME, ""),
+    )
+
+
+def _from_list(entry: Mapping[str, Any]) -> Instance | None:
+    state = entry.get("State", "")
+    exit_code = None
+    if state in ("exited", "dead"):
+        m = _EXITED.match(entry.get("Status", ""))
+        exit_code = int(m.group(1)) if m else None
+    names = entry.get("Names") or [entry["Id"][:12]]
+    return _instance(
+        labels=entry.get("Labels") or {},
+        runtime_id=entry["Id"],
+        name=names[0],
+        state=state,
+        image=entry.get("Image", ""),
+        created=entry.get("Created"),
+        networks=(entry.get("NetworkSettings") or {}).get("Networks"),
+        ports=entry.get("Ports") or (),
+        exit_code=exit_code,
+    )
+
+
+def _from_inspect(data: Mapping[str, Any]) -> Instance | None:
+    st = data.get("State") or {}
+    state = st.get("Status", "")
+    settings = data.get("NetworkSettings") or {}
+    return _instance(
+        labels=(data.get("Config") or {}).get("Labels") or {},
+        runtime_id=data["Id"],
+        name=data.get("Name", ""),
+        state=state,
+        image=(data.get("Config") or {}).get("Image", ""),
+        created=data.get("Created"),
+        networks=settings.get("Networks"),
+        ports=_inspect_ports(settings.get("Ports")),
+        exit_code=st.get("ExitCode") if state in ("exited", "dead") else None,
+    )
+
+
+def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
+    """The body of POST /containers/create; public so tests can check it without a daemon."""
+    spec = req.spec
+    exposed: dict[str, dict] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for p in spec.ports:
+        key = f"{p.container}/{p.protocol}"
+        exposed[key] = {}
+        # HostPort "" lets Docker pick a free ephemeral port, so replicas never collide.
+        bindings.setdefault(key, []).append(
+            {"HostIp": "", "HostPort": "" if p.host is None else str(p.host)}
+        )
+    host_config: dict[str, Any] = {
+        "NetworkMode": network,
+        "RestartPolicy": {"Name": "no"},
+        "PortBindings": bindings,
+        # A tiny init as PID 1 forwards SIGTERM and reaps zombies: without it a process that
+        # never installed a handler (busybox httpd, most shells) ignores SIGTERM and every
+        # stop waits out the whole timeout.
+        "Init": True,
+    }
+    if spec.dns:
+        host_config["Dns"] = list(spec.dns)
+    if spec.dns_search:
+        host_config["DnsSearch"] = list(spec.dns_search)
+    if spec.memory:
+        host_config["Memory"] = int(spec.memory)
+    if spec.cpus:
+        host_config["NanoCpus"] = int(spec.cpus * 1e9)
+    body: dict[str, Any] = {
+        "Image": spec.image,
+        "Env": [f"{k}={v}" for k, v in spec.environment],
+        "Labels": req.labels(),
+        "ExposedPorts": exposed,
+        "HostConfig": host_config,
+        "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [spec.name, req.name]}}},
+    }
+    if spec.command is not None:
+        body["Cmd"] = list(spec.command)
+    if spec.entrypoint is not None:
+        # A non-null empty list tells the Engine to drop the image's entrypoint.
+        body["Entrypoint"] = list(spec.entrypoint)
+    if spec.stop_timeout is not None:
+        body["StopTimeout"] = int(spec.stop_timeout)
+    return body
+
+
+@attrs.define
+class _Demux:
+    """Splits Docker's multiplexed attach stream (8-byte header: stream, 0, 0, 0, size)."""
+
+    buf: bytearray = attrs.field(factory=bytearray)
+    out: bytearray = attrs.field(factory=bytearray)
+
+    def feed(self, chunk: bytes) -> None:
+        self.buf += chunk
+        while len(self.buf) >= 8:
+            size = struct.unpack(">I", self.buf[4:8])[0]
+            if len(self.buf) < 8 + size:
+                return
+            self.out += self.buf[8 : 8 + size]
+            del self.buf[: 8 + size]
+
+
+class DockerDriver:
+    """Driver protocol over the Docker Engine API; see the module docstring for the rules."""
+
+    compute_type = "docker"
+
+    def __init__(self, owner: str, docker_host: str | None = None) -> None:
+        if not owner:
+            raise ValueError("owner must not be empty: it is what keeps daemons apart")
+        self.owner = owner
+        base_url, self._socket = _parse_docker_host(docker_host)
+        self.where = f"unix://{self._socket}" if self._socket else base_url
+        transport = httpx.AsyncHTTPTransport(
+            uds=self._socket,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        )
+        self._client = httpx.AsyncClient(
+            transport=transport, base_url=base_url, timeout=httpx.Timeout(CALL_TIMEOUT)
+        )
+        # Docker's CheckDuplicate is best effort: two concurrent creates can both succeed and
+        # leave two networks with one name, so creates of one project's network take turns here.
+        self._net_locks: dict[str, trio.Lock] = {}
+
+    @property
+    def _owner_label(self) -> str:
+        return f"{LABEL_OWNER}={self.owner}"
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> RuntimeUnavailable:
+        return RuntimeUnavailable(
+            f"Docker Engine not reachable at {self.where}: {exc or type(exc).__name__}"
+        )
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        allow: tuple[int, ...] = (),
+        spec: ServiceSpec | None = None,
+        timeout: Any = httpx.USE_CLIENT_DEFAULT,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One API call; statuses in ``allow`` come back to the caller, other errors raise."""
+        try:
+            resp = await self._client.request(method, path, timeout=timeout, **kwargs)
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        if resp.status_code < 400 or resp.status_code in allow:
+            return resp
+        msg = _redact(_message(resp), spec)
+        exc_type = ImageNotFound if "No such image" in msg else DriverError
+        raise exc_type(f"docker: {what}: {msg}")
+
+    # ---- protocol -----------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call("GET", "/_ping", "ping")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def check_image(self, image: str) -> str:
+        resp = await self._call(
+            "GET",
+            f"/images/{quote(image, safe='/:@')}/json",
+            f"inspect image {image}",
+            allow=(404,),
+        )
+        if resp.status_code == 404:
+            raise ImageNotFound(
+                f"image '{image}' is not on this host; Mariposa never pulls images: "
+                "build, load or import it first (docker load / docker import)"
+            )
+        return resp.json()["Id"]
+
+    async def ensure_network(self, project_id: str, project_name: str) -> None:
+        await self._ensure_network(project_id, project_name)
+
+    async def _ensure_network(self, project_id: str, project_name: str) -> str:
+        name = network_name(project_id, project_name)
+        lock = self._net_locks.setdefault(name, trio.Lock())
+        async with lock:
+            path = f"/networks/{quote(name, safe='')}"
+            resp = await self._call("GET", path, f"inspect network {name}", allow=(404,))
+            if resp.status_code == 200:
+                return name
+            body = {
+                "Name": name,
+                "CheckDuplicate": True,
+                "Driver": "bridge",
+                "Labels": {
+                    LABEL_OWNER: self.owner,
+                    LABEL_PROJECT: project_id,
+                    LABEL_PROJECT_NAME: project_name,
+                },
+            }
+            # 409: another daemon or process won the race; its network serves us as well.
+            await self._call(
+                "POST", "/networks/create", f"create network {name}", json=body, allow=(409,)
+            )
+            return name
+
+    async def remove_network(self, project_id: str) -> None:
+        resp = await self._call(
+            "GET",
+            "/networks",
+            f"list networks of project {project_id}",
+            params=_filters(label=[self._owner_label, f"{LABEL_PROJECT}={project_id}"]),
+        )
+        for net in resp.json():
+            await self._call(
+                "DELETE", f"/networks/{net['Id']}", f"remove network {net['Name']}", allow=(404,)
+            )
+
+    async def create(self, req: CreateRequest) -> Instance:
+        spec = req.spec
+        await self.check_image(spec.image)
+        network = await self._ensure_network(req.project_id, req.project_name)
+        body = container_config(req, network)
+        try:
+            resp = await self._call(
+                "POST",
+                "/containers/create",
+                f"create {req.name}",
+                params={"name": req.name},
+                json=body,
+                spec=spec,
+                allow=(409,),
+            )
+        except (RuntimeUnavailable, trio.Cancelled):
+            # The Engine may have made it before we stopped listening; the name is ours alone.
+            await self._cleanup(req.name)
+            raise
+        if resp.status_code == 409:
+            runtime_id = await self._adopt(req, _redact(_message(resp), spec))
+        else:
+            runtime_id = resp.json()["Id"]
+        try:
+            resp = await self._call(
+                "POST",
+                f"/containers/{runtime_id}/start",
+                f"start {req.name}",
+                spec=spec,
+                allow=(304,),
+            )
+            inst = await self._inspect(runtime_id, req.name)
+        except BaseException:
+            await self._cleanup(runtime_id)
+            raise
+        if inst is None:
+            raise DriverError(
+                f"docker: create {req.name}: the container vanished right after start"
+            )
+        return inst
+
+    async def _adopt(self, req: CreateRequest, conflict: str) -> str:
+        """A replayed create finds its own container (same instance id) and carries on with it."""
+        resp = await self._call(
+            "GET", f"/containers/{req.name}/json", f"inspect {req.name}", allow=(404,)
+        )
+        if resp.status_code == 200:
+            labels = resp.json().get("Config", {}).get("Labels") or {}
+            if (
+                labels.get(LABEL_INSTANCE) == req.instance_id
+                and labels.get(LABEL_OWNER) == self.owner
+            ):
+                return resp.json()["Id"]
+        raise DriverError(f"docker: create {req.name}: {conflict}")
+
+    async def _cleanup(self, ref: str) -> None:
+        """Remove a half-made container even while being cancelled; never mask the real error."""
+        with trio.move_on_after(30, shield=True):
+            try:
+                await self._call(
+                    "DELETE",
+                    f"/containers/{ref}",
+                    f"remove {ref}",
+                    params={"force": "true", "v": "true"},
+                    allow=(404, 409),
+                )
+            except DriverError:
+                pass
+
+    async def _inspect(self, runtime_id: str, what: str) -> Instance | None:
+        resp = await self._call(
+            "GET", f"/containers/{runtime_id}/json", f"inspect {what}", allow=(404,)
+        )
+        return _from_inspect(resp.json()) if resp.status_code == 200 else None
+
+    async def start(self, inst: Instance) -> None:
+        await self._call(
+            "POST", f"/containers/{inst.runtime_id}/start", f"start {inst.name}", allow=(304,)
+        )
+
+    async def stop(self, inst: Instance, timeout: int | None = None) -> None:
+        """``timeout`` None: the container's own stop timeout; negative: wait for ever.
+
+        Negative ``t`` meaning "no deadline" is Engine 20.10 behaviour, checked on this host.
+        """
+        params = {} if timeout is None else {"t": str(int(timeout))}
+        http_timeout = None if timeout is None or timeout < 0 else timeout + STOP_GRACE
+        # 304: already stopped; 404: already gone, which is stopped enough.
+        await self._call(
+            "POST",
+            f"/containers/{inst.runtime_id}/stop",
+            f"stop {inst.name}",
+            params=params,
+            allow=(304, 404),
+            timeout=http_timeout,
+        )
+
+    async def remove(self, inst: Instance) -> None:
+        # 404: gone already; 409: "removal ... is already in progress", someone is on it.
+        await self._call(
+            "DELETE",
+            f"/containers/{inst.runtime_id}",
+            f"remove {inst.name}",
+            params={"force": "true", "v": "true"},
+            allow=(404, 409),
+        )
+
+    async def inventory(self, project_id: str | None = None) -> list[Instance]:
+        labels = [self._owner_label]
+        if project_id is not None:
+            labels.append(f"{LABEL_PROJECT}={project_id}")
+        resp = await self._call(
+            "GET",
+            "/containers/json",
+            "list containers",
+            params={"all": "1", **_filters(label=labels)},
+        )
+        return [inst for inst in map(_from_list, resp.json()) if inst is not None]
+
+    async def events(self, since: float | None = None) -> AsyncIterator[DriverEvent]:
+        """Container events of this owner; ``since`` replays from then (so a re-subscribe loses
+        nothing). Ends by raising RuntimeUnavailable when the stream drops, never silently."""
+        params = _filters(type=["container"], label=[self._owner_label])
+        if since is not None:
+            params["since"] = f"{since:.9f}"
+        try:
+            async with self._client.stream("GET", "/events", params=params, timeout=None) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise DriverError(f"docker: events: {_message(resp)}")
+                async for line in resp.aiter_lines():
+                    event = self._event(line)
+                    if event is not None:
+                        yield event
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        raise RuntimeUnavailable(f"Docker Engine at {self.where} closed the event stream")
+
+    @staticmethod
+    def _event(line: str) -> DriverEvent | None:
+        line = line.strip()
+        if not line:
+            return None
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return None
+        attrs_ = (data.get("Actor") or {}).get("Attributes") or {}
+        # "exec_start: sh -c ..." carries a command line; keep the verb only.
+        action = (data.get("Action") or data.get("status") or "").split(":", 1)[0]
+        code = attrs_.get("exitCode")
+        return DriverEvent(
+            action=action,
+            instance_id=attrs_.get(LABEL_INSTANCE),
+            project_id=attrs_.get(LABEL_PROJECT),
+            service=attrs_.get(LABEL_SERVICE),
+            exit_code=int(code) if code is not None and code.lstrip("-").isdigit() else None,
+        )
+
+    # ---- beyond the protocol ------------------------------------------------------------------
+
+    async def exec(self, inst: Instance, argv: list[str], timeout: float) -> tuple[int, bytes]:
+        """Run ``argv`` in the instance; (exit code, stdout+stderr). For command health checks.
+
+        Raises trio.TooSlowError past ``timeout``; the process itself is left to finish, since the
+        Engine API has no way to kill an exec.
+        """
+        what = f"exec in {inst.name}"
+        with trio.fail_after(timeout):
+            resp = await self._call(
+                "POST",
+                f"/containers/{inst.runtime_id}/exec",
+                what,
+                json={"Cmd": list(argv), "AttachStdout": True, "AttachStderr": True},
+            )
+            exec_id = resp.json()["Id"]
+            demux = _Demux()
+            try:
+                async with self._client.stream(
+                    "POST",
+                    f"/exec/{exec_id}/start",
+                    json={"Detach": False, "Tty": False},
+                    timeout=None,
+                ) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        raise DriverError(f"docker: {what}: {_message(resp)}")
+                    async for chunk in resp.aiter_raw():
+                        demux.feed(chunk)
+            except (httpx.TransportError, OSError) as exc:
+                raise self._unavailable(exc) from None
+            # The stream ends when the process does; the exit code lands a moment later.
+            while True:
+                info = (await self._call("GET", f"/exec/{exec_id}/json", what)).json()
+                if not info.get("Running") and info.get("ExitCode") is not None:
+                    return int(info["ExitCode"]), bytes(demux.out)
+                await trio.sleep(0.02)
