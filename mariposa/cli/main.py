@@ -57,10 +57,11 @@ def cli(ctx: click.Context, socket: str | None, project: str | None) -> None:
 @click.option("--socket", "daemon_socket", help="Control socket path (default: the global --socket).")
 @click.option("--docker-host", help="Docker Engine socket (default: DOCKER_HOST or /var/run/docker.sock).")
 @click.option("--resync", default=10.0, show_default=True, help="Seconds between full reconcile passes.")
+@click.option("--parallelism", default=8, show_default=True, help="Instance operations run at once per task.")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @pass_state
-def daemon(state: State, state_dir, daemon_socket, docker_host, resync, log_format, log_level) -> None:
+def daemon(state: State, state_dir, daemon_socket, docker_host, resync, parallelism, log_format, log_level) -> None:
     """Run the daemon in the foreground."""
     import trio
 
@@ -68,7 +69,8 @@ def daemon(state: State, state_dir, daemon_socket, docker_host, resync, log_form
     from mariposa.daemon import DaemonConfig, StateDirLocked, run_daemon
 
     logs.configure(log_format, log_level)
-    config = DaemonConfig(state_dir=state_dir, socket=daemon_socket or state.socket, docker_host=docker_host, resync=resync)
+    config = DaemonConfig(state_dir=state_dir, socket=daemon_socket or state.socket, docker_host=docker_host, resync=resync,
+                          parallelism=parallelism)
     try:
         trio.run(run_daemon, config)
     except StateDirLocked as exc:

@@ -23,6 +23,7 @@ class GoalSnapshot:
     services: tuple[ServiceRow, ...]
     manifests: dict  # version id -> text, only for versions not yet cached
     open_tasks: tuple[TaskRow, ...]
+    failures: dict  # (project id, service) -> (failed tasks in a row, when the last ended)
 
 
 def _read_snapshot(db: sqlite_utils.Database, cached: frozenset) -> GoalSnapshot:
@@ -34,7 +35,8 @@ def _read_snapshot(db: sqlite_utils.Database, cached: frozenset) -> GoalSnapshot
     for p in projects:
         if p.current_version and p.current_version not in cached:
             manifests[p.current_version] = goal_store.get_version(db, p.current_version).manifest
-    return GoalSnapshot(projects, tuple(services), manifests, tuple(task_store.listing(db, states=("queued", "active"))))
+    open_tasks = tuple(task_store.listing(db, states=("queued", "active")))
+    return GoalSnapshot(projects, tuple(services), manifests, open_tasks, task_store.failure_streaks(db))
 
 
 class GoalReader:

@@ -9,6 +9,7 @@ by the operator) are left alone until their goal changes or the operator thaws t
 from __future__ import annotations
 
 import collections
+import time
 
 import structlog
 import trio
@@ -19,6 +20,15 @@ from mariposa.drivers.base import DriverError, RuntimeUnavailable
 from mariposa.store import tasks as task_store
 
 log = structlog.get_logger()
+
+
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds to wait before retrying a service whose last ``failures`` tasks failed."""
+    return 0.0 if failures <= 0 else min(BACKOFF_CAP, BACKOFF_BASE ** failures)
 
 
 class Reconciler:
@@ -61,6 +71,9 @@ class Reconciler:
             row = rows.get(key)
             if row is not None and row.frozen:
                 continue
+            failed, last_end = snap.failures.get(key, (0, 0.0))
+            if failed and time.time() < last_end + backoff_delay(failed):
+                continue  # a broken service must not churn the host; the resync retries later
             steps = plan(self.ctx.goals.goal_from(project, row), by_service.get(key, []))
             if steps:
                 wanted.append(dict(project_id=project_id, project_name=project.name, service=service,

@@ -105,3 +105,25 @@ def resume_interrupted(db: sqlite_utils.Database) -> list[TaskRow]:
     rows = [row_to(TaskRow, r) for r in db.query("SELECT * FROM tasks WHERE state = 'active'")]
     db.execute("UPDATE tasks SET state = 'queued', message = 'resumed after a daemon restart' WHERE state = 'active'")
     return rows
+
+
+def failure_streaks(db: sqlite_utils.Database, window: int = 1000) -> dict[tuple[str, str | None], tuple[int, float]]:
+    """For each target whose latest task failed: how many failed in a row, and when the last
+    one ended. The reconciler backs off on these instead of churning a broken service."""
+    streaks: dict[tuple[str, str | None], tuple[int, float]] = {}
+    closed: set[tuple[str, str | None]] = set()
+    rows = db.query(
+        "SELECT project_id, service, state, ended FROM tasks WHERE state IN ('completed', 'failed') "
+        "ORDER BY ended DESC LIMIT ?",
+        [window],
+    )
+    for row in rows:
+        key = (row["project_id"], row["service"])
+        if key in closed:
+            continue
+        if row["state"] != "failed":
+            closed.add(key)
+            continue
+        count, last = streaks.get(key, (0, row["ended"]))
+        streaks[key] = (count + 1, last)
+    return streaks

@@ -152,3 +152,6 @@ async def test_crash_looping_instance_fails_task(daemon):
     r = await client.post("/v1/projects", json={"name": "p", "manifest": "services:\n  a:\n    image: crashy\n"})
     got = await wait_tasks(client, r.json()["tasks"])
     assert got["state"] == "failed" and "gave up after 3 starts" in got["message"]
+    await trio.sleep(3)  # six resync passes: the back-off (2 s, then 4 s) allows one retry at most
+    tasks = (await client.get("/v1/queue")).json()
+    assert 1 <= len(tasks) <= 2, [(t["kind"], t["state"]) for t in tasks]
