@@ -6,6 +6,7 @@ Exit codes: 0 done; 1 refused (bad input, invalid manifest); 2 usage; 3 daemon u
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,6 +18,27 @@ from mariposa.errors import MariposaError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 NUMBER_ARGS = {"ignore_unknown_options": True, **CONTEXT}  # so "scale web -2" is a number, not a flag
+
+
+class AliasedGroup(click.Group):
+    """Accepts the spec's synonyms (``project create|new``, ``service show``, ``svcs`` ...)."""
+
+    aliases: dict[str, str] = {}
+
+    def get_command(self, ctx: click.Context, name: str):
+        return super().get_command(ctx, self.aliases.get(name, name))
+
+
+class TopGroup(AliasedGroup):
+    aliases = {"svcs": "services"}
+
+
+class ProjectGroup(AliasedGroup):
+    aliases = {"ls": "list", "create": "add", "new": "add", "show": "get"}
+
+
+class ServiceGroup(AliasedGroup):
+    aliases = {"ls": "list", "show": "get"}
 
 
 class State:
@@ -42,7 +64,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 wait_option = click.option("--wait", is_flag=True, help="Follow the task(s) until they end; exit 6 unless all complete.")
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=TopGroup, context_settings=CONTEXT)
 @click.option("--socket", envvar="MARIPOSA_SOCKET", help="Control socket (default /run/mariposa/mariposa.sock).")
 @click.option("-j", "--project", "project", help="Project name or id for service and queue commands.")
 @click.version_option(package_name="mariposa")
@@ -123,7 +145,7 @@ def _report_tasks(state: State, tasks: list[dict], wait: bool, as_json: bool = F
 # ---- projects ---------------------------------------------------------------------------------
 
 
-@cli.group(context_settings=CONTEXT)
+@cli.group(cls=ProjectGroup, context_settings=CONTEXT)
 def project() -> None:
     """Projects: named sets of services described by one manifest."""
 
@@ -247,7 +269,7 @@ _project_action("delete", "Delete the project: every instance, its network and a
 # ---- services ---------------------------------------------------------------------------------
 
 
-@cli.group(context_settings=CONTEXT)
+@cli.group(cls=ServiceGroup, context_settings=CONTEXT)
 def service() -> None:
     """Services of the project given with -j."""
 
@@ -298,7 +320,7 @@ def service_get(state: State, ref: str, as_json: bool) -> None:
     if s["task"]:
         pairs.append(("task", _task_line(s["task"])))
     if spec.get("command"):
-        pairs.append(("command", " ".join(spec["command"])))
+        pairs.append(("command", shlex.join(spec["command"])))
     if spec.get("ports"):
         pairs.append(("ports", ", ".join(str(p["container"]) + (f"<-{p['host']}" if p["host"] else "") for p in spec["ports"])))
     if spec.get("environment"):
