@@ -457,15 +457,15 @@ class DockerDriver:
         """Remove a half-made container even while being cancelled; never mask the real error."""
         with trio.move_on_after(30, shield=True):
             try:
-                await self._call(
-                    "DELETE",
-                    f"/containers/{ref}",
-                    f"remove {ref}",
-                    params={"force": "true", "v": "true"},
-                    allow=(404, 409),
-                )
+                await self._force_remove(ref, ref)
             except DriverError:
                 pass
+
+    async def _force_remove(self, ref: str, what: str) -> None:
+        # 404: gone already; 409: "removal ... is already in progress", someone is on it.
+        await self._call(
+            "DELETE", f"/containers/{ref}", f"remove {what}", params={"force": "true", "v": "true"}, allow=(404, 409)
+        )
 
     async def _inspect(self, runtime_id: str, what: str) -> Instance | None:
         resp = await self._call(
@@ -496,14 +496,7 @@ class DockerDriver:
         )
 
     async def remove(self, inst: Instance) -> None:
-        # 404: gone already; 409: "removal ... is already in progress", someone is on it.
-        await self._call(
-            "DELETE",
-            f"/containers/{inst.runtime_id}",
-            f"remove {inst.name}",
-            params={"force": "true", "v": "true"},
-            allow=(404, 409),
-        )
+        await self._force_remove(inst.runtime_id, inst.name)
 
     async def inventory(self, project_id: str | None = None) -> list[Instance]:
         labels = [self._owner_label]
