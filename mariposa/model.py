@@ -45,6 +45,78 @@ class PortSpec:
 
 
 @attrs.frozen
+class HealthCheck:
+    """One health check of a service (``healthchecks`` in the manifest).
+
+    An instance is unhealthy after ``retries`` consecutive failures (at least one); failures
+    within ``grace`` seconds of the instance starting do not count.
+    """
+
+    type: str  # http | https | tcp | command
+    port: int | None = None
+    path: str = "/"
+    method: str = "GET"
+    status: tuple[int, int] = (200, 399)  # accepted status codes, inclusive
+    body: str | None = None  # a substring the response body must contain
+    tls_verify: bool = True
+    command: tuple[str, ...] | None = None
+    user: str | None = None
+    network: str | None = None
+    poll: float = 10.0
+    unhealthy_poll: float | None = None
+    timeout: float = 5.0
+    retries: int = 3
+    grace: float = 0.0
+
+    @property
+    def target_port(self) -> int:
+        return self.port or (443 if self.type == "https" else 80)
+
+    @property
+    def failures_to_unhealthy(self) -> int:
+        return max(1, self.retries)
+
+    @property
+    def label(self) -> str:
+        if self.type in ("http", "https"):
+            return f"{self.type} :{self.target_port}{self.path}"
+        if self.type == "tcp":
+            return f"tcp :{self.target_port}"
+        return "command " + " ".join(self.command or ())
+
+
+@attrs.frozen
+class RestartPolicy:
+    """Docker's restart policies, enforced by Mariposa itself for every driver."""
+
+    name: str  # no | on-failure | always | unless-stopped
+    max_retries: int | None = None  # on-failure:N
+
+    @classmethod
+    def parse(cls, text: str) -> "RestartPolicy":
+        name, _, count = text.partition(":")
+        return cls(name, int(count) if count else None)
+
+    def allows(self, exit_code: int | None, restarts: int) -> bool:
+        """Whether an instance that exited with ``exit_code`` after ``restarts`` restarts by us
+        should be started again."""
+        if self.name in ("always", "unless-stopped"):
+            return True
+        if self.name == "on-failure":
+            failed = exit_code is None or exit_code != 0
+            return failed and (self.max_retries is None or restarts < self.max_retries)
+        return False
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.max_retries}" if self.max_retries is not None else self.name
+
+
+# Options that govern how Mariposa supervises instances, not what an instance is: changing them
+# never replaces instances.
+SUPERVISION_FIELDS = frozenset({"scale", "healthchecks", "restart", "preserve_stopped", "stop_timeout"})
+
+
+@attrs.frozen
 class ServiceSpec:
     """One service of a project manifest, validated and normalised.
 
@@ -69,13 +141,21 @@ class ServiceSpec:
     command: tuple[str, ...] | None = None
     restart: str = "always"
     stop_timeout: int | None = None
+    preserve_stopped: str = "on-failure"  # on-failure | no | always
+    healthchecks: tuple[HealthCheck, ...] = ()
     scale: int | None = None
 
     def instance_fields(self) -> dict:
-        """Everything that shapes a new instance; a change here means replacing instances."""
-        data = attrs.asdict(self, recurse=True)
-        data.pop("scale")
-        return data
+        """Everything that shapes a new instance; a change here means replacing instances.
+        Options left at their default are left out, so adding an option to Mariposa never
+        changes the hash of (and so never replaces) instances that do not use it."""
+        return attrs.asdict(
+            self, recurse=True, filter=lambda a, v: a.name not in SUPERVISION_FIELDS and v != a.default
+        )
+
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        return RestartPolicy.parse(self.restart)
 
     @property
     def spec_hash(self) -> str:

@@ -21,7 +21,7 @@ import attrs
 from mariposa.manifest.errors import ManifestError, ManifestProblem
 from mariposa.manifest.parse import START, Pos, item_pos, key_pos, node_pos, value_pos
 from mariposa.manifest.units import MIB, format_size, parse_size, split_command
-from mariposa.model import PortSpec, ProjectSpec, ServiceSpec
+from mariposa.model import HealthCheck, PortSpec, ProjectSpec, ServiceSpec
 from mariposa.packages import Package, package_names, resolve_package
 
 TOP_LEVEL_KEYS = ("services",)
@@ -37,7 +37,6 @@ COMPUTE_TYPES = {
     "manta": "manta",
 }
 RESTART_POLICIES = ("always", "unless-stopped", "no", "on-failure")
-SUPPORTED_RESTART = ("always", "unless-stopped")
 PRESERVE_STOPPED = ("on-failure", "no", "always")
 HEALTHCHECK_TYPES = ("http", "https", "tcp", "command")
 AFFINITY_OPS = ("==~", "!=~", "==", "!=")  # longest first, so "==~" is not read as "==" + "~..."
@@ -693,35 +692,97 @@ class _ServiceChecks:
         checks = self.list_of(at, "health check mappings")
         if checks is None:
             return
+        built = []
         for check in checks:
             if not isinstance(check.value, Mapping):
                 self.wrong_type(check, "a health check mapping")
                 continue
-            self.healthcheck(check)
-        self.unsupported(at, "'healthchecks' are not supported yet")
+            hc = self.healthcheck(check)
+            if hc is not None:
+                built.append(hc)
+        self.fields["healthchecks"] = tuple(built)
 
-    def healthcheck(self, at: _At) -> None:
-        known = ("type", "network", "port", "path", "poll", "timeout", "retries", "command", "user")
+    def seconds(self, at: _At, positive: bool) -> float | None:
+        value = at.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.wrong_type(at, "a number of seconds")
+            return None
+        if value < 0 or (positive and value == 0):
+            self.problem(at, f"must be {'more than' if positive else 'at least'} 0, got {value:g}")
+            return None
+        return float(value)
+
+    def status_range(self, at: _At) -> tuple[int, int] | None:
+        """200, "200-299" or "2xx"."""
+        value = at.value
+        if _is_int(value):
+            code = int(value)
+            lo, hi = code, code
+        elif isinstance(value, str) and re.fullmatch(r"\s*[1-5]xx\s*", value):
+            lo = int(value.strip()[0]) * 100
+            hi = lo + 99
+        elif isinstance(value, str) and re.fullmatch(r"\s*\d{3}\s*-\s*\d{3}\s*", value):
+            lo, hi = (int(v) for v in value.split("-"))
+        else:
+            self.wrong_type(at, "a status code, a range like \"200-399\", or \"2xx\"")
+            return None
+        if not (100 <= lo <= hi <= 599):
+            self.problem(at, f"status range {lo}-{hi} is not within 100-599, low to high")
+            return None
+        return (lo, hi)
+
+    def healthcheck(self, at: _At) -> HealthCheck | None:
+        known = ("type", "network", "port", "path", "method", "status", "body", "tls_verify", "poll",
+                 "unhealthy_poll", "timeout", "retries", "grace", "command", "user")
         opts = self.options(at, known, "health check") or {}
+        failed_before = self.failed
+        self.failed = False
+        values: dict[str, Any] = {}
         kind = None
         if "type" in opts:
             kind = self.choice(opts["type"], HEALTHCHECK_TYPES, "health check type")
         else:
             self.problem(at, f"a health check needs a 'type' ({', '.join(HEALTHCHECK_TYPES)})")
+        values["type"] = kind
         if "port" in opts:
-            self.integer(opts["port"], 1, 65535)
+            values["port"] = self.integer(opts["port"], 1, 65535)
         elif kind == "tcp":
             self.problem(at, "a tcp health check needs a 'port'")
-        for name in ("poll", "timeout", "retries"):
+        for name in ("poll", "unhealthy_poll", "timeout", "grace"):
             if name in opts:
-                self.integer(opts[name], 1)
-        for name in ("path", "user", "network"):
+                values[name] = self.seconds(opts[name], positive=name != "grace")
+        if "retries" in opts:
+            values["retries"] = self.integer(opts["retries"], 0)
+        for name in ("user", "network", "body"):
             if name in opts:
-                self.string(opts[name])
+                values[name] = self.string(opts[name])
+        if "path" in opts:
+            path = self.string(opts["path"])
+            if path is not None and not path.startswith("/"):
+                self.problem(opts["path"], f"path must start with '/', got {path!r}")
+            values["path"] = path
+        if "method" in opts:
+            values["method"] = self.choice(opts["method"], ("GET", "HEAD", "POST", "OPTIONS"), "HTTP method")
+        if "status" in opts:
+            values["status"] = self.status_range(opts["status"])
+        if "tls_verify" in opts:
+            if isinstance(opts["tls_verify"].value, bool):
+                values["tls_verify"] = opts["tls_verify"].value
+            else:
+                self.wrong_type(opts["tls_verify"], "true or false")
         if "command" in opts:
-            self.argv(opts["command"])
+            values["command"] = self.argv(opts["command"])
         elif kind == "command":
             self.problem(at, "a command health check needs a 'command'")
+        if kind in ("tcp", "command"):
+            for name in ("path", "method", "status", "body", "tls_verify"):
+                if name in opts:
+                    self.problem(opts[name], f"{name!r} only applies to http and https checks", on_key=True)
+        ok = not self.failed
+        self.failed = failed_before or self.failed
+        if not ok:
+            return None
+        return HealthCheck(**{k: v for k, v in values.items() if v is not None})
 
     def restart(self, at: _At) -> None:
         if at.value is False:  # YAML 1.1 reads a bare `no` as false
@@ -744,14 +805,8 @@ class _ServiceChecks:
                 f"invalid restart policy {policy!r}: the retry count after ':' must be"
                 " an integer 0 or more",
             )
-        elif name not in SUPPORTED_RESTART:
-            self.problem(
-                at,
-                f"restart policy {policy!r} is not supported yet"
-                " (services are kept running: always)",
-            )
         else:
-            self.fields["restart"] = policy
+            self.fields["restart"] = f"{name}:{int(retries)}" if colon else name
 
     def stop(self, at: _At) -> None:
         opts = self.options(at, ("timeout", "preservestopped"), "stop")
@@ -763,9 +818,8 @@ class _ServiceChecks:
                 self.fields["stop_timeout"] = timeout
         if "preservestopped" in opts:
             value = self.choice(opts["preservestopped"], PRESERVE_STOPPED, "preservestopped value")
-            if value is not None and value != "on-failure":
-                message = f"preservestopped {value!r} is not supported yet (on-failure only)"
-                self.problem(opts["preservestopped"], message)
+            if value is not None:
+                self.fields["preserve_stopped"] = value
 
     def triggers(self, at: _At) -> None:
         self.unsupported(at, "'triggers' are not supported yet")

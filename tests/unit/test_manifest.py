@@ -119,8 +119,8 @@ def test_stop_as_list_of_one_key_maps_and_as_map():
     assert service("image: nginx\nstop: {timeout: 30}").stop_timeout == 30
 
 
-def test_spec_stop_example_refuses_preservestopped_always():
-    found = service_problem(
+def test_spec_stop_example_with_preservestopped_always():
+    spec = service(
         """
         image: nginx
         stop:
@@ -128,8 +128,10 @@ def test_spec_stop_example_refuses_preservestopped_always():
           - preservestopped: always
         """
     )
-    assert (found.line, found.column, found.field) == (6, 26, "services.web.stop[1].preservestopped")
-    assert found.message == "preservestopped 'always' is not supported yet (on-failure only)"
+    assert (spec.stop_timeout, spec.preserve_stopped) == (-1, "always")
+    assert service("image: x").preserve_stopped == "on-failure"
+    found = service_problem("image: x\nstop: {preservestopped: sometimes}")
+    assert found.message.startswith("unknown preservestopped value 'sometimes'")
 
 
 def test_stop_problems():
@@ -695,22 +697,25 @@ def test_dns_and_dns_search():
 # ---- restart ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("policy", ["always", "unless-stopped"])
-def test_supported_restart_policies(policy):
-    assert service(f"image: x\nrestart: {policy}").restart == policy
+@pytest.mark.parametrize(
+    ("policy", "stored"),
+    [("always", "always"), ("unless-stopped", "unless-stopped"), ("no", "no"), ("'no'", "no"), ("false", "no"),
+     ("on-failure", "on-failure"), ("on-failure:3", "on-failure:3"), ("on-failure:03", "on-failure:3"),
+     ("on-failure:0", "on-failure:0")],
+)
+def test_restart_policies(policy, stored):
+    spec = service(f"image: x\nrestart: {policy}")
+    assert spec.restart == stored
+    assert str(spec.restart_policy) == stored
 
 
-@pytest.mark.parametrize("policy", ["no", "'no'", "false", "on-failure", "on-failure:3", "on-failure:0"])
-def test_unsupported_restart_policies(policy):
-    shown = {"'no'": "no", "false": "no"}.get(policy, policy)
-    assert service_problem(f"image: x\nrestart: {policy}").message == (
-        f"restart policy '{shown}' is not supported yet (services are kept running: always)"
-    )
+def test_restart_policy_is_supervision_not_shape():
+    assert service("image: x\nrestart: no").spec_hash == service("image: x").spec_hash
 
 
 def test_yaml_1_1_bare_no_is_restart_no():
     text = "%YAML 1.1\n---\n" + service_text("image: x\nrestart: no")
-    assert problem(text).message == "restart policy 'no' is not supported yet (services are kept running: always)"
+    assert parse_manifest(text).services[0].restart == "no"
 
 
 @pytest.mark.parametrize(
@@ -739,7 +744,6 @@ def test_bad_restart_policies(policy, start):
         ("mdata: {a: b}", "'mdata' is not supported yet"),
         ("containerpilot: true", "'containerpilot' is not supported yet"),
         ("containerpilot:\n  - network: default\n  - port: 9090", "'containerpilot' is not supported yet"),
-        ("healthchecks:\n  - type: tcp\n    port: 80", "'healthchecks' are not supported yet"),
         ("triggers:\n  - highram: {metric: ram}", "'triggers' are not supported yet"),
         ("triggers: XXX", "'triggers' are not supported yet"),
         ("autoscale: XXX", "'autoscale' is not supported yet"),
@@ -775,8 +779,8 @@ def test_containerpilot_options_are_checked():
     ]
 
 
-def test_spec_healthchecks_example_is_parsed_then_refused():
-    found = service_problem(
+def test_spec_healthchecks_example_is_parsed():
+    spec = service(
         """
         image: x
         healthchecks:
@@ -796,8 +800,41 @@ def test_spec_healthchecks_example_is_parsed_then_refused():
             retries: 3
         """
     )
-    assert found.message == "'healthchecks' are not supported yet"
-    assert (found.line, found.column) == (5, 7)
+    https, command = spec.healthchecks
+    assert (https.type, https.port, https.path, https.poll, https.timeout, https.retries) == (
+        "https", 443, "/some/path/on/container", 30.0, 10.0, 3)
+    assert https.network == "public" and https.tls_verify is True
+    assert command.command == ("/usr/sbin/some_executable",) and command.user == "root"
+
+
+def test_healthcheck_options_and_defaults():
+    spec = service(
+        """
+        image: x
+        healthchecks:
+          - type: http
+            path: /health
+            status: 2xx
+            body: ready
+            poll: 0.5
+            unhealthy_poll: 0.25
+            grace: 5
+            retries: 1
+          - type: https
+            tls_verify: false
+            status: "200-204"
+          - type: tcp
+            port: 5432
+        """
+    )
+    http, https, tcp = spec.healthchecks
+    assert (http.status, http.body, http.poll, http.unhealthy_poll, http.grace, http.retries) == (
+        (200, 299), "ready", 0.5, 0.25, 5.0, 1)
+    assert http.target_port == 80 and https.target_port == 443 and tcp.target_port == 5432
+    assert https.tls_verify is False and https.status == (200, 204)
+    assert tcp.timeout == 5.0 and tcp.poll == 10.0 and tcp.failures_to_unhealthy == 3
+    # health checks are supervision: changing them never replaces instances
+    assert spec.spec_hash == service("image: x").spec_hash
 
 
 def test_healthcheck_shapes_are_checked():
@@ -812,17 +849,25 @@ def test_healthcheck_shapes_are_checked():
               - port: 80
                 pth: /
               - just a string
+              - type: http
+                status: 700
+                path: health
+              - type: tcp
+                port: 1
+                body: x
             """
         )
     )
     assert [p.message for p in found] == [
-        "'healthchecks' are not supported yet",
         "a tcp health check needs a 'port'",
         "a command health check needs a 'command'",
-        "must be 1 or more, got 0",
+        "must be more than 0, got 0",
         "a health check needs a 'type' (http, https, tcp, command)",
         "unknown health check option 'pth'; did you mean 'path'?",
         "expected a health check mapping, got a string",
+        "status range 700-700 is not within 100-599, low to high",
+        "path must start with '/', got 'health'",
+        "'body' only applies to http and https checks",
     ]
 
 
@@ -857,7 +902,7 @@ def test_all_problems_are_reported_at_once_in_file_order():
           db:
             imgae: postgres
             ports: [99999]
-            restart: no
+            restart: sometimes
         extra: true
         """
     )
