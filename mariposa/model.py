@@ -212,6 +212,11 @@ class Instance:
     ports: tuple[PublishedPort, ...] = ()
     compute_type: str = "docker"
     project_name: str = ""
+    # What the daemon remembers (store/instances.py), merged in before planning:
+    retired: bool = False  # taken out of service; kept stopped only for inspection
+    health: str | None = None  # starting | healthy | unhealthy; None without checks
+    restarts: int = 0
+    ready_at: float = 0.0  # when the restart policy's back-off allows the next start
 
     @property
     def running(self) -> bool:
@@ -271,6 +276,7 @@ class ServiceGoal:
     spec: ServiceSpec
     scale: int
     desired: DesiredState = "running"
+    replace_after: float = 0.0  # back-off: no replacement instance before this time
 
 
 # ---- plan steps -------------------------------------------------------------------------------
@@ -296,11 +302,33 @@ class Stop:
 
 @attrs.frozen
 class Remove:
+    """Take an instance out of service: stop it, then delete it, or keep it stopped (retired)
+    when ``stop.preservestopped`` says so. ``failed`` instances count as failures for that
+    rule; ``purge`` deletes whatever the rule says (service or project removed)."""
+
+    instance: Instance
+    reason: str = ""
+    failed: bool = False
+    purge: bool = False
+
+
+@attrs.frozen
+class Wait:
+    """Nothing to do until ``until`` (a back-off); the task says why meanwhile."""
+
+    until: float
+    reason: str = ""
+
+
+@attrs.frozen
+class GiveUp:
+    """The restart policy will not start this instance again: the service goes down."""
+
     instance: Instance
     reason: str = ""
 
 
-Step = Create | Start | Stop | Remove
+Step = Create | Start | Stop | Remove | Wait | GiveUp
 
 
 @attrs.frozen
@@ -315,11 +343,19 @@ class Plan:
 
     def summary(self) -> str:
         parts = []
-        for kind, word in ((Create, "create"), (Start, "start"), (Stop, "stop"), (Remove, "remove")):
+        for kind, word in ((Create, "create"), (Start, "start"), (Stop, "stop"), (Remove, "remove"),
+                           (GiveUp, "give up on")):
             n = self.count(kind)
             if n:
                 parts.append(f"{word} {n}")
+        waits = [s for s in self.steps if isinstance(s, Wait)]
+        if waits:
+            parts.append(f"wait: {waits[0].reason}")
         return ", ".join(parts) or "nothing to do"
+
+    @property
+    def only_waiting(self) -> bool:
+        return bool(self.steps) and all(isinstance(s, Wait) for s in self.steps)
 
 
 TASK_STATES = ("queued", "active", "completed", "failed", "terminated")

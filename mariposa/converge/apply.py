@@ -6,26 +6,28 @@ instance killed mid-task or a daemon restart mid-task all just become inputs to 
 
 from __future__ import annotations
 
-import collections
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 import trio
 
 from mariposa.context import Context
+from mariposa.converge import supervise
 from mariposa.converge.plan import plan
+from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
-from mariposa.model import Create, CreateRequest, Instance, Plan, Remove, ServiceGoal, Start, Stop
+from mariposa.model import Create, CreateRequest, GiveUp, Instance, Plan, Remove, ServiceGoal, Start, Stop, Wait
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
+from mariposa.store import instances as instance_store
 from mariposa.store.db import new_id
-from mariposa.store.rows import TaskRow
+from mariposa.store.rows import ServiceRow, TaskRow
 
 log = structlog.get_logger()
 
-# An instance started this many times in one task that still is not running is crash-looping.
-MAX_STARTS = 3
-MAX_ROUNDS = 10_000
+MAX_ROUNDS = 100_000
+WAIT_SLICE = 1.0  # while backing off, look again this often: goals and instances change
 
 Progress = Callable[[dict], Awaitable[None]]
 
@@ -38,24 +40,53 @@ async def _service_instances(driver: Driver, project_id: str, service: str) -> l
     return [i for i in await driver.inventory(project_id) if i.service == service]
 
 
+async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) -> bool:
+    """Record each exit the first time we see it: the restart back-off counts from there."""
+    fresh = []
+    for inst in actual:
+        if inst.running or inst.state not in ("exited", "dead"):
+            continue
+        rec = records.get(inst.id)
+        if rec is not None and (rec["retired"] or (rec["last_exit_at"] is not None and (rec["last_start_at"] or 0) <= rec["last_exit_at"])):
+            continue
+        fresh.append(inst)
+    if not fresh:
+        return False
+
+    def note(db) -> None:
+        for inst in fresh:
+            instance_store.note_exit(db, inst.id, inst.project_id, inst.service, inst.exit_code)
+            event_store.record(db, "instance.exit", f"{inst.name} exited (exit code {inst.exit_code})",
+                               project_id=inst.project_id, service=inst.service, instance=inst.id)
+
+    await ctx.store.call(note)
+    return True
+
+
 async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> str:
     surge = int(task.params.get("rolling", 1))
-    attempts: collections.Counter[str] = collections.Counter()
     done = 0
     goal: ServiceGoal | None = None
     for _ in range(MAX_ROUNDS):
-        goal = await ctx.goals.service_goal(task.project_id, task.service)
+        goal, row, records = await ctx.goals.service_view(task.project_id, task.service)
         driver = ctx.driver_for(goal.spec.compute_type if goal else "docker")
-        actual = await _service_instances(driver, task.project_id, task.service)
-        steps = plan(goal, actual, surge=surge)
+        raw = await _service_instances(driver, task.project_id, task.service)
+        if await _observe_exits(ctx, raw, records):
+            goal, row, records = await ctx.goals.service_view(task.project_id, task.service)
+        now = time.time()
+        actual = merge(raw, records, now)
+        steps = plan(goal, actual, surge=surge, now=now)
+        running = sum(1 for i in actual if i.running and not i.retired)
         if not steps:
-            running = sum(1 for i in actual if i.running)
             await progress({"done": done, "todo": 0, "step": "converged", "running": running})
             break
-        _refuse_crash_loops(steps, attempts, task.service)
-        await progress({"done": done, "todo": len(steps.steps), "step": steps.summary(), "running": sum(i.running for i in actual)})
-        await execute(ctx, driver, goal, task, steps, attempts)
-        done += len(steps.steps)
+        await progress({"done": done, "todo": len(steps.steps), "step": steps.summary(), "running": running})
+        if steps.only_waiting:
+            until = min(s.until for s in steps.steps if isinstance(s, Wait))
+            await trio.sleep(max(0.05, min(WAIT_SLICE, until - now)))
+            continue
+        await execute(ctx, driver, goal, task, steps, row)
+        done += sum(1 for s in steps.steps if not isinstance(s, Wait))
     else:
         raise TaskFailed(f"{task.service} did not converge after {MAX_ROUNDS} rounds")
     if goal is None:
@@ -66,33 +97,31 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
     return f"{task.service}: {goal.scale} running"
 
 
-def _refuse_crash_loops(steps: Plan, attempts: collections.Counter, service: str) -> None:
-    for step in steps.steps:
-        if isinstance(step, Start) and attempts[step.instance.id] >= MAX_STARTS:
-            inst = step.instance
-            code = f"exit code {inst.exit_code}" if inst.exit_code is not None else f"state {inst.state}"
-            raise TaskFailed(
-                f"instance {inst.name} of {service} stops right after starting ({code}); "
-                f"gave up after {MAX_STARTS} starts"
-            )
-
-
 async def execute(
-    ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, steps: Plan, attempts: collections.Counter
+    ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, steps: Plan, row: ServiceRow | None = None
 ) -> None:
-    """Removals and stops first (they only ever take away what is surplus or unwanted), then
-    starts and creates, each phase in parallel up to ``ctx.parallelism``."""
+    """Give-ups first (they end the task), then removals and stops (they only ever take away
+    what is surplus or unwanted), then starts and creates, each phase in parallel up to
+    ``ctx.parallelism``."""
+    for step in steps.steps:
+        if isinstance(step, GiveUp):
+            await _give_up(ctx, driver, goal, task, step)
     limiter = trio.CapacityLimiter(ctx.parallelism)
     errors: list[str] = []
     timeout = goal.spec.stop_timeout if goal else None
+    preserve = goal.spec.preserve_stopped if goal else "no"
 
     async def one(step) -> None:
         async with limiter:
             try:
-                await _run_step(ctx, driver, goal, task, step, attempts, timeout)
+                await _run_step(ctx, driver, goal, task, step, timeout, preserve)
             except DriverError as exc:
                 errors.append(str(exc))
 
+    replacing = [s for s in steps.steps if isinstance(s, Remove) and s.failed and s.instance.running]
+    if replacing and goal is not None and row is not None:
+        effective = supervise.effective_replacements(row.replacements, row.last_replacement_at, time.time())
+        await ctx.store.call(goal_store.note_replacement, goal.project_id, goal.spec.name, effective)
     for phase in ((Remove, Stop), (Start, Create)):
         async with trio.open_nursery() as nursery:
             for step in steps.steps:
@@ -103,9 +132,34 @@ async def execute(
             raise TaskFailed(errors[0] if failed == 1 else f"{errors[0]} (and {failed - 1} more failures)")
 
 
+def _keeps(preserve: str, failed: bool) -> bool:
+    """``stop.preservestopped``: keep a stopped instance for inspection, or delete it."""
+    return preserve == "always" or (preserve == "on-failure" and failed)
+
+
+async def _take_out(ctx: Context, driver: Driver, inst: Instance, reason: str, keep: bool, timeout: int | None) -> None:
+    """Retire-then-stop, so a crash in between leaves a retired instance (which the planner
+    stops), never a stopped one the restart policy would bring back."""
+    if keep:
+        await ctx.store.call(instance_store.retire, inst.id, inst.project_id, inst.service, reason)
+    if inst.running:
+        await driver.stop(inst, timeout)
+    if not keep:
+        await driver.remove(inst)
+        await ctx.store.call(instance_store.forget, [inst.id])
+
+
+async def _give_up(ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, step: GiveUp) -> None:
+    inst = step.instance
+    preserve = goal.spec.preserve_stopped if goal else "no"
+    await _take_out(ctx, driver, inst, step.reason, _keeps(preserve, inst.exit_code not in (0, None)), None)
+    await ctx.store.call(goal_store.freeze_service, inst.project_id, inst.service, f"down: {step.reason}")
+    await _event(ctx, task, inst, "service.down", f"{inst.service} is down: {step.reason}")
+    raise TaskFailed(step.reason)
+
+
 async def _run_step(
-    ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, step, attempts: collections.Counter,
-    timeout: int | None,
+    ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, step, timeout: int | None, preserve: str
 ) -> None:
     if isinstance(step, Create):
         assert goal is not None
@@ -114,20 +168,24 @@ async def _run_step(
             version_id=goal.version_id, spec=goal.spec,
         )
         inst = await driver.create(req)
-        attempts[inst.id] += 1
+        await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, False)
         await _event(ctx, task, inst, "instance.create", f"created {inst.name}")
     elif isinstance(step, Start):
-        attempts[step.instance.id] += 1
-        await driver.start(step.instance)
-        await _event(ctx, task, step.instance, "instance.start", f"started {step.instance.name} ({step.reason})")
+        inst = step.instance
+        restart = inst.state != "created"
+        await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, restart)
+        await driver.start(inst)
+        what = f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart else f"started {inst.name}"
+        await _event(ctx, task, inst, "instance.start", what)
     elif isinstance(step, Stop):
         await driver.stop(step.instance, timeout)
-        await _event(ctx, task, step.instance, "instance.stop", f"stopped {step.instance.name}")
+        await _event(ctx, task, step.instance, "instance.stop", f"stopped {step.instance.name} ({step.reason})")
     elif isinstance(step, Remove):
-        if step.instance.running:
-            await driver.stop(step.instance, timeout)
-        await driver.remove(step.instance)
-        await _event(ctx, task, step.instance, "instance.remove", f"removed {step.instance.name} ({step.reason})")
+        inst = step.instance
+        keep = not step.purge and _keeps(preserve, step.failed)
+        await _take_out(ctx, driver, inst, step.reason, keep, timeout)
+        verb = "retired (kept stopped)" if keep else "removed"
+        await _event(ctx, task, inst, "instance.remove", f"{verb} {inst.name} ({step.reason})")
 
 
 async def _event(ctx: Context, task: TaskRow, inst: Instance, type: str, message: str) -> None:
@@ -145,10 +203,10 @@ async def delete_project(ctx: Context, task: TaskRow, progress: Progress) -> str
     for driver in ctx.drivers.values():
         while instances := await driver.inventory(task.project_id):
             await progress({"done": removed, "todo": len(instances), "step": f"remove {len(instances)}"})
-            await execute(ctx, driver, None, task, Plan(tuple(Remove(i, "project deleted") for i in instances)),
-                          collections.Counter())
+            await execute(ctx, driver, None, task, Plan(tuple(Remove(i, "project deleted", purge=True) for i in instances)))
             removed += len(instances)
         await driver.remove_network(task.project_id)
     await ctx.store.call(goal_store.forget_project, task.project_id)
+    await ctx.store.call(instance_store.forget_project, task.project_id)
     await progress({"done": removed, "todo": 0, "step": "deleted"})
     return f"project {task.project_name} deleted ({removed} instances removed)"

@@ -9,9 +9,13 @@ from __future__ import annotations
 import attrs
 import sqlite_utils
 
+import time
+
+from mariposa.converge import supervise
 from mariposa.manifest import parse_manifest
 from mariposa.model import ProjectSpec, ServiceGoal
 from mariposa.store import goal as goal_store
+from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
 from mariposa.store.db import Store
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow
@@ -24,6 +28,7 @@ class GoalSnapshot:
     manifests: dict  # version id -> text, only for versions not yet cached
     open_tasks: tuple[TaskRow, ...]
     failures: dict  # (project id, service) -> (failed tasks in a row, when the last ended)
+    records: dict  # instance id -> what the daemon remembers of it (store/instances.py)
 
 
 def _read_snapshot(db: sqlite_utils.Database, cached: frozenset) -> GoalSnapshot:
@@ -36,7 +41,9 @@ def _read_snapshot(db: sqlite_utils.Database, cached: frozenset) -> GoalSnapshot
         if p.current_version and p.current_version not in cached:
             manifests[p.current_version] = goal_store.get_version(db, p.current_version).manifest
     open_tasks = tuple(task_store.listing(db, states=("queued", "active")))
-    return GoalSnapshot(projects, tuple(services), manifests, open_tasks, task_store.failure_streaks(db))
+    return GoalSnapshot(
+        projects, tuple(services), manifests, open_tasks, task_store.failure_streaks(db), instance_store.for_project(db)
+    )
 
 
 class GoalReader:
@@ -58,7 +65,7 @@ class GoalReader:
             self.spec_for(version_id, text)
         return snap
 
-    def goal_from(self, project: ProjectRow, service: ServiceRow | None) -> ServiceGoal | None:
+    def goal_from(self, project: ProjectRow, service: ServiceRow | None, now: float | None = None) -> ServiceGoal | None:
         if service is None or project.desired == "deleting" or service.desired == "absent":
             return None
         spec = self._specs[project.current_version].service(service.name)
@@ -67,12 +74,17 @@ class GoalReader:
         return ServiceGoal(
             project_id=project.id, project_name=project.name, version_id=project.current_version,
             spec=spec, scale=service.scale, desired=service.desired,
+            replace_after=supervise.replace_after(service.replacements, service.last_replacement_at, now or time.time()),
         )
 
-    async def service_goal(self, project_id: str, service: str) -> ServiceGoal | None:
+    async def service_view(self, project_id: str, service: str) -> tuple[ServiceGoal | None, ServiceRow | None, dict]:
+        """The service's goal, its row and the instance records, read together."""
         snap = await self.snapshot()
         project = next((p for p in snap.projects if p.id == project_id), None)
         if project is None:
-            return None
+            return None, None, snap.records
         row = next((s for s in snap.services if s.project_id == project_id and s.name == service), None)
-        return self.goal_from(project, row)
+        return self.goal_from(project, row), row, snap.records
+
+    async def service_goal(self, project_id: str, service: str) -> ServiceGoal | None:
+        return (await self.service_view(project_id, service))[0]

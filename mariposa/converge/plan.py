@@ -1,72 +1,109 @@
-"""The pure heart of convergence: goal + actual -> the next steps. No I/O, no clock.
+"""The pure heart of convergence: goal + actual + now -> the next steps. No I/O.
 
 A plan is one round. The caller executes it, takes a fresh inventory and plans again until the
-plan is empty; that loop is what makes rolling replacement safe without tracking anything in
-flight: each round only ever removes an old instance once a new one is already counted running.
+plan is empty (or only waits); that loop is what makes rolling replacement safe without tracking
+anything in flight: each round only ever removes an old instance once a new one is already
+counted running.
 
 Ordering policy (``services/triton-cli.md``, reprovision and scale down): instances of other
 versions go first, the current version last, and within each the oldest instance first.
+
+Supervision lives here too, so it is testable the same way: an exited instance is started again
+when its restart policy allows (after its back-off), given up on when it does not; an unhealthy
+instance is retired and replaced, replacements waiting out the service's back-off. Retired
+instances (kept stopped for inspection) never count and are never started again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mariposa.model import Create, Instance, Plan, Remove, ServiceGoal, Start, Step, Stop
-
-# Docker states we can start again; "dead" containers can only be removed.
-_STARTABLE = ("created", "exited", "paused")
+from mariposa.model import Create, GiveUp, Instance, Plan, Remove, ServiceGoal, Start, Step, Stop, Wait
 
 
 def _oldest_first(instances: Sequence[Instance]) -> list[Instance]:
     return sorted(instances, key=lambda i: (i.created, i.id))
 
 
-def plan(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int = 1) -> Plan:
+def _exited_badly(inst: Instance) -> bool:
+    return inst.exit_code not in (0, None)
+
+
+def plan(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int = 1, now: float = 0.0) -> Plan:
     """Steps for one service. ``surge`` is how many instances beyond scale a replacement may run
     at once (``--rolling``); 0 replaces old-first (needed when a host port is pinned)."""
     live = [i for i in actual if i.state != "removing"]
     if goal is None or goal.desired == "absent":
-        return Plan(tuple(Remove(i, "service removed") for i in _oldest_first(live)))
+        return Plan(tuple(Remove(i, "service removed", purge=True) for i in _oldest_first(live)))
+
+    # A retired instance that runs again (a crash between marking and stopping it) is stopped.
+    steps: list[Step] = [Stop(i, "retired") for i in _oldest_first(live) if i.retired and i.running]
+    serving = [i for i in live if not i.retired]
     if goal.desired == "stopped":
-        return Plan(tuple(Stop(i, "service stopped") for i in _oldest_first(live) if i.running))
+        steps += [Remove(i, "service stopped", failed=_exited_badly(i)) for i in _oldest_first(serving)]
+        return Plan(tuple(steps))
 
     want = goal.scale
     if goal.spec.has_pinned_host_ports:
         surge = 0  # two instances cannot bind the same host port
     current_hash = goal.spec.spec_hash
-    running_current = _oldest_first([i for i in live if i.spec_hash == current_hash and i.running])
-    idle_current = _oldest_first([i for i in live if i.spec_hash == current_hash and not i.running])
-    running_stale = _oldest_first([i for i in live if i.spec_hash != current_hash and i.running])
-    idle_stale = [i for i in live if i.spec_hash != current_hash and not i.running]
+    policy = goal.spec.restart_policy
+    current = [i for i in serving if i.spec_hash == current_hash]
+    stale = [i for i in serving if i.spec_hash != current_hash]
 
-    steps: list[Step] = [Remove(i, "stopped instance of an old version") for i in _oldest_first(idle_stale)]
+    up: list[Instance] = []
+    pending: list[Instance] = []  # to be started, now or after their back-off; they count
+    for inst in _oldest_first(current):
+        if inst.running:
+            if inst.health == "unhealthy":
+                steps.append(Remove(inst, "unhealthy", failed=True))
+            else:
+                up.append(inst)
+        elif inst.state == "created":
+            pending.append(inst)  # made but never started (e.g. a crash mid-create)
+        elif inst.state == "dead":
+            steps.append(Remove(inst, "dead", failed=True))
+        elif policy.allows(inst.exit_code, inst.restarts):
+            pending.append(inst)
+        else:
+            code = f"exit code {inst.exit_code}" if inst.exit_code is not None else inst.state
+            reason = f"{inst.name} exited ({code}); restart policy {policy} will not start it again"
+            return Plan(tuple(s for s in steps if isinstance(s, Stop)) + (GiveUp(inst, reason),))
 
-    if len(running_current) >= want:
-        steps += [Remove(i, "scale down") for i in running_current[: len(running_current) - want]]
+    running_stale = _oldest_first([i for i in stale if i.running])
+    steps += [Remove(i, "stopped instance of an old version", failed=_exited_badly(i))
+              for i in _oldest_first(stale) if not i.running]
+
+    if len(up) >= want:
+        steps += [Remove(i, "scale down") for i in up[: len(up) - want]]
         steps += [Remove(i, "replaced by the current version") for i in running_stale]
-        steps += [Remove(i, "not needed") for i in idle_current]
+        steps += [Remove(i, "not needed", failed=_exited_badly(i)) for i in pending]
         return Plan(tuple(steps))
 
-    need = want - len(running_current)
-    restartable = [i for i in reversed(idle_current) if i.state in _STARTABLE]  # newest first
-    starts = restartable[:need]
-    steps += [Start(i, "instance not running") for i in starts]
-    steps += [Remove(i, "not needed") for i in idle_current if i not in starts]
-    need -= len(starts)
+    need = want - len(up)
+    chosen = sorted(pending, key=lambda i: (i.state != "created", -i.created))[:need]  # newest first
+    for inst in chosen:
+        if inst.state == "created" or now >= inst.ready_at:
+            steps.append(Start(inst, "instance not running" if inst.state == "created" else f"restart policy {policy}"))
+        else:
+            steps.append(Wait(inst.ready_at, f"{inst.name} exited (exit code {inst.exit_code}); restart "
+                                             f"{inst.restarts + 1} in {inst.ready_at - now:.0f}s"))
+    steps += [Remove(i, "not needed", failed=_exited_badly(i)) for i in pending if i not in chosen]
+    need -= len(chosen)
 
-    if not running_stale:
-        steps += [Create(goal.spec.name, "below scale") for _ in range(need)]
-        return Plan(tuple(steps))
-
-    # Rolling replacement: old instances keep serving until new ones run.
-    serving = len(running_current) + len(starts) + len(running_stale)
-    surplus = max(0, serving - want)
-    if surge == 0 and need > 0 and surplus == 0:
-        surplus = 1  # nothing may run beside the old one: take one down, then replace it
-    retire = running_stale[:surplus]
-    steps += [Remove(i, "replaced by the current version") for i in retire]
-    total_after = serving - len(retire)
-    creates = min(need, max(0, want + surge - total_after))
-    steps += [Create(goal.spec.name, "replacing an old version") for _ in range(creates)]
+    creates = need
+    if running_stale:
+        # Rolling replacement: old instances keep serving until new ones run.
+        serving_count = len(up) + len(chosen) + len(running_stale)
+        surplus = max(0, serving_count - want)
+        if surge == 0 and need > 0 and surplus == 0:
+            surplus = 1  # nothing may run beside the old one: take one down, then replace it
+        retire = running_stale[:surplus]
+        steps += [Remove(i, "replaced by the current version") for i in retire]
+        creates = min(need, max(0, want + surge - (serving_count - len(retire))))
+    if creates and now < goal.replace_after:
+        steps.append(Wait(goal.replace_after, f"backing off after failed instances; next attempt in "
+                                              f"{goal.replace_after - now:.0f}s"))
+    else:
+        steps += [Create(goal.spec.name, "below scale") for _ in range(creates)]
     return Plan(tuple(steps))

@@ -16,6 +16,7 @@ import trio
 
 from mariposa.context import Context
 from mariposa.converge.plan import plan
+from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
 from mariposa.store import tasks as task_store
 
@@ -51,7 +52,8 @@ class Reconciler:
     async def reconcile_once(self) -> list:
         self.passes += 1
         snap = await self.ctx.goals.snapshot()
-        actual = await self.ctx.inventory()
+        now = time.time()
+        actual = merge(await self.ctx.inventory(), snap.records, now)
         by_service: dict[tuple[str, str], list] = collections.defaultdict(list)
         for inst in actual:
             by_service[(inst.project_id, inst.service)].append(inst)
@@ -74,7 +76,7 @@ class Reconciler:
             failed, last_end = snap.failures.get(key, (0, 0.0))
             if failed and time.time() < last_end + backoff_delay(failed):
                 continue  # a broken service must not churn the host; the resync retries later
-            steps = plan(self.ctx.goals.goal_from(project, row), by_service.get(key, []))
+            steps = plan(self.ctx.goals.goal_from(project, row, now), by_service.get(key, []), now=now)
             if steps:
                 wanted.append(dict(project_id=project_id, project_name=project.name, service=service,
                                    kind="converge", params={"reason": steps.summary()}))

@@ -50,10 +50,10 @@ class FakeDriver:
             id=req.instance_id, runtime_id=f"fake{next(self._counter):08d}", name=req.name,
             project_id=req.project_id, service=req.spec.name, spec_hash=req.spec.spec_hash,
             version_id=req.version_id, state=state, created=float(labels["io.mariposa.created"]),
-            image=req.spec.image, exit_code=1 if state == "exited" else None, address="10.0.0.1",
+            image=req.spec.image, exit_code=1 if state == "exited" else None, address="127.0.0.1",
         )
         self.instances[inst.id] = inst
-        self._emit("start", inst)
+        self._emit("die" if state == "exited" else "start", inst)
         return inst
 
     def _get(self, inst: Instance) -> Instance:
@@ -72,8 +72,10 @@ class FakeDriver:
         await trio.sleep(self.latency)
         self.calls.append(("start", inst.id))
         cur = self._get(inst)
-        state = "exited" if cur.image in self.crash_images else "running"
-        self.instances[inst.id] = attrs.evolve(cur, state=state)
+        crashed = cur.image in self.crash_images
+        self.instances[inst.id] = attrs.evolve(cur, state="exited" if crashed else "running", exit_code=1 if crashed else None)
+        if crashed:
+            self._emit("die", cur)
 
     async def stop(self, inst: Instance, timeout: int | None = None) -> None:
         await trio.sleep(self.latency)

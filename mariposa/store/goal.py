@@ -184,7 +184,7 @@ def update_project(
         if row is None:
             _insert_service(db, project.id, spec, service_desired)
         else:
-            updates = {"frozen": 0, "frozen_reason": None}
+            updates = {"frozen": 0, "frozen_reason": None, "replacements": 0, "last_replacement_at": None}
             if row.desired == "absent":
                 updates["desired"] = service_desired
             if spec.scale is not None and (row.desired == "absent" or spec.scale != (old.service(service) or spec).scale):
@@ -244,7 +244,11 @@ def forget_project(db: sqlite_utils.Database, project_id: str) -> None:
 def _thawed_task(
     db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, kind: str, author: str | None, params: dict | None = None
 ) -> TaskRow:
-    db.execute("UPDATE services SET frozen = 0, frozen_reason = NULL WHERE id = ?", [svc.id])
+    """A new goal from the operator: thaw the service and forget its failure back-off."""
+    db.execute(
+        "UPDATE services SET frozen = 0, frozen_reason = NULL, replacements = 0, last_replacement_at = NULL WHERE id = ?",
+        [svc.id],
+    )
     return tasks.enqueue(
         db, project_id=project.id, project_name=project.name, service=svc.name, kind=kind, params=params, author=author
     )
@@ -285,6 +289,14 @@ def set_service_desired(
 def freeze_service(db: sqlite_utils.Database, project_id: str, service: str, reason: str) -> None:
     db.execute(
         "UPDATE services SET frozen = 1, frozen_reason = ? WHERE project_id = ? AND name = ?", [reason, project_id, service]
+    )
+
+
+def note_replacement(db: sqlite_utils.Database, project_id: str, service: str, effective: int) -> None:
+    """A failed instance is being replaced: the next replacement waits longer."""
+    db.execute(
+        "UPDATE services SET replacements = ?, last_replacement_at = ? WHERE project_id = ? AND name = ?",
+        [effective + 1, now(), project_id, service],
     )
 
 

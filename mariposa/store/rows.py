@@ -59,6 +59,8 @@ class ServiceRow:
     frozen: bool
     frozen_reason: str | None
     created: float
+    replacements: int = 0
+    last_replacement_at: float | None = None
 
     def to_json(self) -> dict:
         return attrs.asdict(self)

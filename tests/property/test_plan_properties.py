@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mariposa.converge.plan import plan
-from mariposa.model import Create, Instance, Remove, ServiceGoal, ServiceSpec, Start, Stop
+from mariposa.model import Create, GiveUp, Instance, Remove, ServiceGoal, ServiceSpec, Start, Stop, Wait
 
 CURRENT = ServiceSpec(name="web", image="img:2")
 OLD = ServiceSpec(name="web", image="img:1")
@@ -45,6 +45,8 @@ def apply(actual: list[Instance], steps) -> list[Instance]:
             by_id[step.instance.id] = attrs.evolve(step.instance, state="exited")
         elif isinstance(step, Remove):
             by_id.pop(step.instance.id)
+        elif isinstance(step, (Wait, GiveUp)):
+            raise AssertionError(f"unexpected {step} with the default restart policy and no back-off")
     return list(by_id.values())
 
 

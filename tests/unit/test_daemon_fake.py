@@ -62,7 +62,8 @@ async def test_add_scale_stop_start_delete(daemon):
 
     r = await client.post("/v1/projects/jupiter/services/web/stop")
     await wait_tasks(client, r.json()["tasks"])
-    assert running(driver, "web") == [] and len([i for i in driver.instances.values() if i.service == "web"]) == 3
+    # preservestopped defaults to on-failure: cleanly stopped instances are not kept
+    assert running(driver, "web") == [] and [i for i in driver.instances.values() if i.service == "web"] == []
     r = await client.post("/v1/projects/jupiter/services/web/start")
     await wait_tasks(client, r.json()["tasks"])
     assert len(running(driver, "web")) == 3
@@ -147,11 +148,23 @@ async def test_missing_image_fails_task_clearly(daemon):
     assert got["state"] == "failed" and "nosuch" in got["message"]
 
 
-async def test_crash_looping_instance_fails_task(daemon):
+async def test_restart_policy_on_failure_gives_up_and_service_goes_down(daemon):
     client, driver, _ = daemon
-    r = await client.post("/v1/projects", json={"name": "p", "manifest": "services:\n  a:\n    image: crashy\n"})
-    got = await wait_tasks(client, r.json()["tasks"])
-    assert got["state"] == "failed" and "gave up after 3 starts" in got["message"]
-    await trio.sleep(3)  # six resync passes: the back-off (2 s, then 4 s) allows one retry at most
+    manifest = "services:\n  a:\n    image: crashy\n    restart: on-failure:2\n"
+    r = await client.post("/v1/projects", json={"name": "p", "manifest": manifest})
+    got = await wait_tasks(client, r.json()["tasks"], timeout=20)
+    # the start task creates the instance; restarts happen in converge tasks after it
+    with trio.fail_after(20):
+        while not (await client.get("/v1/projects/p/services/a")).json()["frozen"]:
+            await trio.sleep(0.1)
+    starts = [c for c in driver.calls if c[0] == "start"]
+    assert len(starts) == 2, driver.calls  # exactly the two restarts the policy allows
+    svc = (await client.get("/v1/projects/p/services/a")).json()
+    assert "down" in svc["frozen_reason"] and "on-failure:2" in svc["frozen_reason"]
+    # kept stopped for inspection (preservestopped on-failure, exit code 1), not replaced
+    [inst] = driver.instances.values()
+    assert inst.state == "exited"
+    await trio.sleep(1.5)
+    assert len(driver.instances) == 1 and len([c for c in driver.calls if c[0] == "create"]) == 1
     tasks = (await client.get("/v1/queue")).json()
-    assert 1 <= len(tasks) <= 2, [(t["kind"], t["state"]) for t in tasks]
+    assert any(t["state"] == "failed" and "will not start it again" in (t["message"] or "") for t in tasks)
