@@ -20,6 +20,8 @@ class Context:
     parallelism: int = 8
     reconcile: Wakeup = attrs.field(factory=Wakeup)
     queue: Wakeup = attrs.field(factory=Wakeup)
+    health: Wakeup = attrs.field(factory=Wakeup)
+    monitor: object = None  # the HealthMonitor, for the API to read instance health from
 
     @property
     def owner(self) -> str:

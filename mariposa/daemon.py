@@ -22,6 +22,7 @@ from mariposa.context import Context
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
 from mariposa.drivers.base import Driver, DriverError
+from mariposa.health.monitor import HealthMonitor
 from mariposa.packages import DEFAULT_PACKAGES
 from mariposa.queue.executor import Executor
 from mariposa.store.db import Store
@@ -68,6 +69,7 @@ async def watch_driver_events(ctx: Context, driver: Driver) -> None:
         try:
             async for _event in driver.events():
                 ctx.reconcile.set()
+                ctx.health.set()
         except (DriverError, OSError) as exc:
             log.warning("runtime event stream lost; re-subscribing", driver=driver.compute_type, error=str(exc))
         except Exception as exc:  # httpx transport errors and the like
@@ -95,12 +97,14 @@ async def run_daemon(config: DaemonConfig, drivers: dict[str, Driver] | None = N
             log.warning("runtime not available yet; will retry", driver=driver.compute_type, error=str(exc))
     executor = Executor(ctx)
     reconciler = Reconciler(ctx, resync=config.resync)
+    ctx.monitor = HealthMonitor(ctx)
     sock = bind_unix_socket(config.socket)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
             await nursery.start(executor.run)
             await nursery.start(reconciler.run)
+            await nursery.start(ctx.monitor.run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             await nursery.start(serve, build_router(ctx, executor), sock)

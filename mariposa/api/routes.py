@@ -7,18 +7,21 @@ then wake the queue. They never wait for instances: long work is a task the call
 from __future__ import annotations
 
 import re
+import time
 
 import attrs
 
 from mariposa import __version__
 from mariposa.api.http import Request, Router
 from mariposa.context import Context
-from mariposa.errors import BadRequest, Conflict, InvalidManifest
+from mariposa.converge import supervise
+from mariposa.errors import BadRequest, Conflict, InvalidManifest, NotFound
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.model import ProjectSpec
 from mariposa.queue.executor import Executor
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
+from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
 from mariposa.store.rows import ProjectRow, TaskRow
 
@@ -53,10 +56,35 @@ def build_router(ctx: Context, executor: Executor) -> Router:
     async def project(ref: str) -> ProjectRow:
         return await store.call(goal_store.get_project, ref)
 
+    def instance_json(inst, record: dict | None) -> dict:
+        data = inst.to_json()
+        record = record or {}
+        watched = ctx.monitor.get(inst.id) if ctx.monitor else None
+        data["health"] = watched.status if watched else (record.get("health") if not inst.running or record.get("retired") else None)
+        data["health_detail"] = watched.summary if watched else record.get("health_detail")
+        data["retired"] = bool(record.get("retired"))
+        data["retired_reason"] = record.get("retired_reason")
+        data["restarts"] = record.get("restarts", 0)
+        data["last_exit_code"] = record.get("last_exit_code")
+        return data
+
     async def instances_json(project_id: str, service: str | None = None) -> list[dict]:
         found = [i for i in await ctx.inventory(project_id) if service is None or i.service == service]
         found.sort(key=lambda i: (i.service, i.created))
-        return [i.to_json() for i in found]
+        records = await store.call(instance_store.for_project, project_id)
+        return [instance_json(i, records.get(i.id)) for i in found]
+
+    async def find_instance(ref: str):
+        ref = ref.strip()
+        everything = await ctx.inventory()
+        for match in (lambda i: ref in (i.id, i.name, i.runtime_id),
+                      lambda i: len(ref) >= 4 and (i.id.startswith(ref) or i.runtime_id.startswith(ref))):
+            found = [i for i in everything if match(i)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise BadRequest(f"instance '{ref}' is ambiguous; give more characters")
+        raise NotFound(f"no instance '{ref}'")
 
     async def services_json(p: ProjectRow) -> list[dict]:
         rows = await store.call(goal_store.list_services, p.id, False)
@@ -64,6 +92,7 @@ def build_router(ctx: Context, executor: Executor) -> Router:
         spec = ctx.goals.spec_for(version.id, version.manifest)
         insts = await ctx.inventory(p.id)
         open_tasks = await store.call(task_store.listing, p.id, ("queued", "active"))
+        records = await store.call(instance_store.for_project, p.id)
         out = []
         for s in rows:
             mine = [i for i in insts if i.service == s.name]
@@ -73,9 +102,12 @@ def build_router(ctx: Context, executor: Executor) -> Router:
                 **s.to_json(),
                 "image": svc_spec.image if svc_spec else None,
                 "compute_type": svc_spec.compute_type if svc_spec else None,
-                "running": sum(1 for i in mine if i.running),
+                "running": sum(1 for i in mine if i.running and not records.get(i.id, {}).get("retired")),
                 "instances": len(mine),
                 "task": task.to_json() if task else None,
+                "replacements": s.replacements,
+                "replace_after": supervise.replace_after(s.replacements, s.last_replacement_at, time.time()) or None,
+                "retired": sum(1 for i in mine if records.get(i.id, {}).get("retired")),
             })
         return out
 
@@ -201,6 +233,48 @@ def build_router(ctx: Context, executor: Executor) -> Router:
             raise BadRequest(f"unknown service action '{action}' (scale, start, stop or thaw)")
         ctx.queue.set()
         return {"tasks": _tasks_json([task])}
+
+    @r.route("GET", "/v1/projects/{project}/services/{service}/health")
+    async def service_health(req: Request):
+        p = await project(req.params["project"])
+        svc = await store.call(goal_store.get_service, p, req.params["service"])
+        out = []
+        for data in await instances_json(p.id, svc.name):
+            watched = ctx.monitor.get(data["id"]) if ctx.monitor else None
+            if watched:
+                out.append(watched.to_json())
+            elif data["state"] == "running" and not data["retired"]:
+                out.append({"instance": data["id"], "name": data["name"], "service": svc.name,
+                            "status": data["health"] or "no checks", "detail": data["health_detail"] or "-",
+                            "since": None, "checks": []})
+        return out
+
+    # ---- instances ----------------------------------------------------------------------------
+
+    @r.route("GET", "/v1/instances/{instance}")
+    async def get_instance(req: Request):
+        inst = await find_instance(req.params["instance"])
+        record = await store.call(instance_store.get, inst.id)
+        data = instance_json(inst, record)
+        watched = ctx.monitor.get(inst.id) if ctx.monitor else None
+        data["checks"] = watched.to_json()["checks"] if watched else []
+        data["record"] = record
+        return data
+
+    @r.route("DELETE", "/v1/instances/{instance}")
+    async def remove_instance(req: Request):
+        inst = await find_instance(req.params["instance"])
+        driver = ctx.driver_for(inst.compute_type)
+        await driver.remove(inst)
+
+        def forget(db) -> None:
+            instance_store.forget(db, [inst.id])
+            event_store.record(db, "instance.rm", f"{inst.name} removed by the operator", project_id=inst.project_id,
+                               service=inst.service, instance=inst.id, author=req.author)
+
+        await store.call(forget)
+        ctx.reconcile.set()
+        return {"removed": inst.id, "name": inst.name, "was": inst.state}
 
     # ---- queue and events ---------------------------------------------------------------------
 

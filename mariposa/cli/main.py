@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -223,10 +224,25 @@ def _instances(rows: list[dict], as_json: bool) -> None:
         return print_json(rows)
     table(rows, [
         ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("SERVICE", lambda r: r["service"]),
-        ("STATE", lambda r: r["state"] + (f" ({r['exit_code']})" if r.get("exit_code") not in (None, 0) else "")),
+        ("STATE", _instance_state), ("HEALTH", _instance_health),
         ("ADDRESS", lambda r: r["address"] or "-"), ("PORTS", lambda r: ", ".join(r["ports"]) or "-"),
         ("VERSION", lambda r: short(r["version_id"], 8)), ("CREATED", lambda r: ago(r["created"])),
     ])
+
+
+def _instance_state(r: dict) -> str:
+    state = r["state"] + (f" ({r['exit_code']})" if r.get("exit_code") not in (None, 0) else "")
+    if r.get("retired"):
+        state += " retired"
+    if r.get("restarts"):
+        state += f", {r['restarts']} restarts"
+    return state
+
+
+def _instance_health(r: dict) -> str:
+    if not r.get("health"):
+        return "-"
+    return f"{r['health']}: {r['health_detail']}" if r.get("health_detail") else r["health"]
 
 
 @project.command("update", context_settings=CONTEXT)
@@ -318,7 +334,17 @@ def service_get(state: State, ref: str, as_json: bool) -> None:
     if s["frozen"]:
         pairs.append(("frozen", f"yes: {s['frozen_reason']} (thaw: mariposa -j {s['project']} service thaw {s['name']})"))
     if s["task"]:
-        pairs.append(("task", _task_line(s["task"])))
+        step = (s["task"].get("progress") or {}).get("step")
+        pairs.append(("task", _task_line(s["task"]) + (f" ({step})" if step and s["task"]["state"] == "active" else "")))
+    if s.get("replace_after"):
+        pairs.append(("back-off", f"{s['replacements']} failed instances replaced lately; next replacement not before "
+                                  f"{max(0, s['replace_after'] - time.time()):.0f}s from now"))
+    if s.get("retired"):
+        pairs.append(("retired", f"{s['retired']} stopped instances kept (mariposa instance rm ID)"))
+    if spec.get("restart"):
+        pairs.append(("restart", spec["restart"]))
+    if spec.get("healthchecks"):
+        pairs.append(("checks", "; ".join(_check_label(c) for c in spec["healthchecks"])))
     if spec.get("command"):
         pairs.append(("command", shlex.join(spec["command"])))
     if spec.get("ports"):
@@ -365,6 +391,75 @@ def _service_action(action: str, doc: str):
 _service_action("start", "Start the service back at its scale (an error if it already runs).")
 _service_action("stop", "Stop every instance of the service (they are kept, stopped).")
 _service_action("thaw", "Let the reconciler manage a service again after 'queue stop' froze it.")
+
+
+def _check_label(c: dict) -> str:
+    target = f" :{c['port']}" if c.get("port") else ""
+    what = c["path"] if c["type"] in ("http", "https") else (" ".join(c["command"]) if c.get("command") else "")
+    return f"{c['type']}{target} {what} every {c['poll']:g}s, unhealthy after {max(1, c['retries'])}".replace("  ", " ")
+
+
+@service.command("health", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def service_health(state: State, ref: str, as_json: bool) -> None:
+    """Health of each instance of the service, per check."""
+    rows = state.client.get(f"/v1/projects/{state.project()}/services/{ref}/health")
+    if as_json:
+        return print_json(rows)
+    flat = []
+    for r in rows:
+        for c in r["checks"] or [None]:
+            flat.append({**r, "check": c})
+    table(flat, [
+        ("INSTANCE", lambda r: short(r["instance"])), ("NAME", lambda r: r["name"]),
+        ("STATUS", lambda r: r["status"] + (f" ({ago(r['since'])})" if r.get("since") else "")),
+        ("CHECK", lambda r: r["check"]["check"] if r["check"] else "-"),
+        ("LAST RESULT", lambda r: (r["check"]["detail"] if r["check"] else r["detail"]) or "-"),
+        ("WHEN", lambda r: ago(r["check"]["at"]) if r["check"] and r["check"]["at"] else "-"),
+        ("FAILURES", lambda r: f"{r['check']['failures']}/{r['check']['retries']}" if r["check"] else "-"),
+    ])
+
+
+# ---- instances --------------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT)
+def instance() -> None:
+    """Single instances, by id, id prefix or name."""
+
+
+@instance.command("get", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def instance_get(state: State, ref: str, as_json: bool) -> None:
+    """Show one instance: runtime state, health, restarts, why it was retired."""
+    i = state.client.get(f"/v1/instances/{ref}")
+    if as_json:
+        return print_json(i)
+    pairs = [("id", i["id"]), ("name", i["name"]), ("project", i["project_name"]), ("service", i["service"]),
+             ("state", _instance_state(i)), ("health", _instance_health(i)), ("address", i["address"] or "-"),
+             ("ports", ", ".join(i["ports"]) or "-"), ("image", i["image"]), ("version", i["version_id"]),
+             ("runtime id", i["runtime_id"]), ("created", ago(i["created"]))]
+    if i.get("retired_reason"):
+        pairs.append(("retired", i["retired_reason"]))
+    if i.get("last_exit_code") is not None:
+        pairs.append(("last exit", i["last_exit_code"]))
+    for c in i.get("checks") or []:
+        pairs.append((f"check {c['check']}", f"{c['detail']} ({ago(c['at'])}, {c['failures']}/{c['retries']} failures)"))
+    fields(pairs)
+
+
+@instance.command("rm", context_settings=CONTEXT)
+@click.argument("refs", nargs=-1, required=True)
+@pass_state
+def instance_rm(state: State, refs: tuple[str, ...]) -> None:
+    """Remove instances (e.g. stopped ones kept for inspection); one still in service is replaced."""
+    for ref in refs:
+        r = state.client.request("DELETE", f"/v1/instances/{ref}")
+        click.echo(f"removed {r['name']} ({short(r['removed'])}, was {r['was']})")
 
 
 # ---- queue and events -------------------------------------------------------------------------

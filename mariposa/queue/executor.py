@@ -95,6 +95,7 @@ class Executor:
         running.done.set()
         log.info("task finished", kind=task.kind, state=state, message=message)
         self.ctx.reconcile.set()
+        self.ctx.health.set()
 
     @staticmethod
     def _finish(db, task: TaskRow, state: str, message: str | None, freeze: bool) -> None:

@@ -329,3 +329,26 @@ async def test_outside_cancellation_propagates(nursery):
             await run_check(hc, instance(), fn)
             reached = True
         assert outer.cancelled_caught and not reached, hc.type
+
+
+async def test_no_descriptor_leaks(nursery):
+    import os
+
+    async def silent(stream):
+        await trio.sleep(0.05)  # long enough to time the probes out, then the server lets go
+        await stream.aclose()
+
+    good = await serve(nursery, replying(response(500)))
+    hang = await serve(nursery, silent)
+    await check(type="http", port=good)  # warm up lazily created resources
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        await check(type="http", port=good)
+        await check(type="http", port=good, body="x")
+        await check(type="tcp", port=good)
+        await check(type="http", port=closed_port())
+        await check(type="http", port=hang, timeout=0.01)
+        with trio.move_on_after(0.01):
+            await check(type="http", port=hang, timeout=5)
+    await trio.sleep(0.2)  # let the servers close their ends
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
