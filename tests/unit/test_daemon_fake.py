@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import httpx
 import pytest
 import trio
@@ -168,3 +170,56 @@ async def test_restart_policy_on_failure_gives_up_and_service_goes_down(daemon):
     assert len(driver.instances) == 1 and len([c for c in driver.calls if c[0] == "create"]) == 1
     tasks = (await client.get("/v1/queue")).json()
     assert any(t["state"] == "failed" and "will not start it again" in (t["message"] or "") for t in tasks)
+
+
+async def _responder(nursery, state: dict) -> int:
+    """A local HTTP server answering 200, or 500 once ``state['fail']`` is set."""
+
+    async def handle(stream):
+        try:
+            await stream.receive_some(4096)
+            code = b"500 Oops" if state["fail"] else b"200 OK"
+            await stream.send_all(b"HTTP/1.1 " + code + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await stream.aclose()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    return listeners[0].socket.getsockname()[1]
+
+
+async def test_every_instance_failing_backs_off_instead_of_churning(daemon, nursery):
+    client, driver, _ = daemon
+    state = {"fail": False}
+    port = await _responder(nursery, state)
+    manifest = (f"services:\n  web:\n    image: busybox\n    scale: 2\n    healthchecks:\n"
+                f"      - type: http\n        port: {port}\n        poll: 0.2\n        retries: 1\n")
+    r = await client.post("/v1/projects", json={"name": "p", "manifest": manifest})
+    await wait_tasks(client, r.json()["tasks"])
+    async def healthy() -> int:
+        rows = (await client.get("/v1/projects/p/services/web/health")).json()
+        return sum(1 for h in rows if h["status"] == "healthy")
+
+    with trio.fail_after(10):
+        while await healthy() < 2:
+            await trio.sleep(0.1)
+    state["fail"] = True
+    with trio.fail_after(20):
+        while True:
+            svc = (await client.get("/v1/projects/p/services/web")).json()
+            step = ((svc.get("task") or {}).get("progress") or {}).get("step", "")
+            if svc["replace_after"] and "backing off" in step:
+                break
+            await trio.sleep(0.1)
+    assert "next attempt in" in step
+    creates = len([c for c in driver.calls if c[0] == "create"])
+    await trio.sleep(3)
+    # 2 s then 4 s of back-off: at most one more round of replacements in these 3 s
+    assert len([c for c in driver.calls if c[0] == "create"]) <= creates + 2
+    # failed instances were retired (kept stopped, preservestopped on-failure), never more than scale serve
+    assert len(running(driver, "web")) <= 2
+    state["fail"] = False
+    with trio.fail_after(30):
+        while await healthy() < 2:
+            await trio.sleep(0.2)
