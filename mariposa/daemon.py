@@ -9,38 +9,30 @@ from __future__ import annotations
 
 import fcntl
 import os
+import resource
 import signal
 from pathlib import Path
 
 import attrs
+
 import structlog
 import trio
 
 from mariposa.api.http import bind_unix_socket, serve
 from mariposa.api.routes import build_router
+from mariposa import config as configuration
+from mariposa import logs, systemd
+from mariposa.config import DaemonConfig
 from mariposa.context import Context
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.health.monitor import HealthMonitor
-from mariposa.packages import DEFAULT_PACKAGES
 from mariposa.queue.executor import Executor
 from mariposa.store.db import Store
+from mariposa.watch import ManifestDirectory
 
 log = structlog.get_logger()
-
-DEFAULT_STATE_DIR = "/var/lib/mariposa"
-DEFAULT_SOCKET = "/run/mariposa/mariposa.sock"
-
-
-@attrs.frozen
-class DaemonConfig:
-    state_dir: str = DEFAULT_STATE_DIR
-    socket: str = DEFAULT_SOCKET
-    docker_host: str | None = None
-    resync: float = 10.0
-    parallelism: int = 8
-
 
 class StateDirLocked(Exception):
     pass
@@ -83,12 +75,102 @@ def default_drivers(owner: str, config: DaemonConfig) -> dict[str, Driver]:
     return {"docker": DockerDriver(owner, config.docker_host)}
 
 
-async def run_daemon(config: DaemonConfig, drivers: dict[str, Driver] | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+class Daemon:
+    """The running daemon's parts, so signals (SIGHUP) and shutdown can reach them."""
+
+    def __init__(self, config: DaemonConfig, ctx: Context, reconciler: Reconciler, config_path: str | None,
+                 overrides: dict | None):
+        self.config = config
+        self.ctx = ctx
+        self.reconciler = reconciler
+        self.config_path = config_path
+        self.overrides = overrides or {}
+        self.directory: ManifestDirectory | None = None
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration, apply what can change live, rescan the directory.
+        A bad file is refused and the running configuration kept."""
+        systemd.notify("RELOADING=1")
+        try:
+            new = configuration.load(self.config_path, self.overrides)
+        except configuration.ConfigError as exc:
+            log.error("configuration not reloaded; keeping the running one", error=exc.message)
+            systemd.notify("READY=1")
+            return
+        for key in ("state_dir", "socket", "manifest_dir", "docker_host"):
+            if getattr(new, key) != getattr(self.config, key):
+                log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
+                            configured=getattr(new, key))
+        logs.configure(new.log_format, new.log_level)
+        self.reconciler.resync = new.resync
+        self.ctx.parallelism = new.parallelism
+        self.ctx.packages = new.packages
+        self.ctx.goals.packages = new.packages
+        if self.directory is not None:
+            self.directory.rescan = new.rescan
+            self.directory.delete_removed = new.delete_removed_projects
+            self.directory.request_rescan()
+        self.config = attrs.evolve(new, state_dir=self.config.state_dir, socket=self.config.socket,
+                                   manifest_dir=self.config.manifest_dir, docker_host=self.config.docker_host)
+        self.ctx.reconcile.set()
+        log.info("configuration reloaded", source=new.source or "defaults")
+        systemd.notify("READY=1")
+
+    async def signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as received:
+            async for signum in received:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                    continue
+                log.info("signal received, shutting down", signal=signal.Signals(signum).name)
+                systemd.notify("STOPPING=1")
+                scope.cancel()
+                return
+
+    async def status(self) -> None:
+        """STATUS= for `systemctl status`: one line that says how things are."""
+        if not os.environ.get("NOTIFY_SOCKET"):
+            return
+        while True:
+            systemd.notify("STATUS=" + await summary(self.ctx))
+            await trio.sleep(5)
+
+
+async def summary(ctx: Context) -> str:
+    snap = await ctx.goals.snapshot()
+    try:
+        instances = await ctx.inventory()
+        running = sum(1 for i in instances if i.running and not (snap.records.get(i.id) or {}).get("retired"))
+        live = f"{running} instances running"
+    except DriverError:
+        live = "runtime unavailable"
+    active = sum(1 for t in snap.open_tasks if t.state == "active")
+    return f"{len(snap.projects)} projects, {live}, {active} tasks active, {len(snap.open_tasks) - active} queued"
+
+
+async def stop_all_instances(ctx: Context) -> None:
+    """--stop-instances-on-exit: stop (not remove) everything; the next start restarts them."""
+    snap = await ctx.goals.snapshot()
+    for driver in ctx.drivers.values():
+        instances = [i for i in await driver.inventory() if i.running]
+        log.info("stopping instances on exit", count=len(instances), driver=driver.compute_type)
+        async with trio.open_nursery() as nursery:
+            for inst in instances:
+                project = next((p for p in snap.projects if p.id == inst.project_id), None)
+                spec = ctx.goals.cached_spec(project.current_version).service(inst.service) if project else None
+                nursery.start_soon(driver.stop, inst, spec.stop_timeout if spec else None)
+
+
+async def run_daemon(
+    config: DaemonConfig, drivers: dict[str, Driver] | None = None, config_path: str | None = None,
+    overrides: dict | None = None, *, task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
     state_dir = Path(config.state_dir)
     lock = lock_state_dir(state_dir)
+    _raise_file_limit()
     store = await trio.to_thread.run_sync(Store, state_dir / "mariposa.db")
     drivers = drivers or default_drivers(store.owner, config)
-    ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, DEFAULT_PACKAGES), packages=DEFAULT_PACKAGES,
+    ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, config.packages), packages=config.packages,
                   parallelism=config.parallelism)
     for driver in drivers.values():
         try:
@@ -98,20 +180,31 @@ async def run_daemon(config: DaemonConfig, drivers: dict[str, Driver] | None = N
     executor = Executor(ctx)
     reconciler = Reconciler(ctx, resync=config.resync)
     ctx.monitor = HealthMonitor(ctx)
-    sock = bind_unix_socket(config.socket)
+    daemon = Daemon(config, ctx, reconciler, config_path, overrides)
+    sock = bind_unix_socket(config.socket, config.socket_mode, config.socket_gid())
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signals, nursery.cancel_scope)
+            nursery.start_soon(daemon.signals, nursery.cancel_scope)
             await nursery.start(executor.run)
             await nursery.start(reconciler.run)
             await nursery.start(ctx.monitor.run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
-            await nursery.start(serve, build_router(ctx, executor), sock)
-            log.info("mariposa daemon ready", state_dir=str(state_dir), socket=config.socket, owner=store.owner)
+            if config.manifest_dir:
+                daemon.directory = ManifestDirectory(ctx, config.manifest_dir, config.rescan, config.delete_removed_projects)
+                await nursery.start(daemon.directory.run)
+            await nursery.start(serve, build_router(ctx, executor), sock, access_policy(config))
+            nursery.start_soon(systemd.watchdog)
+            nursery.start_soon(daemon.status)
+            systemd.notify("READY=1\nSTATUS=" + await summary(ctx))
+            log.info("mariposa daemon ready", state_dir=str(state_dir), socket=config.socket, owner=store.owner,
+                     manifest_dir=config.manifest_dir, config=config.source)
             task_status.started(ctx)
     finally:
         with trio.CancelScope(shield=True):
+            if config.stop_instances_on_exit:
+                with trio.move_on_after(120):
+                    await stop_all_instances(ctx)
             for driver in drivers.values():
                 await driver.aclose()
         store.close()
@@ -120,12 +213,37 @@ async def run_daemon(config: DaemonConfig, drivers: dict[str, Driver] | None = N
         except FileNotFoundError:
             pass
         lock.close()
-        log.info("mariposa daemon stopped; instances keep running")
+        log.info("mariposa daemon stopped" + ("" if config.stop_instances_on_exit else "; instances keep running"))
 
 
-async def _stop_on_signals(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("signal received, shutting down", signal=signal.Signals(signum).name)
-            scope.cancel()
-            return
+def _raise_file_limit() -> None:
+    """Thousands of health probes and runtime connections need more than the default 1,024 fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
+
+
+def access_policy(config: DaemonConfig):
+    """Who may use the control socket: root, the daemon's own user, and the socket's group
+    (the file's mode already keeps everyone else out; this holds even if it were loosened)."""
+    gid = config.socket_gid()
+    me = os.getuid()
+
+    def allowed(peer) -> bool:
+        if peer is None or peer.uid in (0, me):
+            return True
+        if gid is None:
+            return False
+        return peer.gid == gid or gid in _supplementary_groups(peer.pid)
+
+    return allowed
+
+
+def _supplementary_groups(pid: int) -> set[int]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()

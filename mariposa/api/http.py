@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from http import HTTPStatus
 import re
 import socket
 import struct
@@ -113,17 +114,24 @@ def peer_credentials(sock: socket.socket) -> Peer | None:
     return Peer(pid, uid, gid)
 
 
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
 async def _send_json(conn: h11.Connection, stream: trio.SocketStream, resp: Response) -> None:
     body = json.dumps(resp.body, default=str).encode()
     headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-    await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers)))
+    await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))))
     await stream.send_all(conn.send(h11.Data(data=body)))
     await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
 async def _send_stream(conn: h11.Connection, stream: trio.SocketStream, resp: Response) -> None:
     headers = [("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]
-    await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers)))
+    await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))))
     async for chunk in resp.stream:
         await stream.send_all(conn.send(h11.Data(data=chunk)))
     await stream.send_all(conn.send(h11.EndOfMessage()))
@@ -149,8 +157,12 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> tupl
             return request, bytes(body)
 
 
-async def serve_connection(router: Router, stream: trio.SocketStream) -> None:
+async def serve_connection(router: Router, stream: trio.SocketStream, allowed=None) -> None:
     peer = peer_credentials(stream.socket)
+    if allowed is not None and not allowed(peer):
+        log.warning("control socket: caller refused", uid=peer.uid if peer else None, gid=peer.gid if peer else None)
+        await stream.aclose()
+        return
     conn = h11.Connection(h11.SERVER)
     try:
         while True:
@@ -198,8 +210,8 @@ def bind_unix_socket(path: str, mode: int = 0o660, group: int | None = None) -> 
     return sock
 
 
-async def serve(router: Router, sock, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(router: Router, sock, allowed=None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     listener = trio.SocketListener(sock)
     await trio.serve_listeners(
-        lambda stream: serve_connection(router, stream), [listener], task_status=task_status
+        lambda stream: serve_connection(router, stream, allowed), [listener], task_status=task_status
     )

@@ -6,35 +6,29 @@ then wake the queue. They never wait for instances: long work is a task the call
 
 from __future__ import annotations
 
+import json
 import re
 import time
+
+import trio
 
 import attrs
 
 from mariposa import __version__
-from mariposa.api.http import Request, Router
+from mariposa.api.http import Request, Response, Router
 from mariposa.context import Context
 from mariposa.converge import supervise
-from mariposa.errors import BadRequest, Conflict, InvalidManifest, NotFound
-from mariposa.manifest import ManifestError, parse_manifest
-from mariposa.model import ProjectSpec
+from mariposa.errors import BadRequest, Conflict, NotFound
+from mariposa import projects
 from mariposa.queue.executor import Executor
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
 from mariposa.store.rows import ProjectRow, TaskRow
+from mariposa.watch import file_status
 
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-
-
-def _parse(ctx: Context, text: str, filename: str) -> ProjectSpec:
-    try:
-        return parse_manifest(text, filename, packages=ctx.packages)
-    except ManifestError as exc:
-        problems = [attrs.asdict(p) for p in exc.problems]
-        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        raise InvalidManifest(f"{filename}: {count} in the manifest; nothing was changed", details=problems) from None
 
 
 def _manifest_body(req: Request) -> tuple[str, str]:
@@ -137,37 +131,35 @@ def build_router(ctx: Context, executor: Executor) -> Router:
         if not PROJECT_NAME.match(name):
             raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', starting with a letter or digit")
         text, filename = _manifest_body(req)
-        spec = _parse(ctx, text, filename)
-        p, tasks = await store.call(
-            lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=req.author)
-        )
-        ctx.queue.set()
+        p, tasks = await projects.add(ctx, name, text, filename, req.author)
         return {"project": p.to_json(), "tasks": _tasks_json(tasks)}
 
     @r.route("GET", "/v1/projects/{project}")
     async def get_project(req: Request):
-        p = await project(req.params["project"])
+        try:
+            p = await project(req.params["project"])
+        except NotFound as exc:
+            status = await store.call(file_status, req.params["project"])
+            if status and status["state"] in ("invalid", "refused"):
+                raise NotFound(f"{exc.message}: its file was not applied: {status['error']}", details=status["details"]) from None
+            raise
         version = await store.call(goal_store.current_version, p)
-        return {**p.to_json(), "version": version.to_json(with_manifest=True), "services": await services_json(p)}
+        return {**p.to_json(), "version": version.to_json(with_manifest=True), "services": await services_json(p),
+                "file": await store.call(file_status, p.name)}
 
     @r.route("PUT", "/v1/projects/{project}")
     async def update_project(req: Request):
         p = await project(req.params["project"])
+        projects.refuse_if_file_managed(p, "edit")
         text, filename = _manifest_body(req)
-        new = _parse(ctx, text, filename)
-        current = await store.call(goal_store.current_version, p)
-        old = ctx.goals.spec_for(current.id, current.manifest)
-        version, tasks = await store.call(
-            lambda db: goal_store.update_project(db, p, text, old, new, filename=filename, author=req.author)
-        )
-        ctx.queue.set()
-        ctx.reconcile.set()
+        version, current, tasks = await projects.update(ctx, p, text, filename, req.author)
         return {"changed": version is not None, "version": version.to_json() if version else current.to_json(),
                 "tasks": _tasks_json(tasks)}
 
     @r.route("DELETE", "/v1/projects/{project}")
     async def delete_project(req: Request):
         p = await project(req.params["project"])
+        projects.refuse_if_file_managed(p, "remove")
         task = await store.call(lambda db: goal_store.mark_deleting(db, p, req.author))
         ctx.queue.set()
         return {"tasks": _tasks_json([task])}
@@ -297,6 +289,29 @@ def build_router(ctx: Context, executor: Executor) -> Router:
     @r.route("GET", "/v1/events")
     async def list_events(req: Request):
         project_id = (await project(req.query["project"])).id if req.query.get("project") else None
-        return await store.call(event_store.listing, project_id, req.query.get("service"), int(req.query.get("since", 0)))
+        service, types = req.query.get("service"), tuple(t for t in req.query.get("type", "").split(",") if t)
+        since = int(req.query.get("since", 0))
+
+        async def read(after: int) -> list[dict]:
+            rows = await store.call(event_store.listing, project_id, service, after)
+            return [e for e in rows if not types or any(e["type"] == t or e["type"].startswith(t + ".") for t in types)]
+
+        if req.query.get("follow") not in ("1", "true"):
+            return await read(since)
+
+        async def stream():
+            after = since
+            first = await read(after)
+            for e in first:
+                yield (json.dumps(e) + "\n").encode()
+            last = await store.call(event_store.last_id)
+            after = max([after, last] + [e["id"] for e in first])
+            while True:
+                await trio.sleep(0.25)
+                for e in await read(after):
+                    yield (json.dumps(e) + "\n").encode()
+                after = max(after, await store.call(event_store.last_id))
+
+        return Response(200, stream=stream())
 
     return r

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from mariposa.daemon import DEFAULT_SOCKET
+from mariposa.config import DEFAULT_SOCKET
 from mariposa.errors import ERROR_KINDS, MariposaError
 
 TERMINAL_STATES = ("completed", "failed", "terminated")
@@ -39,6 +39,11 @@ class Client:
         try:
             resp = self.http.request(method, path, json=json, params={k: v for k, v in (params or {}).items() if v is not None})
         except (httpx.ConnectError, httpx.TransportError, FileNotFoundError, ConnectionRefusedError) as exc:
+            if "Permission denied" in str(exc) or isinstance(exc, httpx.RemoteProtocolError):
+                raise DaemonUnreachable(
+                    f"permission denied on the control socket {self.socket}: run as root or as a member of "
+                    f"the socket's group (socket_group in /etc/mariposa/mariposa.toml)"
+                ) from None
             raise DaemonUnreachable(
                 f"cannot reach the mariposa daemon at {self.socket} ({exc.__class__.__name__}); "
                 f"is 'mariposa daemon' running? (set --socket or MARIPOSA_SOCKET)"
@@ -49,6 +54,22 @@ class Client:
             cls = ERROR_KINDS.get(body.get("error"), MariposaError)
             raise cls(body.get("message") or f"HTTP {resp.status_code}", details=body.get("details"))
         return body
+
+    def follow(self, path: str, params: dict):
+        """Newline-delimited JSON, as the daemon streams it, until interrupted."""
+        import json as _json
+
+        try:
+            with self.http.stream("GET", path, params={k: v for k, v in params.items() if v is not None}, timeout=None) as resp:
+                if resp.status_code >= 400:
+                    body = _json.loads(resp.read() or b"{}")
+                    cls = ERROR_KINDS.get(body.get("error"), MariposaError)
+                    raise cls(body.get("message") or f"HTTP {resp.status_code}")
+                for line in resp.iter_lines():
+                    if line.strip():
+                        yield _json.loads(line)
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonUnreachable(f"cannot reach the mariposa daemon at {self.socket} ({exc.__class__.__name__})") from None
 
     def get(self, path: str, **params) -> Any:
         return self.request("GET", path, params=params)

@@ -6,6 +6,7 @@ Exit codes: 0 done; 1 refused (bad input, invalid manifest); 2 usage; 3 daemon u
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -44,6 +45,7 @@ class ServiceGroup(AliasedGroup):
 
 class State:
     def __init__(self, socket: str | None, project: str | None):
+        self.socket_given = socket is not None
         self.socket = socket_path(socket)
         self.project_ref = project
         self._client: Client | None = None
@@ -76,26 +78,37 @@ def cli(ctx: click.Context, socket: str | None, project: str | None) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--state-dir", default="/var/lib/mariposa", show_default=True, help="Where the store lives.")
+@click.option("--config", "config_path", help="Configuration file (default /etc/mariposa/mariposa.toml if it exists).")
+@click.option("--state-dir", help="Where the store lives [/var/lib/mariposa].")
 @click.option("--socket", "daemon_socket", help="Control socket path (default: the global --socket).")
+@click.option("--socket-group", help="Group allowed to use the control socket (name or gid).")
+@click.option("--socket-mode", help="Control socket mode, octal [0660].")
+@click.option("--manifest-dir", help="Watched directory of NAME.yaml projects [/etc/mariposa/projects]; '' for none.")
+@click.option("--delete-removed-projects/--keep-removed-projects", default=None,
+              help="Whether deleting NAME.yaml deletes the project [keep].")
 @click.option("--docker-host", help="Docker Engine socket (default: DOCKER_HOST or /var/run/docker.sock).")
-@click.option("--resync", default=10.0, show_default=True, help="Seconds between full reconcile passes.")
-@click.option("--parallelism", default=8, show_default=True, help="Instance operations run at once per task.")
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option("--resync", type=float, help="Seconds between full reconcile passes [10].")
+@click.option("--rescan", type=float, help="Seconds between full rescans of the manifest directory [30].")
+@click.option("--parallelism", type=int, help="Instance operations run at once per task [8].")
+@click.option("--stop-instances-on-exit", is_flag=True, default=None, help="Stop every instance when the daemon exits.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), help="[auto: json unless on a terminal]")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="[info]")
 @pass_state
-def daemon(state: State, state_dir, daemon_socket, docker_host, resync, parallelism, log_format, log_level) -> None:
+def daemon(state: State, config_path, daemon_socket, **flags) -> None:
     """Run the daemon in the foreground."""
     import trio
 
+    from mariposa import config as configuration
     from mariposa import logs
-    from mariposa.daemon import DaemonConfig, StateDirLocked, run_daemon
+    from mariposa.daemon import StateDirLocked, run_daemon
 
-    logs.configure(log_format, log_level)
-    config = DaemonConfig(state_dir=state_dir, socket=daemon_socket or state.socket, docker_host=docker_host, resync=resync,
-                          parallelism=parallelism)
+    if daemon_socket or state.socket_given:
+        flags["socket"] = daemon_socket or state.socket
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    config = configuration.load(config_path, overrides)
+    logs.configure(config.log_format, config.log_level)
     try:
-        trio.run(run_daemon, config)
+        trio.run(run_daemon, config, None, config_path, overrides)
     except StateDirLocked as exc:
         raise MariposaError(str(exc)) from None
     except KeyboardInterrupt:
@@ -166,7 +179,7 @@ def _project_list(state: State, as_json: bool) -> None:
     table(rows, [
         ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("VERSION", lambda r: r["version"]),
         ("STATE", lambda r: r["desired"]), ("SERVICES", lambda r: r["services"]),
-        ("RUNNING", lambda r: f"{r['running']}/{r['instances']}"), ("SOURCE", lambda r: r["source"] or "-"),
+        ("RUNNING", lambda r: f"{r['running']}/{r['instances']}"), ("SOURCE", lambda r: (r["source"] or "-") + (" (orphaned)" if r.get("source_state") == "orphaned" else "")),
         ("CREATED", lambda r: ago(r["created"])),
     ])
 
@@ -205,7 +218,13 @@ def project_get(state: State, ref: str, as_json: bool) -> None:
         return print_json(p)
     v = p["version"]
     fields([("name", p["name"]), ("id", p["id"]), ("state", p["desired"]), ("version", f"{v['seq']} ({short(v['id'])}, {ago(v['created'])})"),
-            ("source", p["source"] or "-"), ("services", ", ".join(f"{s['name']} {s['running']}/{s['scale']}" for s in p["services"]))])
+            ("source", (p["source"] or "-") + (" (orphaned: the file was removed)" if p.get("source_state") == "orphaned" else "")),
+            ("services", ", ".join(f"{s['name']} {s['running']}/{s['scale']}" for s in p["services"]))])
+    f = p.get("file")
+    if f and f["state"] in ("invalid", "refused"):
+        click.echo(f"file:    NOT APPLIED ({ago(f['seen'])}): {f['error']}")
+        for d in f.get("details") or []:
+            click.echo(f"  {d['file']}:{d['line']}:{d['column']}: {d['field']}: {d['message']}")
     click.echo("---")
     click.echo(v["manifest"].rstrip("\n"))
 
@@ -516,15 +535,45 @@ def queue_stop(state: State, task: str, as_json: bool) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--service", help="Only this service's events.")
+@click.option("--type", "types", multiple=True, help="Only events of this type or family (task, health.unhealthy, ...).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing events as they happen.")
 @json_option
 @pass_state
-def events(state: State, service: str | None, as_json: bool) -> None:
-    """The event log (of the project given with -j, or all)."""
-    rows = state.client.get("/v1/events", project=state.project_ref, service=service)
+def events(state: State, service: str | None, types: tuple[str, ...], follow: bool, as_json: bool) -> None:
+    """The event log and audit trail (of the project given with -j, or all): who changed what."""
+    params = {"project": state.project_ref, "service": service, "type": ",".join(types) or None}
+    if not follow:
+        rows = state.client.get("/v1/events", **params)
+        if as_json:
+            return print_json(rows)
+        table(rows, [("TIME", lambda r: ago(r["time"])), ("TYPE", lambda r: r["type"]), ("BY", lambda r: r["author"] or "-"),
+                     ("MESSAGE", lambda r: r["message"])])
+        return
+    for event in state.client.follow("/v1/events", {**params, "follow": "1"}):
+        if as_json:
+            click.echo(json.dumps(event))
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+            click.echo(f"{stamp}  {event['type']:<18} {event['author'] or '-':<10} {event['message']}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--config", "config_path", help="Configuration file to check (default /etc/mariposa/mariposa.toml).")
+@click.option("--state-dir", help="State directory to check.")
+@json_option
+@pass_state
+def doctor(state: State, config_path: str | None, state_dir: str | None, as_json: bool) -> None:
+    """Check this host for what Mariposa needs, and say what to fix."""
+    from mariposa.doctor import run_checks
+
+    results = run_checks(config_path, state_dir, state.socket)
     if as_json:
-        return print_json(rows)
-    table(rows, [("TIME", lambda r: ago(r["time"])), ("TYPE", lambda r: r["type"]), ("BY", lambda r: r["author"] or "-"),
-                 ("MESSAGE", lambda r: r["message"])])
+        print_json(results)
+    else:
+        table(results, [("CHECK", lambda r: r["check"]), ("", lambda r: {"ok": "ok", "warn": "WARN", "fail": "FAIL"}[r["status"]]),
+                        ("DETAIL", lambda r: r["detail"]), ("FIX", lambda r: r.get("fix") or "")])
+    if any(r["status"] == "fail" for r in results):
+        sys.exit(1)
 
 
 def main() -> None:

@@ -59,6 +59,9 @@ class GoalReader:
             self._specs[version_id] = spec
         return spec
 
+    def cached_spec(self, version_id: str) -> ProjectSpec | None:
+        return self._specs.get(version_id)
+
     async def snapshot(self) -> GoalSnapshot:
         snap = await self.store.call(_read_snapshot, frozenset(self._specs))
         for version_id, text in snap.manifests.items():

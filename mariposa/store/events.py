@@ -44,3 +44,7 @@ def listing(
         args.append(service)
     rows = db.query(f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?", args + [limit])
     return list(reversed(list(rows)))
+
+
+def last_id(db: sqlite_utils.Database) -> int:
+    return db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]

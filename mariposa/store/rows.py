@@ -25,6 +25,7 @@ class ProjectRow:
     current_version: str | None
     desired: str
     source: str | None
+    source_state: str | None = None
 
     def to_json(self) -> dict:
         return attrs.asdict(self)

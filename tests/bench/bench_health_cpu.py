@@ -46,7 +46,7 @@ DAEMON = textwrap.dedent("""
     import sys, trio
     from mariposa.daemon import DaemonConfig, run_daemon
     from mariposa.drivers.fake import FakeDriver
-    config = DaemonConfig(state_dir=sys.argv[1], socket=sys.argv[2], resync=10.0)
+    config = DaemonConfig(state_dir=sys.argv[1], socket=sys.argv[2], resync=10.0, manifest_dir=None)
     trio.run(run_daemon, config, {"docker": FakeDriver(images=("bench",))})
 """)
 

@@ -32,6 +32,7 @@ class Daemon:
         self.state_dir = tmp / "state"
         self.socket = str(tmp / "mariposa.sock")
         self.log = tmp / "daemon.log"
+        self.manifest_dir = tmp / "projects"
         self.proc: subprocess.Popen | None = None
         self.owner: str | None = None
 
@@ -39,7 +40,7 @@ class Daemon:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [MARIPOSA, "daemon", "--state-dir", str(self.state_dir), "--socket", self.socket,
-                 "--resync", "2", "--log-format", "json", *extra],
+                 "--resync", "2", "--log-format", "json", "--manifest-dir", str(self.manifest_dir), *extra],
                 stdout=log, stderr=log,
             )
         deadline = time.monotonic() + 20

@@ -28,7 +28,7 @@ services:
 async def daemon(tmp_path, nursery):
     driver = FakeDriver(images=("busybox", "crashy"), crash_images=("crashy",))
     sock = str(tmp_path / "m.sock")
-    config = DaemonConfig(state_dir=str(tmp_path / "state"), socket=sock, resync=0.5)
+    config = DaemonConfig(state_dir=str(tmp_path / "state"), socket=sock, resync=0.5, manifest_dir=None)
     ctx = await nursery.start(run_daemon, config, {"docker": driver})
     client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=sock), base_url="http://m")
     yield client, driver, ctx

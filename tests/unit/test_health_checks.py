@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import socket
 import ssl
 import struct
@@ -24,11 +25,8 @@ def instance(address: str | None = LOCAL) -> Instance:
     )
 
 
-def response(status: int = 200, body: bytes = b"ok", extra: str = "") -> bytes:
-    return (
-        f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode()
-        + body
-    )
+def response(status: int = 200, body: bytes = b"ok") -> bytes:
+    return f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
 
 
 async def read_request(stream: trio.abc.Stream) -> bytes:
@@ -332,8 +330,6 @@ async def test_outside_cancellation_propagates(nursery):
 
 
 async def test_no_descriptor_leaks(nursery):
-    import os
-
     async def silent(stream):
         await trio.sleep(0.05)  # long enough to time the probes out, then the server lets go
         await stream.aclose()

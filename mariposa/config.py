@@ -1,0 +1,153 @@
+"""The daemon's configuration: ``/etc/mariposa/mariposa.toml``, every key with a default, every
+key overridable by a ``mariposa daemon`` flag.
+
+TOML because it is what people expect in /etc for a daemon (and Python reads it without a
+dependency). A bad file is refused with its file and line, and the daemon does not start on it;
+on SIGHUP a bad file is refused and the running configuration kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mariposa.errors import MariposaError
+from mariposa.manifest.units import parse_size
+from mariposa.packages import DEFAULT_PACKAGES, Package
+
+DEFAULT_CONFIG = "/etc/mariposa/mariposa.toml"
+DEFAULT_SOCKET = "/run/mariposa/mariposa.sock"
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(MariposaError):
+    kind = "invalid-config"
+
+
+@attrs.frozen
+class DaemonConfig:
+    state_dir: str = "/var/lib/mariposa"
+    socket: str = "/run/mariposa/mariposa.sock"
+    socket_mode: int = 0o660
+    socket_group: str | None = None  # a group name or gid; None: the daemon's own group
+    manifest_dir: str | None = "/etc/mariposa/projects"  # None: no watched directory
+    delete_removed_projects: bool = False  # deleting NAME.yaml deletes project NAME
+    rescan: float = 30.0  # seconds between full rescans of the manifest directory
+    docker_host: str | None = None
+    log_format: str = "auto"
+    log_level: str = "info"
+    resync: float = 10.0
+    parallelism: int = 8
+    stop_instances_on_exit: bool = False
+    packages: Mapping[str, Package] = attrs.field(factory=lambda: dict(DEFAULT_PACKAGES))
+    source: str | None = None  # the file it was read from
+
+    def socket_gid(self) -> int | None:
+        if self.socket_group is None:
+            return None
+        if str(self.socket_group).isdigit():
+            return int(self.socket_group)
+        try:
+            return grp.getgrnam(str(self.socket_group)).gr_gid
+        except KeyError:
+            raise ConfigError(f"socket_group: no group named '{self.socket_group}' on this host") from None
+
+
+_KEYS = {a.name for a in attrs.fields(DaemonConfig)} - {"source"}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line) or re.match(rf"\s*\[\s*{re.escape(key)}[\].]", line):
+            return number
+    return None
+
+
+def _problem(path: str, text: str, key: str, message: str) -> ConfigError:
+    line = _line_of(text, key.split(".")[-1] if "." in key else key)
+    where = f"{path}:{line}" if line else path
+    return ConfigError(f"{where}: {key}: {message}")
+
+
+def _packages(path: str, text: str, raw: Any) -> dict[str, Package]:
+    if not isinstance(raw, dict):
+        raise _problem(path, text, "packages", "expected a table of packages ([packages.NAME] memory = ..., cpus = ...)")
+    found = {}
+    for name, spec in raw.items():
+        if not isinstance(spec, dict) or set(spec) - {"memory", "cpus", "disk"} or "memory" not in spec:
+            raise _problem(path, text, f"packages.{name}", "a package needs 'memory' (e.g. \"512m\"), optionally 'cpus' and 'disk'")
+        try:
+            memory = parse_size(spec["memory"])
+        except (ValueError, TypeError) as exc:
+            raise _problem(path, text, f"packages.{name}", f"memory: {exc}") from None
+        cpus = spec.get("cpus", 1.0)
+        if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
+            raise _problem(path, text, f"packages.{name}", "cpus must be a number above 0")
+        found[name] = Package(name, memory, float(cpus))
+    return found
+
+
+def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> DaemonConfig:
+    """The configuration from ``path`` (the default file if it exists, when ``path`` is None)
+    with ``overrides`` (flags given on the command line, None meaning "not given") on top."""
+    values: dict[str, Any] = {}
+    source, text = None, ""
+    candidate = path or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+    if candidate:
+        try:
+            text = Path(candidate).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration {candidate}: {exc.strerror}") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{candidate}: {exc}") from None
+        source = candidate
+        for key, value in raw.items():
+            if key not in _KEYS:
+                close = difflib.get_close_matches(key, sorted(_KEYS), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise _problem(candidate, text, key, f"unknown key{hint}")
+            values[key] = _packages(candidate, text, value) if key == "packages" else value
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    return DaemonConfig(**_checked(source or "command line", text, values), source=source)
+
+
+def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
+    kinds = {
+        "state_dir": str, "socket": str, "manifest_dir": str, "docker_host": str, "log_format": str,
+        "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
+        "resync": (int, float), "rescan": (int, float), "parallelism": int, "socket_group": (str, int),
+        "socket_mode": (str, int),
+    }
+    for key, kind in kinds.items():
+        if key in values and (not isinstance(values[key], kind) or (kind is int and isinstance(values[key], bool))):
+            raise _problem(path, text, key, f"expected {getattr(kind, '__name__', 'a number or string')}, got {type(values[key]).__name__}")
+    if "socket_mode" in values:
+        mode = values["socket_mode"]
+        try:
+            values["socket_mode"] = int(mode, 8) if isinstance(mode, str) else int(mode)
+        except ValueError:
+            raise _problem(path, text, "socket_mode", f"expected an octal mode like \"0660\", got {mode!r}") from None
+    if "socket_group" in values:
+        values["socket_group"] = str(values["socket_group"])
+    if values.get("log_format", "auto") not in LOG_FORMATS:
+        raise _problem(path, text, "log_format", f"expected one of {', '.join(LOG_FORMATS)}")
+    if values.get("log_level", "info") not in LOG_LEVELS:
+        raise _problem(path, text, "log_level", f"expected one of {', '.join(LOG_LEVELS)}")
+    for key in ("resync", "rescan", "parallelism"):
+        if key in values and values[key] <= 0:
+            raise _problem(path, text, key, "must be above 0")
+    if values.get("manifest_dir") == "":
+        values["manifest_dir"] = None
+    return values

@@ -1,0 +1,96 @@
+"""`mariposa doctor`: what this host has and lacks for Mariposa, each with the fix.
+
+It reads the host directly (no daemon needed), so it also answers "why won't the daemon start".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+
+from mariposa import config as configuration
+
+
+def _check(name: str, status: str, detail: str, fix: str = "") -> dict:
+    return {"check": name, "status": status, "detail": detail, "fix": fix}
+
+
+def _docker(host: str | None) -> dict:
+    target = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    path = target.removeprefix("unix://")
+    if not target.startswith(("unix://", "/")):
+        return _check("docker", "warn", f"{target}: only unix sockets are checked here")
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://docker", timeout=5) as client:
+            version = client.get("/version").json()
+        return _check("docker", "ok", f"Docker Engine {version.get('Version')} (API {version.get('ApiVersion')}) at {path}")
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        fix = "apt-get install docker.io && systemctl start docker" if not shutil.which("dockerd") else "start dockerd (systemctl start docker)"
+        return _check("docker", "fail", f"no answer at {path}: {exc.__class__.__name__}", fix)
+
+
+def _binary(name: str, binaries: list[str], package: str, needed_for: str) -> dict:
+    found = [b for b in binaries if shutil.which(b)]
+    if found:
+        return _check(name, "ok", ", ".join(shutil.which(b) for b in found))
+    return _check(name, "warn", f"not installed ({needed_for})", f"apt-get install {package}")
+
+
+def _kvm() -> dict:
+    if not Path("/dev/kvm").exists():
+        return _check("kvm", "warn", "/dev/kvm missing: QEMU VMs would run without acceleration",
+                      "enable virtualisation in the firmware and load kvm_intel/kvm_amd")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return _check("kvm", "warn", "/dev/kvm exists but this user cannot open it", "run as root or join the kvm group")
+    return _check("kvm", "ok", "/dev/kvm usable")
+
+
+def _state_dir(path: str) -> dict:
+    p = Path(path)
+    if not p.exists():
+        parent = next((q for q in p.parents if q.exists()), Path("/"))
+        if os.access(parent, os.W_OK):
+            return _check("state dir", "ok", f"{path} will be created on first start")
+        return _check("state dir", "fail", f"{path} missing and {parent} is not writable", f"mkdir -p {path}")
+    if not os.access(p, os.W_OK):
+        return _check("state dir", "fail", f"{path} is not writable by this user", "run the daemon as root")
+    db = p / "mariposa.db"
+    return _check("state dir", "ok", f"{path}" + (f" (store {db.stat().st_size // 1024} KiB)" if db.exists() else " (no store yet)"))
+
+
+def _socket(path: str) -> dict:
+    if not Path(path).exists():
+        return _check("daemon", "warn", f"no socket at {path}: the daemon is not running", "mariposa daemon (or systemctl start mariposa)")
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://m", timeout=5) as client:
+            info = client.get("/v1/ping").json()
+        return _check("daemon", "ok", f"mariposa {info.get('version')} answers at {path} (you are {info.get('you')})")
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        denied = "Permission denied" in str(exc)
+        return _check("daemon", "fail", f"{path}: {'permission denied' if denied else exc.__class__.__name__}",
+                      "join the socket's group or run as root" if denied else "restart the daemon; a stale socket is replaced on start")
+
+
+def run_checks(config_path: str | None, state_dir: str | None, socket: str) -> list[dict]:
+    results = []
+    try:
+        cfg = configuration.load(config_path, {"state_dir": state_dir} if state_dir else None)
+        results.append(_check("config", "ok", cfg.source or "no configuration file: defaults"))
+    except configuration.ConfigError as exc:
+        cfg = configuration.DaemonConfig()
+        results.append(_check("config", "fail", exc.message, "fix the file named"))
+    results.append(_docker(cfg.docker_host))
+    results.append(_binary("lxc", ["lxc-create", "lxc-start"], "lxc", "needed for compute_type lx"))
+    results.append(_binary("qemu", ["qemu-system-x86_64"], "qemu-system-x86", "needed for compute_type kvm"))
+    results.append(_kvm())
+    results.append(_binary("busybox", ["busybox"], "busybox-static", "the examples' local image is built from it"))
+    results.append(_state_dir(cfg.state_dir))
+    if cfg.manifest_dir:
+        exists = Path(cfg.manifest_dir).is_dir()
+        results.append(_check("manifest dir", "ok" if exists else "warn",
+                              cfg.manifest_dir + ("" if exists else " does not exist yet (created on start)")))
+    results.append(_socket(socket))
+    return results

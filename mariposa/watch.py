@@ -1,0 +1,237 @@
+"""The watched manifest directory: ``NAME.yaml`` is project ``NAME`` (as kubelet's static pods
+or systemd's unit directories work).
+
+Only complete files are applied. A file counts as complete when its writer closed it
+(``IN_CLOSE_WRITE``) or renamed it into place (``IN_MOVED_TO``) and nothing touched it for a
+short quiet period; the periodic rescan, the safety net for lost events, only takes files left
+alone for a few seconds. Editors' temporary files, dotfiles, ``~`` backups and swap files are
+never looked at. A file that does not parse (or validate) leaves its project as it was and the
+error is kept for ``mariposa project get`` and logged. Each content is applied once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import attrs
+import structlog
+import trio
+
+from mariposa import projects
+from mariposa.context import Context
+from mariposa.errors import MariposaError
+from mariposa.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, DirectoryWatch
+from mariposa.store import events as event_store
+from mariposa.store import goal as goal_store
+from mariposa.store.db import now
+
+log = structlog.get_logger()
+
+PROJECT_FILE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]{0,62})\.ya?ml$")
+QUIET = 0.3  # seconds without further events before a closed file is read
+SETTLE = 3.0  # the rescan only takes files unmodified for this long
+AUTHOR = "file"
+
+
+def project_name(filename: str) -> str | None:
+    """The project a file name stands for, or None for anything that is not ours to read
+    (``.x.yaml``, ``x.yaml~``, ``.x.yaml.swp``, ``x.meta.yaml`` until meta exists)."""
+    if filename.startswith(".") or filename.endswith(("~", ".swp", ".swx", ".tmp")) or ".meta." in filename:
+        return None
+    m = PROJECT_FILE.match(filename)
+    return m.group("name") if m else None
+
+
+@attrs.define
+class ManifestDirectory:
+    ctx: Context
+    path: str
+    rescan: float = 30.0
+    delete_removed: bool = False
+    applied: int = 0
+    _pending: dict[str, float] = attrs.field(factory=dict)
+    _wake: trio.Event = attrs.field(factory=trio.Event)
+    _rescan_now: trio.Event = attrs.field(factory=trio.Event)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            with DirectoryWatch(self.path) as watch:
+                await self.scan(settle=0.0)
+                task_status.started()
+                nursery.start_soon(self._apply_when_quiet)
+                nursery.start_soon(self._periodic_rescan)
+                async for event in watch.events():
+                    if event.overflow:
+                        self.request_rescan()
+                    elif event.gone:
+                        log.error("manifest directory went away; watching stops until restart", path=self.path)
+                        return
+                    elif project_name(event.name) and event.mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM):
+                        self._pending[event.name] = time.monotonic() + QUIET
+                        self._wake.set()
+                    elif project_name(event.name) and event.name in self._pending:
+                        # still being written: push the deadline back
+                        self._pending[event.name] = time.monotonic() + QUIET
+
+    def request_rescan(self) -> None:
+        self._rescan_now.set()
+
+    async def _periodic_rescan(self) -> None:
+        while True:
+            with trio.move_on_after(self.rescan):
+                await self._rescan_now.wait()
+            self._rescan_now = trio.Event()
+            await self.scan(settle=SETTLE)
+
+    async def _apply_when_quiet(self) -> None:
+        while True:
+            if not self._pending:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            name, deadline = min(self._pending.items(), key=lambda kv: kv[1])
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                continue
+            del self._pending[name]
+            await self.consider(name)
+
+    async def scan(self, settle: float) -> None:
+        """Every project file present (settled ones only), and every known file now gone."""
+        present = set()
+        for entry in sorted(os.listdir(self.path)):
+            if project_name(entry) is None:
+                continue
+            present.add(entry)
+            full = os.path.join(self.path, entry)
+            try:
+                if time.time() - os.stat(full).st_mtime < settle:
+                    continue  # maybe still being written; inotify or the next rescan will see it
+            except FileNotFoundError:
+                continue
+            await self.consider(entry)
+        known = await self.ctx.store.call(_known_files, self.path)
+        for full, state in known.items():
+            if os.path.basename(full) not in present and state != "removed":
+                await self.consider(os.path.basename(full))
+
+    async def consider(self, filename: str) -> None:
+        name = project_name(filename)
+        if name is None:
+            return
+        full = os.path.join(self.path, filename)
+        try:
+            text = await trio.Path(full).read_text()
+        except FileNotFoundError:
+            await self._removed(name, full)
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            await self._record(full, name, "", "invalid", f"{full}: cannot read: {exc}", None)
+            return
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if await self.ctx.store.call(_already_seen, full, digest):
+            return
+        try:
+            await self._apply(name, full, text)
+        except MariposaError as exc:
+            state = "invalid" if exc.kind == "invalid-manifest" else "refused"
+            details = exc.details or None
+            await self._record(full, name, digest, state, exc.message, details)
+            lines = [f"{d['file']}:{d['line']}:{d['column']}: {d['field']}: {d['message']}" for d in details or []]
+            log.error("manifest file not applied", file=full, project=name, error=exc.message, problems=lines)
+            return
+        await self._record(full, name, digest, "applied", None, None)
+        self.applied += 1
+
+    async def _apply(self, name: str, full: str, text: str) -> None:
+        try:
+            project = await self.ctx.store.call(goal_store.get_project, name)
+        except MariposaError:
+            project = None
+        if project is None:
+            await projects.add(self.ctx, name, text, full, AUTHOR, source=full)
+            log.info("project created from file", project=name, file=full)
+            return
+        if project.source != full:
+            origin = "the API" if project.source in (None, "api") else project.source
+            raise MariposaError(f"project '{name}' already exists and is managed through {origin}; "
+                                f"{full} is ignored (delete one or rename the file)")
+        if project.source_state == "orphaned":
+            await self.ctx.store.call(_adopt_again, project.id)
+        version, _, _ = await projects.update(self.ctx, project, text, full, AUTHOR)
+        if version is not None:
+            log.info("project updated from file", project=name, file=full, version=version.seq)
+
+    async def _record(self, path: str, project: str, digest: str, state: str, error: str | None, details) -> None:
+        await self.ctx.store.call(_record_file, path, project, digest, state, error, details)
+
+    async def _removed(self, name: str, full: str) -> None:
+        known = await self.ctx.store.call(_known_files, self.path)
+        if known.get(full) in (None, "removed"):
+            return
+        try:
+            project = await self.ctx.store.call(goal_store.get_project, name)
+        except MariposaError:
+            project = None
+        await self._record(full, name, "", "removed", None, None)
+        if project is None or project.source != full:
+            return
+        if self.delete_removed:
+            await self.ctx.store.call(lambda db: goal_store.mark_deleting(db, project, AUTHOR))
+            self.ctx.queue.set()
+            log.info("manifest file removed: project deleted", project=name, file=full)
+        else:
+            await self.ctx.store.call(_orphan, project.id, full)
+            log.warning("manifest file removed: project kept, now orphaned from its file", project=name, file=full)
+
+
+def _known_files(db, directory: str) -> dict[str, str]:
+    rows = db.query("SELECT path, state FROM manifest_files WHERE path LIKE ?", [directory.rstrip("/") + "/%"])
+    return {r["path"]: r["state"] for r in rows}
+
+
+def _already_seen(db, path: str, digest: str) -> bool:
+    row = list(db.query("SELECT hash, state FROM manifest_files WHERE path = ?", [path]))
+    return bool(row) and row[0]["hash"] == digest and row[0]["state"] != "removed"
+
+
+def _orphan(db, project_id: str, path: str) -> None:
+    db.execute("UPDATE projects SET source_state = 'orphaned' WHERE id = ?", [project_id])
+    event_store.record(db, "project.orphaned", f"{path} was removed; the project keeps running, orphaned from its file",
+                       project_id=project_id, author=AUTHOR)
+
+
+def _adopt_again(db, project_id: str) -> None:
+    db.execute("UPDATE projects SET source_state = NULL WHERE id = ?", [project_id])
+
+
+def _record_file(db, path: str, project: str, digest: str, state: str, error: str | None, details) -> None:
+    db.execute(
+        "INSERT INTO manifest_files (path, project, hash, state, error, details, seen) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(path) DO UPDATE SET project = excluded.project, hash = excluded.hash, state = excluded.state, "
+        "error = excluded.error, details = excluded.details, seen = excluded.seen",
+        [path, project, digest, state, error, json.dumps(details) if details else None, now()],
+    )
+    if state in ("invalid", "refused"):
+        row = list(db.query("SELECT id FROM projects WHERE name = ?", [project]))
+        event_store.record(db, "manifest.invalid", error or "invalid", project_id=row[0]["id"] if row else None,
+                           author=AUTHOR)
+
+
+def file_status(db, project: str) -> dict | None:
+    """What the watched directory last made of the file for ``project`` (for `project get`)."""
+    rows = list(db.query("SELECT * FROM manifest_files WHERE project = ? ORDER BY seen DESC LIMIT 1", [project]))
+    if not rows:
+        return None
+    row = dict(rows[0])
+    row["details"] = json.loads(row["details"]) if row["details"] else []
+    return row
