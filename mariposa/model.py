@@ -25,6 +25,7 @@ LABEL_INSTANCE = "io.mariposa.instance"
 LABEL_SPEC_HASH = "io.mariposa.spec-hash"
 LABEL_VERSION = "io.mariposa.version"
 LABEL_CREATED = "io.mariposa.created"
+LABEL_IMAGE = "io.mariposa.image"  # the image as the manifest names it (instances run its pinned id)
 
 
 @attrs.frozen
@@ -113,7 +114,9 @@ class RestartPolicy:
 
 # Options that govern how Mariposa supervises instances, not what an instance is: changing them
 # never replaces instances.
-SUPERVISION_FIELDS = frozenset({"scale", "healthchecks", "restart", "preserve_stopped", "stop_timeout"})
+SUPERVISION_FIELDS = frozenset({
+    "scale", "healthchecks", "restart", "preserve_stopped", "stop_timeout", "min_healthy_time", "progress_deadline",
+})
 
 
 @attrs.frozen
@@ -144,6 +147,13 @@ class ServiceSpec:
     preserve_stopped: str = "on-failure"  # on-failure | no | always
     healthchecks: tuple[HealthCheck, ...] = ()
     scale: int | None = None
+    # Rollouts: a new instance counts as up once it stayed up (healthy, with checks) this long;
+    # a rollout that makes no progress for progress_deadline seconds fails.
+    min_healthy_time: float = 10.0
+    progress_deadline: float = 600.0
+    # Not written by users: the content id the version resolved ``image`` to when it was made,
+    # so a tag moved later never changes what this version runs.
+    image_id: str | None = None
 
     def instance_fields(self) -> dict:
         """Everything that shapes a new instance; a change here means replacing instances.
@@ -261,6 +271,7 @@ class CreateRequest:
                 LABEL_SPEC_HASH: self.spec.spec_hash,
                 LABEL_VERSION: self.version_id,
                 LABEL_CREATED: f"{time.time():.6f}",
+                LABEL_IMAGE: self.spec.image,
             }
         )
         return labels
@@ -277,6 +288,7 @@ class ServiceGoal:
     scale: int
     desired: DesiredState = "running"
     replace_after: float = 0.0  # back-off: no replacement instance before this time
+    keep_stale: bool = False  # after a canary: instances of older versions stay until reprovisioned
 
 
 # ---- plan steps -------------------------------------------------------------------------------

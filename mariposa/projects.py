@@ -7,6 +7,8 @@ from __future__ import annotations
 import attrs
 
 from mariposa.context import Context
+from mariposa.converge.goals import with_images
+from mariposa.drivers.base import DriverError
 from mariposa.errors import Conflict, InvalidManifest
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.model import ProjectSpec
@@ -31,24 +33,48 @@ def refuse_if_file_managed(project: ProjectRow, action: str) -> None:
         )
 
 
+async def resolve_images(ctx: Context, spec: ProjectSpec) -> dict[str, str | None]:
+    """Each image's content id now, so the version pins it. An image not on the host (yet) is
+    recorded as unresolved: its instances fail with a clear error until it is there."""
+    found: dict[str, str | None] = {}
+    for svc in spec.services:
+        if svc.image in found:
+            continue
+        try:
+            found[svc.image] = await ctx.driver_for(svc.compute_type).check_image(svc.image)
+        except DriverError:
+            found[svc.image] = None
+    return found
+
+
 async def add(ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api") -> tuple[ProjectRow, list[TaskRow]]:
     spec = parse(ctx, text, filename)
+    images = await resolve_images(ctx, spec)
     result = await ctx.store.call(
-        lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source)
+        lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
+                                          images=images)
     )
     ctx.queue.set()
     return result
 
 
 async def update(
-    ctx: Context, project: ProjectRow, text: str, filename: str, author: str, params: dict | None = None
+    ctx: Context, project: ProjectRow, text: str, filename: str, author: str, params: dict | None = None,
+    *, if_version: str | None = None, images: dict | None = None, summary_prefix: str = "",
 ) -> tuple[VersionRow | None, VersionRow, list[TaskRow]]:
-    """(new version or None when unchanged, the version before, queued tasks)."""
-    new = parse(ctx, text, filename)
+    """(new version or None when unchanged, the version before, queued tasks). ``images``
+    given (a revert) reuses a version's pinned images instead of resolving them anew."""
+    parsed = parse(ctx, text, filename)
+    if images is None:
+        images = await resolve_images(ctx, parsed)
+    new = with_images(parsed, images)
     current = await ctx.store.call(goal_store.current_version, project)
-    old = ctx.goals.spec_for(current.id, current.manifest)
+    old = await ctx.goals.spec_of(current)
     version, tasks = await ctx.store.call(
-        lambda db: goal_store.update_project(db, project, text, old, new, filename=filename, author=author, params=params)
+        lambda db: goal_store.update_project(
+            db, project, text, old, new, filename=filename, author=author, params=params, images=images,
+            if_version=if_version, summary_prefix=summary_prefix,
+        )
     )
     ctx.queue.set()
     ctx.reconcile.set()

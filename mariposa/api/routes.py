@@ -83,7 +83,7 @@ def build_router(ctx: Context, executor: Executor) -> Router:
     async def services_json(p: ProjectRow) -> list[dict]:
         rows = await store.call(goal_store.list_services, p.id, False)
         version = await store.call(goal_store.current_version, p)
-        spec = ctx.goals.spec_for(version.id, version.manifest)
+        spec = await ctx.goals.spec_of(version)
         insts = await ctx.inventory(p.id)
         open_tasks = await store.call(task_store.listing, p.id, ("queued", "active"))
         records = await store.call(instance_store.for_project, p.id)
@@ -192,7 +192,7 @@ def build_router(ctx: Context, executor: Executor) -> Router:
         svc = await store.call(goal_store.get_service, p, req.params["service"])
         summary = next(s for s in await services_json(p) if s["id"] == svc.id)
         version = await store.call(goal_store.current_version, p)
-        spec = ctx.goals.spec_for(version.id, version.manifest).service(svc.name)
+        spec = (await ctx.goals.spec_of(version)).service(svc.name)
         return {**summary, "project": p.name, "version": version.seq,
                 "spec": attrs.asdict(spec) if spec else None, "spec_hash": spec.spec_hash if spec else None}
 

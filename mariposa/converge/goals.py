@@ -25,7 +25,7 @@ from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow
 class GoalSnapshot:
     projects: tuple[ProjectRow, ...]
     services: tuple[ServiceRow, ...]
-    manifests: dict  # version id -> text, only for versions not yet cached
+    manifests: dict  # version id -> (text, image ids), only for versions not yet cached
     open_tasks: tuple[TaskRow, ...]
     failures: dict  # (project id, service) -> (failed tasks in a row, when the last ended)
     records: dict  # instance id -> what the daemon remembers of it (store/instances.py)
@@ -39,11 +39,18 @@ def _read_snapshot(db: sqlite_utils.Database, cached: frozenset) -> GoalSnapshot
     manifests = {}
     for p in projects:
         if p.current_version and p.current_version not in cached:
-            manifests[p.current_version] = goal_store.get_version(db, p.current_version).manifest
+            manifests[p.current_version] = (goal_store.get_version(db, p.current_version).manifest,
+                                            goal_store.version_images(db, p.current_version))
     open_tasks = tuple(task_store.listing(db, states=("queued", "active")))
     return GoalSnapshot(
         projects, tuple(services), manifests, open_tasks, task_store.failure_streaks(db), instance_store.for_project(db)
     )
+
+
+def with_images(spec: ProjectSpec, images: dict) -> ProjectSpec:
+    return attrs.evolve(spec, services=tuple(
+        attrs.evolve(s, image_id=images.get(s.image)) if images.get(s.image) else s for s in spec.services
+    ))
 
 
 class GoalReader:
@@ -52,20 +59,30 @@ class GoalReader:
         self.packages = packages
         self._specs: dict[str, ProjectSpec] = {}
 
-    def spec_for(self, version_id: str, text: str) -> ProjectSpec:
+    def spec_for(self, version_id: str, text: str, images: dict | None = None) -> ProjectSpec:
+        """The version's spec with each service's image pinned to the content id resolved when
+        the version was made."""
         spec = self._specs.get(version_id)
         if spec is None:
-            spec = parse_manifest(text, f"version {version_id[:12]}", packages=self.packages)
+            spec = with_images(parse_manifest(text, f"version {version_id[:12]}", packages=self.packages), images or {})
             self._specs[version_id] = spec
         return spec
+
+    async def spec_of(self, version) -> ProjectSpec:
+        """The spec of a stored version (a ``VersionRow``), images pinned."""
+        cached = self._specs.get(version.id)
+        if cached is not None:
+            return cached
+        images = await self.store.call(goal_store.version_images, version.id)
+        return self.spec_for(version.id, version.manifest, images)
 
     def cached_spec(self, version_id: str) -> ProjectSpec | None:
         return self._specs.get(version_id)
 
     async def snapshot(self) -> GoalSnapshot:
         snap = await self.store.call(_read_snapshot, frozenset(self._specs))
-        for version_id, text in snap.manifests.items():
-            self.spec_for(version_id, text)
+        for version_id, (text, images) in snap.manifests.items():
+            self.spec_for(version_id, text, images)
         return snap
 
     def goal_from(self, project: ProjectRow, service: ServiceRow | None, now: float | None = None) -> ServiceGoal | None:
@@ -76,7 +93,7 @@ class GoalReader:
             return None
         return ServiceGoal(
             project_id=project.id, project_name=project.name, version_id=project.current_version,
-            spec=spec, scale=service.scale, desired=service.desired,
+            spec=spec, scale=service.scale, desired=service.desired, keep_stale=bool(service.keep_stale),
             replace_after=supervise.replace_after(service.replacements, service.last_replacement_at, now or time.time()),
         )
 

@@ -30,6 +30,7 @@ import trio
 from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, RuntimeUnavailable
 from mariposa.model import (
     LABEL_CREATED,
+    LABEL_IMAGE,
     LABEL_INSTANCE,
     LABEL_OWNER,
     LABEL_PROJECT,
@@ -173,7 +174,7 @@ def _instance(
         version_id=labels.get(LABEL_VERSION, ""),
         state=state,
         created=created_at,
-        image=image,
+        image=labels.get(LABEL_IMAGE) or image,
         exit_code=exit_code,
         address=(net or {}).get("IPAddress") or None,
         ports=_published(ports),
@@ -248,7 +249,7 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
     if spec.cpus:
         host_config["NanoCpus"] = int(spec.cpus * 1e9)
     body: dict[str, Any] = {
-        "Image": spec.image,
+        "Image": spec.image_id or spec.image,
         "Env": [f"{k}={v}" for k, v in spec.environment],
         "Labels": req.labels(),
         "ExposedPorts": exposed,
@@ -400,7 +401,7 @@ class DockerDriver:
 
     async def create(self, req: CreateRequest) -> Instance:
         spec = req.spec
-        await self.check_image(spec.image)
+        await self.check_image(spec.image_id or spec.image)
         network = await self._ensure_network(req.project_id, req.project_name)
         body = container_config(req, network)
         try:

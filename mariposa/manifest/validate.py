@@ -833,6 +833,16 @@ class _ServiceChecks:
     def schedule(self, at: _At) -> None:
         pass  # depends on service_type, so cross_checks decides
 
+    def min_healthy_time(self, at: _At) -> None:
+        value = self.seconds(at, positive=False)
+        if value is not None:
+            self.fields["min_healthy_time"] = value
+
+    def progress_deadline(self, at: _At) -> None:
+        value = self.seconds(at, positive=True)
+        if value is not None:
+            self.fields["progress_deadline"] = value
+
     def scale(self, at: _At) -> None:
         value = self.integer(at, 0)
         if value is not None:
@@ -877,4 +887,6 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "webhooks": _ServiceChecks.webhooks,
     "schedule": _ServiceChecks.schedule,
     "scale": _ServiceChecks.scale,
+    "min_healthy_time": _ServiceChecks.min_healthy_time,
+    "progress_deadline": _ServiceChecks.progress_deadline,
 }

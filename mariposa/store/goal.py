@@ -60,8 +60,14 @@ def get_service(db: sqlite_utils.Database, project: ProjectRow, ref: str) -> Ser
 # ---- projects ---------------------------------------------------------------------------------
 
 
+def version_images(db: sqlite_utils.Database, version_id: str) -> dict[str, str | None]:
+    rows = db.query("SELECT image, image_id FROM version_images WHERE version_id = ?", [version_id])
+    return {r["image"]: r["image_id"] for r in rows}
+
+
 def _insert_version(
-    db: sqlite_utils.Database, project_id: str, text: str, filename: str | None, author: str | None, summary: str
+    db: sqlite_utils.Database, project_id: str, text: str, filename: str | None, author: str | None, summary: str,
+    images: dict[str, str | None] | None = None,
 ) -> VersionRow:
     seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE project_id = ?", [project_id]).fetchone()[0]
     version_id = new_id()
@@ -78,6 +84,8 @@ def _insert_version(
             "summary": summary,
         }
     )
+    for image, image_id in (images or {}).items():
+        db["version_images"].insert({"version_id": version_id, "image": image, "image_id": image_id})
     return get_version(db, version_id)
 
 
@@ -105,6 +113,7 @@ def add_project(
     filename: str | None = None,
     author: str | None = None,
     source: str = "api",
+    images: dict[str, str | None] | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
     if db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
@@ -112,7 +121,7 @@ def add_project(
     db["projects"].insert(
         {"id": project_id, "name": name, "created": now(), "current_version": None, "desired": "running", "source": source}
     )
-    version = _insert_version(db, project_id, text, filename, author, "created: " + ", ".join(spec.service_names))
+    version = _insert_version(db, project_id, text, filename, author, "created: " + ", ".join(spec.service_names), images)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project_id])
     queued = []
     for svc in spec.services:
@@ -151,16 +160,27 @@ def update_project(
     filename: str | None = None,
     author: str | None = None,
     params: dict | None = None,
+    images: dict[str, str | None] | None = None,
+    if_version: str | None = None,
+    summary_prefix: str = "",
 ) -> tuple[VersionRow | None, list[TaskRow]]:
-    """Write a new version and queue what it implies; an identical text is not a new version."""
+    """Write a new version and queue what it implies. The same text resolving to the same
+    images is not a new version; the same text with a moved tag is (its instances change)."""
     if project.desired == "deleting":
         raise Conflict(f"project '{project.name}' is being deleted")
     current = current_version(db, project)
-    if current.hash == text_hash(text):
+    if if_version is not None and if_version not in (current.id, str(current.seq)) and not (
+        len(if_version) >= 4 and current.id.startswith(if_version)
+    ):
+        raise Conflict(
+            f"project '{project.name}' is at version {current.seq} ({current.id[:12]}), not {if_version}: "
+            "someone else changed it; look at 'mariposa project versions' and try again"
+        )
+    if current.hash == text_hash(text) and version_images(db, current.id) == (images or {}):
         return None, []
     changes = describe_changes(old, new)
-    summary = "; ".join(f"{s}: {c}" for s, c in changes) or "no change to instances"
-    version = _insert_version(db, project.id, text, filename, author, summary)
+    summary = summary_prefix + ("; ".join(f"{s}: {c}" for s, c in changes) or "no change to instances")
+    version = _insert_version(db, project.id, text, filename, author, summary, images)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project.id])
     service_desired = "stopped" if project.desired == "stopped" else "running"
     existing = {s.name: s for s in list_services(db, project.id, include_absent=True)}
@@ -190,6 +210,10 @@ def update_project(
             if spec.scale is not None and (row.desired == "absent" or spec.scale != (old.service(service) or spec).scale):
                 updates["scale"] = spec.scale
             db["services"].update(row.id, updates)
+        if change == "changed":
+            # a canary leaves the rest on the old version until the next reprovision
+            db.execute("UPDATE services SET keep_stale = ? WHERE project_id = ? AND name = ?",
+                       [1 if (params or {}).get("count") else 0, project.id, service])
         if service_desired == "running" or change != "added":
             kind = {"added": "start", "changed": "reprovision"}.get(change, "scale")
             queue(service, kind)

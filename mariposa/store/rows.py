@@ -62,6 +62,7 @@ class ServiceRow:
     created: float
     replacements: int = 0
     last_replacement_at: float | None = None
+    keep_stale: bool = False
 
     def to_json(self) -> dict:
         return attrs.asdict(self)
