@@ -227,6 +227,8 @@ class Instance:
     health: str | None = None  # starting | healthy | unhealthy; None without checks
     restarts: int = 0
     ready_at: float = 0.0  # when the restart policy's back-off allows the next start
+    started_at: float = 0.0  # when Mariposa last started it (0: long ago, as far as we know)
+    health_since: float = 0.0
 
     @property
     def running(self) -> bool:

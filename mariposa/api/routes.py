@@ -19,7 +19,7 @@ from mariposa.api.http import Request, Response, Router
 from mariposa.context import Context
 from mariposa.converge import supervise
 from mariposa.errors import BadRequest, Conflict, NotFound
-from mariposa import projects
+from mariposa import projects, rollouts
 from mariposa.queue.executor import Executor
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
@@ -152,9 +152,26 @@ def build_router(ctx: Context, executor: Executor) -> Router:
         p = await project(req.params["project"])
         projects.refuse_if_file_managed(p, "edit")
         text, filename = _manifest_body(req)
-        version, current, tasks = await projects.update(ctx, p, text, filename, req.author)
+        body = req.json()
+        params = rollouts.rollout_params(body)
+        version, current, tasks = await projects.update(ctx, p, text, filename, req.author, params,
+                                                        if_version=body.get("if_version"))
         return {"changed": version is not None, "version": version.to_json() if version else current.to_json(),
-                "tasks": _tasks_json(tasks)}
+                "previous": current.to_json(), "tasks": _tasks_json(tasks)}
+
+    @r.route("GET", "/v1/projects/{project}/versions")
+    async def project_versions(req: Request):
+        p = await project(req.params["project"])
+        return [v.to_json() for v in await store.call(goal_store.list_versions, p.id)]
+
+    @r.route("GET", "/v1/projects/{project}/versions/{version}")
+    async def project_version(req: Request):
+        p = await project(req.params["project"])
+        return (await rollouts.version(ctx, p, req.params["version"])).to_json(with_manifest=True)
+
+    @r.route("GET", "/v1/versions/{version}")
+    async def any_version(req: Request):
+        return (await rollouts.version(ctx, None, req.params["version"])).to_json(with_manifest=True)
 
     @r.route("DELETE", "/v1/projects/{project}")
     async def delete_project(req: Request):
@@ -167,9 +184,20 @@ def build_router(ctx: Context, executor: Executor) -> Router:
     @r.route("POST", "/v1/projects/{project}/{action}")
     async def project_action(req: Request):
         action = req.params["action"]
-        if action not in ("start", "stop"):
-            raise BadRequest(f"unknown project action '{action}' (start or stop)")
+        if action not in ("start", "stop", "revert", "diff"):
+            raise BadRequest(f"unknown project action '{action}' (start, stop, revert or diff)")
         p = await project(req.params["project"])
+        body = req.json()
+        if action == "diff":
+            text, filename = _manifest_body(req)
+            return await rollouts.diff(ctx, p, text, filename, rollouts.rollout_params(body))
+        if action == "revert":
+            projects.refuse_if_file_managed(p, "revert by editing")
+            if not body.get("version"):
+                raise BadRequest("'version' is required")
+            version, current, tasks = await rollouts.revert_project(ctx, p, str(body["version"]), req.author,
+                                                                    rollouts.rollout_params(body))
+            return {"changed": version is not None, "version": (version or current).to_json(), "tasks": _tasks_json(tasks)}
         desired = "running" if action == "start" else "stopped"
         tasks = await store.call(lambda db: goal_store.set_project_desired(db, p, desired, req.author))
         ctx.queue.set()
@@ -221,10 +249,33 @@ def build_router(ctx: Context, executor: Executor) -> Router:
             task = await store.call(lambda db: goal_store.set_service_desired(db, p, svc, "stopped", req.author))
         elif action == "thaw":
             task = await store.call(lambda db: goal_store.thaw_service(db, p, svc, req.author))
+        elif action == "reprovision":
+            task = await rollouts.reprovision(ctx, p, svc, req.json(), req.author)
+        elif action == "revert":
+            projects.refuse_if_file_managed(p, "revert by editing")
+            body = req.json()
+            if not body.get("version"):
+                raise BadRequest("'version' is required")
+            version, current, tasks = await rollouts.revert_service(ctx, p, svc.name, str(body["version"]), req.author,
+                                                                    rollouts.rollout_params(body))
+            return {"changed": version is not None, "version": (version or current).to_json(), "tasks": _tasks_json(tasks)}
         else:
-            raise BadRequest(f"unknown service action '{action}' (scale, start, stop or thaw)")
+            raise BadRequest(f"unknown service action '{action}' (scale, start, stop, thaw, reprovision or revert)")
         ctx.queue.set()
         return {"tasks": _tasks_json([task])}
+
+    @r.route("GET", "/v1/projects/{project}/services/{service}/versions")
+    async def service_versions(req: Request):
+        p = await project(req.params["project"])
+        svc = await store.call(goal_store.get_service, p, req.params["service"])
+        return await rollouts.service_versions(ctx, p, svc.name)
+
+    @r.route("GET", "/v1/projects/{project}/services/{service}/versions/{version}")
+    async def service_version(req: Request):
+        p = await project(req.params["project"])
+        svc = await store.call(goal_store.get_service, p, req.params["service"])
+        v = await rollouts.version(ctx, p, req.params["version"])
+        return {"version": v.seq, "id": v.id, "service": svc.name, "manifest": rollouts.service_slice(v.manifest, svc.name)}
 
     @r.route("GET", "/v1/projects/{project}/services/{service}/health")
     async def service_health(req: Request):

@@ -36,11 +36,13 @@ class TopGroup(AliasedGroup):
 
 
 class ProjectGroup(AliasedGroup):
-    aliases = {"ls": "list", "create": "add", "new": "add", "show": "get"}
+    aliases = {"ls": "list", "create": "add", "new": "add", "show": "get", "rollback": "revert", "set": "revert",
+               "set-current": "revert"}
 
 
 class ServiceGroup(AliasedGroup):
-    aliases = {"ls": "list", "show": "get"}
+    aliases = {"ls": "list", "show": "get", "restart": "reprovision", "rollback": "revert", "set": "revert",
+               "set-current": "revert"}
 
 
 class State:
@@ -142,8 +144,10 @@ def _report_tasks(state: State, tasks: list[dict], wait: bool, as_json: bool = F
     seen: dict[str, str] = {}
 
     def progress(task: dict) -> None:
-        step = (task.get("progress") or {}).get("step")
-        line = f"{_task_line(task)}" + (f" ({step})" if step and task["state"] == "active" else "")
+        prog = task.get("progress") or {}
+        step = prog.get("step")
+        counts = f"{prog.get('done', 0)} done, {prog.get('todo', 0)} to do: " if "todo" in prog else ""
+        line = f"{_task_line(task)}" + (f" ({counts}{step})" if step and task["state"] == "active" else "")
         if seen.get(task["id"]) != line and not as_json:
             click.echo(line + (f": {task['message']}" if task["state"] != "active" and task.get("message") else ""))
             seen[task["id"]] = line
@@ -264,16 +268,24 @@ def _instance_health(r: dict) -> str:
     return f"{r['health']}: {r['health_detail']}" if r.get("health_detail") else r["health"]
 
 
+def rollout_options(fn):
+    fn = click.option("--canary", "--count", "count", type=click.IntRange(1), help="Replace only N instances, then stop.")(fn)
+    return click.option("--rolling", type=click.IntRange(1), help="New instances at a time [1].")(fn)
+
+
 @project.command("update", context_settings=CONTEXT)
 @click.argument("ref")
 @click.argument("manifest")
+@rollout_options
+@click.option("--if-version", help="Refuse unless the project is at this version (id, id prefix or number).")
 @wait_option
 @json_option
 @pass_state
-def project_update(state: State, ref: str, manifest: str, wait: bool, as_json: bool) -> None:
+def project_update(state: State, ref: str, manifest: str, rolling, count, if_version, wait: bool, as_json: bool) -> None:
     """Make MANIFEST the project's new version and converge to it."""
     text, filename = _read_manifest(manifest)
-    result = state.client.request("PUT", f"/v1/projects/{ref}", json={"manifest": text, "filename": filename})
+    body = {"manifest": text, "filename": filename, "rolling": rolling, "count": count, "if_version": if_version}
+    result = state.client.request("PUT", f"/v1/projects/{ref}", json={k: v for k, v in body.items() if v is not None})
     if not as_json:
         v = result["version"]
         click.echo(f"project {ref} now at version {v['seq']}: {v['summary']}" if result["changed"] else f"project {ref} unchanged (version {v['seq']})")
@@ -294,6 +306,70 @@ def _project_action(action: str, doc: str):
         _report_tasks(state, result["tasks"], wait, as_json)
 
     return command
+
+
+@project.command("versions", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def project_versions(state: State, ref: str, as_json: bool) -> None:
+    """The project's versions, newest first: what changed, when, by whom."""
+    rows = state.client.get(f"/v1/projects/{ref}/versions")
+    if as_json:
+        return print_json(rows)
+    table(rows, [("VERSION", lambda r: r["seq"]), ("ID", lambda r: short(r["id"])), ("CREATED", lambda r: ago(r["created"])),
+                 ("HASH", lambda r: short(r["hash"], 12)), ("BY", lambda r: r["author"] or "-"),
+                 ("WHAT CHANGED", lambda r: r["summary"] or "")])
+
+
+@project.command("version", context_settings=CONTEXT)
+@click.argument("version")
+@json_option
+@pass_state
+def project_version(state: State, version: str, as_json: bool) -> None:
+    """A version's manifest, verbatim (VERSION: id or prefix; a number with -j PROJECT)."""
+    path = f"/v1/projects/{state.project_ref}/versions/{version}" if state.project_ref else f"/v1/versions/{version}"
+    v = state.client.get(path)
+    if as_json:
+        return print_json(v)
+    sys.stdout.write(v["manifest"] if v["manifest"].endswith("\n") else v["manifest"] + "\n")
+
+
+@project.command("revert", context_settings=CONTEXT)
+@click.argument("ref")
+@click.argument("version")
+@rollout_options
+@wait_option
+@json_option
+@pass_state
+def project_revert(state: State, ref: str, version: str, rolling, count, wait: bool, as_json: bool) -> None:
+    """Put VERSION back: a new version with its manifest and pinned images, rolled out."""
+    body = {"version": version, "rolling": rolling, "count": count}
+    result = state.client.post(f"/v1/projects/{ref}/revert", {k: v for k, v in body.items() if v is not None})
+    if not as_json:
+        click.echo(f"project {ref} now at version {result['version']['seq']}: {result['version']['summary']}")
+    _report_tasks(state, result["tasks"], wait, as_json)
+
+
+@project.command("diff", context_settings=CONTEXT)
+@click.argument("ref")
+@click.argument("manifest")
+@click.option("--rolling", type=click.IntRange(1))
+@json_option
+@pass_state
+def project_diff(state: State, ref: str, manifest: str, rolling, as_json: bool) -> None:
+    """What updating to MANIFEST would do, per service; changes nothing."""
+    text, filename = _read_manifest(manifest)
+    body = {"manifest": text, "filename": filename, **({"rolling": rolling} if rolling else {})}
+    d = state.client.post(f"/v1/projects/{ref}/diff", body)
+    if as_json:
+        return print_json(d)
+    click.echo(f"project {d['project']} at version {d['from_version']}: "
+               + ("a new version would be made" if d["new_version"] else "no new version (same text and images)"))
+    table(d["services"], [("SERVICE", lambda r: r["service"]), ("CHANGE", lambda r: r["change"]),
+                          ("INSTANCES", lambda r: f"{r['instances']} -> {r['scale'] if r['change'] != 'removed' else 0}"),
+                          ("CREATE", lambda r: r["create"]), ("REPLACE", lambda r: r["replace"]),
+                          ("REMOVE", lambda r: r["remove"]), ("START", lambda r: r["start"])])
 
 
 _project_action("start", "Start every service of the project.")
@@ -405,6 +481,78 @@ def _service_action(action: str, doc: str):
         _report_tasks(state, result["tasks"], wait, as_json)
 
     return command
+
+
+@service.command("reprovision", context_settings=CONTEXT)
+@click.argument("ref")
+@click.option("--version", help="Only instances of this version (id, prefix or number).")
+@click.option("--image", help="Only instances of this image.")
+@click.option("--instance", help="Only this instance.")
+@rollout_options
+@wait_option
+@json_option
+@pass_state
+def service_reprovision(state: State, ref: str, version, image, instance, rolling, count, wait: bool, as_json: bool) -> None:
+    """Replace instances with new ones of the current version (older versions first)."""
+    body = {"version": version, "image": image, "instance": instance, "rolling": rolling, "count": count}
+    result = state.client.post(f"/v1/projects/{state.project()}/services/{ref}/reprovision",
+                               {k: v for k, v in body.items() if v is not None})
+    _report_tasks(state, result["tasks"], wait, as_json)
+
+
+@service.command("versions", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def service_versions(state: State, ref: str, as_json: bool) -> None:
+    """The service's versions (its slice of each project version), newest first."""
+    rows = state.client.get(f"/v1/projects/{state.project()}/services/{ref}/versions")
+    if as_json:
+        return print_json(rows)
+    table(rows, [("VERSION", lambda r: f"{ref}@{r['version']}"), ("PROJECT VERSION", lambda r: short(r["id"])),
+                 ("CREATED", lambda r: ago(r["created"])), ("SPEC", lambda r: r["spec_hash"] or "(absent)"),
+                 ("IMAGE", lambda r: r["image"] or "-"), ("CHANGED", lambda r: "yes" if r["changed"] else ""),
+                 ("BY", lambda r: r["author"] or "-")])
+
+
+def _service_version_ref(parts: tuple[str, ...]) -> tuple[str, str]:
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    if len(parts) == 1 and "@" in parts[0]:
+        service, _, version = parts[0].partition("@")
+        return service, version
+    raise click.UsageError("give SERVICE@VERSION (as 'service versions' prints it) or SERVICE VERSION")
+
+
+@service.command("version", context_settings=CONTEXT)
+@click.argument("ref", nargs=-1, required=True)
+@json_option
+@pass_state
+def service_version(state: State, ref: tuple[str, ...], as_json: bool) -> None:
+    """One service version's manifest section: SERVICE@VERSION or SERVICE VERSION."""
+    service, version = _service_version_ref(ref)
+    v = state.client.get(f"/v1/projects/{state.project()}/services/{service}/versions/{version}")
+    if as_json:
+        return print_json(v)
+    sys.stdout.write(v["manifest"])
+
+
+@service.command("revert", context_settings=CONTEXT)
+@click.argument("ref")
+@click.argument("version")
+@rollout_options
+@wait_option
+@json_option
+@pass_state
+def service_revert(state: State, ref: str, version: str, rolling, count, wait: bool, as_json: bool) -> None:
+    """Put the service's section (and image) of VERSION back, as a new project version."""
+    version = version.split("@", 1)[1] if "@" in version else version
+    body = {"version": version, "rolling": rolling, "count": count}
+    result = state.client.post(f"/v1/projects/{state.project()}/services/{ref}/revert",
+                               {k: v for k, v in body.items() if v is not None})
+    if not as_json:
+        click.echo(f"project now at version {result['version']['seq']}: {result['version']['summary']}")
+    _report_tasks(state, result["tasks"], wait, as_json)
 
 
 _service_action("start", "Start the service back at its scale (an error if it already runs).")

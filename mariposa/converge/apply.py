@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+import attrs
 import structlog
 import trio
 
@@ -21,6 +22,7 @@ from mariposa.model import Create, CreateRequest, GiveUp, Instance, Plan, Remove
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
+from mariposa.store import tasks as task_store
 from mariposa.store.db import new_id
 from mariposa.store.rows import ServiceRow, TaskRow
 
@@ -67,6 +69,9 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
     surge = int(task.params.get("rolling", 1))
     done = 0
     goal: ServiceGoal | None = None
+    created: set[str] = set()  # instances this task made: if one fails during a rollout, it stops
+    last_progress = time.time()
+    replace = frozenset(task.params.get("replace", ()))
     for _ in range(MAX_ROUNDS):
         goal, row, records = await ctx.goals.service_view(task.project_id, task.service)
         driver = ctx.driver_for(goal.spec.compute_type if goal else "docker")
@@ -75,18 +80,29 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
             goal, row, records = await ctx.goals.service_view(task.project_id, task.service)
         now = time.time()
         actual = merge(raw, records, now)
-        steps = plan(goal, actual, surge=surge, now=now)
+        if goal is not None and task.kind == "reprovision" and "replace" not in task.params and _selects(task.params):
+            replace = frozenset(select_for_reprovision(actual, goal, task.params))
+            await ctx.store.call(task_store.update_params, task.id, {**task.params, "replace": sorted(replace)})
+            task = attrs.evolve(task, params={**task.params, "replace": sorted(replace)})
+        live = frozenset(i.id for i in actual)
+        if goal is not None:
+            old = [i for i in actual if not i.retired and (i.id in replace or (i.spec_hash != goal.spec.spec_hash and not goal.keep_stale))]
+            if old:
+                await _check_rollout(ctx, driver, goal, task, actual, created, old, now - last_progress)
+        steps = plan(goal, actual, surge=surge, now=now, replace=replace & live)
         running = sum(1 for i in actual if i.running and not i.retired)
         if not steps:
             await progress({"done": done, "todo": 0, "step": "converged", "running": running})
             break
-        await progress({"done": done, "todo": len(steps.steps), "step": steps.summary(), "running": running})
+        todo = sum(1 for s in steps.steps if not isinstance(s, Wait))
+        await progress({"done": done, "todo": todo, "step": steps.summary(), "running": running})
         if steps.only_waiting:
             until = min(s.until for s in steps.steps if isinstance(s, Wait))
             await trio.sleep(max(0.05, min(WAIT_SLICE, until - now)))
             continue
-        await execute(ctx, driver, goal, task, steps, row)
-        done += sum(1 for s in steps.steps if not isinstance(s, Wait))
+        await execute(ctx, driver, goal, task, steps, row, created)
+        done += todo
+        last_progress = time.time()
     else:
         raise TaskFailed(f"{task.service} did not converge after {MAX_ROUNDS} rounds")
     if goal is None:
@@ -94,11 +110,69 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
         return f"{task.service} removed"
     if goal.desired == "stopped":
         return f"{task.service} stopped"
-    return f"{task.service}: {goal.scale} running"
+    kept = sum(1 for i in actual if i.running and not i.retired and i.spec_hash != goal.spec.spec_hash)
+    return f"{task.service}: {goal.scale} running" + (f" ({kept} still on an older version)" if kept else "")
+
+
+def _selects(params: dict) -> bool:
+    return bool(params.get("explicit") or params.get("count"))
+
+
+def select_for_reprovision(actual: list[Instance], goal: ServiceGoal, params: dict) -> list[str]:
+    """``services/triton-cli.md``'s order: running instances only (not stopped, not in
+    transition), filtered; other versions first, the current version last, oldest first;
+    then ``count``. Without filters, "the rest" are the instances not on the current version,
+    or every instance when all are current (a restart by replacement)."""
+    candidates = [i for i in actual if i.running and not i.retired and not i.transitioning]
+    if params.get("version"):
+        candidates = [i for i in candidates if i.version_id == params["version"]]
+    if params.get("image"):
+        candidates = [i for i in candidates if i.image == params["image"]]
+    if params.get("instance"):
+        ref = params["instance"]
+        candidates = [i for i in candidates if ref in (i.id, i.name) or i.id.startswith(ref) or i.runtime_id.startswith(ref)]
+    current = goal.spec.spec_hash
+    ordered = sorted(candidates, key=lambda i: (i.spec_hash == current, i.created, i.id))
+    filtered = any(params.get(k) for k in ("version", "image", "instance"))
+    if not filtered and any(i.spec_hash != current for i in ordered):
+        ordered = [i for i in ordered if i.spec_hash != current]
+    count = params.get("count")
+    return [i.id for i in (ordered[: int(count)] if count else ordered)]
+
+
+async def _check_rollout(
+    ctx: Context, driver: Driver, goal: ServiceGoal, task: TaskRow, actual: list[Instance], created: set[str],
+    old: list[Instance], idle: float,
+) -> None:
+    """A rollout stops at its first failed new instance, or when it made no progress for
+    ``progress_deadline``: the old instances keep serving, the service is frozen with the
+    reason (so nothing retries a bad version behind the operator's back), the task fails."""
+    failed = [i for i in actual if i.id in created and not i.retired
+              and (i.state in ("exited", "dead") or i.health == "unhealthy")]
+    if failed:
+        inst = failed[0]
+        why = (f"new instance {inst.name} exited (exit code {inst.exit_code})" if not inst.running
+               else f"new instance {inst.name} is unhealthy")
+    elif idle > goal.spec.progress_deadline:
+        why = f"no progress for {goal.spec.progress_deadline:g}s (progress_deadline)"
+    else:
+        return
+    for inst in failed:
+        await _take_out(ctx, driver, inst, "failed during a rollout", _keeps(goal.spec.preserve_stopped, True),
+                        goal.spec.stop_timeout)
+    serving = sum(1 for i in old if i.running)
+    reason = (f"rollout stopped: {why}; {serving} instances of the previous version keep serving "
+              f"(mariposa project revert {goal.project_name} VERSION, or fix and update)")
+    await ctx.store.call(goal_store.freeze_service, goal.project_id, goal.spec.name, reason)
+    await ctx.store.call(lambda db: event_store.record(
+        db, "rollout.failed", f"{goal.spec.name}: {reason}", project_id=goal.project_id, service=goal.spec.name,
+        task_id=task.id))
+    raise TaskFailed(reason)
 
 
 async def execute(
-    ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, steps: Plan, row: ServiceRow | None = None
+    ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, steps: Plan, row: ServiceRow | None = None,
+    created: set[str] | None = None,
 ) -> None:
     """Give-ups first (they end the task), then removals and stops (they only ever take away
     what is surplus or unwanted), then starts and creates, each phase in parallel up to
@@ -114,7 +188,9 @@ async def execute(
     async def one(step) -> None:
         async with limiter:
             try:
-                await _run_step(ctx, driver, goal, task, step, timeout, preserve)
+                made = await _run_step(ctx, driver, goal, task, step, timeout, preserve)
+                if made and created is not None:
+                    created.add(made)
             except DriverError as exc:
                 errors.append(str(exc))
 
@@ -160,7 +236,8 @@ async def _give_up(ctx: Context, driver: Driver, goal: ServiceGoal | None, task:
 
 async def _run_step(
     ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, step, timeout: int | None, preserve: str
-) -> None:
+) -> str | None:
+    """Carry out one step; returns the id of an instance it created."""
     if isinstance(step, Create):
         assert goal is not None
         req = CreateRequest(
@@ -170,6 +247,7 @@ async def _run_step(
         inst = await driver.create(req)
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, False)
         await _event(ctx, task, inst, "instance.create", f"created {inst.name}")
+        return inst.id
     elif isinstance(step, Start):
         inst = step.instance
         restart = inst.state != "created"
@@ -186,6 +264,7 @@ async def _run_step(
         await _take_out(ctx, driver, inst, step.reason, keep, timeout)
         verb = "retired (kept stopped)" if keep else "removed"
         await _event(ctx, task, inst, "instance.remove", f"{verb} {inst.name} ({step.reason})")
+    return None
 
 
 async def _event(ctx: Context, task: TaskRow, inst: Instance, type: str, message: str) -> None:

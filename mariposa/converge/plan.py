@@ -29,9 +29,25 @@ def _exited_badly(inst: Instance) -> bool:
     return inst.exit_code not in (0, None)
 
 
-def plan(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int = 1, now: float = 0.0) -> Plan:
+def ready_time(inst: Instance, goal: ServiceGoal) -> float | None:
+    """When a running instance counts as up for a rollout: it stayed up (healthy, when the
+    service has checks) for ``min_healthy_time``. None: not yet known (still starting)."""
+    if not inst.running or inst.health == "unhealthy":
+        return None
+    if goal.spec.healthchecks:
+        if inst.health != "healthy":
+            return None
+        return inst.health_since + goal.spec.min_healthy_time
+    return inst.started_at + goal.spec.min_healthy_time
+
+
+def plan(
+    goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int = 1, now: float = 0.0,
+    replace: frozenset[str] = frozenset(),
+) -> Plan:
     """Steps for one service. ``surge`` is how many instances beyond scale a replacement may run
-    at once (``--rolling``); 0 replaces old-first (needed when a host port is pinned)."""
+    at once (``--rolling``); 0 replaces old-first (needed when a host port is pinned).
+    ``replace`` names instances a reprovision replaces whatever their version."""
     live = [i for i in actual if i.state != "removing"]
     if goal is None or goal.desired == "absent":
         return Plan(tuple(Remove(i, "service removed", purge=True) for i in _oldest_first(live)))
@@ -48,8 +64,11 @@ def plan(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int = 1
         surge = 0  # two instances cannot bind the same host port
     current_hash = goal.spec.spec_hash
     policy = goal.spec.restart_policy
-    current = [i for i in serving if i.spec_hash == current_hash]
-    stale = [i for i in serving if i.spec_hash != current_hash]
+    def is_stale(i: Instance) -> bool:
+        return i.id in replace or (i.spec_hash != current_hash and not goal.keep_stale)
+
+    current = [i for i in serving if not is_stale(i)]
+    stale = [i for i in serving if is_stale(i)]
 
     up: list[Instance] = []
     pending: list[Instance] = []  # to be started, now or after their back-off; they count
@@ -74,14 +93,42 @@ def plan(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int = 1
     steps += [Remove(i, "stopped instance of an old version", failed=_exited_badly(i))
               for i in _oldest_first(stale) if not i.running]
 
+    def ready(i: Instance) -> bool:
+        at = ready_time(i, goal)
+        return at is not None and now >= at
+
+    def wait_for_readiness() -> Wait:
+        times = [t for i in up if not ready(i) and (t := ready_time(i, goal)) is not None]
+        until = min(times) if times else now + 1.0
+        return Wait(until, f"waiting for new instances to be up for {goal.spec.min_healthy_time:g}s"
+                           + (" and healthy" if goal.spec.healthchecks else ""))
+
     if len(up) >= want:
+        keep = up[len(up) - want:]  # scale down: the oldest go first
         steps += [Remove(i, "scale down") for i in up[: len(up) - want]]
-        steps += [Remove(i, "replaced by the current version") for i in running_stale]
         steps += [Remove(i, "not needed", failed=_exited_badly(i)) for i in pending]
+        if running_stale:
+            # old instances go only once enough new ones are up: never below scale
+            if sum(1 for i in keep if ready(i)) >= want:
+                steps += [Remove(i, "replaced by the current version") for i in running_stale]
+            else:
+                steps.append(wait_for_readiness())
         return Plan(tuple(steps))
 
     need = want - len(up)
-    chosen = sorted(pending, key=lambda i: (i.state != "created", -i.created))[:need]  # newest first
+    retire: list[Instance] = []
+    room = need
+    if running_stale:
+        # Rolling replacement: old instances keep serving until new ones are up, and no more
+        # than scale + surge run in all.
+        ready_count = sum(1 for i in up if ready(i))
+        retire = running_stale[: max(0, ready_count + len(running_stale) - want)]
+        if surge == 0 and not retire and len(up) + len(running_stale) >= want:
+            retire = running_stale[:1]  # nothing may run beside the old one: take one down first
+        room = max(0, want + surge - (len(up) + len(running_stale) - len(retire)))
+    steps += [Remove(i, "replaced by the current version") for i in retire]
+
+    chosen = sorted(pending, key=lambda i: (i.state != "created", -i.created))[: min(need, room)]  # newest first
     for inst in chosen:
         if inst.state == "created" or now >= inst.ready_at:
             steps.append(Start(inst, "instance not running" if inst.state == "created" else f"restart policy {policy}"))
@@ -89,18 +136,9 @@ def plan(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int = 1
             steps.append(Wait(inst.ready_at, f"{inst.name} exited (exit code {inst.exit_code}); restart "
                                              f"{inst.restarts + 1} in {inst.ready_at - now:.0f}s"))
     steps += [Remove(i, "not needed", failed=_exited_badly(i)) for i in pending if i not in chosen]
-    need -= len(chosen)
-
-    creates = need
-    if running_stale:
-        # Rolling replacement: old instances keep serving until new ones run.
-        serving_count = len(up) + len(chosen) + len(running_stale)
-        surplus = max(0, serving_count - want)
-        if surge == 0 and need > 0 and surplus == 0:
-            surplus = 1  # nothing may run beside the old one: take one down, then replace it
-        retire = running_stale[:surplus]
-        steps += [Remove(i, "replaced by the current version") for i in retire]
-        creates = min(need, max(0, want + surge - (serving_count - len(retire))))
+    creates = min(need - len(chosen), room - len(chosen))
+    if running_stale and not retire and not creates and not chosen:
+        steps.append(wait_for_readiness())
     if creates and now < goal.replace_after:
         steps.append(Wait(goal.replace_after, f"backing off after failed instances; next attempt in "
                                               f"{goal.replace_after - now:.0f}s"))

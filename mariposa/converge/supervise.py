@@ -50,5 +50,7 @@ def merge(instances: Iterable[Instance], records: Mapping[str, dict], now: float
             health=rec["health"],
             restarts=rec["restarts"],
             ready_at=exited_at + restart_delay(rec["backoff_step"]),
+            started_at=rec["last_start_at"] or 0.0,
+            health_since=rec["health_since"] or 0.0,
         ))
     return out

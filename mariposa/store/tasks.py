@@ -95,6 +95,10 @@ def finish(db: sqlite_utils.Database, task_id: str, state: str, message: str | N
     return get(db, task_id)
 
 
+def update_params(db: sqlite_utils.Database, task_id: str, params: dict) -> None:
+    db.execute("UPDATE tasks SET params = ? WHERE id = ?", [json.dumps(params), task_id])
+
+
 def set_progress(db: sqlite_utils.Database, task_id: str, progress: dict) -> None:
     db.execute("UPDATE tasks SET progress = ? WHERE id = ?", [json.dumps(progress), task_id])
 

@@ -24,6 +24,7 @@ services:
       COLOR: {{color}}
     command: sh -c 'echo $COLOR > /www/index.html && exec httpd -f -p 80 -h /www'
     ports: [80]
+    min_healthy_time: 1
 """
 
 

@@ -18,6 +18,7 @@ services:
     command: httpd -f -p 80
     ports: [80]
     scale: 3
+    min_healthy_time: 0
   backend:
     image: busybox
     command: sleep 1000
