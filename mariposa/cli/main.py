@@ -168,14 +168,6 @@ def project() -> None:
     """Projects: named sets of services described by one manifest."""
 
 
-@cli.command("projects", context_settings=CONTEXT)
-@json_option
-@pass_state
-def projects_alias(state: State, as_json: bool) -> None:
-    """List projects (same as 'project list')."""
-    _project_list(state, as_json)
-
-
 def _project_list(state: State, as_json: bool) -> None:
     rows = state.client.get("/v1/projects")
     if as_json:
@@ -194,6 +186,9 @@ def _project_list(state: State, as_json: bool) -> None:
 def project_list(state: State, as_json: bool) -> None:
     """List projects."""
     _project_list(state, as_json)
+
+
+cli.add_command(project_list, "projects")
 
 
 @project.command("add", context_settings=CONTEXT)
@@ -405,12 +400,7 @@ def service_list(state: State, as_json: bool) -> None:
     _service_list(state, as_json)
 
 
-@cli.command("services", context_settings=CONTEXT)
-@json_option
-@pass_state
-def services_alias(state: State, as_json: bool) -> None:
-    """List the project's services (same as 'service list')."""
-    _service_list(state, as_json)
+cli.add_command(service_list, "services")
 
 
 @service.command("get", context_settings=CONTEXT)

@@ -1,0 +1,87 @@
+"""Pure pieces of issues 4-6: configuration loading, watched-file names, back-off numbers,
+and reprovision's selection order."""
+
+from __future__ import annotations
+
+import pytest
+
+from mariposa.config import ConfigError, load
+from mariposa.converge.apply import select_for_reprovision
+from mariposa.converge.supervise import effective_replacements, replace_after, replace_delay, restart_delay
+from mariposa.model import Instance, RestartPolicy, ServiceGoal, ServiceSpec
+from mariposa.watch import project_name
+
+
+def test_config_defaults_file_and_flag_overrides(tmp_path):
+    assert load(str(_write(tmp_path, ""))).socket_mode == 0o660
+    cfg = load(str(_write(tmp_path, 'socket_mode = "0600"\nresync = 3\n[packages.tiny]\nmemory = "64m"\ncpus = 0.25\n')),
+               {"resync": 7.0, "manifest_dir": ""})
+    assert cfg.socket_mode == 0o600 and cfg.resync == 7.0 and cfg.manifest_dir is None
+    assert cfg.packages["tiny"].memory == 64 * 1024 * 1024 and "small" not in cfg.packages
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("statedir = '/x'\n", ":1: statedir: unknown key; did you mean 'state_dir'?"),
+    ("log_format = 'xml'\n", ":1: log_format: expected one of auto, json, console"),
+    ("\n\nparallelism = 0\n", ":3: parallelism: must be above 0"),
+    ("resync = 'soon'\n", ":1: resync: expected a number or string, got str"),
+    ("[packages.x]\ncpus = 1\n", "packages.x: a package needs 'memory'"),
+    ("socket_mode = 'rw'\n", "socket_mode: expected an octal mode"),
+    ("state_dir = \n", "Invalid value"),
+])
+def test_config_errors_name_the_file_line_and_key(tmp_path, text, expected):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(str(path))
+    assert str(path) in info.value.message and expected in info.value.message
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "mariposa.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("name", "project"), [
+    ("shop.yaml", "shop"), ("shop.yml", "shop"), ("my-app_2.yaml", "my-app_2"),
+    (".shop.yaml", None), ("shop.yaml~", None), (".shop.yaml.swp", None), ("shop.yaml.tmp", None),
+    ("#shop.yaml#", None), ("Shop.yaml", None), ("shop.json", None), ("shop.meta.yaml", None), ("4913", None),
+])
+def test_which_files_are_projects(name, project):
+    assert project_name(name) == project
+
+
+def test_restart_and_replacement_back_off():
+    assert [restart_delay(s) for s in range(8)] == [0, 1, 2, 4, 8, 16, 32, 60]
+    assert [replace_delay(n) for n in (0, 1, 2, 3, 9)] == [0, 2, 4, 8, 300]
+    assert replace_after(0, None, 100.0) == 0.0
+    assert replace_after(2, 100.0, 101.0) == 104.0
+    assert effective_replacements(2, 100.0, 100.0 + 61) == 0  # a quiet minute resets it
+    assert effective_replacements(9, 100.0, 100.0 + 61) == 9  # unless the delay itself is longer
+
+
+@pytest.mark.parametrize(("policy", "code", "restarts", "allowed"), [
+    ("always", 0, 99, True), ("unless-stopped", 1, 5, True), ("no", 1, 0, False),
+    ("on-failure", 0, 0, False), ("on-failure", 1, 50, True), ("on-failure:3", 1, 2, True),
+    ("on-failure:3", 1, 3, False), ("on-failure:3", None, 0, True),
+])
+def test_restart_policy_decisions(policy, code, restarts, allowed):
+    assert RestartPolicy.parse(policy).allows(code, restarts) is allowed
+
+
+def _inst(n: int, spec: ServiceSpec, created: float, state: str = "running", version: str = "v") -> Instance:
+    return Instance(id=f"i{n}", runtime_id=f"r{n}", name=f"n{n}", project_id="p", service="web",
+                    spec_hash=spec.spec_hash, version_id=version, state=state, created=created, image=spec.image)
+
+
+def test_reprovision_selects_older_versions_first_then_oldest():
+    old, new = ServiceSpec(name="web", image="a:1"), ServiceSpec(name="web", image="a:2")
+    goal = ServiceGoal(project_id="p", project_name="p", version_id="v2", spec=new, scale=5)
+    actual = [_inst(1, new, 1.0, version="v2"), _inst(2, old, 5.0), _inst(3, old, 2.0), _inst(4, new, 0.5, version="v2"),
+              _inst(5, old, 3.0, state="exited")]
+    assert select_for_reprovision(actual, goal, {"explicit": True}) == ["i3", "i2"]  # the rest: old, oldest first
+    assert select_for_reprovision(actual, goal, {"count": 1}) == ["i3"]
+    assert select_for_reprovision(actual, goal, {"explicit": True, "version": "v2"}) == ["i4", "i1"]
+    assert select_for_reprovision(actual, goal, {"explicit": True, "instance": "i2"}) == ["i2"]
+    everything_current = [i for i in actual if i.spec_hash == new.spec_hash]
+    assert select_for_reprovision(everything_current, goal, {"explicit": True}) == ["i4", "i1"]
