@@ -247,12 +247,107 @@ async def _read_body(stream: _Stream, body: bytearray, head: bytes, needle: byte
     return needle in data[:limit]
 
 
-def _request(check: HealthCheck, host: str, port: int) -> bytes:
+def _request(check: HealthCheck, host: str, port: int, keep_alive: bool = False) -> bytes:
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    close = "" if keep_alive else "Connection: close\r\n"
     return (
-        f"{check.method} {check.path} HTTP/1.1\r\nHost: {authority}\r\n"
-        "User-Agent: mariposa-health\r\nConnection: close\r\n\r\n"
+        f"{check.method} {check.path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: mariposa-health\r\n{close}\r\n"
     ).encode("latin-1", "replace")
+
+
+REUSE_FOR = 30.0  # seconds one connection serves a probe loop before a fresh one is made
+
+
+@attrs.define
+class KeepAlive:
+    """One probe loop's HTTP connection, reused between polls.
+
+    A fresh TCP connection per probe is most of a probe's cost (connect and close are a third
+    of the daemon's CPU at a thousand probes a second), so plain-HTTP probes keep theirs open.
+    It is dropped on any error, timeout or non-reusable answer, and replaced every
+    ``REUSE_FOR`` seconds, so a server that stopped accepting new connections is noticed.
+    """
+
+    sock: socket.socket | None = None
+    target: tuple[str, int] | None = None
+    since: float = 0.0
+
+    def take(self, host: str, port: int) -> socket.socket | None:
+        if self.sock is not None and (self.target != (host, port) or time.monotonic() - self.since > REUSE_FOR):
+            self.drop()
+        return self.sock
+
+    def keep(self, sock: socket.socket, host: str, port: int) -> None:
+        if self.sock is not sock:
+            self.drop()
+            self.sock, self.target, self.since = sock, (host, port), time.monotonic()
+
+    def drop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+
+async def _read_whole_body(stream: _Conn, body: bytearray, head: bytes) -> bytes | None:
+    """The complete body when its framing lets the connection be reused, else None."""
+    length, chunked = _framing(head)
+    if chunked:
+        while not body.endswith(b"0\r\n\r\n"):
+            if len(body) > BODY_CAP:
+                return None
+            chunk = await stream.receive_some(BODY_CAP)
+            if not chunk:
+                return None
+            body += chunk
+        return _dechunk(bytes(body))
+    if length is None or length > BODY_CAP:
+        return None
+    while len(body) < length:
+        chunk = await stream.receive_some(length - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return bytes(body[:length])
+
+
+async def _http_kept(check: HealthCheck, host: str, port: int, t0: float, keep: KeepAlive) -> str:
+    """Plain HTTP on the loop's kept connection (or a new one), reusable when the answer allows."""
+    for attempt in (0, 1):
+        sock = keep.take(host, port)
+        reused = sock is not None
+        if sock is None:
+            sock = await _connect(host, port)
+        stream = _Conn(sock)
+        try:
+            await stream.send_all(_request(check, host, port, keep_alive=True))
+            head, rest = await _read_head(stream)
+        except (_Failed, OSError, trio.BrokenResourceError) as exc:
+            keep.drop() if reused else sock.close()
+            if reused and attempt == 0 and (not isinstance(exc, _Failed) or "empty response" in str(exc)):
+                continue  # the server closed an idle kept connection: once more, fresh
+            raise
+        except BaseException:
+            keep.drop() if reused else sock.close()
+            raise
+        try:
+            code = _status_code(head)
+            body = await _read_whole_body(stream, rest, head)
+            reusable = body is not None and b"connection: close" not in head.lower()
+        except BaseException:
+            keep.drop() if reused else sock.close()
+            raise
+        if reusable:
+            keep.keep(sock, host, port)
+        else:
+            keep.drop() if reused else sock.close()
+        lo, hi = check.status
+        if not lo <= code <= hi:
+            expected = str(lo) if lo == hi else f"{lo}-{hi}"
+            raise _Failed(f"HTTP {code} (expected {expected})")
+        if check.body and (body is None or check.body.encode() not in body[:BODY_CAP]):
+            raise _Failed(f"body lacks {check.body!r}")
+        return f"HTTP {code} in {(time.perf_counter() - t0) * 1000:.0f} ms"
+    raise _Failed("connection closed")  # not reached: the second attempt returns or raises
 
 
 async def _http(check: HealthCheck, host: str, port: int, t0: float) -> str:
@@ -309,8 +404,10 @@ async def run_check(
     exec_fn: ExecFn | None = None,
     *,
     host: str | None = None,
+    keep: KeepAlive | None = None,
 ) -> CheckResult:
-    """Probe ``inst`` once; ``host`` overrides the instance's address (e.g. a published port)."""
+    """Probe ``inst`` once; ``host`` overrides the instance's address (e.g. a published port);
+    ``keep`` lets a probe loop reuse its HTTP connection between polls."""
     t0 = time.perf_counter()
     ok, detail = False, ""
     with trio.move_on_after(check.timeout) as scope:
@@ -324,6 +421,8 @@ async def run_check(
                 port = check.target_port
                 if check.type == "tcp":
                     detail = await _tcp(target, port, t0)
+                elif check.type == "http" and keep is not None:
+                    detail = await _http_kept(check, target, port, t0, keep)
                 else:
                     detail = await _http(check, target, port, t0)
             else:

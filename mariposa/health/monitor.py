@@ -20,7 +20,7 @@ import trio
 from mariposa.context import Context
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError
-from mariposa.health.checks import CheckResult, run_check
+from mariposa.health.checks import CheckResult, KeepAlive, run_check
 from mariposa.model import HealthCheck, Instance
 from mariposa.store import events as event_store
 from mariposa.store import instances as instance_store
@@ -143,9 +143,16 @@ class HealthMonitor:
         driver = self.ctx.drivers.get(health.instance.compute_type)
         exec_fn = getattr(driver, "exec", None)
         check = state.check
+        keep = KeepAlive()
+        try:
+            await self._probe_forever(health, state, check, exec_fn, keep)
+        finally:
+            keep.drop()
+
+    async def _probe_forever(self, health: InstanceHealth, state: CheckState, check: HealthCheck, exec_fn, keep) -> None:
         while True:
             async with self.limiter:
-                result = await run_check(check, health.instance, exec_fn)
+                result = await run_check(check, health.instance, exec_fn, keep=keep)
             self.probes += 1
             state.last = result
             if result.ok:

@@ -12,7 +12,8 @@ import pytest
 import trio
 
 from mariposa.drivers.base import DriverError
-from mariposa.health.checks import CheckResult, run_check
+from mariposa.health import checks
+from mariposa.health.checks import CheckResult, KeepAlive, run_check
 from mariposa.model import HealthCheck, Instance
 
 LOCAL = "127.0.0.1"
@@ -348,3 +349,93 @@ async def test_no_descriptor_leaks(nursery):
             await check(type="http", port=hang, timeout=5)
     await trio.sleep(0.2)  # let the servers close their ends
     assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+# ---- kept connections ---------------------------------------------------------------------------
+
+
+async def _keepalive_server(nursery, behaviour: dict) -> tuple[int, dict]:
+    """An HTTP/1.1 server that keeps connections open unless told otherwise; counts accepts."""
+    stats = {"accepts": 0, "requests": 0}
+
+    async def handle(stream):
+        stats["accepts"] += 1
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        return
+                    buf += chunk
+                _, _, buf = buf.partition(b"\r\n\r\n")
+                stats["requests"] += 1
+                extra = b"Connection: close\r\n" if behaviour.get("close") else b""
+                await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + extra + b"\r\nready")
+                if behaviour.get("close") or behaviour.get("hang_up_after_each"):
+                    return
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await stream.aclose()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    return listeners[0].socket.getsockname()[1], stats
+
+
+async def test_kept_connection_serves_many_probes(nursery):
+    port, stats = await _keepalive_server(nursery, {})
+    keep = KeepAlive()
+    check = HealthCheck(type="http", port=port, body="ready", timeout=2)
+    for _ in range(5):
+        result = await run_check(check, instance(), keep=keep)
+        assert result.ok, result.detail
+    assert stats == {"accepts": 1, "requests": 5}
+    keep.drop()
+
+
+async def test_kept_connection_closed_by_the_server_is_replaced_at_once(nursery):
+    port, stats = await _keepalive_server(nursery, {"hang_up_after_each": True})
+    keep = KeepAlive()
+    check = HealthCheck(type="http", port=port, timeout=2)
+    for _ in range(3):
+        await trio.sleep(0.05)  # let the hang-up arrive first
+        result = await run_check(check, instance(), keep=keep)
+        assert result.ok, result.detail
+    assert stats["requests"] == 3 and stats["accepts"] == 3
+    keep.drop()
+
+
+async def test_connection_close_answers_are_not_kept(nursery):
+    port, stats = await _keepalive_server(nursery, {"close": True})
+    keep = KeepAlive()
+    for _ in range(2):
+        assert (await run_check(HealthCheck(type="http", port=port, timeout=2), instance(), keep=keep)).ok
+    assert keep.sock is None and stats["accepts"] == 2
+
+
+async def test_kept_connections_are_renewed_after_a_while(nursery, monkeypatch):
+    port, stats = await _keepalive_server(nursery, {})
+    keep = KeepAlive()
+    check = HealthCheck(type="http", port=port, timeout=2)
+    assert (await run_check(check, instance(), keep=keep)).ok
+    monkeypatch.setattr(checks, "REUSE_FOR", 0.0)
+    await trio.sleep(0.01)
+    assert (await run_check(check, instance(), keep=keep)).ok
+    assert stats["accepts"] == 2  # a fresh connection proves the server still accepts new ones
+    keep.drop()
+
+
+async def test_a_timed_out_probe_drops_its_kept_connection(nursery):
+    started = trio.Event()
+
+    async def silent(stream):
+        started.set()
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    keep = KeepAlive()
+    result = await run_check(HealthCheck(type="http", port=port, timeout=0.3), instance(), keep=keep)
+    assert not result.ok and "timed out" in result.detail
+    assert keep.sock is None
