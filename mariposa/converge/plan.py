@@ -73,6 +73,11 @@ def plan(
     up: list[Instance] = []
     pending: list[Instance] = []  # to be started, now or after their back-off; they count
     for inst in _oldest_first(current):
+        if inst.state == "paused":
+            # unreachable (the single-host stand-in for a CN gone offline): it neither counts
+            # nor is touched; a replacement is made, and if it comes back the service is over
+            # its scale and the scale-down policy takes the surplus away
+            continue
         if inst.running:
             if inst.health == "unhealthy":
                 steps.append(Remove(inst, "unhealthy", failed=True))
@@ -91,7 +96,7 @@ def plan(
 
     running_stale = _oldest_first([i for i in stale if i.running])
     steps += [Remove(i, "stopped instance of an old version", failed=_exited_badly(i))
-              for i in _oldest_first(stale) if not i.running]
+              for i in _oldest_first(stale) if not i.running and i.state != "paused"]
 
     def ready(i: Instance) -> bool:
         at = ready_time(i, goal)

@@ -251,3 +251,24 @@ services:
     assert len(instances(daemon, "keep", "web")) == 2
     listing = daemon.cli("project", "instances", "keep").stdout
     assert "retired" not in listing
+
+
+def test_unreachable_instance_is_replaced_and_its_late_return_scaled_away(daemon: Daemon, tmp_path):
+    """The manifest spec's restart scenario: an instance that cannot be reached (paused here,
+    a compute node gone offline in Triton) is replaced; when it comes back the service is over
+    its scale, and the scale-down policy removes the surplus."""
+    add(daemon, tmp_path, "late", f"""
+services:
+  web:
+    image: {IMAGE}
+    scale: 2
+    command: sleep 100000
+""")
+    lost = instances(daemon, "late", "web")[0]["runtime_id"]  # the oldest
+    docker("pause", lost)
+    wait_until(lambda: len(daemon.running("web")) == 2, timeout=30, what="a replacement")  # paused is not running
+    assert len(daemon.containers()) == 3
+    docker("unpause", lost)
+    wait_until(lambda: len(daemon.containers()) == 2 and len(daemon.running("web")) == 2, timeout=30,
+               what="the service back at its scale")
+    assert lost not in {c["ID"] for c in daemon.containers()}  # scale down: the oldest goes first

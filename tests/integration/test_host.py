@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import IMAGE, Daemon, docker, wait_until
+from tests.integration.harness import IMAGE, MARIPOSA, Daemon, docker, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -242,3 +242,21 @@ def test_socket_refuses_other_users_and_audits_uids(tmp_path):
     finally:
         d.cleanup()
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_events_follow_streams_the_audit_trail(daemon: Daemon, tmp_path):
+    (tmp_path / "m.yaml").write_text(MANIFEST.format(scale=1, color="red"))
+    daemon.cli("project", "add", "ev", str(tmp_path / "m.yaml"), "--wait")
+    env = {**os.environ, "MARIPOSA_SOCKET": daemon.socket}
+    follower = subprocess.Popen([MARIPOSA, "-j", "ev", "events", "--follow", "--json", "--type", "service"],
+                                stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        time.sleep(1)
+        daemon.cli("-j", "ev", "service", "scale", "web", "2")
+        line = follower.stdout.readline()
+        event = json.loads(line)
+        assert event["type"] == "service.scale" and event["author"] == f"uid={os.getuid()}"
+        assert "1 -> 2" in event["message"]
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
