@@ -87,12 +87,12 @@ class Daemon:
         self.overrides = overrides or {}
         self.directory: ManifestDirectory | None = None
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
         """SIGHUP: re-read the configuration, apply what can change live, rescan the directory.
         A bad file is refused and the running configuration kept."""
         systemd.notify("RELOADING=1")
         try:
-            new = configuration.load(self.config_path, self.overrides)
+            new = await trio.to_thread.run_sync(configuration.load, self.config_path, self.overrides)
         except configuration.ConfigError as exc:
             log.error("configuration not reloaded; keeping the running one", error=exc.message)
             systemd.notify("READY=1")
@@ -120,7 +120,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as received:
             async for signum in received:
                 if signum == signal.SIGHUP:
-                    self.reload()
+                    await self.reload()
                     continue
                 log.info("signal received, shutting down", signal=signal.Signals(signum).name)
                 systemd.notify("STOPPING=1")

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import time
-from pathlib import Path
 
 import attrs
 import structlog
@@ -59,7 +58,7 @@ class ManifestDirectory:
     _rescan_now: trio.Event = attrs.field(factory=trio.Event)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        Path(self.path).mkdir(parents=True, exist_ok=True)
+        await trio.Path(self.path).mkdir(parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
             with DirectoryWatch(self.path) as watch:
                 await self.scan(settle=0.0)
@@ -107,18 +106,11 @@ class ManifestDirectory:
 
     async def scan(self, settle: float) -> None:
         """Every project file present (settled ones only), and every known file now gone."""
-        present = set()
-        for entry in sorted(os.listdir(self.path)):
-            if project_name(entry) is None:
-                continue
-            present.add(entry)
-            full = os.path.join(self.path, entry)
-            try:
-                if time.time() - os.stat(full).st_mtime < settle:
-                    continue  # maybe still being written; inotify or the next rescan will see it
-            except FileNotFoundError:
-                continue
-            await self.consider(entry)
+        listing = await trio.to_thread.run_sync(_settled_files, self.path, settle)
+        for entry, settled in listing:
+            if settled:
+                await self.consider(entry)
+        present = {entry for entry, _ in listing}
         known = await self.ctx.store.call(_known_files, self.path)
         for full, state in known.items():
             if os.path.basename(full) not in present and state != "removed":
@@ -192,6 +184,19 @@ class ManifestDirectory:
         else:
             await self.ctx.store.call(_orphan, project.id, full)
             log.warning("manifest file removed: project kept, now orphaned from its file", project=name, file=full)
+
+
+def _settled_files(directory: str, settle: float) -> list[tuple[str, bool]]:
+    """(name, unmodified for ``settle`` seconds) of each project file: a worker-thread call."""
+    found = []
+    for entry in sorted(os.listdir(directory)):
+        if project_name(entry) is None:
+            continue
+        try:
+            found.append((entry, time.time() - os.stat(os.path.join(directory, entry)).st_mtime >= settle))
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _known_files(db, directory: str) -> dict[str, str]:
