@@ -1,0 +1,343 @@
+"""The options of one service that shape its instances, and the table that maps every
+option name to its check."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from mariposa.manifest.units import format_size, parse_size
+from mariposa.model import PortSpec
+from mariposa.packages import package_names, resolve_package
+from mariposa.manifest.report import _At, _INTERPOLATION, _closest, _did_you_mean, _is_int
+from mariposa.manifest.report import AFFINITY_OPS, AFFINITY_RE, COMPUTE_TYPES, DOMAIN_LABEL_RE, ENV_KEY_RE, MIN_MEMORY, PORT_RE, RESERVED_TAG_PREFIX, SERVICE_TYPES
+from mariposa.manifest.supervision import _SupervisionChecks
+
+
+class _ServiceChecks(_SupervisionChecks):
+    """Checks the options of one service; ``run`` gives ``ServiceSpec`` fields or ``None``."""
+
+    def run(self) -> dict[str, Any] | None:
+        handlers = _OPTIONS
+        for key, at in self.at.entries():
+            handler = handlers.get(key) if isinstance(key, str) else None
+            if handler is None:
+                self.unknown_option(key, at)
+                continue
+            self.seen[key] = at
+            if at.value is None and key != "image":
+                continue  # an empty optional option means the default
+            handler(self, at)
+        self.cross_checks()
+        return None if self.failed else self.fields
+
+    def unknown_option(self, key: Any, at: _At) -> None:
+        familiar = _FAMILIAR_NAMES.get(key) if isinstance(key, str) else None
+        guess = familiar or _closest(key, _OPTIONS)
+        if guess:
+            self.suggested.add(guess)
+        hint = f"; did you mean {guess!r}?" if guess else ""
+        self.problem(at, f"unknown option {key!r}{hint}", on_key=True)
+
+    def cross_checks(self) -> None:
+        if "labels" in self.seen and "tags" in self.seen:
+            later = max(self.seen["labels"], self.seen["tags"], key=lambda a: a.key_pos)
+            self.problem(later, "give either 'tags' or its alias 'labels', not both", on_key=True)
+        compute = self.fields.get("compute_type", "docker")
+        if "image" not in self.seen and "image" not in self.suggested and compute != "manta":
+            self.problem(self.at, "'image' is required", on_key=True)
+        if self.chosen_package is not None:
+            self.fields.setdefault("memory", self.chosen_package.memory)  # explicit memory wins
+            self.fields["cpus"] = self.chosen_package.cpus
+        scale = self.fields.get("scale")
+        if scale is not None and scale > 1:
+            for port, at in self.port_ats:
+                if port.host is not None:
+                    message = f"host port {port.host} can only be bound by one instance"
+                    self.problem(at, f"{message}, but scale is {scale}")
+        schedule = self.seen.get("schedule")
+        if schedule is not None and schedule.value is not None:
+            if self.fields.get("service_type", "continuous") != "scheduled":
+                self.problem(schedule, "'schedule' is only valid with service_type scheduled")
+            else:
+                self.problem(schedule, "'schedule' is not supported yet")
+
+    # -- shared shapes ----------------------------------------------------------------------------
+
+    def service_type(self, at: _At) -> None:
+        value = self.choice(at, SERVICE_TYPES, "service_type")
+        if value is None:
+            return
+        self.fields["service_type"] = value
+        if value != "continuous":
+            message = f"service_type {value!r} is not supported yet (continuous only for now)"
+            self.problem(at, message)
+
+    def compute_type(self, at: _At) -> None:
+        value = self.choice(at, COMPUTE_TYPES, "compute_type")
+        if value is None:
+            return
+        self.fields["compute_type"] = COMPUTE_TYPES[value]
+        if COMPUTE_TYPES[value] != "docker":
+            self.problem(at, f"compute_type {value!r} is not supported yet (docker only for now)")
+
+    def image(self, at: _At) -> None:
+        value = self.string(at)
+        if value is None:
+            return
+        if any(c.isspace() for c in value):
+            self.problem(at, f"image {value!r} must not contain whitespace")
+            return
+        self.fields["image"] = value
+
+    def package(self, at: _At) -> None:
+        value = self.string(at)
+        if value is None:
+            return
+        package = resolve_package(value, self.packages)
+        if package is None:
+            names = package_names(self.packages)
+            hint = _did_you_mean(value, names) or f" (known packages: {', '.join(names)})"
+            self.problem(at, f"unknown package {value!r}{hint}")
+            return
+        self.fields["package"] = value
+        self.chosen_package = package
+
+    def memory(self, at: _At) -> None:
+        if not isinstance(at.value, (str, int)) or isinstance(at.value, bool):
+            self.wrong_type(at, "a size such as 512m or 1g, or an integer number of bytes")
+            return
+        try:
+            size = parse_size(at.value)
+        except ValueError as exc:
+            self.problem(at, str(exc))
+            return
+        if size < MIN_MEMORY:
+            hint = f" (did you mean {at.value}m?)" if _is_int(at.value) else ""
+            minimum = format_size(MIN_MEMORY)
+            self.problem(at, f"memory must be at least {minimum}, got {size} bytes{hint}")
+            return
+        self.fields["memory"] = size
+
+    def tags(self, at: _At) -> None:
+        pairs = self.pairs(at, "tag", bare_ok=True)
+        if pairs is None:
+            return
+        tags: dict[str, str] = {}
+        for key, value, where in pairs:
+            if not key:
+                self.problem(where, "tag names must not be empty", on_key=True)
+            elif key.lower().startswith(RESERVED_TAG_PREFIX):
+                reserved = f"names starting with {RESERVED_TAG_PREFIX!r} are reserved for Mariposa"
+                self.problem(where, f"tag {key!r}: {reserved}", on_key=True)
+            elif key in tags:
+                self.problem(where, f"tag {key!r} is given twice", on_key=True)
+            elif "{{" in value:
+                self.problem(where, _INTERPOLATION)
+            else:
+                tags[key] = value
+        self.fields["tags"] = tuple(tags.items())
+
+    def affinity(self, at: _At) -> None:
+        rules = self.strings(at)
+        if rules is None:
+            return
+        out = []
+        for text, where in rules:
+            match = AFFINITY_RE.match(text.strip())
+            if not match or not match["key"].strip() or not match["value"].strip():
+                ops = ", ".join(AFFINITY_OPS)
+                self.problem(
+                    where,
+                    f"invalid affinity rule {text!r}; expected <key><op><value>, op one of {ops}",
+                )
+            elif match["op"] == "!=":
+                self.problem(
+                    where,
+                    f"affinity rule {text!r} (hard anti-affinity) cannot be honoured on a single"
+                    " host; use '!=~' for a soft rule",
+                )
+            else:
+                out.append(f"{match['key'].strip()}{match['op']}{match['value'].strip()}")
+        self.fields["affinity"] = tuple(out)
+
+    def ports(self, at: _At) -> None:
+        items = self.list_of(at, "ports (8080, \"8000:80\", \"53/udp\")")
+        if items is None:
+            return
+        ports: list[tuple[PortSpec, _At]] = []
+        for item in items:
+            port = self.port(item)
+            if port is None:
+                continue
+            if any(p == port for p, _ in ports):
+                self.problem(item, f"port {port} is given twice")
+            elif port.host is not None and (port.host, port.protocol) in {
+                (p.host, p.protocol) for p, _ in ports
+            }:
+                self.problem(item, f"host port {port.host}/{port.protocol} is bound twice")
+            else:
+                ports.append((port, item))
+        self.fields["ports"] = tuple(p for p, _ in ports)
+        self.port_ats = ports
+
+    def port(self, at: _At) -> PortSpec | None:
+        if _is_int(at.value):
+            container, host, protocol = int(at.value), None, "tcp"
+        elif isinstance(at.value, str):
+            match = PORT_RE.match(at.value.strip())
+            if not match:
+                self.problem(
+                    at,
+                    f"invalid port {at.value!r}; expected CONTAINER or HOST:CONTAINER,"
+                    " optionally with /tcp or /udp",
+                )
+                return None
+            container = int(match["container"])
+            host = int(match["host"]) if match["host"] is not None else None
+            protocol = (match["protocol"] or "tcp").lower()
+            if protocol not in ("tcp", "udp"):
+                self.problem(
+                    at,
+                    f"invalid protocol {match['protocol']!r} in port {at.value!r};"
+                    " expected tcp or udp",
+                )
+                return None
+        else:
+            self.wrong_type(at, "a port number or a string such as \"8000:80/tcp\"")
+            return None
+        for number in (container, host):
+            if number is not None and not 1 <= number <= 65535:
+                self.problem(at, f"port {number} is out of range 1-65535")
+                return None
+        return PortSpec(container=container, host=host, protocol=protocol)
+
+    def dns(self, at: _At) -> None:
+        servers = self.strings(at)
+        if servers is None:
+            return
+        out = []
+        for text, where in servers:
+            try:
+                out.append(str(ipaddress.ip_address(text.strip())))
+            except ValueError:
+                self.problem(where, f"{text!r} is not an IP address")
+        self.fields["dns"] = tuple(out)
+
+    def dns_search(self, at: _At) -> None:
+        domains = self.strings(at)
+        if domains is None:
+            return
+        out = []
+        for text, where in domains:
+            name = text.strip().removesuffix(".")
+            labels_ok = all(DOMAIN_LABEL_RE.match(label) for label in name.split("."))
+            if len(name) > 253 or not labels_ok:
+                self.problem(where, f"{text!r} is not a valid domain name")
+            else:
+                out.append(name)
+        self.fields["dns_search"] = tuple(out)
+
+    def environment(self, at: _At) -> None:
+        pairs = self.pairs(at, "environment", bare_ok=False)
+        if pairs is None:
+            return
+        env: dict[str, str] = {}
+        for key, value, where in pairs:
+            if not ENV_KEY_RE.match(key):
+                self.problem(where, f"invalid environment variable name {key!r}", on_key=True)
+            elif key in env:
+                self.problem(where, f"environment variable {key!r} is set twice", on_key=True)
+            elif "{{" in value:
+                self.problem(where, _INTERPOLATION)
+            else:
+                env[key] = value
+        self.fields["environment"] = tuple(env.items())
+
+    def mdata(self, at: _At) -> None:
+        self.pairs(at, "mdata", bare_ok=True)
+        self.unsupported(at, "'mdata' is not supported yet")
+
+    def entrypoint(self, at: _At) -> None:
+        argv = self.argv(at)
+        if argv is not None:
+            self.fields["entrypoint"] = argv
+
+    def command(self, at: _At) -> None:
+        argv = self.argv(at)
+        if argv is not None:
+            self.fields["command"] = argv
+
+    def containerpilot(self, at: _At) -> None:
+        if isinstance(at.value, bool):
+            self.unsupported(at, "'containerpilot' is not supported yet")
+            return
+        opts = self.options(at, ("network", "port"), "containerpilot")
+        if opts is None:
+            return
+        if "network" in opts:
+            self.string(opts["network"])
+        if "port" in opts:
+            self.integer(opts["port"], 1, 65535)
+        self.unsupported(at, "'containerpilot' is not supported yet")
+
+    def triggers(self, at: _At) -> None:
+        self.unsupported(at, "'triggers' are not supported yet")
+
+    def autoscale(self, at: _At) -> None:
+        self.unsupported(at, "'autoscale' is not supported yet")
+
+    def webhooks(self, at: _At) -> None:
+        self.unsupported(at, "'webhooks' are not supported yet")
+
+    def schedule(self, at: _At) -> None:
+        pass  # depends on service_type, so cross_checks decides
+
+    def scale(self, at: _At) -> None:
+        value = self.integer(at, 0)
+        if value is not None:
+            self.fields["scale"] = value
+
+
+# Names people bring from docker-compose and friends that difflib would not match.
+_FAMILIAR_NAMES = {
+    "env": "environment",
+    "cmd": "command",
+    "mem": "memory",
+    "mem_limit": "memory",
+    "label": "tags",
+    "replicas": "scale",
+    "healthcheck": "healthchecks",
+    "stop_grace_period": "stop",
+    "restart_policy": "restart",
+}
+
+_OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
+    "service_type": _ServiceChecks.service_type,
+    "compute_type": _ServiceChecks.compute_type,
+    "image": _ServiceChecks.image,
+    "package": _ServiceChecks.package,
+    "memory": _ServiceChecks.memory,
+    "labels": _ServiceChecks.tags,
+    "tags": _ServiceChecks.tags,
+    "affinity": _ServiceChecks.affinity,
+    "ports": _ServiceChecks.ports,
+    "dns": _ServiceChecks.dns,
+    "dns_search": _ServiceChecks.dns_search,
+    "environment": _ServiceChecks.environment,
+    "mdata": _ServiceChecks.mdata,
+    "entrypoint": _ServiceChecks.entrypoint,
+    "command": _ServiceChecks.command,
+    "containerpilot": _ServiceChecks.containerpilot,
+    "healthchecks": _ServiceChecks.healthchecks,
+    "restart": _ServiceChecks.restart,
+    "stop": _ServiceChecks.stop,
+    "triggers": _ServiceChecks.triggers,
+    "autoscale": _ServiceChecks.autoscale,
+    "webhooks": _ServiceChecks.webhooks,
+    "schedule": _ServiceChecks.schedule,
+    "scale": _ServiceChecks.scale,
+    "min_healthy_time": _ServiceChecks.min_healthy_time,
+    "progress_deadline": _ServiceChecks.progress_deadline,
+}

@@ -1,0 +1,205 @@
+"""The shapes options share (a string, one of a few words, a list of k=v, a command line...),
+each recording a problem and carrying on rather than raising."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mariposa.manifest.units import split_command
+from mariposa.model import PortSpec
+from mariposa.packages import Package
+from mariposa.manifest.report import _At, _Report, _INTERPOLATION, _did_you_mean, _is_int, _is_unquoted_template, _kind, _scalar_text
+
+
+class _Shapes:
+    def __init__(self, report: _Report, packages: Mapping[str, Package] | None, at: _At):
+        self.report = report
+        self.packages = packages
+        self.at = at
+        self.fields: dict[str, Any] = {}
+        self.seen: dict[str, _At] = {}
+        self.failed = False
+        self.suggested: set[str] = set()  # option names offered for typos, e.g. image for imgae
+        # Kept aside for cross_checks, which need other options' values before they settle.
+        self.chosen_package: Package | None = None
+        self.port_ats: list[tuple[PortSpec, _At]] = []
+
+    def problem(self, at: _At, message: str, on_key: bool = False) -> None:
+        self.failed = True
+        self.report.add(at, message, on_key=on_key)
+
+    def wrong_type(self, at: _At, expected: str) -> None:
+        self.failed = True
+        self.report.wrong_type(at, expected)
+
+    def string(self, at: _At) -> str | None:
+        if not isinstance(at.value, str):
+            self.wrong_type(at, "a string")
+            return None
+        if not at.value.strip():
+            self.problem(at, "must not be empty")
+            return None
+        return str(at.value)
+
+    def choice(self, at: _At, choices: Iterable[str], what: str) -> str | None:
+        value = self.string(at)
+        choices = list(choices)
+        if value is not None and value not in choices:
+            hint = _did_you_mean(value, choices)
+            self.problem(
+                at, f"unknown {what} {value!r}{hint} (expected one of {', '.join(choices)})"
+            )
+            return None
+        return value
+
+    def integer(
+        self, at: _At, minimum: int | None = None, maximum: int | None = None
+    ) -> int | None:
+        if not _is_int(at.value):
+            if isinstance(at.value, str) and re.fullmatch(r"\s*-?\d+\s*", at.value):
+                message = f"must be an integer, got the string {at.value!r} (drop the quotes)"
+                self.problem(at, message)
+            else:
+                self.wrong_type(at, "an integer")
+            return None
+        value = int(at.value)
+        if minimum is not None and value < minimum:
+            self.problem(at, f"must be {minimum} or more, got {value}")
+            return None
+        if maximum is not None and value > maximum:
+            self.problem(at, f"must be {maximum} or less, got {value}")
+            return None
+        return value
+
+    def list_of(self, at: _At, what: str) -> list[_At] | None:
+        if not isinstance(at.value, list):
+            self.wrong_type(at, f"a list of {what}")
+            return None
+        return list(at.items())
+
+    def strings(self, at: _At) -> list[tuple[str, _At]] | None:
+        items = self.list_of(at, "strings")
+        if items is None:
+            return None
+        out = []
+        for item in items:
+            if not isinstance(item.value, str):
+                self.wrong_type(item, "a string")
+            elif not item.value.strip():
+                self.problem(item, "must not be empty")
+            else:
+                out.append((str(item.value), item))
+        return out
+
+    def pairs(self, at: _At, what: str, bare_ok: bool) -> list[tuple[str, str, _At]] | None:
+        """``KEY=VALUE`` strings, one-key mappings or a mapping, as (key, value, where) in order."""
+        if isinstance(at.value, Mapping) and not _is_unquoted_template(at.value):
+            sources = [(at, True)]
+        elif isinstance(at.value, list):
+            sources = [(item, isinstance(item.value, Mapping)) for item in at.items()]
+        else:
+            self.wrong_type(at, "a list of KEY=VALUE strings or a mapping")
+            return None
+        out: list[tuple[str, str, _At]] = []
+        for source, is_map in sources:
+            if is_map and not _is_unquoted_template(source.value):
+                for key, entry in source.entries():
+                    if not isinstance(key, (str, int)) or isinstance(key, bool):
+                        message = f"{what} names must be strings, got {_kind(key)}"
+                        self.problem(entry, message, on_key=True)
+                        continue
+                    text = _scalar_text(entry.value)
+                    if text is None:
+                        self.wrong_type(entry, "a string")
+                    else:
+                        out.append((str(key), text, entry))
+            elif isinstance(source.value, str):
+                key, sep, value = source.value.partition("=")
+                if not sep and not bare_ok:
+                    message = f"{what} entry {key!r} has no '='; write '{key}=' for an empty value"
+                    self.problem(source, message)
+                    continue
+                out.append((key.strip(), value, source))
+            else:
+                self.wrong_type(source, "a KEY=VALUE string or a one-key mapping")
+        return out
+
+    def options(self, at: _At, known: Iterable[str], what: str) -> dict[str, _At] | None:
+        """A mapping, or the spec's list of one-key mappings (``- timeout: -1``), as one dict."""
+        if isinstance(at.value, Mapping):
+            sources = [at]
+        elif isinstance(at.value, list):
+            sources = []
+            for item in at.items():
+                if isinstance(item.value, Mapping):
+                    sources.append(item)
+                else:
+                    self.wrong_type(item, f"a one-key mapping of a {what} option")
+        else:
+            self.wrong_type(at, f"a mapping of {what} options")
+            return None
+        known = list(known)
+        out: dict[str, _At] = {}
+        for source in sources:
+            for key, entry in source.entries():
+                if key not in known:
+                    hint = _did_you_mean(key, known)
+                    self.problem(entry, f"unknown {what} option {key!r}{hint}", on_key=True)
+                elif key in out:
+                    self.problem(entry, f"{what} option {key!r} is given twice", on_key=True)
+                else:
+                    out[key] = entry
+        return out
+
+    def argv(self, at: _At) -> tuple[str, ...] | None:
+        if isinstance(at.value, str):
+            if "{{" in at.value:
+                self.problem(at, _INTERPOLATION)
+                return None
+            try:
+                words = split_command(at.value)
+            except ValueError as exc:
+                self.problem(at, f"cannot split the command line: {exc}")
+                return None
+            if not words:
+                self.problem(at, "must not be empty (leave it out to use the image's default)")
+                return None
+            return tuple(words)
+        if isinstance(at.value, list):
+            words = []
+            for item in at.items():
+                if not isinstance(item.value, str):
+                    self.wrong_type(item, "a string")
+                elif "{{" in item.value:
+                    self.problem(item, _INTERPOLATION)
+                else:
+                    words.append(str(item.value))
+            if not at.value:
+                self.problem(at, "must not be empty (leave it out to use the image's default)")
+                return None
+            return tuple(words)
+        self.wrong_type(at, "a string or a list of strings")
+        return None
+
+    def unsupported(self, at: _At, message: str) -> None:
+        """Options the spec defines but Mariposa cannot honour yet; empty ones mean 'not used'."""
+        if at.value is None or at.value is False:
+            return
+        if isinstance(at.value, (list, Mapping)) and not at.value:
+            return
+        self.problem(at, message)
+
+    # -- the options, in the spec's order ----------------------------------------------------------
+
+    def seconds(self, at: _At, positive: bool) -> float | None:
+        value = at.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.wrong_type(at, "a number of seconds")
+            return None
+        if value < 0 or (positive and value == 0):
+            self.problem(at, f"must be {'more than' if positive else 'at least'} 0, got {value:g}")
+            return None
+        return float(value)
+

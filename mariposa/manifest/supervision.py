@@ -1,0 +1,149 @@
+"""How Mariposa supervises a service: health checks, restart policy, stop options and the
+rollout timings. None of these shape an instance, so none of them changes the spec hash."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from mariposa.model import HealthCheck
+from mariposa.manifest.report import _At, _did_you_mean, _is_int
+from mariposa.manifest.report import HEALTHCHECK_TYPES, PRESERVE_STOPPED, RESTART_POLICIES
+from mariposa.manifest.shapes import _Shapes
+
+
+class _SupervisionChecks(_Shapes):
+    def healthchecks(self, at: _At) -> None:
+        checks = self.list_of(at, "health check mappings")
+        if checks is None:
+            return
+        built = []
+        for check in checks:
+            if not isinstance(check.value, Mapping):
+                self.wrong_type(check, "a health check mapping")
+                continue
+            hc = self.healthcheck(check)
+            if hc is not None:
+                built.append(hc)
+        self.fields["healthchecks"] = tuple(built)
+
+    def status_range(self, at: _At) -> tuple[int, int] | None:
+        """200, "200-299" or "2xx"."""
+        value = at.value
+        if _is_int(value):
+            code = int(value)
+            lo, hi = code, code
+        elif isinstance(value, str) and re.fullmatch(r"\s*[1-5]xx\s*", value):
+            lo = int(value.strip()[0]) * 100
+            hi = lo + 99
+        elif isinstance(value, str) and re.fullmatch(r"\s*\d{3}\s*-\s*\d{3}\s*", value):
+            lo, hi = (int(v) for v in value.split("-"))
+        else:
+            self.wrong_type(at, "a status code, a range like \"200-399\", or \"2xx\"")
+            return None
+        if not (100 <= lo <= hi <= 599):
+            self.problem(at, f"status range {lo}-{hi} is not within 100-599, low to high")
+            return None
+        return (lo, hi)
+
+    def healthcheck(self, at: _At) -> HealthCheck | None:
+        known = ("type", "network", "port", "path", "method", "status", "body", "tls_verify", "poll",
+                 "unhealthy_poll", "timeout", "retries", "grace", "command", "user")
+        opts = self.options(at, known, "health check") or {}
+        failed_before = self.failed
+        self.failed = False
+        values: dict[str, Any] = {}
+        kind = None
+        if "type" in opts:
+            kind = self.choice(opts["type"], HEALTHCHECK_TYPES, "health check type")
+        else:
+            self.problem(at, f"a health check needs a 'type' ({', '.join(HEALTHCHECK_TYPES)})")
+        values["type"] = kind
+        if "port" in opts:
+            values["port"] = self.integer(opts["port"], 1, 65535)
+        elif kind == "tcp":
+            self.problem(at, "a tcp health check needs a 'port'")
+        for name in ("poll", "unhealthy_poll", "timeout", "grace"):
+            if name in opts:
+                values[name] = self.seconds(opts[name], positive=name != "grace")
+        if "retries" in opts:
+            values["retries"] = self.integer(opts["retries"], 0)
+        for name in ("user", "network", "body"):
+            if name in opts:
+                values[name] = self.string(opts[name])
+        if "path" in opts:
+            path = self.string(opts["path"])
+            if path is not None and not path.startswith("/"):
+                self.problem(opts["path"], f"path must start with '/', got {path!r}")
+            values["path"] = path
+        if "method" in opts:
+            values["method"] = self.choice(opts["method"], ("GET", "HEAD", "POST", "OPTIONS"), "HTTP method")
+        if "status" in opts:
+            values["status"] = self.status_range(opts["status"])
+        if "tls_verify" in opts:
+            if isinstance(opts["tls_verify"].value, bool):
+                values["tls_verify"] = opts["tls_verify"].value
+            else:
+                self.wrong_type(opts["tls_verify"], "true or false")
+        if "command" in opts:
+            values["command"] = self.argv(opts["command"])
+        elif kind == "command":
+            self.problem(at, "a command health check needs a 'command'")
+        if kind in ("tcp", "command"):
+            for name in ("path", "method", "status", "body", "tls_verify"):
+                if name in opts:
+                    self.problem(opts[name], f"{name!r} only applies to http and https checks", on_key=True)
+        ok = not self.failed
+        self.failed = failed_before or self.failed
+        if not ok:
+            return None
+        return HealthCheck(**{k: v for k, v in values.items() if v is not None})
+
+    def restart(self, at: _At) -> None:
+        if at.value is False:  # YAML 1.1 reads a bare `no` as false
+            policy = "no"
+        elif isinstance(at.value, str):
+            policy = at.value.strip()
+        else:
+            self.wrong_type(at, f"one of {', '.join(RESTART_POLICIES)}")
+            return
+        name, colon, retries = policy.partition(":")
+        if name not in RESTART_POLICIES or (colon and name != "on-failure"):
+            self.problem(
+                at,
+                f"unknown restart policy {policy!r}{_did_you_mean(name, RESTART_POLICIES)}"
+                f" (expected one of {', '.join(RESTART_POLICIES)}, or on-failure:N)",
+            )
+        elif colon and not retries.isdigit():
+            self.problem(
+                at,
+                f"invalid restart policy {policy!r}: the retry count after ':' must be"
+                " an integer 0 or more",
+            )
+        else:
+            self.fields["restart"] = f"{name}:{int(retries)}" if colon else name
+
+    def stop(self, at: _At) -> None:
+        opts = self.options(at, ("timeout", "preservestopped"), "stop")
+        if opts is None:
+            return
+        if "timeout" in opts:
+            timeout = self.integer(opts["timeout"])
+            if timeout is not None:
+                self.fields["stop_timeout"] = timeout
+        if "preservestopped" in opts:
+            value = self.choice(opts["preservestopped"], PRESERVE_STOPPED, "preservestopped value")
+            if value is not None:
+                self.fields["preserve_stopped"] = value
+
+    def min_healthy_time(self, at: _At) -> None:
+        value = self.seconds(at, positive=False)
+        if value is not None:
+            self.fields["min_healthy_time"] = value
+
+    def progress_deadline(self, at: _At) -> None:
+        value = self.seconds(at, positive=True)
+        if value is not None:
+            self.fields["progress_deadline"] = value
+
