@@ -56,6 +56,7 @@ def build_router(ctx: Context, executor: Executor) -> Router:
         watched = ctx.monitor.get(inst.id) if ctx.monitor else None
         data["health"] = watched.status if watched else (record.get("health") if not inst.running or record.get("retired") else None)
         data["health_detail"] = watched.summary if watched else record.get("health_detail")
+        data["health_checked"] = watched.last_at if watched else record.get("health_since")
         data["retired"] = bool(record.get("retired"))
         data["retired_reason"] = record.get("retired_reason")
         data["restarts"] = record.get("restarts", 0)

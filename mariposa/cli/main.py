@@ -260,7 +260,8 @@ def _instance_state(r: dict) -> str:
 def _instance_health(r: dict) -> str:
     if not r.get("health"):
         return "-"
-    return f"{r['health']}: {r['health_detail']}" if r.get("health_detail") else r["health"]
+    when = f" ({ago(r['health_checked'])})" if r.get("health_checked") else ""
+    return (f"{r['health']}: {r['health_detail']}" if r.get("health_detail") else r["health"]) + when
 
 
 def rollout_options(fn):

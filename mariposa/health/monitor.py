@@ -58,6 +58,11 @@ class InstanceHealth:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
     @property
+    def last_at(self) -> float | None:
+        times = [c.last.at for c in self.checks if c.last]
+        return max(times) if times else None
+
+    @property
     def summary(self) -> str:
         failing = [c for c in self.checks if c.last and not c.last.ok]
         shown = failing[0] if failing else next((c for c in self.checks if c.last), None)
@@ -70,6 +75,7 @@ class InstanceHealth:
             "service": self.instance.service,
             "status": self.status,
             "since": self.since,
+            "checked": self.last_at,
             "detail": self.summary,
             "checks": [c.to_json() for c in self.checks],
         }
