@@ -195,10 +195,16 @@ async def execute(
                 errors.append(str(exc))
 
     replacing = [s for s in steps.steps if isinstance(s, Remove) and s.failed and s.instance.running]
+    hold_creates = False
     if replacing and goal is not None and row is not None:
+        # Another failed instance: the back-off grows, counted from now. When it says wait,
+        # this round's replacements are left to a later round, which plans the wait.
         effective = supervise.effective_replacements(row.replacements, row.last_replacement_at, time.time())
         await ctx.store.call(goal_store.note_replacement, goal.project_id, goal.spec.name, effective)
+        hold_creates = supervise.replace_delay(effective + 1) > 0
     for phase in ((Remove, Stop), (Start, Create)):
+        if hold_creates and phase[0] is Start:
+            phase = (Start,)
         async with trio.open_nursery() as nursery:
             for step in steps.steps:
                 if isinstance(step, phase):

@@ -15,13 +15,19 @@ REPLACE_CAP = 300.0
 REPLACE_RESET = 60.0  # a service without a failed instance for this long starts afresh
 
 
+RESTART_BASE = 0.1  # as Docker's own restart policy: 100 ms, doubling
+
+
 def restart_delay(step: int) -> float:
-    """0 after a long run, then 1 s, 2 s, 4 s ... for instances that keep exiting quickly."""
-    return 0.0 if step <= 0 else min(RESTART_CAP, 2.0 ** (step - 1))
+    """0 after a long run, then 0.1 s, 0.2 s, 0.4 s ... (up to a minute) for instances that
+    keep exiting quickly."""
+    return 0.0 if step <= 0 else min(RESTART_CAP, RESTART_BASE * 2.0 ** (step - 1))
 
 
 def replace_delay(count: int) -> float:
-    return 0.0 if count <= 0 else min(REPLACE_CAP, REPLACE_BASE ** count)
+    """The wait before the replacement of the ``count``-th failed instance in a row: the first
+    is replaced at once, then 2 s, 4 s, 8 s ... up to five minutes."""
+    return 0.0 if count <= 1 else min(REPLACE_CAP, REPLACE_BASE ** (count - 1))
 
 
 def effective_replacements(replacements: int, last_at: float | None, now: float) -> int:

@@ -29,9 +29,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import re
 import math
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +43,7 @@ import tempfile
 import time
 import xmlrpc.client
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -161,18 +163,18 @@ def restarted(engine: Engine, cid: str, before: str) -> Callable[[], float | Non
 
 def crash_and_measure(engine: Engine, cid: str, timeout: float) -> float:
     before = engine.state(cid)["StartedAt"]
-    subprocess.run(["docker", "exec", cid, "touch", "/tmp/die"], check=True, capture_output=True)
+    # A stale stamp from the previous round must not stand in for this one.
+    subprocess.run(["docker", "exec", cid, "sh", "-c", "rm -f /tmp/died; touch /tmp/die"],
+                   check=True, capture_output=True)
     injected = time.time()
     recovered = wait_for(restarted(engine, cid, before), timeout, "restart")
     died = stamp_of(cid)
-    # Without a stamp (a replaced container): from the end of the exec, which flatters the peer.
+    # Without a stamp: from the end of the exec, which flatters the peer by up to 50 ms.
     return recovered - (died if died is not None else injected)
 
 
 def up_long_enough(engine: Engine, cid: str) -> None:
     """For --fresh: wait until the container has run STABLE seconds, so no back-off applies."""
-    from datetime import datetime
-
     started = re.sub(r"(\.\d{6})\d*", r"\1", engine.state(cid)["StartedAt"]).replace("Z", "+00:00")
     time.sleep(max(0.0, datetime.fromisoformat(started).timestamp() + STABLE - time.time()))
 
@@ -294,7 +296,8 @@ def _add(d: Daemon, tmp: Path, name: str, manifest: str) -> dict:
     path.write_text(manifest)
     r = d.cli("project", "add", name, str(path), "--wait", check=False, timeout=300)
     if r.returncode != 0:
-        raise GaveUp(f"project add refused: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+        last = ((r.stderr or r.stdout).strip().splitlines() or ["(no output)"])[-1]
+        raise GaveUp(f"project add refused: {last}")
 
     def one_running():
         found = [i for i in d.json("-j", name, "service", "instances", "web")
@@ -339,6 +342,9 @@ def bench_mariposa_health(args, rows: list[Row], engine: Engine, d: Daemon, tmp:
             if inst is None or args.fresh:
                 inst = _add(d, tmp, project, HEALTH_MANIFEST)
             wait_for(lambda: _healthy(api, project), 30, "instance healthy", 0.1)
+            # Seen healthy means a check just passed: without this the failure would always land
+            # at the same point of the 1 s poll cycle, and detection would look constant.
+            time.sleep(random.uniform(0, 1.0))
             out = subprocess.run(["docker", "exec", inst["runtime_id"], "sh", "-c", f"rm /www/health.txt && {STAMP}"],
                                  capture_output=True, text=True, check=True)
             failed = float(out.stdout.strip())

@@ -52,10 +52,12 @@ def test_which_files_are_projects(name, project):
 
 
 def test_restart_and_replacement_back_off():
-    assert [restart_delay(s) for s in range(8)] == [0, 1, 2, 4, 8, 16, 32, 60]
-    assert [replace_delay(n) for n in (0, 1, 2, 3, 9)] == [0, 2, 4, 8, 300]
+    assert [restart_delay(s) for s in range(4)] == [0, 0.1, 0.2, 0.4]  # Docker's own steps
+    assert restart_delay(20) == 60
+    assert [replace_delay(n) for n in (0, 1, 2, 3, 4, 10)] == [0, 0, 2, 4, 8, 300]
     assert replace_after(0, None, 100.0) == 0.0
-    assert replace_after(2, 100.0, 101.0) == 104.0
+    assert replace_after(1, 100.0, 101.0) == 100.0  # the first failed instance is replaced at once
+    assert replace_after(3, 100.0, 101.0) == 104.0
     assert effective_replacements(2, 100.0, 100.0 + 61) == 0  # a quiet minute resets it
     assert effective_replacements(9, 100.0, 100.0 + 61) == 9  # unless the delay itself is longer
 

@@ -212,7 +212,7 @@ async def test_hostname_goes_through_resolver(nursery):
 
 @pytest.fixture(scope="module")
 def tls_server_context() -> ssl.SSLContext:
-    trustme = pytest.importorskip("trustme")
+    import trustme  # a test dependency (pyproject: test extras)
     ca = trustme.CA()
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(LOCAL).configure_cert(ctx)
