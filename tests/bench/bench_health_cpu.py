@@ -12,7 +12,6 @@ obvious way to write them) in a third process, to show what the raw-socket probe
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.bench.procstat import cpu_percent, rss_mib  # noqa: E402
 
 RESPONDER = textwrap.dedent("""
     import asyncio, sys
@@ -94,24 +96,6 @@ services:
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def measure(pid: int, window: float) -> float:
-    c0, t0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(window)
-    return (cpu_seconds(pid) - c0) / (time.monotonic() - t0) * 100
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=1000)
@@ -151,17 +135,17 @@ def main() -> None:
                 time.sleep(0.5)
             print(f"{healthy()}/{n} instances healthy; measuring for {args.window:.0f} s ...", flush=True)
             time.sleep(3)
-            cpu = measure(daemon.pid, args.window)
+            cpu = cpu_percent(daemon.pid, args.window)
             rss = rss_mib(daemon.pid)
             still = healthy()
-            responder_cpu = measure(responder.pid, 5)
+            responder_cpu = cpu_percent(responder.pid, 5)
         daemon.terminate()
         daemon.wait(timeout=10)
 
         peer = subprocess.Popen([py, "-c", HTTPX_PEER, str(n), str(args.port), str(args.window + 8)])
         procs.append(peer)
         time.sleep(5)
-        peer_cpu = measure(peer.pid, args.window)
+        peer_cpu = cpu_percent(peer.pid, args.window)
         peer.wait(timeout=30)
     finally:
         for p in procs:

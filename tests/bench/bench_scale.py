@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench.procstat import cpu_percent, rss_mib  # noqa: E402
 from tests.integration.harness import IMAGE, Daemon, docker, ensure_image, wait_until  # noqa: E402
 
 COMMAND = "sleep 100000"
@@ -97,18 +98,6 @@ def bench_docker_run(n: int) -> float:
             docker("rm", "-f", *ids)
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def bench_idle(n: int, tmp: Path, window: float) -> tuple[float, float, float]:
     d = Daemon(tmp).start()
     try:
@@ -117,11 +106,8 @@ def bench_idle(n: int, tmp: Path, window: float) -> tuple[float, float, float]:
         took = timed(lambda: d.cli("project", "add", "idle", str(manifest), "--wait", timeout=900))
         wait_until(lambda: len(d.running("web")) == n, timeout=120, what=f"{n} running")
         time.sleep(3)
-        pid = d.proc.pid
-        c0, t0 = proc_cpu_seconds(pid), time.monotonic()
-        time.sleep(window)
-        cpu = (proc_cpu_seconds(pid) - c0) / (time.monotonic() - t0) * 100
-        return cpu, proc_rss_mib(pid), took
+        cpu = cpu_percent(d.proc.pid, window)
+        return cpu, rss_mib(d.proc.pid), took
     finally:
         d.cleanup()
 
