@@ -11,6 +11,7 @@ from ruamel.yaml import YAML
 
 from mariposa import projects
 from mariposa.context import Context
+from mariposa.converge.goals import with_images
 from mariposa.converge.simulate import simulate
 from mariposa.converge.supervise import merge
 from mariposa.errors import BadRequest, NotFound
@@ -137,8 +138,6 @@ async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, para
     """What `project update` with this manifest would do, from the same planner, changing nothing."""
     parsed = projects.parse(ctx, text, filename)
     images = await projects.resolve_images(ctx, parsed)
-    from mariposa.converge.goals import with_images
-
     new = with_images(parsed, images)
     current = await ctx.store.call(goal_store.current_version, project)
     old = await ctx.goals.spec_of(current)

@@ -1,5 +1,2 @@
-import pytest
-
-
 def pytest_configure(config):
     config.addinivalue_line("markers", "docker: needs a running Docker Engine")

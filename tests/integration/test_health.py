@@ -3,7 +3,6 @@ policies, stop timeouts and what is kept."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest

@@ -15,13 +15,13 @@ from tests.integration.harness import IMAGE, Daemon, docker, wait_until
 
 pytestmark = pytest.mark.docker
 
-WEB = f"""services:
+WEB = """services:
   web:
-    image: {{image}}
-    scale: {{scale}}
+    image: {image}
+    scale: {scale}
     min_healthy_time: 1
     environment:
-      COLOR: {{color}}
+      COLOR: {color}
     command: sh -c 'echo $COLOR > /www/index.html && exec httpd -f -p 80 -h /www'
     healthchecks:
       - type: http

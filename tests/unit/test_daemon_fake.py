@@ -155,7 +155,7 @@ async def test_restart_policy_on_failure_gives_up_and_service_goes_down(daemon):
     client, driver, _ = daemon
     manifest = "services:\n  a:\n    image: crashy\n    restart: on-failure:2\n"
     r = await client.post("/v1/projects", json={"name": "p", "manifest": manifest})
-    got = await wait_tasks(client, r.json()["tasks"], timeout=20)
+    await wait_tasks(client, r.json()["tasks"], timeout=20)
     # the start task creates the instance; restarts happen in converge tasks after it
     with trio.fail_after(20):
         while not (await client.get("/v1/projects/p/services/a")).json()["frozen"]:
