@@ -168,7 +168,11 @@ def project() -> None:
     """Projects: named sets of services described by one manifest."""
 
 
-def _project_list(state: State, as_json: bool) -> None:
+@project.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def project_list(state: State, as_json: bool) -> None:
+    """List projects."""
     rows = state.client.get("/v1/projects")
     if as_json:
         return print_json(rows)
@@ -178,14 +182,6 @@ def _project_list(state: State, as_json: bool) -> None:
         ("RUNNING", lambda r: f"{r['running']}/{r['instances']}"), ("SOURCE", lambda r: (r["source"] or "-") + (" (orphaned)" if r.get("source_state") == "orphaned" else "")),
         ("CREATED", lambda r: ago(r["created"])),
     ])
-
-
-@project.command("list", context_settings=CONTEXT)
-@json_option
-@pass_state
-def project_list(state: State, as_json: bool) -> None:
-    """List projects."""
-    _project_list(state, as_json)
 
 
 cli.add_command(project_list, "projects")
@@ -381,7 +377,11 @@ def service() -> None:
     """Services of the project given with -j."""
 
 
-def _service_list(state: State, as_json: bool) -> None:
+@service.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def service_list(state: State, as_json: bool) -> None:
+    """List the project's services."""
     rows = state.client.get(f"/v1/projects/{state.project()}/services")
     if as_json:
         return print_json(rows)
@@ -391,14 +391,6 @@ def _service_list(state: State, as_json: bool) -> None:
         ("RUNNING", lambda r: f"{r['running']}/{r['scale']}"), ("INSTANCES", lambda r: r["instances"]),
         ("TASK", lambda r: f"{r['task']['kind']} {r['task']['state']}" if r["task"] else "-"),
     ])
-
-
-@service.command("list", context_settings=CONTEXT)
-@json_option
-@pass_state
-def service_list(state: State, as_json: bool) -> None:
-    """List the project's services."""
-    _service_list(state, as_json)
 
 
 cli.add_command(service_list, "services")

@@ -49,7 +49,7 @@ async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) ->
         if inst.running or inst.state not in ("exited", "dead"):
             continue
         rec = records.get(inst.id)
-        if rec is not None and (rec["retired"] or (rec["last_exit_at"] is not None and (rec["last_start_at"] or 0) <= rec["last_exit_at"])):
+        if rec is not None and (rec["retired"] or instance_store.exit_noted(rec)):
             continue
         fresh.append(inst)
     if not fresh:
