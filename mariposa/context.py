@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import attrs
 
+from mariposa.clock import Clock, TrioClock
 from mariposa.converge.goals import GoalReader
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.store.db import Store
@@ -18,10 +19,23 @@ class Context:
     goals: GoalReader
     packages: dict
     parallelism: int = 8
-    reconcile: Wakeup = attrs.field(factory=Wakeup)
-    queue: Wakeup = attrs.field(factory=Wakeup)
-    health: Wakeup = attrs.field(factory=Wakeup)
+    clock: Clock = attrs.field(factory=TrioClock)
+    reconcile_wakeup: Wakeup = attrs.field(factory=Wakeup)
+    queue_wakeup: Wakeup = attrs.field(factory=Wakeup)
+    health_wakeup: Wakeup = attrs.field(factory=Wakeup)
     monitor: object = None  # the HealthMonitor, for the API to read instance health from
+
+    def wake_reconciler(self) -> None:
+        """Something changed: plan again soon (many calls collapse into one pass)."""
+        self.reconcile_wakeup.set()
+
+    def wake_queue(self) -> None:
+        """A task was queued or finished: the executor looks at the queue again."""
+        self.queue_wakeup.set()
+
+    def wake_health(self) -> None:
+        """Instances came or went: the health monitor re-syncs what it watches."""
+        self.health_wakeup.set()
 
     @property
     def owner(self) -> str:

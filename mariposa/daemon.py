@@ -60,8 +60,8 @@ async def watch_driver_events(ctx: Context, driver: Driver) -> None:
     while True:
         try:
             async for _event in driver.events():
-                ctx.reconcile.set()
-                ctx.health.set()
+                ctx.wake_reconciler()
+                ctx.wake_health()
         except (DriverError, OSError) as exc:
             log.warning("runtime event stream lost; re-subscribing", driver=driver.compute_type, error=str(exc))
         except Exception as exc:  # httpx transport errors and the like
@@ -112,7 +112,7 @@ class Daemon:
             self.directory.request_rescan()
         self.config = attrs.evolve(new, state_dir=self.config.state_dir, socket=self.config.socket,
                                    manifest_dir=self.config.manifest_dir, docker_host=self.config.docker_host)
-        self.ctx.reconcile.set()
+        self.ctx.wake_reconciler()
         log.info("configuration reloaded", source=new.source or "defaults")
         systemd.notify("READY=1")
 

@@ -371,6 +371,3 @@ class Plan:
     def only_waiting(self) -> bool:
         return bool(self.steps) and all(isinstance(s, Wait) for s in self.steps)
 
-
-TASK_STATES = ("queued", "active", "completed", "failed", "terminated")
-TASK_KINDS = ("start", "stop", "scale", "reprovision", "converge", "delete")

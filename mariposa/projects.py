@@ -54,7 +54,7 @@ async def add(ctx: Context, name: str, text: str, filename: str, author: str, so
         lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
                                           images=images)
     )
-    ctx.queue.set()
+    ctx.wake_queue()
     return result
 
 
@@ -76,6 +76,6 @@ async def update(
             if_version=if_version, summary_prefix=summary_prefix,
         )
     )
-    ctx.queue.set()
-    ctx.reconcile.set()
+    ctx.wake_queue()
+    ctx.wake_reconciler()
     return version, current, tasks

@@ -130,7 +130,7 @@ async def reprovision(ctx: Context, project: ProjectRow, svc: ServiceRow, body: 
                                   kind="reprovision", params=params, author=author)
 
     task = await ctx.store.call(write)
-    ctx.queue.set()
+    ctx.wake_queue()
     return task
 
 

@@ -179,7 +179,7 @@ class ManifestDirectory:
             return
         if self.delete_removed:
             await self.ctx.store.call(lambda db: goal_store.mark_deleting(db, project, AUTHOR))
-            self.ctx.queue.set()
+            self.ctx.wake_queue()
             log.info("manifest file removed: project deleted", project=name, file=full)
         else:
             await self.ctx.store.call(_orphan, project.id, full)

@@ -179,7 +179,7 @@ def build_router(ctx: Context, executor: Executor) -> Router:
         p = await project(req.params["project"])
         projects.refuse_if_file_managed(p, "remove")
         task = await store.call(lambda db: goal_store.mark_deleting(db, p, req.author))
-        ctx.queue.set()
+        ctx.wake_queue()
         return {"tasks": _tasks_json([task])}
 
     @r.route("POST", "/v1/projects/{project}/{action}")
@@ -201,7 +201,7 @@ def build_router(ctx: Context, executor: Executor) -> Router:
             return {"changed": version is not None, "version": (version or current).to_json(), "tasks": _tasks_json(tasks)}
         desired = "running" if action == "start" else "stopped"
         tasks = await store.call(lambda db: goal_store.set_project_desired(db, p, desired, req.author))
-        ctx.queue.set()
+        ctx.wake_queue()
         return {"tasks": _tasks_json(tasks)}
 
     @r.route("GET", "/v1/projects/{project}/instances")
@@ -262,7 +262,7 @@ def build_router(ctx: Context, executor: Executor) -> Router:
             return {"changed": version is not None, "version": (version or current).to_json(), "tasks": _tasks_json(tasks)}
         else:
             raise BadRequest(f"unknown service action '{action}' (scale, start, stop, thaw, reprovision or revert)")
-        ctx.queue.set()
+        ctx.wake_queue()
         return {"tasks": _tasks_json([task])}
 
     @r.route("GET", "/v1/projects/{project}/services/{service}/versions")
@@ -317,7 +317,7 @@ def build_router(ctx: Context, executor: Executor) -> Router:
                                service=inst.service, instance=inst.id, author=req.author)
 
         await store.call(forget)
-        ctx.reconcile.set()
+        ctx.wake_reconciler()
         return {"removed": inst.id, "name": inst.name, "was": inst.state}
 
     # ---- queue and events ---------------------------------------------------------------------

@@ -46,7 +46,7 @@ class Reconciler:
                 await self.reconcile_once()
             except (DriverError, RuntimeUnavailable) as exc:
                 log.warning("reconcile pass skipped: runtime unavailable", error=str(exc))
-            await self.ctx.reconcile.wait(timeout=self.resync)
+            await self.ctx.reconcile_wakeup.wait(timeout=self.resync)
             await trio.sleep(self.debounce)  # let a burst of events collapse into one pass
 
     async def reconcile_once(self) -> list:
@@ -91,7 +91,7 @@ class Reconciler:
             for w in wanted:
                 log.info("drift found, task queued", project=w["project_name"], service=w["service"],
                          reason=w["params"]["reason"])
-            self.ctx.queue.set()
+            self.ctx.wake_queue()
         return wanted
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import AsyncIterator
 
 import attrs
@@ -105,6 +104,3 @@ class FakeDriver:
 
     async def aclose(self) -> None:
         return None
-
-    def snapshot_time(self) -> float:
-        return time.time()

@@ -122,7 +122,7 @@ class HealthMonitor:
                     await self.sync()
                 except DriverError as exc:
                     log.warning("health sync skipped: runtime unavailable", error=str(exc))
-                await self.ctx.health.wait(timeout=self.sync_interval)
+                await self.ctx.health_wakeup.wait(timeout=self.sync_interval)
 
     async def sync(self) -> None:
         """Watch exactly the running, in-service instances whose service has checks."""
@@ -199,4 +199,4 @@ class HealthMonitor:
             log.info("health changed", instance=inst.id[:12], service=inst.service, project=inst.project_name,
                      status=status, previous=previous, detail=detail)
         if status == "unhealthy":
-            self.ctx.reconcile.set()
+            self.ctx.wake_reconciler()

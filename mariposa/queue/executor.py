@@ -56,7 +56,7 @@ class Executor:
             task_status.started()
             while True:
                 await self._dispatch(nursery)
-                await self.ctx.queue.wait(timeout=2.0)
+                await self.ctx.queue_wakeup.wait(timeout=2.0)
 
     async def _dispatch(self, nursery: trio.Nursery) -> None:
         for task in await self.ctx.store.call(task_store.queued):
@@ -89,13 +89,13 @@ class Executor:
             state, message = "failed", f"internal error: {exc!r}"
         finally:
             self.running.pop(task.id, None)
-            self.ctx.queue.set()
+            self.ctx.wake_queue()
         with trio.CancelScope(shield=True):
             await self.ctx.store.call(self._finish, task, state, message, running.freeze)
         running.done.set()
         log.info("task finished", kind=task.kind, state=state, message=message)
-        self.ctx.reconcile.set()
-        self.ctx.health.set()
+        self.ctx.wake_reconciler()
+        self.ctx.wake_health()
 
     @staticmethod
     def _finish(db, task: TaskRow, state: str, message: str | None, freeze: bool) -> None:

@@ -88,10 +88,6 @@ class TaskRow:
     def target(self) -> str:
         return f"{self.project_name}.{self.service}" if self.service else self.project_name
 
-    @property
-    def open(self) -> bool:
-        return self.state in ("queued", "active")
-
     def to_json(self) -> dict:
         data = attrs.asdict(self)
         data["target"] = self.target

@@ -9,8 +9,6 @@ import sqlite_utils
 from mariposa.store.db import new_id, now
 from mariposa.store.rows import TaskRow, resolve, row_to
 
-OPEN = ("queued", "active")
-
 
 def enqueue(
     db: sqlite_utils.Database,
