@@ -24,19 +24,17 @@ from mariposa import config as configuration
 from mariposa import logs, systemd
 from mariposa.config import DaemonConfig
 from mariposa.context import Context
+from mariposa.control import Control, SocketPolicy
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.health.monitor import HealthMonitor
 from mariposa.queue.executor import Executor
+from mariposa.errors import StateDirLocked
 from mariposa.store.db import Store
 from mariposa.watch import ManifestDirectory
 
 log = structlog.get_logger()
-
-class StateDirLocked(Exception):
-    pass
-
 
 def lock_state_dir(state_dir: Path):
     """Two daemons must never share a store (or steal each other's socket)."""
@@ -181,6 +179,8 @@ async def run_daemon(
     reconciler = Reconciler(ctx, resync=config.resync)
     ctx.monitor = HealthMonitor(ctx)
     daemon = Daemon(config, ctx, reconciler, config_path, overrides)
+    policy = SocketPolicy(config.socket_gid())
+    control = Control(ctx, policy, executor)
     sock = bind_unix_socket(config.socket, config.socket_mode, config.socket_gid())
     try:
         async with trio.open_nursery() as nursery:
@@ -191,9 +191,9 @@ async def run_daemon(
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             if config.manifest_dir:
-                daemon.directory = ManifestDirectory(ctx, config.manifest_dir, config.rescan, config.delete_removed_projects)
+                daemon.directory = ManifestDirectory(ctx, control, config.manifest_dir, config.rescan, config.delete_removed_projects)
                 await nursery.start(daemon.directory.run)
-            await nursery.start(serve, build_router(ctx, executor), sock, access_policy(config))
+            await nursery.start(serve, build_router(control), sock, policy.admits)
             nursery.start_soon(systemd.watchdog)
             nursery.start_soon(daemon.status)
             systemd.notify("READY=1\nSTATUS=" + await summary(ctx))
@@ -221,29 +221,3 @@ def _raise_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
-
-
-def access_policy(config: DaemonConfig):
-    """Who may use the control socket: root, the daemon's own user, and the socket's group
-    (the file's mode already keeps everyone else out; this holds even if it were loosened)."""
-    gid = config.socket_gid()
-    me = os.getuid()
-
-    def allowed(peer) -> bool:
-        if peer is None or peer.uid in (0, me):
-            return True
-        if gid is None:
-            return False
-        return peer.gid == gid or gid in _supplementary_groups(peer.pid)
-
-    return allowed
-
-
-def _supplementary_groups(pid: int) -> set[int]:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                return {int(g) for g in line.split()[1:]}
-    except OSError:
-        pass
-    return set()

@@ -1,7 +1,36 @@
-"""Errors a user can act on. Each carries the HTTP status the API answers with and the CLI exit
-code that scripts can test, so both ends agree on what went wrong."""
+"""Errors a user can act on, and the one place every other exception is translated into them.
+
+Each ``MariposaError`` carries the HTTP status the API answers with and the CLI exit code that
+scripts can test, so both ends agree on what went wrong. The tree::
+
+    MariposaError (400, exit 1)       bad input: refused, nothing changed
+    ├── BadRequest
+    ├── InvalidManifest (422)          ← ManifestError (details: file, line, column, field)
+    ├── ConfigError (mariposa.config)
+    ├── Forbidden (403)                the caller may not do this
+    ├── NotFound (404, exit 4)         ← ImageNotFound
+    ├── Conflict (409, exit 5)
+    ├── StateDirLocked (409)           another daemon owns the state directory
+    ├── TaskFailed (409, exit 6)       a task could not reach its goal (or a waited-for one did not)
+    ├── DaemonUnreachable (503, exit 3) the CLI cannot reach the daemon
+    ├── RuntimeUnavailable (503, exit 7) ← drivers' DriverError / RuntimeUnavailable
+    ├── TimedOut (504, exit 1)         ← trio.TooSlowError
+    └── InternalError (500, exit 1)    ← anything else: a bug; the message carries an error id
+                                         that the daemon's log line carries too
+
+``translate`` is the boundary (after httpx's ``map_httpcore_exceptions``): the control layer
+passes every exception through it, so no traceback and no runtime's raw exception ever reaches
+a caller.
+"""
 
 from __future__ import annotations
+
+import uuid
+
+import structlog
+import trio
+
+log = structlog.get_logger()
 
 
 class MariposaError(Exception):
@@ -27,6 +56,11 @@ class InvalidManifest(MariposaError):
     kind = "invalid-manifest"
 
 
+class Forbidden(MariposaError):
+    status = 403
+    kind = "forbidden"
+
+
 class NotFound(MariposaError):
     status = 404
     exit_code = 4
@@ -39,4 +73,68 @@ class Conflict(MariposaError):
     kind = "conflict"
 
 
-ERROR_KINDS = {cls.kind: cls for cls in (BadRequest, InvalidManifest, NotFound, Conflict)}
+class StateDirLocked(MariposaError):
+    status = 409
+    kind = "state-dir-locked"
+
+
+class TaskFailed(MariposaError):
+    """The task cannot reach its goal; the message says why, for the user."""
+
+    status = 409
+    exit_code = 6
+    kind = "task-failed"
+
+
+class DaemonUnreachable(MariposaError):
+    status = 503
+    exit_code = 3
+    kind = "unreachable"
+
+
+class RuntimeUnavailable(MariposaError):
+    status = 503
+    exit_code = 7
+    kind = "runtime-unavailable"
+
+
+class TimedOut(MariposaError):
+    status = 504
+    kind = "timed-out"
+
+
+class InternalError(MariposaError):
+    status = 500
+    kind = "internal"
+
+
+ERROR_KINDS = {cls.kind: cls for cls in (
+    MariposaError, BadRequest, InvalidManifest, Forbidden, NotFound, Conflict, StateDirLocked, TaskFailed,
+    DaemonUnreachable, RuntimeUnavailable, TimedOut, InternalError,
+)}
+
+
+def translate(exc: BaseException, doing: str = "") -> MariposaError:
+    """The ``MariposaError`` for any exception. Unexpected ones are logged here, with their
+    traceback and an error id, and leave as an ``InternalError`` naming only that id: an
+    exception's text can hold anything (an environment value, a path), so it stays in the log."""
+    from mariposa.drivers.base import DriverError, ImageNotFound
+    from mariposa.manifest.errors import ManifestError
+
+    if isinstance(exc, MariposaError):
+        return exc
+    if isinstance(exc, ManifestError):
+        problems = [p.to_json() for p in exc.problems]
+        file = exc.problems[0].file if exc.problems else "<manifest>"
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        return InvalidManifest(f"{file}: {count} in the manifest; nothing was changed", details=problems)
+    if isinstance(exc, ImageNotFound):
+        return NotFound(str(exc))
+    if isinstance(exc, DriverError):  # the runtime refused, or does not answer at all
+        return RuntimeUnavailable(f"runtime unavailable: {exc}")
+    if isinstance(exc, trio.TooSlowError):
+        return TimedOut(f"{doing or 'the operation'} timed out")
+    error_id = uuid.uuid4().hex[:12]
+    log.error("unexpected error", error_id=error_id, doing=doing, error_type=type(exc).__name__, exc_info=exc)
+    return InternalError(f"internal error {error_id} ({type(exc).__name__}) while {doing or 'serving a request'}; "
+                         f"the daemon's log has the details under error_id={error_id}")

@@ -19,9 +19,14 @@ def notify(message: str) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # Non-blocking: this runs on the trio loop, and a receiver that stops reading (its queue
+        # holds only net.unix.max_dgram_qlen datagrams) must cost us a message, never the loop.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
             sock.sendto(message.encode(), address)
         return True
+    except BlockingIOError:
+        log.debug("sd_notify dropped: the receiver's queue is full", message=message.split("=", 1)[0])
+        return False
     except OSError as exc:
         log.warning("sd_notify failed", error=str(exc))
         return False

@@ -12,7 +12,6 @@ error is kept for ``mariposa project get`` and logged. Each content is applied o
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import time
@@ -21,20 +20,23 @@ import attrs
 import structlog
 import trio
 
-from mariposa import projects
+from typing import TYPE_CHECKING
+
 from mariposa.context import Context
+from mariposa.control.caller import WATCHER
 from mariposa.errors import MariposaError
 from mariposa.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, DirectoryWatch
-from mariposa.store import events as event_store
+from mariposa.store import files as file_store
 from mariposa.store import goal as goal_store
-from mariposa.store.db import now
+
+if TYPE_CHECKING:
+    from mariposa.control import Control
 
 log = structlog.get_logger()
 
 PROJECT_FILE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]{0,62})\.ya?ml$")
 QUIET = 0.3  # seconds without further events before a closed file is read
 SETTLE = 3.0  # the rescan only takes files unmodified for this long
-AUTHOR = "file"
 
 
 def project_name(filename: str) -> str | None:
@@ -48,7 +50,10 @@ def project_name(filename: str) -> str | None:
 
 @attrs.define
 class ManifestDirectory:
+    """Applies the directory's files through the control layer, as the caller ``WATCHER``."""
+
     ctx: Context
+    control: Control
     path: str
     rescan: float = 30.0
     delete_removed: bool = False
@@ -111,7 +116,7 @@ class ManifestDirectory:
             if settled:
                 await self.consider(entry)
         present = {entry for entry, _ in listing}
-        known = await self.ctx.store.call(_known_files, self.path)
+        known = await self.ctx.store.call(file_store.known, self.path)
         for full, state in known.items():
             if os.path.basename(full) not in present and state != "removed":
                 await self.consider(os.path.basename(full))
@@ -130,7 +135,7 @@ class ManifestDirectory:
             await self._record(full, name, "", "invalid", f"{full}: cannot read: {exc}", None)
             return
         digest = hashlib.sha256(text.encode()).hexdigest()
-        if await self.ctx.store.call(_already_seen, full, digest):
+        if await self.ctx.store.call(file_store.already_seen, full, digest):
             return
         try:
             await self._apply(name, full, text)
@@ -150,7 +155,7 @@ class ManifestDirectory:
         except MariposaError:
             project = None
         if project is None:
-            await projects.add(self.ctx, name, text, full, AUTHOR, source=full)
+            await self.control.projects.add(WATCHER, name, text, full, source=full)
             log.info("project created from file", project=name, file=full)
             return
         if project.source != full:
@@ -158,16 +163,16 @@ class ManifestDirectory:
             raise MariposaError(f"project '{name}' already exists and is managed through {origin}; "
                                 f"{full} is ignored (delete one or rename the file)")
         if project.source_state == "orphaned":
-            await self.ctx.store.call(_adopt_again, project.id)
-        version, _, _ = await projects.update(self.ctx, project, text, full, AUTHOR)
-        if version is not None:
-            log.info("project updated from file", project=name, file=full, version=version.seq)
+            await self.ctx.store.call(file_store.adopt_again, project.id)
+        result = await self.control.projects.update(WATCHER, project.id, text, full)
+        if result["changed"]:
+            log.info("project updated from file", project=name, file=full, version=result["version"]["seq"])
 
     async def _record(self, path: str, project: str, digest: str, state: str, error: str | None, details) -> None:
-        await self.ctx.store.call(_record_file, path, project, digest, state, error, details)
+        await self.ctx.store.call(file_store.record, path, project, digest, state, error, details)
 
     async def _removed(self, name: str, full: str) -> None:
-        known = await self.ctx.store.call(_known_files, self.path)
+        known = await self.ctx.store.call(file_store.known, self.path)
         if known.get(full) in (None, "removed"):
             return
         try:
@@ -178,11 +183,10 @@ class ManifestDirectory:
         if project is None or project.source != full:
             return
         if self.delete_removed:
-            await self.ctx.store.call(lambda db: goal_store.mark_deleting(db, project, AUTHOR))
-            self.ctx.wake_queue()
+            await self.control.projects.delete(WATCHER, project.id)
             log.info("manifest file removed: project deleted", project=name, file=full)
         else:
-            await self.ctx.store.call(_orphan, project.id, full)
+            await self.ctx.store.call(file_store.orphan, project.id, full)
             log.warning("manifest file removed: project kept, now orphaned from its file", project=name, file=full)
 
 
@@ -197,46 +201,3 @@ def _settled_files(directory: str, settle: float) -> list[tuple[str, bool]]:
         except FileNotFoundError:
             continue
     return found
-
-
-def _known_files(db, directory: str) -> dict[str, str]:
-    rows = db.query("SELECT path, state FROM manifest_files WHERE path LIKE ?", [directory.rstrip("/") + "/%"])
-    return {r["path"]: r["state"] for r in rows}
-
-
-def _already_seen(db, path: str, digest: str) -> bool:
-    row = list(db.query("SELECT hash, state FROM manifest_files WHERE path = ?", [path]))
-    return bool(row) and row[0]["hash"] == digest and row[0]["state"] != "removed"
-
-
-def _orphan(db, project_id: str, path: str) -> None:
-    db.execute("UPDATE projects SET source_state = 'orphaned' WHERE id = ?", [project_id])
-    event_store.record(db, "project.orphaned", f"{path} was removed; the project keeps running, orphaned from its file",
-                       project_id=project_id, author=AUTHOR)
-
-
-def _adopt_again(db, project_id: str) -> None:
-    db.execute("UPDATE projects SET source_state = NULL WHERE id = ?", [project_id])
-
-
-def _record_file(db, path: str, project: str, digest: str, state: str, error: str | None, details) -> None:
-    db.execute(
-        "INSERT INTO manifest_files (path, project, hash, state, error, details, seen) VALUES (?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(path) DO UPDATE SET project = excluded.project, hash = excluded.hash, state = excluded.state, "
-        "error = excluded.error, details = excluded.details, seen = excluded.seen",
-        [path, project, digest, state, error, json.dumps(details) if details else None, now()],
-    )
-    if state in ("invalid", "refused"):
-        row = list(db.query("SELECT id FROM projects WHERE name = ?", [project]))
-        event_store.record(db, "manifest.invalid", error or "invalid", project_id=row[0]["id"] if row else None,
-                           author=AUTHOR)
-
-
-def file_status(db, project: str) -> dict | None:
-    """What the watched directory last made of the file for ``project`` (for `project get`)."""
-    rows = list(db.query("SELECT * FROM manifest_files WHERE project = ? ORDER BY seen DESC LIMIT 1", [project]))
-    if not rows:
-        return None
-    row = dict(rows[0])
-    row["details"] = json.loads(row["details"]) if row["details"] else []
-    return row

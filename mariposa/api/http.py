@@ -22,20 +22,11 @@ import h11
 import structlog
 import trio
 
-from mariposa.errors import MariposaError
+from mariposa.control.caller import Caller
+from mariposa.errors import MariposaError, translate
 
 log = structlog.get_logger()
 MAX_BODY = 16 * 1024 * 1024
-
-
-@attrs.frozen
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-
-    def __str__(self) -> str:
-        return f"uid={self.uid}"
 
 
 @attrs.frozen
@@ -45,7 +36,7 @@ class Request:
     query: dict[str, str]
     body: bytes
     params: dict[str, str]
-    peer: Peer | None
+    caller: Caller
 
     def json(self) -> Any:
         if not self.body:
@@ -54,10 +45,6 @@ class Request:
             return json.loads(self.body)
         except ValueError as exc:
             raise MariposaError(f"request body is not JSON: {exc}") from None
-
-    @property
-    def author(self) -> str:
-        return str(self.peer) if self.peer else "unknown"
 
 
 @attrs.frozen
@@ -97,21 +84,25 @@ class Router:
             req = attrs.evolve(req, params={k: unquote(v) for k, v in m.groupdict().items()})
             try:
                 result = await handler(req)
-            except MariposaError as exc:
-                return Response(exc.status, exc.to_json())
+            except Exception as exc:
+                err = translate(exc, f"{req.method} {req.path}")
+                return Response(err.status, err.to_json())
             return result if isinstance(result, Response) else Response(200, result)
         if allowed:
             return Response(405, {"error": "method-not-allowed", "message": f"{req.method} not allowed on {req.path}"})
         return Response(404, {"error": "not-found", "message": f"no endpoint {req.path}"})
 
 
-def peer_credentials(sock: socket.socket) -> Peer | None:
+def peer_caller(sock: socket.socket) -> Caller:
+    """Who is at the other end, as the kernel says (``SO_PEERCRED``); blocking (it reads the
+    peer's supplementary groups from /proc). Without credentials the caller has no uid, and
+    every policy refuses it."""
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
-        return None
+        return Caller(transport="unix")
     pid, uid, gid = struct.unpack("3i", raw)
-    return Peer(pid, uid, gid)
+    return Caller.from_peer(pid, uid, gid)
 
 
 def _reason(status: int) -> bytes:
@@ -157,27 +148,31 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> tupl
             return request, bytes(body)
 
 
-async def serve_connection(router: Router, stream: trio.SocketStream, allowed=None) -> None:
-    peer = peer_credentials(stream.socket)
-    if allowed is not None and not allowed(peer):
-        log.warning("control socket: caller refused", uid=peer.uid if peer else None, gid=peer.gid if peer else None)
+Admits = Callable[[Caller], bool]
+
+
+async def serve_connection(router: Router, stream: trio.SocketStream, admits: Admits) -> None:
+    """A caller the policy would refuse everything is turned away before it says a word."""
+    caller = await trio.to_thread.run_sync(peer_caller, stream.socket)
+    if not admits(caller):
+        log.warning("control socket: caller refused", uid=caller.uid, gid=caller.gid)
         await stream.aclose()
         return
     conn = h11.Connection(h11.SERVER)
     try:
         while True:
-            got = await _read_request(conn, stream)
+            try:
+                got = await _read_request(conn, stream)
+            except MariposaError as exc:  # too large: answer, then hang up (the rest is unread)
+                await _send_json(conn, stream, Response(exc.status, exc.to_json()))
+                return
             if got is None:
                 return
             request, body = got
             target = urlsplit(request.target.decode())
             query = {k: v[-1] for k, v in parse_qs(target.query).items()}
-            req = Request(request.method.decode(), target.path, query, body, {}, peer)
-            try:
-                resp = await router.dispatch(req)
-            except Exception as exc:
-                log.exception("API handler crashed", path=req.path)
-                resp = Response(500, {"error": "internal", "message": f"internal error: {exc!r}"})
+            req = Request(request.method.decode(), target.path, query, body, {}, caller)
+            resp = await router.dispatch(req)
             if resp.stream is not None:
                 await _send_stream(conn, stream, resp)
                 return
@@ -185,7 +180,11 @@ async def serve_connection(router: Router, stream: trio.SocketStream, allowed=No
             if conn.our_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
-    except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+    except (h11.RemoteProtocolError, h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
+            ConnectionError):
+        return
+    except Exception as exc:  # a stream that failed mid-way: its headers are gone, so hang up
+        translate(exc, "streaming a response")
         return
     finally:
         await stream.aclose()
@@ -210,8 +209,8 @@ def bind_unix_socket(path: str, mode: int = 0o660, group: int | None = None) -> 
     return sock
 
 
-async def serve(router: Router, sock, allowed=None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(router: Router, sock, admits: Admits, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     listener = trio.SocketListener(sock)
     await trio.serve_listeners(
-        lambda stream: serve_connection(router, stream, allowed), [listener], task_status=task_status
+        lambda stream: serve_connection(router, stream, admits), [listener], task_status=task_status
     )

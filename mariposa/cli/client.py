@@ -9,19 +9,10 @@ from typing import Any
 import httpx
 
 from mariposa.config import DEFAULT_SOCKET
-from mariposa.errors import ERROR_KINDS, MariposaError
+from mariposa.errors import ERROR_KINDS, DaemonUnreachable, MariposaError
+from mariposa.errors import TaskFailed as TaskDidNotComplete
 
 TERMINAL_STATES = ("completed", "failed", "terminated")
-
-
-class DaemonUnreachable(MariposaError):
-    exit_code = 3
-    kind = "unreachable"
-
-
-class TaskDidNotComplete(MariposaError):
-    exit_code = 6
-    kind = "task-failed"
 
 
 def socket_path(explicit: str | None) -> str:

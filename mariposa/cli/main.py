@@ -102,7 +102,7 @@ def daemon(state: State, config_path, daemon_socket, **flags) -> None:
 
     from mariposa import config as configuration
     from mariposa import logs
-    from mariposa.daemon import StateDirLocked, run_daemon
+    from mariposa.daemon import run_daemon
 
     if daemon_socket or state.socket_given:
         flags["socket"] = daemon_socket or state.socket
@@ -111,8 +111,6 @@ def daemon(state: State, config_path, daemon_socket, **flags) -> None:
     logs.configure(config.log_format, config.log_level)
     try:
         trio.run(run_daemon, config, None, config_path, overrides)
-    except StateDirLocked as exc:
-        raise MariposaError(str(exc)) from None
     except KeyboardInterrupt:
         pass
 

@@ -18,6 +18,7 @@ from mariposa.converge import supervise
 from mariposa.converge.plan import plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
+from mariposa.errors import TaskFailed
 from mariposa.model import Create, CreateRequest, GiveUp, Instance, Plan, Remove, ServiceGoal, Start, Stop, Wait
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
@@ -32,10 +33,6 @@ MAX_ROUNDS = 100_000
 WAIT_SLICE = 1.0  # while backing off, look again this often: goals and instances change
 
 Progress = Callable[[dict], Awaitable[None]]
-
-
-class TaskFailed(Exception):
-    """The task cannot reach its goal; the message says why, for the user."""
 
 
 async def _service_instances(driver: Driver, project_id: str, service: str) -> list[Instance]:

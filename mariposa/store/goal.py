@@ -324,6 +324,18 @@ def note_replacement(db: sqlite_utils.Database, project_id: str, service: str, e
     )
 
 
+def reprovision_service(
+    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, keep_stale: bool, params: dict,
+    author: str | None = None,
+) -> TaskRow:
+    """Queue a reprovision. ``keep_stale``: instances of older versions that it does not select
+    stay (a canary); the service is thawed, since replacing is the operator's new goal."""
+    db.execute("UPDATE services SET keep_stale = ?, frozen = 0, frozen_reason = NULL WHERE id = ?",
+               [int(keep_stale), svc.id])
+    return tasks.enqueue(db, project_id=project.id, project_name=project.name, service=svc.name,
+                         kind="reprovision", params=params, author=author)
+
+
 def thaw_service(db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, author: str | None = None) -> TaskRow:
     events.record(db, "service.thaw", f"{svc.name} thawed", project_id=project.id, service=svc.name, author=author)
     return _thawed_task(db, project, svc, "converge", author)

@@ -1,16 +1,15 @@
 """Versions and deploy controls: reprovision, revert (of a project or one service), the
-version history and `project diff`. Every change still goes through `projects.update`, so a
+version history and `project diff`. Every change still goes through `manifests.update`, so a
 revert is a new immutable version like any other."""
 
 from __future__ import annotations
 
 import io
-import time
 
 from ruamel.yaml import YAML
 
-from mariposa import projects
 from mariposa.context import Context
+from mariposa.control import manifests
 from mariposa.converge.goals import with_images
 from mariposa.converge.simulate import simulate
 from mariposa.converge.supervise import merge
@@ -18,15 +17,13 @@ from mariposa.errors import BadRequest, NotFound
 from mariposa.model import ServiceGoal
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
-from mariposa.store import tasks as task_store
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow
 
 
-def rollout_params(body: dict) -> dict:
-    """``rolling`` (new instances at a time) and ``count``/``canary`` (how many to replace)."""
+def rollout_params(rolling: object = None, count: object = None) -> dict:
+    """``rolling`` (new instances at a time) and ``count`` (how many to replace: a canary)."""
     params = {}
-    for key, alias in (("rolling", None), ("count", "canary")):
-        value = body.get(key, body.get(alias) if alias else None)
+    for key, value in (("rolling", rolling), ("count", count)):
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -48,7 +45,7 @@ async def version(ctx: Context, project: ProjectRow | None, ref: str) -> Version
 async def revert_project(ctx: Context, project: ProjectRow, ref: str, author: str, params: dict):
     target = await version(ctx, project, ref)
     images = await ctx.store.call(goal_store.version_images, target.id)
-    return await projects.update(ctx, project, target.manifest, target.filename or "<revert>", author, params,
+    return await manifests.update(ctx, project, target.manifest, target.filename or "<revert>", author, params,
                                  images=images, summary_prefix=f"revert to version {target.seq}: ")
 
 
@@ -87,12 +84,12 @@ async def revert_service(ctx: Context, project: ProjectRow, service: str, ref: s
     image = section.get("image")
     if image in old_images:
         images[image] = old_images[image]
-    spec = projects.parse(ctx, out.getvalue(), "<revert>")
+    spec = manifests.parse(ctx, out.getvalue(), "<revert>")
     for svc in spec.services:  # any other image new to the manifest is resolved now
         if svc.image not in images:
-            images.update(await projects.resolve_images(ctx, spec))
+            images.update(await manifests.resolve_images(ctx, spec))
             break
-    return await projects.update(ctx, project, out.getvalue(), current.filename or "<revert>", author, params,
+    return await manifests.update(ctx, project, out.getvalue(), current.filename or "<revert>", author, params,
                                  images=images, summary_prefix=f"revert {service} to version {target.seq}: ")
 
 
@@ -108,42 +105,39 @@ async def service_versions(ctx: Context, project: ProjectRow, service: str) -> l
     return rows
 
 
-async def reprovision(ctx: Context, project: ProjectRow, svc: ServiceRow, body: dict, author: str) -> TaskRow:
-    params = rollout_params(body)
+async def reprovision(
+    ctx: Context, project: ProjectRow, svc: ServiceRow, author: str, *, version_ref: str | None = None,
+    image: str | None = None, instance: str | None = None, rolling: object = None, count: object = None,
+) -> TaskRow:
+    params: dict = rollout_params(rolling, count)
     params["explicit"] = True
-    if body.get("version"):
-        params["version"] = (await version(ctx, project, str(body["version"]))).id
-    for key in ("image", "instance"):
-        if body.get(key):
-            params[key] = str(body[key])
+    if version_ref:
+        params["version"] = (await version(ctx, project, str(version_ref))).id
+    for key, value in (("image", image), ("instance", instance)):
+        if value:
+            params[key] = str(value)
     filtered = any(k in params for k in ("version", "image", "instance"))
-
-    def write(db) -> TaskRow:
-        if "count" in params:
-            keep = 1
-        elif not filtered:
-            keep = 0  # the rest go too: nothing stays on an older version
-        else:
-            keep = svc.keep_stale
-        db.execute("UPDATE services SET keep_stale = ?, frozen = 0, frozen_reason = NULL WHERE id = ?", [keep, svc.id])
-        return task_store.enqueue(db, project_id=project.id, project_name=project.name, service=svc.name,
-                                  kind="reprovision", params=params, author=author)
-
-    task = await ctx.store.call(write)
+    if "count" in params:
+        keep = True
+    elif not filtered:
+        keep = False  # the rest go too: nothing stays on an older version
+    else:
+        keep = bool(svc.keep_stale)
+    task = await ctx.store.call(goal_store.reprovision_service, project, svc, keep, params, author)
     ctx.wake_queue()
     return task
 
 
 async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, params: dict) -> dict:
     """What `project update` with this manifest would do, from the same planner, changing nothing."""
-    parsed = projects.parse(ctx, text, filename)
-    images = await projects.resolve_images(ctx, parsed)
+    parsed = manifests.parse(ctx, text, filename)
+    images = await manifests.resolve_images(ctx, parsed)
     new = with_images(parsed, images)
     current = await ctx.store.call(goal_store.current_version, project)
     old = await ctx.goals.spec_of(current)
     rows = {s.name: s for s in await ctx.store.call(goal_store.list_services, project.id, True)}
     records = await ctx.store.call(instance_store.for_project, project.id)
-    now = time.time()
+    now = ctx.clock.now()
     actual = merge(await ctx.inventory(project.id), records, now)
     changes = dict(((s, c) for s, c in goal_store.describe_changes(old, new)))
     out = []

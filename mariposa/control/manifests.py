@@ -1,28 +1,31 @@
-"""Adding and updating projects: one path for the API and the watched directory, so a manifest
-dropped in /etc/mariposa/projects is checked and applied exactly like `mariposa project update`.
+"""The one path by which manifest text becomes a project version, for the control socket and
+the watched directory alike: a manifest dropped in /etc/mariposa/projects is checked and applied
+exactly like `mariposa project update`.
 """
 
 from __future__ import annotations
 
-import attrs
-
 from mariposa.context import Context
 from mariposa.converge.goals import with_images
 from mariposa.drivers.base import DriverError
-from mariposa.errors import Conflict, InvalidManifest
+from mariposa.errors import BadRequest, Conflict, translate
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.model import ProjectSpec
 from mariposa.store import goal as goal_store
 from mariposa.store.rows import ProjectRow, TaskRow, VersionRow
 
 
+def require_text(text: object) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("'manifest' (the manifest text) is required")
+    return text
+
+
 def parse(ctx: Context, text: str, filename: str) -> ProjectSpec:
     try:
         return parse_manifest(text, filename, packages=ctx.packages)
     except ManifestError as exc:
-        problems = [attrs.asdict(p) for p in exc.problems]
-        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        raise InvalidManifest(f"{filename}: {count} in the manifest; nothing was changed", details=problems) from None
+        raise translate(exc) from None
 
 
 def refuse_if_file_managed(project: ProjectRow, action: str) -> None:

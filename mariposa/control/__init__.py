@@ -1,0 +1,44 @@
+"""The control layer: every operation of Mariposa once, with no transport in it.
+
+Front ends (the control socket's HTTP routes, the watched manifest directory, later a TLS API
+and the dashboard) turn their input into plain arguments and a ``Caller`` and call one method
+here. Each method authorizes the caller first (``authorize``), returns plain data that has
+passed the one redaction point (``redact``), and lets every exception out as one
+``MariposaError`` with an HTTP status and a CLI exit code (``mariposa.errors.translate``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mariposa.control.authorize import AllowAll as AllowAll
+from mariposa.control.authorize import Policy as Policy
+from mariposa.control.authorize import SocketPolicy as SocketPolicy
+from mariposa.control.authorize import authorize as authorize
+from mariposa.control.caller import WATCHER as WATCHER
+from mariposa.control.caller import Caller as Caller
+from mariposa.control.events import Events
+from mariposa.control.instances import Instances
+from mariposa.control.projects import Projects
+from mariposa.control.queue import Queue
+from mariposa.control.redact import redact as redact
+from mariposa.control.services import Services
+from mariposa.control.system import System
+
+if TYPE_CHECKING:
+    from mariposa.context import Context
+    from mariposa.queue.executor import Executor
+
+
+class Control:
+    """All areas over one daemon context, under one authorization policy."""
+
+    def __init__(self, ctx: Context, policy: Policy, executor: Executor | None = None) -> None:
+        self.ctx = ctx
+        self.policy = policy
+        self.system = System(ctx, policy, executor)
+        self.projects = Projects(ctx, policy, executor)
+        self.services = Services(ctx, policy, executor)
+        self.instances = Instances(ctx, policy, executor)
+        self.queue = Queue(ctx, policy, executor)
+        self.events = Events(ctx, policy, executor)

@@ -1,0 +1,69 @@
+"""What every control method shares: authorize first, translate every exception once, redact
+what leaves. ``@operation`` does the three, so an area's method holds only its own logic.
+
+The model is supervisor's ``rpcinterface.py``: the whole control API as classes with no
+transport in them, raising errors with stable codes, tested without HTTP.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mariposa.control.authorize import Policy, authorize
+from mariposa.control.caller import Caller
+from mariposa.control.redact import redact, redact_stream
+from mariposa.errors import translate
+
+if TYPE_CHECKING:
+    from mariposa.context import Context
+    from mariposa.queue.executor import Executor
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class Area:
+    """One area of the control API (projects, services ...), sharing the daemon's context."""
+
+    def __init__(self, ctx: Context, policy: Policy, executor: Executor | None = None) -> None:
+        self.ctx = ctx
+        self.policy = policy
+        self.executor = executor
+
+
+def operation(action: str, target: str | None = None) -> Callable[[F], F]:
+    """Mark a control method: ``action`` names it for authorization (``project.update``);
+    ``target`` names the argument that says what it acts on (a project or instance ref)."""
+
+    def wrap(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        async def method(self: Area, caller: Caller, *args: Any, **kwargs: Any) -> Any:
+            what = None
+            if target is not None:
+                what = signature.bind(self, caller, *args, **kwargs).arguments.get(target)
+            authorize(self.policy, caller, action, None if what is None else str(what))
+            try:
+                result = await fn(self, caller, *args, **kwargs)
+            except Exception as exc:
+                raise translate(exc, action) from exc
+            if isinstance(result, AsyncIterator):
+                return _translated(redact_stream(result), action)
+            return redact(result)
+
+        method.action = action  # type: ignore[attr-defined]
+        return method  # type: ignore[return-value]
+
+    return wrap
+
+
+async def _translated(items: AsyncIterator[Any], action: str) -> AsyncIterator[Any]:
+    """A stream's later errors leave translated too (a follower outlives the call that made it)."""
+    try:
+        async for item in items:
+            yield item
+    except Exception as exc:
+        raise translate(exc, action) from exc

@@ -1,0 +1,58 @@
+"""Who is asking: the one value every control method receives, whatever the transport.
+
+Users and roles (a later issue) attach here; until then a caller is what the kernel says about
+the process at the other end of the unix socket (``SO_PEERCRED``), or the daemon itself acting
+for the manifest directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+from mariposa.store.files import AUTHOR
+
+
+@attrs.frozen
+class Caller:
+    transport: str  # "unix" (the control socket), "watch" (the manifest directory), "internal"
+    uid: int | None = None  # None: the kernel would not say (fails closed)
+    gid: int | None = None
+    groups: frozenset[int] = frozenset()  # supplementary groups, read when the caller connected
+    pid: int | None = None
+    name: str | None = None  # how the daemon's own callers sign the audit trail ("file")
+
+    @property
+    def author(self) -> str:
+        """What the audit trail records: ``uid=N`` for a peer, the name for the daemon itself."""
+        if self.name:
+            return self.name
+        return f"uid={self.uid}" if self.uid is not None else "unknown"
+
+    def __str__(self) -> str:
+        return self.author
+
+    @classmethod
+    def daemon(cls, name: str, transport: str = "internal") -> "Caller":
+        """The daemon acting on its own behalf (the watched directory, the reconciler)."""
+        return cls(transport=transport, uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), name=name)
+
+    @classmethod
+    def from_peer(cls, pid: int, uid: int, gid: int, transport: str = "unix") -> "Caller":
+        """Blocking (it reads /proc): call it from a worker thread."""
+        return cls(transport=transport, uid=uid, gid=gid, groups=supplementary_groups(pid), pid=pid)
+
+
+def supplementary_groups(pid: int) -> frozenset[int]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return frozenset(int(g) for g in line.split()[1:])
+    except (OSError, ValueError):
+        pass
+    return frozenset()
+
+
+WATCHER = Caller(transport="watch", name=AUTHOR)

@@ -1,0 +1,37 @@
+"""Single instances, whatever their service: look one up, remove one by hand."""
+
+from __future__ import annotations
+
+from mariposa.control import views
+from mariposa.control.base import Area, operation
+from mariposa.control.caller import Caller
+from mariposa.store import events as event_store
+from mariposa.store import instances as instance_store
+
+
+class Instances(Area):
+    @operation("instance.get", target="ref")
+    async def get(self, caller: Caller, ref: str) -> dict:
+        inst = await views.find_instance(self.ctx, ref)
+        record = await self.ctx.store.call(instance_store.get, inst.id)
+        data = views.instance_json(self.ctx, inst, record)
+        watched = self.ctx.monitor.get(inst.id) if self.ctx.monitor else None
+        data["checks"] = watched.to_json()["checks"] if watched else []
+        data["record"] = record
+        return data
+
+    @operation("instance.remove", target="ref")
+    async def remove(self, caller: Caller, ref: str) -> dict:
+        """Remove one instance now (a retired one, usually); the reconciler replaces it if its
+        service still wants it."""
+        inst = await views.find_instance(self.ctx, ref)
+        await self.ctx.driver_for(inst.compute_type).remove(inst)
+
+        def forget(db) -> None:
+            instance_store.forget(db, [inst.id])
+            event_store.record(db, "instance.rm", f"{inst.name} removed by the operator", project_id=inst.project_id,
+                               service=inst.service, instance=inst.id, author=caller.author)
+
+        await self.ctx.store.call(forget)
+        self.ctx.wake_reconciler()
+        return {"removed": inst.id, "name": inst.name, "was": inst.state}

@@ -1,0 +1,139 @@
+"""Projects: add, read, update, start, stop, revert, diff and delete, and their version history.
+
+Every change is validated before it touches the store, made in one transaction, then the queue
+is woken; nothing here waits for instances: long work is a task the caller can follow.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mariposa.control import manifests, rollouts, views
+from mariposa.control.base import Area, operation
+from mariposa.control.caller import Caller
+from mariposa.errors import BadRequest, NotFound
+from mariposa.store import goal as goal_store
+from mariposa.store.rows import ProjectRow, TaskRow
+from mariposa.store.files import file_status
+
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def tasks_json(tasks: list[TaskRow]) -> list[dict]:
+    return [t.to_json() for t in tasks]
+
+
+class Projects(Area):
+    async def row(self, ref: str) -> ProjectRow:
+        return await self.ctx.store.call(goal_store.get_project, ref)
+
+    def _refuse_if_file_managed(self, caller: Caller, project: ProjectRow, action: str) -> None:
+        # The manifest directory is the file's own channel; everyone else edits the file.
+        if caller.transport != "watch":
+            manifests.refuse_if_file_managed(project, action)
+
+    @operation("project.list")
+    async def list(self, caller: Caller) -> list[dict]:
+        store = self.ctx.store
+        insts = await self.ctx.inventory()
+        out = []
+        for p in await store.call(goal_store.list_projects):
+            mine = [i for i in insts if i.project_id == p.id]
+            services = await store.call(goal_store.list_services, p.id, False)
+            version = await store.call(goal_store.current_version, p)
+            out.append({**p.to_json(), "version": version.seq, "services": len(services),
+                        "running": sum(1 for i in mine if i.running), "instances": len(mine)})
+        return out
+
+    @operation("project.add", target="name")
+    async def add(self, caller: Caller, name: str, manifest: object, filename: str = "<manifest>",
+                  source: str = "api") -> dict:
+        if not PROJECT_NAME.match(name):
+            raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', "
+                             "starting with a letter or digit")
+        manifest = manifests.require_text(manifest)
+        p, tasks = await manifests.add(self.ctx, name, manifest, filename, caller.author, source=source)
+        return {"project": p.to_json(), "tasks": tasks_json(tasks)}
+
+    @operation("project.get", target="ref")
+    async def get(self, caller: Caller, ref: str) -> dict:
+        store = self.ctx.store
+        try:
+            p = await self.row(ref)
+        except NotFound as exc:
+            status = await store.call(file_status, ref)
+            if status and status["state"] in ("invalid", "refused"):
+                raise NotFound(f"{exc.message}: its file was not applied: {status['error']}",
+                               details=status["details"]) from None
+            raise
+        version = await store.call(goal_store.current_version, p)
+        return {**p.to_json(), "version": version.to_json(with_manifest=True), "services": await views.services(self.ctx, p),
+                "file": await store.call(file_status, p.name)}
+
+    @operation("project.update", target="ref")
+    async def update(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
+                     rolling: object = None, count: object = None, if_version: str | None = None) -> dict:
+        p = await self.row(ref)
+        self._refuse_if_file_managed(caller, p, "edit")
+        manifest = manifests.require_text(manifest)
+        params = rollouts.rollout_params(rolling, count)
+        version, current, tasks = await manifests.update(self.ctx, p, manifest, filename, caller.author, params,
+                                                         if_version=if_version)
+        return {"changed": version is not None, "version": version.to_json() if version else current.to_json(),
+                "previous": current.to_json(), "tasks": tasks_json(tasks)}
+
+    @operation("project.delete", target="ref")
+    async def delete(self, caller: Caller, ref: str) -> dict:
+        p = await self.row(ref)
+        self._refuse_if_file_managed(caller, p, "remove")
+        task = await self.ctx.store.call(goal_store.mark_deleting, p, caller.author)
+        self.ctx.wake_queue()
+        return {"tasks": tasks_json([task])}
+
+    async def _set_desired(self, caller: Caller, ref: str, desired: str) -> dict:
+        p = await self.row(ref)
+        tasks = await self.ctx.store.call(goal_store.set_project_desired, p, desired, caller.author)
+        self.ctx.wake_queue()
+        return {"tasks": tasks_json(tasks)}
+
+    @operation("project.start", target="ref")
+    async def start(self, caller: Caller, ref: str) -> dict:
+        return await self._set_desired(caller, ref, "running")
+
+    @operation("project.stop", target="ref")
+    async def stop(self, caller: Caller, ref: str) -> dict:
+        return await self._set_desired(caller, ref, "stopped")
+
+    @operation("project.revert", target="ref")
+    async def revert(self, caller: Caller, ref: str, version: str | None, *, rolling: object = None,
+                     count: object = None) -> dict:
+        p = await self.row(ref)
+        self._refuse_if_file_managed(caller, p, "revert by editing")
+        if not version:
+            raise BadRequest("'version' is required")
+        params = rollouts.rollout_params(rolling, count)
+        new, current, tasks = await rollouts.revert_project(self.ctx, p, str(version), caller.author, params)
+        return {"changed": new is not None, "version": (new or current).to_json(), "tasks": tasks_json(tasks)}
+
+    @operation("project.diff", target="ref")
+    async def diff(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
+                   rolling: object = None, count: object = None) -> dict:
+        p = await self.row(ref)
+        manifest = manifests.require_text(manifest)
+        return await rollouts.diff(self.ctx, p, manifest, filename, rollouts.rollout_params(rolling, count))
+
+    @operation("project.versions", target="ref")
+    async def versions(self, caller: Caller, ref: str) -> list[dict]:
+        p = await self.row(ref)
+        return [v.to_json() for v in await self.ctx.store.call(goal_store.list_versions, p.id)]
+
+    @operation("project.version", target="ref")
+    async def version(self, caller: Caller, ref: str | None, version: str) -> dict:
+        """A version by id or id prefix; by its number too when the project is given."""
+        p = await self.row(ref) if ref else None
+        return (await rollouts.version(self.ctx, p, version)).to_json(with_manifest=True)
+
+    @operation("project.instances", target="ref")
+    async def instances(self, caller: Caller, ref: str) -> list[dict]:
+        p = await self.row(ref)
+        return await views.instances(self.ctx, p.id)

@@ -1,0 +1,113 @@
+"""Services of a project: read them, scale, start, stop, thaw, reprovision and revert them,
+and their versions and health."""
+
+from __future__ import annotations
+
+import attrs
+
+from mariposa.control import rollouts, views
+from mariposa.control.base import Area, operation
+from mariposa.control.caller import Caller
+from mariposa.control.manifests import refuse_if_file_managed
+from mariposa.control.projects import tasks_json
+from mariposa.errors import BadRequest, Conflict
+from mariposa.store import goal as goal_store
+from mariposa.store.rows import ProjectRow, ServiceRow
+
+
+class Services(Area):
+    async def rows(self, project: str, service: str) -> tuple[ProjectRow, ServiceRow]:
+        p = await self.ctx.store.call(goal_store.get_project, project)
+        return p, await self.ctx.store.call(goal_store.get_service, p, service)
+
+    def _queued(self, *tasks) -> dict:
+        self.ctx.wake_queue()
+        return {"tasks": tasks_json(list(tasks))}
+
+    @operation("service.list", target="project")
+    async def list(self, caller: Caller, project: str) -> list[dict]:
+        return await views.services(self.ctx, await self.ctx.store.call(goal_store.get_project, project))
+
+    @operation("service.get", target="project")
+    async def get(self, caller: Caller, project: str, service: str) -> dict:
+        p, svc = await self.rows(project, service)
+        summary = next(s for s in await views.services(self.ctx, p) if s["id"] == svc.id)
+        version = await self.ctx.store.call(goal_store.current_version, p)
+        spec = (await self.ctx.goals.spec_of(version)).service(svc.name)
+        return {**summary, "project": p.name, "version": version.seq,
+                "spec": attrs.asdict(spec) if spec else None, "spec_hash": spec.spec_hash if spec else None}
+
+    @operation("service.instances", target="project")
+    async def instances(self, caller: Caller, project: str, service: str) -> list[dict]:
+        p, svc = await self.rows(project, service)
+        return await views.instances(self.ctx, p.id, svc.name)
+
+    @operation("service.scale", target="project")
+    async def scale(self, caller: Caller, project: str, service: str, amount: object) -> dict:
+        if amount is None:
+            raise BadRequest("'scale' is required: a number, or +N / -N")
+        p, svc = await self.rows(project, service)
+        return self._queued(await self.ctx.store.call(goal_store.scale_service, p, svc, str(amount), caller.author))
+
+    @operation("service.start", target="project")
+    async def start(self, caller: Caller, project: str, service: str) -> dict:
+        p, svc = await self.rows(project, service)
+        running = [i for i in await self.ctx.inventory(p.id) if i.service == svc.name and i.running]
+        if svc.desired == "running" and running:
+            raise Conflict(f"service {svc.name} is already running ({len(running)} instances)")
+        return self._queued(await self.ctx.store.call(goal_store.set_service_desired, p, svc, "running", caller.author))
+
+    @operation("service.stop", target="project")
+    async def stop(self, caller: Caller, project: str, service: str) -> dict:
+        p, svc = await self.rows(project, service)
+        return self._queued(await self.ctx.store.call(goal_store.set_service_desired, p, svc, "stopped", caller.author))
+
+    @operation("service.thaw", target="project")
+    async def thaw(self, caller: Caller, project: str, service: str) -> dict:
+        p, svc = await self.rows(project, service)
+        return self._queued(await self.ctx.store.call(goal_store.thaw_service, p, svc, caller.author))
+
+    @operation("service.reprovision", target="project")
+    async def reprovision(self, caller: Caller, project: str, service: str, *, version: str | None = None,
+                          image: str | None = None, instance: str | None = None, rolling: object = None,
+                          count: object = None) -> dict:
+        p, svc = await self.rows(project, service)
+        return self._queued(await rollouts.reprovision(
+            self.ctx, p, svc, caller.author, version_ref=version, image=image, instance=instance, rolling=rolling,
+            count=count))
+
+    @operation("service.revert", target="project")
+    async def revert(self, caller: Caller, project: str, service: str, version: str | None, *,
+                     rolling: object = None, count: object = None) -> dict:
+        p, svc = await self.rows(project, service)
+        refuse_if_file_managed(p, "revert by editing")
+        if not version:
+            raise BadRequest("'version' is required")
+        params = rollouts.rollout_params(rolling, count)
+        new, current, tasks = await rollouts.revert_service(self.ctx, p, svc.name, str(version), caller.author, params)
+        return {"changed": new is not None, "version": (new or current).to_json(), "tasks": tasks_json(tasks)}
+
+    @operation("service.versions", target="project")
+    async def versions(self, caller: Caller, project: str, service: str) -> list[dict]:
+        p, svc = await self.rows(project, service)
+        return await rollouts.service_versions(self.ctx, p, svc.name)
+
+    @operation("service.version", target="project")
+    async def version(self, caller: Caller, project: str, service: str, version: str) -> dict:
+        p, svc = await self.rows(project, service)
+        v = await rollouts.version(self.ctx, p, version)
+        return {"version": v.seq, "id": v.id, "service": svc.name, "manifest": rollouts.service_slice(v.manifest, svc.name)}
+
+    @operation("service.health", target="project")
+    async def health(self, caller: Caller, project: str, service: str) -> list[dict]:
+        p, svc = await self.rows(project, service)
+        out = []
+        for data in await views.instances(self.ctx, p.id, svc.name):
+            watched = self.ctx.monitor.get(data["id"]) if self.ctx.monitor else None
+            if watched:
+                out.append(watched.to_json())
+            elif data["state"] == "running" and not data["retired"]:
+                out.append({"instance": data["id"], "name": data["name"], "service": svc.name,
+                            "status": data["health"] or "no checks", "detail": data["health_detail"] or "-",
+                            "since": None, "checks": []})
+        return out

@@ -1,0 +1,181 @@
+"""The thin HTTP layer: the route table maps each (method, path) to one control method with the
+right arguments, and every error leaves with its status. No control logic runs here."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import h11
+import pytest
+import trio
+
+from mariposa.api.http import Request, Response, serve_connection
+from mariposa.api.routes import build_router
+from mariposa.control import Caller
+from mariposa.errors import Forbidden, InvalidManifest, NotFound, RuntimeUnavailable
+
+ME = Caller(transport="unix", uid=0, gid=0, pid=1)
+
+
+class Recorder:
+    """Stands in for the control layer: each area method records its call and returns it."""
+
+    def __init__(self, area: str, calls: list, fail: Exception | None = None):
+        self.area, self.calls, self.fail = area, calls, fail
+
+    def __getattr__(self, name: str):
+        async def method(caller, *args, **kwargs):
+            self.calls.append((f"{self.area}.{name}", caller, args, kwargs))
+            if self.fail is not None:
+                raise self.fail
+            if name == "follow":
+                async def events():
+                    yield {"id": 1}
+                return events()
+            return {"called": f"{self.area}.{name}"}
+
+        return method
+
+
+class FakeControl:
+    def __init__(self, fail: Exception | None = None):
+        self.calls: list = []
+        for area in ("system", "projects", "services", "instances", "queue", "events"):
+            setattr(self, area, Recorder(area, self.calls, fail))
+
+
+def request(method: str, path: str, body: dict | None = None, query: dict | None = None) -> Request:
+    return Request(method, path, query or {}, json.dumps(body).encode() if body is not None else b"", {}, ME)
+
+
+MANIFEST = {"manifest": "services: {}", "filename": "x.yaml"}
+CASES = [
+    ("GET", "/v1/ping", None, None, "system.ping", (), {}),
+    ("GET", "/v1/projects", None, None, "projects.list", (), {}),
+    ("POST", "/v1/projects", {"name": "p", **MANIFEST}, None, "projects.add", ("p", "services: {}", "x.yaml"), {}),
+    ("GET", "/v1/projects/p", None, None, "projects.get", ("p",), {}),
+    ("PUT", "/v1/projects/p", {**MANIFEST, "rolling": 2, "canary": 1, "if_version": "abc"}, None, "projects.update",
+     ("p", "services: {}", "x.yaml"), {"rolling": 2, "count": 1, "if_version": "abc"}),
+    ("DELETE", "/v1/projects/p", None, None, "projects.delete", ("p",), {}),
+    ("GET", "/v1/projects/p/versions", None, None, "projects.versions", ("p",), {}),
+    ("GET", "/v1/projects/p/versions/3", None, None, "projects.version", ("p", "3"), {}),
+    ("GET", "/v1/versions/abcd", None, None, "projects.version", (None, "abcd"), {}),
+    ("GET", "/v1/projects/p/instances", None, None, "projects.instances", ("p",), {}),
+    ("POST", "/v1/projects/p/start", None, None, "projects.start", ("p",), {}),
+    ("POST", "/v1/projects/p/stop", None, None, "projects.stop", ("p",), {}),
+    ("POST", "/v1/projects/p/revert", {"version": 2}, None, "projects.revert", ("p", 2), {"rolling": None, "count": None}),
+    ("POST", "/v1/projects/p/diff", MANIFEST, None, "projects.diff", ("p", "services: {}", "x.yaml"),
+     {"rolling": None, "count": None}),
+    ("GET", "/v1/projects/p/services", None, None, "services.list", ("p",), {}),
+    ("GET", "/v1/projects/p/services/web", None, None, "services.get", ("p", "web"), {}),
+    ("GET", "/v1/projects/p/services/web/instances", None, None, "services.instances", ("p", "web"), {}),
+    ("GET", "/v1/projects/p/services/web/versions", None, None, "services.versions", ("p", "web"), {}),
+    ("GET", "/v1/projects/p/services/web/versions/2", None, None, "services.version", ("p", "web", "2"), {}),
+    ("GET", "/v1/projects/p/services/web/health", None, None, "services.health", ("p", "web"), {}),
+    ("POST", "/v1/projects/p/services/web/scale", {"scale": "+1"}, None, "services.scale", ("p", "web", "+1"), {}),
+    ("POST", "/v1/projects/p/services/web/start", None, None, "services.start", ("p", "web"), {}),
+    ("POST", "/v1/projects/p/services/web/stop", None, None, "services.stop", ("p", "web"), {}),
+    ("POST", "/v1/projects/p/services/web/thaw", None, None, "services.thaw", ("p", "web"), {}),
+    ("POST", "/v1/projects/p/services/web/reprovision", {"version": "2", "count": 1}, None, "services.reprovision",
+     ("p", "web"), {"version": "2", "image": None, "instance": None, "rolling": None, "count": 1}),
+    ("POST", "/v1/projects/p/services/web/revert", {"version": "1", "rolling": 3}, None, "services.revert",
+     ("p", "web", "1"), {"rolling": 3, "count": None}),
+    ("GET", "/v1/instances/abcd", None, None, "instances.get", ("abcd",), {}),
+    ("DELETE", "/v1/instances/abcd", None, None, "instances.remove", ("abcd",), {}),
+    ("GET", "/v1/queue", None, {"project": "p", "state": "queued,active", "limit": "5"}, "queue.list",
+     ("p", ("queued", "active"), 5), {}),
+    ("GET", "/v1/queue/t1", None, None, "queue.get", ("t1",), {}),
+    ("DELETE", "/v1/queue/t1", None, {"project": "p"}, "queue.stop", ("t1", "p"), {}),
+    ("GET", "/v1/events", None, {"project": "p", "type": "service,task", "since": "7"}, "events.list", (),
+     {"project": "p", "service": None, "types": ("service", "task"), "since": 7}),
+]
+
+
+@pytest.mark.parametrize("method,path,body,query,called,args,kwargs", CASES, ids=[f"{c[0]} {c[1]}" for c in CASES])
+async def test_each_route_is_one_control_call(method, path, body, query, called, args, kwargs):
+    control = FakeControl()
+    resp = await build_router(control).dispatch(request(method, path, body, query))
+    assert resp.status == 200 and resp.body == {"called": called}
+    [(name, caller, got_args, got_kwargs)] = control.calls
+    assert (name, caller, got_args, got_kwargs) == (called, ME, args, kwargs)
+
+
+async def test_every_route_is_covered_by_the_table_test():
+    routes = build_router(FakeControl()).routes
+    hit = {next(i for i, (m, regex, _) in enumerate(routes) if m == c[0] and regex.match(c[1])) for c in CASES}
+    untested = [f"{m} {regex.pattern}" for i, (m, regex, _) in enumerate(routes) if i not in hit]
+    assert untested == ["POST ^/v1/projects/(?P<project>[^/]+)/(?P<action>[^/]+)$",
+                        "POST ^/v1/projects/(?P<project>[^/]+)/services/(?P<service>[^/]+)/(?P<action>[^/]+)$"]
+
+
+async def test_events_follow_streams_ndjson():
+    control = FakeControl()
+    resp = await build_router(control).dispatch(request("GET", "/v1/events", query={"follow": "1"}))
+    assert isinstance(resp, Response) and resp.stream is not None
+    assert [chunk async for chunk in resp.stream] == [b'{"id": 1}\n']
+    assert control.calls[0][0] == "events.follow"
+
+
+@pytest.mark.parametrize("error,status,kind", [
+    (NotFound("no project 'x'"), 404, "not-found"),
+    (Forbidden("uid=5 may not project.add"), 403, "forbidden"),
+    (InvalidManifest("x.yaml: 1 problem", details=[{"line": 1}]), 422, "invalid-manifest"),
+    (RuntimeUnavailable("runtime unavailable: docker down"), 503, "runtime-unavailable"),
+    (ValueError("a bug with a secret in it"), 500, "internal"),
+])
+async def test_errors_leave_with_their_status(error, status, kind):
+    resp = await build_router(FakeControl(fail=error)).dispatch(request("GET", "/v1/projects"))
+    assert resp.status == status and resp.body["error"] == kind
+    if status == 500:
+        assert "secret" not in resp.body["message"] and "error_id=" in resp.body["message"]
+
+
+@pytest.mark.parametrize("method,path,body,query,status,message", [
+    ("GET", "/v1/nothing", None, None, 404, "no endpoint /v1/nothing"),
+    ("PATCH", "/v1/projects", None, None, 405, "PATCH not allowed"),
+    ("POST", "/v1/projects/p/explode", None, None, 400, "unknown project action 'explode'"),
+    ("POST", "/v1/projects/p/services/web/explode", None, None, 400, "unknown service action 'explode'"),
+    ("GET", "/v1/queue", None, {"limit": "lots"}, 400, "'limit' must be a whole number"),
+])
+async def test_bad_requests_never_reach_the_control_layer(method, path, body, query, status, message):
+    control = FakeControl()
+    resp = await build_router(control).dispatch(request(method, path, body, query))
+    assert resp.status == status and message in resp.body["message"]
+    assert control.calls == []
+
+
+async def test_a_body_that_is_not_json_is_refused():
+    control = FakeControl()
+    req = Request("POST", "/v1/projects", {}, b"{nope", {}, ME)
+    resp = await build_router(control).dispatch(req)
+    assert resp.status == 400 and "not JSON" in resp.body["message"] and control.calls == []
+
+
+async def _exchange(admits) -> bytes:
+    """One request over a real unix socket pair, through the connection handler."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    server, client = trio.SocketStream(trio.socket.from_stdlib_socket(a)), trio.socket.from_stdlib_socket(b)
+    seen = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_connection, build_router(FakeControl()), server, lambda c: seen.append(c) or admits(c))
+        conn = h11.Connection(h11.CLIENT)
+        data = b""
+        try:
+            await client.send(conn.send(h11.Request(method="GET", target="/v1/ping",
+                                                    headers=[("host", "m"), ("connection", "close")])))
+            await client.send(conn.send(h11.EndOfMessage()))
+            while chunk := await client.recv(65536):
+                data += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # hung up on us
+    client.close()
+    [caller] = seen
+    assert (caller.uid, caller.pid, caller.transport) == (os.getuid(), os.getpid(), "unix")  # the kernel's word
+    return data
+
+
+async def test_the_connection_gate_uses_peer_credentials():
+    assert (await _exchange(lambda c: True)).startswith(b"HTTP/1.1 200")
+    assert await _exchange(lambda c: False) == b""  # refused: hung up without a word
