@@ -207,3 +207,43 @@ def test_redact_hides_environment_values_wherever_they_are():
 
 def test_the_package_says_what_the_rest_may_use():
     assert {"Control", "Caller", "SocketPolicy", "authorize", "redact", "WATCHER"} <= set(dir(control_pkg))
+
+
+def running(core: Core, service: str) -> list:
+    return [i for i in core.driver.instances.values() if i.running and i.service == service]
+
+
+async def test_update_canary_reprovision_and_revert(core: Core):
+    c = core.control
+    await core.settle(await c.projects.add(ROOT, "p", MANIFEST))
+    backend = {i.id for i in running(core, "backend")}
+    v2_text = MANIFEST.replace("httpd -f -p 80", "httpd -f -p 81")
+
+    preview = await c.projects.diff(ROOT, "p", v2_text)
+    web = next(s for s in preview["services"] if s["service"] == "web")
+    assert preview["new_version"] and web["change"] == "changed" and web["replace"] == 2
+    assert [v["seq"] for v in await c.projects.versions(ROOT, "p")] == [1]  # a diff changes nothing
+
+    canary = await c.projects.update(ROOT, "p", v2_text, count=1)
+    await core.settle(canary)
+    v2 = canary["version"]
+    assert sorted(i.version_id == v2["id"] for i in running(core, "web")) == [False, True]
+    assert {i.id for i in running(core, "backend")} == backend  # unchanged services are left alone
+
+    [task] = await core.settle(await c.services.reprovision(ROOT, "p", "web"))
+    assert task["state"] == "completed" and all(i.version_id == v2["id"] for i in running(core, "web"))
+
+    history = await c.services.versions(ROOT, "p", "web")
+    assert [(h["version"], h["changed"]) for h in history] == [(2, True), (1, True)]
+    assert "httpd -f -p 80" in (await c.services.version(ROOT, "p", "web", "1"))["manifest"]
+    assert (await c.projects.version(ROOT, None, v2["id"][:10]))["seq"] == 2
+
+    reverted = await c.services.revert(ROOT, "p", "web", "1")
+    await core.settle(reverted)
+    assert reverted["changed"] and reverted["version"]["seq"] == 3
+    assert "revert web to version 1" in reverted["version"]["summary"]
+    assert len(running(core, "web")) == 2 and all(i.version_id == reverted["version"]["id"] for i in running(core, "web"))
+    with pytest.raises(NotFound, match="no version 9"):
+        await c.projects.revert(ROOT, "p", "9")
+    with pytest.raises(Conflict, match="if-version|version"):
+        await c.projects.update(ROOT, "p", MANIFEST, if_version=v2["id"])
