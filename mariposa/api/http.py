@@ -3,94 +3,59 @@
 We keep the server in our hands (rather than an ASGI stack) because the control API needs the
 caller's uid/gid from the unix socket's peer credentials, which ASGI servers do not pass through,
 and because it keeps the daemon to one event loop and one nursery.
+
+A daemon that keeps other services alive must not be knocked over by its own clients, so every
+connection is bounded: a body size, a time to send a whole request, an idle time between
+requests on a kept-alive connection, and a cap on connections at once. A connection that breaks
+any of them is answered (when it can still be) and closed; no client's mistake ever leaves
+``serve_connection``, so none can end the server's nursery.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from http import HTTPStatus
-import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from collections.abc import Callable
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import h11
 import structlog
 import trio
 
+from mariposa.api.router import Request as Request
+from mariposa.api.router import Response as Response
+from mariposa.api.router import Router as Router
 from mariposa.control.caller import Caller
-from mariposa.errors import MariposaError, translate
+from mariposa.errors import BadRequest, MariposaError, translate
 
 log = structlog.get_logger()
-MAX_BODY = 16 * 1024 * 1024
+
+Admits = Callable[[Caller], bool]
+BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+class PayloadTooLarge(MariposaError):
+    status = 413
+    kind = "too-large"
+
+
+class RequestTimeout(MariposaError):
+    status = 408
+    kind = "timed-out"
 
 
 @attrs.frozen
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    body: bytes
-    params: dict[str, str]
-    caller: Caller
-
-    def json(self) -> Any:
-        if not self.body:
-            return {}
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:
-            raise MariposaError(f"request body is not JSON: {exc}") from None
-
-
-@attrs.frozen
-class Response:
-    status: int = 200
-    body: Any = None
-    stream: AsyncIterator[bytes] | None = None  # newline-delimited JSON, for --follow
-
-
-Handler = Callable[[Request], Awaitable[Response | dict | list]]
-
-
-class Router:
-    def __init__(self) -> None:
-        self.routes: list[tuple[str, re.Pattern, Handler]] = []
-
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-        self.routes.append((method, re.compile(f"^{regex}$"), handler))
-
-    def route(self, method: str, pattern: str):
-        def wrap(fn: Handler) -> Handler:
-            self.add(method, pattern, fn)
-            return fn
-
-        return wrap
-
-    async def dispatch(self, req: Request) -> Response:
-        allowed = False
-        for method, regex, handler in self.routes:
-            m = regex.match(req.path)
-            if not m:
-                continue
-            allowed = True
-            if method != req.method:
-                continue
-            req = attrs.evolve(req, params={k: unquote(v) for k, v in m.groupdict().items()})
-            try:
-                result = await handler(req)
-            except Exception as exc:
-                err = translate(exc, f"{req.method} {req.path}")
-                return Response(err.status, err.to_json())
-            return result if isinstance(result, Response) else Response(200, result)
-        if allowed:
-            return Response(405, {"error": "method-not-allowed", "message": f"{req.method} not allowed on {req.path}"})
-        return Response(404, {"error": "not-found", "message": f"no endpoint {req.path}"})
+class Limits:
+    max_body: int = 16 * 1024 * 1024
+    request_timeout: float = 30.0  # from the first byte of a request to its end
+    idle_timeout: float = 60.0  # a kept-alive connection waiting for its next request
+    max_connections: int = 1024
 
 
 def peer_caller(sock: socket.socket) -> Caller:
@@ -112,82 +77,123 @@ def _reason(status: int) -> bytes:
         return b""
 
 
-async def _send_json(conn: h11.Connection, stream: trio.SocketStream, resp: Response) -> None:
-    body = json.dumps(resp.body, default=str).encode()
-    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-    await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))))
-    await stream.send_all(conn.send(h11.Data(data=body)))
-    await stream.send_all(conn.send(h11.EndOfMessage()))
+def _error(exc: MariposaError) -> Response:
+    return Response(exc.status, exc.to_json())
 
 
-async def _send_stream(conn: h11.Connection, stream: trio.SocketStream, resp: Response) -> None:
-    headers = [("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]
-    await stream.send_all(conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))))
-    async for chunk in resp.stream:
-        await stream.send_all(conn.send(h11.Data(data=chunk)))
-    await stream.send_all(conn.send(h11.EndOfMessage()))
+class Connection:
+    """One client connection: h11 in, the router, h11 out, within the limits."""
 
+    def __init__(self, router: Router, stream: trio.SocketStream, caller: Caller, limits: Limits):
+        self.router, self.stream, self.caller, self.limits = router, stream, caller, limits
+        self.conn = h11.Connection(h11.SERVER)
 
-async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request, bytes] | None:
-    request, body = None, bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(65536)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.ConnectionClosed):
-            return None
-        if isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_BODY:
-                raise MariposaError("request body too large")
-        elif isinstance(event, h11.EndOfMessage):
-            return request, bytes(body)
+    async def send(self, resp: Response, head_only: bool = False) -> None:
+        body = b"" if resp.stream is not None else json.dumps(resp.body, default=str, allow_nan=False).encode()
+        if resp.stream is not None:
+            headers = [("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]
+        else:
+            headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        await self.stream.send_all(self.conn.send(h11.Response(status_code=resp.status, headers=headers,
+                                                               reason=_reason(resp.status))))
+        if not head_only:
+            if resp.stream is not None:
+                async for chunk in resp.stream:
+                    await self.stream.send_all(self.conn.send(h11.Data(data=chunk)))
+            elif body:
+                await self.stream.send_all(self.conn.send(h11.Data(data=body)))
+        await self.stream.send_all(self.conn.send(h11.EndOfMessage()))
 
+    async def next_request(self) -> tuple[h11.Request, bytes] | None:
+        """The next whole request; None when the client is done, or idle for too long."""
+        request, body = None, bytearray()
+        deadline = trio.current_time() + self.limits.idle_timeout
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                with trio.move_on_at(deadline):
+                    data = await self.stream.receive_some(65536)
+                    self.conn.receive_data(data)
+                    continue
+                if request is None:
+                    return None  # idle (or never finished its headers): hang up quietly
+                raise RequestTimeout(f"the request was not complete within {self.limits.request_timeout:g}s")
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            if isinstance(event, h11.Request):
+                request = event
+                deadline = trio.current_time() + self.limits.request_timeout
+                length = dict(event.headers).get(b"content-length")
+                if length is not None and length.isdigit() and int(length) > self.limits.max_body:
+                    raise self._too_large()
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.limits.max_body:
+                    raise self._too_large()
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                return request, bytes(body)
 
-Admits = Callable[[Caller], bool]
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body too large: the limit is {self.limits.max_body // (1024 * 1024)} MiB")
 
+    def request_of(self, request: h11.Request, body: bytes) -> Request:
+        try:
+            target = urlsplit(request.target.decode("ascii"))
+            query = {k: v[-1] for k, v in parse_qs(target.query).items()}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"bad request target: {exc}") from None
+        return Request(request.method.decode("ascii"), target.path, query, body, {}, self.caller)
 
-async def serve_connection(router: Router, stream: trio.SocketStream, admits: Admits) -> None:
-    """A caller the policy would refuse everything is turned away before it says a word."""
-    caller = await trio.to_thread.run_sync(peer_caller, stream.socket)
-    if not admits(caller):
-        log.warning("control socket: caller refused", uid=caller.uid, gid=caller.gid)
-        await stream.aclose()
-        return
-    conn = h11.Connection(h11.SERVER)
-    try:
+    async def serve(self) -> None:
         while True:
             try:
-                got = await _read_request(conn, stream)
-            except MariposaError as exc:  # too large: answer, then hang up (the rest is unread)
-                await _send_json(conn, stream, Response(exc.status, exc.to_json()))
+                got = await self.next_request()
+            except MariposaError as exc:  # too large or too slow: answer, then hang up (the rest is unread)
+                if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    await self.send(_error(exc))
                 return
             if got is None:
                 return
             request, body = got
-            target = urlsplit(request.target.decode())
-            query = {k: v[-1] for k, v in parse_qs(target.query).items()}
-            req = Request(request.method.decode(), target.path, query, body, {}, caller)
-            resp = await router.dispatch(req)
-            if resp.stream is not None:
-                await _send_stream(conn, stream, resp)
+            head_only = request.method == b"HEAD"
+            try:
+                resp = await self.router.dispatch(self.request_of(request, body))
+            except MariposaError as exc:
+                resp = _error(exc)
+            await self.send(resp, head_only)
+            if resp.stream is not None or self.conn.our_state is h11.MUST_CLOSE:
                 return
-            await _send_json(conn, stream, resp)
-            if conn.our_state is h11.MUST_CLOSE:
-                return
-            conn.start_next_cycle()
-    except (h11.RemoteProtocolError, h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
-            ConnectionError):
+            self.conn.start_next_cycle()
+
+
+async def serve_connection(router: Router, stream: trio.SocketStream, admits: Admits,
+                           limits: Limits = Limits()) -> None:
+    """A caller the policy refuses everything is told so, and nothing else."""
+    try:
+        caller = await trio.to_thread.run_sync(peer_caller, stream.socket)
+        connection = Connection(router, stream, caller, limits)
+        if not admits(caller):
+            log.warning("control socket: caller refused", uid=caller.uid, gid=caller.gid)
+            with trio.move_on_after(1):
+                await connection.send(_error(_refused(caller)))
+            return
+        await connection.serve()
+    except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         return
     except Exception as exc:  # a stream that failed mid-way: its headers are gone, so hang up
-        translate(exc, "streaming a response")
-        return
+        translate(exc, "serving a connection")
     finally:
-        await stream.aclose()
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+def _refused(caller: Caller) -> MariposaError:
+    from mariposa.errors import Forbidden
+
+    who = "a caller whose credentials the kernel did not give" if caller.uid is None else caller.author
+    return Forbidden(f"permission denied: {who} is not root, the daemon's user or a member of the control "
+                     "socket's group (socket_group in /etc/mariposa/mariposa.toml)")
 
 
 def bind_unix_socket(path: str, mode: int = 0o660, group: int | None = None) -> trio.socket.SocketType:
@@ -199,18 +205,58 @@ def bind_unix_socket(path: str, mode: int = 0o660, group: int | None = None) -> 
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        sock._sock.bind(path)
+        sock._sock.bind(path)  # type: ignore[attr-defined]  # bind() is async in trio; this is start-up
     finally:
         os.umask(old)
     if group is not None:
         os.chown(path, -1, group)
     os.chmod(path, mode)
-    sock.listen(256)
+    sock.listen(BACKLOG)
     return sock
 
 
-async def serve(router: Router, sock, admits: Admits, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(router: Router, sock, admits: Admits, limits: Limits = Limits(), *,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Accept connections for ever. Over ``max_connections`` a newcomer is told to come back
+    (503) instead of starving the others; when the process runs out of descriptors, accepting
+    pauses (0.1 s, doubling to 2 s) with one log line per episode, not one a tick."""
     listener = trio.SocketListener(sock)
-    await trio.serve_listeners(
-        lambda stream: serve_connection(router, stream, admits), [listener], task_status=task_status
-    )
+    slots = trio.Semaphore(limits.max_connections)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await serve_connection(router, stream, admits, limits)
+        finally:
+            slots.release()
+
+    async def turn_away(stream: trio.SocketStream) -> None:
+        try:
+            connection = Connection(router, stream, Caller(transport="unix"), limits)
+            with trio.move_on_after(1):
+                await connection.send(Response(503, {"error": "busy", "message": "too many connections; try again"}))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, h11.ProtocolError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        pause = 0.0
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_ERRNOS:
+                    raise
+                if not pause:
+                    log.error("control socket: out of file descriptors; pausing accepts", error=os.strerror(exc.errno))
+                pause = min(2.0, pause * 2 or 0.1)
+                await trio.sleep(pause)
+                continue
+            pause = 0.0
+            if slots.value == 0:
+                nursery.start_soon(turn_away, stream)
+                continue
+            slots.acquire_nowait()
+            nursery.start_soon(handle, stream)

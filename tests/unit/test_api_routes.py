@@ -178,4 +178,5 @@ async def _exchange(admits) -> bytes:
 
 async def test_the_connection_gate_uses_peer_credentials():
     assert (await _exchange(lambda c: True)).startswith(b"HTTP/1.1 200")
-    assert await _exchange(lambda c: False) == b""  # refused: hung up without a word
+    refused = await _exchange(lambda c: False)
+    assert refused.startswith(b"HTTP/1.1 403") and b"permission denied: uid=" in refused

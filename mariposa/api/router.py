@@ -1,0 +1,85 @@
+"""Requests, responses and the route table: the HTTP API with no sockets in it, so the route
+table is tested by calling ``dispatch`` (as hypercorn tests its protocol with no server)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+import attrs
+
+from mariposa.control.caller import Caller
+from mariposa.errors import BadRequest, translate
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+@attrs.frozen
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: bytes
+    params: dict[str, str]
+    caller: Caller
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object ({} when empty); anything else is the caller's mistake."""
+        if not self.body:
+            return {}
+        try:
+            data = json.loads(self.body, parse_constant=_no_constants)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"request body is not JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest("request body is nested too deeply") from None
+        if not isinstance(data, dict):
+            raise BadRequest(f"request body must be a JSON object, not {type(data).__name__}")
+        return data
+
+
+@attrs.frozen
+class Response:
+    status: int = 200
+    body: Any = None
+    stream: AsyncIterator[bytes] | None = None  # newline-delimited JSON, for --follow
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+class Router:
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, re.Pattern, Handler]] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
+        self.routes.append((method, re.compile(f"^{regex}$"), handler))
+
+    async def dispatch(self, req: Request) -> Response:
+        """The route's answer; every error leaves as a status and the error's JSON. HEAD is
+        answered as GET (the server leaves the body out)."""
+        method = "GET" if req.method == "HEAD" else req.method
+        allowed = False
+        for route_method, regex, handler in self.routes:
+            m = regex.fullmatch(req.path)
+            if not m:
+                continue
+            allowed = True
+            if route_method != method:
+                continue
+            req = attrs.evolve(req, params={k: unquote(v) for k, v in m.groupdict().items()})
+            try:
+                result = await handler(req)
+            except Exception as exc:
+                err = translate(exc, f"{req.method} {req.path}")
+                return Response(err.status, err.to_json())
+            return result if isinstance(result, Response) else Response(200, result)
+        if allowed:
+            return Response(405, {"error": "method-not-allowed", "message": f"{req.method} not allowed on {req.path}"})
+        return Response(404, {"error": "not-found", "message": f"no endpoint {req.path}"})

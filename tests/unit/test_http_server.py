@@ -1,0 +1,149 @@
+"""The control socket's server under careless and hostile clients: every bound holds, every
+refusal is an answer, and the server is still there for the next client."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from mariposa.api.http import Limits, Request, Router, bind_unix_socket, serve
+
+LIMITS = Limits(max_body=1024, request_timeout=0.5, idle_timeout=0.5, max_connections=3)
+
+
+def router() -> Router:
+    r = Router()
+
+    async def ping(req: Request):
+        return {"ok": True}
+
+    async def echo(req: Request):
+        return req.json()
+
+    r.add("GET", "/v1/ping", ping)
+    r.add("POST", "/v1/echo", echo)
+    return r
+
+
+@pytest.fixture
+async def server(tmp_path, nursery):
+    path = str(tmp_path / "s.sock")
+    sock = bind_unix_socket(path, 0o600)
+    await nursery.start(serve, router(), sock, lambda caller: True, LIMITS)
+    return path
+
+
+async def connect(path: str) -> trio.SocketStream:
+    return await trio.open_unix_socket(path)
+
+
+async def exchange(path: str, raw: bytes, *, close: bool = True) -> bytes:
+    stream = await connect(path)
+    data = b""
+    try:
+        await stream.send_all(raw)
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    except (trio.BrokenResourceError, ConnectionResetError):
+        pass
+    finally:
+        await stream.aclose()
+    return data
+
+
+def get(path: str = "/v1/ping", method: str = "GET", body: bytes = b"", extra: str = "") -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n{extra}"
+    if body or method == "POST":
+        head += f"Content-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+async def still_serves(path: str) -> None:
+    assert (await exchange(path, get())).startswith(b"HTTP/1.1 200")
+
+
+async def test_oversized_bodies_are_refused_and_the_server_lives_on(server):
+    declared = await exchange(server, get("/v1/echo", "POST", b"x" * 2048))
+    assert declared.startswith(b"HTTP/1.1 413") and b"limit is" in declared
+    chunked = (b"POST /v1/echo HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"".join(b"100\r\n" + b"x" * 256 + b"\r\n" for _ in range(8)) + b"0\r\n\r\n")
+    assert (await exchange(server, chunked)).startswith(b"HTTP/1.1 413")
+    await still_serves(server)
+
+
+async def test_head_is_answered_without_a_body(server):
+    answer = await exchange(server, get(method="HEAD"))
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n")
+    refused = await exchange(server, get("/v1/echo", method="HEAD"))
+    assert refused.startswith(b"HTTP/1.1 405") and refused.endswith(b"\r\n\r\n")
+    await still_serves(server)
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET http://[/ HTTP/1.1\r\nHost: m\r\n\r\n",
+    b"GET /v1/ping HTTP/1.1\r\nHost: m\r\nContent-Length: -5\r\n\r\n",
+    b"NOT HTTP AT ALL\r\n\r\n",
+    b"\x00\xff" * 100 + b"\r\n\r\n",
+])
+async def test_garbage_gets_an_answer_or_a_hang_up_never_a_dead_server(server, raw):
+    answer = await exchange(server, raw)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4")
+    await still_serves(server)
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"null", "must be a JSON object, not NoneType"),
+    (b"[]", "must be a JSON object, not list"),
+    (b"1", "must be a JSON object, not int"),
+    (b'{"a": NaN}', "not JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"\xff\xfe", "not JSON"),
+])
+async def test_bodies_that_are_not_json_objects_get_400(server, body, message):
+    resp = await router().dispatch(Request("POST", "/v1/echo", {}, body, {}, None))  # type: ignore[arg-type]
+    assert resp.status == 400 and message in resp.body["message"]
+    if len(body) <= LIMITS.max_body:  # the same over the socket
+        assert (await exchange(server, get("/v1/echo", "POST", body))).startswith(b"HTTP/1.1 400")
+
+
+async def test_idle_and_slow_connections_are_closed(server):
+    idle = await connect(server)
+    with trio.fail_after(5):
+        assert await idle.receive_some(10) == b""  # hung up after idle_timeout
+    await idle.aclose()
+
+    slow = await connect(server)
+    await slow.send_all(b"POST /v1/echo HTTP/1.1\r\nHost: m\r\nContent-Length: 10\r\n\r\nabc")
+    data = b""
+    with trio.fail_after(5):
+        while chunk := await slow.receive_some(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 408")
+    await slow.aclose()
+    await still_serves(server)
+
+
+async def test_connections_beyond_the_cap_are_told_to_come_back(server):
+    held = [await connect(server) for _ in range(LIMITS.max_connections)]
+    await trio.sleep(0.05)
+    assert (await exchange(server, get())).startswith(b"HTTP/1.1 503")
+    for s in held:
+        await s.aclose()
+    await trio.sleep(0.05)
+    await still_serves(server)
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(server):
+    stream = await connect(server)
+    for _ in range(3):
+        await stream.send_all(b"POST /v1/echo HTTP/1.1\r\nHost: m\r\nContent-Length: 8\r\n\r\n{\"a\": 1}")
+        data = b""
+        while not data.endswith(b'{"a": 1}'):
+            data += await stream.receive_some(65536)
+        assert data.startswith(b"HTTP/1.1 200")
+    await stream.aclose()
+
+
+def test_request_json_of_an_empty_body_is_an_empty_object():
+    assert Request("POST", "/", {}, b"", {}, None).json() == {}  # type: ignore[arg-type]
