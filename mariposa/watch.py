@@ -44,7 +44,7 @@ def project_name(filename: str) -> str | None:
     (``.x.yaml``, ``x.yaml~``, ``.x.yaml.swp``, ``x.meta.yaml`` until meta exists)."""
     if filename.startswith(".") or filename.endswith(("~", ".swp", ".swx", ".tmp")) or ".meta." in filename:
         return None
-    m = PROJECT_FILE.match(filename)
+    m = PROJECT_FILE.fullmatch(filename)
     return m.group("name") if m else None
 
 

@@ -16,7 +16,7 @@ from mariposa.store import goal as goal_store
 from mariposa.store.rows import ProjectRow, TaskRow
 from mariposa.store.files import file_status
 
-PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
 
 def tasks_json(tasks: list[TaskRow]) -> list[dict]:
@@ -48,7 +48,7 @@ class Projects(Area):
     @operation("project.add", target="name")
     async def add(self, caller: Caller, name: str, manifest: object, filename: str = "<manifest>",
                   source: str = "api") -> dict:
-        if not PROJECT_NAME.match(name):
+        if not isinstance(name, str) or not PROJECT_NAME.fullmatch(name):
             raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', "
                              "starting with a letter or digit")
         manifest = manifests.require_text(manifest)

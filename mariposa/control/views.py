@@ -37,7 +37,6 @@ async def instances(ctx: Context, project_id: str, service: str | None = None) -
 
 async def find_instance(ctx: Context, ref: str) -> Instance:
     """An instance by Mariposa id, name or runtime id, or a unique prefix (4+ characters) of an id."""
-    ref = ref.strip()
     everything = await ctx.inventory()
     for match in (lambda i: ref in (i.id, i.name, i.runtime_id),
                   lambda i: len(ref) >= 4 and (i.id.startswith(ref) or i.runtime_id.startswith(ref))):

@@ -109,9 +109,11 @@ def resolve(
     where_args: list | None = None,
     by_name: bool = True,
 ) -> dict:
-    """Find one row by exact name, exact id, or a unique id prefix (as Docker does)."""
+    """Find one row by exact name, exact id, or a unique id prefix (as Docker does). The ref is
+    taken as it is: no trimming (``abc\n`` is not ``abc``), and a prefix is compared as text,
+    never as a ``LIKE`` pattern (``%%%%`` is not a wildcard)."""
     args = list(where_args or [])
-    ref = (ref or "").strip()
+    ref = ref or ""
     if not ref:
         raise BadRequest(f"a {what} name or id is required")
     if by_name:
@@ -123,7 +125,7 @@ def resolve(
         return rows[0]
     if len(ref) >= 4:
         rows = list(
-            db.query(f"SELECT * FROM {table} WHERE ({where}) AND id LIKE ? LIMIT 3", args + [ref + "%"])
+            db.query(f"SELECT * FROM {table} WHERE ({where}) AND substr(id, 1, ?) = ? LIMIT 3", args + [len(ref), ref])
         )
         if len(rows) == 1:
             return rows[0]

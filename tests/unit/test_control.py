@@ -247,3 +247,16 @@ async def test_update_canary_reprovision_and_revert(core: Core):
         await c.projects.revert(ROOT, "p", "9")
     with pytest.raises(Conflict, match="if-version|version"):
         await c.projects.update(ROOT, "p", MANIFEST, if_version=v2["id"])
+
+
+async def test_refs_are_taken_literally(core: Core):
+    await core.settle(await core.control.projects.add(ROOT, "abc", MANIFEST))
+    with pytest.raises(BadRequest, match="must be lowercase"):
+        await core.control.projects.add(ROOT, "abc\n", MANIFEST)
+    for ref in ("abc\n", " abc", "%%%%", "____", "%"):
+        with pytest.raises(NotFound):
+            await core.control.projects.get(ROOT, ref)
+        with pytest.raises(NotFound):
+            await core.control.projects.delete(ROOT, ref)
+    project = await core.control.projects.get(ROOT, "abc")
+    assert (await core.control.projects.get(ROOT, project["id"][:6]))["name"] == "abc"
