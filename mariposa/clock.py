@@ -10,14 +10,15 @@ Times are epoch seconds, so they can be stored and shown. ``TrioClock`` anchors 
 trio's clock, so the daemon's notion of time never jumps when NTP steps the wall clock, and a
 ``MockClock`` that autojumps moves it along too. ``now()`` is safe to call from worker threads
 (the store's functions run there), because it reads the clock object, not trio's run state.
+
+trio is imported where it is used: the CLI imports this module for ``wall_clock()`` and should
+not pay for importing trio on every command.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Protocol
-
-import trio
 
 
 class Clock(Protocol):
@@ -36,6 +37,8 @@ class TrioClock:
     """Follows the clock of the trio run it was made in (the real one, or a ``MockClock``)."""
 
     def __init__(self, epoch: float | None = None) -> None:
+        import trio
+
         self._trio = trio.lowlevel.current_clock()
         start = self._trio.current_time()
         self._offset = (time.time() if epoch is None else epoch) - start
@@ -48,9 +51,13 @@ class TrioClock:
         return when - self._offset
 
     async def sleep_until(self, when: float) -> None:
+        import trio
+
         await trio.sleep_until(when - self._offset)
 
     async def sleep(self, seconds: float) -> None:
+        import trio
+
         await trio.sleep(seconds)
 
 
@@ -67,11 +74,30 @@ class FakeClock:
         self.t += seconds
 
     async def sleep_until(self, when: float) -> None:
+        import trio
+
         self.t = max(self.t, when)
         await trio.lowlevel.checkpoint()
 
     async def sleep(self, seconds: float) -> None:
         await self.sleep_until(self.t + seconds)
+
+
+class WallClock:
+    """The wall clock as a ``Clock``, for a store opened outside a trio run (tools, tests)."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep_until(self, when: float) -> None:
+        import trio
+
+        await trio.sleep(max(0.0, when - time.time()))
+
+    async def sleep(self, seconds: float) -> None:
+        import trio
+
+        await trio.sleep(seconds)
 
 
 def wall_clock() -> float:

@@ -22,6 +22,7 @@ from mariposa.api.http import bind_unix_socket, serve
 from mariposa.api.routes import build_router
 from mariposa import config as configuration
 from mariposa import logs, systemd
+from mariposa.clock import Clock, TrioClock
 from mariposa.config import DaemonConfig
 from mariposa.context import Context
 from mariposa.control import Control, SocketPolicy
@@ -161,15 +162,18 @@ async def stop_all_instances(ctx: Context) -> None:
 
 async def run_daemon(
     config: DaemonConfig, drivers: dict[str, Driver] | None = None, config_path: str | None = None,
-    overrides: dict | None = None, *, task_status=trio.TASK_STATUS_IGNORED,
+    overrides: dict | None = None, *, clock: Clock | None = None, task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """``clock`` is the one clock of every time-dependent decision (default: this trio run's,
+    anchored to the wall clock); the store stamps its times with it too."""
     state_dir = Path(config.state_dir)
     lock = lock_state_dir(state_dir)
     _raise_file_limit()
-    store = await trio.to_thread.run_sync(Store, state_dir / "mariposa.db")
+    clock = clock or TrioClock()
+    store = await trio.to_thread.run_sync(Store, state_dir / "mariposa.db", clock)
     drivers = drivers or default_drivers(store.owner, config)
     ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, config.packages), packages=config.packages,
-                  parallelism=config.parallelism)
+                  parallelism=config.parallelism, clock=clock)
     for driver in drivers.values():
         try:
             await driver.ping()

@@ -254,14 +254,13 @@ class CreateRequest:
     project_name: str
     version_id: str
     spec: ServiceSpec
+    created: float  # epoch seconds by the daemon's clock: the caller reads it (labels carry it)
 
     @property
     def name(self) -> str:
         return f"{self.project_name}-{self.spec.name}-{self.instance_id[:8]}"
 
     def labels(self) -> dict[str, str]:
-        import time
-
         labels = {k: v for k, v in self.spec.tags}
         labels.update(
             {
@@ -272,7 +271,7 @@ class CreateRequest:
                 LABEL_INSTANCE: self.instance_id,
                 LABEL_SPEC_HASH: self.spec.spec_hash,
                 LABEL_VERSION: self.version_id,
-                LABEL_CREATED: f"{time.time():.6f}",
+                LABEL_CREATED: f"{self.created:.6f}",
                 LABEL_IMAGE: self.spec.image,
             }
         )
@@ -289,8 +288,19 @@ class ServiceGoal:
     spec: ServiceSpec
     scale: int
     desired: DesiredState = "running"
-    replace_after: float = 0.0  # back-off: no replacement instance before this time
     keep_stale: bool = False  # after a canary: instances of older versions stay until reprovisioned
+    # the replacement back-off: failed instances replaced in a row, and when the last one was
+    replacements: int = 0
+    last_replacement_at: float | None = None
+
+
+@attrs.frozen
+class Rollout:
+    """What a converge task remembers from round to round, for the planner to judge a rollout
+    by: the instances it made, and when a round last did something."""
+
+    created: frozenset[str] = frozenset()
+    last_progress: float = 0.0
 
 
 # ---- plan steps -------------------------------------------------------------------------------
@@ -342,7 +352,25 @@ class GiveUp:
     reason: str = ""
 
 
-Step = Create | Start | Stop | Remove | Wait | GiveUp
+@attrs.frozen
+class FailRollout:
+    """The rollout stops: its ``failed`` new instances are taken out, the old ones keep
+    serving, the service is frozen with ``reason`` and the task fails."""
+
+    reason: str
+    failed: tuple[Instance, ...] = ()
+
+
+@attrs.frozen
+class NoteReplacement:
+    """Another failed instance is being replaced: the service's replacement streak is now
+    ``count`` long, as of ``at`` (the back-off of its next replacement counts from there)."""
+
+    count: int
+    at: float
+
+
+Step = Create | Start | Stop | Remove | Wait | GiveUp | FailRollout | NoteReplacement
 
 
 @attrs.frozen
@@ -358,7 +386,7 @@ class Plan:
     def summary(self) -> str:
         parts = []
         for kind, word in ((Create, "create"), (Start, "start"), (Stop, "stop"), (Remove, "remove"),
-                           (GiveUp, "give up on")):
+                           (GiveUp, "give up on"), (FailRollout, "fail rollout")):
             n = self.count(kind)
             if n:
                 parts.append(f"{word} {n}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import time
 
 import attrs
 import structlog
@@ -22,6 +21,7 @@ import trio
 
 from typing import TYPE_CHECKING
 
+from mariposa.clock import wall_clock
 from mariposa.context import Context
 from mariposa.control.caller import WATCHER
 from mariposa.errors import MariposaError
@@ -77,11 +77,11 @@ class ManifestDirectory:
                         log.error("manifest directory went away; watching stops until restart", path=self.path)
                         return
                     elif project_name(event.name) and event.mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM):
-                        self._pending[event.name] = time.monotonic() + QUIET
+                        self._pending[event.name] = self.ctx.clock.now() + QUIET
                         self._wake.set()
                     elif project_name(event.name) and event.name in self._pending:
                         # still being written: push the deadline back
-                        self._pending[event.name] = time.monotonic() + QUIET
+                        self._pending[event.name] = self.ctx.clock.now() + QUIET
 
     def request_rescan(self) -> None:
         self._rescan_now.set()
@@ -100,7 +100,7 @@ class ManifestDirectory:
                 self._wake = trio.Event()
                 continue
             name, deadline = min(self._pending.items(), key=lambda kv: kv[1])
-            delay = deadline - time.monotonic()
+            delay = deadline - self.ctx.clock.now()
             if delay > 0:
                 with trio.move_on_after(delay):
                     await self._wake.wait()
@@ -197,7 +197,7 @@ def _settled_files(directory: str, settle: float) -> list[tuple[str, bool]]:
         if project_name(entry) is None:
             continue
         try:
-            found.append((entry, time.time() - os.stat(os.path.join(directory, entry)).st_mtime >= settle))
+            found.append((entry, wall_clock() - os.stat(os.path.join(directory, entry)).st_mtime >= settle))
         except FileNotFoundError:
             continue
     return found

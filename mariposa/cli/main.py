@@ -16,6 +16,7 @@ import click
 
 from mariposa.cli.client import Client, TaskDidNotComplete, socket_path
 from mariposa.cli.output import ago, fields, print_json, short, table
+from mariposa.clock import wall_clock
 from mariposa.errors import MariposaError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -414,7 +415,7 @@ def service_get(state: State, ref: str, as_json: bool) -> None:
         pairs.append(("task", _task_line(s["task"]) + (f" ({step})" if step and s["task"]["state"] == "active" else "")))
     if s.get("replace_after"):
         pairs.append(("back-off", f"{s['replacements']} failed instances replaced lately; next replacement not before "
-                                  f"{max(0, s['replace_after'] - time.time()):.0f}s from now"))
+                                  f"{max(0, s['replace_after'] - wall_clock()):.0f}s from now"))
     if s.get("retired"):
         pairs.append(("retired", f"{s['retired']} stopped instances kept (mariposa instance rm ID)"))
     if spec.get("restart"):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+from mariposa.clock import wall_clock
 
 
 def console() -> Console:
@@ -27,7 +28,7 @@ def print_json(data: Any) -> None:
 def ago(stamp: float | None) -> str:
     if not stamp:
         return "-"
-    delta = max(0, time.time() - stamp)
+    delta = max(0, wall_clock() - stamp)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if delta >= size:
             return f"{int(delta // size)}{unit} ago"

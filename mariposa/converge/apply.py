@@ -6,7 +6,6 @@ instance killed mid-task or a daemon restart mid-task all just become inputs to 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -14,18 +13,20 @@ import structlog
 import trio
 
 from mariposa.context import Context
-from mariposa.converge import supervise
 from mariposa.converge.plan import plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.errors import TaskFailed
-from mariposa.model import Create, CreateRequest, GiveUp, Instance, Plan, Remove, ServiceGoal, Start, Stop, Wait
+from mariposa.model import (
+    Create, CreateRequest, FailRollout, GiveUp, Instance, NoteReplacement, Plan, Remove, Rollout, ServiceGoal, Start,
+    Stop, Wait,
+)
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
 from mariposa.store.db import new_id
-from mariposa.store.rows import ServiceRow, TaskRow
+from mariposa.store.rows import TaskRow
 
 log = structlog.get_logger()
 
@@ -67,39 +68,36 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
     done = 0
     goal: ServiceGoal | None = None
     created: set[str] = set()  # instances this task made: if one fails during a rollout, it stops
-    last_progress = time.time()
+    last_progress = ctx.clock.now()
     replace = frozenset(task.params.get("replace", ()))
     for _ in range(MAX_ROUNDS):
-        goal, row, records = await ctx.goals.service_view(task.project_id, task.service)
+        goal, _row, records = await ctx.goals.service_view(task.project_id, task.service)
         driver = ctx.driver_for(goal.spec.compute_type if goal else "docker")
         raw = await _service_instances(driver, task.project_id, task.service)
         if await _observe_exits(ctx, raw, records):
-            goal, row, records = await ctx.goals.service_view(task.project_id, task.service)
-        now = time.time()
+            goal, _row, records = await ctx.goals.service_view(task.project_id, task.service)
+        now = ctx.clock.now()
         actual = merge(raw, records, now)
         if goal is not None and task.kind == "reprovision" and "replace" not in task.params and _selects(task.params):
             replace = frozenset(select_for_reprovision(actual, goal, task.params))
             await ctx.store.call(task_store.update_params, task.id, {**task.params, "replace": sorted(replace)})
             task = attrs.evolve(task, params={**task.params, "replace": sorted(replace)})
         live = frozenset(i.id for i in actual)
-        if goal is not None:
-            old = [i for i in actual if not i.retired and (i.id in replace or (i.spec_hash != goal.spec.spec_hash and not goal.keep_stale))]
-            if old:
-                await _check_rollout(ctx, driver, goal, task, actual, created, old, now - last_progress)
-        steps = plan(goal, actual, surge=surge, now=now, replace=replace & live)
+        steps = plan(goal, actual, surge=surge, now=now, replace=replace & live,
+                     rollout=Rollout(frozenset(created), last_progress))
         running = sum(1 for i in actual if i.running and not i.retired)
         if not steps:
             await progress({"done": done, "todo": 0, "step": "converged", "running": running})
             break
-        todo = sum(1 for s in steps.steps if not isinstance(s, Wait))
+        todo = sum(1 for s in steps.steps if not isinstance(s, (Wait, NoteReplacement)))
         await progress({"done": done, "todo": todo, "step": steps.summary(), "running": running})
         if steps.only_waiting:
             until = min(s.until for s in steps.steps if isinstance(s, Wait))
-            await trio.sleep(max(0.05, min(WAIT_SLICE, until - now)))
+            await ctx.clock.sleep(max(0.05, min(WAIT_SLICE, until - now)))
             continue
-        await execute(ctx, driver, goal, task, steps, row, created)
+        await execute(ctx, driver, goal, task, steps, created)
         done += todo
-        last_progress = time.time()
+        last_progress = ctx.clock.now()
     else:
         raise TaskFailed(f"{task.service} did not converge after {MAX_ROUNDS} rounds")
     if goal is None:
@@ -137,46 +135,24 @@ def select_for_reprovision(actual: list[Instance], goal: ServiceGoal, params: di
     return [i.id for i in (ordered[: int(count)] if count else ordered)]
 
 
-async def _check_rollout(
-    ctx: Context, driver: Driver, goal: ServiceGoal, task: TaskRow, actual: list[Instance], created: set[str],
-    old: list[Instance], idle: float,
-) -> None:
-    """A rollout stops at its first failed new instance, or when it made no progress for
-    ``progress_deadline``: the old instances keep serving, the service is frozen with the
-    reason (so nothing retries a bad version behind the operator's back), the task fails."""
-    failed = [i for i in actual if i.id in created and not i.retired
-              and (i.state in ("exited", "dead") or i.health == "unhealthy")]
-    if failed:
-        inst = failed[0]
-        why = (f"new instance {inst.name} exited (exit code {inst.exit_code})" if not inst.running
-               else f"new instance {inst.name} is unhealthy")
-    elif idle > goal.spec.progress_deadline:
-        why = f"no progress for {goal.spec.progress_deadline:g}s (progress_deadline)"
-    else:
-        return
-    for inst in failed:
-        await _take_out(ctx, driver, inst, "failed during a rollout", _keeps(goal.spec.preserve_stopped, True),
-                        goal.spec.stop_timeout)
-    serving = sum(1 for i in old if i.running)
-    reason = (f"rollout stopped: {why}; {serving} instances of the previous version keep serving "
-              f"(mariposa project revert {goal.project_name} VERSION, or fix and update)")
-    await ctx.store.call(goal_store.freeze_service, goal.project_id, goal.spec.name, reason)
-    await ctx.store.call(lambda db: event_store.record(
-        db, "rollout.failed", f"{goal.spec.name}: {reason}", project_id=goal.project_id, service=goal.spec.name,
-        task_id=task.id))
-    raise TaskFailed(reason)
-
-
 async def execute(
-    ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, steps: Plan, row: ServiceRow | None = None,
+    ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, steps: Plan,
     created: set[str] | None = None,
 ) -> None:
-    """Give-ups first (they end the task), then removals and stops (they only ever take away
-    what is surplus or unwanted), then starts and creates, each phase in parallel up to
-    ``ctx.parallelism``."""
+    """Every step of the plan, none left out: give-ups and failed rollouts first (they end the
+    task), then the replacement streak, then removals and stops (they only ever take away what
+    is surplus or unwanted), then starts and creates, each phase in parallel up to
+    ``ctx.parallelism``. Waits are the task loop's business."""
     for step in steps.steps:
         if isinstance(step, GiveUp):
             await _give_up(ctx, driver, goal, task, step)
+        elif isinstance(step, FailRollout):
+            assert goal is not None
+            await _fail_rollout(ctx, driver, goal, task, step)
+    for step in steps.steps:
+        if isinstance(step, NoteReplacement):
+            assert goal is not None
+            await ctx.store.call(goal_store.note_replacement, goal.project_id, goal.spec.name, step.count, step.at)
     limiter = trio.CapacityLimiter(ctx.parallelism)
     errors: list[str] = []
     timeout = goal.spec.stop_timeout if goal else None
@@ -191,17 +167,7 @@ async def execute(
             except DriverError as exc:
                 errors.append(str(exc))
 
-    replacing = [s for s in steps.steps if isinstance(s, Remove) and s.failed and s.instance.running]
-    hold_creates = False
-    if replacing and goal is not None and row is not None:
-        # Another failed instance: the back-off grows, counted from now. When it says wait,
-        # this round's replacements are left to a later round, which plans the wait.
-        effective = supervise.effective_replacements(row.replacements, row.last_replacement_at, time.time())
-        await ctx.store.call(goal_store.note_replacement, goal.project_id, goal.spec.name, effective)
-        hold_creates = supervise.replace_delay(effective + 1) > 0
     for phase in ((Remove, Stop), (Start, Create)):
-        if hold_creates and phase[0] is Start:
-            phase = (Start,)
         async with trio.open_nursery() as nursery:
             for step in steps.steps:
                 if isinstance(step, phase):
@@ -228,6 +194,19 @@ async def _take_out(ctx: Context, driver: Driver, inst: Instance, reason: str, k
         await ctx.store.call(instance_store.forget, [inst.id])
 
 
+async def _fail_rollout(ctx: Context, driver: Driver, goal: ServiceGoal, task: TaskRow, step: FailRollout) -> None:
+    """The old instances keep serving; the failed new ones go, the service is frozen with the
+    reason (so nothing retries a bad version behind the operator's back) and the task fails."""
+    for inst in step.failed:
+        await _take_out(ctx, driver, inst, "failed during a rollout", _keeps(goal.spec.preserve_stopped, True),
+                        goal.spec.stop_timeout)
+    await ctx.store.call(goal_store.freeze_service, goal.project_id, goal.spec.name, step.reason)
+    await ctx.store.call(lambda db: event_store.record(
+        db, "rollout.failed", f"{goal.spec.name}: {step.reason}", project_id=goal.project_id, service=goal.spec.name,
+        task_id=task.id))
+    raise TaskFailed(step.reason)
+
+
 async def _give_up(ctx: Context, driver: Driver, goal: ServiceGoal | None, task: TaskRow, step: GiveUp) -> None:
     inst = step.instance
     preserve = goal.spec.preserve_stopped if goal else "no"
@@ -245,7 +224,7 @@ async def _run_step(
         assert goal is not None
         req = CreateRequest(
             instance_id=new_id(), owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,
-            version_id=goal.version_id, spec=goal.spec,
+            version_id=goal.version_id, spec=goal.spec, created=ctx.clock.now(),
         )
         inst = await driver.create(req)
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, False)

@@ -9,9 +9,6 @@ from __future__ import annotations
 import attrs
 import sqlite_utils
 
-import time
-
-from mariposa.converge import supervise
 from mariposa.manifest import parse_manifest
 from mariposa.model import ProjectSpec, ServiceGoal
 from mariposa.store import goal as goal_store
@@ -85,7 +82,7 @@ class GoalReader:
             self.spec_for(version_id, text, images)
         return snap
 
-    def goal_from(self, project: ProjectRow, service: ServiceRow | None, now: float | None = None) -> ServiceGoal | None:
+    def goal_from(self, project: ProjectRow, service: ServiceRow | None) -> ServiceGoal | None:
         if service is None or project.desired == "deleting" or service.desired == "absent":
             return None
         spec = self._specs[project.current_version].service(service.name)
@@ -94,7 +91,7 @@ class GoalReader:
         return ServiceGoal(
             project_id=project.id, project_name=project.name, version_id=project.current_version,
             spec=spec, scale=service.scale, desired=service.desired, keep_stale=bool(service.keep_stale),
-            replace_after=supervise.replace_after(service.replacements, service.last_replacement_at, now or time.time()),
+            replacements=service.replacements, last_replacement_at=service.last_replacement_at,
         )
 
     async def service_view(self, project_id: str, service: str) -> tuple[ServiceGoal | None, ServiceRow | None, dict]:

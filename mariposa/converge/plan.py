@@ -10,15 +10,23 @@ versions go first, the current version last, and within each the oldest instance
 
 Supervision lives here too, so it is testable the same way: an exited instance is started again
 when its restart policy allows (after its back-off), given up on when it does not; an unhealthy
-instance is retired and replaced, replacements waiting out the service's back-off. Retired
-instances (kept stopped for inspection) never count and are never started again.
+instance is retired and replaced, replacements waiting out the service's back-off (``REPLACE``),
+which grows the moment another failed instance is replaced. Retired instances (kept stopped for
+inspection) never count and are never started again.
+
+So does the judgement of a rollout, given what the task remembers (``Rollout``): a new instance
+the task made that exits or goes unhealthy, or no progress for ``progress_deadline``, stops it
+(``FailRollout``). The executor carries out every step it is given and decides nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mariposa.model import Create, GiveUp, Instance, Plan, Remove, ServiceGoal, Start, Step, Stop, Wait
+from mariposa.converge.supervise import REPLACE
+from mariposa.model import (
+    Create, FailRollout, GiveUp, Instance, NoteReplacement, Plan, Remove, Rollout, ServiceGoal, Start, Step, Stop, Wait,
+)
 
 
 def _oldest_first(instances: Sequence[Instance]) -> list[Instance]:
@@ -41,16 +49,49 @@ def ready_time(inst: Instance, goal: ServiceGoal) -> float | None:
     return inst.started_at + goal.spec.min_healthy_time
 
 
+def _is_stale(inst: Instance, goal: ServiceGoal, replace: frozenset[str]) -> bool:
+    return inst.id in replace or (inst.spec_hash != goal.spec.spec_hash and not goal.keep_stale)
+
+
+def _rollout_failure(
+    goal: ServiceGoal, actual: Sequence[Instance], rollout: Rollout, now: float, replace: frozenset[str]
+) -> FailRollout | None:
+    """A rollout (old instances still there) stops at its first failed new instance, or when it
+    made no progress for ``progress_deadline``: the old instances keep serving, and the service
+    is frozen with the reason, so nothing retries a bad version behind the operator's back."""
+    old = [i for i in actual if not i.retired and _is_stale(i, goal, replace)]
+    if not old:
+        return None
+    failed = [i for i in actual if i.id in rollout.created and not i.retired
+              and (i.state in ("exited", "dead") or i.health == "unhealthy")]
+    if failed:
+        inst = failed[0]
+        why = (f"new instance {inst.name} exited (exit code {inst.exit_code})" if not inst.running
+               else f"new instance {inst.name} is unhealthy")
+    elif now - rollout.last_progress > goal.spec.progress_deadline:
+        why = f"no progress for {goal.spec.progress_deadline:g}s (progress_deadline)"
+    else:
+        return None
+    serving = sum(1 for i in old if i.running)
+    reason = (f"rollout stopped: {why}; {serving} instances of the previous version keep serving "
+              f"(mariposa project revert {goal.project_name} VERSION, or fix and update)")
+    return FailRollout(reason, tuple(failed))
+
+
 def plan(
     goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int = 1, now: float = 0.0,
-    replace: frozenset[str] = frozenset(),
+    replace: frozenset[str] = frozenset(), rollout: Rollout | None = None,
 ) -> Plan:
     """Steps for one service. ``surge`` is how many instances beyond scale a replacement may run
     at once (``--rolling``); 0 replaces old-first (needed when a host port is pinned).
-    ``replace`` names instances a reprovision replaces whatever their version."""
+    ``replace`` names instances a reprovision replaces whatever their version. ``rollout`` is
+    what the task running the plan remembers; without it (the reconciler's look, a preview) no
+    rollout is judged."""
     live = [i for i in actual if i.state != "removing"]
     if goal is None or goal.desired == "absent":
         return Plan(tuple(Remove(i, "service removed", purge=True) for i in _oldest_first(live)))
+    if rollout is not None and (failure := _rollout_failure(goal, actual, rollout, now, replace)):
+        return Plan((failure,))
 
     # A retired instance that runs again (a crash between marking and stopping it) is stopped.
     steps: list[Step] = [Stop(i, "retired") for i in _oldest_first(live) if i.retired and i.running]
@@ -62,13 +103,9 @@ def plan(
     want = goal.scale
     if goal.spec.has_pinned_host_ports:
         surge = 0  # two instances cannot bind the same host port
-    current_hash = goal.spec.spec_hash
     policy = goal.spec.restart_policy
-    def is_stale(i: Instance) -> bool:
-        return i.id in replace or (i.spec_hash != current_hash and not goal.keep_stale)
-
-    current = [i for i in serving if not is_stale(i)]
-    stale = [i for i in serving if is_stale(i)]
+    current = [i for i in serving if not _is_stale(i, goal, replace)]
+    stale = [i for i in serving if _is_stale(i, goal, replace)]
 
     up: list[Instance] = []
     pending: list[Instance] = []  # to be started, now or after their back-off; they count
@@ -118,6 +155,7 @@ def plan(
                 steps += [Remove(i, "replaced by the current version") for i in running_stale]
             else:
                 steps.append(wait_for_readiness())
+        _replacement_hold(goal, steps, now)  # nothing to create, but the streak still grows
         return Plan(tuple(steps))
 
     need = want - len(up)
@@ -144,9 +182,22 @@ def plan(
     creates = min(need - len(chosen), room - len(chosen))
     if running_stale and not retire and not creates and not chosen:
         steps.append(wait_for_readiness())
-    if creates and now < goal.replace_after:
-        steps.append(Wait(goal.replace_after, f"backing off after failed instances; next attempt in "
-                                              f"{goal.replace_after - now:.0f}s"))
+    hold = _replacement_hold(goal, steps, now)
+    if creates and now < hold:
+        steps.append(Wait(hold, f"backing off after failed instances; next attempt in {hold - now:.0f}s"))
     else:
         steps += [Create(goal.spec.name, "below scale") for _ in range(creates)]
     return Plan(tuple(steps))
+
+
+def _replacement_hold(goal: ServiceGoal, steps: list[Step], now: float) -> float:
+    """Until when no replacement instance may be made (``REPLACE``). Taking out another failed
+    instance that still runs lengthens the streak as of now (the step records it), and its own
+    replacement already waits out the longer delay."""
+    streak = REPLACE.streak(goal.replacements, goal.last_replacement_at, now)
+    hold = REPLACE.until(streak, goal.last_replacement_at, now)
+    if any(isinstance(s, Remove) and s.failed and s.instance.running for s in steps):
+        steps.append(NoteReplacement(streak + 1, now))
+        if REPLACE.delay(streak + 1) > 0:
+            hold = max(hold, now + REPLACE.delay(streak + 1))
+    return hold

@@ -9,12 +9,12 @@ by the operator) are left alone until their goal changes or the operator thaws t
 from __future__ import annotations
 
 import collections
-import time
 
 import structlog
 import trio
 
 from mariposa.context import Context
+from mariposa.converge.backoff import Backoff
 from mariposa.converge.plan import plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
@@ -23,13 +23,9 @@ from mariposa.store import tasks as task_store
 log = structlog.get_logger()
 
 
-BACKOFF_BASE = 2.0
-BACKOFF_CAP = 300.0
-
-
-def backoff_delay(failures: int) -> float:
-    """Seconds to wait before retrying a service whose last ``failures`` tasks failed."""
-    return 0.0 if failures <= 0 else min(BACKOFF_CAP, BACKOFF_BASE ** failures)
+# A service whose last tasks failed is retried after 2 s, 4 s, 8 s ... up to five minutes; the
+# streak ends with a task that succeeds, never by waiting.
+RETRY = Backoff(base=2.0, factor=2.0, cap=300.0)
 
 
 class Reconciler:
@@ -52,7 +48,7 @@ class Reconciler:
     async def reconcile_once(self) -> list:
         self.passes += 1
         snap = await self.ctx.goals.snapshot()
-        now = time.time()
+        now = self.ctx.clock.now()
         actual = merge(await self.ctx.inventory(), snap.records, now)
         by_service: dict[tuple[str, str], list] = collections.defaultdict(list)
         for inst in actual:
@@ -74,9 +70,9 @@ class Reconciler:
             if row is not None and row.frozen:
                 continue
             failed, last_end = snap.failures.get(key, (0, 0.0))
-            if failed and time.time() < last_end + backoff_delay(failed):
+            if failed and now < last_end + RETRY.delay(failed):
                 continue  # a broken service must not churn the host; the resync retries later
-            steps = plan(self.ctx.goals.goal_from(project, row, now), by_service.get(key, []), now=now)
+            steps = plan(self.ctx.goals.goal_from(project, row), by_service.get(key, []), now=now)
             if steps:
                 wanted.append(dict(project_id=project_id, project_name=project.name, service=service,
                                    kind="converge", params={"reason": steps.summary()}))

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from mariposa.clock import wall_clock
 from mariposa.model import HealthCheck, Instance
 
 ExecFn = Callable[[Instance, list[str], float], Awaitable[tuple[int, bytes]]]
@@ -48,7 +49,7 @@ class CheckResult:
     ok: bool
     detail: str  # short, for people: "HTTP 200 in 3 ms", "connection refused"
     duration: float  # seconds
-    at: float  # time.time() when the check finished
+    at: float  # when the check finished, by the clock the caller gave (epoch seconds)
 
 
 class _Failed(Exception):
@@ -405,9 +406,11 @@ async def run_check(
     *,
     host: str | None = None,
     keep: KeepAlive | None = None,
+    now: Callable[[], float] = wall_clock,
 ) -> CheckResult:
     """Probe ``inst`` once; ``host`` overrides the instance's address (e.g. a published port);
-    ``keep`` lets a probe loop reuse its HTTP connection between polls."""
+    ``keep`` lets a probe loop reuse its HTTP connection between polls; ``now`` stamps the
+    result (the daemon passes its clock: the grace period is judged by it)."""
     t0 = time.perf_counter()
     ok, detail = False, ""
     with trio.move_on_after(check.timeout) as scope:
@@ -434,4 +437,4 @@ async def run_check(
             detail = _describe(exc, host or inst.address or "")
     if scope.cancelled_caught:
         ok, detail = False, f"timed out after {_seconds(check.timeout)}"
-    return CheckResult(ok=ok, detail=detail, duration=time.perf_counter() - t0, at=time.time())
+    return CheckResult(ok=ok, detail=detail, duration=time.perf_counter() - t0, at=now())

@@ -12,7 +12,6 @@ an unhealthy instance is the reconciler's job, so there is one place that change
 from __future__ import annotations
 
 import math
-import time
 
 import attrs
 import structlog
@@ -54,8 +53,8 @@ class InstanceHealth:
     instance: Instance
     checks: list[CheckState]
     started_at: float
+    since: float  # when ``status`` was last set, by the daemon's clock
     status: str = "starting"
-    since: float = attrs.field(factory=time.time)
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
     @property
@@ -127,7 +126,7 @@ class HealthMonitor:
     async def sync(self) -> None:
         """Watch exactly the running, in-service instances whose service has checks."""
         snap = await self.ctx.goals.snapshot()
-        now = time.time()
+        now = self.ctx.clock.now()
         projects = {p.id: p for p in snap.projects}
         rows = {(s.project_id, s.name): s for s in snap.services}
         wanted: dict[str, tuple[Instance, tuple[HealthCheck, ...]]] = {}
@@ -135,7 +134,7 @@ class HealthMonitor:
             project = projects.get(inst.project_id)
             if not inst.running or inst.retired or project is None:
                 continue
-            goal = self.ctx.goals.goal_from(project, rows.get((inst.project_id, inst.service)), now)
+            goal = self.ctx.goals.goal_from(project, rows.get((inst.project_id, inst.service)))
             if goal is not None and goal.spec.healthchecks:
                 wanted[inst.id] = (inst, goal.spec.healthchecks)
         for instance_id, (health, checks) in list(self.watching.items()):
@@ -145,7 +144,8 @@ class HealthMonitor:
         for instance_id, (inst, checks) in wanted.items():
             if instance_id not in self.watching:
                 record = snap.records.get(instance_id) or {}
-                health = InstanceHealth(inst, [CheckState(c) for c in checks], record.get("last_start_at") or inst.created)
+                health = InstanceHealth(inst, [CheckState(c) for c in checks], record.get("last_start_at") or inst.created,
+                                        since=now)
                 self.watching[instance_id] = (health, checks)
                 self._nursery.start_soon(self._watch, health)
 
@@ -169,7 +169,7 @@ class HealthMonitor:
     async def _probe_forever(self, health: InstanceHealth, state: CheckState, check: HealthCheck, exec_fn, keep) -> None:
         while True:
             async with self.limiter:
-                result = await run_check(check, health.instance, exec_fn, keep=keep)
+                result = await run_check(check, health.instance, exec_fn, keep=keep, now=self.ctx.clock.now)
             self.probes += 1
             state.last = result
             if result.ok:
@@ -184,7 +184,7 @@ class HealthMonitor:
 
     async def _persist(self, health: InstanceHealth, status: str, detail: str) -> None:
         previous = health.status
-        health.status, health.since = status, time.time()
+        health.status, health.since = status, self.ctx.clock.now()
         inst = health.instance
 
         def write(db) -> None:

@@ -47,6 +47,11 @@ def load(text: str, filename: str) -> Any:
         raise ManifestError([_syntax_problem(exc, filename)]) from None
     except YAMLError as exc:  # ReaderError (control characters, bad encoding) has no mark
         raise ManifestError([_reader_problem(exc, text, filename)]) from None
+    except Exception as exc:
+        # An explicit tag on a value that is no such thing ("!!int abc", "!!bool maybe"):
+        # ruamel's constructor raises whatever Python raised (ValueError, KeyError ...) with no
+        # position, so find the value it stumbled on.
+        raise ManifestError([_construction_problem(exc, text, filename)]) from None
 
 
 def _syntax_problem(exc: MarkedYAMLError, filename: str) -> ManifestProblem:
@@ -76,6 +81,26 @@ def _reader_problem(exc: YAMLError, text: str, filename: str) -> ManifestProblem
     else:
         detail = str(getattr(exc, "reason", None) or exc).splitlines()[0]
     return ManifestProblem(filename, line + 1, col + 1, "", f"cannot read the manifest: {detail}")
+
+
+def _construction_problem(exc: Exception, text: str, filename: str) -> ManifestProblem:
+    yaml = _yaml()
+    stack = [yaml.compose(text)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ScalarNode):
+            try:
+                yaml.constructor.construct_object(node)
+            except Exception:
+                mark, kind = node.start_mark, str(node.tag).rsplit(":", 1)[-1]
+                return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
+                                       f"YAML value error: {node.value!r} is not a valid {kind}")
+        elif isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, MappingNode):
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ManifestProblem(filename, START[0] + 1, START[1] + 1, "", f"YAML value error: {detail}")
 
 
 def _duplicate_keys(text: str, filename: str) -> list[ManifestProblem]:

@@ -3,12 +3,16 @@
 All access goes through :meth:`Store.call`, which runs a plain function on a worker thread, one
 at a time (a ``CapacityLimiter(1)``: the one writer), inside one transaction. A function never
 awaits, so no transaction ever spans an ``await`` and the trio loop never blocks on disk.
+
+The store has the daemon's clock. A function that stamps a time calls :func:`now`, which reads
+the clock of the store whose call is running (a context variable set around the call), so the
+functions keep their plain ``fn(db, *args)`` shape and a test's fake clock reaches them too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,25 +21,29 @@ from typing import Any, TypeVar
 import sqlite_utils
 import trio
 
+from mariposa.clock import Clock, WallClock
 from mariposa.store.migrate import apply_migrations
 
 T = TypeVar("T")
 
+_clock: contextvars.ContextVar[Clock] = contextvars.ContextVar("mariposa_store_clock", default=WallClock())
 
-def open_database(path: Path | str) -> sqlite_utils.Database:
+
+def open_database(path: Path | str, clock: Clock | None = None) -> sqlite_utils.Database:
     conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     db = sqlite_utils.Database(conn)
-    apply_migrations(db)
+    apply_migrations(db, now=(clock or WallClock()).now)
     return db
 
 
 class Store:
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, clock: Clock | None = None):
         self.path = Path(path)
-        self.db = open_database(self.path)
+        self.clock = clock or WallClock()
+        self.db = open_database(self.path, self.clock)
         self._limiter = trio.CapacityLimiter(1)
         self.owner = self._ensure_owner()
 
@@ -52,14 +60,18 @@ class Store:
     def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(db, *args)`` in one transaction (rolled back if it raises)."""
         conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
+        token = _clock.set(self.clock)
         try:
-            result = fn(self.db, *args)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self.db, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        finally:
+            _clock.reset(token)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(self.call_sync, fn, *args, limiter=self._limiter)
@@ -69,7 +81,8 @@ class Store:
 
 
 def now() -> float:
-    return time.time()
+    """The time by the clock of the store call in progress (the wall clock outside one)."""
+    return _clock.get().now()
 
 
 def new_id() -> str:

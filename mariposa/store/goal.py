@@ -316,11 +316,12 @@ def freeze_service(db: sqlite_utils.Database, project_id: str, service: str, rea
     )
 
 
-def note_replacement(db: sqlite_utils.Database, project_id: str, service: str, effective: int) -> None:
-    """A failed instance is being replaced: the next replacement waits longer."""
+def note_replacement(db: sqlite_utils.Database, project_id: str, service: str, count: int, at: float) -> None:
+    """A failed instance is being replaced: the streak is ``count`` long as of ``at`` (the
+    planner's time), and the next replacement waits longer."""
     db.execute(
         "UPDATE services SET replacements = ?, last_replacement_at = ? WHERE project_id = ? AND name = ?",
-        [effective + 1, now(), project_id, service],
+        [count, at, project_id, service],
     )
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import sqlite_utils
 
+from mariposa.converge.supervise import RESTART
 from mariposa.store.db import now
-
-# An instance that ran at least this long before exiting starts its restart back-off afresh.
-STABLE_RUN = 10.0
 
 
 def for_project(db: sqlite_utils.Database, project_id: str | None = None) -> dict[str, dict]:
@@ -51,7 +49,8 @@ def note_exit(db: sqlite_utils.Database, instance_id: str, project_id: str, serv
         return False
     stamp = now()
     ran = stamp - row["last_start_at"] if row["last_start_at"] else 0.0
-    step = 0 if ran >= STABLE_RUN else row["backoff_step"] + 1
+    # an instance that ran long enough (RESTART.reset_after) starts its restart back-off afresh
+    step = 0 if RESTART.resets(row["backoff_step"], ran) else row["backoff_step"] + 1
     db.execute(
         "UPDATE instances SET last_exit_at = ?, last_exit_code = ?, backoff_step = ? WHERE id = ?",
         [stamp, exit_code, step, instance_id],

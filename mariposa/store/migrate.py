@@ -7,10 +7,12 @@ carries them as ``mariposa/_migrations``.
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlite_utils
+
+from mariposa.clock import wall_clock
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -38,7 +40,9 @@ def pending(db: sqlite_utils.Database, directory: Path | None = None) -> list[tu
     return found
 
 
-def apply_migrations(db: sqlite_utils.Database, directory: Path | None = None) -> list[int]:
+def apply_migrations(
+    db: sqlite_utils.Database, directory: Path | None = None, now: Callable[[], float] = wall_clock
+) -> list[int]:
     applied = []
     for version, name, path in pending(db, directory):
         conn = db.conn
@@ -48,7 +52,7 @@ def apply_migrations(db: sqlite_utils.Database, directory: Path | None = None) -
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",
-                [version, name, time.time()],
+                [version, name, now()],
             )
         except BaseException:
             conn.execute("ROLLBACK")

@@ -95,6 +95,7 @@ def request(
         project_name=project_name,
         version_id="v1",
         spec=spec,
+        created=time.time(),
     )
 
 

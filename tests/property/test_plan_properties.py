@@ -1,5 +1,6 @@
 """Hypothesis properties of the pure planner, over arbitrary goals and actual states, run
-round after round on a simulated clock the way the task loop runs it."""
+round after round on a simulated clock the way the task loop runs it: its supervision, its
+judgement of rollouts (failure, progress deadline) and its replacement back-off."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mariposa.converge.plan import plan, ready_time
-from mariposa.model import Create, GiveUp, HealthCheck, Instance, Remove, ServiceGoal, ServiceSpec, Start, Stop, Wait
+from mariposa.converge.supervise import REPLACE
+from mariposa.model import (
+    Create, FailRollout, GiveUp, HealthCheck, Instance, NoteReplacement, Remove, Rollout, ServiceGoal, ServiceSpec,
+    Start, Stop, Wait,
+)
 
 CURRENT = ServiceSpec(name="web", image="img:2", min_healthy_time=10.0)
 CHECKED = attrs.evolve(CURRENT, healthchecks=(HealthCheck(type="tcp", port=80),))
@@ -145,3 +150,137 @@ def test_canary_replaces_only_the_chosen_and_keeps_the_rest(count, scale):
 def test_stopped_and_absent_goals(actual):
     assert running(apply(actual, plan(goal(3, "stopped"), actual).steps, 0.0)) == 0
     assert apply(actual, plan(None, actual).steps, 0.0) == []
+
+
+# ---- the decisions that used to live in the executor ------------------------------------------
+
+new_states = st.sampled_from(["running", "unhealthy", "exited", "dead", "created"])
+
+
+def made(state: str, created: float, spec: ServiceSpec = CURRENT) -> Instance:
+    """An instance in one of ``new_states`` ("unhealthy": running, and its checks fail)."""
+    if state == "unhealthy":
+        return attrs.evolve(instance(spec, "running", created), health="unhealthy", exit_code=None)
+    return attrs.evolve(instance(spec, state, created), exit_code=1 if state in ("exited", "dead") else None)
+
+
+def failed(i: Instance) -> bool:
+    return i.state in ("exited", "dead") or i.health == "unhealthy"
+
+
+@settings(max_examples=300, deadline=None)
+@given(old=st.integers(1, 6), new=st.lists(new_states, min_size=1, max_size=6), scale=st.integers(1, 6),
+       surge=st.integers(0, 3), idle=st.floats(0, 599))
+def test_a_failed_new_instance_fails_the_rollout_and_old_ones_keep_serving(old, new, scale, surge, idle):
+    olds = [instance(OLD, "running", float(i)) for i in range(old)]
+    news = [made(state, 100.0 + n) for n, state in enumerate(new)]
+    rollout = Rollout(frozenset(i.id for i in news), last_progress=1000.0 - idle)
+    steps = plan(goal(scale), olds + news, surge=surge, now=1000.0, rollout=rollout)
+    bad = [i for i in news if failed(i)]
+    if bad:
+        [step] = steps.steps  # nothing else happens in that round: no old instance is removed
+        assert isinstance(step, FailRollout) and step.failed == tuple(bad)
+        assert f"{old} instances of the previous version keep serving" in step.reason
+    else:
+        assert not steps.count(FailRollout)
+    # instances the task did not make never fail it
+    assert not plan(goal(scale), olds + news, surge=surge, now=1000.0, rollout=Rollout(last_progress=1000.0)
+                    ).count(FailRollout)
+
+
+@settings(max_examples=300, deadline=None)
+@given(deadline=st.floats(1, 1000), idle=st.one_of(st.floats(0, 2000), st.just(0.0)), exact=st.booleans(),
+       surge=st.integers(0, 2))
+def test_the_progress_deadline_fails_exactly_when_passed(deadline, idle, exact, surge):
+    spec = attrs.evolve(CURRENT, progress_deadline=deadline)
+    idle = deadline if exact else idle
+    now = 5000.0
+    new = attrs.evolve(instance(spec, "running", 10.0), started_at=now - 1.0)  # up, not yet ready
+    actual = [instance(OLD, "running", 0.0), instance(OLD, "running", 1.0), new]
+    last = now - idle
+    steps = plan(goal(2, spec=spec), actual, surge=surge, now=now,
+                 rollout=Rollout(frozenset({new.id}), last_progress=last))
+    assert bool(steps.count(FailRollout)) is (now - last > deadline)
+    # without old instances there is no rollout to fail
+    assert not plan(goal(2, spec=spec), [new], now=now, rollout=Rollout(frozenset(), last)).count(FailRollout)
+
+
+streak = st.integers(0, 12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(count=streak, since=st.floats(0, 700), up=st.integers(0, 5), scale=st.integers(1, 6))
+def test_no_create_while_the_replacement_back_off_holds(count, since, up, scale):
+    now = 10_000.0
+    g = goal(scale, replacements=count, last_replacement_at=now - since if count else None)
+    actual = [attrs.evolve(instance(CURRENT, "running", float(i)), started_at=0.0) for i in range(up)]
+    steps = plan(g, actual, now=now)
+    hold = REPLACE.until(count, g.last_replacement_at, now)
+    creates = steps.count(Create)
+    if up >= scale:
+        assert creates == 0
+    elif now < hold:
+        assert creates == 0
+        [wait] = [s for s in steps.steps if isinstance(s, Wait)]
+        assert wait.until == hold and "backing off after failed instances" in wait.reason
+    else:
+        assert creates == scale - up  # the back-off has passed: the service goes back to scale
+
+
+@settings(max_examples=300, deadline=None)
+@given(count=streak, since=st.floats(0, 700), healthy=st.integers(0, 4), sick=st.integers(1, 3))
+def test_taking_out_a_failed_instance_grows_the_streak_and_holds_at_once(count, since, healthy, sick):
+    now = 10_000.0
+    scale = healthy + sick
+    g = goal(scale, replacements=count, last_replacement_at=now - since if count else None)
+    actual = ([instance(CURRENT, "running", float(i)) for i in range(healthy)]
+              + [made("unhealthy", 50.0 + i) for i in range(sick)])
+    steps = plan(g, actual, now=now)
+    assert steps.count(Remove) == sick
+    current = REPLACE.streak(count, g.last_replacement_at, now)
+    [note] = [s for s in steps.steps if isinstance(s, NoteReplacement)]
+    assert note == NoteReplacement(current + 1, now)
+    held = now < REPLACE.until(current, g.last_replacement_at, now) or REPLACE.delay(current + 1) > 0
+    assert steps.count(Create) == (0 if held else sick)
+
+
+def execute(g: ServiceGoal, actual: list[Instance], steps, now: float, created: set[str]):
+    """What the executor does, step for step, leaving none out: a new goal (the streak it
+    records) and a new actual state."""
+    by_id = {i.id: i for i in actual}
+    for step in steps:
+        if isinstance(step, NoteReplacement):
+            g = attrs.evolve(g, replacements=step.count, last_replacement_at=step.at)
+        elif isinstance(step, Create):
+            new = attrs.evolve(instance(g.spec, "running", now), started_at=now, health="healthy", health_since=now)
+            by_id[new.id] = new
+            created.add(new.id)
+        elif isinstance(step, (FailRollout, GiveUp)):
+            raise AssertionError(f"unexpected {step}")
+    return g, apply(list(by_id.values()), [s for s in steps if not isinstance(s, (Create, NoteReplacement))],
+                    now, g.spec)
+
+
+@settings(max_examples=200, deadline=None)
+@given(actual=st.lists(st.builds(made, new_states, st.floats(0, 1000), st.sampled_from([CURRENT, OLD])), max_size=10),
+       scale=st.integers(0, 6), surge=st.integers(0, 3), count=streak, since=st.floats(0, 400))
+def test_applying_every_step_converges_and_never_creates_during_a_hold(actual, scale, surge, count, since):
+    now = 2000.0
+    g = goal(scale, replacements=count, last_replacement_at=now - since if count else None)
+    created: set[str] = set()
+    for _ in range(120):
+        steps = plan(g, actual, surge=surge, now=now)
+        if not steps:
+            break
+        if steps.count(Create):
+            current = REPLACE.streak(g.replacements, g.last_replacement_at, now)
+            assert now >= REPLACE.until(current, g.last_replacement_at, now)
+            if steps.count(NoteReplacement):
+                assert REPLACE.delay(current + 1) == 0
+        if not steps.only_waiting:
+            g, actual = execute(g, actual, steps.steps, now, created)
+        now = advance(steps, now)
+    else:
+        raise AssertionError("did not converge")
+    assert running(actual) == scale == len(actual)
+    assert all(i.spec_hash == CURRENT.spec_hash and i.health != "unhealthy" for i in actual)

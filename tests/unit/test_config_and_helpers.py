@@ -1,5 +1,5 @@
-"""Pure pieces of issues 4-6: configuration loading, watched-file names, back-off numbers,
-and reprovision's selection order."""
+"""Pure pieces of issues 4-6: configuration loading, watched-file names and reprovision's
+selection order (the back-off numbers are in test_backoff.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 
 from mariposa.config import ConfigError, load
 from mariposa.converge.apply import select_for_reprovision
-from mariposa.converge.supervise import effective_replacements, replace_after, replace_delay, restart_delay
 from mariposa.model import Instance, RestartPolicy, ServiceGoal, ServiceSpec
 from mariposa.watch import project_name
 
@@ -49,17 +48,6 @@ def _write(tmp_path, text):
 ])
 def test_which_files_are_projects(name, project):
     assert project_name(name) == project
-
-
-def test_restart_and_replacement_back_off():
-    assert [restart_delay(s) for s in range(4)] == [0, 0.1, 0.2, 0.4]  # Docker's own steps
-    assert restart_delay(20) == 60
-    assert [replace_delay(n) for n in (0, 1, 2, 3, 4, 10)] == [0, 0, 2, 4, 8, 300]
-    assert replace_after(0, None, 100.0) == 0.0
-    assert replace_after(1, 100.0, 101.0) == 100.0  # the first failed instance is replaced at once
-    assert replace_after(3, 100.0, 101.0) == 104.0
-    assert effective_replacements(2, 100.0, 100.0 + 61) == 0  # a quiet minute resets it
-    assert effective_replacements(9, 100.0, 100.0 + 61) == 9  # unless the delay itself is longer
 
 
 @pytest.mark.parametrize(("policy", "code", "restarts", "allowed"), [

@@ -7,6 +7,7 @@ import functools
 import httpx
 import pytest
 import trio
+from trio.testing import MockClock
 
 from mariposa.daemon import DaemonConfig, run_daemon
 from mariposa.drivers.fake import FakeDriver
@@ -34,6 +35,15 @@ async def daemon(tmp_path, nursery):
     client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=sock), base_url="http://m")
     yield client, driver, ctx
     await client.aclose()
+
+
+@pytest.fixture
+def virtual_clock():
+    """Back-offs of seconds pass in milliseconds: trio's clock jumps ahead whenever every task
+    waits. Not at once (threshold 0) but after 20 ms of real idleness, because store calls run
+    in worker threads and the API is real sockets: a jump in the middle of one would only look
+    like a slow machine, but it would make every wait pointlessly short."""
+    return MockClock(autojump_threshold=0.02)
 
 
 async def wait_tasks(client, tasks, timeout=10):
@@ -120,7 +130,7 @@ async def test_reconciler_replaces_killed_instance(daemon):
             await trio.sleep(0.05)
 
 
-async def test_queue_stop_freezes_service(daemon):
+async def test_queue_stop_freezes_service(virtual_clock, daemon):
     client, driver, _ = daemon
     driver.latency = 0.2
     r = await client.post("/v1/projects", json={"name": "p", "manifest": MANIFEST})
@@ -151,7 +161,7 @@ async def test_missing_image_fails_task_clearly(daemon):
     assert got["state"] == "failed" and "nosuch" in got["message"]
 
 
-async def test_restart_policy_on_failure_gives_up_and_service_goes_down(daemon):
+async def test_restart_policy_on_failure_gives_up_and_service_goes_down(virtual_clock, daemon):
     client, driver, _ = daemon
     manifest = "services:\n  a:\n    image: crashy\n    restart: on-failure:2\n"
     r = await client.post("/v1/projects", json={"name": "p", "manifest": manifest})
@@ -190,7 +200,7 @@ async def _responder(nursery, state: dict) -> int:
     return listeners[0].socket.getsockname()[1]
 
 
-async def test_every_instance_failing_backs_off_instead_of_churning(daemon, nursery):
+async def test_every_instance_failing_backs_off_instead_of_churning(virtual_clock, daemon, nursery):
     client, driver, _ = daemon
     state = {"fail": False}
     port = await _responder(nursery, state)

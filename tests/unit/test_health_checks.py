@@ -11,6 +11,7 @@ import struct
 import pytest
 import trio
 
+from mariposa.clock import FakeClock
 from mariposa.drivers.base import DriverError
 from mariposa.health import checks
 from mariposa.health.checks import CheckResult, KeepAlive, run_check
@@ -273,6 +274,12 @@ async def test_command_ok():
     r = await run_check(hc, instance(None), fn)
     assert r.ok and r.detail.startswith("exit code 0")
     assert fn.calls == [(["pg_isready", "-q"], 2)]
+
+
+async def test_results_are_stamped_by_the_clock_given():
+    clock = FakeClock(start=1234.5)
+    r = await run_check(HealthCheck(type="command", command=("x",)), instance(), fake_exec(0), now=clock.now)
+    assert r.at == 1234.5  # the monitor passes the daemon's clock: grace periods are judged by it
 
 
 async def test_command_nonzero_has_one_line_excerpt():
