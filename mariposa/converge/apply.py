@@ -18,7 +18,7 @@ from mariposa.converge import supervise
 from mariposa.converge.plan import plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
-from mariposa.model import Create, CreateRequest, GiveUp, Instance, Plan, Remove, ServiceGoal, Start, Stop, Wait
+from mariposa.model import Create, CreateRequest, GiveUp, Instance, InstanceState, Plan, Remove, ServiceGoal, Start, Stop, Wait
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
@@ -42,11 +42,22 @@ async def _service_instances(driver: Driver, project_id: str, service: str) -> l
     return [i for i in await driver.inventory(project_id) if i.service == service]
 
 
+async def _left_behind(ctx: Context, project_id: str, service: str) -> tuple[Driver, list[Instance]]:
+    """A removed service has no goal to name its compute type, so its instances name their
+    drivers. One driver per round; the next round finds the next one still holding some."""
+    found = [i for i in await ctx.inventory(project_id) if i.service == service]
+    if not found:
+        # Nothing left anywhere: the plan is empty and no driver is called.
+        return next(iter(ctx.drivers.values())), []
+    driver = ctx.driver_for(found[0].compute_type)
+    return driver, [i for i in found if i.compute_type == found[0].compute_type]
+
+
 async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) -> bool:
     """Record each exit the first time we see it: the restart back-off counts from there."""
     fresh = []
     for inst in actual:
-        if inst.running or inst.state not in ("exited", "dead"):
+        if inst.running or inst.state != InstanceState.EXITED:
             continue
         rec = records.get(inst.id)
         if rec is not None and (rec["retired"] or instance_store.exit_noted(rec)):
@@ -74,8 +85,11 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
     replace = frozenset(task.params.get("replace", ()))
     for _ in range(MAX_ROUNDS):
         goal, row, records = await ctx.goals.service_view(task.project_id, task.service)
-        driver = ctx.driver_for(goal.spec.compute_type if goal else "docker")
-        raw = await _service_instances(driver, task.project_id, task.service)
+        if goal is not None:
+            driver = ctx.driver_for(goal.spec.compute_type)
+            raw = await _service_instances(driver, task.project_id, task.service)
+        else:
+            driver, raw = await _left_behind(ctx, task.project_id, task.service)
         if await _observe_exits(ctx, raw, records):
             goal, row, records = await ctx.goals.service_view(task.project_id, task.service)
         now = time.time()
@@ -148,7 +162,7 @@ async def _check_rollout(
     ``progress_deadline``: the old instances keep serving, the service is frozen with the
     reason (so nothing retries a bad version behind the operator's back), the task fails."""
     failed = [i for i in actual if i.id in created and not i.retired
-              and (i.state in ("exited", "dead") or i.health == "unhealthy")]
+              and (i.state == InstanceState.EXITED or i.health == "unhealthy")]
     if failed:
         inst = failed[0]
         why = (f"new instance {inst.name} exited (exit code {inst.exit_code})" if not inst.running
@@ -256,7 +270,7 @@ async def _run_step(
         return inst.id
     elif isinstance(step, Start):
         inst = step.instance
-        restart = inst.state != "created"
+        restart = inst.state != InstanceState.CREATING
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, restart)
         await driver.start(inst)
         what = f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart else f"started {inst.name}"

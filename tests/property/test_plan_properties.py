@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mariposa.converge.plan import plan, ready_time
-from mariposa.model import Create, GiveUp, HealthCheck, Instance, Remove, ServiceGoal, ServiceSpec, Start, Stop, Wait
+from mariposa.model import Create, GiveUp, HealthCheck, Instance, InstanceState, Remove, ServiceGoal, ServiceSpec, Start, Stop, Wait
 
 CURRENT = ServiceSpec(name="web", image="img:2", min_healthy_time=10.0)
 CHECKED = attrs.evolve(CURRENT, healthchecks=(HealthCheck(type="tcp", port=80),))
@@ -22,11 +22,11 @@ ROUND = 4.0  # seconds a round of steps takes on the simulated clock
 def instance(spec: ServiceSpec, state: str, created: float) -> Instance:
     n = next(_ids)
     return Instance(id=f"i{n}", runtime_id=f"r{n}", name=f"p-web-{n}", project_id="p", service="web",
-                    spec_hash=spec.spec_hash, version_id="v", state=state, created=created)
+                    spec_hash=spec.spec_hash, version_id="v", state=state, created=created, compute_type="docker")
 
 
 instances = st.lists(
-    st.builds(instance, st.sampled_from([CURRENT, OLD]), st.sampled_from(["running", "exited", "created", "dead"]),
+    st.builds(instance, st.sampled_from([CURRENT, OLD]), st.sampled_from([InstanceState.RUNNING, InstanceState.EXITED, InstanceState.CREATING]),
               st.floats(0, 1000)),
     max_size=12,
 )
