@@ -19,16 +19,52 @@ What a driver owes the rest of Mariposa:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 import attrs
 
-from mariposa.model import CreateRequest, Instance, InstanceState
+from mariposa.model import (
+    LABEL_CREATED,
+    LABEL_IMAGE,
+    LABEL_INSTANCE,
+    LABEL_PROJECT,
+    LABEL_PROJECT_NAME,
+    LABEL_SERVICE,
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+    CreateRequest,
+    Instance,
+    InstanceState,
+)
 
 __all__ = [
     "Driver", "DriverError", "DriverEvent", "ImageNotFound", "InstanceState", "RuntimeUnavailable",
+    "identity_from_labels",
 ]
+
+
+def identity_from_labels(labels: Mapping[str, str]) -> dict[str, Any] | None:
+    """The ``Instance`` fields an instance's labels carry (``CreateRequest.labels``); None for
+    something that has no instance label (not Mariposa's). Every driver rebuilds identity this
+    way, from the runtime alone, which is why it survives a daemon restart."""
+    instance_id = labels.get(LABEL_INSTANCE)
+    if not instance_id:
+        return None
+    fields: dict[str, Any] = {
+        "id": instance_id,
+        "project_id": labels.get(LABEL_PROJECT, ""),
+        "project_name": labels.get(LABEL_PROJECT_NAME, ""),
+        "service": labels.get(LABEL_SERVICE, ""),
+        "spec_hash": labels.get(LABEL_SPEC_HASH, ""),
+        "version_id": labels.get(LABEL_VERSION, ""),
+        "image": labels.get(LABEL_IMAGE, ""),
+    }
+    try:
+        fields["created"] = float(labels[LABEL_CREATED])
+    except (KeyError, ValueError):
+        pass  # the driver knows when the runtime made it
+    return fields
 
 
 class DriverError(Exception):

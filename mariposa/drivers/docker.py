@@ -21,6 +21,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -29,17 +30,13 @@ import attrs
 import httpx
 import trio
 
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, RuntimeUnavailable
+from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, RuntimeUnavailable, identity_from_labels
 from mariposa.model import (
-    LABEL_CREATED,
-    LABEL_IMAGE,
     LABEL_INSTANCE,
     LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_PROJECT_NAME,
     LABEL_SERVICE,
-    LABEL_SPEC_HASH,
-    LABEL_VERSION,
     CreateRequest,
     Instance,
     InstanceState,
@@ -189,31 +186,21 @@ def _instance(
     exit_code: int | None,
 ) -> Instance | None:
     """One builder for both the list and the inspect shapes, so they can never disagree."""
-    mapped, exit_code = _state(state, exit_code)
-    instance_id = labels.get(LABEL_INSTANCE)
-    if not instance_id:
+    found = identity_from_labels(labels)
+    if found is None:
         return None
-    project_id = labels.get(LABEL_PROJECT, "")
-    net = (networks or {}).get(network_name(project_id, labels.get(LABEL_PROJECT_NAME, "")))
-    try:
-        created_at = float(labels[LABEL_CREATED])
-    except (KeyError, ValueError):
-        created_at = _parse_created(created)
+    mapped, exit_code = _state(state, exit_code)
+    found.setdefault("created", _parse_created(created))
+    found["image"] = found["image"] or image
+    net = (networks or {}).get(network_name(found["project_id"], found["project_name"]))
     return Instance(
-        id=instance_id,
+        **found,
         runtime_id=runtime_id,
         name=name.lstrip("/"),
-        project_id=project_id,
-        service=labels.get(LABEL_SERVICE, ""),
-        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
-        version_id=labels.get(LABEL_VERSION, ""),
         state=mapped,
-        created=created_at,
-        image=labels.get(LABEL_IMAGE) or image,
         exit_code=exit_code,
         address=(net or {}).get("IPAddress") or None,
         ports=_published(ports),
-        project_name=labels.get(LABEL_PROJECT_NAME, ""),
         compute_type=DockerDriver.compute_type,
     )
 
@@ -318,6 +305,12 @@ class _Demux:
             self.out += self.buf[8 : 8 + size]
             del self.buf[: 8 + size]
 
+    def take(self) -> bytes:
+        """The payload demultiplexed so far, and forget it."""
+        out = bytes(self.out)
+        self.out.clear()
+        return out
+
 
 class DockerDriver:
     """Driver protocol over the Docker Engine API; see the module docstring for the rules."""
@@ -373,6 +366,19 @@ class DockerDriver:
         msg = _redact(_message(resp), spec)
         exc_type = ImageNotFound if "No such image" in msg else DriverError
         raise exc_type(f"docker: {what}: {msg}")
+
+    @asynccontextmanager
+    async def _streaming(self, method: str, path: str, what: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """A call whose body is read as it comes (events, exec, logs); errors as from ``_call``,
+        also those that break the stream half way."""
+        try:
+            async with self._client.stream(method, path, **kwargs) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise DriverError(f"docker: {what}: {_message(resp)}")
+                yield resp
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from None
 
     # ---- protocol -----------------------------------------------------------------------------
 
@@ -570,30 +576,24 @@ class DockerDriver:
         keys = {key for _, key in window}
         params = _filters(type=["container"], label=[self._owner_label], event=EVENT_ACTIONS)
         params["since"] = f"{floor // 10**9}.{floor % 10**9:09d}"
-        try:
-            async with self._client.stream("GET", "/events", params=params, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise DriverError(f"docker: events: {_message(resp)}")
-                async for line in resp.aiter_lines():
-                    data = _event_data(line)
-                    if data is None:
-                        continue
-                    stamp = data.get("timeNano")
-                    if isinstance(stamp, int):
-                        key = f"{stamp}/{data.get('Action') or data.get('status')}/{data.get('id', '')[:12]}"
-                        if stamp < floor or key in keys:
-                            continue  # delivered before the cursor
-                        window.append((stamp, key))
-                        keys.add(key)
-                        floor = max(floor, stamp - REPLAY_MARGIN_NS)
-                        while window and (window[0][0] < floor or len(window) > CURSOR_KEYS):
-                            old, old_key = window.popleft()
-                            keys.discard(old_key)
-                            floor = max(floor, old + 1)  # forgotten, so never replayed again
-                    yield self._event(data, f"{floor}|" + ",".join(k for _, k in window))
-        except (httpx.TransportError, OSError) as exc:
-            raise self._unavailable(exc) from None
+        async with self._streaming("GET", "/events", "events", params=params, timeout=None) as resp:
+            async for line in resp.aiter_lines():
+                data = _event_data(line)
+                if data is None:
+                    continue
+                stamp = data.get("timeNano")
+                if isinstance(stamp, int):
+                    key = f"{stamp}/{data.get('Action') or data.get('status')}/{data.get('id', '')[:12]}"
+                    if stamp < floor or key in keys:
+                        continue  # delivered before the cursor
+                    window.append((stamp, key))
+                    keys.add(key)
+                    floor = max(floor, stamp - REPLAY_MARGIN_NS)
+                    while window and (window[0][0] < floor or len(window) > CURSOR_KEYS):
+                        old, old_key = window.popleft()
+                        keys.discard(old_key)
+                        floor = max(floor, old + 1)  # forgotten, so never replayed again
+                yield self._event(data, f"{floor}|" + ",".join(k for _, k in window))
         raise RuntimeUnavailable(f"Docker Engine at {self.where} closed the event stream")
 
     @staticmethod
@@ -624,20 +624,10 @@ class DockerDriver:
             )
             exec_id = resp.json()["Id"]
             demux = _Demux()
-            try:
-                async with self._client.stream(
-                    "POST",
-                    f"/exec/{exec_id}/start",
-                    json={"Detach": False, "Tty": False},
-                    timeout=None,
-                ) as resp:
-                    if resp.status_code >= 400:
-                        await resp.aread()
-                        raise DriverError(f"docker: {what}: {_message(resp)}")
-                    async for chunk in resp.aiter_raw():
-                        demux.feed(chunk)
-            except (httpx.TransportError, OSError) as exc:
-                raise self._unavailable(exc) from None
+            start = {"Detach": False, "Tty": False}
+            async with self._streaming("POST", f"/exec/{exec_id}/start", what, json=start, timeout=None) as resp:
+                async for chunk in resp.aiter_raw():
+                    demux.feed(chunk)
             # The stream ends when the process does; the exit code lands a moment later.
             while True:
                 info = (await self._call("GET", f"/exec/{exec_id}/json", what)).json()
@@ -660,21 +650,13 @@ class DockerDriver:
         if tail is not None:
             params["tail"] = str(tail)
         demux = _Demux()
-        try:
-            async with self._client.stream(
-                "GET", f"/containers/{inst.runtime_id}/logs", params=params,
-                timeout=None if follow else CALL_TIMEOUT,
-            ) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise DriverError(f"docker: logs of {inst.name}: {_message(resp)}")
-                async for chunk in resp.aiter_raw():
-                    demux.feed(chunk)
-                    if demux.out:
-                        yield bytes(demux.out)
-                        demux.out.clear()
-        except (httpx.TransportError, OSError) as exc:
-            raise self._unavailable(exc) from None
+        path = f"/containers/{inst.runtime_id}/logs"
+        timeout = None if follow else CALL_TIMEOUT
+        async with self._streaming("GET", path, f"logs of {inst.name}", params=params, timeout=timeout) as resp:
+            async for chunk in resp.aiter_raw():
+                demux.feed(chunk)
+                if demux.out:
+                    yield demux.take()
 
 
 def _event_data(line: str) -> dict[str, Any] | None:

@@ -29,21 +29,8 @@ import attrs
 import trio
 
 from mariposa.clock import wall_clock
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound
-from mariposa.model import (
-    LABEL_CREATED,
-    LABEL_IMAGE,
-    LABEL_INSTANCE,
-    LABEL_OWNER,
-    LABEL_PROJECT,
-    LABEL_PROJECT_NAME,
-    LABEL_SERVICE,
-    LABEL_SPEC_HASH,
-    LABEL_VERSION,
-    CreateRequest,
-    Instance,
-    InstanceState,
-)
+from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, identity_from_labels
+from mariposa.model import LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, CreateRequest, Instance, InstanceState
 
 DEFAULT_STOP_TIMEOUT = 10  # seconds, Docker's default
 KILLED = 137  # 128 + SIGKILL
@@ -185,15 +172,10 @@ class FakeDriver:
         return box if box is not None and self._mine(box) else None
 
     def _report(self, box: _Box) -> Instance:
-        labels = box.labels
-        running = box.state == InstanceState.RUNNING
         return Instance(
-            id=labels[LABEL_INSTANCE], runtime_id=box.runtime_id, name=box.name, project_id=labels[LABEL_PROJECT],
-            service=labels[LABEL_SERVICE], spec_hash=labels[LABEL_SPEC_HASH], version_id=labels[LABEL_VERSION],
-            state=box.state, created=float(labels[LABEL_CREATED]), image=labels[LABEL_IMAGE],
+            **identity_from_labels(box.labels) or {}, runtime_id=box.runtime_id, name=box.name, state=box.state,
             exit_code=box.exit_code if box.state == InstanceState.EXITED else None,
-            address="127.0.0.1" if running else None, compute_type=self.compute_type,
-            project_name=labels.get(LABEL_PROJECT_NAME, ""),
+            address="127.0.0.1" if box.state == InstanceState.RUNNING else None, compute_type=self.compute_type,
         )
 
     def _report_all(self, project_id: str | None = None) -> list[Instance]:
