@@ -85,8 +85,9 @@ class DriverEvent:
     plans from a full inventory), but they must still be exact: ``cursor`` lets a consumer
     resume after a reconnect with no event lost and none delivered twice.
 
-    ``action`` is one vocabulary for all drivers: create | start | die | kill | oom | stop |
-    pause | unpause | destroy. A ``die`` carries the exit code when the runtime knows it.
+    ``action`` is one vocabulary for all drivers: at least create | start | die | kill | stop |
+    destroy (a runtime may add its own, such as Docker's exec_start; they wake the daemon too).
+    A ``die`` carries the exit code when the runtime knows it.
     ``cursor`` is opaque: only the driver that made it may read it (pass it to ``events``).
     """
 

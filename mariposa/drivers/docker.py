@@ -67,8 +67,6 @@ _STATES = {
 }
 DEAD_EXIT_CODE = -1  # a dead container whose own exit code says nothing of failure still failed
 
-# Events the daemon wakes on; exec_* and the like (one per command health probe) are left out.
-EVENT_ACTIONS = ("create", "start", "die", "kill", "oom", "stop", "pause", "unpause", "destroy")
 # How far back a resumed subscription asks the Engine to replay. The Engine stamps an event
 # before it takes the lock that orders its buffer, so events a little apart in time can arrive
 # a little out of order; replaying a margin and dropping what was delivered (by key) loses none.
@@ -574,7 +572,7 @@ class DockerDriver:
     async def _events(self, floor: int, seen: list[tuple[int, str]]) -> AsyncIterator[DriverEvent]:
         window = deque(seen)  # (timeNano, key) of delivered events at or after floor
         keys = {key for _, key in window}
-        params = _filters(type=["container"], label=[self._owner_label], event=EVENT_ACTIONS)
+        params = _filters(type=["container"], label=[self._owner_label])
         params["since"] = f"{floor // 10**9}.{floor % 10**9:09d}"
         async with self._streaming("GET", "/events", "events", params=params, timeout=None) as resp:
             async for line in resp.aiter_lines():
