@@ -54,11 +54,14 @@ def lock_state_dir(state_dir: Path):
 
 
 async def watch_driver_events(ctx: Context, driver: Driver) -> None:
-    """Runtime events only wake the reconciler; if the stream breaks we re-subscribe, and the
-    periodic resync covers whatever happened meanwhile."""
+    """Runtime events only wake the reconciler; if the stream breaks we re-subscribe from the
+    last event's cursor, so what happened meanwhile still wakes it (and the periodic resync
+    covers whatever the runtime itself no longer keeps)."""
+    cursor: str | None = None
     while True:
         try:
-            async for _event in driver.events():
+            async for event in driver.events(since=cursor):
+                cursor = event.cursor or cursor
                 ctx.wake_reconciler()
                 ctx.wake_health()
         except (DriverError, OSError) as exc:

@@ -7,6 +7,7 @@ that exists on a runtime; it is also frozen, because an inventory is a snapshot,
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from typing import Literal
@@ -203,6 +204,20 @@ class PublishedPort:
         return f"{self.host_ip or '0.0.0.0'}:{self.host_port}->{self.container}/{self.protocol}"
 
 
+class InstanceState(enum.StrEnum):
+    """An instance's state in one vocabulary for every runtime; each driver maps its runtime's own
+    states into it (``drivers/base.py``), so nothing above the drivers knows a runtime's strings.
+    A ``StrEnum``, so JSON output shows the plain value."""
+
+    CREATING = "creating"  # made, never started
+    RUNNING = "running"
+    PAUSED = "paused"  # frozen by the runtime: unreachable, counts as neither up nor down
+    STOPPING = "stopping"
+    EXITED = "exited"  # stopped, crashed or killed; ``exit_code`` says how when known
+    REMOVING = "removing"
+    UNKNOWN = "unknown"  # the runtime said something no mapping knows
+
+
 @attrs.frozen
 class Instance:
     """One compute instance as the runtime reports it."""
@@ -214,13 +229,13 @@ class Instance:
     service: str
     spec_hash: str
     version_id: str
-    state: str  # created | running | paused | restarting | removing | exited | dead
+    state: InstanceState = attrs.field(converter=InstanceState)
     created: float  # epoch seconds, sub-second precision
     image: str = ""
     exit_code: int | None = None
     address: str | None = None
     ports: tuple[PublishedPort, ...] = ()
-    compute_type: str = "docker"
+    compute_type: str = attrs.field(kw_only=True)  # stamped by the driver that reports it
     project_name: str = ""
     # What the daemon remembers (store/instances.py), merged in before planning:
     retired: bool = False  # taken out of service; kept stopped only for inspection
@@ -232,11 +247,11 @@ class Instance:
 
     @property
     def running(self) -> bool:
-        return self.state in ("running", "restarting")
+        return self.state == InstanceState.RUNNING
 
     @property
     def transitioning(self) -> bool:
-        return self.state in ("removing", "restarting", "paused")
+        return self.state in (InstanceState.REMOVING, InstanceState.STOPPING, InstanceState.PAUSED)
 
     def to_json(self) -> dict:
         data = attrs.asdict(self, recurse=True)

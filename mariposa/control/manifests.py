@@ -44,7 +44,7 @@ async def resolve_images(ctx: Context, spec: ProjectSpec) -> dict[str, str | Non
         if svc.image in found:
             continue
         try:
-            found[svc.image] = await ctx.driver_for(svc.compute_type).check_image(svc.image)
+            found[svc.image] = await ctx.driver_for(svc.compute_type).resolve_image(svc.image)
         except DriverError:
             found[svc.image] = None
     return found

@@ -18,8 +18,8 @@ from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.errors import TaskFailed
 from mariposa.model import (
-    Create, CreateRequest, FailRollout, GiveUp, Instance, NoteReplacement, Plan, Remove, Rollout, ServiceGoal, Start,
-    Stop, Wait,
+    Create, CreateRequest, FailRollout, GiveUp, Instance, InstanceState, NoteReplacement, Plan, Remove, Rollout,
+    ServiceGoal, Start, Stop, Wait,
 )
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
@@ -40,11 +40,22 @@ async def _service_instances(driver: Driver, project_id: str, service: str) -> l
     return [i for i in await driver.inventory(project_id) if i.service == service]
 
 
+async def _left_behind(ctx: Context, project_id: str, service: str) -> tuple[Driver, list[Instance]]:
+    """A removed service has no goal to name its compute type, so its instances name their
+    drivers. One driver per round; the next round finds the next one still holding some."""
+    found = [i for i in await ctx.inventory(project_id) if i.service == service]
+    if not found:
+        # Nothing left anywhere: the plan is empty and no driver is called.
+        return next(iter(ctx.drivers.values())), []
+    driver = ctx.driver_for(found[0].compute_type)
+    return driver, [i for i in found if i.compute_type == found[0].compute_type]
+
+
 async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) -> bool:
     """Record each exit the first time we see it: the restart back-off counts from there."""
     fresh = []
     for inst in actual:
-        if inst.running or inst.state not in ("exited", "dead"):
+        if inst.running or inst.state != InstanceState.EXITED:
             continue
         rec = records.get(inst.id)
         if rec is not None and (rec["retired"] or instance_store.exit_noted(rec)):
@@ -72,8 +83,11 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
     replace = frozenset(task.params.get("replace", ()))
     for _ in range(MAX_ROUNDS):
         goal, _row, records = await ctx.goals.service_view(task.project_id, task.service)
-        driver = ctx.driver_for(goal.spec.compute_type if goal else "docker")
-        raw = await _service_instances(driver, task.project_id, task.service)
+        if goal is not None:
+            driver = ctx.driver_for(goal.spec.compute_type)
+            raw = await _service_instances(driver, task.project_id, task.service)
+        else:
+            driver, raw = await _left_behind(ctx, task.project_id, task.service)
         if await _observe_exits(ctx, raw, records):
             goal, _row, records = await ctx.goals.service_view(task.project_id, task.service)
         now = ctx.clock.now()
@@ -232,7 +246,7 @@ async def _run_step(
         return inst.id
     elif isinstance(step, Start):
         inst = step.instance
-        restart = inst.state != "created"
+        restart = inst.state != InstanceState.CREATING
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, restart)
         await driver.start(inst)
         what = f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart else f"started {inst.name}"

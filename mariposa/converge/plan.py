@@ -25,7 +25,8 @@ from collections.abc import Sequence
 
 from mariposa.converge.supervise import REPLACE
 from mariposa.model import (
-    Create, FailRollout, GiveUp, Instance, NoteReplacement, Plan, Remove, Rollout, ServiceGoal, Start, Step, Stop, Wait,
+    Create, FailRollout, GiveUp, Instance, InstanceState, NoteReplacement, Plan, Remove, Rollout, ServiceGoal, Start,
+    Step, Stop, Wait,
 )
 
 
@@ -63,7 +64,7 @@ def _rollout_failure(
     if not old:
         return None
     failed = [i for i in actual if i.id in rollout.created and not i.retired
-              and (i.state in ("exited", "dead") or i.health == "unhealthy")]
+              and (i.state == InstanceState.EXITED or i.health == "unhealthy")]
     if failed:
         inst = failed[0]
         why = (f"new instance {inst.name} exited (exit code {inst.exit_code})" if not inst.running
@@ -87,7 +88,7 @@ def plan(
     ``replace`` names instances a reprovision replaces whatever their version. ``rollout`` is
     what the task running the plan remembers; without it (the reconciler's look, a preview) no
     rollout is judged."""
-    live = [i for i in actual if i.state != "removing"]
+    live = [i for i in actual if i.state != InstanceState.REMOVING]
     if goal is None or goal.desired == "absent":
         return Plan(tuple(Remove(i, "service removed", purge=True) for i in _oldest_first(live)))
     if rollout is not None and (failure := _rollout_failure(goal, actual, rollout, now, replace)):
@@ -110,7 +111,7 @@ def plan(
     up: list[Instance] = []
     pending: list[Instance] = []  # to be started, now or after their back-off; they count
     for inst in _oldest_first(current):
-        if inst.state == "paused":
+        if inst.state == InstanceState.PAUSED:
             # unreachable (the single-host stand-in for a CN gone offline): it neither counts
             # nor is touched; a replacement is made, and if it comes back the service is over
             # its scale and the scale-down policy takes the surplus away
@@ -120,10 +121,8 @@ def plan(
                 steps.append(Remove(inst, "unhealthy", failed=True))
             else:
                 up.append(inst)
-        elif inst.state == "created":
+        elif inst.state == InstanceState.CREATING:
             pending.append(inst)  # made but never started (e.g. a crash mid-create)
-        elif inst.state == "dead":
-            steps.append(Remove(inst, "dead", failed=True))
         elif policy.allows(inst.exit_code, inst.restarts):
             pending.append(inst)
         else:
@@ -133,7 +132,7 @@ def plan(
 
     running_stale = _oldest_first([i for i in stale if i.running])
     steps += [Remove(i, "stopped instance of an old version", failed=_exited_badly(i))
-              for i in _oldest_first(stale) if not i.running and i.state != "paused"]
+              for i in _oldest_first(stale) if not i.running and i.state != InstanceState.PAUSED]
 
     def ready(i: Instance) -> bool:
         at = ready_time(i, goal)
@@ -171,10 +170,10 @@ def plan(
         room = max(0, want + surge - (len(up) + len(running_stale) - len(retire)))
     steps += [Remove(i, "replaced by the current version") for i in retire]
 
-    chosen = sorted(pending, key=lambda i: (i.state != "created", -i.created))[: min(need, room)]  # newest first
+    chosen = sorted(pending, key=lambda i: (i.state != InstanceState.CREATING, -i.created))[: min(need, room)]  # newest first
     for inst in chosen:
-        if inst.state == "created" or now >= inst.ready_at:
-            steps.append(Start(inst, "instance not running" if inst.state == "created" else f"restart policy {policy}"))
+        if inst.state == InstanceState.CREATING or now >= inst.ready_at:
+            steps.append(Start(inst, "instance not running" if inst.state == InstanceState.CREATING else f"restart policy {policy}"))
         else:
             steps.append(Wait(inst.ready_at, f"{inst.name} exited (exit code {inst.exit_code}); restart "
                                              f"{inst.restarts + 1} in {inst.ready_at - now:.0f}s"))

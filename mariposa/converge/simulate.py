@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import attrs
 
 from mariposa.converge.plan import plan
-from mariposa.model import Create, GiveUp, Instance, Remove, ServiceGoal, Start, Stop
+from mariposa.model import Create, GiveUp, Instance, InstanceState, Remove, ServiceGoal, Start, Stop
 
 ROUND = 5.0
 
@@ -41,14 +41,15 @@ def simulate(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int
                 n = next(ids)
                 new = Instance(id=f"sim{n}", runtime_id=f"sim{n}", name=f"sim{n}", project_id=goal.project_id,
                                service=goal.spec.name, spec_hash=goal.spec.spec_hash, version_id=goal.version_id,
-                               state="running", created=now, started_at=now, health="healthy", health_since=now)
+                               state=InstanceState.RUNNING, created=now, started_at=now, health="healthy", health_since=now,
+                               compute_type=goal.spec.compute_type)
                 by_id[new.id] = new
                 counts["create"] += 1
             elif isinstance(step, Start):
-                by_id[step.instance.id] = attrs.evolve(step.instance, state="running", started_at=now)
+                by_id[step.instance.id] = attrs.evolve(step.instance, state=InstanceState.RUNNING, started_at=now)
                 counts["start"] += 1
             elif isinstance(step, Stop):
-                by_id[step.instance.id] = attrs.evolve(step.instance, state="exited")
+                by_id[step.instance.id] = attrs.evolve(step.instance, state=InstanceState.EXITED)
                 counts["stop"] += 1
             elif isinstance(step, Remove):
                 by_id.pop(step.instance.id, None)

@@ -1,17 +1,70 @@
-"""The small protocol every compute driver implements.
+"""The one protocol every compute driver implements: Docker, LXC, QEMU and the in-memory fake.
 
-The daemon never talks to a runtime except through this, so the reconciler, the queue and the
-tests can swap the real Docker driver for the in-memory fake one.
+Why one protocol: the daemon never talks to a runtime except through this, so the planner, the
+queue, the health checks and the tests work the same on every runtime, and a new runtime is one
+module plus a green run of the contract suite (``tests/contract/``), which is written against
+this protocol only.
+
+What a driver owes the rest of Mariposa:
+
+- **States in one vocabulary.** Each driver maps its runtime's own states into
+  ``InstanceState``; no runtime's strings ("created", "dead", "RUNNING", ...) leave the driver.
+- **Identity on the instance.** Every instance carries the labels of ``CreateRequest.labels``
+  (owner, project, service, instance id, version, spec hash) on the runtime itself, so a new
+  driver object (a daemon restart) rebuilds the same inventory from the runtime alone.
+- **``compute_type`` stamped** on every ``Instance`` the driver reports, so whatever acts on an
+  instance later finds its driver from the instance, never from a default.
+- **Idempotent operations by instance id**, because a step is replayed after a crash.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 import attrs
 
-from mariposa.model import CreateRequest, Instance
+from mariposa.model import (
+    LABEL_CREATED,
+    LABEL_IMAGE,
+    LABEL_INSTANCE,
+    LABEL_PROJECT,
+    LABEL_PROJECT_NAME,
+    LABEL_SERVICE,
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+    CreateRequest,
+    Instance,
+    InstanceState,
+)
+
+__all__ = [
+    "Driver", "DriverError", "DriverEvent", "ImageNotFound", "InstanceState", "RuntimeUnavailable",
+    "identity_from_labels",
+]
+
+
+def identity_from_labels(labels: Mapping[str, str]) -> dict[str, Any] | None:
+    """The ``Instance`` fields an instance's labels carry (``CreateRequest.labels``); None for
+    something that has no instance label (not Mariposa's). Every driver rebuilds identity this
+    way, from the runtime alone, which is why it survives a daemon restart."""
+    instance_id = labels.get(LABEL_INSTANCE)
+    if not instance_id:
+        return None
+    fields: dict[str, Any] = {
+        "id": instance_id,
+        "project_id": labels.get(LABEL_PROJECT, ""),
+        "project_name": labels.get(LABEL_PROJECT_NAME, ""),
+        "service": labels.get(LABEL_SERVICE, ""),
+        "spec_hash": labels.get(LABEL_SPEC_HASH, ""),
+        "version_id": labels.get(LABEL_VERSION, ""),
+        "image": labels.get(LABEL_IMAGE, ""),
+    }
+    try:
+        fields["created"] = float(labels[LABEL_CREATED])
+    except (KeyError, ValueError):
+        pass  # the driver knows when the runtime made it
+    return fields
 
 
 class DriverError(Exception):
@@ -19,7 +72,7 @@ class DriverError(Exception):
 
 
 class ImageNotFound(DriverError):
-    pass
+    """The image (or VM template) is not on this host; Mariposa never pulls, so this is final."""
 
 
 class RuntimeUnavailable(DriverError):
@@ -28,44 +81,107 @@ class RuntimeUnavailable(DriverError):
 
 @attrs.frozen
 class DriverEvent:
-    """Something changed on the runtime; the reconciler only uses it as a wake-up call."""
+    """Something changed on the runtime. The daemon uses events only as wake-up calls (it always
+    plans from a full inventory), but they must still be exact: ``cursor`` lets a consumer
+    resume after a reconnect with no event lost and none delivered twice.
 
-    action: str  # create | start | die | stop | destroy | kill | oom | ...
+    ``action`` is one vocabulary for all drivers: at least create | start | die | kill | stop |
+    destroy (a runtime may add its own, such as Docker's exec_start; they wake the daemon too).
+    A ``die`` carries the exit code when the runtime knows it.
+    ``cursor`` is opaque: only the driver that made it may read it (pass it to ``events``).
+    """
+
+    action: str
     instance_id: str | None
     project_id: str | None
     service: str | None
     exit_code: int | None = None
+    cursor: str | None = None
 
 
 class Driver(Protocol):
+    """One runtime. Every method that names an instance takes the ``Instance`` the driver itself
+    reported (it carries the runtime's id); none of them keeps state that a new driver object over
+    the same runtime would not rebuild from the runtime."""
+
     compute_type: str
 
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise ``RuntimeUnavailable`` when the runtime does not answer; cheap, for start-up."""
+        ...
 
-    async def ensure_network(self, project_id: str, project_name: str) -> None: ...
+    async def ensure_network(self, project_id: str, project_name: str) -> None:
+        """Make the project's network if it is missing (idempotent): one network per project
+        across runtimes, so its instances reach each other by service name."""
+        ...
 
-    async def remove_network(self, project_id: str) -> None: ...
+    async def remove_network(self, project_id: str) -> None:
+        """Remove the project's network; a network already gone is not an error."""
+        ...
 
-    async def check_image(self, image: str) -> str:
-        """Return the image's content id; raise ImageNotFound when it is not on the host."""
+    async def resolve_image(self, image: str) -> str:
+        """The content id of ``image`` as the host has it now; a version records it so a tag
+        moved later never changes what the version runs. Raises ``ImageNotFound``."""
         ...
 
     async def create(self, req: CreateRequest) -> Instance:
-        """Create and start one instance; on failure leave nothing behind."""
+        """Create and start one instance. On failure leave nothing behind (a half-made instance
+        would be adopted by nobody). Replaying a create with the same instance id returns the
+        instance already made instead of a second one."""
         ...
 
-    async def start(self, inst: Instance) -> None: ...
+    async def start(self, inst: Instance) -> None:
+        """Start a stopped (or never started) instance; starting a running one is a no-op. An
+        instance that no longer exists raises ``DriverError``."""
+        ...
 
-    async def stop(self, inst: Instance, timeout: int | None = None) -> None: ...
+    async def stop(self, inst: Instance, timeout: int | None = None) -> None:
+        """Ask the instance to stop (SIGTERM or its runtime's equivalent) and kill it once
+        ``timeout`` seconds have passed: None means the instance's own stop timeout (the spec's
+        ``stop_timeout``, else the runtime's default), negative means wait for ever. Stopping a
+        stopped or removed instance is a no-op."""
+        ...
 
     async def remove(self, inst: Instance) -> None:
         """Remove, stopping first if needed; removing what is already gone is not an error."""
         ...
 
     async def inventory(self, project_id: str | None = None) -> list[Instance]:
-        """Every instance this daemon owns (optionally one project's), in any state."""
+        """Every instance this daemon (owner) has on the runtime, optionally one project's, in
+        any state; rebuilt from the runtime and its labels alone."""
         ...
 
-    def events(self) -> AsyncIterator[DriverEvent]: ...
+    def events(self, since: str | None = None) -> AsyncIterator[DriverEvent]:
+        """Instance events of this owner, as they happen.
 
-    async def aclose(self) -> None: ...
+        ``since=None``: every event after this call (the subscription starts when ``events`` is
+        called, not when it is first iterated, so a caller never races its own actions).
+        ``since=cursor``: every event after the one that carried ``cursor``, each once, even
+        those that happened while nobody listened (within what the runtime keeps).
+
+        The iterator never ends quietly: when the runtime's stream breaks it raises
+        ``RuntimeUnavailable``, and the caller re-subscribes with its last cursor.
+        """
+        ...
+
+    async def exec(self, inst: Instance, argv: list[str], timeout: float) -> tuple[int, bytes]:
+        """Run ``argv`` inside a running instance; (exit code, stdout and stderr together). For
+        command health checks. Raises ``trio.TooSlowError`` past ``timeout``, ``DriverError``
+        when the instance cannot run it (not running, gone)."""
+        ...
+
+    async def address(self, inst: Instance) -> str | None:
+        """The instance's address on its project network now; None when it has none (stopped)."""
+        ...
+
+    def logs(
+        self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The instance's output (stdout and stderr interleaved) as byte chunks: from ``since``
+        (epoch seconds) on, or only the last ``tail`` lines; with ``follow`` the iterator goes on
+        with new output until the instance stops."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; instances keep running."""
+        ...

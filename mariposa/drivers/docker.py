@@ -18,7 +18,10 @@ import json
 import os
 import re
 import struct
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -27,19 +30,16 @@ import attrs
 import httpx
 import trio
 
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, RuntimeUnavailable
+from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, RuntimeUnavailable, identity_from_labels
 from mariposa.model import (
-    LABEL_CREATED,
-    LABEL_IMAGE,
     LABEL_INSTANCE,
     LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_PROJECT_NAME,
     LABEL_SERVICE,
-    LABEL_SPEC_HASH,
-    LABEL_VERSION,
     CreateRequest,
     Instance,
+    InstanceState,
     PublishedPort,
     ServiceSpec,
 )
@@ -53,6 +53,25 @@ STOP_GRACE = 60.0  # on top of the stop timeout, for Docker's own kill-and-wait
 _REDACT_MIN = 4
 
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
+
+# Docker's states in the protocol's vocabulary. "restarting" cannot last (RestartPolicy is always
+# "no"); "dead" is a container the Engine failed to remove or clean up: it exited, badly.
+_STATES = {
+    "created": InstanceState.CREATING,
+    "running": InstanceState.RUNNING,
+    "restarting": InstanceState.RUNNING,
+    "paused": InstanceState.PAUSED,
+    "removing": InstanceState.REMOVING,
+    "exited": InstanceState.EXITED,
+    "dead": InstanceState.EXITED,
+}
+DEAD_EXIT_CODE = -1  # a dead container whose own exit code says nothing of failure still failed
+
+# How far back a resumed subscription asks the Engine to replay. The Engine stamps an event
+# before it takes the lock that orders its buffer, so events a little apart in time can arrive
+# a little out of order; replaying a margin and dropping what was delivered (by key) loses none.
+REPLAY_MARGIN_NS = 1_000_000_000
+CURSOR_KEYS = 512  # at most this many delivered events are remembered in a cursor
 
 
 def _parse_docker_host(docker_host: str | None) -> tuple[str, str | None]:
@@ -138,6 +157,16 @@ def _inspect_ports(ports: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     return out
 
 
+def _state(docker_state: str, exit_code: int | None) -> tuple[InstanceState, int | None]:
+    """(state, exit code) in the protocol's terms; the exit code only for an exited instance."""
+    state = _STATES.get(docker_state, InstanceState.UNKNOWN)
+    if state is not InstanceState.EXITED:
+        return state, None
+    if docker_state == "dead" and not exit_code:
+        return state, DEAD_EXIT_CODE
+    return state, exit_code
+
+
 def network_name(project_id: str, project_name: str) -> str:
     return f"mariposa-{project_name}-{project_id[:8]}"
 
@@ -155,30 +184,22 @@ def _instance(
     exit_code: int | None,
 ) -> Instance | None:
     """One builder for both the list and the inspect shapes, so they can never disagree."""
-    instance_id = labels.get(LABEL_INSTANCE)
-    if not instance_id:
+    found = identity_from_labels(labels)
+    if found is None:
         return None
-    project_id = labels.get(LABEL_PROJECT, "")
-    net = (networks or {}).get(network_name(project_id, labels.get(LABEL_PROJECT_NAME, "")))
-    try:
-        created_at = float(labels[LABEL_CREATED])
-    except (KeyError, ValueError):
-        created_at = _parse_created(created)
+    mapped, exit_code = _state(state, exit_code)
+    found.setdefault("created", _parse_created(created))
+    found["image"] = found["image"] or image
+    net = (networks or {}).get(network_name(found["project_id"], found["project_name"]))
     return Instance(
-        id=instance_id,
+        **found,
         runtime_id=runtime_id,
         name=name.lstrip("/"),
-        project_id=project_id,
-        service=labels.get(LABEL_SERVICE, ""),
-        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
-        version_id=labels.get(LABEL_VERSION, ""),
-        state=state,
-        created=created_at,
-        image=labels.get(LABEL_IMAGE) or image,
+        state=mapped,
         exit_code=exit_code,
         address=(net or {}).get("IPAddress") or None,
         ports=_published(ports),
-        project_name=labels.get(LABEL_PROJECT_NAME, ""),
+        compute_type=DockerDriver.compute_type,
     )
 
 
@@ -282,6 +303,12 @@ class _Demux:
             self.out += self.buf[8 : 8 + size]
             del self.buf[: 8 + size]
 
+    def take(self) -> bytes:
+        """The payload demultiplexed so far, and forget it."""
+        out = bytes(self.out)
+        self.out.clear()
+        return out
+
 
 class DockerDriver:
     """Driver protocol over the Docker Engine API; see the module docstring for the rules."""
@@ -338,6 +365,19 @@ class DockerDriver:
         exc_type = ImageNotFound if "No such image" in msg else DriverError
         raise exc_type(f"docker: {what}: {msg}")
 
+    @asynccontextmanager
+    async def _streaming(self, method: str, path: str, what: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """A call whose body is read as it comes (events, exec, logs); errors as from ``_call``,
+        also those that break the stream half way."""
+        try:
+            async with self._client.stream(method, path, **kwargs) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise DriverError(f"docker: {what}: {_message(resp)}")
+                yield resp
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from None
+
     # ---- protocol -----------------------------------------------------------------------------
 
     async def ping(self) -> None:
@@ -346,7 +386,7 @@ class DockerDriver:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def check_image(self, image: str) -> str:
+    async def resolve_image(self, image: str) -> str:
         resp = await self._call(
             "GET",
             f"/images/{quote(image, safe='/:@')}/json",
@@ -401,7 +441,7 @@ class DockerDriver:
 
     async def create(self, req: CreateRequest) -> Instance:
         spec = req.spec
-        await self.check_image(spec.image_id or spec.image)
+        await self.resolve_image(spec.image_id or spec.image)
         network = await self._ensure_network(req.project_id, req.project_name)
         body = container_config(req, network)
         try:
@@ -511,34 +551,51 @@ class DockerDriver:
         )
         return [inst for inst in map(_from_list, resp.json()) if inst is not None]
 
-    async def events(self, since: float | None = None) -> AsyncIterator[DriverEvent]:
-        """Container events of this owner; ``since`` replays from then (so a re-subscribe loses
-        nothing). Ends by raising RuntimeUnavailable when the stream drops, never silently."""
+    def events(self, since: str | None = None) -> AsyncIterator[DriverEvent]:
+        """Container events of this owner (see the protocol), resumable by cursor.
+
+        A cursor is ``FLOOR|KEY,KEY,...``: resume from FLOOR (the Engine's timeNano) and drop the
+        replayed events whose KEY (timeNano/action/container) was delivered already. FLOOR trails
+        the newest delivered event by ``REPLAY_MARGIN_NS``, so an event the Engine publishes a
+        little out of order is replayed, not lost. What the Engine no longer keeps (it buffers
+        the last few hundred events of all its users) cannot be replayed; the daemon's periodic
+        resync covers that, as it covers any lost wake-up.
+        """
+        if since is None:
+            # Wall time, because the Engine stamps events with it; taken now, so events that
+            # happen before the stream is open are still delivered.
+            floor, seen = time.time_ns(), []
+        else:
+            floor, seen = _parse_cursor(since)
+        return self._events(floor, seen)
+
+    async def _events(self, floor: int, seen: list[tuple[int, str]]) -> AsyncIterator[DriverEvent]:
+        window = deque(seen)  # (timeNano, key) of delivered events at or after floor
+        keys = {key for _, key in window}
         params = _filters(type=["container"], label=[self._owner_label])
-        if since is not None:
-            params["since"] = f"{since:.9f}"
-        try:
-            async with self._client.stream("GET", "/events", params=params, timeout=None) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise DriverError(f"docker: events: {_message(resp)}")
-                async for line in resp.aiter_lines():
-                    event = self._event(line)
-                    if event is not None:
-                        yield event
-        except (httpx.TransportError, OSError) as exc:
-            raise self._unavailable(exc) from None
+        params["since"] = f"{floor // 10**9}.{floor % 10**9:09d}"
+        async with self._streaming("GET", "/events", "events", params=params, timeout=None) as resp:
+            async for line in resp.aiter_lines():
+                data = _event_data(line)
+                if data is None:
+                    continue
+                stamp = data.get("timeNano")
+                if isinstance(stamp, int):
+                    key = f"{stamp}/{data.get('Action') or data.get('status')}/{data.get('id', '')[:12]}"
+                    if stamp < floor or key in keys:
+                        continue  # delivered before the cursor
+                    window.append((stamp, key))
+                    keys.add(key)
+                    floor = max(floor, stamp - REPLAY_MARGIN_NS)
+                    while window and (window[0][0] < floor or len(window) > CURSOR_KEYS):
+                        old, old_key = window.popleft()
+                        keys.discard(old_key)
+                        floor = max(floor, old + 1)  # forgotten, so never replayed again
+                yield self._event(data, f"{floor}|" + ",".join(k for _, k in window))
         raise RuntimeUnavailable(f"Docker Engine at {self.where} closed the event stream")
 
     @staticmethod
-    def _event(line: str) -> DriverEvent | None:
-        line = line.strip()
-        if not line:
-            return None
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return None
+    def _event(data: Mapping[str, Any], cursor: str) -> DriverEvent:
         attrs_ = (data.get("Actor") or {}).get("Attributes") or {}
         # "exec_start: sh -c ..." carries a command line; keep the verb only.
         action = (data.get("Action") or data.get("status") or "").split(":", 1)[0]
@@ -549,16 +606,12 @@ class DockerDriver:
             project_id=attrs_.get(LABEL_PROJECT),
             service=attrs_.get(LABEL_SERVICE),
             exit_code=int(code) if code is not None and code.lstrip("-").isdigit() else None,
+            cursor=cursor,
         )
 
-    # ---- beyond the protocol ------------------------------------------------------------------
-
     async def exec(self, inst: Instance, argv: list[str], timeout: float) -> tuple[int, bytes]:
-        """Run ``argv`` in the instance; (exit code, stdout+stderr). For command health checks.
-
-        Raises trio.TooSlowError past ``timeout``; the process itself is left to finish, since the
-        Engine API has no way to kill an exec.
-        """
+        """See the protocol. Past ``timeout`` the process itself is left to finish, since the
+        Engine API has no way to kill an exec."""
         what = f"exec in {inst.name}"
         with trio.fail_after(timeout):
             resp = await self._call(
@@ -569,23 +622,57 @@ class DockerDriver:
             )
             exec_id = resp.json()["Id"]
             demux = _Demux()
-            try:
-                async with self._client.stream(
-                    "POST",
-                    f"/exec/{exec_id}/start",
-                    json={"Detach": False, "Tty": False},
-                    timeout=None,
-                ) as resp:
-                    if resp.status_code >= 400:
-                        await resp.aread()
-                        raise DriverError(f"docker: {what}: {_message(resp)}")
-                    async for chunk in resp.aiter_raw():
-                        demux.feed(chunk)
-            except (httpx.TransportError, OSError) as exc:
-                raise self._unavailable(exc) from None
+            start = {"Detach": False, "Tty": False}
+            async with self._streaming("POST", f"/exec/{exec_id}/start", what, json=start, timeout=None) as resp:
+                async for chunk in resp.aiter_raw():
+                    demux.feed(chunk)
             # The stream ends when the process does; the exit code lands a moment later.
             while True:
                 info = (await self._call("GET", f"/exec/{exec_id}/json", what)).json()
                 if not info.get("Running") and info.get("ExitCode") is not None:
                     return int(info["ExitCode"]), bytes(demux.out)
                 await trio.sleep(0.02)
+
+    async def address(self, inst: Instance) -> str | None:
+        found = await self._inspect(inst.runtime_id, inst.name)
+        return found.address if found is not None else None
+
+    async def logs(
+        self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The container's output, demultiplexed (containers never get a TTY, so it is always
+        the multiplexed stream); with ``follow`` the Engine ends the stream when it stops."""
+        params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0"}
+        if since is not None:
+            params["since"] = f"{since:.6f}"
+        if tail is not None:
+            params["tail"] = str(tail)
+        demux = _Demux()
+        path = f"/containers/{inst.runtime_id}/logs"
+        timeout = None if follow else CALL_TIMEOUT
+        async with self._streaming("GET", path, f"logs of {inst.name}", params=params, timeout=timeout) as resp:
+            async for chunk in resp.aiter_raw():
+                demux.feed(chunk)
+                if demux.out:
+                    yield demux.take()
+
+
+def _event_data(line: str) -> dict[str, Any] | None:
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _parse_cursor(cursor: str) -> tuple[int, list[tuple[int, str]]]:
+    """A cursor of ``events``; a malformed one is a caller's bug, so it fails loudly."""
+    try:
+        floor, _, keys = cursor.partition("|")
+        seen = [(int(key.split("/", 1)[0]), key) for key in keys.split(",") if key]
+        return int(floor), seen
+    except ValueError:
+        raise ValueError(f"not a Docker event cursor: {cursor!r}") from None

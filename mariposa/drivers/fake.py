@@ -1,106 +1,328 @@
-"""An in-memory driver for unit, property and scale tests: same protocol, no runtime."""
+"""An in-memory driver for unit, property, scale and contract tests: the whole protocol, no runtime.
+
+It keeps the contract honestly, so the contract suite (``tests/contract/``) runs on it unchanged:
+
+- **Identity by labels.** A ``FakeRuntime`` plays the runtime: it keeps each instance's labels,
+  its state and output, the networks, the images and the event log. A new ``FakeDriver`` over the
+  same runtime (a daemon restart) rebuilds the same inventory from the labels. A driver made with
+  an ``owner`` sees only the instances carrying that owner label; without one, all of them.
+- **Programs from the command.** An instance's command is read as a tiny shell script (``sh -c
+  SCRIPT``, or the argv itself), statement by statement (``;``, ``&&`` or new lines between):
+  ``echo WORDS`` (``>&2`` allowed) prints a line of output, ``trap "" TERM`` makes it ignore
+  SIGTERM, ``exit N`` exits with N, ``true``/``:`` do nothing; any other statement is where the
+  program runs until stopped. A script that runs out of statements exits 0; no command runs
+  until stopped. An image in ``crash_images`` exits 1 right after every start.
+- **Exec** runs ``argv`` through the same reading, except that ``sleep N`` sleeps N seconds and
+  any other command exits 127, "not found". ``exec_handler`` replaces that when a test needs more.
+- **Stop** sends "SIGTERM": a program that honours it exits 0 at once; one that ignores it is
+  killed (exit code 137) once the timeout has passed, as Docker does.
+- **Events** are kept in one list; a cursor is a position in it.
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+import shlex
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
 import trio
 
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound
-from mariposa.model import CreateRequest, Instance
+from mariposa.clock import wall_clock
+from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, identity_from_labels
+from mariposa.model import LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, CreateRequest, Instance, InstanceState
+
+DEFAULT_STOP_TIMEOUT = 10  # seconds, Docker's default
+KILLED = 137  # 128 + SIGKILL
+
+ExecHandler = Callable[[Instance, list[str]], Awaitable[tuple[int, bytes]]]
+
+
+@attrs.frozen
+class Program:
+    """What a fake instance does, read from its command (see the module docstring)."""
+
+    output: tuple[bytes, ...] = ()  # lines printed when it starts
+    exit_code: int | None = None  # exits at once with this; None: runs until stopped
+    ignores_term: bool = False
+    sleeps: float = 0.0  # exec only: seconds slept before exiting
+
+
+def _statements(script: str) -> list[list[str]]:
+    out = []
+    for line in script.replace("&&", ";").replace("\n", ";").split(";"):
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = line.split()
+        if words:
+            out.append(words)
+    return out
+
+
+def read_program(argv: tuple[str, ...] | list[str] | None, *, exec_: bool = False) -> Program:
+    if not argv:
+        return Program()
+    script = argv[2] if len(argv) >= 3 and argv[0] in ("sh", "/bin/sh") and argv[1] == "-c" else shlex.join(argv)
+    output: list[bytes] = []
+    ignores_term = False
+    slept = 0.0
+    for words in _statements(script):
+        verb, args = words[0], [w for w in words[1:] if w not in (">&2", "1>&2")]
+        if verb == "echo":
+            output.append((" ".join(args) + "\n").encode())
+        elif verb == "trap" and args[:1] == [""] and "TERM" in args[1:]:
+            ignores_term = True
+        elif verb == "exit":
+            return Program(tuple(output), int(args[0]) if args else 0, ignores_term, slept)
+        elif verb in ("true", ":"):
+            pass
+        elif exec_ and verb == "sleep":
+            slept += float(args[0]) if args else 0.0
+        elif exec_:
+            output.append(f"sh: {verb}: not found\n".encode())
+            return Program(tuple(output), 127, ignores_term, slept)
+        else:
+            return Program(tuple(output), None, ignores_term)  # the program runs from here on
+    return Program(tuple(output), 0, ignores_term, slept)
+
+
+@attrs.define
+class _Box:
+    """One instance as the fake runtime keeps it; everything about its identity is in labels."""
+
+    runtime_id: str
+    name: str
+    labels: dict[str, str]
+    program: Program
+    stop_timeout: int | None
+    state: InstanceState = InstanceState.CREATING
+    exit_code: int | None = None
+    output: list[tuple[float, bytes]] = attrs.field(factory=list)  # (when, line)
+
+
+class FakeRuntime:
+    """What a runtime keeps while drivers come and go: instances, networks, images, events."""
+
+    def __init__(self, images: tuple[str, ...] = ("busybox",), crash_images: tuple[str, ...] = ()):
+        self.images = set(images)
+        self.crash_images = set(crash_images)  # instances of these exit right after start
+        self.boxes: dict[str, _Box] = {}  # by runtime id
+        self.networks: set[str] = set()
+        self.events: list[tuple[str, DriverEvent]] = []  # (owner, event); cursor = position
+        self._counter = itertools.count(1)
+        self._changed = trio.Event()
+
+    def new_runtime_id(self) -> str:
+        return f"fake{next(self._counter):08d}"
+
+    def changed(self) -> None:
+        """Wake whoever waits for events or output."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
 
 
 class FakeDriver:
-    compute_type = "docker"
-
-    def __init__(self, images: tuple[str, ...] = ("busybox",), latency: float = 0.0, crash_images: tuple[str, ...] = ()):
-        self.images = set(images)
-        self.crash_images = set(crash_images)  # instances of these exit right after start
+    def __init__(
+        self, images: tuple[str, ...] = ("busybox",), latency: float = 0.0, crash_images: tuple[str, ...] = (),
+        *, runtime: FakeRuntime | None = None, owner: str | None = None, compute_type: str = "docker",
+        exec_handler: ExecHandler | None = None,
+    ):
+        self.runtime = runtime if runtime is not None else FakeRuntime(images, crash_images)
+        self.owner = owner
+        self.compute_type = compute_type
         self.latency = latency
-        self.instances: dict[str, Instance] = {}
-        self.networks: set[str] = set()
+        self.exec_handler = exec_handler
         self.calls: list[tuple[str, str]] = []
-        self._counter = itertools.count(1)
-        self._send, self._recv = trio.open_memory_channel(10_000)
+
+    # ---- test hooks (not part of the protocol) ------------------------------------------------
+
+    @property
+    def instances(self) -> dict[str, Instance]:
+        return {inst.id: inst for inst in self._report_all()}
+
+    @property
+    def networks(self) -> set[str]:
+        return self.runtime.networks
+
+    def kill(self, instance_id: str, exit_code: int = KILLED) -> None:
+        """The process died behind our back."""
+        box = self._box_of(instance_id)
+        if box is None:
+            raise KeyError(instance_id)
+        self._exit(box, exit_code)
+
+    async def create_unstarted(self, req: CreateRequest) -> Instance:
+        """An instance made but never started (as a crash between create and start leaves it)."""
+        return self._report(self._make(req))
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    def _mine(self, box: _Box) -> bool:
+        return self.owner is None or box.labels.get(LABEL_OWNER) == self.owner
+
+    def _box_of(self, instance_id: str) -> _Box | None:
+        return next((b for b in self.runtime.boxes.values() if b.labels[LABEL_INSTANCE] == instance_id and self._mine(b)), None)
+
+    def _box(self, inst: Instance) -> _Box | None:
+        box = self.runtime.boxes.get(inst.runtime_id)
+        return box if box is not None and self._mine(box) else None
+
+    def _report(self, box: _Box) -> Instance:
+        return Instance(
+            **identity_from_labels(box.labels) or {}, runtime_id=box.runtime_id, name=box.name, state=box.state,
+            exit_code=box.exit_code if box.state == InstanceState.EXITED else None,
+            address="127.0.0.1" if box.state == InstanceState.RUNNING else None, compute_type=self.compute_type,
+        )
+
+    def _report_all(self, project_id: str | None = None) -> list[Instance]:
+        return [self._report(b) for b in self.runtime.boxes.values()
+                if self._mine(b) and (project_id is None or b.labels[LABEL_PROJECT] == project_id)]
+
+    def _emit(self, action: str, box: _Box, exit_code: int | None = None) -> None:
+        labels = box.labels
+        cursor = str(len(self.runtime.events) + 1)
+        event = DriverEvent(action, labels[LABEL_INSTANCE], labels[LABEL_PROJECT], labels[LABEL_SERVICE],
+                            exit_code, cursor)
+        self.runtime.events.append((labels.get(LABEL_OWNER, ""), event))
+        self.runtime.changed()
+
+    def _make(self, req: CreateRequest) -> _Box:
+        program = read_program(req.spec.command)
+        if req.spec.image in self.runtime.crash_images:
+            program = attrs.evolve(program, exit_code=1)
+        box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout)
+        self.runtime.boxes[box.runtime_id] = box
+        self._emit("create", box)
+        return box
+
+    def _run(self, box: _Box) -> None:
+        box.state, box.exit_code = InstanceState.RUNNING, None
+        self._emit("start", box)
+        now = wall_clock()
+        box.output.extend((now, line) for line in box.program.output)
+        if box.program.exit_code is not None:
+            self._exit(box, box.program.exit_code)
+        self.runtime.changed()
+
+    def _exit(self, box: _Box, code: int) -> None:
+        box.state, box.exit_code = InstanceState.EXITED, code
+        self._emit("die", box, code)
+
+    # ---- protocol -----------------------------------------------------------------------------
 
     async def ping(self) -> None:
         return None
 
     async def ensure_network(self, project_id: str, project_name: str) -> None:
-        self.networks.add(project_id)
+        self.runtime.networks.add(project_id)
 
     async def remove_network(self, project_id: str) -> None:
-        self.networks.discard(project_id)
+        self.runtime.networks.discard(project_id)
 
-    async def check_image(self, image: str) -> str:
-        if image not in self.images:
+    async def resolve_image(self, image: str) -> str:
+        if image not in self.runtime.images:
             raise ImageNotFound(f"image '{image}' is not on this host")
         return "sha256:" + image.encode().hex()
 
     async def create(self, req: CreateRequest) -> Instance:
-        await self.check_image(req.spec.image)
+        await self.resolve_image(req.spec.image)
         await trio.sleep(self.latency)
         self.calls.append(("create", req.instance_id))
-        labels = req.labels()
-        state = "exited" if req.spec.image in self.crash_images else "running"
-        inst = Instance(
-            id=req.instance_id, runtime_id=f"fake{next(self._counter):08d}", name=req.name,
-            project_id=req.project_id, service=req.spec.name, spec_hash=req.spec.spec_hash,
-            version_id=req.version_id, state=state, created=float(labels["io.mariposa.created"]),
-            image=req.spec.image, exit_code=1 if state == "exited" else None, address="127.0.0.1",
-        )
-        self.instances[inst.id] = inst
-        self._emit("die" if state == "exited" else "start", inst)
-        return inst
-
-    def _get(self, inst: Instance) -> Instance:
-        try:
-            return self.instances[inst.id]
-        except KeyError:
-            raise DriverError(f"no such instance {inst.id}") from None
-
-    def _emit(self, action: str, inst: Instance) -> None:
-        try:
-            self._send.send_nowait(DriverEvent(action, inst.id, inst.project_id, inst.service))
-        except trio.WouldBlock:
-            pass
+        box = self._box_of(req.instance_id)
+        if box is None:  # else a replayed create: carry on with the instance already made
+            box = self._make(req)
+        if box.state != InstanceState.RUNNING:
+            self._run(box)
+        return self._report(box)
 
     async def start(self, inst: Instance) -> None:
         await trio.sleep(self.latency)
         self.calls.append(("start", inst.id))
-        cur = self._get(inst)
-        crashed = cur.image in self.crash_images
-        self.instances[inst.id] = attrs.evolve(cur, state="exited" if crashed else "running", exit_code=1 if crashed else None)
-        if crashed:
-            self._emit("die", cur)
+        box = self._box(inst)
+        if box is None:
+            raise DriverError(f"no such instance {inst.name}")
+        if box.state != InstanceState.RUNNING:
+            self._run(box)
 
     async def stop(self, inst: Instance, timeout: int | None = None) -> None:
         await trio.sleep(self.latency)
         self.calls.append(("stop", inst.id))
-        cur = self._get(inst)
-        self.instances[inst.id] = attrs.evolve(cur, state="exited", exit_code=0)
+        box = self._box(inst)
+        if box is None or box.state != InstanceState.RUNNING:
+            return
+        if not box.program.ignores_term:
+            self._exit(box, 0)
+            return
+        grace = timeout if timeout is not None else (box.stop_timeout if box.stop_timeout is not None else DEFAULT_STOP_TIMEOUT)
+        if grace < 0:
+            await trio.sleep_forever()
+        await trio.sleep(grace)
+        if box.state == InstanceState.RUNNING and self.runtime.boxes.get(box.runtime_id) is box:
+            self._emit("kill", box)
+            self._exit(box, KILLED)
 
     async def remove(self, inst: Instance) -> None:
         await trio.sleep(self.latency)
         self.calls.append(("remove", inst.id))
-        gone = self.instances.pop(inst.id, None)
-        if gone:
-            self._emit("destroy", gone)
+        box = self._box(inst)
+        if box is None:
+            return
+        if box.state == InstanceState.RUNNING:
+            self._exit(box, KILLED)
+        del self.runtime.boxes[box.runtime_id]
+        self._emit("destroy", box)
 
     async def inventory(self, project_id: str | None = None) -> list[Instance]:
-        return [i for i in self.instances.values() if project_id is None or i.project_id == project_id]
+        return self._report_all(project_id)
 
-    def kill(self, instance_id: str, exit_code: int = 137) -> None:
-        """Test hook: the process died behind our back."""
-        inst = self.instances[instance_id]
-        self.instances[instance_id] = attrs.evolve(inst, state="exited", exit_code=exit_code)
-        self._emit("die", inst)
+    def events(self, since: str | None = None) -> AsyncIterator[DriverEvent]:
+        return self._events(len(self.runtime.events) if since is None else int(since))
 
-    async def events(self) -> AsyncIterator[DriverEvent]:
-        async for event in self._recv:
-            yield event
+    async def _events(self, position: int) -> AsyncIterator[DriverEvent]:
+        while True:
+            while position < len(self.runtime.events):
+                owner, event = self.runtime.events[position]
+                position += 1
+                if self.owner is None or owner == self.owner:
+                    yield event
+            await self.runtime.wait_changed()
+
+    async def exec(self, inst: Instance, argv: list[str], timeout: float) -> tuple[int, bytes]:
+        box = self._box(inst)
+        if box is None or box.state != InstanceState.RUNNING:
+            raise DriverError(f"exec in {inst.name}: instance is not running")
+        with trio.fail_after(timeout):
+            if self.exec_handler is not None:
+                return await self.exec_handler(inst, argv)
+            program = read_program(argv, exec_=True)
+            await trio.sleep(program.sleeps)
+            return program.exit_code or 0, b"".join(program.output)
+
+    async def address(self, inst: Instance) -> str | None:
+        box = self._box(inst)
+        return self._report(box).address if box is not None else None
+
+    async def logs(
+        self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
+    ) -> AsyncIterator[bytes]:
+        box = self._box(inst)
+        if box is None:
+            raise DriverError(f"logs of {inst.name}: no such instance")
+        lines = [line for when, line in box.output if since is None or when >= since]
+        if tail is not None:
+            lines = lines[len(lines) - tail:] if tail > 0 else []
+        for line in lines:
+            yield line
+        seen = len(box.output)
+        while follow and box.state == InstanceState.RUNNING and self.runtime.boxes.get(box.runtime_id) is box:
+            await self.runtime.wait_changed()
+            for _, line in box.output[seen:]:
+                yield line
+            seen = len(box.output)
 
     async def aclose(self) -> None:
         return None

@@ -158,7 +158,7 @@ class HealthMonitor:
 
     async def _probe_loop(self, health: InstanceHealth, state: CheckState) -> None:
         driver = self.ctx.drivers.get(health.instance.compute_type)
-        exec_fn = getattr(driver, "exec", None)
+        exec_fn = driver.exec if driver is not None else None
         check = state.check
         keep = KeepAlive()
         try:

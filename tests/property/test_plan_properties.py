@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from mariposa.converge.plan import plan, ready_time
 from mariposa.converge.supervise import REPLACE
 from mariposa.model import (
-    Create, FailRollout, GiveUp, HealthCheck, Instance, NoteReplacement, Remove, Rollout, ServiceGoal, ServiceSpec,
-    Start, Stop, Wait,
+    Create, FailRollout, GiveUp, HealthCheck, Instance, InstanceState, NoteReplacement, Remove, Rollout, ServiceGoal,
+    ServiceSpec, Start, Stop, Wait,
 )
 
 CURRENT = ServiceSpec(name="web", image="img:2", min_healthy_time=10.0)
@@ -27,11 +27,11 @@ ROUND = 4.0  # seconds a round of steps takes on the simulated clock
 def instance(spec: ServiceSpec, state: str, created: float) -> Instance:
     n = next(_ids)
     return Instance(id=f"i{n}", runtime_id=f"r{n}", name=f"p-web-{n}", project_id="p", service="web",
-                    spec_hash=spec.spec_hash, version_id="v", state=state, created=created)
+                    spec_hash=spec.spec_hash, version_id="v", state=state, created=created, compute_type="docker")
 
 
 instances = st.lists(
-    st.builds(instance, st.sampled_from([CURRENT, OLD]), st.sampled_from(["running", "exited", "created", "dead"]),
+    st.builds(instance, st.sampled_from([CURRENT, OLD]), st.sampled_from([InstanceState.RUNNING, InstanceState.EXITED, InstanceState.CREATING]),
               st.floats(0, 1000)),
     max_size=12,
 )
@@ -154,18 +154,18 @@ def test_stopped_and_absent_goals(actual):
 
 # ---- the decisions that used to live in the executor ------------------------------------------
 
-new_states = st.sampled_from(["running", "unhealthy", "exited", "dead", "created"])
+new_states = st.sampled_from(["running", "unhealthy", "exited", "creating"])
 
 
 def made(state: str, created: float, spec: ServiceSpec = CURRENT) -> Instance:
     """An instance in one of ``new_states`` ("unhealthy": running, and its checks fail)."""
     if state == "unhealthy":
         return attrs.evolve(instance(spec, "running", created), health="unhealthy", exit_code=None)
-    return attrs.evolve(instance(spec, state, created), exit_code=1 if state in ("exited", "dead") else None)
+    return attrs.evolve(instance(spec, state, created), exit_code=1 if state == "exited" else None)
 
 
 def failed(i: Instance) -> bool:
-    return i.state in ("exited", "dead") or i.health == "unhealthy"
+    return i.state == InstanceState.EXITED or i.health == "unhealthy"
 
 
 @settings(max_examples=300, deadline=None)

@@ -61,7 +61,8 @@ def test_restart_policy_decisions(policy, code, restarts, allowed):
 
 def _inst(n: int, spec: ServiceSpec, created: float, state: str = "running", version: str = "v") -> Instance:
     return Instance(id=f"i{n}", runtime_id=f"r{n}", name=f"n{n}", project_id="p", service="web",
-                    spec_hash=spec.spec_hash, version_id=version, state=state, created=created, image=spec.image)
+                    spec_hash=spec.spec_hash, version_id=version, state=state, created=created, image=spec.image,
+                    compute_type="docker")
 
 
 def test_reprovision_selects_older_versions_first_then_oldest():

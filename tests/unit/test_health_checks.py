@@ -23,7 +23,7 @@ LOCAL = "127.0.0.1"
 def instance(address: str | None = LOCAL) -> Instance:
     return Instance(
         id="i1", runtime_id="r1", name="p-web-i1", project_id="p", service="web",
-        spec_hash="h", version_id="v", state="running", created=0.0, address=address,
+        spec_hash="h", version_id="v", state="running", created=0.0, address=address, compute_type="docker",
     )
 
 

@@ -1,0 +1,147 @@
+"""One driver contract, every driver: the ``kit`` fixture gives each test a driver and the few
+runtime-side things a test cannot do through the protocol (kill an instance behind the driver's
+back, make one without starting it, look at the runtime directly, restart the driver).
+
+A new driver (LXC, QEMU) joins by adding one ``_kit`` branch; the tests themselves speak only the
+protocol. The Docker branch runs on the real Engine with an owner label of its own per test and
+removes whatever carries that label afterwards, pass or fail; no branch skips.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+import pytest
+import trio
+
+from mariposa.drivers.base import Driver, RuntimeUnavailable
+from mariposa.model import LABEL_OWNER, CreateRequest, Instance, ServiceSpec
+
+
+@attrs.define
+class Kit:
+    driver: Driver
+    image: str  # an image the runtime has
+    missing_image: str  # one it has not
+    owner: str
+    restart: Callable[[], Awaitable[Driver]]  # the old driver closed, a new one over the same runtime
+    kill: Callable[[Instance], Awaitable[None]]  # SIGKILL (or the runtime's hard stop), not through the driver
+    create_unstarted: Callable[[CreateRequest], Awaitable[Instance]]
+    leftovers: Callable[[], Awaitable[list[str]]]  # what the runtime holds of this owner, not asking the driver
+    project: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+
+    def request(self, service: str, script: str | None, *, project: str | None = None,
+                image: str | None = None, instance_id: str | None = None, **spec) -> CreateRequest:
+        """A request for an instance running ``sh -c script`` (None: the image's own command)."""
+        command = None if script is None else ("sh", "-c", script)
+        return CreateRequest(
+            instance_id=instance_id or uuid.uuid4().hex, owner=self.owner, project_id=project or self.project,
+            project_name="ctest", version_id="v1", created=time.time(),
+            spec=ServiceSpec(name=service, image=image or self.image, command=command, **spec),
+        )
+
+
+def _run(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    from tests.integration.harness import IMAGE, ensure_image
+
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        pytest.fail("the docker contract tests need a running Docker Engine (start dockerd)", pytrace=False)
+    ensure_image()
+    return IMAGE
+
+
+@asynccontextmanager
+async def _fake_kit():
+    from mariposa.drivers.fake import FakeDriver, FakeRuntime
+
+    runtime = FakeRuntime(images=("busybox",))
+    owner = f"contract-{uuid.uuid4().hex[:12]}"
+    kit: Kit
+
+    async def restart() -> Driver:
+        await kit.driver.aclose()
+        kit.driver = FakeDriver(runtime=runtime, owner=owner)
+        return kit.driver
+
+    async def kill(inst: Instance) -> None:
+        kit.driver.kill(inst.id)  # type: ignore[attr-defined]
+
+    async def create_unstarted(req: CreateRequest) -> Instance:
+        return await kit.driver.create_unstarted(req)  # type: ignore[attr-defined]
+
+    async def leftovers() -> list[str]:
+        return [b.runtime_id for b in runtime.boxes.values() if b.labels.get(LABEL_OWNER) == owner]
+
+    kit = Kit(FakeDriver(runtime=runtime, owner=owner), "busybox", "not-there:1.0", owner, restart, kill,
+              create_unstarted, leftovers)
+    try:
+        yield kit
+    finally:
+        await kit.driver.aclose()
+
+
+@asynccontextmanager
+async def _docker_kit(image: str):
+    from mariposa.drivers.docker import DockerDriver
+
+    owner = f"contract-{uuid.uuid4().hex[:12]}"
+    label = f"label={LABEL_OWNER}={owner}"
+    kit: Kit
+
+    async def restart() -> Driver:
+        await kit.driver.aclose()
+        kit.driver = DockerDriver(owner)
+        return kit.driver
+
+    async def kill(inst: Instance) -> None:
+        await trio.run_process(["docker", "kill", inst.runtime_id], capture_stdout=True, capture_stderr=True)
+
+    async def create_unstarted(req: CreateRequest) -> Instance:
+        argv = ["docker", "create", "--name", req.name, "--init"]
+        for key, value in req.labels().items():
+            argv += ["--label", f"{key}={value}"]
+        argv += [req.spec.image, *(req.spec.command or ())]
+        out = await trio.run_process(argv, capture_stdout=True, capture_stderr=True)
+        runtime_id = out.stdout.decode().strip()
+        [inst] = [i for i in await kit.driver.inventory() if i.runtime_id == runtime_id]
+        return inst
+
+    async def leftovers() -> list[str]:
+        return (await trio.to_thread.run_sync(_run, "docker", "ps", "-aq", "--filter", label)).split()
+
+    def purge() -> None:
+        ids = _run("docker", "ps", "-aq", "--filter", label).split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", "-v", *ids], capture_output=True, timeout=120)
+        nets = _run("docker", "network", "ls", "-q", "--filter", label).split()
+        if nets:
+            subprocess.run(["docker", "network", "rm", *nets], capture_output=True, timeout=60)
+
+    driver = DockerDriver(owner)
+    try:
+        await driver.ping()
+    except RuntimeUnavailable as exc:
+        pytest.fail(f"the docker contract tests need a running Docker Engine: {exc}")
+    kit = Kit(driver, image, "mariposa-test/not-there:1.0", owner, restart, kill, create_unstarted, leftovers)
+    try:
+        yield kit
+    finally:
+        await kit.driver.aclose()
+        await trio.to_thread.run_sync(purge)
+
+
+@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+async def kit(request):
+    made = _fake_kit() if request.param == "fake" else _docker_kit(request.getfixturevalue("docker_image"))
+    async with made as kit:
+        yield kit

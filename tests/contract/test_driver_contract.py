@@ -1,0 +1,273 @@
+"""The driver contract (``mariposa/drivers/base.py``), run on every driver through the ``kit``
+fixture. Test bodies speak the protocol only; the commands are plain POSIX sh, which the Docker
+image runs for real and the fake driver reads (see ``mariposa/drivers/fake.py``).
+
+Timings allow for a loaded 2-core machine: lower bounds are what the contract promises, upper
+bounds are generous.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from contextlib import aclosing
+
+import pytest
+import trio
+
+from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound
+from mariposa.model import Instance, InstanceState
+
+SLEEPER = "exec sleep 3600"  # honours SIGTERM
+STUBBORN = 'trap "" TERM; while true; do sleep 1; done'  # ignores it
+CHATTY = "echo one; echo two; exec sleep 3600"
+
+
+async def eventually(probe, seconds: float = 20.0, what: str = "condition"):
+    """Poll ``probe`` (async, returns a truthy value when done) until it holds."""
+    with trio.move_on_after(seconds):
+        while True:
+            if result := await probe():
+                return result
+            await trio.sleep(0.1)
+    raise AssertionError(f"{what}: not within {seconds}s")
+
+
+async def only(driver, inst: Instance) -> Instance | None:
+    return next((i for i in await driver.inventory(inst.project_id) if i.id == inst.id), None)
+
+
+async def exited(driver, inst: Instance) -> Instance | None:
+    now = await only(driver, inst)
+    return now if now is not None and now.state == InstanceState.EXITED else None
+
+
+async def collect(stream, until, seconds: float = 20.0) -> list[DriverEvent]:
+    """Events from ``stream`` up to and including the first one ``until`` accepts."""
+    seen = []
+    with trio.fail_after(seconds):
+        async for event in stream:
+            seen.append(event)
+            if until(event):
+                return seen
+    raise AssertionError(f"event stream ended after {seen}")
+
+
+def identity(inst: Instance) -> tuple:
+    return (inst.id, inst.runtime_id, inst.name, inst.project_id, inst.project_name, inst.service,
+            inst.version_id, inst.spec_hash, inst.image, inst.compute_type, round(inst.created, 3))
+
+
+async def test_create_reports_identity_that_survives_a_driver_restart(kit):
+    req = kit.request("web", SLEEPER)
+    inst = await kit.driver.create(req)
+    assert inst.state == InstanceState.RUNNING and isinstance(inst.state, InstanceState)
+    assert (inst.id, inst.name, inst.project_id, inst.project_name, inst.service, inst.version_id, inst.spec_hash) == (
+        req.instance_id, req.name, kit.project, "ctest", "web", "v1", req.spec.spec_hash)
+    assert inst.compute_type == kit.driver.compute_type and inst.image == kit.image
+    assert 0 < inst.created <= time.time() + 1
+
+    driver = await kit.restart()
+    [again] = await driver.inventory()
+    assert identity(again) == identity(inst) and again.state == InstanceState.RUNNING
+    # the new driver acts on what the old one made
+    await driver.stop(again, timeout=10)
+    await driver.remove(again)
+    assert await driver.inventory() == [] and await kit.leftovers() == []
+
+
+async def test_inventory_filters_by_project_after_a_restart(kit):
+    a = await kit.driver.create(kit.request("web", SLEEPER))
+    b = await kit.driver.create(kit.request("web", SLEEPER, project="f" * 32))
+    driver = await kit.restart()
+    assert [i.id for i in await driver.inventory(kit.project)] == [a.id]
+    assert [i.id for i in await driver.inventory("f" * 32)] == [b.id]
+    assert sorted(i.id for i in await driver.inventory()) == sorted([a.id, b.id])
+    assert await driver.inventory("0" * 32) == []
+    assert {i.compute_type for i in await driver.inventory()} == {driver.compute_type}
+
+
+async def test_create_is_idempotent_by_instance_id(kit):
+    req = kit.request("web", SLEEPER)
+    first = await kit.driver.create(req)
+    again = await kit.driver.create(req)
+    assert again.runtime_id == first.runtime_id and again.id == first.id
+    assert [i.id for i in await kit.driver.inventory()] == [first.id]
+
+
+async def test_start_stop_remove_are_idempotent(kit):
+    driver = kit.driver
+    inst = await driver.create(kit.request("web", SLEEPER))
+    await driver.start(inst)  # running already
+    await driver.stop(inst, timeout=10)
+    await driver.stop(inst, timeout=10)  # stopped already
+    assert (await only(driver, inst)).state == InstanceState.EXITED
+    await driver.start(inst)
+    await driver.start(inst)
+    assert (await only(driver, inst)).state == InstanceState.RUNNING
+    await driver.remove(inst)  # running: stopped first
+    await driver.remove(inst)  # gone already
+    await driver.stop(inst, timeout=1)  # gone is stopped enough
+    with pytest.raises(DriverError):
+        await driver.start(inst)  # but it cannot come back
+    assert await driver.inventory() == [] and await kit.leftovers() == []
+
+
+async def test_created_but_not_started_reports_creating(kit):
+    inst = await kit.create_unstarted(kit.request("web", SLEEPER))
+    assert (await only(kit.driver, inst)).state == InstanceState.CREATING
+    assert inst.exit_code is None
+    await kit.driver.start(inst)
+    assert (await only(kit.driver, inst)).state == InstanceState.RUNNING
+
+
+async def test_a_program_that_exits_reports_its_exit_code(kit):
+    inst = await kit.driver.create(kit.request("job", "exit 3"))
+    done = await eventually(lambda: exited(kit.driver, inst), what="exit 3 seen")
+    assert done.exit_code == 3
+
+
+async def test_a_kill_is_an_event_and_an_exit_code(kit):
+    inst = await kit.driver.create(kit.request("web", SLEEPER))
+    async with aclosing(kit.driver.events()) as stream:
+        await kit.kill(inst)
+        seen = await collect(stream, lambda e: e.action == "die")
+    die = seen[-1]
+    assert (die.instance_id, die.project_id, die.service, die.exit_code) == (inst.id, kit.project, "web", 137)
+    assert all(e.instance_id == inst.id and e.cursor for e in seen)
+    after = await eventually(lambda: exited(kit.driver, inst), what="killed instance seen exited")
+    assert after.exit_code == 137
+
+
+async def test_events_resume_from_a_cursor_without_loss_or_duplicates(kit):
+    driver = kit.driver
+    a = await driver.create(kit.request("a", SLEEPER))
+    b = await driver.create(kit.request("b", SLEEPER))
+
+    def key(e: DriverEvent) -> tuple:
+        return (e.action, e.instance_id)
+
+    async with aclosing(driver.events()) as stream:
+        await kit.kill(a)
+        first = await collect(stream, lambda e: key(e) == ("die", a.id))
+    assert ("create", a.id) not in map(key, first)  # before the subscription: not delivered
+    cursor = first[-1].cursor
+
+    # while nobody listens
+    await kit.kill(b)
+    await eventually(lambda: exited(driver, b), what="b exited")
+    await driver.remove(a)
+
+    async with aclosing(driver.events(since=cursor)) as stream:
+        second = await collect(stream, lambda e: key(e) == ("destroy", a.id))
+    keys = [key(e) for e in second]
+    assert ("die", b.id) in keys  # nothing lost
+    assert not set(keys) & set(map(key, first))  # nothing delivered twice
+    assert len(keys) == len(set(keys)), keys
+    assert keys.index(("die", b.id)) < keys.index(("destroy", a.id))  # in order
+
+    # a second reconnect from the newest cursor replays nothing at all
+    c = kit.request("c", SLEEPER)
+    async with aclosing(driver.events(since=second[-1].cursor)) as stream:
+        await driver.create(c)
+        third = await collect(stream, lambda e: e.instance_id == c.instance_id)
+    assert [e.instance_id for e in third] == [c.instance_id]
+
+
+async def test_exec_returns_exit_code_and_output(kit):
+    inst = await kit.driver.create(kit.request("web", SLEEPER))
+    code, out = await kit.driver.exec(inst, ["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=20)
+    # stdout and stderr travel apart, so their relative order is not part of the contract
+    assert code == 3 and sorted(out.splitlines()) == [b"err", b"out"]
+    assert await kit.driver.exec(inst, ["sh", "-c", "exit 0"], timeout=20) == (0, b"")
+    with pytest.raises(trio.TooSlowError):
+        await kit.driver.exec(inst, ["sh", "-c", "sleep 30"], timeout=0.5)
+    await kit.driver.stop(inst, timeout=10)
+    with pytest.raises(DriverError):
+        await kit.driver.exec(inst, ["sh", "-c", "exit 0"], timeout=20)
+
+
+async def test_stop_kills_a_process_that_ignores_sigterm_after_the_timeout(kit):
+    inst = await kit.driver.create(kit.request("stubborn", STUBBORN))
+    t0 = trio.current_time()
+    await kit.driver.stop(inst, timeout=2)
+    took = trio.current_time() - t0
+    assert 1.9 <= took < 15, took
+    after = await only(kit.driver, inst)
+    assert after.state == InstanceState.EXITED and after.exit_code == 137
+
+
+async def test_stop_without_timeout_uses_the_instances_own(kit):
+    inst = await kit.driver.create(kit.request("stubborn", STUBBORN, stop_timeout=1))
+    t0 = trio.current_time()
+    await kit.driver.stop(inst)
+    took = trio.current_time() - t0
+    assert 0.9 <= took < 10, took
+    assert (await only(kit.driver, inst)).exit_code == 137
+
+
+async def test_stop_of_a_process_that_honours_sigterm_is_prompt(kit):
+    inst = await kit.driver.create(kit.request("web", SLEEPER))
+    t0 = trio.current_time()
+    await kit.driver.stop(inst, timeout=30)
+    took = trio.current_time() - t0
+    assert took < 10, took  # far from the 30 s a kill would have waited
+    after = await only(kit.driver, inst)
+    assert after.state == InstanceState.EXITED and after.exit_code != 137
+
+
+async def test_a_missing_image_is_refused_and_leaves_nothing(kit):
+    with pytest.raises(ImageNotFound) as info:
+        await kit.driver.resolve_image(kit.missing_image)
+    assert kit.missing_image in str(info.value)
+    with pytest.raises(ImageNotFound):
+        await kit.driver.create(kit.request("web", SLEEPER, image=kit.missing_image))
+    assert await kit.driver.inventory() == [] and await kit.leftovers() == []
+
+
+async def test_resolve_image_gives_a_stable_content_id(kit):
+    first = await kit.driver.resolve_image(kit.image)
+    assert first and first != kit.image and await kit.driver.resolve_image(kit.image) == first
+
+
+async def test_address_and_logs(kit):
+    driver = kit.driver
+    inst = await driver.create(kit.request("chatty", CHATTY))
+
+    async def read(**kw) -> bytes:
+        async with aclosing(driver.logs(inst, **kw)) as stream:
+            return b"".join([chunk async for chunk in stream])
+
+    assert await eventually(lambda: read(), what="output logged") == b"one\ntwo\n"
+    assert await read(tail=1) == b"two\n"
+    assert await read(since=time.time() + 3600) == b""
+
+    address = await driver.address(inst)
+    assert address is not None and ipaddress.ip_address(address)
+    assert (await only(driver, inst)).address == address
+
+    followed = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+
+            async def follow() -> None:
+                async with aclosing(driver.logs(inst, follow=True)) as stream:
+                    async for chunk in stream:
+                        followed.append(chunk)
+
+            nursery.start_soon(follow)
+            while b"".join(followed) != b"one\ntwo\n":
+                await trio.sleep(0.05)
+            await driver.stop(inst, timeout=10)  # following ends with the instance
+    assert b"".join(followed) == b"one\ntwo\n"
+    assert await driver.address(inst) is None
+
+
+async def test_networks_are_idempotent(kit):
+    await kit.driver.ensure_network(kit.project, "ctest")
+    await kit.driver.ensure_network(kit.project, "ctest")
+    inst = await kit.driver.create(kit.request("web", SLEEPER))
+    assert await kit.driver.address(inst)
+    await kit.driver.remove(inst)
+    await kit.driver.remove_network(kit.project)
+    await kit.driver.remove_network(kit.project)
