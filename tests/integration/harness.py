@@ -13,11 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MARIPOSA = str(Path(sys.executable).with_name("mariposa"))
-IMAGE = "mariposa-example/busybox:latest"
-
-
-def ensure_image() -> None:
-    subprocess.run(["bash", str(ROOT / "examples" / "build-image.sh"), IMAGE], check=True)
+IMAGE = "mariposa-example/busybox:latest"  # built by tests/integration/images.py
 
 
 def docker(*args: str, check: bool = True) -> str:

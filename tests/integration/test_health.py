@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.integration.harness import IMAGE, Daemon, docker, wait_until
-from tests.integration.images import ensure_openssl_image
+from tests.integration.images import OPENSSL_IMAGE
 
 pytestmark = pytest.mark.docker
 
@@ -127,13 +127,12 @@ services:
 
 
 def test_https_check_on_a_self_signed_port(daemon: Daemon, tmp_path):
-    image = ensure_openssl_image()
     server = ("sh -c 'openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=selfsigned -keyout /tmp/k -out /tmp/c "
               "-days 1 2>/dev/null && exec openssl s_server -accept 8443 -cert /tmp/c -key /tmp/k -www -quiet'")
     add(daemon, tmp_path, "tls", f"""
 services:
   lenient:
-    image: {image}
+    image: {OPENSSL_IMAGE}
     command: {server}
     healthchecks:
       - type: https
@@ -143,7 +142,7 @@ services:
         retries: 2
         grace: 5
   strict:
-    image: {image}
+    image: {OPENSSL_IMAGE}
     command: {server}
     healthchecks:
       - type: https

@@ -135,7 +135,7 @@ def test_retagging_after_a_version_does_not_change_what_it_runs(daemon: Daemon, 
         original = json.loads(docker("image", "inspect", tag))[0]["Id"]
         # move the tag to a different image
         cid = docker("create", IMAGE, "true").strip()
-        docker("commit", "--change", "LABEL moved=yes", cid, tag)
+        docker("commit", "--message", "built by mariposa tests", "--change", "LABEL moved=yes", cid, tag)
         docker("rm", cid)
         assert json.loads(docker("image", "inspect", tag))[0]["Id"] != original
         daemon.cli("-j", "ro", "service", "scale", "web", "2", "--wait")
