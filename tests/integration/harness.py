@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 MARIPOSA = str(Path(sys.executable).with_name("mariposa"))
 IMAGE = "mariposa-example/busybox:latest"  # built by tests/integration/images.py
 
+# Timing bounds are what the design schedules (a back-off step, a stop timeout), at least that less
+# EARLY (time stamps, clocks), at most that plus LATE: what a loaded 2-core machine may add to one
+# reaction of the daemon (a runtime event, a reconciler pass, Docker calls, a CLI process). Gaps of
+# 6 s over the schedule have been seen on such a machine. No test compares two wall-clock gaps.
+EARLY = 0.1
+LATE = 8.0
+
 
 def docker(*args: str, check: bool = True) -> str:
     out = subprocess.run(["docker", *args], capture_output=True, text=True)
@@ -55,7 +62,7 @@ class Daemon:
     def api_owner(self) -> str:
         import httpx
 
-        with httpx.Client(transport=httpx.HTTPTransport(uds=self.socket), base_url="http://m") as c:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=self.socket), base_url="http://m", timeout=30) as c:
             return c.get("/v1/ping").json()["owner"]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

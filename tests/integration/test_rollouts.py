@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.integration.harness import IMAGE, Daemon, docker, wait_until
+from tests.integration.harness import IMAGE, LATE, Daemon, docker, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -44,7 +44,7 @@ def serving(daemon: Daemon) -> list[dict]:
 
 def answer(address: str) -> str | None:
     try:
-        with urllib.request.urlopen(f"http://{address}/", timeout=1) as resp:
+        with urllib.request.urlopen(f"http://{address}/", timeout=LATE) as resp:  # slow is not down
             return resp.read().decode().strip()
     except OSError:
         return None
