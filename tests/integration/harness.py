@@ -60,10 +60,16 @@ class Daemon:
         return self
 
     def api_owner(self) -> str:
+        return self.api("/v1/ping")["owner"]
+
+    def api(self, path: str):
+        """GET from the control API on the socket, without a CLI process: for tests that sample often."""
         import httpx
 
         with httpx.Client(transport=httpx.HTTPTransport(uds=self.socket), base_url="http://m", timeout=30) as c:
-            return c.get("/v1/ping").json()["owner"]
+            r = c.get(path)
+            r.raise_for_status()
+            return r.json()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:

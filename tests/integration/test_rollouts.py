@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 
+import httpx
 import pytest
 
 from tests.integration.harness import IMAGE, LATE, Daemon, docker, wait_until
@@ -39,7 +40,8 @@ def manifest(tmp_path, name: str, color: str, scale: int = 4, image: str = IMAGE
 
 
 def serving(daemon: Daemon) -> list[dict]:
-    return [i for i in daemon.json("-j", "ro", "service", "instances", "web") if i["state"] == "running" and not i["retired"]]
+    instances = daemon.api("/v1/projects/ro/services/web/instances")  # what `service instances --json` prints
+    return [i for i in instances if i["state"] == "running" and not i["retired"]]
 
 
 def answer(address: str) -> str | None:
@@ -68,7 +70,7 @@ def test_rolling_update_keeps_every_instance_answering(daemon: Daemon, tmp_path)
         while not stop.is_set():
             try:
                 addrs = [i["address"] for i in serving(daemon)]
-            except (AssertionError, json.JSONDecodeError, subprocess.SubprocessError):
+            except (AssertionError, json.JSONDecodeError, subprocess.SubprocessError, httpx.HTTPError):
                 continue
             low.append(sum(1 for a in addrs if answer(a)))
             total.append(len(daemon.running("web")))
