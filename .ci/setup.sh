@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Host set-up shared by the README's two commands and CI: Debian packages, the venv, a running
-# Docker Engine and the local busybox image. Safe to run again; it only does what is missing.
-# Usage: source .ci/setup.sh [extra Debian packages...]
+# Host set-up shared by the README's two commands and CI: Debian packages, the venv and a running
+# Docker Engine. Safe to run again; it only does what is missing. It reads no arguments, so the
+# caller's own (pytest's, in tests/run.sh) pass through untouched; extra Debian packages go in
+# MARIPOSA_PACKAGES. Images are the callers' business: examples/run.sh builds the example image,
+# the test suite builds every image it uses in a session fixture (tests/integration/images.py).
+# Usage: [MARIPOSA_PACKAGES="pkg ..."] source .ci/setup.sh
 set -euo pipefail
 MARIPOSA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export MARIPOSA_ROOT
 [ "$(id -u)" = 0 ] || { echo "run as root (it installs Debian packages and starts dockerd)" >&2; exit 1; }
 
 need=()
-for pkg in docker.io busybox-static python3-venv python3-pip iproute2 "$@"; do
+for pkg in docker.io busybox-static python3-venv python3-pip iproute2 ${MARIPOSA_PACKAGES:-}; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -38,5 +41,3 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/mariposa-dockerd.log" >&2; exit 1; }
 fi
-
-bash "$MARIPOSA_ROOT/examples/build-image.sh" mariposa-example/busybox:latest

@@ -18,6 +18,6 @@ done
 echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
 echo 'root:x:0:' > "$root/etc/group"
 chmod 1777 "$root/tmp"
-tar -C "$root" -c . | docker import \
+tar -C "$root" -c . | docker import --message "built by mariposa examples/build-image.sh" \
   --change 'ENV PATH=/bin:/sbin' --change 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
 echo "built $IMAGE"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The README's first command: set the host up, start the daemon on its default store
-# (/var/lib/mariposa, socket /run/mariposa/mariposa.sock) and converge the example project.
+# The README's first command: set the host up, build the example image, start the daemon on its
+# default store (/var/lib/mariposa, socket /run/mariposa/mariposa.sock), converge the example project.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../.ci/setup.sh"
 cd "$MARIPOSA_ROOT"
+bash examples/build-image.sh mariposa-example/busybox:latest
 
 if ! mariposa project list >/dev/null 2>&1; then
   echo "== starting the daemon (log: /var/log/mariposa.log)"

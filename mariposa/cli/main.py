@@ -364,7 +364,10 @@ def project_diff(state: State, ref: str, manifest: str, rolling, as_json: bool) 
 
 
 _project_action("start", "Start every service of the project.")
-_project_action("stop", "Stop every instance of the project (they are kept, stopped).")
+# What `stop` does with the instances it stops (plan.py: Remove, failed when the exit was bad).
+STOP_KEEPS = ("unless stop.preservestopped keeps them, stopped and retired, for inspection ('always': all of them; "
+              "the default 'on-failure': those that had already failed)")
+_project_action("stop", f"Stop every instance of the project and remove them, {STOP_KEEPS}.")
 _project_action("delete", "Delete the project: every instance, its network and all its versions.")
 
 
@@ -538,7 +541,7 @@ def service_revert(state: State, ref: str, version: str, rolling, count, wait: b
 
 
 _service_action("start", "Start the service back at its scale (an error if it already runs).")
-_service_action("stop", "Stop every instance of the service (they are kept, stopped).")
+_service_action("stop", f"Stop every instance of the service and remove them, {STOP_KEEPS}.")
 _service_action("thaw", "Let the reconciler manage a service again after 'queue stop' froze it.")
 
 

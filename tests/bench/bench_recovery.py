@@ -51,7 +51,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.harness import IMAGE, Daemon, docker, ensure_image  # noqa: E402
+from tests.integration.harness import IMAGE, Daemon, docker  # noqa: E402
+from tests.integration.images import ensure_image  # noqa: E402
 
 POLL = 0.01
 # The kernel's wall clock with microseconds, from busybox alone (its `date` has no %N).

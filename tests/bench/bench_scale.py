@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.bench.procstat import cpu_percent, rss_mib  # noqa: E402
-from tests.integration.harness import IMAGE, Daemon, docker, ensure_image, wait_until  # noqa: E402
+from tests.integration.harness import IMAGE, Daemon, docker, wait_until  # noqa: E402
+from tests.integration.images import ensure_image  # noqa: E402
 
 COMMAND = "sleep 100000"
 MANIFEST = f"""

@@ -1,16 +1,11 @@
-import subprocess
-
 import pytest
 
-from tests.integration.harness import Daemon, ensure_image
+from tests.integration.harness import Daemon
 
 
 @pytest.fixture(scope="session", autouse=True)
-def docker_engine():
-    r = subprocess.run(["docker", "info"], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.fail("Docker Engine not reachable: start dockerd (tests/run.sh does)", pytrace=False)
-    ensure_image()
+def docker_engine(docker_images):
+    """Every integration test runs on a reachable Docker Engine with the suite's own images."""
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import IMAGE, MARIPOSA, Daemon, docker, wait_until
+from tests.integration.harness import IMAGE, LATE, MARIPOSA, Daemon, docker, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -28,6 +28,9 @@ MANIFEST = f"""services:
       COLOR: {{color}}
     command: sh -c 'echo $COLOR > /www/index.html && exec httpd -f -p 80 -h /www'
 """
+# A file in the watched directory is applied within a second (inotify); well before the 30 s
+# rescan, so waiting this long still proves the inotify path.
+APPLIED = 1 + LATE
 
 
 def versions(daemon: Daemon, project: str) -> int:
@@ -57,7 +60,7 @@ def test_watched_directory_create_edit_break_and_remove(daemon: Daemon):
     (d / "shop.yaml~").write_text("not: [valid")  # an editor backup: never read
     (d / ".shop.yaml.swp").write_text("\0binary")
     os.rename(tmp, target)
-    wait_until(lambda: versions(daemon, "shop") == 1, timeout=5, interval=0.05, what="the project from the file")
+    wait_until(lambda: versions(daemon, "shop") == 1, timeout=APPLIED, interval=0.05, what="the project from the file")
     settle(daemon, "shop", 2, "red")
     project = daemon.json("project", "get", "shop")
     assert project["source"] == str(target) and project["file"]["state"] == "applied"
@@ -65,7 +68,7 @@ def test_watched_directory_create_edit_break_and_remove(daemon: Daemon):
     # edit via temp file + rename: applied once
     tmp.write_text(MANIFEST.format(scale=2, color="green"))
     os.rename(tmp, target)
-    wait_until(lambda: versions(daemon, "shop") == 2, timeout=5, interval=0.05, what="version 2")
+    wait_until(lambda: versions(daemon, "shop") == 2, timeout=APPLIED, interval=0.05, what="version 2")
     settle(daemon, "shop", 2, "green")
 
     # in-place truncate-and-write, in two parts with a pause: the half-written file is never applied
@@ -75,7 +78,7 @@ def test_watched_directory_create_edit_break_and_remove(daemon: Daemon):
         f.flush()
         time.sleep(1.5)
         f.write(text[len(text) // 2:])
-    wait_until(lambda: versions(daemon, "shop") == 3, timeout=5, interval=0.05, what="version 3")
+    wait_until(lambda: versions(daemon, "shop") == 3, timeout=APPLIED, interval=0.05, what="version 3")
     settle(daemon, "shop", 3, "blue")
     time.sleep(1)
     assert versions(daemon, "shop") == 3
@@ -84,7 +87,7 @@ def test_watched_directory_create_edit_break_and_remove(daemon: Daemon):
     # a broken edit: the project keeps running its previous version and says why
     target.write_text(MANIFEST.format(scale=3, color="blue").replace("image:", "imgae:"))
     got = wait_until(lambda: (p := daemon.json("project", "get", "shop"))["file"]["state"] == "invalid" and p,
-                     timeout=5, interval=0.05, what="the error to show")
+                     timeout=APPLIED, interval=0.05, what="the error to show")
     assert got["version"]["seq"] == 3
     problem = got["file"]["details"][0]
     assert (problem["line"], problem["column"]) == (3, 5) and "did you mean 'image'" in problem["message"]
@@ -102,7 +105,7 @@ def test_watched_directory_create_edit_break_and_remove(daemon: Daemon):
     # removing the file orphans the project; it keeps running
     target.unlink()
     got = wait_until(lambda: (p := daemon.json("project", "get", "shop"))["source_state"] == "orphaned" and p,
-                     timeout=5, interval=0.05, what="the project to be orphaned")
+                     timeout=APPLIED, interval=0.05, what="the project to be orphaned")
     assert len(daemon.running("web")) == 3
     assert "orphaned" in daemon.cli("project", "list").stdout
     daemon.cli("project", "update", "shop", str(other), "--wait")  # orphaned: the CLI may take over
@@ -111,7 +114,7 @@ def test_watched_directory_create_edit_break_and_remove(daemon: Daemon):
 def test_file_for_a_new_project_with_errors_creates_nothing(daemon: Daemon):
     (daemon.manifest_dir / "bad.yaml").write_text("services:\n  web:\n    scale: many\n")
     r = wait_until(lambda: (r := daemon.cli("project", "get", "bad", check=False)).returncode == 4
-                   and "not applied" in r.stderr and r, timeout=5, what="the file error")
+                   and "not applied" in r.stderr and r, timeout=APPLIED, what="the file error")
     assert "bad.yaml" in r.stderr
     assert daemon.containers() == []
 
@@ -123,13 +126,16 @@ def _notify_socket(tmp: Path) -> socket.socket:
     return sock
 
 
-def _received(sock: socket.socket, seconds: float) -> list[str]:
+def _received(sock: socket.socket, seconds: float, until: tuple[str, ...] = ()) -> list[str]:
+    """What arrives within ``seconds``, or until every message of ``until`` has."""
     got, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             got.append(sock.recv(4096).decode())
         except TimeoutError:
             pass
+        if until and all(m in "\n".join(got) for m in until):
+            break
     return got
 
 
@@ -149,13 +155,13 @@ def test_sd_notify_ready_watchdog_status_and_reload(tmp_path, monkeypatch):
         assert "0 projects" in joined
         config.write_text('log_level = "debug"\nresync = 3\n')
         d.proc.send_signal(signal.SIGHUP)
-        after = "\n".join(_received(sock, 1.5))
+        after = "\n".join(_received(sock, LATE, until=("RELOADING=1", "READY=1")))
         assert "RELOADING=1" in after and "READY=1" in after
         assert "configuration reloaded" in d.log.read_text()
         config.write_text('bogus = 1\n')
         d.proc.send_signal(signal.SIGHUP)
-        time.sleep(1)
-        assert "configuration not reloaded" in d.log.read_text() and d.proc.poll() is None
+        wait_until(lambda: "configuration not reloaded" in d.log.read_text(), timeout=LATE, what="the reload refused")
+        assert d.proc.poll() is None
     finally:
         d.cleanup()
         sock.close()

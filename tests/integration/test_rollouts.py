@@ -9,9 +9,10 @@ import threading
 import time
 import urllib.request
 
+import httpx
 import pytest
 
-from tests.integration.harness import IMAGE, Daemon, docker, wait_until
+from tests.integration.harness import IMAGE, LATE, Daemon, docker, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -39,12 +40,13 @@ def manifest(tmp_path, name: str, color: str, scale: int = 4, image: str = IMAGE
 
 
 def serving(daemon: Daemon) -> list[dict]:
-    return [i for i in daemon.json("-j", "ro", "service", "instances", "web") if i["state"] == "running" and not i["retired"]]
+    instances = daemon.api("/v1/projects/ro/services/web/instances")  # what `service instances --json` prints
+    return [i for i in instances if i["state"] == "running" and not i["retired"]]
 
 
 def answer(address: str) -> str | None:
     try:
-        with urllib.request.urlopen(f"http://{address}/", timeout=1) as resp:
+        with urllib.request.urlopen(f"http://{address}/", timeout=LATE) as resp:  # slow is not down
             return resp.read().decode().strip()
     except OSError:
         return None
@@ -68,7 +70,7 @@ def test_rolling_update_keeps_every_instance_answering(daemon: Daemon, tmp_path)
         while not stop.is_set():
             try:
                 addrs = [i["address"] for i in serving(daemon)]
-            except (AssertionError, json.JSONDecodeError, subprocess.SubprocessError):
+            except (AssertionError, json.JSONDecodeError, subprocess.SubprocessError, httpx.HTTPError):
                 continue
             low.append(sum(1 for a in addrs if answer(a)))
             total.append(len(daemon.running("web")))
@@ -135,7 +137,7 @@ def test_retagging_after_a_version_does_not_change_what_it_runs(daemon: Daemon, 
         original = json.loads(docker("image", "inspect", tag))[0]["Id"]
         # move the tag to a different image
         cid = docker("create", IMAGE, "true").strip()
-        docker("commit", "--change", "LABEL moved=yes", cid, tag)
+        docker("commit", "--message", "built by mariposa tests", "--change", "LABEL moved=yes", cid, tag)
         docker("rm", cid)
         assert json.loads(docker("image", "inspect", tag))[0]["Id"] != original
         daemon.cli("-j", "ro", "service", "scale", "web", "2", "--wait")

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Removes from the Docker Engine everything the test suite and the examples make, so the next run
+# starts as on a fresh machine: containers labelled io.mariposa.owner (of any owner: do not run
+# this where a Mariposa you want to keep runs), other containers of the images or on the networks
+# below, networks named mariposa-*, images mariposa-example/* and mariposa-test/*, and the suite's
+# images left dangling (untagged while in use; their Comment starts "built by mariposa").
+# Usage: bash .ci/clean-docker.sh [--dry-run]   (--dry-run prints the commands instead)
+set -euo pipefail
+dry=""
+[ "${1:-}" != --dry-run ] || dry=1
+remove() { if [ -n "$dry" ]; then echo "$*"; else "$@" >/dev/null; fi; }
+
+images="$(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '^(mariposa-example|mariposa-test)/' || true)"
+networks="$(docker network ls --format '{{.Name}}' | grep '^mariposa-' || true)"
+containers="$(docker ps -aq --filter label=io.mariposa.owner)"
+for image in $images; do containers+=" $(docker ps -aq --filter "ancestor=$image")"; done
+for network in $networks; do containers+=" $(docker ps -aq --filter "network=$network")"; done
+containers="$(printf '%s\n' $containers | sort -u)"
+
+[ -z "$containers" ] || remove docker rm -f -v $containers
+[ -z "$networks" ] || remove docker network rm $networks
+[ -z "$images" ] || remove docker image rm -f $images
+for id in $(docker image ls -q --filter dangling=true | sort -u); do
+  case "$(docker image inspect --format '{{.Comment}}' "$id")" in
+    "built by mariposa"*) remove docker image rm -f "$id" ;;
+  esac
+done
+echo "== removed the suite's containers, networks and images${dry:+ (dry run)}"
