@@ -51,12 +51,10 @@ def _run(*argv: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def docker_image() -> str:
-    from tests.integration.harness import IMAGE, ensure_image
+def docker_image(docker_images) -> str:
+    """The image the Docker kit runs, built by the suite's one image fixture (tests/conftest.py)."""
+    from tests.integration.harness import IMAGE
 
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        pytest.fail("the docker contract tests need a running Docker Engine (start dockerd)", pytrace=False)
-    ensure_image()
     return IMAGE
 
 
