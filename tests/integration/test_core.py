@@ -148,9 +148,7 @@ def test_sigkill_during_scale_then_restart_adopts(tmp_path):
         daemon.cli("project", "add", "k", simple(tmp_path, scale=1), "--wait")
         daemon.cli("-j", "k", "service", "scale", "web", "6")
         wait_until(lambda: len(daemon.containers()) >= 2, timeout=30, interval=0.01, what="the scale to begin")
-        daemon.kill(signal.SIGKILL)
-        seen_at_kill = len(daemon.containers())
-        assert seen_at_kill < 6 or True  # whatever happened, the restart must end at exactly 6
+        daemon.kill(signal.SIGKILL)  # mid-scale: the restart must end at exactly 6 whatever was under way
         daemon.start()
         wait_until(lambda: len(daemon.running("web")) == 6, timeout=60, what="6 running instances")
         time.sleep(3)  # a resync later: still exactly 6, nothing orphaned or duplicated
