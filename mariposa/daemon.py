@@ -14,14 +14,13 @@ import signal
 from pathlib import Path
 
 import attrs
-
 import structlog
 import trio
 
-from mariposa.api.http import bind_unix_socket, serve
-from mariposa.api.routes import build_router
 from mariposa import config as configuration
 from mariposa import logs, systemd
+from mariposa.api.http import bind_unix_socket, serve
+from mariposa.api.routes import build_router
 from mariposa.clock import Clock, TrioClock
 from mariposa.config import DaemonConfig
 from mariposa.context import Context
@@ -29,9 +28,9 @@ from mariposa.control import Control, SocketPolicy
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
 from mariposa.drivers.base import Driver, DriverError
+from mariposa.errors import StateDirLocked
 from mariposa.health.monitor import HealthMonitor
 from mariposa.queue.executor import Executor
-from mariposa.errors import StateDirLocked
 from mariposa.store.db import Store
 from mariposa.watch import ManifestDirectory
 

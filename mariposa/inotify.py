@@ -76,7 +76,7 @@ class DirectoryWatch:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "DirectoryWatch":
+    def __enter__(self) -> DirectoryWatch:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from typing import TYPE_CHECKING
 
 import attrs
 import structlog
 import trio
-
-from typing import TYPE_CHECKING
 
 from mariposa.clock import wall_clock
 from mariposa.context import Context

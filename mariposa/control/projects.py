@@ -13,8 +13,8 @@ from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
 from mariposa.errors import BadRequest, NotFound
 from mariposa.store import goal as goal_store
-from mariposa.store.rows import ProjectRow, TaskRow
 from mariposa.store.files import file_status
+from mariposa.store.rows import ProjectRow, TaskRow
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 

@@ -18,8 +18,20 @@ from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.errors import TaskFailed
 from mariposa.model import (
-    Create, CreateRequest, FailRollout, GiveUp, Instance, InstanceState, NoteReplacement, Plan, Remove, Rollout,
-    ServiceGoal, Start, Stop, Wait,
+    Create,
+    CreateRequest,
+    FailRollout,
+    GiveUp,
+    Instance,
+    InstanceState,
+    NoteReplacement,
+    Plan,
+    Remove,
+    Rollout,
+    ServiceGoal,
+    Start,
+    Stop,
+    Wait,
 )
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store

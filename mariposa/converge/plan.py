@@ -25,8 +25,20 @@ from collections.abc import Sequence
 
 from mariposa.converge.supervise import REPLACE
 from mariposa.model import (
-    Create, FailRollout, GiveUp, Instance, InstanceState, NoteReplacement, Plan, Remove, Rollout, ServiceGoal, Start,
-    Step, Stop, Wait,
+    Create,
+    FailRollout,
+    GiveUp,
+    Instance,
+    InstanceState,
+    NoteReplacement,
+    Plan,
+    Remove,
+    Rollout,
+    ServiceGoal,
+    Start,
+    Step,
+    Stop,
+    Wait,
 )
 
 

@@ -30,7 +30,15 @@ import trio
 
 from mariposa.clock import wall_clock
 from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, identity_from_labels
-from mariposa.model import LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, CreateRequest, Instance, InstanceState
+from mariposa.model import (
+    LABEL_INSTANCE,
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    CreateRequest,
+    Instance,
+    InstanceState,
+)
 
 DEFAULT_STOP_TIMEOUT = 10  # seconds, Docker's default
 KILLED = 137  # 128 + SIGKILL
