@@ -100,7 +100,7 @@ async def service_versions(ctx: Context, project: ProjectRow, service: str) -> l
         rows.append({"version": v.seq, "id": v.id, "created": v.created, "author": v.author,
                      "spec_hash": spec.spec_hash if spec else None, "image": spec.image if spec else None,
                      "scale": spec.scale if spec else None})
-    for newer, older in zip(rows, rows[1:] + [None]):
+    for newer, older in zip(rows, rows[1:] + [None], strict=True):
         newer["changed"] = older is None or newer["spec_hash"] != older["spec_hash"]
     return rows
 

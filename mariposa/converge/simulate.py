@@ -31,7 +31,8 @@ def simulate(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int
     current = list(actual)
     ids = itertools.count()
     rounds = 0
-    for rounds in range(1, max_rounds + 1):
+    while rounds < max_rounds:
+        rounds += 1
         steps = plan(goal, current, surge=surge, now=now)
         if not steps:
             break
