@@ -197,7 +197,8 @@ async def run_daemon(
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             if config.manifest_dir:
-                daemon.directory = ManifestDirectory(ctx, control, config.manifest_dir, config.rescan, config.delete_removed_projects)
+                daemon.directory = ManifestDirectory(ctx, control, config.manifest_dir, config.rescan,
+                                                     config.delete_removed_projects)
                 await nursery.start(daemon.directory.run)
             await nursery.start(serve, build_router(control), sock, policy.admits)
             nursery.start_soon(systemd.watchdog)

@@ -67,8 +67,8 @@ class Projects(Area):
                                details=status["details"]) from None
             raise
         version = await store.call(goal_store.current_version, p)
-        return {**p.to_json(), "version": version.to_json(with_manifest=True), "services": await views.services(self.ctx, p),
-                "file": await store.call(file_status, p.name)}
+        return {**p.to_json(), "version": version.to_json(with_manifest=True),
+                "services": await views.services(self.ctx, p), "file": await store.call(file_status, p.name)}
 
     @operation("project.update", target="ref")
     async def update(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,

@@ -155,5 +155,6 @@ async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, para
         out.append({"service": name, "change": changes.get(name, "unchanged"), "instances": len(mine),
                     "scale": scale, "create": outcome.create, "replace": outcome.replace, "remove": outcome.remove,
                     "start": outcome.start})
-    same = current.hash == goal_store.text_hash(text) and await ctx.store.call(goal_store.version_images, current.id) == images
+    same = (current.hash == goal_store.text_hash(text)
+            and await ctx.store.call(goal_store.version_images, current.id) == images)
     return {"project": project.name, "from_version": current.seq, "new_version": not same, "services": out}

@@ -96,10 +96,11 @@ class Services(Area):
     async def version(self, caller: Caller, project: str, service: str, version: str) -> dict:
         p, svc = await self.rows(project, service)
         v = await rollouts.version(self.ctx, p, version)
-        return {"version": v.seq, "id": v.id, "service": svc.name, "manifest": rollouts.service_slice(v.manifest, svc.name)}
+        return {"version": v.seq, "id": v.id, "service": svc.name,
+                "manifest": rollouts.service_slice(v.manifest, svc.name)}
 
     @operation("service.health", target="project")
-    async def health(self, caller: Caller, project: str, service: str) -> list[dict]:
+    async def health(self, caller: Caller, project: str, service: str) -> builtins.list[dict]:
         p, svc = await self.rows(project, service)
         out = []
         for data in await views.instances(self.ctx, p.id, svc.name):

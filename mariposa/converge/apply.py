@@ -151,7 +151,8 @@ def select_for_reprovision(actual: list[Instance], goal: ServiceGoal, params: di
         candidates = [i for i in candidates if i.image == params["image"]]
     if params.get("instance"):
         ref = params["instance"]
-        candidates = [i for i in candidates if ref in (i.id, i.name) or i.id.startswith(ref) or i.runtime_id.startswith(ref)]
+        candidates = [i for i in candidates
+                      if ref in (i.id, i.name) or i.id.startswith(ref) or i.runtime_id.startswith(ref)]
     current = goal.spec.spec_hash
     ordered = sorted(candidates, key=lambda i: (i.spec_hash == current, i.created, i.id))
     filtered = any(params.get(k) for k in ("version", "image", "instance"))
@@ -261,7 +262,8 @@ async def _run_step(
         restart = inst.state != InstanceState.CREATING
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, restart)
         await driver.start(inst)
-        what = f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart else f"started {inst.name}"
+        what = (f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart
+                else f"started {inst.name}")
         await _event(ctx, task, inst, "instance.start", what)
     elif isinstance(step, Stop):
         await driver.stop(step.instance, timeout)
@@ -290,7 +292,8 @@ async def delete_project(ctx: Context, task: TaskRow, progress: Progress) -> str
     for driver in ctx.drivers.values():
         while instances := await driver.inventory(task.project_id):
             await progress({"done": removed, "todo": len(instances), "step": f"remove {len(instances)}"})
-            await execute(ctx, driver, None, task, Plan(tuple(Remove(i, "project deleted", purge=True) for i in instances)))
+            removals = Plan(tuple(Remove(i, "project deleted", purge=True) for i in instances))
+            await execute(ctx, driver, None, task, removals)
             removed += len(instances)
         await driver.remove_network(task.project_id)
     await ctx.store.call(goal_store.forget_project, task.project_id)

@@ -80,7 +80,8 @@ class Reconciler:
         orphans = {i.project_id: i for i in actual if i.project_id not in projects}
         for project_id, inst in orphans.items():
             if project_id not in busy_projects:
-                wanted.append(dict(project_id=project_id, project_name=inst.project_name or project_id[:12], service=None, kind="delete",
+                wanted.append(dict(project_id=project_id, project_name=inst.project_name or project_id[:12],
+                                   service=None, kind="delete",
                                    params={"reason": "instances of a project that no longer exists"}))
         if wanted:
             await self.ctx.store.call(_enqueue_all, wanted)

@@ -42,8 +42,8 @@ def simulate(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int
                 n = next(ids)
                 new = Instance(id=f"sim{n}", runtime_id=f"sim{n}", name=f"sim{n}", project_id=goal.project_id,
                                service=goal.spec.name, spec_hash=goal.spec.spec_hash, version_id=goal.version_id,
-                               state=InstanceState.RUNNING, created=now, started_at=now, health="healthy", health_since=now,
-                               compute_type=goal.spec.compute_type)
+                               state=InstanceState.RUNNING, created=now, started_at=now, health="healthy",
+                               health_since=now, compute_type=goal.spec.compute_type)
                 by_id[new.id] = new
                 counts["create"] += 1
             elif isinstance(step, Start):

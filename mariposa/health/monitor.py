@@ -166,7 +166,9 @@ class HealthMonitor:
         finally:
             keep.drop()
 
-    async def _probe_forever(self, health: InstanceHealth, state: CheckState, check: HealthCheck, exec_fn, keep) -> None:
+    async def _probe_forever(
+        self, health: InstanceHealth, state: CheckState, check: HealthCheck, exec_fn, keep
+    ) -> None:
         while True:
             async with self.limiter:
                 result = await run_check(check, health.instance, exec_fn, keep=keep, now=self.ctx.clock.now)

@@ -53,7 +53,8 @@ def list_services(db: sqlite_utils.Database, project_id: str, include_absent: bo
 
 
 def get_service(db: sqlite_utils.Database, project: ProjectRow, ref: str) -> ServiceRow:
-    row = resolve(db, "services", ref, what=f"service in project '{project.name}'", where="project_id = ?", where_args=[project.id])
+    row = resolve(db, "services", ref, what=f"service in project '{project.name}'", where="project_id = ?",
+                  where_args=[project.id])
     return row_to(ServiceRow, row)
 
 
@@ -254,7 +255,8 @@ def mark_deleting(db: sqlite_utils.Database, project: ProjectRow, author: str | 
         [now(), project.id],
     )
     events.record(db, "project.delete", f"project {project.name} deleting", project_id=project.id, author=author)
-    return tasks.enqueue(db, project_id=project.id, project_name=project.name, service=None, kind="delete", author=author)
+    return tasks.enqueue(db, project_id=project.id, project_name=project.name, service=None, kind="delete",
+                         author=author)
 
 
 def forget_project(db: sqlite_utils.Database, project_id: str) -> None:
@@ -266,11 +268,13 @@ def forget_project(db: sqlite_utils.Database, project_id: str) -> None:
 
 
 def _thawed_task(
-    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, kind: str, author: str | None, params: dict | None = None
+    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, kind: str, author: str | None,
+    params: dict | None = None,
 ) -> TaskRow:
     """A new goal from the operator: thaw the service and forget its failure back-off."""
     db.execute(
-        "UPDATE services SET frozen = 0, frozen_reason = NULL, replacements = 0, last_replacement_at = NULL WHERE id = ?",
+        "UPDATE services SET frozen = 0, frozen_reason = NULL, replacements = 0, last_replacement_at = NULL "
+        "WHERE id = ?",
         [svc.id],
     )
     return tasks.enqueue(
@@ -306,13 +310,15 @@ def set_service_desired(
     if desired == "running" and project.desired == "stopped":
         db.execute("UPDATE projects SET desired = 'running' WHERE id = ?", [project.id])
     kind = "start" if desired == "running" else "stop"
-    events.record(db, f"service.{kind}", f"{svc.name} {desired}", project_id=project.id, service=svc.name, author=author)
+    events.record(db, f"service.{kind}", f"{svc.name} {desired}", project_id=project.id, service=svc.name,
+                  author=author)
     return _thawed_task(db, project, svc, kind, author)
 
 
 def freeze_service(db: sqlite_utils.Database, project_id: str, service: str, reason: str) -> None:
     db.execute(
-        "UPDATE services SET frozen = 1, frozen_reason = ? WHERE project_id = ? AND name = ?", [reason, project_id, service]
+        "UPDATE services SET frozen = 1, frozen_reason = ? WHERE project_id = ? AND name = ?",
+        [reason, project_id, service],
     )
 
 
