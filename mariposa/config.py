@@ -126,7 +126,7 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Daemon
 
 
 def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
-    kinds = {
+    kinds: dict[str, type | tuple[type, ...]] = {
         "state_dir": str, "socket": str, "manifest_dir": str, "docker_host": str, "log_format": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
         "resync": (int, float), "rescan": (int, float), "parallelism": int, "socket_group": (str, int),

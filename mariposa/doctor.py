@@ -35,9 +35,9 @@ def _docker(host: str | None) -> dict:
 
 
 def _binary(name: str, binaries: list[str], package: str, needed_for: str) -> dict:
-    found = [b for b in binaries if shutil.which(b)]
+    found = [path for b in binaries if (path := shutil.which(b))]
     if found:
-        return _check(name, "ok", ", ".join(shutil.which(b) for b in found))
+        return _check(name, "ok", ", ".join(found))
     return _check(name, "warn", f"not installed ({needed_for})", f"apt-get install {package}")
 
 

@@ -40,7 +40,7 @@ class Client:
                 f"cannot reach the mariposa daemon at {self.socket} ({exc.__class__.__name__}); "
                 f"is 'mariposa daemon' running? (set --socket or MARIPOSA_SOCKET)"
             ) from None
-        body = resp.json() if resp.content else None
+        body: Any = resp.json() if resp.content else None
         if resp.status_code >= 400:
             body = body or {}
             cls = ERROR_KINDS.get(body.get("error"), MariposaError)

@@ -14,7 +14,7 @@ from mariposa.converge.goals import with_images
 from mariposa.converge.simulate import simulate
 from mariposa.converge.supervise import merge
 from mariposa.errors import BadRequest, NotFound
-from mariposa.model import ServiceGoal
+from mariposa.model import DesiredState, ServiceGoal
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow
@@ -145,9 +145,13 @@ async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, para
         spec, row = new.service(name), rows.get(name)
         mine = [i for i in actual if i.service == name and not i.retired]
         scale = row.scale if row else 1
-        if spec is not None and spec.scale is not None and (row is None or spec.scale != (old.service(name) or spec).scale):
+        if spec is not None and spec.scale is not None and (
+            row is None or spec.scale != (old.service(name) or spec).scale
+        ):
             scale = spec.scale
-        desired = "stopped" if project.desired == "stopped" else (row.desired if row and row.desired != "absent" else "running")
+        desired: DesiredState = "stopped" if project.desired == "stopped" else (
+            row.desired if row and row.desired != "absent" else "running"
+        )
         goal = None if spec is None else ServiceGoal(
             project_id=project.id, project_name=project.name, version_id="(new)", spec=spec, scale=scale,
             desired=desired, keep_stale=bool(params.get("count")))

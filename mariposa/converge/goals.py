@@ -6,11 +6,14 @@ sound because a version never changes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 import sqlite_utils
 
 from mariposa.manifest import parse_manifest
 from mariposa.model import ProjectSpec, ServiceGoal
+from mariposa.packages import Package
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
@@ -51,7 +54,7 @@ def with_images(spec: ProjectSpec, images: dict) -> ProjectSpec:
 
 
 class GoalReader:
-    def __init__(self, store: Store, packages: dict | None = None):
+    def __init__(self, store: Store, packages: Mapping[str, Package] | None = None):
         self.store = store
         self.packages = packages
         self._specs: dict[str, ProjectSpec] = {}

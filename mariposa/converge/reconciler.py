@@ -9,6 +9,7 @@ by the operator) are left alone until their goal changes or the operator thaws t
 from __future__ import annotations
 
 import collections
+from typing import Any
 
 import structlog
 import trio
@@ -57,7 +58,7 @@ class Reconciler:
         busy_projects = {t.project_id for t in snap.open_tasks if t.service is None}
         projects = {p.id: p for p in snap.projects}
         rows = {(s.project_id, s.name): s for s in snap.services}
-        wanted = []
+        wanted: list[dict[str, Any]] = []
 
         for key in sorted(set(rows) | set(by_service)):
             project_id, service = key

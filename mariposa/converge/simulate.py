@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import attrs
 
 from mariposa.converge.plan import plan
-from mariposa.model import Create, GiveUp, Instance, InstanceState, Remove, ServiceGoal, Start, Stop
+from mariposa.model import Create, GiveUp, Instance, InstanceState, Remove, ServiceGoal, Start, Stop, Wait
 
 ROUND = 5.0
 
@@ -60,7 +60,7 @@ def simulate(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int
         current = list(by_id.values())
         now += ROUND if not steps.only_waiting else 0
         if steps.only_waiting:
-            now = max(s.until for s in steps.steps) + 0.001
+            now = max(s.until for s in steps.steps if isinstance(s, Wait)) + 0.001
     # a replacement is a create paired with the removal of an old instance
     counts["create"] -= counts["replace"]
     return Outcome(**counts, rounds=rounds)
