@@ -18,7 +18,7 @@ def record(
     task_id: str | None = None,
     author: str | None = None,
 ) -> None:
-    db["events"].insert(
+    db.table("events").insert(
         {
             "time": now(),
             "project_id": project_id,

@@ -72,7 +72,7 @@ def _insert_version(
 ) -> VersionRow:
     seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE project_id = ?", [project_id]).fetchone()[0]
     version_id = new_id()
-    db["versions"].insert(
+    db.table("versions").insert(
         {
             "id": version_id,
             "project_id": project_id,
@@ -86,12 +86,12 @@ def _insert_version(
         }
     )
     for image, image_id in (images or {}).items():
-        db["version_images"].insert({"version_id": version_id, "image": image, "image_id": image_id})
+        db.table("version_images").insert({"version_id": version_id, "image": image, "image_id": image_id})
     return get_version(db, version_id)
 
 
 def _insert_service(db: sqlite_utils.Database, project_id: str, spec: ServiceSpec, desired: str) -> None:
-    db["services"].insert(
+    db.table("services").insert(
         {
             "id": new_id(),
             "project_id": project_id,
@@ -119,10 +119,12 @@ def add_project(
     if db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
     project_id = new_id()
-    db["projects"].insert(
-        {"id": project_id, "name": name, "created": now(), "current_version": None, "desired": "running", "source": source}
+    db.table("projects").insert(
+        {"id": project_id, "name": name, "created": now(), "current_version": None, "desired": "running",
+         "source": source}
     )
-    version = _insert_version(db, project_id, text, filename, author, "created: " + ", ".join(spec.service_names), images)
+    summary = "created: " + ", ".join(spec.service_names)
+    version = _insert_version(db, project_id, text, filename, author, summary, images)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project_id])
     queued = []
     for svc in spec.services:
@@ -205,12 +207,16 @@ def update_project(
         if row is None:
             _insert_service(db, project.id, spec, service_desired)
         else:
-            updates = {"frozen": 0, "frozen_reason": None, "replacements": 0, "last_replacement_at": None}
+            updates: dict[str, object] = {
+                "frozen": 0, "frozen_reason": None, "replacements": 0, "last_replacement_at": None
+            }
             if row.desired == "absent":
                 updates["desired"] = service_desired
-            if spec.scale is not None and (row.desired == "absent" or spec.scale != (old.service(service) or spec).scale):
+            if spec.scale is not None and (
+                row.desired == "absent" or spec.scale != (old.service(service) or spec).scale
+            ):
                 updates["scale"] = spec.scale
-            db["services"].update(row.id, updates)
+            db.table("services").update(row.id, updates)
         if change == "changed":
             # a canary leaves the rest on the old version until the next reprovision
             db.execute("UPDATE services SET keep_stale = ? WHERE project_id = ? AND name = ?",
