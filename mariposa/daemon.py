@@ -158,7 +158,12 @@ async def stop_all_instances(ctx: Context) -> None:
         async with trio.open_nursery() as nursery:
             for inst in instances:
                 project = next((p for p in snap.projects if p.id == inst.project_id), None)
-                spec = ctx.goals.cached_spec(project.current_version).service(inst.service) if project else None
+                spec = None
+                if project:
+                    assert project.current_version is not None  # set in the transaction that adds the project
+                    cached = ctx.goals.cached_spec(project.current_version)
+                    assert cached is not None  # snapshot() above parsed every project's current version
+                    spec = cached.service(inst.service)
                 nursery.start_soon(driver.stop, inst, spec.stop_timeout if spec else None)
 
 

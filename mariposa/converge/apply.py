@@ -87,6 +87,8 @@ async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) ->
 
 
 async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> str:
+    service = task.service
+    assert service is not None  # every task but a project's delete names its service
     surge = int(task.params.get("rolling", 1))
     done = 0
     goal: ServiceGoal | None = None
@@ -94,14 +96,14 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
     last_progress = ctx.clock.now()
     replace = frozenset(task.params.get("replace", ()))
     for _ in range(MAX_ROUNDS):
-        goal, _row, records = await ctx.goals.service_view(task.project_id, task.service)
+        goal, _row, records = await ctx.goals.service_view(task.project_id, service)
         if goal is not None:
             driver = ctx.driver_for(goal.spec.compute_type)
-            raw = await _service_instances(driver, task.project_id, task.service)
+            raw = await _service_instances(driver, task.project_id, service)
         else:
-            driver, raw = await _left_behind(ctx, task.project_id, task.service)
+            driver, raw = await _left_behind(ctx, task.project_id, service)
         if await _observe_exits(ctx, raw, records):
-            goal, _row, records = await ctx.goals.service_view(task.project_id, task.service)
+            goal, _row, records = await ctx.goals.service_view(task.project_id, service)
         now = ctx.clock.now()
         actual = merge(raw, records, now)
         if goal is not None and task.kind == "reprovision" and "replace" not in task.params and _selects(task.params):

@@ -88,6 +88,7 @@ class GoalReader:
     def goal_from(self, project: ProjectRow, service: ServiceRow | None) -> ServiceGoal | None:
         if service is None or project.desired == "deleting" or service.desired == "absent":
             return None
+        assert project.current_version is not None  # set in the transaction that adds the project
         spec = self._specs[project.current_version].service(service.name)
         if spec is None:
             return None

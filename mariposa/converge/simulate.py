@@ -39,6 +39,7 @@ def simulate(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int
         by_id = {i.id: i for i in current}
         for step in steps.steps:
             if isinstance(step, Create):
+                assert goal is not None  # the planner only removes when there is no goal
                 n = next(ids)
                 new = Instance(id=f"sim{n}", runtime_id=f"sim{n}", name=f"sim{n}", project_id=goal.project_id,
                                service=goal.spec.name, spec_hash=goal.spec.spec_hash, version_id=goal.version_id,

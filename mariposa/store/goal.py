@@ -38,6 +38,7 @@ def get_version(db: sqlite_utils.Database, ref: str, project_id: str | None = No
 
 
 def current_version(db: sqlite_utils.Database, project: ProjectRow) -> VersionRow:
+    assert project.current_version is not None  # only unset inside add_project's transaction
     return get_version(db, project.current_version)
 
 
@@ -201,9 +202,11 @@ def update_project(
         row = existing.get(service)
         spec = new.service(service)
         if change == "removed":
+            assert row is not None  # every service of the old version has a row
             db.execute("UPDATE services SET desired = 'absent', frozen = 0 WHERE id = ?", [row.id])
             queue(service, "stop", {"remove": True})
             continue
+        assert spec is not None  # any other change names a service of the new version
         if row is None:
             _insert_service(db, project.id, spec, service_desired)
         else:
