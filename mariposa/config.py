@@ -79,11 +79,13 @@ def _problem(path: str, text: str, key: str, message: str) -> ConfigError:
 
 def _packages(path: str, text: str, raw: Any) -> dict[str, Package]:
     if not isinstance(raw, dict):
-        raise _problem(path, text, "packages", "expected a table of packages ([packages.NAME] memory = ..., cpus = ...)")
+        raise _problem(path, text, "packages",
+                       "expected a table of packages ([packages.NAME] memory = ..., cpus = ...)")
     found = {}
     for name, spec in raw.items():
         if not isinstance(spec, dict) or set(spec) - {"memory", "cpus", "disk"} or "memory" not in spec:
-            raise _problem(path, text, f"packages.{name}", "a package needs 'memory' (e.g. \"512m\"), optionally 'cpus' and 'disk'")
+            raise _problem(path, text, f"packages.{name}",
+                           "a package needs 'memory' (e.g. \"512m\"), optionally 'cpus' and 'disk'")
         try:
             memory = parse_size(spec["memory"])
         except (ValueError, TypeError) as exc:
@@ -124,7 +126,7 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Daemon
 
 
 def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
-    kinds = {
+    kinds: dict[str, type | tuple[type, ...]] = {
         "state_dir": str, "socket": str, "manifest_dir": str, "docker_host": str, "log_format": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
         "resync": (int, float), "rescan": (int, float), "parallelism": int, "socket_group": (str, int),
@@ -132,7 +134,8 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     }
     for key, kind in kinds.items():
         if key in values and (not isinstance(values[key], kind) or (kind is int and isinstance(values[key], bool))):
-            raise _problem(path, text, key, f"expected {getattr(kind, '__name__', 'a number or string')}, got {type(values[key]).__name__}")
+            expected = getattr(kind, "__name__", "a number or string")
+            raise _problem(path, text, key, f"expected {expected}, got {type(values[key]).__name__}")
     if "socket_mode" in values:
         mode = values["socket_mode"]
         try:

@@ -3,13 +3,20 @@ wake-ups that connect the reconciler and the queue."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import attrs
 
 from mariposa.clock import Clock, TrioClock
 from mariposa.converge.goals import GoalReader
 from mariposa.drivers.base import Driver, DriverError
+from mariposa.packages import Package
 from mariposa.store.db import Store
 from mariposa.wakeup import Wakeup
+
+if TYPE_CHECKING:
+    from mariposa.health.monitor import HealthMonitor
 
 
 @attrs.define
@@ -17,13 +24,13 @@ class Context:
     store: Store
     drivers: dict[str, Driver]
     goals: GoalReader
-    packages: dict
+    packages: Mapping[str, Package]
     parallelism: int = 8
     clock: Clock = attrs.field(factory=TrioClock)
     reconcile_wakeup: Wakeup = attrs.field(factory=Wakeup)
     queue_wakeup: Wakeup = attrs.field(factory=Wakeup)
     health_wakeup: Wakeup = attrs.field(factory=Wakeup)
-    monitor: object = None  # the HealthMonitor, for the API to read instance health from
+    monitor: HealthMonitor | None = None  # for the API to read instance health from
 
     def wake_reconciler(self) -> None:
         """Something changed: plan again soon (many calls collapse into one pass)."""

@@ -14,14 +14,13 @@ import signal
 from pathlib import Path
 
 import attrs
-
 import structlog
 import trio
 
-from mariposa.api.http import bind_unix_socket, serve
-from mariposa.api.routes import build_router
 from mariposa import config as configuration
 from mariposa import logs, systemd
+from mariposa.api.http import bind_unix_socket, serve
+from mariposa.api.routes import build_router
 from mariposa.clock import Clock, TrioClock
 from mariposa.config import DaemonConfig
 from mariposa.context import Context
@@ -29,9 +28,9 @@ from mariposa.control import Control, SocketPolicy
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
 from mariposa.drivers.base import Driver, DriverError
+from mariposa.errors import StateDirLocked
 from mariposa.health.monitor import HealthMonitor
 from mariposa.queue.executor import Executor
-from mariposa.errors import StateDirLocked
 from mariposa.store.db import Store
 from mariposa.watch import ManifestDirectory
 
@@ -159,7 +158,12 @@ async def stop_all_instances(ctx: Context) -> None:
         async with trio.open_nursery() as nursery:
             for inst in instances:
                 project = next((p for p in snap.projects if p.id == inst.project_id), None)
-                spec = ctx.goals.cached_spec(project.current_version).service(inst.service) if project else None
+                spec = None
+                if project:
+                    assert project.current_version is not None  # set in the transaction that adds the project
+                    cached = ctx.goals.cached_spec(project.current_version)
+                    assert cached is not None  # snapshot() above parsed every project's current version
+                    spec = cached.service(inst.service)
                 nursery.start_soon(driver.stop, inst, spec.stop_timeout if spec else None)
 
 
@@ -198,7 +202,8 @@ async def run_daemon(
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             if config.manifest_dir:
-                daemon.directory = ManifestDirectory(ctx, control, config.manifest_dir, config.rescan, config.delete_removed_projects)
+                daemon.directory = ManifestDirectory(ctx, control, config.manifest_dir, config.rescan,
+                                                     config.delete_removed_projects)
                 await nursery.start(daemon.directory.run)
             await nursery.start(serve, build_router(control), sock, policy.admits)
             nursery.start_soon(systemd.watchdog)

@@ -26,16 +26,18 @@ def _docker(host: str | None) -> dict:
     try:
         with httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://docker", timeout=5) as client:
             version = client.get("/version").json()
-        return _check("docker", "ok", f"Docker Engine {version.get('Version')} (API {version.get('ApiVersion')}) at {path}")
+        return _check("docker", "ok",
+                      f"Docker Engine {version.get('Version')} (API {version.get('ApiVersion')}) at {path}")
     except (httpx.HTTPError, OSError, ValueError) as exc:
-        fix = "apt-get install docker.io && systemctl start docker" if not shutil.which("dockerd") else "start dockerd (systemctl start docker)"
+        fix = ("apt-get install docker.io && systemctl start docker" if not shutil.which("dockerd")
+               else "start dockerd (systemctl start docker)")
         return _check("docker", "fail", f"no answer at {path}: {exc.__class__.__name__}", fix)
 
 
 def _binary(name: str, binaries: list[str], package: str, needed_for: str) -> dict:
-    found = [b for b in binaries if shutil.which(b)]
+    found = [path for b in binaries if (path := shutil.which(b))]
     if found:
-        return _check(name, "ok", ", ".join(shutil.which(b) for b in found))
+        return _check(name, "ok", ", ".join(found))
     return _check(name, "warn", f"not installed ({needed_for})", f"apt-get install {package}")
 
 
@@ -44,7 +46,8 @@ def _kvm() -> dict:
         return _check("kvm", "warn", "/dev/kvm missing: QEMU VMs would run without acceleration",
                       "enable virtualisation in the firmware and load kvm_intel/kvm_amd")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return _check("kvm", "warn", "/dev/kvm exists but this user cannot open it", "run as root or join the kvm group")
+        return _check("kvm", "warn", "/dev/kvm exists but this user cannot open it",
+                      "run as root or join the kvm group")
     return _check("kvm", "ok", "/dev/kvm usable")
 
 
@@ -58,12 +61,14 @@ def _state_dir(path: str) -> dict:
     if not os.access(p, os.W_OK):
         return _check("state dir", "fail", f"{path} is not writable by this user", "run the daemon as root")
     db = p / "mariposa.db"
-    return _check("state dir", "ok", f"{path}" + (f" (store {db.stat().st_size // 1024} KiB)" if db.exists() else " (no store yet)"))
+    store = f" (store {db.stat().st_size // 1024} KiB)" if db.exists() else " (no store yet)"
+    return _check("state dir", "ok", f"{path}" + store)
 
 
 def _socket(path: str) -> dict:
     if not Path(path).exists():
-        return _check("daemon", "warn", f"no socket at {path}: the daemon is not running", "mariposa daemon (or systemctl start mariposa)")
+        return _check("daemon", "warn", f"no socket at {path}: the daemon is not running",
+                      "mariposa daemon (or systemctl start mariposa)")
     try:
         with httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://m", timeout=5) as client:
             info = client.get("/v1/ping").json()
@@ -71,7 +76,8 @@ def _socket(path: str) -> dict:
     except (httpx.HTTPError, OSError, ValueError) as exc:
         denied = "Permission denied" in str(exc)
         return _check("daemon", "fail", f"{path}: {'permission denied' if denied else exc.__class__.__name__}",
-                      "join the socket's group or run as root" if denied else "restart the daemon; a stale socket is replaced on start")
+                      "join the socket's group or run as root" if denied
+                      else "restart the daemon; a stale socket is replaced on start")
 
 
 def run_checks(config_path: str | None, state_dir: str | None, socket: str) -> list[dict]:

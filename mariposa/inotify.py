@@ -31,7 +31,8 @@ IN_IGNORED = 0x00008000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
-DIRECTORY_EVENTS = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+DIRECTORY_EVENTS = (IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+                    | IN_DELETE_SELF | IN_MOVE_SELF)
 _HEADER = struct.Struct("iIII")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -76,7 +77,7 @@ class DirectoryWatch:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "DirectoryWatch":
+    def __enter__(self) -> DirectoryWatch:
         return self
 
     def __exit__(self, *exc) -> None:

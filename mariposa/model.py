@@ -95,7 +95,7 @@ class RestartPolicy:
     max_retries: int | None = None  # on-failure:N
 
     @classmethod
-    def parse(cls, text: str) -> "RestartPolicy":
+    def parse(cls, text: str) -> RestartPolicy:
         name, _, count = text.partition(":")
         return cls(name, int(count) if count else None)
 

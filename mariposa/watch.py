@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from typing import TYPE_CHECKING
 
 import attrs
 import structlog
 import trio
-
-from typing import TYPE_CHECKING
 
 from mariposa.clock import wall_clock
 from mariposa.context import Context
@@ -76,7 +75,9 @@ class ManifestDirectory:
                     elif event.gone:
                         log.error("manifest directory went away; watching stops until restart", path=self.path)
                         return
-                    elif project_name(event.name) and event.mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM):
+                    elif project_name(event.name) and event.mask & (
+                        IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM
+                    ):
                         self._pending[event.name] = self.ctx.clock.now() + QUIET
                         self._wake.set()
                     elif project_name(event.name) and event.name in self._pending:

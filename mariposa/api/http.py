@@ -58,7 +58,7 @@ class Limits:
     max_connections: int = 1024
 
 
-def peer_caller(sock: socket.socket) -> Caller:
+def peer_caller(sock: socket.socket | trio.socket.SocketType) -> Caller:
     """Who is at the other end, as the kernel says (``SO_PEERCRED``); blocking (it reads the
     peer's supplementary groups from /proc). Without credentials the caller has no uid, and
     every policy refuses it."""

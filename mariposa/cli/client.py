@@ -28,7 +28,8 @@ class Client:
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> Any:
         try:
-            resp = self.http.request(method, path, json=json, params={k: v for k, v in (params or {}).items() if v is not None})
+            resp = self.http.request(method, path, json=json,
+                                     params={k: v for k, v in (params or {}).items() if v is not None})
         except (httpx.ConnectError, httpx.TransportError, FileNotFoundError, ConnectionRefusedError) as exc:
             if "Permission denied" in str(exc) or isinstance(exc, httpx.RemoteProtocolError):
                 raise DaemonUnreachable(
@@ -39,7 +40,7 @@ class Client:
                 f"cannot reach the mariposa daemon at {self.socket} ({exc.__class__.__name__}); "
                 f"is 'mariposa daemon' running? (set --socket or MARIPOSA_SOCKET)"
             ) from None
-        body = resp.json() if resp.content else None
+        body: Any = resp.json() if resp.content else None
         if resp.status_code >= 400:
             body = body or {}
             cls = ERROR_KINDS.get(body.get("error"), MariposaError)
@@ -51,7 +52,8 @@ class Client:
         import json as _json
 
         try:
-            with self.http.stream("GET", path, params={k: v for k, v in params.items() if v is not None}, timeout=None) as resp:
+            with self.http.stream("GET", path, params={k: v for k, v in params.items() if v is not None},
+                                  timeout=None) as resp:
                 if resp.status_code >= 400:
                     body = _json.loads(resp.read() or b"{}")
                     cls = ERROR_KINDS.get(body.get("error"), MariposaError)
@@ -60,7 +62,9 @@ class Client:
                     if line.strip():
                         yield _json.loads(line)
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
-            raise DaemonUnreachable(f"cannot reach the mariposa daemon at {self.socket} ({exc.__class__.__name__})") from None
+            raise DaemonUnreachable(
+                f"cannot reach the mariposa daemon at {self.socket} ({exc.__class__.__name__})"
+            ) from None
 
     def get(self, path: str, **params) -> Any:
         return self.request("GET", path, params=params)

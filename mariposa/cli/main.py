@@ -67,7 +67,8 @@ class State:
 
 pass_state = click.make_pass_decorator(State)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-wait_option = click.option("--wait", is_flag=True, help="Follow the task(s) until they end; exit 6 unless all complete.")
+wait_option = click.option("--wait", is_flag=True,
+                           help="Follow the task(s) until they end; exit 6 unless all complete.")
 
 
 @click.group(cls=TopGroup, context_settings=CONTEXT)
@@ -178,7 +179,8 @@ def project_list(state: State, as_json: bool) -> None:
     table(rows, [
         ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("VERSION", lambda r: r["version"]),
         ("STATE", lambda r: r["desired"]), ("SERVICES", lambda r: r["services"]),
-        ("RUNNING", lambda r: f"{r['running']}/{r['instances']}"), ("SOURCE", lambda r: (r["source"] or "-") + (" (orphaned)" if r.get("source_state") == "orphaned" else "")),
+        ("RUNNING", lambda r: f"{r['running']}/{r['instances']}"),
+        ("SOURCE", lambda r: (r["source"] or "-") + (" (orphaned)" if r.get("source_state") == "orphaned" else "")),
         ("CREATED", lambda r: ago(r["created"])),
     ])
 
@@ -211,8 +213,10 @@ def project_get(state: State, ref: str, as_json: bool) -> None:
     if as_json:
         return print_json(p)
     v = p["version"]
-    fields([("name", p["name"]), ("id", p["id"]), ("state", p["desired"]), ("version", f"{v['seq']} ({short(v['id'])}, {ago(v['created'])})"),
-            ("source", (p["source"] or "-") + (" (orphaned: the file was removed)" if p.get("source_state") == "orphaned" else "")),
+    orphaned = " (orphaned: the file was removed)" if p.get("source_state") == "orphaned" else ""
+    fields([("name", p["name"]), ("id", p["id"]), ("state", p["desired"]),
+            ("version", f"{v['seq']} ({short(v['id'])}, {ago(v['created'])})"),
+            ("source", (p["source"] or "-") + orphaned),
             ("services", ", ".join(f"{s['name']} {s['running']}/{s['scale']}" for s in p["services"]))])
     f = p.get("file")
     if f and f["state"] in ("invalid", "refused"):
@@ -260,7 +264,8 @@ def _instance_health(r: dict) -> str:
 
 
 def rollout_options(fn):
-    fn = click.option("--canary", "--count", "count", type=click.IntRange(1), help="Replace only N instances, then stop.")(fn)
+    fn = click.option("--canary", "--count", "count", type=click.IntRange(1),
+                      help="Replace only N instances, then stop.")(fn)
     return click.option("--rolling", type=click.IntRange(1), help="New instances at a time [1].")(fn)
 
 
@@ -272,14 +277,17 @@ def rollout_options(fn):
 @wait_option
 @json_option
 @pass_state
-def project_update(state: State, ref: str, manifest: str, rolling, count, if_version, wait: bool, as_json: bool) -> None:
+def project_update(
+    state: State, ref: str, manifest: str, rolling, count, if_version, wait: bool, as_json: bool
+) -> None:
     """Make MANIFEST the project's new version and converge to it."""
     text, filename = _read_manifest(manifest)
     body = {"manifest": text, "filename": filename, "rolling": rolling, "count": count, "if_version": if_version}
     result = state.client.request("PUT", f"/v1/projects/{ref}", json={k: v for k, v in body.items() if v is not None})
     if not as_json:
         v = result["version"]
-        click.echo(f"project {ref} now at version {v['seq']}: {v['summary']}" if result["changed"] else f"project {ref} unchanged (version {v['seq']})")
+        click.echo(f"project {ref} now at version {v['seq']}: {v['summary']}" if result["changed"]
+                   else f"project {ref} unchanged (version {v['seq']})")
     _report_tasks(state, result["tasks"], wait, as_json)
 
 
@@ -308,8 +316,9 @@ def project_versions(state: State, ref: str, as_json: bool) -> None:
     rows = state.client.get(f"/v1/projects/{ref}/versions")
     if as_json:
         return print_json(rows)
-    table(rows, [("VERSION", lambda r: r["seq"]), ("ID", lambda r: short(r["id"])), ("CREATED", lambda r: ago(r["created"])),
-                 ("HASH", lambda r: short(r["hash"], 12)), ("BY", lambda r: r["author"] or "-"),
+    table(rows, [("VERSION", lambda r: r["seq"]), ("ID", lambda r: short(r["id"])),
+                 ("CREATED", lambda r: ago(r["created"])), ("HASH", lambda r: short(r["hash"], 12)),
+                 ("BY", lambda r: r["author"] or "-"),
                  ("WHAT CHANGED", lambda r: r["summary"] or "")])
 
 
@@ -358,7 +367,8 @@ def project_diff(state: State, ref: str, manifest: str, rolling, as_json: bool) 
     click.echo(f"project {d['project']} at version {d['from_version']}: "
                + ("a new version would be made" if d["new_version"] else "no new version (same text and images)"))
     table(d["services"], [("SERVICE", lambda r: r["service"]), ("CHANGE", lambda r: r["change"]),
-                          ("INSTANCES", lambda r: f"{r['instances']} -> {r['scale'] if r['change'] != 'removed' else 0}"),
+                          ("INSTANCES",
+                           lambda r: f"{r['instances']} -> {r['scale'] if r['change'] != 'removed' else 0}"),
                           ("CREATE", lambda r: r["create"]), ("REPLACE", lambda r: r["replace"]),
                           ("REMOVE", lambda r: r["remove"]), ("START", lambda r: r["start"])])
 
@@ -412,10 +422,12 @@ def service_get(state: State, ref: str, as_json: bool) -> None:
              ("scale", s["scale"]), ("running", s["running"]), ("instances", s["instances"]),
              ("image", s["image"]), ("version", s["version"]), ("spec hash", s["spec_hash"])]
     if s["frozen"]:
-        pairs.append(("frozen", f"yes: {s['frozen_reason']} (thaw: mariposa -j {s['project']} service thaw {s['name']})"))
+        thaw = f"mariposa -j {s['project']} service thaw {s['name']}"
+        pairs.append(("frozen", f"yes: {s['frozen_reason']} (thaw: {thaw})"))
     if s["task"]:
         step = (s["task"].get("progress") or {}).get("step")
-        pairs.append(("task", _task_line(s["task"]) + (f" ({step})" if step and s["task"]["state"] == "active" else "")))
+        pairs.append(("task",
+                      _task_line(s["task"]) + (f" ({step})" if step and s["task"]["state"] == "active" else "")))
     if s.get("replace_after"):
         pairs.append(("back-off", f"{s['replacements']} failed instances replaced lately; next replacement not before "
                                   f"{max(0, s['replace_after'] - wall_clock()):.0f}s from now"))
@@ -428,7 +440,8 @@ def service_get(state: State, ref: str, as_json: bool) -> None:
     if spec.get("command"):
         pairs.append(("command", shlex.join(spec["command"])))
     if spec.get("ports"):
-        pairs.append(("ports", ", ".join(str(p["container"]) + (f"<-{p['host']}" if p["host"] else "") for p in spec["ports"])))
+        pairs.append(("ports", ", ".join(str(p["container"]) + (f"<-{p['host']}" if p["host"] else "")
+                                         for p in spec["ports"])))
     if spec.get("environment"):
         pairs.append(("environment", ", ".join(k for k, _ in spec["environment"]) + " (values hidden)"))
     fields(pairs)
@@ -477,7 +490,9 @@ def _service_action(action: str, doc: str):
 @wait_option
 @json_option
 @pass_state
-def service_reprovision(state: State, ref: str, version, image, instance, rolling, count, wait: bool, as_json: bool) -> None:
+def service_reprovision(
+    state: State, ref: str, version, image, instance, rolling, count, wait: bool, as_json: bool
+) -> None:
     """Replace instances with new ones of the current version (older versions first)."""
     body = {"version": version, "image": image, "instance": instance, "rolling": rolling, "count": count}
     result = state.client.post(f"/v1/projects/{state.project()}/services/{ref}/reprovision",
@@ -600,7 +615,8 @@ def instance_get(state: State, ref: str, as_json: bool) -> None:
     if i.get("last_exit_code") is not None:
         pairs.append(("last exit", i["last_exit_code"]))
     for c in i.get("checks") or []:
-        pairs.append((f"check {c['check']}", f"{c['detail']} ({ago(c['at'])}, {c['failures']}/{c['retries']} failures)"))
+        pairs.append((f"check {c['check']}",
+                      f"{c['detail']} ({ago(c['at'])}, {c['failures']}/{c['retries']} failures)"))
     fields(pairs)
 
 
@@ -629,7 +645,8 @@ def queue() -> None:
 @pass_state
 def queue_list(state: State, only_open: bool, limit: int, as_json: bool) -> None:
     """List tasks, newest first (of the project given with -j, or all)."""
-    rows = state.client.get("/v1/queue", project=state.project_ref, state="queued,active" if only_open else None, limit=limit)
+    rows = state.client.get("/v1/queue", project=state.project_ref, state="queued,active" if only_open else None,
+                            limit=limit)
     if as_json:
         return print_json(rows)
     table(rows, [
@@ -668,7 +685,8 @@ def queue_stop(state: State, task: str, as_json: bool) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--service", help="Only this service's events.")
-@click.option("--type", "types", multiple=True, help="Only events of this type or family (task, health.unhealthy, ...).")
+@click.option("--type", "types", multiple=True,
+              help="Only events of this type or family (task, health.unhealthy, ...).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing events as they happen.")
 @json_option
 @pass_state
@@ -679,8 +697,8 @@ def events(state: State, service: str | None, types: tuple[str, ...], follow: bo
         rows = state.client.get("/v1/events", **params)
         if as_json:
             return print_json(rows)
-        table(rows, [("TIME", lambda r: ago(r["time"])), ("TYPE", lambda r: r["type"]), ("BY", lambda r: r["author"] or "-"),
-                     ("MESSAGE", lambda r: r["message"])])
+        table(rows, [("TIME", lambda r: ago(r["time"])), ("TYPE", lambda r: r["type"]),
+                     ("BY", lambda r: r["author"] or "-"), ("MESSAGE", lambda r: r["message"])])
         return
     for event in state.client.follow("/v1/events", {**params, "follow": "1"}):
         if as_json:
@@ -703,7 +721,8 @@ def doctor(state: State, config_path: str | None, state_dir: str | None, as_json
     if as_json:
         print_json(results)
     else:
-        table(results, [("CHECK", lambda r: r["check"]), ("", lambda r: {"ok": "ok", "warn": "WARN", "fail": "FAIL"}[r["status"]]),
+        table(results, [("CHECK", lambda r: r["check"]),
+                        ("", lambda r: {"ok": "ok", "warn": "WARN", "fail": "FAIL"}[r["status"]]),
                         ("DETAIL", lambda r: r["detail"]), ("FIX", lambda r: r.get("fix") or "")])
     if any(r["status"] == "fail" for r in results):
         sys.exit(1)
@@ -721,6 +740,7 @@ def main() -> None:
         click.echo(f"mariposa: error: {exc.message}", err=True)
         for d in exc.details or []:
             if isinstance(d, dict) and d.get("message"):
-                click.echo(f"  {d.get('file')}:{d.get('line')}:{d.get('column')}: {d.get('field') or ''}: {d['message']}", err=True)
+                where = f"{d.get('file')}:{d.get('line')}:{d.get('column')}"
+                click.echo(f"  {where}: {d.get('field') or ''}: {d['message']}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(0)

@@ -35,12 +35,12 @@ class Caller:
         return self.author
 
     @classmethod
-    def daemon(cls, name: str, transport: str = "internal") -> "Caller":
+    def daemon(cls, name: str, transport: str = "internal") -> Caller:
         """The daemon acting on its own behalf (the watched directory, the reconciler)."""
         return cls(transport=transport, uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), name=name)
 
     @classmethod
-    def from_peer(cls, pid: int, uid: int, gid: int, transport: str = "unix") -> "Caller":
+    def from_peer(cls, pid: int, uid: int, gid: int, transport: str = "unix") -> Caller:
         """Blocking (it reads /proc): call it from a worker thread."""
         return cls(transport=transport, uid=uid, gid=gid, groups=supplementary_groups(pid), pid=pid)
 

@@ -13,7 +13,9 @@ FOLLOW_POLL = 0.25  # seconds between looks at the log while following it
 
 
 class Events(Area):
-    async def _read(self, project_id: str | None, service: str | None, types: tuple[str, ...], after: int) -> list[dict]:
+    async def _read(
+        self, project_id: str | None, service: str | None, types: tuple[str, ...], after: int
+    ) -> list[dict]:
         rows = await self.ctx.store.call(event_store.listing, project_id, service, after)
         return [e for e in rows if not types or any(e["type"] == t or e["type"].startswith(t + ".") for t in types)]
 

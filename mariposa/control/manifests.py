@@ -50,7 +50,9 @@ async def resolve_images(ctx: Context, spec: ProjectSpec) -> dict[str, str | Non
     return found
 
 
-async def add(ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api") -> tuple[ProjectRow, list[TaskRow]]:
+async def add(
+    ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api"
+) -> tuple[ProjectRow, list[TaskRow]]:
     spec = parse(ctx, text, filename)
     images = await resolve_images(ctx, spec)
     result = await ctx.store.call(

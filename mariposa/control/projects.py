@@ -6,6 +6,7 @@ is woken; nothing here waits for instances: long work is a task the caller can f
 
 from __future__ import annotations
 
+import builtins
 import re
 
 from mariposa.control import manifests, rollouts, views
@@ -13,8 +14,8 @@ from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
 from mariposa.errors import BadRequest, NotFound
 from mariposa.store import goal as goal_store
-from mariposa.store.rows import ProjectRow, TaskRow
 from mariposa.store.files import file_status
+from mariposa.store.rows import ProjectRow, TaskRow
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
@@ -67,8 +68,8 @@ class Projects(Area):
                                details=status["details"]) from None
             raise
         version = await store.call(goal_store.current_version, p)
-        return {**p.to_json(), "version": version.to_json(with_manifest=True), "services": await views.services(self.ctx, p),
-                "file": await store.call(file_status, p.name)}
+        return {**p.to_json(), "version": version.to_json(with_manifest=True),
+                "services": await views.services(self.ctx, p), "file": await store.call(file_status, p.name)}
 
     @operation("project.update", target="ref")
     async def update(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
@@ -122,8 +123,9 @@ class Projects(Area):
         manifest = manifests.require_text(manifest)
         return await rollouts.diff(self.ctx, p, manifest, filename, rollouts.rollout_params(rolling, count))
 
+    # builtins.list: in this class body, `list` names the method above
     @operation("project.versions", target="ref")
-    async def versions(self, caller: Caller, ref: str) -> list[dict]:
+    async def versions(self, caller: Caller, ref: str) -> builtins.list[dict]:
         p = await self.row(ref)
         return [v.to_json() for v in await self.ctx.store.call(goal_store.list_versions, p.id)]
 
@@ -134,6 +136,6 @@ class Projects(Area):
         return (await rollouts.version(self.ctx, p, version)).to_json(with_manifest=True)
 
     @operation("project.instances", target="ref")
-    async def instances(self, caller: Caller, ref: str) -> list[dict]:
+    async def instances(self, caller: Caller, ref: str) -> builtins.list[dict]:
         p = await self.row(ref)
         return await views.instances(self.ctx, p.id)

@@ -14,7 +14,7 @@ from mariposa.converge.goals import with_images
 from mariposa.converge.simulate import simulate
 from mariposa.converge.supervise import merge
 from mariposa.errors import BadRequest, NotFound
-from mariposa.model import ServiceGoal
+from mariposa.model import DesiredState, ServiceGoal
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow
@@ -100,7 +100,7 @@ async def service_versions(ctx: Context, project: ProjectRow, service: str) -> l
         rows.append({"version": v.seq, "id": v.id, "created": v.created, "author": v.author,
                      "spec_hash": spec.spec_hash if spec else None, "image": spec.image if spec else None,
                      "scale": spec.scale if spec else None})
-    for newer, older in zip(rows, rows[1:] + [None]):
+    for newer, older in zip(rows, rows[1:] + [None], strict=True):
         newer["changed"] = older is None or newer["spec_hash"] != older["spec_hash"]
     return rows
 
@@ -145,9 +145,13 @@ async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, para
         spec, row = new.service(name), rows.get(name)
         mine = [i for i in actual if i.service == name and not i.retired]
         scale = row.scale if row else 1
-        if spec is not None and spec.scale is not None and (row is None or spec.scale != (old.service(name) or spec).scale):
+        if spec is not None and spec.scale is not None and (
+            row is None or spec.scale != (old.service(name) or spec).scale
+        ):
             scale = spec.scale
-        desired = "stopped" if project.desired == "stopped" else (row.desired if row and row.desired != "absent" else "running")
+        desired: DesiredState = "stopped" if project.desired == "stopped" else (
+            row.desired if row and row.desired != "absent" else "running"
+        )
         goal = None if spec is None else ServiceGoal(
             project_id=project.id, project_name=project.name, version_id="(new)", spec=spec, scale=scale,
             desired=desired, keep_stale=bool(params.get("count")))
@@ -155,5 +159,6 @@ async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, para
         out.append({"service": name, "change": changes.get(name, "unchanged"), "instances": len(mine),
                     "scale": scale, "create": outcome.create, "replace": outcome.replace, "remove": outcome.remove,
                     "start": outcome.start})
-    same = current.hash == goal_store.text_hash(text) and await ctx.store.call(goal_store.version_images, current.id) == images
+    same = (current.hash == goal_store.text_hash(text)
+            and await ctx.store.call(goal_store.version_images, current.id) == images)
     return {"project": project.name, "from_version": current.seq, "new_version": not same, "services": out}

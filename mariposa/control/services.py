@@ -3,6 +3,8 @@ and their versions and health."""
 
 from __future__ import annotations
 
+import builtins
+
 import attrs
 
 from mariposa.control import rollouts, views
@@ -37,8 +39,9 @@ class Services(Area):
         return {**summary, "project": p.name, "version": version.seq,
                 "spec": attrs.asdict(spec) if spec else None, "spec_hash": spec.spec_hash if spec else None}
 
+    # builtins.list: in this class body, `list` names the method above
     @operation("service.instances", target="project")
-    async def instances(self, caller: Caller, project: str, service: str) -> list[dict]:
+    async def instances(self, caller: Caller, project: str, service: str) -> builtins.list[dict]:
         p, svc = await self.rows(project, service)
         return await views.instances(self.ctx, p.id, svc.name)
 
@@ -88,7 +91,7 @@ class Services(Area):
         return {"changed": new is not None, "version": (new or current).to_json(), "tasks": tasks_json(tasks)}
 
     @operation("service.versions", target="project")
-    async def versions(self, caller: Caller, project: str, service: str) -> list[dict]:
+    async def versions(self, caller: Caller, project: str, service: str) -> builtins.list[dict]:
         p, svc = await self.rows(project, service)
         return await rollouts.service_versions(self.ctx, p, svc.name)
 
@@ -96,10 +99,11 @@ class Services(Area):
     async def version(self, caller: Caller, project: str, service: str, version: str) -> dict:
         p, svc = await self.rows(project, service)
         v = await rollouts.version(self.ctx, p, version)
-        return {"version": v.seq, "id": v.id, "service": svc.name, "manifest": rollouts.service_slice(v.manifest, svc.name)}
+        return {"version": v.seq, "id": v.id, "service": svc.name,
+                "manifest": rollouts.service_slice(v.manifest, svc.name)}
 
     @operation("service.health", target="project")
-    async def health(self, caller: Caller, project: str, service: str) -> list[dict]:
+    async def health(self, caller: Caller, project: str, service: str) -> builtins.list[dict]:
         p, svc = await self.rows(project, service)
         out = []
         for data in await views.instances(self.ctx, p.id, svc.name):

@@ -18,8 +18,20 @@ from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.errors import TaskFailed
 from mariposa.model import (
-    Create, CreateRequest, FailRollout, GiveUp, Instance, InstanceState, NoteReplacement, Plan, Remove, Rollout,
-    ServiceGoal, Start, Stop, Wait,
+    Create,
+    CreateRequest,
+    FailRollout,
+    GiveUp,
+    Instance,
+    InstanceState,
+    NoteReplacement,
+    Plan,
+    Remove,
+    Rollout,
+    ServiceGoal,
+    Start,
+    Stop,
+    Wait,
 )
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
@@ -75,6 +87,8 @@ async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) ->
 
 
 async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> str:
+    service = task.service
+    assert service is not None  # every task but a project's delete names its service
     surge = int(task.params.get("rolling", 1))
     done = 0
     goal: ServiceGoal | None = None
@@ -82,14 +96,14 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
     last_progress = ctx.clock.now()
     replace = frozenset(task.params.get("replace", ()))
     for _ in range(MAX_ROUNDS):
-        goal, _row, records = await ctx.goals.service_view(task.project_id, task.service)
+        goal, _row, records = await ctx.goals.service_view(task.project_id, service)
         if goal is not None:
             driver = ctx.driver_for(goal.spec.compute_type)
-            raw = await _service_instances(driver, task.project_id, task.service)
+            raw = await _service_instances(driver, task.project_id, service)
         else:
-            driver, raw = await _left_behind(ctx, task.project_id, task.service)
+            driver, raw = await _left_behind(ctx, task.project_id, service)
         if await _observe_exits(ctx, raw, records):
-            goal, _row, records = await ctx.goals.service_view(task.project_id, task.service)
+            goal, _row, records = await ctx.goals.service_view(task.project_id, service)
         now = ctx.clock.now()
         actual = merge(raw, records, now)
         if goal is not None and task.kind == "reprovision" and "replace" not in task.params and _selects(task.params):
@@ -139,7 +153,8 @@ def select_for_reprovision(actual: list[Instance], goal: ServiceGoal, params: di
         candidates = [i for i in candidates if i.image == params["image"]]
     if params.get("instance"):
         ref = params["instance"]
-        candidates = [i for i in candidates if ref in (i.id, i.name) or i.id.startswith(ref) or i.runtime_id.startswith(ref)]
+        candidates = [i for i in candidates
+                      if ref in (i.id, i.name) or i.id.startswith(ref) or i.runtime_id.startswith(ref)]
     current = goal.spec.spec_hash
     ordered = sorted(candidates, key=lambda i: (i.spec_hash == current, i.created, i.id))
     filtered = any(params.get(k) for k in ("version", "image", "instance"))
@@ -249,7 +264,8 @@ async def _run_step(
         restart = inst.state != InstanceState.CREATING
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, restart)
         await driver.start(inst)
-        what = f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart else f"started {inst.name}"
+        what = (f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart
+                else f"started {inst.name}")
         await _event(ctx, task, inst, "instance.start", what)
     elif isinstance(step, Stop):
         await driver.stop(step.instance, timeout)
@@ -278,7 +294,8 @@ async def delete_project(ctx: Context, task: TaskRow, progress: Progress) -> str
     for driver in ctx.drivers.values():
         while instances := await driver.inventory(task.project_id):
             await progress({"done": removed, "todo": len(instances), "step": f"remove {len(instances)}"})
-            await execute(ctx, driver, None, task, Plan(tuple(Remove(i, "project deleted", purge=True) for i in instances)))
+            removals = Plan(tuple(Remove(i, "project deleted", purge=True) for i in instances))
+            await execute(ctx, driver, None, task, removals)
             removed += len(instances)
         await driver.remove_network(task.project_id)
     await ctx.store.call(goal_store.forget_project, task.project_id)

@@ -59,4 +59,7 @@ class Backoff:
     def until(self, n: int, last_at: float | None, now: float) -> float:
         """When the next attempt may happen (0.0: at once), the streak read at ``now``."""
         n = self.streak(n, last_at, now)
-        return 0.0 if n == 0 else last_at + self.delay(n)
+        if n == 0:
+            return 0.0
+        assert last_at is not None  # streak() is 0 without a last failure
+        return last_at + self.delay(n)

@@ -6,11 +6,14 @@ sound because a version never changes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 import sqlite_utils
 
 from mariposa.manifest import parse_manifest
 from mariposa.model import ProjectSpec, ServiceGoal
+from mariposa.packages import Package
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
@@ -51,7 +54,7 @@ def with_images(spec: ProjectSpec, images: dict) -> ProjectSpec:
 
 
 class GoalReader:
-    def __init__(self, store: Store, packages: dict | None = None):
+    def __init__(self, store: Store, packages: Mapping[str, Package] | None = None):
         self.store = store
         self.packages = packages
         self._specs: dict[str, ProjectSpec] = {}
@@ -85,6 +88,7 @@ class GoalReader:
     def goal_from(self, project: ProjectRow, service: ServiceRow | None) -> ServiceGoal | None:
         if service is None or project.desired == "deleting" or service.desired == "absent":
             return None
+        assert project.current_version is not None  # set in the transaction that adds the project
         spec = self._specs[project.current_version].service(service.name)
         if spec is None:
             return None

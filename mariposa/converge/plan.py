@@ -25,8 +25,20 @@ from collections.abc import Sequence
 
 from mariposa.converge.supervise import REPLACE
 from mariposa.model import (
-    Create, FailRollout, GiveUp, Instance, InstanceState, NoteReplacement, Plan, Remove, Rollout, ServiceGoal, Start,
-    Step, Stop, Wait,
+    Create,
+    FailRollout,
+    GiveUp,
+    Instance,
+    InstanceState,
+    NoteReplacement,
+    Plan,
+    Remove,
+    Rollout,
+    ServiceGoal,
+    Start,
+    Step,
+    Stop,
+    Wait,
 )
 
 
@@ -170,10 +182,12 @@ def plan(
         room = max(0, want + surge - (len(up) + len(running_stale) - len(retire)))
     steps += [Remove(i, "replaced by the current version") for i in retire]
 
-    chosen = sorted(pending, key=lambda i: (i.state != InstanceState.CREATING, -i.created))[: min(need, room)]  # newest first
+    # newest first
+    chosen = sorted(pending, key=lambda i: (i.state != InstanceState.CREATING, -i.created))[: min(need, room)]
     for inst in chosen:
         if inst.state == InstanceState.CREATING or now >= inst.ready_at:
-            steps.append(Start(inst, "instance not running" if inst.state == InstanceState.CREATING else f"restart policy {policy}"))
+            steps.append(Start(inst, "instance not running" if inst.state == InstanceState.CREATING
+                               else f"restart policy {policy}"))
         else:
             steps.append(Wait(inst.ready_at, f"{inst.name} exited (exit code {inst.exit_code}); restart "
                                              f"{inst.restarts + 1} in {inst.ready_at - now:.0f}s"))

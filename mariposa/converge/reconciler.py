@@ -9,6 +9,7 @@ by the operator) are left alone until their goal changes or the operator thaws t
 from __future__ import annotations
 
 import collections
+from typing import Any
 
 import structlog
 import trio
@@ -57,7 +58,7 @@ class Reconciler:
         busy_projects = {t.project_id for t in snap.open_tasks if t.service is None}
         projects = {p.id: p for p in snap.projects}
         rows = {(s.project_id, s.name): s for s in snap.services}
-        wanted = []
+        wanted: list[dict[str, Any]] = []
 
         for key in sorted(set(rows) | set(by_service)):
             project_id, service = key
@@ -80,7 +81,8 @@ class Reconciler:
         orphans = {i.project_id: i for i in actual if i.project_id not in projects}
         for project_id, inst in orphans.items():
             if project_id not in busy_projects:
-                wanted.append(dict(project_id=project_id, project_name=inst.project_name or project_id[:12], service=None, kind="delete",
+                wanted.append(dict(project_id=project_id, project_name=inst.project_name or project_id[:12],
+                                   service=None, kind="delete",
                                    params={"reason": "instances of a project that no longer exists"}))
         if wanted:
             await self.ctx.store.call(_enqueue_all, wanted)

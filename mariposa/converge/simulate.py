@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import attrs
 
 from mariposa.converge.plan import plan
-from mariposa.model import Create, GiveUp, Instance, InstanceState, Remove, ServiceGoal, Start, Stop
+from mariposa.model import Create, GiveUp, Instance, InstanceState, Remove, ServiceGoal, Start, Stop, Wait
 
 ROUND = 5.0
 
@@ -31,18 +31,20 @@ def simulate(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int
     current = list(actual)
     ids = itertools.count()
     rounds = 0
-    for rounds in range(1, max_rounds + 1):
+    while rounds < max_rounds:
+        rounds += 1
         steps = plan(goal, current, surge=surge, now=now)
         if not steps:
             break
         by_id = {i.id: i for i in current}
         for step in steps.steps:
             if isinstance(step, Create):
+                assert goal is not None  # the planner only removes when there is no goal
                 n = next(ids)
                 new = Instance(id=f"sim{n}", runtime_id=f"sim{n}", name=f"sim{n}", project_id=goal.project_id,
                                service=goal.spec.name, spec_hash=goal.spec.spec_hash, version_id=goal.version_id,
-                               state=InstanceState.RUNNING, created=now, started_at=now, health="healthy", health_since=now,
-                               compute_type=goal.spec.compute_type)
+                               state=InstanceState.RUNNING, created=now, started_at=now, health="healthy",
+                               health_since=now, compute_type=goal.spec.compute_type)
                 by_id[new.id] = new
                 counts["create"] += 1
             elif isinstance(step, Start):
@@ -59,7 +61,7 @@ def simulate(goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int
         current = list(by_id.values())
         now += ROUND if not steps.only_waiting else 0
         if steps.only_waiting:
-            now = max(s.until for s in steps.steps) + 0.001
+            now = max(s.until for s in steps.steps if isinstance(s, Wait)) + 0.001
     # a replacement is a create paired with the removal of an old instance
     counts["create"] -= counts["replace"]
     return Outcome(**counts, rounds=rounds)

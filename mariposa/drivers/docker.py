@@ -564,7 +564,8 @@ class DockerDriver:
         if since is None:
             # Wall time, because the Engine stamps events with it; taken now, so events that
             # happen before the stream is open are still delivered.
-            floor, seen = time.time_ns(), []
+            floor = time.time_ns()
+            seen: list[tuple[int, str]] = []
         else:
             floor, seen = _parse_cursor(since)
         return self._events(floor, seen)

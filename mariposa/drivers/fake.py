@@ -30,7 +30,15 @@ import trio
 
 from mariposa.clock import wall_clock
 from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, identity_from_labels
-from mariposa.model import LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, CreateRequest, Instance, InstanceState
+from mariposa.model import (
+    LABEL_INSTANCE,
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    CreateRequest,
+    Instance,
+    InstanceState,
+)
 
 DEFAULT_STOP_TIMEOUT = 10  # seconds, Docker's default
 KILLED = 137  # 128 + SIGKILL
@@ -165,7 +173,8 @@ class FakeDriver:
         return self.owner is None or box.labels.get(LABEL_OWNER) == self.owner
 
     def _box_of(self, instance_id: str) -> _Box | None:
-        return next((b for b in self.runtime.boxes.values() if b.labels[LABEL_INSTANCE] == instance_id and self._mine(b)), None)
+        boxes = self.runtime.boxes.values()
+        return next((b for b in boxes if b.labels[LABEL_INSTANCE] == instance_id and self._mine(b)), None)
 
     def _box(self, inst: Instance) -> _Box | None:
         box = self.runtime.boxes.get(inst.runtime_id)
@@ -257,7 +266,9 @@ class FakeDriver:
         if not box.program.ignores_term:
             self._exit(box, 0)
             return
-        grace = timeout if timeout is not None else (box.stop_timeout if box.stop_timeout is not None else DEFAULT_STOP_TIMEOUT)
+        grace = timeout if timeout is not None else (
+            box.stop_timeout if box.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
+        )
         if grace < 0:
             await trio.sleep_forever()
         await trio.sleep(grace)

@@ -169,7 +169,7 @@ def _describe(exc: BaseException, host: str) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _dechunk(data: bytes) -> bytes:
+def _dechunk(data: bytes | bytearray) -> bytes:
     """Chunked transfer coding, tolerant of a body cut short by the cap."""
     out = bytearray()
     pos = 0

@@ -66,7 +66,10 @@ class InstanceHealth:
     def summary(self) -> str:
         failing = [c for c in self.checks if c.last and not c.last.ok]
         shown = failing[0] if failing else next((c for c in self.checks if c.last), None)
-        return shown.last.detail if shown else "not checked yet"
+        if not shown:
+            return "not checked yet"
+        assert shown.last is not None  # only a check with a result is shown
+        return shown.last.detail
 
     def to_json(self) -> dict:
         return {
@@ -144,9 +147,10 @@ class HealthMonitor:
         for instance_id, (inst, checks) in wanted.items():
             if instance_id not in self.watching:
                 record = snap.records.get(instance_id) or {}
-                health = InstanceHealth(inst, [CheckState(c) for c in checks], record.get("last_start_at") or inst.created,
-                                        since=now)
+                health = InstanceHealth(inst, [CheckState(c) for c in checks],
+                                        record.get("last_start_at") or inst.created, since=now)
                 self.watching[instance_id] = (health, checks)
+                assert self._nursery is not None  # sync() runs inside run()
                 self._nursery.start_soon(self._watch, health)
 
     async def _watch(self, health: InstanceHealth) -> None:
@@ -166,7 +170,9 @@ class HealthMonitor:
         finally:
             keep.drop()
 
-    async def _probe_forever(self, health: InstanceHealth, state: CheckState, check: HealthCheck, exec_fn, keep) -> None:
+    async def _probe_forever(
+        self, health: InstanceHealth, state: CheckState, check: HealthCheck, exec_fn, keep
+    ) -> None:
         while True:
             async with self.limiter:
                 result = await run_check(check, health.instance, exec_fn, keep=keep, now=self.ctx.clock.now)

@@ -112,7 +112,7 @@ def _duplicate_keys(text: str, filename: str) -> list[ManifestProblem]:
             return
         seen_nodes.add(id(node))
         if isinstance(node, MappingNode):
-            first_line: dict[tuple[str, str], int] = {}
+            first_line: dict[tuple[str | None, str], int] = {}
             for key, value in node.value:
                 if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
                     continue
@@ -152,7 +152,7 @@ def node_pos(node: Any, default: Pos = START) -> Pos:
 
 def key_pos(mapping: Any, key: Any, default: Pos = START) -> Pos:
     try:
-        return tuple(mapping.lc.key(key))  # type: ignore[return-value]
+        return tuple(mapping.lc.key(key))
     except (AttributeError, KeyError, TypeError):
         return node_pos(mapping, default)
 
@@ -163,13 +163,13 @@ def value_pos(mapping: Any, key: Any, default: Pos = START) -> Pos:
     if mapping.get(key) is None:
         return key_pos(mapping, key, default)
     try:
-        return tuple(mapping.lc.value(key))  # type: ignore[return-value]
+        return tuple(mapping.lc.value(key))
     except (AttributeError, KeyError, TypeError):
         return node_pos(mapping, default)
 
 
 def item_pos(seq: Any, index: int, default: Pos = START) -> Pos:
     try:
-        return tuple(seq.lc.item(index))  # type: ignore[return-value]
+        return tuple(seq.lc.item(index))
     except (AttributeError, KeyError, IndexError, TypeError):
         return node_pos(seq, default)

@@ -7,12 +7,26 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
+from mariposa.manifest.report import (
+    _INTERPOLATION,
+    AFFINITY_OPS,
+    AFFINITY_RE,
+    COMPUTE_TYPES,
+    DOMAIN_LABEL_RE,
+    ENV_KEY_RE,
+    MIN_MEMORY,
+    PORT_RE,
+    RESERVED_TAG_PREFIX,
+    SERVICE_TYPES,
+    _At,
+    _closest,
+    _did_you_mean,
+    _is_int,
+)
+from mariposa.manifest.supervision import _SupervisionChecks
 from mariposa.manifest.units import format_size, parse_size
 from mariposa.model import PortSpec
 from mariposa.packages import package_names, resolve_package
-from mariposa.manifest.report import _At, _INTERPOLATION, _closest, _did_you_mean, _is_int
-from mariposa.manifest.report import AFFINITY_OPS, AFFINITY_RE, COMPUTE_TYPES, DOMAIN_LABEL_RE, ENV_KEY_RE, MIN_MEMORY, PORT_RE, RESERVED_TAG_PREFIX, SERVICE_TYPES
-from mariposa.manifest.supervision import _SupervisionChecks
 
 
 class _ServiceChecks(_SupervisionChecks):

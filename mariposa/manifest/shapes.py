@@ -7,10 +7,19 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mariposa.manifest.report import (
+    _INTERPOLATION,
+    _At,
+    _did_you_mean,
+    _is_int,
+    _is_unquoted_template,
+    _kind,
+    _Report,
+    _scalar_text,
+)
 from mariposa.manifest.units import split_command
 from mariposa.model import PortSpec
 from mariposa.packages import Package
-from mariposa.manifest.report import _At, _Report, _INTERPOLATION, _did_you_mean, _is_int, _is_unquoted_template, _kind, _scalar_text
 
 
 class _Shapes:

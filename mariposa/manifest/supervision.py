@@ -7,10 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from mariposa.model import HealthCheck
-from mariposa.manifest.report import _At, _did_you_mean, _is_int
-from mariposa.manifest.report import HEALTHCHECK_TYPES, PRESERVE_STOPPED, RESTART_POLICIES
+from mariposa.manifest.report import HEALTHCHECK_TYPES, PRESERVE_STOPPED, RESTART_POLICIES, _At, _did_you_mean, _is_int
 from mariposa.manifest.shapes import _Shapes
+from mariposa.model import HealthCheck
 
 
 class _SupervisionChecks(_Shapes):

@@ -13,11 +13,10 @@ from typing import Any
 
 from mariposa.manifest.errors import ManifestError
 from mariposa.manifest.parse import START, node_pos
+from mariposa.manifest.report import SERVICE_NAME_RE, TOP_LEVEL_KEYS, _At, _did_you_mean, _kind, _Report
+from mariposa.manifest.service import _ServiceChecks
 from mariposa.model import ProjectSpec, ServiceSpec
 from mariposa.packages import Package
-from mariposa.manifest.report import _At, _Report, _did_you_mean, _kind
-from mariposa.manifest.report import SERVICE_NAME_RE, TOP_LEVEL_KEYS
-from mariposa.manifest.service import _ServiceChecks
 
 # ---- the project --------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ def record(
     task_id: str | None = None,
     author: str | None = None,
 ) -> None:
-    db["events"].insert(
+    db.table("events").insert(
         {
             "time": now(),
             "project_id": project_id,
@@ -33,9 +33,11 @@ def record(
 
 
 def listing(
-    db: sqlite_utils.Database, project_id: str | None = None, service: str | None = None, since: int = 0, limit: int = 500
+    db: sqlite_utils.Database, project_id: str | None = None, service: str | None = None, since: int = 0,
+    limit: int = 500,
 ) -> list[dict]:
-    clauses, args = ["id > ?"], [since]
+    clauses: list[str] = ["id > ?"]
+    args: list[object] = [since]
     if project_id:
         clauses.append("project_id = ?")
         args.append(project_id)

@@ -38,6 +38,7 @@ def get_version(db: sqlite_utils.Database, ref: str, project_id: str | None = No
 
 
 def current_version(db: sqlite_utils.Database, project: ProjectRow) -> VersionRow:
+    assert project.current_version is not None  # only unset inside add_project's transaction
     return get_version(db, project.current_version)
 
 
@@ -53,7 +54,8 @@ def list_services(db: sqlite_utils.Database, project_id: str, include_absent: bo
 
 
 def get_service(db: sqlite_utils.Database, project: ProjectRow, ref: str) -> ServiceRow:
-    row = resolve(db, "services", ref, what=f"service in project '{project.name}'", where="project_id = ?", where_args=[project.id])
+    row = resolve(db, "services", ref, what=f"service in project '{project.name}'", where="project_id = ?",
+                  where_args=[project.id])
     return row_to(ServiceRow, row)
 
 
@@ -71,7 +73,7 @@ def _insert_version(
 ) -> VersionRow:
     seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE project_id = ?", [project_id]).fetchone()[0]
     version_id = new_id()
-    db["versions"].insert(
+    db.table("versions").insert(
         {
             "id": version_id,
             "project_id": project_id,
@@ -85,12 +87,12 @@ def _insert_version(
         }
     )
     for image, image_id in (images or {}).items():
-        db["version_images"].insert({"version_id": version_id, "image": image, "image_id": image_id})
+        db.table("version_images").insert({"version_id": version_id, "image": image, "image_id": image_id})
     return get_version(db, version_id)
 
 
 def _insert_service(db: sqlite_utils.Database, project_id: str, spec: ServiceSpec, desired: str) -> None:
-    db["services"].insert(
+    db.table("services").insert(
         {
             "id": new_id(),
             "project_id": project_id,
@@ -118,10 +120,12 @@ def add_project(
     if db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
     project_id = new_id()
-    db["projects"].insert(
-        {"id": project_id, "name": name, "created": now(), "current_version": None, "desired": "running", "source": source}
+    db.table("projects").insert(
+        {"id": project_id, "name": name, "created": now(), "current_version": None, "desired": "running",
+         "source": source}
     )
-    version = _insert_version(db, project_id, text, filename, author, "created: " + ", ".join(spec.service_names), images)
+    summary = "created: " + ", ".join(spec.service_names)
+    version = _insert_version(db, project_id, text, filename, author, summary, images)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project_id])
     queued = []
     for svc in spec.services:
@@ -198,18 +202,24 @@ def update_project(
         row = existing.get(service)
         spec = new.service(service)
         if change == "removed":
+            assert row is not None  # every service of the old version has a row
             db.execute("UPDATE services SET desired = 'absent', frozen = 0 WHERE id = ?", [row.id])
             queue(service, "stop", {"remove": True})
             continue
+        assert spec is not None  # any other change names a service of the new version
         if row is None:
             _insert_service(db, project.id, spec, service_desired)
         else:
-            updates = {"frozen": 0, "frozen_reason": None, "replacements": 0, "last_replacement_at": None}
+            updates: dict[str, object] = {
+                "frozen": 0, "frozen_reason": None, "replacements": 0, "last_replacement_at": None
+            }
             if row.desired == "absent":
                 updates["desired"] = service_desired
-            if spec.scale is not None and (row.desired == "absent" or spec.scale != (old.service(service) or spec).scale):
+            if spec.scale is not None and (
+                row.desired == "absent" or spec.scale != (old.service(service) or spec).scale
+            ):
                 updates["scale"] = spec.scale
-            db["services"].update(row.id, updates)
+            db.table("services").update(row.id, updates)
         if change == "changed":
             # a canary leaves the rest on the old version until the next reprovision
             db.execute("UPDATE services SET keep_stale = ? WHERE project_id = ? AND name = ?",
@@ -254,7 +264,8 @@ def mark_deleting(db: sqlite_utils.Database, project: ProjectRow, author: str | 
         [now(), project.id],
     )
     events.record(db, "project.delete", f"project {project.name} deleting", project_id=project.id, author=author)
-    return tasks.enqueue(db, project_id=project.id, project_name=project.name, service=None, kind="delete", author=author)
+    return tasks.enqueue(db, project_id=project.id, project_name=project.name, service=None, kind="delete",
+                         author=author)
 
 
 def forget_project(db: sqlite_utils.Database, project_id: str) -> None:
@@ -266,11 +277,13 @@ def forget_project(db: sqlite_utils.Database, project_id: str) -> None:
 
 
 def _thawed_task(
-    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, kind: str, author: str | None, params: dict | None = None
+    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, kind: str, author: str | None,
+    params: dict | None = None,
 ) -> TaskRow:
     """A new goal from the operator: thaw the service and forget its failure back-off."""
     db.execute(
-        "UPDATE services SET frozen = 0, frozen_reason = NULL, replacements = 0, last_replacement_at = NULL WHERE id = ?",
+        "UPDATE services SET frozen = 0, frozen_reason = NULL, replacements = 0, last_replacement_at = NULL "
+        "WHERE id = ?",
         [svc.id],
     )
     return tasks.enqueue(
@@ -306,13 +319,15 @@ def set_service_desired(
     if desired == "running" and project.desired == "stopped":
         db.execute("UPDATE projects SET desired = 'running' WHERE id = ?", [project.id])
     kind = "start" if desired == "running" else "stop"
-    events.record(db, f"service.{kind}", f"{svc.name} {desired}", project_id=project.id, service=svc.name, author=author)
+    events.record(db, f"service.{kind}", f"{svc.name} {desired}", project_id=project.id, service=svc.name,
+                  author=author)
     return _thawed_task(db, project, svc, kind, author)
 
 
 def freeze_service(db: sqlite_utils.Database, project_id: str, service: str, reason: str) -> None:
     db.execute(
-        "UPDATE services SET frozen = 1, frozen_reason = ? WHERE project_id = ? AND name = ?", [reason, project_id, service]
+        "UPDATE services SET frozen = 1, frozen_reason = ? WHERE project_id = ? AND name = ?",
+        [reason, project_id, service],
     )
 
 

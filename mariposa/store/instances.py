@@ -38,13 +38,18 @@ def note_start(db: sqlite_utils.Database, instance_id: str, project_id: str, ser
 
 def exit_noted(record: dict | None) -> bool:
     """Whether the instance's latest exit is already recorded (it has not started since)."""
-    return bool(record) and record["last_exit_at"] is not None and (record["last_start_at"] or 0) <= record["last_exit_at"]
+    if not record:
+        return False
+    return record["last_exit_at"] is not None and (record["last_start_at"] or 0) <= record["last_exit_at"]
 
 
-def note_exit(db: sqlite_utils.Database, instance_id: str, project_id: str, service: str, exit_code: int | None) -> bool:
+def note_exit(
+    db: sqlite_utils.Database, instance_id: str, project_id: str, service: str, exit_code: int | None
+) -> bool:
     """Record an exit once (the first time it is seen); True when it was new."""
     _ensure(db, instance_id, project_id, service)
     row = get(db, instance_id)
+    assert row is not None  # _ensure() has just made it
     if exit_noted(row):
         return False
     stamp = now()

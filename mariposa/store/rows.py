@@ -9,6 +9,7 @@ import attrs
 import sqlite_utils
 
 from mariposa.errors import BadRequest, NotFound
+from mariposa.model import DesiredState
 
 
 def _json_dict(value: Any) -> dict:
@@ -56,7 +57,7 @@ class ServiceRow:
     project_id: str
     name: str
     scale: int
-    desired: str
+    desired: DesiredState
     frozen: bool
     frozen_reason: str | None
     created: float

@@ -30,7 +30,7 @@ def enqueue(
         f"WHERE project_id = ? AND {same_target} AND state = 'queued'",
         [stamp, f"superseded by task {task_id[:12]}", project_id, service],
     )
-    db["tasks"].insert(
+    db.table("tasks").insert(
         {
             "id": task_id,
             "project_id": project_id,

@@ -39,7 +39,7 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
         self.owner: str | None = None
 
-    def start(self, *extra: str) -> "Daemon":
+    def start(self, *extra: str) -> Daemon:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [MARIPOSA, "daemon", "--state-dir", str(self.state_dir), "--socket", self.socket,

@@ -116,9 +116,9 @@ services:
     created = wait_until(lambda: len(c := [e["time"] for e in daemon.json("-j", "cmd", "events")
                                            if e["type"] == "instance.create"]) >= 3 and c,
                          timeout=60, what="a second replacement")
-    gaps = [b - a for a, b in zip(created, created[1:])]
+    gaps = [b - a for a, b in zip(created, created[1:], strict=False)]
     detect = 0.5 + 2  # the check's poll and timeout
-    for gap, delay in zip(gaps, REPLACE_DELAYS):
+    for gap, delay in zip(gaps, REPLACE_DELAYS, strict=False):
         assert delay - EARLY <= gap <= detect + delay + LATE, (gaps, REPLACE_DELAYS)
 
 
@@ -206,11 +206,11 @@ services:
     wait_until(lambda: len(_starts(daemon, "al")) >= 7, timeout=sum(run + d + LATE for d in RESTART_DELAYS),
                what="seven starts")
     starts = _starts(daemon, "al")[:7]
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     # restart k follows the 0.2 s run, the exit being seen and the k-th step of the back-off; the run
     # covers what `docker start` takes to return (the start is stamped after it), so each gap is at
     # least its step, and on a loaded machine at most the run and the step plus LATE
-    for gap, delay in zip(gaps, RESTART_DELAYS):
+    for gap, delay in zip(gaps, RESTART_DELAYS, strict=False):
         assert delay - EARLY <= gap <= run + delay + LATE, (gaps, RESTART_DELAYS)
     assert sum(gaps[3:]) > sum(gaps[:3]), gaps  # the schedule grows: 5.6 s against 0.7 s of back-off
     assert len(daemon.containers()) == 1  # restarted in place, never more than its scale

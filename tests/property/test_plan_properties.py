@@ -13,8 +13,20 @@ from hypothesis import strategies as st
 from mariposa.converge.plan import plan, ready_time
 from mariposa.converge.supervise import REPLACE
 from mariposa.model import (
-    Create, FailRollout, GiveUp, HealthCheck, Instance, InstanceState, NoteReplacement, Remove, Rollout, ServiceGoal,
-    ServiceSpec, Start, Stop, Wait,
+    Create,
+    FailRollout,
+    GiveUp,
+    HealthCheck,
+    Instance,
+    InstanceState,
+    NoteReplacement,
+    Remove,
+    Rollout,
+    ServiceGoal,
+    ServiceSpec,
+    Start,
+    Stop,
+    Wait,
 )
 
 CURRENT = ServiceSpec(name="web", image="img:2", min_healthy_time=10.0)

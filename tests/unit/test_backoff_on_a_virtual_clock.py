@@ -43,7 +43,7 @@ async def test_restarts_follow_the_back_off_schedule(virtual_clock, tmp_path, nu
         with trio.fail_after(300):  # virtual seconds: 0.1 + 0.2 + ... + 6.4 is 12.7
             while len(driver.starts) < 7:
                 await trio.sleep(0.5)
-    gaps = [b - a for a, b in zip(driver.starts, driver.starts[1:])]
+    gaps = [b - a for a, b in zip(driver.starts, driver.starts[1:], strict=False)]
     # the fake instance exits at once, even on create: the first start is already restart 1
     for n, gap in enumerate(gaps, start=2):
         # never earlier than the schedule (give or take the float rounding of epoch seconds);

@@ -13,8 +13,15 @@ from mariposa.control import WATCHER, Caller, Control
 from mariposa.control.base import Area
 from mariposa.control.redact import REDACTED, redact
 from mariposa.drivers.base import RuntimeUnavailable as DriverUnavailable
-from mariposa.errors import (BadRequest, Conflict, Forbidden, InternalError, InvalidManifest, NotFound,
-                             RuntimeUnavailable)
+from mariposa.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InternalError,
+    InvalidManifest,
+    NotFound,
+    RuntimeUnavailable,
+)
 from tests.unit.conftest import ROOT, Core
 
 MANIFEST = """\
