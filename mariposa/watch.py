@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from typing import TYPE_CHECKING
 
 import attrs
@@ -23,7 +24,7 @@ import trio
 from mariposa.clock import wall_clock
 from mariposa.context import Context
 from mariposa.control.caller import WATCHER
-from mariposa.errors import MariposaError
+from mariposa.errors import MariposaError, translate
 from mariposa.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, DirectoryWatch
 from mariposa.store import files as file_store
 from mariposa.store import goal as goal_store
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 PROJECT_FILE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]{0,62})\.ya?ml$")
+MAX_FILE = 1024 * 1024  # a hand-edited manifest is a few KiB; a bigger file is a mistake or an attack
 QUIET = 0.3  # seconds without further events before a closed file is read
 SETTLE = 3.0  # the rescan only takes files unmodified for this long
 
@@ -128,24 +130,22 @@ class ManifestDirectory:
             return
         full = os.path.join(self.path, filename)
         try:
-            text = await trio.Path(full).read_text()
+            text = await trio.to_thread.run_sync(read_manifest_file, self.path, full)
         except FileNotFoundError:
             await self._removed(name, full)
             return
-        except (OSError, UnicodeDecodeError) as exc:
-            await self._record(full, name, "", "invalid", f"{full}: cannot read: {exc}", None)
+        except (OSError, Unreadable) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            await self._record(full, name, "", "invalid", f"{full}: not read: {reason}", None)
+            log.error("manifest file not read", file=full, project=name, reason=reason)
             return
         digest = hashlib.sha256(text.encode()).hexdigest()
         if await self.ctx.store.call(file_store.already_seen, full, digest):
             return
         try:
             await self._apply(name, full, text)
-        except MariposaError as exc:
-            state = "invalid" if exc.kind == "invalid-manifest" else "refused"
-            details = exc.details or None
-            await self._record(full, name, digest, state, exc.message, details)
-            lines = [f"{d['file']}:{d['line']}:{d['column']}: {d['field']}: {d['message']}" for d in details or []]
-            log.error("manifest file not applied", file=full, project=name, error=exc.message, problems=lines)
+        except Exception as exc:  # one bad file must never take the watcher (and the daemon) down
+            await self._refused(name, full, digest, translate(exc, f"applying {full}"))
             return
         await self._record(full, name, digest, "applied", None, None)
         self.applied += 1
@@ -168,6 +168,13 @@ class ManifestDirectory:
         result = await self.control.projects.update(WATCHER, project.id, text, full)
         if result["changed"]:
             log.info("project updated from file", project=name, file=full, version=result["version"]["seq"])
+
+    async def _refused(self, name: str, full: str, digest: str, err: MariposaError) -> None:
+        state = "invalid" if err.kind == "invalid-manifest" else "refused"
+        details = err.details or None
+        await self._record(full, name, digest, state, err.message, details)
+        lines = [f"{d['file']}:{d['line']}:{d['column']}: {d['field']}: {d['message']}" for d in details or []]
+        log.error("manifest file not applied", file=full, project=name, error=err.message, problems=lines)
 
     async def _record(self, path: str, project: str, digest: str, state: str, error: str | None, details) -> None:
         await self.ctx.store.call(file_store.record, path, project, digest, state, error, details)
@@ -202,3 +209,38 @@ def _settled_files(directory: str, settle: float) -> list[tuple[str, bool]]:
         except FileNotFoundError:
             continue
     return found
+
+
+class Unreadable(Exception):
+    """A file in the directory that is not a manifest we may read; the message says why."""
+
+
+def read_manifest_file(directory: str, full: str, limit: int = MAX_FILE) -> str:
+    """The text of a project file, read from a worker thread, refusing what is not one: a
+    symbolic link that leads out of the directory (``ln -s /etc/shadow x.yaml`` must not publish
+    the shadow file in error messages), anything but a regular file (a FIFO would block the read
+    for ever, ``/dev/zero`` would never end), more than ``limit`` bytes, text that is not UTF-8.
+    Raises FileNotFoundError when the file is gone."""
+    real = os.path.realpath(full)
+    root = os.path.realpath(directory)
+    if os.path.commonpath([real, root]) != root:
+        raise Unreadable("it is a symbolic link that leads out of the directory")
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise Unreadable("it is not a regular file")
+        if info.st_size > limit:
+            raise Unreadable(f"it is larger than the {limit // 1024} KiB a manifest may be")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise Unreadable(f"it is larger than the {limit // 1024} KiB a manifest may be")
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Unreadable(f"it is not UTF-8 text (byte {exc.start})") from None

@@ -12,13 +12,28 @@ from collections.abc import Iterable
 import attrs
 
 
+def excerpt(text: object, limit: int) -> str:
+    """Problems quote what the file says, and the file may hold what must not travel far (a
+    secret, another file's lines): no message or field carries more than a short excerpt."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _field(text: object) -> str:
+    return excerpt(text, 80)
+
+
+def _message(text: object) -> str:
+    return excerpt(text, 200)
+
+
 @attrs.frozen
 class ManifestProblem:
     file: str
     line: int  # 1-based
     column: int  # 1-based
-    field: str  # dotted path such as "services.web.scale"; "" for the document as a whole
-    message: str
+    field: str = attrs.field(converter=_field)  # a dotted path: "services.web.scale"; "" for the document
+    message: str = attrs.field(converter=_message)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}"

@@ -39,7 +39,7 @@ RESERVED_TAG_PREFIX = "io.mariposa."
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 DOMAIN_LABEL_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
-PORT_RE = re.compile(r"^(?:(?P<host>\d+):)?(?P<container>\d+)(?:/(?P<protocol>[A-Za-z]+))?$")
+PORT_RE = re.compile(r"(?:(?P<host>[0-9]{1,9}):)?(?P<container>[0-9]{1,9})(?:/(?P<protocol>[A-Za-z]+))?")
 AFFINITY_RE = re.compile(r"^(?P<key>.+?)(?P<op>==~|!=~|==|!=)(?P<value>.*)$")
 
 

@@ -200,7 +200,7 @@ class _ServiceChecks(_SupervisionChecks):
         if _is_int(at.value):
             container, host, protocol = int(at.value), None, "tcp"
         elif isinstance(at.value, str):
-            match = PORT_RE.match(at.value.strip())
+            match = PORT_RE.fullmatch(at.value.strip())
             if not match:
                 self.problem(
                     at,

@@ -114,7 +114,7 @@ class _SupervisionChecks(_Shapes):
                 f"unknown restart policy {policy!r}{_did_you_mean(name, RESTART_POLICIES)}"
                 f" (expected one of {', '.join(RESTART_POLICIES)}, or on-failure:N)",
             )
-        elif colon and not retries.isdigit():
+        elif colon and not (retries.isascii() and retries.isdigit() and len(retries) <= 9):
             self.problem(
                 at,
                 f"invalid restart policy {policy!r}: the retry count after ':' must be"

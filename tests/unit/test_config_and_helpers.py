@@ -76,3 +76,28 @@ def test_reprovision_selects_older_versions_first_then_oldest():
     assert select_for_reprovision(actual, goal, {"explicit": True, "instance": "i2"}) == ["i2"]
     everything_current = [i for i in actual if i.spec_hash == new.spec_hash]
     assert select_for_reprovision(everything_current, goal, {"explicit": True}) == ["i4", "i1"]
+
+
+def test_manifest_problems_quote_only_a_short_excerpt():
+    from mariposa.manifest import ManifestError, parse_manifest
+
+    secret = "root:$6$" + "x" * 500 + ":19000:0:99999:7:::"
+    try:
+        parse_manifest(f"services: {{}}\n'{secret}': 1\n", "f.yaml")
+    except ManifestError as exc:
+        [problem] = [p for p in exc.problems if p.line == 2]
+        assert len(problem.message) <= 200 and len(problem.field) <= 80 and secret not in str(exc)
+    else:
+        raise AssertionError("an unknown top-level key must be refused")
+
+
+@pytest.mark.parametrize("text,where", [
+    ("services:\n  web:\n    image: x\n    restart: on-failure:\u00b2\n", (4, 14)),
+    ("services:\n  web:\n    image: x\n    ports: ['" + "9" * 4301 + ":80']\n", (4, 13)),
+])
+def test_odd_digits_are_manifest_problems_with_a_position(text, where):
+    from mariposa.manifest import ManifestError, parse_manifest
+
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(text, "m.yaml")
+    assert [(p.line, p.column) for p in info.value.problems] == [where]
