@@ -109,23 +109,22 @@ def resume_interrupted(db: sqlite_utils.Database) -> list[TaskRow]:
     return rows
 
 
-def failure_streaks(db: sqlite_utils.Database, window: int = 1000) -> dict[tuple[str, str | None], tuple[int, float]]:
-    """For each target whose latest task failed: how many failed in a row, and when the last
-    one ended. The reconciler backs off on these instead of churning a broken service."""
-    streaks: dict[tuple[str, str | None], tuple[int, float]] = {}
-    closed: set[tuple[str, str | None]] = set()
+def failure_streaks(db: sqlite_utils.Database) -> dict[tuple[str, str | None], tuple[int, float]]:
+    """For each target whose latest finished task failed: how many failed since its last
+    completed one, and when the last one ended. The reconciler backs off on these instead of
+    churning a broken service. Counted per target over its whole history (an index serves it):
+    a window over everyone's latest tasks lost the streaks of a few broken services among many,
+    and their back-off with them."""
     rows = db.query(
-        "SELECT project_id, service, state, ended FROM tasks WHERE state IN ('completed', 'failed') "
-        "ORDER BY ended DESC LIMIT ?",
-        [window],
+        """
+        WITH last_ok AS (
+            SELECT project_id, service, MAX(ended) AS ok FROM tasks
+            WHERE state = 'completed' GROUP BY project_id, service
+        )
+        SELECT t.project_id, t.service, COUNT(*) AS failed, MAX(t.ended) AS last
+        FROM tasks t LEFT JOIN last_ok o ON o.project_id = t.project_id AND o.service IS t.service
+        WHERE t.state = 'failed' AND (o.ok IS NULL OR t.ended > o.ok)
+        GROUP BY t.project_id, t.service
+        """
     )
-    for row in rows:
-        key = (row["project_id"], row["service"])
-        if key in closed:
-            continue
-        if row["state"] != "failed":
-            closed.add(key)
-            continue
-        count, last = streaks.get(key, (0, row["ended"]))
-        streaks[key] = (count + 1, last)
-    return streaks
+    return {(r["project_id"], r["service"]): (r["failed"], r["last"]) for r in rows}

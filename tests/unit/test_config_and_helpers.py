@@ -101,3 +101,29 @@ def test_odd_digits_are_manifest_problems_with_a_position(text, where):
     with pytest.raises(ManifestError) as info:
         parse_manifest(text, "m.yaml")
     assert [(p.line, p.column) for p in info.value.problems] == [where]
+
+
+def test_failure_streaks_are_kept_per_service_whatever_else_finishes(tmp_path):
+    from mariposa.store import tasks as task_store
+    from mariposa.store.db import Store
+
+    store = Store(tmp_path / "m.db")
+
+    def finish(db, service: str, state: str, ended: float) -> None:
+        task = task_store.enqueue(db, project_id="p", project_name="p", service=service, kind="converge")
+        task_store.finish(db, task.id, state, None)
+        db.execute("UPDATE tasks SET ended = ? WHERE id = ?", [ended, task.id])
+
+    def history(db) -> None:
+        finish(db, "broken", "completed", 1.0)
+        for n in range(3):
+            finish(db, "broken", "failed", 2.0 + n)
+        for n in range(1500):  # a busy host: many other services finish tasks meanwhile
+            finish(db, f"svc{n % 50}", "completed", 10.0 + n)
+        finish(db, "mended", "failed", 5.0)
+        finish(db, "mended", "completed", 6.0)
+
+    store.call_sync(history)
+    streaks = store.call_sync(task_store.failure_streaks)
+    assert streaks == {("p", "broken"): (3, 4.0)}
+    store.close()
