@@ -35,14 +35,11 @@ class Projects(Area):
 
     @operation("project.list")
     async def list(self, caller: Caller) -> list[dict]:
-        store = self.ctx.store
         insts = await self.ctx.inventory()
         out = []
-        for p in await store.call(goal_store.list_projects):
+        for p, version, services in await self.ctx.store.call(goal_store.project_summaries):
             mine = [i for i in insts if i.project_id == p.id]
-            services = await store.call(goal_store.list_services, p.id, False)
-            version = await store.call(goal_store.current_version, p)
-            out.append({**p.to_json(), "version": version.seq, "services": len(services),
+            out.append({**p.to_json(), "version": version, "services": services,
                         "running": sum(1 for i in mine if i.running), "instances": len(mine)})
         return out
 

@@ -32,6 +32,21 @@ def list_projects(db: sqlite_utils.Database) -> list[ProjectRow]:
     return [row_to(ProjectRow, r) for r in db.query("SELECT * FROM projects ORDER BY name")]
 
 
+def project_summaries(db: sqlite_utils.Database) -> list[tuple[ProjectRow, int, int]]:
+    """Every project with its current version's number and how many services it has, read in
+    one query: a listing made of one read per project saw projects whose delete completed
+    between two reads (and answered 404 for a listing)."""
+    rows = db.query(
+        """
+        SELECT p.*, v.seq AS version_seq,
+               (SELECT COUNT(*) FROM services s WHERE s.project_id = p.id AND s.desired != 'absent') AS service_count
+        FROM projects p JOIN versions v ON v.id = p.current_version
+        ORDER BY p.name
+        """
+    )
+    return [(row_to(ProjectRow, r), r["version_seq"], r["service_count"]) for r in rows]
+
+
 def get_version(db: sqlite_utils.Database, ref: str, project_id: str | None = None) -> VersionRow:
     where, args = ("project_id = ?", [project_id]) if project_id else ("1=1", [])
     return row_to(VersionRow, resolve(db, "versions", ref, what="version", where=where, where_args=args, by_name=False))

@@ -267,3 +267,20 @@ async def test_refs_are_taken_literally(core: Core):
             await core.control.projects.delete(ROOT, ref)
     project = await core.control.projects.get(ROOT, "abc")
     assert (await core.control.projects.get(ROOT, project["id"][:6]))["name"] == "abc"
+
+
+async def test_listing_while_projects_are_deleted_never_fails(core: Core):
+    for n in range(6):
+        await core.settle(await core.control.projects.add(ROOT, f"p{n}", MANIFEST))
+    listings = []
+
+    async def list_repeatedly():
+        while len(listings) < 200:
+            listings.append(len(await core.control.projects.list(ROOT)))
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(list_repeatedly)
+        for n in range(6):
+            await core.settle(await core.control.projects.delete(ROOT, f"p{n}"))
+    assert listings[0] == 6 and sorted(listings, reverse=True) == listings
