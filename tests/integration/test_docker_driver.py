@@ -263,6 +263,17 @@ async def test_remove_network_removes_it(driver, owner, project):
     )
 
 
+async def test_remove_network_disconnects_what_is_still_attached(driver, owner, project):
+    await driver.ensure_network(project, "itest")
+    [net] = docker("network", "ls", "-q", "--filter", f"label={LABEL_PROJECT}={project}").stdout.split()
+    stranger = f"stranger-{uuid.uuid4().hex[:8]}"  # not Mariposa's: someone attached it by hand
+    docker("run", "-d", "--name", stranger, "--label", f"{LABEL_OWNER}={owner}", "--network", net, IMAGE,
+           "sleep", "1000")
+    await driver.remove_network(project)
+    assert docker("network", "ls", "-q", "--filter", f"label={LABEL_PROJECT}={project}").stdout.strip() == ""
+    assert json.loads(docker("inspect", stranger).stdout)[0]["State"]["Running"]  # only disconnected
+
+
 async def test_other_owners_see_nothing(driver, owner, project):
     await driver.create(
         request(owner, project, ServiceSpec(name="web", image=IMAGE, command=SLEEPER))
