@@ -239,6 +239,7 @@ class Instance:
     project_name: str = ""
     # What the daemon remembers (store/instances.py), merged in before planning:
     retired: bool = False  # taken out of service; kept stopped only for inspection
+    removing: bool = False  # its removal began (it may be stopped already) and is to be finished
     health: str | None = None  # starting | healthy | unhealthy; None without checks
     restarts: int = 0
     ready_at: float = 0.0  # when the restart policy's back-off allows the next start

@@ -212,10 +212,14 @@ def _keeps(preserve: str, failed: bool) -> bool:
 
 
 async def _take_out(ctx: Context, driver: Driver, inst: Instance, reason: str, keep: bool, timeout: int | None) -> None:
-    """Retire-then-stop, so a crash in between leaves a retired instance (which the planner
-    stops), never a stopped one the restart policy would bring back."""
+    """Mark, then stop: retired first when it is kept, so a crash in between leaves a retired
+    instance (which the planner stops), never a stopped one the restart policy would bring back;
+    marked as being removed otherwise, so a crash between the stop and the delete leaves one the
+    planner finishes removing, never a stopped one kept as a failure."""
     if keep:
         await ctx.store.call(instance_store.retire, inst.id, inst.project_id, inst.service, reason)
+    else:
+        await ctx.store.call(instance_store.mark_removing, inst.id, inst.project_id, inst.service)
     if inst.running:
         await driver.stop(inst, timeout)
     if not keep:

@@ -106,8 +106,13 @@ def plan(
     if rollout is not None and (failure := _rollout_failure(goal, actual, rollout, now, replace)):
         return Plan((failure,))
 
+    # A removal a crash interrupted (marked, perhaps stopped, not yet deleted) is finished: its
+    # exit code is our own SIGTERM's, not a failure to keep.
+    steps: list[Step] = [Remove(i, "finishing a removal interrupted by a restart", purge=True)
+                         for i in _oldest_first(live) if i.removing and not i.retired]
+    live = [i for i in live if not i.removing or i.retired]
     # A retired instance that runs again (a crash between marking and stopping it) is stopped.
-    steps: list[Step] = [Stop(i, "retired") for i in _oldest_first(live) if i.retired and i.running]
+    steps += [Stop(i, "retired") for i in _oldest_first(live) if i.retired and i.running]
     serving = [i for i in live if not i.retired]
     if goal.desired == "stopped":
         steps += [Remove(i, "service stopped", failed=_exited_badly(i)) for i in _oldest_first(serving)]

@@ -34,6 +34,7 @@ def merge(instances: Iterable[Instance], records: Mapping[str, dict], now: float
         out.append(attrs.evolve(
             inst,
             retired=bool(rec["retired"]),
+            removing=bool(rec.get("removing")),
             health=rec["health"],
             restarts=rec["restarts"],
             ready_at=exited_at + RESTART.delay(rec["backoff_step"]),

@@ -63,6 +63,11 @@ def note_exit(
     return True
 
 
+def mark_removing(db: sqlite_utils.Database, instance_id: str, project_id: str, service: str) -> None:
+    _ensure(db, instance_id, project_id, service)
+    db.execute("UPDATE instances SET removing = 1 WHERE id = ?", [instance_id])
+
+
 def retire(db: sqlite_utils.Database, instance_id: str, project_id: str, service: str, reason: str) -> None:
     _ensure(db, instance_id, project_id, service)
     db.execute("UPDATE instances SET retired = 1, retired_reason = ? WHERE id = ?", [reason, instance_id])

@@ -284,3 +284,20 @@ async def test_listing_while_projects_are_deleted_never_fails(core: Core):
         for n in range(6):
             await core.settle(await core.control.projects.delete(ROOT, f"p{n}"))
     assert listings[0] == 6 and sorted(listings, reverse=True) == listings
+
+
+async def test_a_removal_cut_short_by_a_crash_is_finished_not_kept_as_a_failure(core: Core):
+    from mariposa.store import instances as instance_store
+
+    await core.settle(await core.control.projects.add(ROOT, "p", MANIFEST.replace("scale: 2", "scale: 3")))
+    victim = running(core, "web")[0]
+    # what a daemon killed between the stop and the delete of a scale-down leaves behind:
+    await core.ctx.store.call(instance_store.mark_removing, victim.id, victim.project_id, "web")
+    core.driver.kill(victim.id, exit_code=143)  # our own SIGTERM's exit code
+    core.ctx.wake_reconciler()
+    with trio.fail_after(60):
+        while victim.id in core.driver.instances:
+            await trio.sleep(0.1)
+    listed = await core.control.services.instances(ROOT, "p", "web")
+    assert len(listed) == 3 and not any(i["retired"] for i in listed)
+    assert all(i["state"] == "running" for i in listed)
