@@ -29,7 +29,7 @@ if ! "$MARIPOSA_ROOT/.venv/bin/python" -c "import mariposa, pytest_trio, pytest_
   echo "== installing Mariposa and its test dependencies into .venv"
   "$MARIPOSA_ROOT/.venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
   "$MARIPOSA_ROOT/.venv/bin/pip" install -q -e "$MARIPOSA_ROOT[test]" 2>&1 | grep -v "^WARNING" || true
-  "$MARIPOSA_ROOT/.venv/bin/python" -c "import mariposa, pytest_trio, hypothesis, trustme, ruff, mypy"
+  "$MARIPOSA_ROOT/.venv/bin/python" -c "import mariposa, pytest_trio, pytest_timeout, hypothesis, trustme, ruff, mypy"
   touch "$MARIPOSA_ROOT/.venv/.installed"
 fi
 export PATH="$MARIPOSA_ROOT/.venv/bin:$PATH"
