@@ -14,6 +14,7 @@ from mariposa.manifest.report import (
     COMPUTE_TYPES,
     DOMAIN_LABEL_RE,
     ENV_KEY_RE,
+    MAX_SCALE,
     MIN_MEMORY,
     PORT_RE,
     RESERVED_TAG_PREFIX,
@@ -309,7 +310,7 @@ class _ServiceChecks(_SupervisionChecks):
         pass  # depends on service_type, so cross_checks decides
 
     def scale(self, at: _At) -> None:
-        value = self.integer(at, 0)
+        value = self.integer(at, 0, MAX_SCALE)
         if value is not None:
             self.fields["scale"] = value
 

@@ -11,6 +11,7 @@ import hashlib
 import sqlite_utils
 
 from mariposa.errors import BadRequest, Conflict
+from mariposa.manifest.report import MAX_SCALE
 from mariposa.model import ProjectSpec, ServiceSpec
 from mariposa.store import events, tasks
 from mariposa.store.db import new_id, now
@@ -317,6 +318,8 @@ def scale_service(
     target = svc.scale + value if text[:1] in "+-" else value
     if target < 0:
         raise BadRequest(f"cannot scale {svc.name} to {target}: scale is at least 0 (it is {svc.scale})")
+    if target > MAX_SCALE:
+        raise BadRequest(f"cannot scale {svc.name} to {target}: one service runs at most {MAX_SCALE:,} instances")
     if project.desired == "deleting":
         raise Conflict(f"project '{project.name}' is being deleted")
     db.execute("UPDATE services SET scale = ? WHERE id = ?", [target, svc.id])

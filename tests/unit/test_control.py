@@ -118,6 +118,12 @@ async def test_bad_arguments_are_refused_with_a_reason(core: Core):
     await core.settle(await core.control.projects.add(ROOT, "p", MANIFEST))
     with pytest.raises(BadRequest, match="scale must be a whole number"):
         await core.control.services.scale(ROOT, "p", "web", "many")
+    for amount in ("1000000", str(10**25), "+10000"):
+        with pytest.raises(BadRequest, match="at most 10,000 instances"):
+            await core.control.services.scale(ROOT, "p", "web", amount)
+    with pytest.raises(InvalidManifest) as too_many:
+        await core.control.projects.update(ROOT, "p", MANIFEST.replace("scale: 2", "scale: 1000000"))
+    assert [(d["line"], d["column"], d["field"]) for d in too_many.value.details] == [(5, 12, "services.web.scale")]
     with pytest.raises(BadRequest, match="--rolling must be a whole number"):
         await core.control.projects.update(ROOT, "p", MANIFEST, rolling=0)
     with pytest.raises(NotFound) as info:
