@@ -5,6 +5,8 @@ exactly like `mariposa project update`.
 
 from __future__ import annotations
 
+import trio
+
 from mariposa.context import Context
 from mariposa.converge.goals import with_images
 from mariposa.drivers.base import DriverError
@@ -21,9 +23,11 @@ def require_text(text: object) -> str:
     return text
 
 
-def parse(ctx: Context, text: str, filename: str) -> ProjectSpec:
+async def parse(ctx: Context, text: str, filename: str) -> ProjectSpec:
+    """Parsed on a worker thread: within the bounds of ``manifest/limits.py`` a manifest costs
+    little, but never the event loop's time, which every other client shares."""
     try:
-        return parse_manifest(text, filename, packages=ctx.packages)
+        return await trio.to_thread.run_sync(parse_manifest, text, filename, ctx.packages)
     except ManifestError as exc:
         raise translate(exc) from None
 
@@ -53,7 +57,7 @@ async def resolve_images(ctx: Context, spec: ProjectSpec) -> dict[str, str | Non
 async def add(
     ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api"
 ) -> tuple[ProjectRow, list[TaskRow]]:
-    spec = parse(ctx, text, filename)
+    spec = await parse(ctx, text, filename)
     images = await resolve_images(ctx, spec)
     result = await ctx.store.call(
         lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
@@ -69,7 +73,7 @@ async def update(
 ) -> tuple[VersionRow | None, VersionRow, list[TaskRow]]:
     """(new version or None when unchanged, the version before, queued tasks). ``images``
     given (a revert) reuses a version's pinned images instead of resolving them anew."""
-    parsed = parse(ctx, text, filename)
+    parsed = await parse(ctx, text, filename)
     if images is None:
         images = await resolve_images(ctx, parsed)
     new = with_images(parsed, images)

@@ -84,7 +84,7 @@ async def revert_service(ctx: Context, project: ProjectRow, service: str, ref: s
     image = section.get("image")
     if image in old_images:
         images[image] = old_images[image]
-    spec = manifests.parse(ctx, out.getvalue(), "<revert>")
+    spec = await manifests.parse(ctx, out.getvalue(), "<revert>")
     for svc in spec.services:  # any other image new to the manifest is resolved now
         if svc.image not in images:
             images.update(await manifests.resolve_images(ctx, spec))
@@ -130,7 +130,7 @@ async def reprovision(
 
 async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, params: dict) -> dict:
     """What `project update` with this manifest would do, from the same planner, changing nothing."""
-    parsed = manifests.parse(ctx, text, filename)
+    parsed = await manifests.parse(ctx, text, filename)
     images = await manifests.resolve_images(ctx, parsed)
     new = with_images(parsed, images)
     current = await ctx.store.call(goal_store.current_version, project)

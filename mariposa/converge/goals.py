@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import attrs
 import sqlite_utils
+import trio
 
 from mariposa.manifest import parse_manifest
 from mariposa.model import ProjectSpec, ServiceGoal
@@ -59,13 +60,13 @@ class GoalReader:
         self.packages = packages
         self._specs: dict[str, ProjectSpec] = {}
 
-    def spec_for(self, version_id: str, text: str, images: dict | None = None) -> ProjectSpec:
+    async def spec_for(self, version_id: str, text: str, images: dict | None = None) -> ProjectSpec:
         """The version's spec with each service's image pinned to the content id resolved when
-        the version was made."""
+        the version was made. Parsed on a worker thread, once per version: never on the loop."""
         spec = self._specs.get(version_id)
         if spec is None:
-            spec = with_images(parse_manifest(text, f"version {version_id[:12]}", packages=self.packages), images or {})
-            self._specs[version_id] = spec
+            parsed = await trio.to_thread.run_sync(parse_manifest, text, f"version {version_id[:12]}", self.packages)
+            spec = self._specs.setdefault(version_id, with_images(parsed, images or {}))
         return spec
 
     async def spec_of(self, version) -> ProjectSpec:
@@ -74,7 +75,7 @@ class GoalReader:
         if cached is not None:
             return cached
         images = await self.store.call(goal_store.version_images, version.id)
-        return self.spec_for(version.id, version.manifest, images)
+        return await self.spec_for(version.id, version.manifest, images)
 
     def cached_spec(self, version_id: str) -> ProjectSpec | None:
         return self._specs.get(version_id)
@@ -82,7 +83,7 @@ class GoalReader:
     async def snapshot(self) -> GoalSnapshot:
         snap = await self.store.call(_read_snapshot, frozenset(self._specs))
         for version_id, (text, images) in snap.manifests.items():
-            self.spec_for(version_id, text, images)
+            await self.spec_for(version_id, text, images)
         return snap
 
     def goal_from(self, project: ProjectRow, service: ServiceRow | None) -> ServiceGoal | None:

@@ -17,6 +17,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from mariposa.manifest import limits
 from mariposa.manifest.errors import ManifestError, ManifestProblem
 
 Pos = tuple[int, int]
@@ -33,8 +34,18 @@ def load(text: str, filename: str) -> Any:
     """The document in ``text`` as round-trip nodes (``None`` when it is empty).
 
     Raises ``ManifestError`` for syntax errors and duplicate keys, the problems ruamel finds
-    before validation can see anything.
+    before validation can see anything, and for manifests over the bounds of ``limits.py``.
     """
+    problem = limits.text_problem(text, filename)
+    if problem is None:
+        try:
+            yaml = _yaml()
+            problem = limits.depth_problem(yaml, text, filename) or limits.expansion_problem(
+                _yaml().compose(text), filename)
+        except YAMLError:
+            pass  # a syntax error: the load below reports it with its position
+    if problem is not None:
+        raise ManifestError([problem])
     try:
         return _yaml().load(text)
     except DuplicateKeyError:

@@ -29,6 +29,9 @@ def validate(doc: Any, filename: str, packages: Mapping[str, Package] | None = N
     return ProjectSpec(services=tuple(services))
 
 
+MAX_SERVICES = 1_000  # one project is one application; ten thousand services blocked the loop 2.5 s
+
+
 def _project(
     doc: Any, report: _Report, packages: Mapping[str, Package] | None
 ) -> list[ServiceSpec] | None:
@@ -58,6 +61,9 @@ def _project(
         return None
     if not services_at.value:
         report.add(services_at, "must list at least one service")
+        return None
+    if len(services_at.value) > MAX_SERVICES:
+        report.add(services_at, f"lists {len(services_at.value):,} services; a project has at most {MAX_SERVICES:,}")
         return None
     specs = []
     for name, at in services_at.entries():

@@ -127,3 +127,25 @@ def test_failure_streaks_are_kept_per_service_whatever_else_finishes(tmp_path):
     streaks = store.call_sync(task_store.failure_streaks)
     assert streaks == {("p", "broken"): (3, 4.0)}
     store.close()
+
+
+LAUGHS = ("l0: &l0 [x]\n" + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
+          + "s: *l8\ns: 1\n")
+
+
+@pytest.mark.parametrize("text,where,message", [
+    (LAUGHS, (6, 5), "aliases expand this to more than 100,000 values"),
+    ("services: " + "[" * 300 + "]" * 300 + "\n", (1, 74), "nest more than 64 deep"),
+    ("".join("  " * i + f"k{i}:\n" for i in range(200)), (65, 129), "nest more than 64 deep"),
+    ("#" + "x" * 1_000_000 + "\n", (1, 16385), "1,000,001 characters long"),
+    ("# x\n" * 300_000, (1, 1), "the manifest is 1171 KiB; at most 1024 KiB"),
+    ("services:\n" + "".join(f"  s{i}:\n    image: busybox\n" for i in range(1001)), (2, 3),
+     "lists 1,001 services; a project has at most 1,000"),
+])
+def test_manifests_past_the_bounds_are_refused_at_a_position(text, where, message):
+    from mariposa.manifest import ManifestError, parse_manifest
+
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(text, "m.yaml")
+    [problem] = info.value.problems
+    assert (problem.line, problem.column) == where and message in problem.message
