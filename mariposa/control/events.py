@@ -12,6 +12,11 @@ from mariposa.store import goal as goal_store
 FOLLOW_POLL = 0.25  # seconds between looks at the log while following it
 
 
+def _matches(event: dict, types: tuple[str, ...]) -> bool:
+    """``types`` match a type or its prefix (``service`` takes ``service.scale``); none: all."""
+    return not types or any(event["type"] == t or event["type"].startswith(t + ".") for t in types)
+
+
 class Events(Area):
     async def _read(
         self, project_id: str | None, service: str | None, types: tuple[str, ...], after: int
@@ -37,14 +42,11 @@ class Events(Area):
         return self._follow(project_id, service, types, since)
 
     async def _follow(self, project_id: str | None, service: str | None, types: tuple[str, ...],
-                      after: int) -> AsyncIterator[dict]:
-        first = await self._read(project_id, service, types, after)
-        for e in first:
-            yield e
-        last = await self.ctx.store.call(event_store.last_id)
-        after = max([after, last] + [e["id"] for e in first])
+                      since: int) -> AsyncIterator[dict]:
+        rows, after = await self.ctx.store.call(event_store.listing_and_cursor, project_id, service, since)
         while True:
+            for e in rows:
+                if _matches(e, types):
+                    yield e
             await self.ctx.clock.sleep(FOLLOW_POLL)
-            for e in await self._read(project_id, service, types, after):
-                yield e
-            after = max(after, await self.ctx.store.call(event_store.last_id))
+            rows, after = await self.ctx.store.call(event_store.page_after, project_id, service, after)

@@ -204,11 +204,12 @@ async def test_events_follow_streams_new_events_without_real_sleeping(core: Core
             if len(seen) == 2:
                 return
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read)
-        await trio.sleep(1)
-        await core.control.services.scale(ROOT, "p", "web", "3")
-        await core.control.services.scale(ROOT, "p", "backend", "2")
+    with trio.fail_after(60):  # virtual seconds: a lost event fails at once, not at the suite's timeout
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.sleep(1)
+            await core.control.services.scale(ROOT, "p", "web", "3")
+            await core.control.services.scale(ROOT, "p", "backend", "2")
     assert [e["message"] for e in seen] == ["web scale 2 -> 3", "backend scale 1 -> 2"]
 
 
