@@ -32,19 +32,25 @@ def record(
     )
 
 
-def listing(
-    db: sqlite_utils.Database, project_id: str | None = None, service: str | None = None, since: int = 0,
-    limit: int = 500,
-) -> list[dict]:
+def _after(project_id: str | None, service: str | None, after: int) -> tuple[str, list[object]]:
     clauses: list[str] = ["id > ?"]
-    args: list[object] = [since]
+    args: list[object] = [after]
     if project_id:
         clauses.append("project_id = ?")
         args.append(project_id)
     if service:
         clauses.append("service = ?")
         args.append(service)
-    rows = db.query(f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?", args + [limit])
+    return " AND ".join(clauses), args
+
+
+def listing(
+    db: sqlite_utils.Database, project_id: str | None = None, service: str | None = None, since: int = 0,
+    limit: int = 500,
+) -> list[dict]:
+    """The newest ``limit`` events after id ``since``, oldest first."""
+    where, args = _after(project_id, service, since)
+    rows = db.query(f"SELECT * FROM events WHERE {where} ORDER BY id DESC LIMIT ?", args + [limit])
     return list(reversed(list(rows)))
 
 
@@ -65,14 +71,7 @@ def page_after(
 ) -> tuple[list[dict], int]:
     """The next events after id ``after``, oldest first, and the id to go on from: the last one
     returned when the page is full (more are waiting), else the newest id of the whole log."""
-    clauses: list[str] = ["id > ?"]
-    args: list[object] = [after]
-    if project_id:
-        clauses.append("project_id = ?")
-        args.append(project_id)
-    if service:
-        clauses.append("service = ?")
-        args.append(service)
-    rows = list(db.query(f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?", args + [limit]))
+    where, args = _after(project_id, service, after)
+    rows = list(db.query(f"SELECT * FROM events WHERE {where} ORDER BY id LIMIT ?", args + [limit]))
     cursor = rows[-1]["id"] if len(rows) == limit else max(after, last_id(db))
     return rows, cursor
