@@ -75,6 +75,9 @@ class Projects(Area):
         self._refuse_if_file_managed(caller, p, "edit")
         manifest = manifests.require_text(manifest)
         params = rollouts.rollout_params(rolling, count)
+        if isinstance(if_version, bool) or not isinstance(if_version, str | int | None):
+            raise BadRequest(f"'if_version' must be a version id or number, not {type(if_version).__name__}")
+        if_version = None if if_version is None else str(if_version)
         version, current, tasks = await manifests.update(self.ctx, p, manifest, filename, caller.author, params,
                                                          if_version=if_version)
         return {"changed": version is not None, "version": version.to_json() if version else current.to_json(),

@@ -124,6 +124,10 @@ async def test_bad_arguments_are_refused_with_a_reason(core: Core):
     with pytest.raises(InvalidManifest) as too_many:
         await core.control.projects.update(ROOT, "p", MANIFEST.replace("scale: 2", "scale: 1000000"))
     assert [(d["line"], d["column"], d["field"]) for d in too_many.value.details] == [(5, 12, "services.web.scale")]
+    with pytest.raises(BadRequest, match="'if_version' must be a version id or number"):
+        await core.control.projects.update(ROOT, "p", MANIFEST, if_version=[1])  # type: ignore[arg-type]
+    with pytest.raises(Conflict, match="is at version 1"):
+        await core.control.projects.update(ROOT, "p", MANIFEST.replace("scale: 2", "scale: 3"), if_version=7)  # type: ignore[arg-type]
     with pytest.raises(BadRequest, match="--rolling must be a whole number"):
         await core.control.projects.update(ROOT, "p", MANIFEST, rolling=0)
     with pytest.raises(NotFound) as info:
