@@ -48,12 +48,11 @@ def load(text: str, filename: str) -> Any:
         raise ManifestError([problem])
     try:
         return _yaml().load(text)
-    except DuplicateKeyError:
+    except DuplicateKeyError as exc:
         # ruamel stops at the first duplicate; walk the composed tree to report all of them.
-        problems = _duplicate_keys(text, filename)
-        if problems:
-            raise ManifestError(problems) from None
-        raise  # pragma: no cover - compose found no duplicate although construct did
+        # Two merge keys ('<<') in one mapping are the one duplicate the walk does not count.
+        problems = _duplicate_keys(text, filename) or [_syntax_problem(exc, filename)]
+        raise ManifestError(problems) from None
     except MarkedYAMLError as exc:
         raise ManifestError([_syntax_problem(exc, filename)]) from None
     except YAMLError as exc:  # ReaderError (control characters, bad encoding) has no mark

@@ -21,6 +21,15 @@ from mariposa.manifest.units import split_command
 from mariposa.model import PortSpec
 from mariposa.packages import Package
 
+MAX_SECONDS = 366 * 24 * 3600  # a duration in a manifest is seconds to days; past a year it is a typo
+
+
+def _shown(value: float) -> str:
+    """A number as a message may quote it: Python refuses to print an int of 4,300+ digits."""
+    if isinstance(value, int) and abs(value) >= 10**18:
+        return f"a number of {value.bit_length():,} bits"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
 
 class _Shapes:
     def __init__(self, report: _Report, packages: Mapping[str, Package] | None, at: _At):
@@ -75,10 +84,10 @@ class _Shapes:
             return None
         value = int(at.value)
         if minimum is not None and value < minimum:
-            self.problem(at, f"must be {minimum} or more, got {value}")
+            self.problem(at, f"must be {minimum} or more, got {_shown(value)}")
             return None
         if maximum is not None and value > maximum:
-            self.problem(at, f"must be {maximum} or less, got {value}")
+            self.problem(at, f"must be {maximum} or less, got {_shown(value)}")
             return None
         return value
 
@@ -206,6 +215,10 @@ class _Shapes:
         value = at.value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.wrong_type(at, "a number of seconds")
+            return None
+        if not (-MAX_SECONDS <= value <= MAX_SECONDS):  # also false for .nan; never float()s a huge int
+            self.problem(at, f"must be a finite number of seconds, at most {MAX_SECONDS:,} (a year), "
+                             f"got {_shown(value)}")
             return None
         if value < 0 or (positive and value == 0):
             self.problem(at, f"must be {'more than' if positive else 'at least'} 0, got {value:g}")

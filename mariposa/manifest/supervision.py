@@ -32,6 +32,9 @@ class _SupervisionChecks(_Shapes):
         value = at.value
         if _is_int(value):
             code = int(value)
+            if not 100 <= code <= 599:
+                self.problem(at, "a status code is within 100-599")
+                return None
             lo, hi = code, code
         elif isinstance(value, str) and re.fullmatch(r"\s*[1-5]xx\s*", value):
             lo = int(value.strip()[0]) * 100

@@ -149,3 +149,23 @@ def test_manifests_past_the_bounds_are_refused_at_a_position(text, where, messag
         parse_manifest(text, "m.yaml")
     [problem] = info.value.problems
     assert (problem.line, problem.column) == where and message in problem.message
+
+
+BASE = "services:\n  web:\n    image: busybox\n"
+
+
+@pytest.mark.parametrize("extra,where,message", [
+    ("    scale: 0x" + "f" * 4000 + "\n", (4, 12), "got a number of 16,000 bits"),
+    ("    min_healthy_time: -1" + "0" * 309 + "\n", (4, 23), "must be a finite number of seconds"),
+    ("    min_healthy_time: .nan\n", (4, 23), "got nan"),
+    ("    progress_deadline: .inf\n", (4, 24), "got inf"),
+    ("    healthchecks:\n      - type: http\n        status: 0x" + "f" * 4000 + "\n", (6, 17), "within 100-599"),
+    ("    <<: {a: 1}\n    <<: {b: 2}\n", (5, 5), "duplicate merge key"),
+])
+def test_numbers_and_keys_python_chokes_on_are_manifest_problems(extra, where, message):
+    from mariposa.manifest import ManifestError, parse_manifest
+
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(BASE + extra, "m.yaml")
+    [problem] = info.value.problems
+    assert (problem.line, problem.column) == where and message in problem.message
