@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mariposa.manifest.report import HEALTHCHECK_TYPES, PRESERVE_STOPPED, RESTART_POLICIES, _At, _did_you_mean, _is_int
-from mariposa.manifest.shapes import _Shapes
+from mariposa.manifest.shapes import _Shapes, _shown
 from mariposa.model import HealthCheck
 
 
@@ -32,9 +32,6 @@ class _SupervisionChecks(_Shapes):
         value = at.value
         if _is_int(value):
             code = int(value)
-            if not 100 <= code <= 599:
-                self.problem(at, "a status code is within 100-599")
-                return None
             lo, hi = code, code
         elif isinstance(value, str) and re.fullmatch(r"\s*[1-5]xx\s*", value):
             lo = int(value.strip()[0]) * 100
@@ -45,7 +42,7 @@ class _SupervisionChecks(_Shapes):
             self.wrong_type(at, "a status code, a range like \"200-399\", or \"2xx\"")
             return None
         if not (100 <= lo <= hi <= 599):
-            self.problem(at, f"status range {lo}-{hi} is not within 100-599, low to high")
+            self.problem(at, f"status range {_shown(lo)}-{_shown(hi)} is not within 100-599, low to high")
             return None
         return (lo, hi)
 

@@ -159,7 +159,7 @@ BASE = "services:\n  web:\n    image: busybox\n"
     ("    min_healthy_time: -1" + "0" * 309 + "\n", (4, 23), "must be a finite number of seconds"),
     ("    min_healthy_time: .nan\n", (4, 23), "got nan"),
     ("    progress_deadline: .inf\n", (4, 24), "got inf"),
-    ("    healthchecks:\n      - type: http\n        status: 0x" + "f" * 4000 + "\n", (6, 17), "within 100-599"),
+    ("    healthchecks:\n      - type: http\n        status: 0x" + "f" * 4000 + "\n", (6, 17), "status range a number of 16,000 bits-a number of 16,000 bits is not within 100-599"),
     ("    <<: {a: 1}\n    <<: {b: 2}\n", (5, 5), "duplicate merge key"),
 ])
 def test_numbers_and_keys_python_chokes_on_are_manifest_problems(extra, where, message):
