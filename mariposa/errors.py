@@ -10,6 +10,7 @@ scripts can test, so both ends agree on what went wrong. The tree::
     ├── Forbidden (403)                the caller may not do this
     ├── NotFound (404, exit 4)         ← ImageNotFound
     ├── Conflict (409, exit 5)
+    ├── RequestTimeout (408), PayloadTooLarge (413)   the control socket's bounds (api/http.py)
     ├── StateDirLocked (409)           another daemon owns the state directory
     ├── TaskFailed (409, exit 6)       a task could not reach its goal (or a waited-for one did not)
     ├── DaemonUnreachable (503, exit 3) the CLI cannot reach the daemon
@@ -73,6 +74,16 @@ class Conflict(MariposaError):
     kind = "conflict"
 
 
+class RequestTimeout(MariposaError):
+    status = 408
+    kind = "request-timeout"
+
+
+class PayloadTooLarge(MariposaError):
+    status = 413
+    kind = "too-large"
+
+
 class StateDirLocked(MariposaError):
     status = 409
     kind = "state-dir-locked"
@@ -109,7 +120,8 @@ class InternalError(MariposaError):
 
 
 ERROR_KINDS = {cls.kind: cls for cls in (
-    MariposaError, BadRequest, InvalidManifest, Forbidden, NotFound, Conflict, StateDirLocked, TaskFailed,
+    MariposaError, BadRequest, InvalidManifest, Forbidden, NotFound, Conflict, RequestTimeout, PayloadTooLarge,
+    StateDirLocked, TaskFailed,
     DaemonUnreachable, RuntimeUnavailable, TimedOut, InternalError,
 )}
 

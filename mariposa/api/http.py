@@ -31,23 +31,13 @@ from mariposa.api.router import Request as Request
 from mariposa.api.router import Response as Response
 from mariposa.api.router import Router as Router
 from mariposa.control.caller import Caller
-from mariposa.errors import BadRequest, MariposaError, translate
+from mariposa.errors import BadRequest, MariposaError, PayloadTooLarge, RequestTimeout, translate
 
 log = structlog.get_logger()
 
 Admits = Callable[[Caller], bool]
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-
-
-class PayloadTooLarge(MariposaError):
-    status = 413
-    kind = "too-large"
-
-
-class RequestTimeout(MariposaError):
-    status = 408
-    kind = "timed-out"
 
 
 @attrs.frozen
