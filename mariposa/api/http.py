@@ -31,13 +31,15 @@ from mariposa.api.router import Request as Request
 from mariposa.api.router import Response as Response
 from mariposa.api.router import Router as Router
 from mariposa.control.caller import Caller
-from mariposa.errors import BadRequest, MariposaError, PayloadTooLarge, RequestTimeout, translate
+from mariposa.converge.backoff import Backoff
+from mariposa.errors import BadRequest, Forbidden, MariposaError, PayloadTooLarge, RequestTimeout, translate
 
 log = structlog.get_logger()
 
 Admits = Callable[[Caller], bool]
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_PAUSE = Backoff(base=0.1, factor=2.0, cap=2.0)  # out of descriptors: 0.1 s doubling to 2 s
 
 
 @attrs.frozen
@@ -179,8 +181,6 @@ async def serve_connection(router: Router, stream: trio.SocketStream, admits: Ad
 
 
 def _refused(caller: Caller) -> MariposaError:
-    from mariposa.errors import Forbidden
-
     who = "a caller whose credentials the kernel did not give" if caller.uid is None else caller.author
     return Forbidden(f"permission denied: {who} is not root, the daemon's user or a member of the control "
                      "socket's group (socket_group in /etc/mariposa/mariposa.toml)")
@@ -232,19 +232,19 @@ async def serve(router: Router, sock, admits: Admits, limits: Limits = Limits(),
 
     async with trio.open_nursery() as nursery:
         task_status.started()
-        pause = 0.0
+        failures = 0
         while True:
             try:
                 stream = await listener.accept()
             except OSError as exc:
                 if exc.errno not in ACCEPT_ERRNOS:
                     raise
-                if not pause:
+                if not failures:
                     log.error("control socket: out of file descriptors; pausing accepts", error=os.strerror(exc.errno))
-                pause = min(2.0, pause * 2 or 0.1)
-                await trio.sleep(pause)
+                failures += 1
+                await trio.sleep(ACCEPT_PAUSE.delay(failures))
                 continue
-            pause = 0.0
+            failures = 0
             if slots.value == 0:
                 nursery.start_soon(turn_away, stream)
                 continue

@@ -16,6 +16,8 @@ from mariposa.control.authorize import Policy, authorize
 from mariposa.control.caller import Caller
 from mariposa.control.redact import redact, redact_stream
 from mariposa.errors import translate
+from mariposa.store import goal as goal_store
+from mariposa.store.rows import ProjectRow
 
 if TYPE_CHECKING:
     from mariposa.context import Context
@@ -31,6 +33,14 @@ class Area:
         self.ctx = ctx
         self.policy = policy
         self.executor = executor
+
+    async def _project(self, ref: str) -> ProjectRow:
+        """A project by name, id or unique id prefix (every area names projects the same way)."""
+        return await self.ctx.store.call(goal_store.get_project, ref)
+
+    async def _project_id(self, ref: str | None) -> str | None:
+        """The project's id, or None when no project is given (a filter left open)."""
+        return (await self._project(ref)).id if ref else None
 
 
 def operation(action: str, target: str | None = None) -> Callable[[F], F]:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
 from mariposa.store import events as event_store
-from mariposa.store import goal as goal_store
 
 FOLLOW_POLL = 0.25  # seconds between looks at the log while following it
 
@@ -23,9 +22,6 @@ class Events(Area):
     ) -> list[dict]:
         rows = await self.ctx.store.call(event_store.listing, project_id, service, after)
         return [e for e in rows if not types or any(e["type"] == t or e["type"].startswith(t + ".") for t in types)]
-
-    async def _project_id(self, project: str | None) -> str | None:
-        return (await self.ctx.store.call(goal_store.get_project, project)).id if project else None
 
     @operation("events.list", target="project")
     async def list(self, caller: Caller, project: str | None = None, service: str | None = None,

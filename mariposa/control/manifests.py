@@ -8,6 +8,7 @@ from __future__ import annotations
 import trio
 
 from mariposa.context import Context
+from mariposa.control.caller import Caller
 from mariposa.converge.goals import with_images
 from mariposa.drivers.base import DriverError
 from mariposa.errors import BadRequest, Conflict, translate
@@ -32,8 +33,11 @@ async def parse(ctx: Context, text: str, filename: str) -> ProjectSpec:
         raise translate(exc) from None
 
 
-def refuse_if_file_managed(project: ProjectRow, action: str) -> None:
-    """One source of truth: a project that comes from a file changes through that file."""
+def refuse_if_file_managed(caller: Caller, project: ProjectRow, action: str) -> None:
+    """One source of truth: a project that comes from a file changes through that file (the
+    watched directory is that file's own channel; every other caller edits the file)."""
+    if caller.transport == "watch":
+        return
     if project.source and project.source != "api" and project.source_state != "orphaned":
         raise Conflict(
             f"project '{project.name}' is managed by the file {project.source}: {action} that file instead"

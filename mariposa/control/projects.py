@@ -15,7 +15,7 @@ from mariposa.control.caller import Caller
 from mariposa.errors import BadRequest, NotFound
 from mariposa.store import goal as goal_store
 from mariposa.store.files import file_status
-from mariposa.store.rows import ProjectRow, TaskRow
+from mariposa.store.rows import TaskRow
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
@@ -25,14 +25,6 @@ def tasks_json(tasks: list[TaskRow]) -> list[dict]:
 
 
 class Projects(Area):
-    async def row(self, ref: str) -> ProjectRow:
-        return await self.ctx.store.call(goal_store.get_project, ref)
-
-    def _refuse_if_file_managed(self, caller: Caller, project: ProjectRow, action: str) -> None:
-        # The manifest directory is the file's own channel; everyone else edits the file.
-        if caller.transport != "watch":
-            manifests.refuse_if_file_managed(project, action)
-
     @operation("project.list")
     async def list(self, caller: Caller) -> list[dict]:
         insts = await self.ctx.inventory()
@@ -57,7 +49,7 @@ class Projects(Area):
     async def get(self, caller: Caller, ref: str) -> dict:
         store = self.ctx.store
         try:
-            p = await self.row(ref)
+            p = await self._project(ref)
         except NotFound as exc:
             status = await store.call(file_status, ref)
             if status and status["state"] in ("invalid", "refused"):
@@ -71,8 +63,8 @@ class Projects(Area):
     @operation("project.update", target="ref")
     async def update(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
                      rolling: object = None, count: object = None, if_version: str | None = None) -> dict:
-        p = await self.row(ref)
-        self._refuse_if_file_managed(caller, p, "edit")
+        p = await self._project(ref)
+        manifests.refuse_if_file_managed(caller, p, "edit")
         manifest = manifests.require_text(manifest)
         params = rollouts.rollout_params(rolling, count)
         if isinstance(if_version, bool) or not isinstance(if_version, str | int | None):
@@ -85,14 +77,14 @@ class Projects(Area):
 
     @operation("project.delete", target="ref")
     async def delete(self, caller: Caller, ref: str) -> dict:
-        p = await self.row(ref)
-        self._refuse_if_file_managed(caller, p, "remove")
+        p = await self._project(ref)
+        manifests.refuse_if_file_managed(caller, p, "remove")
         task = await self.ctx.store.call(goal_store.mark_deleting, p, caller.author)
         self.ctx.wake_queue()
         return {"tasks": tasks_json([task])}
 
     async def _set_desired(self, caller: Caller, ref: str, desired: str) -> dict:
-        p = await self.row(ref)
+        p = await self._project(ref)
         tasks = await self.ctx.store.call(goal_store.set_project_desired, p, desired, caller.author)
         self.ctx.wake_queue()
         return {"tasks": tasks_json(tasks)}
@@ -108,8 +100,8 @@ class Projects(Area):
     @operation("project.revert", target="ref")
     async def revert(self, caller: Caller, ref: str, version: str | None, *, rolling: object = None,
                      count: object = None) -> dict:
-        p = await self.row(ref)
-        self._refuse_if_file_managed(caller, p, "revert by editing")
+        p = await self._project(ref)
+        manifests.refuse_if_file_managed(caller, p, "revert by editing")
         if not version:
             raise BadRequest("'version' is required")
         params = rollouts.rollout_params(rolling, count)
@@ -119,23 +111,23 @@ class Projects(Area):
     @operation("project.diff", target="ref")
     async def diff(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
                    rolling: object = None, count: object = None) -> dict:
-        p = await self.row(ref)
+        p = await self._project(ref)
         manifest = manifests.require_text(manifest)
         return await rollouts.diff(self.ctx, p, manifest, filename, rollouts.rollout_params(rolling, count))
 
     # builtins.list: in this class body, `list` names the method above
     @operation("project.versions", target="ref")
     async def versions(self, caller: Caller, ref: str) -> builtins.list[dict]:
-        p = await self.row(ref)
+        p = await self._project(ref)
         return [v.to_json() for v in await self.ctx.store.call(goal_store.list_versions, p.id)]
 
     @operation("project.version", target="ref")
     async def version(self, caller: Caller, ref: str | None, version: str) -> dict:
         """A version by id or id prefix; by its number too when the project is given."""
-        p = await self.row(ref) if ref else None
+        p = await self._project(ref) if ref else None
         return (await rollouts.version(self.ctx, p, version)).to_json(with_manifest=True)
 
     @operation("project.instances", target="ref")
     async def instances(self, caller: Caller, ref: str) -> builtins.list[dict]:
-        p = await self.row(ref)
+        p = await self._project(ref)
         return await views.instances(self.ctx, p.id)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
-from mariposa.store import goal as goal_store
 from mariposa.store import tasks as task_store
 
 
 class Queue(Area):
-    async def _project_id(self, project: str | None) -> str | None:
-        return (await self.ctx.store.call(goal_store.get_project, project)).id if project else None
-
     @operation("queue.list", target="project")
     async def list(self, caller: Caller, project: str | None = None, states: tuple[str, ...] | None = None,
                    limit: int = 200) -> list[dict]:

@@ -19,7 +19,7 @@ from mariposa.store.rows import ProjectRow, ServiceRow
 
 class Services(Area):
     async def rows(self, project: str, service: str) -> tuple[ProjectRow, ServiceRow]:
-        p = await self.ctx.store.call(goal_store.get_project, project)
+        p = await self._project(project)
         return p, await self.ctx.store.call(goal_store.get_service, p, service)
 
     def _queued(self, *tasks) -> dict:
@@ -28,7 +28,7 @@ class Services(Area):
 
     @operation("service.list", target="project")
     async def list(self, caller: Caller, project: str) -> list[dict]:
-        return await views.services(self.ctx, await self.ctx.store.call(goal_store.get_project, project))
+        return await views.services(self.ctx, await self._project(project))
 
     @operation("service.get", target="project")
     async def get(self, caller: Caller, project: str, service: str) -> dict:
@@ -83,7 +83,7 @@ class Services(Area):
     async def revert(self, caller: Caller, project: str, service: str, version: str | None, *,
                      rolling: object = None, count: object = None) -> dict:
         p, svc = await self.rows(project, service)
-        refuse_if_file_managed(p, "revert by editing")
+        refuse_if_file_managed(caller, p, "revert by editing")
         if not version:
             raise BadRequest("'version' is required")
         params = rollouts.rollout_params(rolling, count)

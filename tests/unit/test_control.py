@@ -51,7 +51,7 @@ def areas(control: Control) -> list[Area]:
 def control_methods(control: Control):
     for area in areas(control):
         for name, fn in inspect.getmembers(type(area), inspect.iscoroutinefunction):
-            if not name.startswith("_") and name not in ("row", "rows"):
+            if not name.startswith("_") and name != "rows":
                 yield area, name, fn
 
 
