@@ -161,9 +161,8 @@ async def stop_all_instances(ctx: Context) -> None:
                 spec = None
                 if project:
                     assert project.current_version is not None  # set in the transaction that adds the project
-                    cached = ctx.goals.cached_spec(project.current_version)
-                    assert cached is not None  # snapshot() above parsed every project's current version
-                    spec = cached.service(inst.service)
+                    cached = ctx.goals.cached_spec(project.current_version)  # None: unreadable version
+                    spec = cached.service(inst.service) if cached else None
                 nursery.start_soon(driver.stop, inst, spec.stop_timeout if spec else None)
 
 

@@ -8,7 +8,8 @@ replace it without touching the callers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -45,3 +46,18 @@ def resolve_package(name: str, packages: Mapping[str, Package] | None = None) ->
 def package_names(packages: Mapping[str, Package] | None = None) -> list[str]:
     """Names in catalogue order, for did-you-mean suggestions and help text."""
     return list(DEFAULT_PACKAGES if packages is None else packages)
+
+
+def pinned(services: Iterable, packages: Mapping[str, Package]) -> dict[str, Package]:
+    """The sizes of the packages a version's services name, as they are now: the version keeps
+    them, as it keeps its images' content ids, so a later catalogue never changes or invalidates it."""
+    names = sorted({s.package for s in services if s.package})
+    return {name: packages[name] for name in names if name in packages}
+
+
+def dumps(packages: Mapping[str, Package]) -> str:
+    return json.dumps({p.name: {"memory": p.memory, "cpus": p.cpus} for p in packages.values()}, sort_keys=True)
+
+
+def loads(text: str) -> dict[str, Package]:
+    return {name: Package(name, int(v["memory"]), float(v["cpus"])) for name, v in json.loads(text).items()}

@@ -5,6 +5,8 @@ exactly like `mariposa project update`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import trio
 
 from mariposa.context import Context
@@ -14,6 +16,7 @@ from mariposa.drivers.base import DriverError
 from mariposa.errors import BadRequest, Conflict, translate
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.model import ProjectSpec
+from mariposa.packages import Package, pinned
 from mariposa.store import goal as goal_store
 from mariposa.store.rows import ProjectRow, TaskRow, VersionRow
 
@@ -24,11 +27,15 @@ def require_text(text: object) -> str:
     return text
 
 
-async def parse(ctx: Context, text: str, filename: str) -> ProjectSpec:
+async def parse(
+    ctx: Context, text: str, filename: str, packages: Mapping[str, Package] | None = None
+) -> ProjectSpec:
     """Parsed on a worker thread: within the bounds of ``manifest/limits.py`` a manifest costs
-    little, but never the event loop's time, which every other client shares."""
+    little, but never the event loop's time, which every other client shares. ``packages`` is
+    the catalogue to judge it by: today's, unless it is a stored version's text (a revert)."""
+    catalogue = ctx.packages if packages is None else packages
     try:
-        return await trio.to_thread.run_sync(parse_manifest, text, filename, ctx.packages)
+        return await trio.to_thread.run_sync(parse_manifest, text, filename, catalogue)
     except ManifestError as exc:
         raise translate(exc) from None
 
@@ -63,9 +70,10 @@ async def add(
 ) -> tuple[ProjectRow, list[TaskRow]]:
     spec = await parse(ctx, text, filename)
     images = await resolve_images(ctx, spec)
+    packages = pinned(spec.services, ctx.packages)
     result = await ctx.store.call(
         lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
-                                          images=images)
+                                          images=images, packages=packages)
     )
     ctx.wake_queue()
     return result
@@ -73,11 +81,13 @@ async def add(
 
 async def update(
     ctx: Context, project: ProjectRow, text: str, filename: str, author: str, params: dict | None = None,
-    *, if_version: str | None = None, images: dict | None = None, summary_prefix: str = "",
+    *, if_version: str | None = None, images: dict | None = None, packages: Mapping[str, Package] | None = None,
+    summary_prefix: str = "",
 ) -> tuple[VersionRow | None, VersionRow, list[TaskRow]]:
-    """(new version or None when unchanged, the version before, queued tasks). ``images``
-    given (a revert) reuses a version's pinned images instead of resolving them anew."""
-    parsed = await parse(ctx, text, filename)
+    """(new version or None when unchanged, the version before, queued tasks). ``images`` and
+    ``packages`` given (a revert) reuse a version's pinned ones instead of resolving them anew."""
+    parsed = await parse(ctx, text, filename, packages)
+    pins = pinned(parsed.services, ctx.packages if packages is None else packages)
     if images is None:
         images = await resolve_images(ctx, parsed)
     new = with_images(parsed, images)
@@ -86,7 +96,7 @@ async def update(
     version, tasks = await ctx.store.call(
         lambda db: goal_store.update_project(
             db, project, text, old, new, filename=filename, author=author, params=params, images=images,
-            if_version=if_version, summary_prefix=summary_prefix,
+            packages=pins, if_version=if_version, summary_prefix=summary_prefix,
         )
     )
     ctx.wake_queue()

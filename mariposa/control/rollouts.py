@@ -15,6 +15,7 @@ from mariposa.converge.simulate import simulate
 from mariposa.converge.supervise import merge
 from mariposa.errors import BadRequest, NotFound
 from mariposa.model import DesiredState, ServiceGoal
+from mariposa.packages import dumps, pinned
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow
@@ -46,7 +47,8 @@ async def revert_project(ctx: Context, project: ProjectRow, ref: str, author: st
     target = await version(ctx, project, ref)
     images = await ctx.store.call(goal_store.version_images, target.id)
     return await manifests.update(ctx, project, target.manifest, target.filename or "<revert>", author, params,
-                                 images=images, summary_prefix=f"revert to version {target.seq}: ")
+                                 images=images, packages=ctx.goals.catalogue(target.packages),
+                                 summary_prefix=f"revert to version {target.seq}: ")
 
 
 def _yaml() -> YAML:
@@ -84,13 +86,19 @@ async def revert_service(ctx: Context, project: ProjectRow, service: str, ref: s
     image = section.get("image")
     if image in old_images:
         images[image] = old_images[image]
-    spec = await manifests.parse(ctx, out.getvalue(), "<revert>")
+    # the other services keep the package sizes they run with; this one gets back its old ones
+    packages = dict(ctx.goals.catalogue(current.packages))
+    old_packages = ctx.goals.catalogue(target.packages)
+    if section.get("package") in old_packages:
+        packages[section["package"]] = old_packages[section["package"]]
+    spec = await manifests.parse(ctx, out.getvalue(), "<revert>", packages)
     for svc in spec.services:  # any other image new to the manifest is resolved now
         if svc.image not in images:
             images.update(await manifests.resolve_images(ctx, spec))
             break
     return await manifests.update(ctx, project, out.getvalue(), current.filename or "<revert>", author, params,
-                                 images=images, summary_prefix=f"revert {service} to version {target.seq}: ")
+                                 images=images, packages=packages,
+                                 summary_prefix=f"revert {service} to version {target.seq}: ")
 
 
 async def service_versions(ctx: Context, project: ProjectRow, service: str) -> list[dict]:
@@ -160,5 +168,6 @@ async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, para
                     "scale": scale, "create": outcome.create, "replace": outcome.replace, "remove": outcome.remove,
                     "start": outcome.start})
     same = (current.hash == goal_store.text_hash(text)
-            and await ctx.store.call(goal_store.version_images, current.id) == images)
+            and await ctx.store.call(goal_store.version_images, current.id) == images
+            and current.packages == dumps(pinned(parsed.services, ctx.packages)))
     return {"project": project.name, "from_version": current.seq, "new_version": not same, "services": out}

@@ -1,7 +1,9 @@
 """Reads the goal state into ``ServiceGoal`` values for the planner.
 
-Versions are stored as verbatim manifest text; parsed specs are cached by version id, which is
-sound because a version never changes.
+Versions are stored as verbatim manifest text with what it was resolved to when the version was
+made (images' content ids, package sizes); parsed specs are cached by version id, which is sound
+because a version never changes. A stored version is parsed against its own pinned packages, never
+today's catalogue: a changed mariposa.toml must not invalidate what already runs.
 """
 
 from __future__ import annotations
@@ -10,23 +12,27 @@ from collections.abc import Mapping
 
 import attrs
 import sqlite_utils
+import structlog
 import trio
 
-from mariposa.manifest import parse_manifest
+from mariposa.errors import TaskFailed
+from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.model import ProjectSpec, ServiceGoal
-from mariposa.packages import Package
+from mariposa.packages import DEFAULT_PACKAGES, Package, loads
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
 from mariposa.store.db import Store
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow
 
+log = structlog.get_logger()
+
 
 @attrs.frozen
 class GoalSnapshot:
     projects: tuple[ProjectRow, ...]
     services: tuple[ServiceRow, ...]
-    manifests: dict  # version id -> (text, image ids), only for versions not yet cached
+    manifests: dict  # version id -> (text, image ids, pinned packages), only for versions not yet cached
     open_tasks: tuple[TaskRow, ...]
     failures: dict  # (project id, service) -> (failed tasks in a row, when the last ended)
     records: dict  # instance id -> what the daemon remembers of it (store/instances.py)
@@ -40,8 +46,9 @@ def _read_snapshot(db: sqlite_utils.Database, cached: frozenset) -> GoalSnapshot
     manifests = {}
     for p in projects:
         if p.current_version and p.current_version not in cached:
-            manifests[p.current_version] = (goal_store.get_version(db, p.current_version).manifest,
-                                            goal_store.version_images(db, p.current_version))
+            version = goal_store.get_version(db, p.current_version)
+            manifests[p.current_version] = (version.manifest, goal_store.version_images(db, version.id),
+                                            version.packages)
     open_tasks = tuple(task_store.listing(db, states=("queued", "active")))
     return GoalSnapshot(
         projects, tuple(services), manifests, open_tasks, task_store.failure_streaks(db), instance_store.for_project(db)
@@ -59,13 +66,26 @@ class GoalReader:
         self.store = store
         self.packages = packages
         self._specs: dict[str, ProjectSpec] = {}
+        self._unreadable: dict[str, str] = {}  # version id -> why it cannot be parsed any more
 
-    async def spec_for(self, version_id: str, text: str, images: dict | None = None) -> ProjectSpec:
-        """The version's spec with each service's image pinned to the content id resolved when
-        the version was made. Parsed on a worker thread, once per version: never on the loop."""
+    def catalogue(self, pinned: str | None) -> Mapping[str, Package]:
+        """The packages a stored version is read with: the sizes it pinned; for a version made
+        before versions pinned them, the built-in catalogue with today's additions."""
+        if pinned is None:
+            return {**DEFAULT_PACKAGES, **(self.packages or {})}
+        return loads(pinned)
+
+    async def spec_for(
+        self, version_id: str, text: str, images: dict | None = None, packages: str | None = None
+    ) -> ProjectSpec:
+        """The version's spec with each service's image pinned to the content id, and each package
+        to the sizes, resolved when the version was made. Parsed on a worker thread, once per
+        version: never on the loop."""
         spec = self._specs.get(version_id)
         if spec is None:
-            parsed = await trio.to_thread.run_sync(parse_manifest, text, f"version {version_id[:12]}", self.packages)
+            parsed = await trio.to_thread.run_sync(
+                parse_manifest, text, f"version {version_id[:12]}", self.catalogue(packages)
+            )
             spec = self._specs.setdefault(version_id, with_images(parsed, images or {}))
         return spec
 
@@ -75,21 +95,39 @@ class GoalReader:
         if cached is not None:
             return cached
         images = await self.store.call(goal_store.version_images, version.id)
-        return await self.spec_for(version.id, version.manifest, images)
+        return await self.spec_for(version.id, version.manifest, images, version.packages)
 
     def cached_spec(self, version_id: str) -> ProjectSpec | None:
         return self._specs.get(version_id)
 
     async def snapshot(self) -> GoalSnapshot:
         snap = await self.store.call(_read_snapshot, frozenset(self._specs))
-        for version_id, (text, images) in snap.manifests.items():
-            await self.spec_for(version_id, text, images)
+        for version_id, (text, images, packages) in snap.manifests.items():
+            try:
+                await self.spec_for(version_id, text, images, packages)
+            except ManifestError as exc:
+                # Pinned packages make this rare (a version from before 0007, a stricter parser).
+                # Its project is left exactly as it runs; the daemon and every other project go on.
+                if version_id not in self._unreadable:
+                    log.error("stored version cannot be read; its project is left as it is",
+                              version=version_id, error=str(exc))
+                self._unreadable[version_id] = str(exc)
         return snap
+
+    def readable(self, project: ProjectRow) -> bool:
+        """Whether the project's current version parsed: planning without it would read as
+        'no goal' and remove its instances."""
+        return project.current_version in self._specs
 
     def goal_from(self, project: ProjectRow, service: ServiceRow | None) -> ServiceGoal | None:
         if service is None or project.desired == "deleting" or service.desired == "absent":
             return None
         assert project.current_version is not None  # set in the transaction that adds the project
+        if project.current_version in self._unreadable and project.current_version not in self._specs:
+            raise TaskFailed(
+                f"project '{project.name}': its current version cannot be read "
+                f"({self._unreadable[project.current_version]}); update it with a manifest that is valid today"
+            )
         spec = self._specs[project.current_version].service(service.name)
         if spec is None:
             return None

@@ -67,6 +67,8 @@ class Reconciler:
                 continue  # orphans of vanished projects are handled below
             if project_id in busy_projects or key in busy_services or project.desired == "deleting":
                 continue
+            if not self.ctx.goals.readable(project):
+                continue
             row = rows.get(key)
             if row is not None and row.frozen:
                 continue

@@ -135,7 +135,7 @@ class HealthMonitor:
         wanted: dict[str, tuple[Instance, tuple[HealthCheck, ...]]] = {}
         for inst in merge(await self.ctx.inventory(), snap.records, now):
             project = projects.get(inst.project_id)
-            if not inst.running or inst.retired or project is None:
+            if not inst.running or inst.retired or project is None or not self.ctx.goals.readable(project):
                 continue
             goal = self.ctx.goals.goal_from(project, rows.get((inst.project_id, inst.service)))
             if goal is not None and goal.spec.healthchecks:

@@ -13,6 +13,7 @@ import sqlite_utils
 from mariposa.errors import BadRequest, Conflict
 from mariposa.manifest.report import MAX_SCALE
 from mariposa.model import ProjectSpec, ServiceSpec
+from mariposa.packages import Package, dumps
 from mariposa.store import events, tasks
 from mariposa.store.db import new_id, now
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow, resolve, row_to
@@ -85,7 +86,7 @@ def version_images(db: sqlite_utils.Database, version_id: str) -> dict[str, str 
 
 def _insert_version(
     db: sqlite_utils.Database, project_id: str, text: str, filename: str | None, author: str | None, summary: str,
-    images: dict[str, str | None] | None = None,
+    images: dict[str, str | None] | None = None, packages: dict[str, Package] | None = None,
 ) -> VersionRow:
     seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE project_id = ?", [project_id]).fetchone()[0]
     version_id = new_id()
@@ -100,6 +101,7 @@ def _insert_version(
             "created": now(),
             "author": author,
             "summary": summary,
+            "packages": dumps(packages or {}),
         }
     )
     for image, image_id in (images or {}).items():
@@ -132,6 +134,7 @@ def add_project(
     author: str | None = None,
     source: str = "api",
     images: dict[str, str | None] | None = None,
+    packages: dict[str, Package] | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
     if db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
@@ -141,7 +144,7 @@ def add_project(
          "source": source}
     )
     summary = "created: " + ", ".join(spec.service_names)
-    version = _insert_version(db, project_id, text, filename, author, summary, images)
+    version = _insert_version(db, project_id, text, filename, author, summary, images, packages)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project_id])
     queued = []
     for svc in spec.services:
@@ -181,6 +184,7 @@ def update_project(
     author: str | None = None,
     params: dict | None = None,
     images: dict[str, str | None] | None = None,
+    packages: dict[str, Package] | None = None,
     if_version: str | None = None,
     summary_prefix: str = "",
 ) -> tuple[VersionRow | None, list[TaskRow]]:
@@ -196,11 +200,12 @@ def update_project(
             f"project '{project.name}' is at version {current.seq} ({current.id[:12]}), not {if_version}: "
             "someone else changed it; look at 'mariposa project versions' and try again"
         )
-    if current.hash == text_hash(text) and version_images(db, current.id) == (images or {}):
+    if (current.hash == text_hash(text) and version_images(db, current.id) == (images or {})
+            and current.packages == dumps(packages or {})):
         return None, []
     changes = describe_changes(old, new)
     summary = summary_prefix + ("; ".join(f"{s}: {c}" for s, c in changes) or "no change to instances")
-    version = _insert_version(db, project.id, text, filename, author, summary, images)
+    version = _insert_version(db, project.id, text, filename, author, summary, images, packages)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project.id])
     service_desired = "stopped" if project.desired == "stopped" else "running"
     existing = {s.name: s for s in list_services(db, project.id, include_absent=True)}

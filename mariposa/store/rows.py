@@ -43,9 +43,11 @@ class VersionRow:
     created: float
     author: str | None
     summary: str | None
+    packages: str | None = None  # JSON of the pinned package sizes; None for versions before 0007
 
     def to_json(self, with_manifest: bool = False) -> dict:
         data = attrs.asdict(self)
+        data["packages"] = json.loads(self.packages) if self.packages else None
         if not with_manifest:
             data.pop("manifest")
         return data

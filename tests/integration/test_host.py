@@ -185,6 +185,30 @@ def test_sigterm_leaves_instances_running_and_restart_adopts_them(tmp_path):
         d.cleanup()
 
 
+def test_a_new_package_catalogue_does_not_invalidate_stored_versions(tmp_path):
+    """Issue 11 #7: a [packages.x] table replaces the built-in catalogue; the daemon used to
+    re-validate stored `package: small` versions at start and crash-loop."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST.format(scale=1, color="red") + "    package: small\n")
+    d = Daemon(tmp_path).start()
+    try:
+        d.cli("project", "add", "sized", str(manifest), "--wait")
+        (before,) = d.running("web")
+        d.kill(signal.SIGTERM)
+        config = tmp_path / "mariposa.toml"
+        config.write_text('[packages.tiny]\nmemory = "64M"\ncpus = 0.25\n')
+        d.start("--config", str(config))
+        time.sleep(4)  # two resync passes
+        assert d.proc.poll() is None
+        assert [c["ID"] for c in d.running("web")] == [before["ID"]]  # adopted, not replaced
+        assert json.loads(docker("inspect", before["ID"]))[0]["HostConfig"]["Memory"] == 256 * 1024**2
+        assert d.json("-j", "sized", "service", "get", "web")["spec"]["memory"] == 256 * 1024**2
+        r = d.cli("project", "update", "sized", str(manifest), check=False)  # judged by today's catalogue
+        assert r.returncode != 0 and "unknown package 'small'" in r.stderr and "tiny" in r.stderr
+    finally:
+        d.cleanup()
+
+
 def test_stop_instances_on_exit(tmp_path):
     d = Daemon(tmp_path).start("--stop-instances-on-exit")
     try:
