@@ -48,6 +48,9 @@ class DaemonConfig:
     parallelism: int = 8
     stop_instances_on_exit: bool = False
     packages: Mapping[str, Package] = attrs.field(factory=lambda: dict(DEFAULT_PACKAGES))
+    # privileged, network_mode: host, devices, SYS_ADMIN-class cap_add: whoever may write a
+    # manifest would be root on the host, so only when the host's owner says so
+    allow_privileged: bool = False
     source: str | None = None  # the file it was read from
 
     def socket_gid(self) -> int | None:
@@ -129,6 +132,7 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     kinds: dict[str, type | tuple[type, ...]] = {
         "state_dir": str, "socket": str, "manifest_dir": str, "docker_host": str, "log_format": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
+        "allow_privileged": bool,
         "resync": (int, float), "rescan": (int, float), "parallelism": int, "socket_group": (str, int),
         "socket_mode": (str, int),
     }

@@ -26,6 +26,7 @@ class Context:
     goals: GoalReader
     packages: Mapping[str, Package]
     parallelism: int = 8
+    allow_privileged: bool = False  # new versions may use options that give a container the host
     clock: Clock = attrs.field(factory=TrioClock)
     reconcile_wakeup: Wakeup = attrs.field(factory=Wakeup)
     queue_wakeup: Wakeup = attrs.field(factory=Wakeup)

@@ -107,6 +107,7 @@ class Daemon:
         self.ctx.parallelism = new.parallelism
         self.ctx.packages = new.packages
         self.ctx.goals.packages = new.packages
+        self.ctx.allow_privileged = new.allow_privileged
         if self.directory is not None:
             self.directory.rescan = new.rescan
             self.directory.delete_removed = new.delete_removed_projects
@@ -179,7 +180,7 @@ async def run_daemon(
     store = await trio.to_thread.run_sync(Store, state_dir / "mariposa.db", clock)
     drivers = drivers or default_drivers(store.owner, config)
     ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, config.packages), packages=config.packages,
-                  parallelism=config.parallelism, clock=clock)
+                  parallelism=config.parallelism, allow_privileged=config.allow_privileged, clock=clock)
     for driver in drivers.values():
         try:
             await driver.ping()

@@ -63,7 +63,6 @@ class HealthCheck:
     tls_verify: bool = True
     command: tuple[str, ...] | None = None
     user: str | None = None
-    network: str | None = None
     poll: float = 10.0
     unhealthy_poll: float | None = None
     timeout: float = 5.0
@@ -152,6 +151,23 @@ class ServiceSpec:
     # a rollout that makes no progress for progress_deadline seconds fails.
     min_healthy_time: float = 10.0
     progress_deadline: float = 600.0
+    # docker compose's container options (manifest/container.py)
+    user: str | None = None
+    working_dir: str | None = None
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()  # HOST:CONTAINER:PERMISSIONS
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (name, address)
+    hostname: str | None = None
+    read_only: bool = False
+    tmpfs: tuple[str, ...] = ()  # PATH or PATH:OPTIONS
+    shm_size: int | None = None  # bytes
+    sysctls: tuple[tuple[str, str], ...] = ()
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard)
+    stop_signal: str | None = None
+    init: bool = True
+    network_mode: str | None = None  # None: the project's network; "host"
+    privileged: bool = False
     # Not written by users: the content id the version resolved ``image`` to when it was made,
     # so a tag moved later never changes what this version runs.
     image_id: str | None = None

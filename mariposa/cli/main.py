@@ -95,6 +95,8 @@ def cli(ctx: click.Context, socket: str | None, project: str | None) -> None:
 @click.option("--rescan", type=float, help="Seconds between full rescans of the manifest directory [30].")
 @click.option("--parallelism", type=int, help="Instance operations run at once per task [8].")
 @click.option("--stop-instances-on-exit", is_flag=True, default=None, help="Stop every instance when the daemon exits.")
+@click.option("--allow-privileged/--no-allow-privileged", default=None,
+              help="Admit privileged, network_mode: host, devices and SYS_ADMIN-class cap_add in new versions [no].")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), help="[auto: json unless on a terminal]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="[info]")
 @pass_state

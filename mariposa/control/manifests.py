@@ -35,7 +35,7 @@ async def parse(
     the catalogue to judge it by: today's, unless it is a stored version's text (a revert)."""
     catalogue = ctx.packages if packages is None else packages
     try:
-        return await trio.to_thread.run_sync(parse_manifest, text, filename, catalogue)
+        return await trio.to_thread.run_sync(parse_manifest, text, filename, catalogue, ctx.allow_privileged)
     except ManifestError as exc:
         raise translate(exc) from None
 

@@ -164,10 +164,13 @@ class Driver(Protocol):
         """
         ...
 
-    async def exec(self, inst: Instance, argv: list[str], timeout: float) -> tuple[int, bytes]:
-        """Run ``argv`` inside a running instance; (exit code, stdout and stderr together). For
-        command health checks. Raises ``trio.TooSlowError`` past ``timeout``, ``DriverError``
-        when the instance cannot run it (not running, gone)."""
+    async def exec(
+        self, inst: Instance, argv: list[str], timeout: float, user: str | None = None
+    ) -> tuple[int, bytes]:
+        """Run ``argv`` inside a running instance, as ``user`` (NAME, UID or UID:GID; the
+        instance's own user when None); (exit code, stdout and stderr together). For command
+        health checks. Raises ``trio.TooSlowError`` past ``timeout``, ``DriverError`` when the
+        instance cannot run it (not running, gone)."""
         ...
 
     async def address(self, inst: Instance) -> str | None:

@@ -191,13 +191,16 @@ def _instance(
     found.setdefault("created", _parse_created(created))
     found["image"] = found["image"] or image
     net = (networks or {}).get(network_name(found["project_id"], found["project_name"]))
+    address = (net or {}).get("IPAddress") or None
+    if address is None and "host" in (networks or {}) and mapped == InstanceState.RUNNING:
+        address = "127.0.0.1"  # network_mode: host: it listens on the host's own interfaces
     return Instance(
         **found,
         runtime_id=runtime_id,
         name=name.lstrip("/"),
         state=mapped,
         exit_code=exit_code,
-        address=(net or {}).get("IPAddress") or None,
+        address=address,
         ports=_published(ports),
         compute_type=DockerDriver.compute_type,
     )
@@ -252,14 +255,16 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
         bindings.setdefault(key, []).append(
             {"HostIp": "", "HostPort": "" if p.host is None else str(p.host)}
         )
+    host_network = spec.network_mode == "host"
     host_config: dict[str, Any] = {
-        "NetworkMode": network,
+        "NetworkMode": "host" if host_network else network,
         "RestartPolicy": {"Name": "no"},
         "PortBindings": bindings,
         # A tiny init as PID 1 forwards SIGTERM and reaps zombies: without it a process that
         # never installed a handler (busybox httpd, most shells) ignores SIGTERM and every
-        # stop waits out the whole timeout.
-        "Init": True,
+        # stop waits out the whole timeout. On by default; `init: false` for images with their own.
+        "Init": spec.init,
+        **_host_options(spec),
     }
     if spec.dns:
         host_config["Dns"] = list(spec.dns)
@@ -275,8 +280,12 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
         "Labels": req.labels(),
         "ExposedPorts": exposed,
         "HostConfig": host_config,
-        "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [spec.name, req.name]}}},
+        "NetworkingConfig": {"EndpointsConfig": {} if host_network else {network: {"Aliases": [spec.name, req.name]}}},
     }
+    for key, value in (("User", spec.user), ("WorkingDir", spec.working_dir), ("Hostname", spec.hostname),
+                       ("StopSignal", spec.stop_signal)):
+        if value is not None:
+            body[key] = value
     if spec.command is not None:
         body["Cmd"] = list(spec.command)
     if spec.entrypoint is not None:
@@ -285,6 +294,36 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
     if spec.stop_timeout is not None:
         body["StopTimeout"] = int(spec.stop_timeout)
     return body
+
+
+def _host_options(spec: ServiceSpec) -> dict[str, Any]:
+    """HostConfig for the compose-spelled options a service sets (manifest/container.py);
+    options left at their default are left out, so the Engine's own defaults apply."""
+    out: dict[str, Any] = {}
+    if spec.cap_add:
+        out["CapAdd"] = [c if c == "ALL" else f"CAP_{c}" for c in spec.cap_add]
+    if spec.cap_drop:
+        out["CapDrop"] = [c if c == "ALL" else f"CAP_{c}" for c in spec.cap_drop]
+    if spec.devices:
+        out["Devices"] = [
+            {"PathOnHost": host, "PathInContainer": container, "CgroupPermissions": permissions}
+            for host, container, permissions in (d.split(":") for d in spec.devices)
+        ]
+    if spec.extra_hosts:
+        out["ExtraHosts"] = [f"{name}:{address}" for name, address in spec.extra_hosts]
+    if spec.read_only:
+        out["ReadonlyRootfs"] = True
+    if spec.tmpfs:
+        out["Tmpfs"] = {path: options for path, _, options in (t.partition(":") for t in spec.tmpfs)}
+    if spec.shm_size:
+        out["ShmSize"] = int(spec.shm_size)
+    if spec.sysctls:
+        out["Sysctls"] = dict(spec.sysctls)
+    if spec.ulimits:
+        out["Ulimits"] = [{"Name": name, "Soft": soft, "Hard": hard} for name, soft, hard in spec.ulimits]
+    if spec.privileged:
+        out["Privileged"] = True
+    return out
 
 
 @attrs.define
@@ -626,17 +665,17 @@ class DockerDriver:
             cursor=cursor,
         )
 
-    async def exec(self, inst: Instance, argv: list[str], timeout: float) -> tuple[int, bytes]:
+    async def exec(
+        self, inst: Instance, argv: list[str], timeout: float, user: str | None = None
+    ) -> tuple[int, bytes]:
         """See the protocol. Past ``timeout`` the process itself is left to finish, since the
         Engine API has no way to kill an exec."""
         what = f"exec in {inst.name}"
+        body: dict[str, Any] = {"Cmd": list(argv), "AttachStdout": True, "AttachStderr": True}
+        if user is not None:
+            body["User"] = user
         with trio.fail_after(timeout):
-            resp = await self._call(
-                "POST",
-                f"/containers/{inst.runtime_id}/exec",
-                what,
-                json={"Cmd": list(argv), "AttachStdout": True, "AttachStderr": True},
-            )
+            resp = await self._call("POST", f"/containers/{inst.runtime_id}/exec", what, json=body)
             exec_id = resp.json()["Id"]
             demux = _Demux()
             start = {"Detach": False, "Tty": False}

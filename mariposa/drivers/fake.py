@@ -95,6 +95,9 @@ def read_program(argv: tuple[str, ...] | list[str] | None, *, exec_: bool = Fals
     return Program(tuple(output), 0, ignores_term, slept)
 
 
+FAKE_UIDS = {"root": "0", "nobody": "65534"}  # what `id -u` prints for a user name
+
+
 @attrs.define
 class _Box:
     """One instance as the fake runtime keeps it; everything about its identity is in labels."""
@@ -104,6 +107,7 @@ class _Box:
     labels: dict[str, str]
     program: Program
     stop_timeout: int | None
+    user: str | None = None  # the service's `user`, for exec
     state: InstanceState = InstanceState.CREATING
     exit_code: int | None = None
     output: list[tuple[float, bytes]] = attrs.field(factory=list)  # (when, line)
@@ -203,7 +207,8 @@ class FakeDriver:
         program = read_program(req.spec.command)
         if req.spec.image in self.runtime.crash_images:
             program = attrs.evolve(program, exit_code=1)
-        box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout)
+        box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout,
+                   req.spec.user)
         self.runtime.boxes[box.runtime_id] = box
         self._emit("create", box)
         return box
@@ -302,10 +307,15 @@ class FakeDriver:
                     yield event
             await self.runtime.wait_changed()
 
-    async def exec(self, inst: Instance, argv: list[str], timeout: float) -> tuple[int, bytes]:
+    async def exec(
+        self, inst: Instance, argv: list[str], timeout: float, user: str | None = None
+    ) -> tuple[int, bytes]:
         box = self._box(inst)
         if box is None or box.state != InstanceState.RUNNING:
             raise DriverError(f"exec in {inst.name}: instance is not running")
+        if argv[:2] == ["id", "-u"]:  # the one program whose answer depends on the user
+            who = (user or box.user or "root").partition(":")[0]
+            return 0, f"{FAKE_UIDS.get(who, who)}\n".encode()
         with trio.fail_after(timeout):
             if self.exec_handler is not None:
                 return await self.exec_handler(inst, argv)

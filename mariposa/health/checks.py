@@ -26,7 +26,7 @@ import trio
 from mariposa.clock import wall_clock
 from mariposa.model import HealthCheck, Instance
 
-ExecFn = Callable[[Instance, list[str], float], Awaitable[tuple[int, bytes]]]
+ExecFn = Callable[[Instance, list[str], float, str | None], Awaitable[tuple[int, bytes]]]
 
 HEADER_CAP = 16 * 1024
 BODY_CAP = 64 * 1024
@@ -388,7 +388,7 @@ async def _command(check: HealthCheck, inst: Instance, exec_fn: ExecFn | None, t
     if exec_fn is None:
         raise _Failed("command checks need a driver with exec")
     try:
-        code, output = await exec_fn(inst, list(check.command or ()), check.timeout)
+        code, output = await exec_fn(inst, list(check.command or ()), check.timeout, check.user)
     except trio.TooSlowError:
         raise _Failed(f"timed out after {_seconds(check.timeout)}") from None
     except Exception as exc:  # DriverError and anything else the runtime throws: a failed check

@@ -18,11 +18,13 @@ __all__ = ["ManifestError", "ManifestProblem", "parse_manifest"]
 
 
 def parse_manifest(
-    text: str, filename: str = "<manifest>", packages: Mapping[str, Package] | None = None
+    text: str, filename: str = "<manifest>", packages: Mapping[str, Package] | None = None,
+    allow_privileged: bool = False,
 ) -> ProjectSpec:
     """The project described by ``text`` (YAML or JSON).
 
-    ``packages`` is the package catalogue (``mariposa.packages.DEFAULT_PACKAGES`` when omitted).
+    ``packages`` is the package catalogue (``mariposa.packages.DEFAULT_PACKAGES`` when omitted);
+    ``allow_privileged`` admits the options that give a container the host (manifest/container.py).
     Raises ``ManifestError`` listing every problem found, each with its line and column.
     """
-    return validate(load(text, filename), filename, packages)
+    return validate(load(text, filename), filename, packages, allow_privileged)

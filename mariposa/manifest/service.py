@@ -7,6 +7,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
+from mariposa.manifest.container import _ContainerChecks
 from mariposa.manifest.report import (
     _INTERPOLATION,
     AFFINITY_OPS,
@@ -30,7 +31,7 @@ from mariposa.model import PortSpec
 from mariposa.packages import package_names, resolve_package
 
 
-class _ServiceChecks(_SupervisionChecks):
+class _ServiceChecks(_ContainerChecks, _SupervisionChecks):
     """Checks the options of one service; ``run`` gives ``ServiceSpec`` fields or ``None``."""
 
     def run(self) -> dict[str, Any] | None:
@@ -71,6 +72,7 @@ class _ServiceChecks(_SupervisionChecks):
                 if port.host is not None:
                     message = f"host port {port.host} can only be bound by one instance"
                     self.problem(at, f"{message}, but scale is {scale}")
+        self.container_cross_checks()
         schedule = self.seen.get("schedule")
         if schedule is not None and schedule.value is not None:
             if self.fields.get("service_type", "continuous") != "scheduled":
@@ -326,6 +328,9 @@ _FAMILIAR_NAMES = {
     "healthcheck": "healthchecks",
     "stop_grace_period": "stop",
     "restart_policy": "restart",
+    "workdir": "working_dir",
+    "capabilities": "cap_add",
+    "net": "network_mode",
 }
 
 _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
@@ -355,4 +360,21 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "scale": _ServiceChecks.scale,
     "min_healthy_time": _ServiceChecks.min_healthy_time,
     "progress_deadline": _ServiceChecks.progress_deadline,
+    # docker compose's container options, in its spelling (manifest/container.py)
+    "user": _ServiceChecks.user,
+    "working_dir": _ServiceChecks.working_dir,
+    "cap_add": _ServiceChecks.cap_add,
+    "cap_drop": _ServiceChecks.cap_drop,
+    "devices": _ServiceChecks.devices,
+    "extra_hosts": _ServiceChecks.extra_hosts,
+    "hostname": _ServiceChecks.hostname,
+    "read_only": _ServiceChecks.read_only,
+    "tmpfs": _ServiceChecks.tmpfs,
+    "shm_size": _ServiceChecks.shm_size,
+    "sysctls": _ServiceChecks.sysctls,
+    "ulimits": _ServiceChecks.ulimits,
+    "stop_signal": _ServiceChecks.stop_signal,
+    "init": _ServiceChecks.init,
+    "network_mode": _ServiceChecks.network_mode,
+    "privileged": _ServiceChecks.privileged,
 }

@@ -32,9 +32,12 @@ def _shown(value: float) -> str:
 
 
 class _Shapes:
-    def __init__(self, report: _Report, packages: Mapping[str, Package] | None, at: _At):
+    def __init__(
+        self, report: _Report, packages: Mapping[str, Package] | None, at: _At, allow_privileged: bool = False
+    ):
         self.report = report
         self.packages = packages
+        self.allow_privileged = allow_privileged
         self.at = at
         self.fields: dict[str, Any] = {}
         self.seen: dict[str, _At] = {}

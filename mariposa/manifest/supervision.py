@@ -68,9 +68,14 @@ class _SupervisionChecks(_Shapes):
                 values[name] = self.seconds(opts[name], positive=name != "grace")
         if "retries" in opts:
             values["retries"] = self.integer(opts["retries"], 0)
-        for name in ("user", "network", "body"):
+        for name in ("user", "body"):
             if name in opts:
                 values[name] = self.string(opts[name])
+        if "network" in opts:
+            self.problem(opts["network"], "'network' is not supported: checks reach an instance on its project's "
+                         "network (or the host's, with network_mode: host)", on_key=True)
+        if "user" in opts and kind != "command":
+            self.problem(opts["user"], "'user' only applies to command checks", on_key=True)
         if "path" in opts:
             path = self.string(opts["path"])
             if path is not None and not path.startswith("/"):

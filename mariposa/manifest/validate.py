@@ -21,9 +21,11 @@ from mariposa.packages import Package
 # ---- the project --------------------------------------------------------------------------------
 
 
-def validate(doc: Any, filename: str, packages: Mapping[str, Package] | None = None) -> ProjectSpec:
+def validate(
+    doc: Any, filename: str, packages: Mapping[str, Package] | None = None, allow_privileged: bool = False
+) -> ProjectSpec:
     report = _Report(filename)
-    services = _project(doc, report, packages)
+    services = _project(doc, report, packages, allow_privileged)
     if report.problems or services is None:
         raise ManifestError(report.problems)
     return ProjectSpec(services=tuple(services))
@@ -33,7 +35,7 @@ MAX_SERVICES = 1_000  # one project is one application; ten thousand services bl
 
 
 def _project(
-    doc: Any, report: _Report, packages: Mapping[str, Package] | None
+    doc: Any, report: _Report, packages: Mapping[str, Package] | None, allow_privileged: bool
 ) -> list[ServiceSpec] | None:
     if doc is None:
         report.add(START, "the manifest is empty; it needs a 'services:' mapping")
@@ -67,14 +69,14 @@ def _project(
         return None
     specs = []
     for name, at in services_at.entries():
-        spec = _service(name, at, report, packages)
+        spec = _service(name, at, report, packages, allow_privileged)
         if spec is not None:
             specs.append(spec)
     return specs
 
 
 def _service(
-    name: Any, at: _At, report: _Report, packages: Mapping[str, Package] | None
+    name: Any, at: _At, report: _Report, packages: Mapping[str, Package] | None, allow_privileged: bool
 ) -> ServiceSpec | None:
     ok = True
     if not isinstance(name, str):
@@ -95,7 +97,7 @@ def _service(
     if not isinstance(at.value, Mapping):
         report.wrong_type(at, "a mapping of service options")
         return None
-    fields = _ServiceChecks(report, packages, at).run()
+    fields = _ServiceChecks(report, packages, at, allow_privileged).run()
     if not ok or fields is None:
         return None
     return ServiceSpec(name=name, **fields)

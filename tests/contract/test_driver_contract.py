@@ -187,6 +187,17 @@ async def test_exec_returns_exit_code_and_output(kit):
         await kit.driver.exec(inst, ["sh", "-c", "exit 0"], timeout=20)
 
 
+async def test_exec_runs_as_the_user_asked_for_or_the_service_s_own(kit):
+    """A command health check's `user` (issue 12), and the service's `user` when it gives none."""
+    inst = await kit.driver.create(kit.request("web", SLEEPER))
+    assert await kit.driver.exec(inst, ["id", "-u"], timeout=20) == (0, b"0\n")
+    assert await kit.driver.exec(inst, ["id", "-u"], timeout=20, user="65534") == (0, b"65534\n")
+    assert await kit.driver.exec(inst, ["id", "-u"], timeout=20, user="nobody") == (0, b"65534\n")
+    other = await kit.driver.create(kit.request("worker", SLEEPER, user="nobody"))
+    assert await kit.driver.exec(other, ["id", "-u"], timeout=20) == (0, b"65534\n")
+    assert await kit.driver.exec(other, ["id", "-u"], timeout=20, user="0") == (0, b"0\n")
+
+
 async def test_stop_kills_a_process_that_ignores_sigterm_after_the_timeout(kit):
     inst = await kit.driver.create(kit.request("stubborn", STUBBORN))
     t0 = trio.current_time()

@@ -254,10 +254,10 @@ async def test_tcp_ok_and_refused(nursery):
 
 
 def fake_exec(code: int = 0, output: bytes = b"", raises: BaseException | None = None, hang: bool = False):
-    calls: list[tuple[list[str], float]] = []
+    calls: list[tuple] = []
 
-    async def exec_fn(inst: Instance, argv: list[str], timeout: float) -> tuple[int, bytes]:
-        calls.append((argv, timeout))
+    async def exec_fn(inst: Instance, argv: list[str], timeout: float, user: str | None = None) -> tuple[int, bytes]:
+        calls.append((argv, timeout) if user is None else (argv, timeout, user))
         if hang:
             await trio.sleep_forever()
         if raises is not None:
@@ -274,6 +274,12 @@ async def test_command_ok():
     r = await run_check(hc, instance(None), fn)
     assert r.ok and r.detail.startswith("exit code 0")
     assert fn.calls == [(["pg_isready", "-q"], 2)]
+
+
+async def test_command_runs_as_the_check_s_user():
+    fn = fake_exec(0)
+    await run_check(HealthCheck(type="command", command=("id",), timeout=2, user="postgres"), instance(None), fn)
+    assert fn.calls == [(["id"], 2, "postgres")]
 
 
 async def test_results_are_stamped_by_the_clock_given():

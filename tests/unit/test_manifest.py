@@ -779,31 +779,37 @@ def test_containerpilot_options_are_checked():
     ]
 
 
-def test_spec_healthchecks_example_is_parsed():
-    spec = service(
-        """
-        image: x
-        healthchecks:
-          - type: https
-            network: public
-            port: 443
-            path: /some/path/on/container
-            poll: 30
-            timeout: 10
-            retries: 3
+SPEC_HEALTHCHECKS = """
+image: x
+healthchecks:
+  - type: https
+    network: public
+    port: 443
+    path: /some/path/on/container
+    poll: 30
+    timeout: 10
+    retries: 3
 
-          - type: command
-            command: /usr/sbin/some_executable
-            user: root
-            poll: 30
-            timeout: 10
-            retries: 3
-        """
-    )
+  - type: command
+    command: /usr/sbin/some_executable
+    user: root
+    poll: 30
+    timeout: 10
+    retries: 3
+"""
+
+
+def test_spec_healthchecks_example_is_parsed_but_for_its_network():
+    """The spec's `network: public` is refused until it means something on one host (issue 12):
+    checks reach an instance on its project's network."""
+    p = service_problem(SPEC_HEALTHCHECKS)
+    assert (p.line, p.column, p.field) == (6, 9, "services.web.healthchecks[0].network")
+    assert "'network' is not supported" in p.message
+    spec = service(SPEC_HEALTHCHECKS.replace("    network: public\n", ""))
     https, command = spec.healthchecks
     assert (https.type, https.port, https.path, https.poll, https.timeout, https.retries) == (
         "https", 443, "/some/path/on/container", 30.0, 10.0, 3)
-    assert https.network == "public" and https.tls_verify is True
+    assert https.tls_verify is True
     assert command.command == ("/usr/sbin/some_executable",) and command.user == "root"
 
 
