@@ -12,9 +12,11 @@ error is kept for ``mariposa project get`` and logged. Each content is applied o
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import stat
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -26,6 +28,7 @@ from mariposa.context import Context
 from mariposa.control.caller import WATCHER
 from mariposa.errors import MariposaError, translate
 from mariposa.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, DirectoryWatch
+from mariposa.manifest.env_files import MAX_ENV_FILE, read_beside
 from mariposa.store import files as file_store
 from mariposa.store import goal as goal_store
 
@@ -139,24 +142,33 @@ class ManifestDirectory:
             await self._record(full, name, "", "invalid", f"{full}: not read: {reason}", None)
             log.error("manifest file not read", file=full, project=name, reason=reason)
             return
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        # its env files, read inside the directory only and under the same rules; a change to one
+        # shows in the digest, so the next rescan applies it
+        env_files = await trio.to_thread.run_sync(read_beside, text, Path(self.path), self._read_env_file)
+        digest = hashlib.sha256((text + json.dumps(env_files, sort_keys=True)).encode()).hexdigest()
         if await self.ctx.store.call(file_store.already_seen, full, digest):
             return
         try:
-            await self._apply(name, full, text)
+            await self._apply(name, full, text, env_files)
         except Exception as exc:  # one bad file must never take the watcher (and the daemon) down
             await self._refused(name, full, digest, translate(exc, f"applying {full}"))
             return
         await self._record(full, name, digest, "applied", None, None)
         self.applied += 1
 
-    async def _apply(self, name: str, full: str, text: str) -> None:
+    def _read_env_file(self, path: Path) -> str:
+        try:
+            return read_manifest_file(self.path, str(path), MAX_ENV_FILE)
+        except Unreadable as exc:
+            raise ValueError(str(exc)) from None
+
+    async def _apply(self, name: str, full: str, text: str, env_files: dict) -> None:
         try:
             project = await self.ctx.store.call(goal_store.get_project, name)
         except MariposaError:
             project = None
         if project is None:
-            await self.control.projects.add(WATCHER, name, text, full, source=full)
+            await self.control.projects.add(WATCHER, name, text, full, source=full, env_files=env_files)
             log.info("project created from file", project=name, file=full)
             return
         if project.source != full:
@@ -165,7 +177,7 @@ class ManifestDirectory:
                                 f"{full} is ignored (delete one or rename the file)")
         if project.source_state == "orphaned":
             await self.ctx.store.call(file_store.adopt_again, project.id)
-        result = await self.control.projects.update(WATCHER, project.id, text, full)
+        result = await self.control.projects.update(WATCHER, project.id, text, full, env_files=env_files)
         if result["changed"]:
             log.info("project updated from file", project=name, file=full, version=result["version"]["seq"])
 

@@ -72,11 +72,12 @@ def build_router(control: Control) -> Router:
         # projects
         ("GET", "/v1/projects", lambda q: projects.list(q.caller)),
         ("POST", "/v1/projects", lambda q: projects.add(
-            q.caller, str(_text(q, "name", "")), _text(q, "manifest"), _text(q, "filename", "<manifest>"))),
+            q.caller, str(_text(q, "name", "")), _text(q, "manifest"), _text(q, "filename", "<manifest>"),
+            env_files=q.json().get("env_files"))),
         ("GET", P, lambda q: projects.get(q.caller, q.params["project"])),
         ("PUT", P, lambda q: projects.update(
             q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q),
-            if_version=q.json().get("if_version"))),
+            if_version=q.json().get("if_version"), env_files=q.json().get("env_files"))),
         ("DELETE", P, lambda q: projects.delete(q.caller, q.params["project"])),
         ("GET", P + "/versions", lambda q: projects.versions(q.caller, q.params["project"])),
         ("GET", P + "/versions/{version}",
@@ -88,7 +89,8 @@ def build_router(control: Control) -> Router:
         ("POST", P + "/revert", lambda q: projects.revert(
             q.caller, q.params["project"], _text(q, "version"), **_rollout(q))),
         ("POST", P + "/diff", lambda q: projects.diff(
-            q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q))),
+            q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q),
+            env_files=q.json().get("env_files"))),
         ("POST", P + "/{action}", _unknown("project", PROJECT_ACTIONS)),
         # services
         ("GET", P + "/services", lambda q: services.list(q.caller, q.params["project"])),

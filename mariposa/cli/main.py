@@ -122,14 +122,25 @@ def daemon(state: State, config_path, daemon_socket, **flags) -> None:
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def _read_manifest(path: str) -> tuple[str, str]:
+def _read_manifest(path: str) -> tuple[str, str, dict]:
+    """(text, name for messages, env files): the env files it names are read here, beside it
+    (stdin: beside the current directory), with the caller's own rights, never the daemon's."""
     if path == "-":
-        return sys.stdin.read(), "<stdin>"
-    p = Path(path)
-    try:
-        return p.read_text(), str(p)
-    except OSError as exc:
-        raise MariposaError(f"cannot read manifest {path}: {exc.strerror}") from None
+        text, filename, base = sys.stdin.read(), "<stdin>", Path.cwd()
+    else:
+        p = Path(path)
+        try:
+            text, filename, base = p.read_text(), str(p), p.parent
+        except OSError as exc:
+            raise MariposaError(f"cannot read manifest {path}: {exc.strerror}") from None
+    from mariposa.manifest.env_files import read_beside
+
+    return text, filename, read_beside(text, base)
+
+
+def _manifest_body(path: str) -> dict:
+    text, filename, env_files = _read_manifest(path)
+    return {"manifest": text, "filename": filename, **({"env_files": env_files} if env_files else {})}
 
 
 def _task_line(task: dict) -> str:
@@ -198,8 +209,7 @@ cli.add_command(project_list, "projects")
 @pass_state
 def project_add(state: State, name: str, manifest: str, wait: bool, as_json: bool) -> None:
     """Add project NAME from MANIFEST (a file, or - for stdin) and start its services."""
-    text, filename = _read_manifest(manifest)
-    result = state.client.post("/v1/projects", {"name": name, "manifest": text, "filename": filename})
+    result = state.client.post("/v1/projects", {"name": name, **_manifest_body(manifest)})
     if not as_json:
         click.echo(f"project {name} added ({short(result['project']['id'])})")
     _report_tasks(state, result["tasks"], wait, as_json)
@@ -283,8 +293,7 @@ def project_update(
     state: State, ref: str, manifest: str, rolling, count, if_version, wait: bool, as_json: bool
 ) -> None:
     """Make MANIFEST the project's new version and converge to it."""
-    text, filename = _read_manifest(manifest)
-    body = {"manifest": text, "filename": filename, "rolling": rolling, "count": count, "if_version": if_version}
+    body = {**_manifest_body(manifest), "rolling": rolling, "count": count, "if_version": if_version}
     result = state.client.request("PUT", f"/v1/projects/{ref}", json={k: v for k, v in body.items() if v is not None})
     if not as_json:
         v = result["version"]
@@ -361,8 +370,7 @@ def project_revert(state: State, ref: str, version: str, rolling, count, wait: b
 @pass_state
 def project_diff(state: State, ref: str, manifest: str, rolling, as_json: bool) -> None:
     """What updating to MANIFEST would do, per service; changes nothing."""
-    text, filename = _read_manifest(manifest)
-    body = {"manifest": text, "filename": filename, **({"rolling": rolling} if rolling else {})}
+    body = {**_manifest_body(manifest), **({"rolling": rolling} if rolling else {})}
     d = state.client.post(f"/v1/projects/{ref}/diff", body)
     if as_json:
         return print_json(d)

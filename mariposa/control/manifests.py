@@ -6,6 +6,7 @@ exactly like `mariposa project update`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import trio
 
@@ -15,6 +16,8 @@ from mariposa.converge.goals import with_images
 from mariposa.drivers.base import DriverError
 from mariposa.errors import BadRequest, Conflict, translate
 from mariposa.manifest import ManifestError, parse_manifest
+from mariposa.manifest.env_files import checked as env_files_checked
+from mariposa.manifest.env_files import referenced
 from mariposa.model import ProjectSpec
 from mariposa.packages import Package, pinned
 from mariposa.store import goal as goal_store
@@ -27,17 +30,35 @@ def require_text(text: object) -> str:
     return text
 
 
+def require_env_files(value: object) -> dict[str, Any]:
+    try:
+        return env_files_checked(value)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
 async def parse(
-    ctx: Context, text: str, filename: str, packages: Mapping[str, Package] | None = None
+    ctx: Context, text: str, filename: str, packages: Mapping[str, Package] | None = None,
+    env_files: Mapping[str, Any] | None = None,
 ) -> ProjectSpec:
     """Parsed on a worker thread: within the bounds of ``manifest/limits.py`` a manifest costs
     little, but never the event loop's time, which every other client shares. ``packages`` is
-    the catalogue to judge it by: today's, unless it is a stored version's text (a revert)."""
+    the catalogue to judge it by: today's, unless it is a stored version's text (a revert);
+    ``env_files`` the texts of the env files it names, read by the caller."""
     catalogue = ctx.packages if packages is None else packages
     try:
-        return await trio.to_thread.run_sync(parse_manifest, text, filename, catalogue, ctx.allow_privileged)
+        return await trio.to_thread.run_sync(
+            lambda: parse_manifest(text, filename, catalogue, ctx.allow_privileged, env_files))
     except ManifestError as exc:
         raise translate(exc) from None
+
+
+async def used_env_files(text: str, env_files: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Of what the caller sent, the env files the manifest names: all the version keeps."""
+    if not env_files:
+        return {}
+    named = await trio.to_thread.run_sync(referenced, text)
+    return {path: env_files[path] for path in named if path in env_files}
 
 
 def refuse_if_file_managed(caller: Caller, project: ProjectRow, action: str) -> None:
@@ -66,14 +87,16 @@ async def resolve_images(ctx: Context, spec: ProjectSpec) -> dict[str, str | Non
 
 
 async def add(
-    ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api"
+    ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api",
+    env_files: Mapping[str, Any] | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
-    spec = await parse(ctx, text, filename)
+    spec = await parse(ctx, text, filename, env_files=env_files)
     images = await resolve_images(ctx, spec)
     packages = pinned(spec.services, ctx.packages)
+    files = await used_env_files(text, env_files)
     result = await ctx.store.call(
         lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
-                                          images=images, packages=packages)
+                                          images=images, packages=packages, env_files=files)
     )
     ctx.wake_queue()
     return result
@@ -82,12 +105,13 @@ async def add(
 async def update(
     ctx: Context, project: ProjectRow, text: str, filename: str, author: str, params: dict | None = None,
     *, if_version: str | None = None, images: dict | None = None, packages: Mapping[str, Package] | None = None,
-    summary_prefix: str = "",
+    env_files: Mapping[str, Any] | None = None, summary_prefix: str = "",
 ) -> tuple[VersionRow | None, VersionRow, list[TaskRow]]:
     """(new version or None when unchanged, the version before, queued tasks). ``images`` and
     ``packages`` given (a revert) reuse a version's pinned ones instead of resolving them anew."""
-    parsed = await parse(ctx, text, filename, packages)
+    parsed = await parse(ctx, text, filename, packages, env_files)
     pins = pinned(parsed.services, ctx.packages if packages is None else packages)
+    files = await used_env_files(text, env_files)
     if images is None:
         images = await resolve_images(ctx, parsed)
     new = with_images(parsed, images)
@@ -96,7 +120,7 @@ async def update(
     version, tasks = await ctx.store.call(
         lambda db: goal_store.update_project(
             db, project, text, old, new, filename=filename, author=author, params=params, images=images,
-            packages=pins, if_version=if_version, summary_prefix=summary_prefix,
+            packages=pins, env_files=files, if_version=if_version, summary_prefix=summary_prefix,
         )
     )
     ctx.wake_queue()

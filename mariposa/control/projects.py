@@ -37,12 +37,14 @@ class Projects(Area):
 
     @operation("project.add", target="name")
     async def add(self, caller: Caller, name: str, manifest: object, filename: str = "<manifest>",
-                  source: str = "api") -> dict:
+                  source: str = "api", env_files: object = None) -> dict:
         if not isinstance(name, str) or not PROJECT_NAME.fullmatch(name):
             raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', "
                              "starting with a letter or digit")
         manifest = manifests.require_text(manifest)
-        p, tasks = await manifests.add(self.ctx, name, manifest, filename, caller.author, source=source)
+        files = manifests.require_env_files(env_files)
+        p, tasks = await manifests.add(self.ctx, name, manifest, filename, caller.author, source=source,
+                                       env_files=files)
         return {"project": p.to_json(), "tasks": tasks_json(tasks)}
 
     @operation("project.get", target="ref")
@@ -62,7 +64,8 @@ class Projects(Area):
 
     @operation("project.update", target="ref")
     async def update(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
-                     rolling: object = None, count: object = None, if_version: str | None = None) -> dict:
+                     rolling: object = None, count: object = None, if_version: str | None = None,
+                     env_files: object = None) -> dict:
         p = await self._project(ref)
         manifests.refuse_if_file_managed(caller, p, "edit")
         manifest = manifests.require_text(manifest)
@@ -70,8 +73,9 @@ class Projects(Area):
         if isinstance(if_version, bool) or not isinstance(if_version, str | int | None):
             raise BadRequest(f"'if_version' must be a version id or number, not {type(if_version).__name__}")
         if_version = None if if_version is None else str(if_version)
+        files = manifests.require_env_files(env_files)
         version, current, tasks = await manifests.update(self.ctx, p, manifest, filename, caller.author, params,
-                                                         if_version=if_version)
+                                                         if_version=if_version, env_files=files)
         return {"changed": version is not None, "version": version.to_json() if version else current.to_json(),
                 "previous": current.to_json(), "tasks": tasks_json(tasks)}
 
@@ -110,10 +114,11 @@ class Projects(Area):
 
     @operation("project.diff", target="ref")
     async def diff(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
-                   rolling: object = None, count: object = None) -> dict:
+                   rolling: object = None, count: object = None, env_files: object = None) -> dict:
         p = await self._project(ref)
         manifest = manifests.require_text(manifest)
-        return await rollouts.diff(self.ctx, p, manifest, filename, rollouts.rollout_params(rolling, count))
+        return await rollouts.diff(self.ctx, p, manifest, filename, rollouts.rollout_params(rolling, count),
+                                   manifests.require_env_files(env_files))
 
     # builtins.list: in this class body, `list` names the method above
     @operation("project.versions", target="ref")

@@ -14,6 +14,7 @@ from mariposa.converge.goals import with_images
 from mariposa.converge.simulate import simulate
 from mariposa.converge.supervise import merge
 from mariposa.errors import BadRequest, NotFound
+from mariposa.manifest import env_files
 from mariposa.model import DesiredState, ServiceGoal
 from mariposa.packages import dumps, pinned
 from mariposa.store import goal as goal_store
@@ -48,6 +49,7 @@ async def revert_project(ctx: Context, project: ProjectRow, ref: str, author: st
     images = await ctx.store.call(goal_store.version_images, target.id)
     return await manifests.update(ctx, project, target.manifest, target.filename or "<revert>", author, params,
                                  images=images, packages=ctx.goals.catalogue(target.packages),
+                                 env_files=env_files.loads(target.env_files),
                                  summary_prefix=f"revert to version {target.seq}: ")
 
 
@@ -91,13 +93,15 @@ async def revert_service(ctx: Context, project: ProjectRow, service: str, ref: s
     old_packages = ctx.goals.catalogue(target.packages)
     if section.get("package") in old_packages:
         packages[section["package"]] = old_packages[section["package"]]
-    spec = await manifests.parse(ctx, out.getvalue(), "<revert>", packages)
+    # likewise its env files come back as they were; the other services' stay
+    files = {**env_files.loads(current.env_files), **env_files.loads(target.env_files)}
+    spec = await manifests.parse(ctx, out.getvalue(), "<revert>", packages, files)
     for svc in spec.services:  # any other image new to the manifest is resolved now
         if svc.image not in images:
             images.update(await manifests.resolve_images(ctx, spec))
             break
     return await manifests.update(ctx, project, out.getvalue(), current.filename or "<revert>", author, params,
-                                 images=images, packages=packages,
+                                 images=images, packages=packages, env_files=files,
                                  summary_prefix=f"revert {service} to version {target.seq}: ")
 
 
@@ -136,9 +140,11 @@ async def reprovision(
     return task
 
 
-async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, params: dict) -> dict:
+async def diff(
+    ctx: Context, project: ProjectRow, text: str, filename: str, params: dict, files: dict | None = None
+) -> dict:
     """What `project update` with this manifest would do, from the same planner, changing nothing."""
-    parsed = await manifests.parse(ctx, text, filename)
+    parsed = await manifests.parse(ctx, text, filename, env_files=files)
     images = await manifests.resolve_images(ctx, parsed)
     new = with_images(parsed, images)
     current = await ctx.store.call(goal_store.current_version, project)
@@ -169,5 +175,6 @@ async def diff(ctx: Context, project: ProjectRow, text: str, filename: str, para
                     "start": outcome.start})
     same = (current.hash == goal_store.text_hash(text)
             and await ctx.store.call(goal_store.version_images, current.id) == images
-            and current.packages == dumps(pinned(parsed.services, ctx.packages)))
+            and current.packages == dumps(pinned(parsed.services, ctx.packages))
+            and current.env_files == env_files.dumps(await manifests.used_env_files(text, files)))
     return {"project": project.name, "from_version": current.seq, "new_version": not same, "services": out}

@@ -16,14 +16,14 @@ import structlog
 import trio
 
 from mariposa.errors import TaskFailed
-from mariposa.manifest import ManifestError, parse_manifest
+from mariposa.manifest import ManifestError, env_files, parse_manifest
 from mariposa.model import ProjectSpec, ServiceGoal
 from mariposa.packages import DEFAULT_PACKAGES, Package, loads
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
 from mariposa.store.db import Store
-from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow
+from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow
 
 log = structlog.get_logger()
 
@@ -32,7 +32,7 @@ log = structlog.get_logger()
 class GoalSnapshot:
     projects: tuple[ProjectRow, ...]
     services: tuple[ServiceRow, ...]
-    manifests: dict  # version id -> (text, image ids, pinned packages), only for versions not yet cached
+    manifests: dict  # version id -> its VersionRow and image ids, only for versions not yet cached
     open_tasks: tuple[TaskRow, ...]
     failures: dict  # (project id, service) -> (failed tasks in a row, when the last ended)
     records: dict  # instance id -> what the daemon remembers of it (store/instances.py)
@@ -47,8 +47,7 @@ def _read_snapshot(db: sqlite_utils.Database, cached: frozenset) -> GoalSnapshot
     for p in projects:
         if p.current_version and p.current_version not in cached:
             version = goal_store.get_version(db, p.current_version)
-            manifests[p.current_version] = (version.manifest, goal_store.version_images(db, version.id),
-                                            version.packages)
+            manifests[p.current_version] = (version, goal_store.version_images(db, version.id))
     open_tasks = tuple(task_store.listing(db, states=("queued", "active")))
     return GoalSnapshot(
         projects, tuple(services), manifests, open_tasks, task_store.failure_streaks(db), instance_store.for_project(db)
@@ -75,19 +74,18 @@ class GoalReader:
             return {**DEFAULT_PACKAGES, **(self.packages or {})}
         return loads(pinned)
 
-    async def spec_for(
-        self, version_id: str, text: str, images: dict | None = None, packages: str | None = None
-    ) -> ProjectSpec:
-        """The version's spec with each service's image pinned to the content id, and each package
-        to the sizes, resolved when the version was made. Parsed on a worker thread, once per
-        version: never on the loop."""
-        spec = self._specs.get(version_id)
+    async def spec_for(self, version: VersionRow, images: dict | None = None) -> ProjectSpec:
+        """The version's spec with each service's image pinned to the content id, each package to
+        the sizes and each env_file to the text, resolved when the version was made. Parsed on a
+        worker thread, once per version: never on the loop."""
+        spec = self._specs.get(version.id)
         if spec is None:
             # judged when it was made: neither today's catalogue nor today's allow_privileged applies
             parsed = await trio.to_thread.run_sync(
-                parse_manifest, text, f"version {version_id[:12]}", self.catalogue(packages), True
+                lambda: parse_manifest(version.manifest, f"version {version.id[:12]}",
+                                       self.catalogue(version.packages), True, env_files.loads(version.env_files))
             )
-            spec = self._specs.setdefault(version_id, with_images(parsed, images or {}))
+            spec = self._specs.setdefault(version.id, with_images(parsed, images or {}))
         return spec
 
     async def spec_of(self, version) -> ProjectSpec:
@@ -96,16 +94,16 @@ class GoalReader:
         if cached is not None:
             return cached
         images = await self.store.call(goal_store.version_images, version.id)
-        return await self.spec_for(version.id, version.manifest, images, version.packages)
+        return await self.spec_for(version, images)
 
     def cached_spec(self, version_id: str) -> ProjectSpec | None:
         return self._specs.get(version_id)
 
     async def snapshot(self) -> GoalSnapshot:
         snap = await self.store.call(_read_snapshot, frozenset(self._specs))
-        for version_id, (text, images, packages) in snap.manifests.items():
+        for version_id, (version, images) in snap.manifests.items():
             try:
-                await self.spec_for(version_id, text, images, packages)
+                await self.spec_for(version, images)
             except ManifestError as exc:
                 # Pinned packages make this rare (a version from before 0007, a stricter parser).
                 # Its project is left exactly as it runs; the daemon and every other project go on.

@@ -7,6 +7,7 @@ watched directory all give the same answer, and property tests can run them by t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from mariposa.manifest.errors import ManifestError, ManifestProblem
 from mariposa.manifest.parse import load
@@ -19,12 +20,13 @@ __all__ = ["ManifestError", "ManifestProblem", "parse_manifest"]
 
 def parse_manifest(
     text: str, filename: str = "<manifest>", packages: Mapping[str, Package] | None = None,
-    allow_privileged: bool = False,
+    allow_privileged: bool = False, env_files: Mapping[str, Any] | None = None,
 ) -> ProjectSpec:
     """The project described by ``text`` (YAML or JSON).
 
     ``packages`` is the package catalogue (``mariposa.packages.DEFAULT_PACKAGES`` when omitted);
     ``allow_privileged`` admits the options that give a container the host (manifest/container.py).
+    ``env_files`` holds the text of each `env_file` the manifest names (manifest/env_files.py).
     Raises ``ManifestError`` listing every problem found, each with its line and column.
     """
-    return validate(load(text, filename), filename, packages, allow_privileged)
+    return validate(load(text, filename), filename, packages, allow_privileged, env_files)

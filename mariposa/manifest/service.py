@@ -4,10 +4,11 @@ option name to its check."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mariposa.manifest.container import _ContainerChecks
+from mariposa.manifest.env_files import parse as env_file_lines
 from mariposa.manifest.report import (
     _INTERPOLATION,
     AFFINITY_OPS,
@@ -73,6 +74,9 @@ class _ServiceChecks(_ContainerChecks, _SupervisionChecks):
                     message = f"host port {port.host} can only be bound by one instance"
                     self.problem(at, f"{message}, but scale is {scale}")
         self.container_cross_checks()
+        if self.env_from_files:
+            merged = {**self.env_from_files, **dict(self.fields.get("environment", ()))}
+            self.fields["environment"] = tuple(merged.items())
         schedule = self.seen.get("schedule")
         if schedule is not None and schedule.value is not None:
             if self.fields.get("service_type", "continuous") != "scheduled":
@@ -272,6 +276,39 @@ class _ServiceChecks(_ContainerChecks, _SupervisionChecks):
                 env[key] = value
         self.fields["environment"] = tuple(env.items())
 
+    def env_file(self, at: _At) -> None:
+        """Variables from files read beside the manifest (manifest/env_files.py); `environment`
+        overrides them, as in compose."""
+        entries = [at] if isinstance(at.value, (str, Mapping)) else self.list_of(at, "env files")
+        found: dict[str, str] = {}
+        for entry in entries or ():
+            required = True
+            if isinstance(entry.value, Mapping):
+                opts = self.options(entry, ("path", "required"), "env_file") or {}
+                if "required" in opts:
+                    required = bool(self.flag(opts["required"]))
+                if "path" not in opts:
+                    self.problem(entry, "an env_file entry needs a 'path'")
+                    continue
+                entry = opts["path"]
+            path = self.string(entry)
+            if path is None:
+                continue
+            text = (self.env_files or {}).get(path)
+            if text is None:
+                self.problem(entry, f"env_file {path!r} was not read: give the manifest through the mariposa CLI "
+                             "or the watched directory, which read it beside the manifest")
+            elif isinstance(text, Mapping):
+                if required:
+                    self.problem(entry, f"cannot read env_file {path!r}: {text['error']}")
+            else:
+                for number, key, value, problem in env_file_lines(text):
+                    if problem is not None:
+                        self.problem(entry, f"env_file {path!r} line {number}: {problem}")
+                    elif value is not None:
+                        found[key] = value
+        self.env_from_files = found
+
     def mdata(self, at: _At) -> None:
         self.pairs(at, "mdata", bare_ok=True)
         self.unsupported(at, "'mdata' is not supported yet")
@@ -346,6 +383,7 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "dns": _ServiceChecks.dns,
     "dns_search": _ServiceChecks.dns_search,
     "environment": _ServiceChecks.environment,
+    "env_file": _ServiceChecks.env_file,
     "mdata": _ServiceChecks.mdata,
     "entrypoint": _ServiceChecks.entrypoint,
     "command": _ServiceChecks.command,

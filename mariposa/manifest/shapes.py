@@ -33,11 +33,14 @@ def _shown(value: float) -> str:
 
 class _Shapes:
     def __init__(
-        self, report: _Report, packages: Mapping[str, Package] | None, at: _At, allow_privileged: bool = False
+        self, report: _Report, packages: Mapping[str, Package] | None, at: _At, allow_privileged: bool = False,
+        env_files: Mapping[str, Any] | None = None,
     ):
         self.report = report
         self.packages = packages
         self.allow_privileged = allow_privileged
+        self.env_files = env_files  # path -> text or {"error": why}, read when the version was made
+        self.env_from_files: dict[str, str] = {}
         self.at = at
         self.fields: dict[str, Any] = {}
         self.seen: dict[str, _At] = {}

@@ -22,10 +22,11 @@ from mariposa.packages import Package
 
 
 def validate(
-    doc: Any, filename: str, packages: Mapping[str, Package] | None = None, allow_privileged: bool = False
+    doc: Any, filename: str, packages: Mapping[str, Package] | None = None, allow_privileged: bool = False,
+    env_files: Mapping[str, Any] | None = None,
 ) -> ProjectSpec:
     report = _Report(filename)
-    services = _project(doc, report, packages, allow_privileged)
+    services = _project(doc, report, packages, allow_privileged, env_files)
     if report.problems or services is None:
         raise ManifestError(report.problems)
     return ProjectSpec(services=tuple(services))
@@ -35,7 +36,8 @@ MAX_SERVICES = 1_000  # one project is one application; ten thousand services bl
 
 
 def _project(
-    doc: Any, report: _Report, packages: Mapping[str, Package] | None, allow_privileged: bool
+    doc: Any, report: _Report, packages: Mapping[str, Package] | None, allow_privileged: bool,
+    env_files: Mapping[str, Any] | None,
 ) -> list[ServiceSpec] | None:
     if doc is None:
         report.add(START, "the manifest is empty; it needs a 'services:' mapping")
@@ -69,14 +71,15 @@ def _project(
         return None
     specs = []
     for name, at in services_at.entries():
-        spec = _service(name, at, report, packages, allow_privileged)
+        spec = _service(name, at, report, packages, allow_privileged, env_files)
         if spec is not None:
             specs.append(spec)
     return specs
 
 
 def _service(
-    name: Any, at: _At, report: _Report, packages: Mapping[str, Package] | None, allow_privileged: bool
+    name: Any, at: _At, report: _Report, packages: Mapping[str, Package] | None, allow_privileged: bool,
+    env_files: Mapping[str, Any] | None,
 ) -> ServiceSpec | None:
     ok = True
     if not isinstance(name, str):
@@ -97,7 +100,7 @@ def _service(
     if not isinstance(at.value, Mapping):
         report.wrong_type(at, "a mapping of service options")
         return None
-    fields = _ServiceChecks(report, packages, at, allow_privileged).run()
+    fields = _ServiceChecks(report, packages, at, allow_privileged, env_files).run()
     if not ok or fields is None:
         return None
     return ServiceSpec(name=name, **fields)

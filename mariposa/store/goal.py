@@ -7,10 +7,13 @@ rejected manifest changes nothing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import sqlite_utils
 
 from mariposa.errors import BadRequest, Conflict
+from mariposa.manifest.env_files import dumps as env_files_json
 from mariposa.manifest.report import MAX_SCALE
 from mariposa.model import ProjectSpec, ServiceSpec
 from mariposa.packages import Package, dumps
@@ -87,6 +90,7 @@ def version_images(db: sqlite_utils.Database, version_id: str) -> dict[str, str 
 def _insert_version(
     db: sqlite_utils.Database, project_id: str, text: str, filename: str | None, author: str | None, summary: str,
     images: dict[str, str | None] | None = None, packages: dict[str, Package] | None = None,
+    env_files: Mapping[str, Any] | None = None,
 ) -> VersionRow:
     seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE project_id = ?", [project_id]).fetchone()[0]
     version_id = new_id()
@@ -102,6 +106,7 @@ def _insert_version(
             "author": author,
             "summary": summary,
             "packages": dumps(packages or {}),
+            "env_files": env_files_json(env_files),
         }
     )
     for image, image_id in (images or {}).items():
@@ -135,6 +140,7 @@ def add_project(
     source: str = "api",
     images: dict[str, str | None] | None = None,
     packages: dict[str, Package] | None = None,
+    env_files: Mapping[str, Any] | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
     if db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
@@ -144,7 +150,7 @@ def add_project(
          "source": source}
     )
     summary = "created: " + ", ".join(spec.service_names)
-    version = _insert_version(db, project_id, text, filename, author, summary, images, packages)
+    version = _insert_version(db, project_id, text, filename, author, summary, images, packages, env_files)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project_id])
     queued = []
     for svc in spec.services:
@@ -185,6 +191,7 @@ def update_project(
     params: dict | None = None,
     images: dict[str, str | None] | None = None,
     packages: dict[str, Package] | None = None,
+    env_files: Mapping[str, Any] | None = None,
     if_version: str | None = None,
     summary_prefix: str = "",
 ) -> tuple[VersionRow | None, list[TaskRow]]:
@@ -201,11 +208,11 @@ def update_project(
             "someone else changed it; look at 'mariposa project versions' and try again"
         )
     if (current.hash == text_hash(text) and version_images(db, current.id) == (images or {})
-            and current.packages == dumps(packages or {})):
+            and current.packages == dumps(packages or {}) and current.env_files == env_files_json(env_files)):
         return None, []
     changes = describe_changes(old, new)
     summary = summary_prefix + ("; ".join(f"{s}: {c}" for s, c in changes) or "no change to instances")
-    version = _insert_version(db, project.id, text, filename, author, summary, images, packages)
+    version = _insert_version(db, project.id, text, filename, author, summary, images, packages, env_files)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project.id])
     service_desired = "stopped" if project.desired == "stopped" else "running"
     existing = {s.name: s for s in list_services(db, project.id, include_absent=True)}

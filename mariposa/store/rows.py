@@ -44,10 +44,12 @@ class VersionRow:
     author: str | None
     summary: str | None
     packages: str | None = None  # JSON of the pinned package sizes; None for versions before 0007
+    env_files: str | None = None  # JSON of the env_file texts (manifest/env_files.py); never shown
 
     def to_json(self, with_manifest: bool = False) -> dict:
         data = attrs.asdict(self)
         data["packages"] = json.loads(self.packages) if self.packages else None
+        data["env_files"] = sorted(json.loads(self.env_files)) if self.env_files else []  # names, not values
         if not with_manifest:
             data.pop("manifest")
         return data
