@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import grp
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from typing import Any
 import attrs
 
 from mariposa.errors import MariposaError
+from mariposa.manifest.rules import DEFAULT_BIND_ROOTS
 from mariposa.manifest.units import parse_size
 from mariposa.packages import DEFAULT_PACKAGES, Package
 
@@ -51,6 +53,7 @@ class DaemonConfig:
     # privileged, network_mode: host, devices, SYS_ADMIN-class cap_add: whoever may write a
     # manifest would be root on the host, so only when the host's owner says so
     allow_privileged: bool = False
+    bind_roots: tuple[str, ...] = DEFAULT_BIND_ROOTS  # host paths a bind mount may name
     source: str | None = None  # the file it was read from
 
     def socket_gid(self) -> int | None:
@@ -100,6 +103,12 @@ def _packages(path: str, text: str, raw: Any) -> dict[str, Package]:
     return found
 
 
+def _bind_roots(path: str, text: str, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(r, str) and r.startswith("/") for r in raw):
+        raise _problem(path, text, "bind_roots", 'expected a list of absolute paths, e.g. ["/srv"]')
+    return tuple(os.path.normpath(r) for r in raw)
+
+
 def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> DaemonConfig:
     """The configuration from ``path`` (the default file if it exists, when ``path`` is None)
     with ``overrides`` (flags given on the command line, None meaning "not given") on top."""
@@ -121,7 +130,11 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Daemon
                 close = difflib.get_close_matches(key, sorted(_KEYS), n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise _problem(candidate, text, key, f"unknown key{hint}")
-            values[key] = _packages(candidate, text, value) if key == "packages" else value
+            if key == "packages":
+                value = _packages(candidate, text, value)
+            elif key == "bind_roots":
+                value = _bind_roots(candidate, text, value)
+            values[key] = value
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value

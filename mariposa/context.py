@@ -11,6 +11,7 @@ import attrs
 from mariposa.clock import Clock, TrioClock
 from mariposa.converge.goals import GoalReader
 from mariposa.drivers.base import Driver, DriverError
+from mariposa.manifest.rules import DEFAULT_BIND_ROOTS
 from mariposa.packages import Package
 from mariposa.store.db import Store
 from mariposa.wakeup import Wakeup
@@ -27,6 +28,7 @@ class Context:
     packages: Mapping[str, Package]
     parallelism: int = 8
     allow_privileged: bool = False  # new versions may use options that give a container the host
+    bind_roots: tuple[str, ...] = DEFAULT_BIND_ROOTS  # host paths new versions may bind-mount
     clock: Clock = attrs.field(factory=TrioClock)
     reconcile_wakeup: Wakeup = attrs.field(factory=Wakeup)
     queue_wakeup: Wakeup = attrs.field(factory=Wakeup)

@@ -108,6 +108,7 @@ class Daemon:
         self.ctx.packages = new.packages
         self.ctx.goals.packages = new.packages
         self.ctx.allow_privileged = new.allow_privileged
+        self.ctx.bind_roots = new.bind_roots
         if self.directory is not None:
             self.directory.rescan = new.rescan
             self.directory.delete_removed = new.delete_removed_projects
@@ -180,7 +181,8 @@ async def run_daemon(
     store = await trio.to_thread.run_sync(Store, state_dir / "mariposa.db", clock)
     drivers = drivers or default_drivers(store.owner, config)
     ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, config.packages), packages=config.packages,
-                  parallelism=config.parallelism, allow_privileged=config.allow_privileged, clock=clock)
+                  parallelism=config.parallelism, allow_privileged=config.allow_privileged,
+                  bind_roots=config.bind_roots, clock=clock)
     for driver in drivers.values():
         try:
             await driver.ping()

@@ -130,7 +130,7 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
     """The ``MariposaError`` for any exception. Unexpected ones are logged here, with their
     traceback and an error id, and leave as an ``InternalError`` naming only that id: an
     exception's text can hold anything (an environment value, a path), so it stays in the log."""
-    from mariposa.drivers.base import DriverError, ImageNotFound
+    from mariposa.drivers.base import DriverError, ImageNotFound, VolumeInUse
     from mariposa.manifest.errors import ManifestError
 
     if isinstance(exc, MariposaError):
@@ -142,6 +142,8 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
         return InvalidManifest(f"{file}: {count} in the manifest; nothing was changed", details=problems)
     if isinstance(exc, ImageNotFound):
         return NotFound(str(exc))
+    if isinstance(exc, VolumeInUse):
+        return Conflict(str(exc))
     if isinstance(exc, DriverError):  # the runtime refused, or does not answer at all
         return RuntimeUnavailable(f"runtime unavailable: {exc}")
     if isinstance(exc, trio.TooSlowError):

@@ -26,6 +26,7 @@ LABEL_INSTANCE = "io.mariposa.instance"
 LABEL_SPEC_HASH = "io.mariposa.spec-hash"
 LABEL_VERSION = "io.mariposa.version"
 LABEL_CREATED = "io.mariposa.created"
+LABEL_VOLUME = "io.mariposa.volume"  # a named volume's name in its project (volumes belong to project names)
 LABEL_IMAGE = "io.mariposa.image"  # the image as the manifest names it (instances run its pinned id)
 
 
@@ -120,6 +121,35 @@ SUPERVISION_FIELDS = frozenset({
 
 
 @attrs.frozen
+class MountSpec:
+    """One entry of a service's `volumes` (manifest/volumes.py)."""
+
+    type: str  # volume | bind | tmpfs
+    source: str | None  # the project's volume name, or an absolute host path; None for tmpfs
+    target: str
+    read_only: bool = False
+    size: int | None = None  # tmpfs: bytes
+    labels: tuple[tuple[str, str], ...] = ()  # volume: the top-level declaration's labels
+
+
+def volume_name(project_name: str, volume: str) -> str:
+    """The runtime's name for a project's named volume: readable, and found again by a project
+    added later under the same name. Labels, not the name, say whose it is."""
+    return f"mariposa_{project_name}_{volume}"
+
+
+@attrs.frozen
+class VolumeInfo:
+    """A project's named volume as the runtime reports it."""
+
+    name: str  # the project's name for it
+    runtime_name: str
+    labels: tuple[tuple[str, str], ...] = ()
+    size: int | None = None  # bytes, when the runtime tells
+    used_by: tuple[str, ...] = ()  # instance names that mount it (running or not)
+
+
+@attrs.frozen
 class ServiceSpec:
     """One service of a project manifest, validated and normalised.
 
@@ -168,6 +198,7 @@ class ServiceSpec:
     init: bool = True
     network_mode: str | None = None  # None: the project's network; "host"
     privileged: bool = False
+    volumes: tuple[MountSpec, ...] = ()
     # Not written by users: the content id the version resolved ``image`` to when it was made,
     # so a tag moved later never changes what this version runs.
     image_id: str | None = None

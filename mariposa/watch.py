@@ -168,7 +168,8 @@ class ManifestDirectory:
         except MariposaError:
             project = None
         if project is None:
-            await self.control.projects.add(WATCHER, name, text, full, source=full, env_files=env_files)
+            await self.control.projects.add(WATCHER, name, text, full, source=full, env_files=env_files,
+                                            base_dir=os.path.realpath(self.path))
             log.info("project created from file", project=name, file=full)
             return
         if project.source != full:
@@ -177,7 +178,8 @@ class ManifestDirectory:
                                 f"{full} is ignored (delete one or rename the file)")
         if project.source_state == "orphaned":
             await self.ctx.store.call(file_store.adopt_again, project.id)
-        result = await self.control.projects.update(WATCHER, project.id, text, full, env_files=env_files)
+        result = await self.control.projects.update(WATCHER, project.id, text, full, env_files=env_files,
+                                                    base_dir=os.path.realpath(self.path))
         if result["changed"]:
             log.info("project updated from file", project=name, file=full, version=result["version"]["seq"])
 

@@ -53,8 +53,8 @@ def _unknown(kind: str, choices: str) -> Callable[[Request], Awaitable[Any]]:
 
 def build_router(control: Control) -> Router:
     r = Router()
-    projects, services, instances, queue, events = (
-        control.projects, control.services, control.instances, control.queue, control.events)
+    projects, services, instances, queue, events, volumes = (
+        control.projects, control.services, control.instances, control.queue, control.events, control.volumes)
     P = "/v1/projects/{project}"
     S = P + "/services/{service}"
 
@@ -73,12 +73,17 @@ def build_router(control: Control) -> Router:
         ("GET", "/v1/projects", lambda q: projects.list(q.caller)),
         ("POST", "/v1/projects", lambda q: projects.add(
             q.caller, str(_text(q, "name", "")), _text(q, "manifest"), _text(q, "filename", "<manifest>"),
-            env_files=q.json().get("env_files"))),
+            env_files=q.json().get("env_files"), base_dir=q.json().get("base_dir"))),
         ("GET", P, lambda q: projects.get(q.caller, q.params["project"])),
         ("PUT", P, lambda q: projects.update(
             q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q),
-            if_version=q.json().get("if_version"), env_files=q.json().get("env_files"))),
-        ("DELETE", P, lambda q: projects.delete(q.caller, q.params["project"])),
+            if_version=q.json().get("if_version"), env_files=q.json().get("env_files"),
+            base_dir=q.json().get("base_dir"))),
+        ("DELETE", P, lambda q: projects.delete(q.caller, q.params["project"],
+                                                purge_volumes=q.query.get("purge_volumes") in ("1", "true"))),
+        ("GET", P + "/volumes", lambda q: volumes.list(q.caller, q.params["project"])),
+        ("DELETE", P + "/volumes/{volume}", lambda q: volumes.remove(q.caller, q.params["project"],
+                                                                     q.params["volume"])),
         ("GET", P + "/versions", lambda q: projects.versions(q.caller, q.params["project"])),
         ("GET", P + "/versions/{version}",
          lambda q: projects.version(q.caller, q.params["project"], q.params["version"])),
@@ -90,7 +95,7 @@ def build_router(control: Control) -> Router:
             q.caller, q.params["project"], _text(q, "version"), **_rollout(q))),
         ("POST", P + "/diff", lambda q: projects.diff(
             q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q),
-            env_files=q.json().get("env_files"))),
+            env_files=q.json().get("env_files"), base_dir=q.json().get("base_dir"))),
         ("POST", P + "/{action}", _unknown("project", PROJECT_ACTIONS)),
         # services
         ("GET", P + "/services", lambda q: services.list(q.caller, q.params["project"])),

@@ -18,6 +18,7 @@ from mariposa.cli.client import Client, TaskDidNotComplete, socket_path
 from mariposa.cli.output import ago, fields, print_json, short, table
 from mariposa.clock import wall_clock
 from mariposa.errors import MariposaError
+from mariposa.manifest.units import format_size
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 NUMBER_ARGS = {"ignore_unknown_options": True, **CONTEXT}  # so "scale web -2" is a number, not a flag
@@ -140,7 +141,9 @@ def _read_manifest(path: str) -> tuple[str, str, dict]:
 
 def _manifest_body(path: str) -> dict:
     text, filename, env_files = _read_manifest(path)
-    return {"manifest": text, "filename": filename, **({"env_files": env_files} if env_files else {})}
+    base_dir = str((Path.cwd() if path == "-" else Path(path).parent).resolve())
+    return {"manifest": text, "filename": filename, "base_dir": base_dir,
+            **({"env_files": env_files} if env_files else {})}
 
 
 def _task_line(task: dict) -> str:
@@ -309,13 +312,26 @@ def _project_action(action: str, doc: str):
     @json_option
     @pass_state
     def command(state: State, ref: str, wait: bool, as_json: bool) -> None:
-        if action == "delete":
-            result = state.client.request("DELETE", f"/v1/projects/{ref}")
-        else:
-            result = state.client.post(f"/v1/projects/{ref}/{action}")
+        result = state.client.post(f"/v1/projects/{ref}/{action}")
         _report_tasks(state, result["tasks"], wait, as_json)
 
     return command
+
+
+@project.command("delete", context_settings=CONTEXT)
+@click.argument("ref")
+@click.option("--purge-volumes", is_flag=True, help="Remove the project's named volumes and their data too.")
+@wait_option
+@json_option
+@pass_state
+def project_delete(state: State, ref: str, purge_volumes: bool, wait: bool, as_json: bool) -> None:
+    """Delete the project: every instance, its network and all its versions. Its named volumes are
+    kept (a project added again under the same name finds them) unless --purge-volumes."""
+    params = {"purge_volumes": "1"} if purge_volumes else None
+    result = state.client.request("DELETE", f"/v1/projects/{ref}", params=params)
+    if result.get("volumes_kept") and not as_json:
+        click.echo(f"keeping volumes: {', '.join(result['volumes_kept'])} (--purge-volumes removes them)", err=True)
+    _report_tasks(state, result["tasks"], wait, as_json)
 
 
 @project.command("versions", context_settings=CONTEXT)
@@ -388,7 +404,6 @@ _project_action("start", "Start every service of the project.")
 STOP_KEEPS = ("unless stop.preservestopped keeps them, stopped and retired, for inspection ('always': all of them; "
               "the default 'on-failure': those that had already failed)")
 _project_action("stop", f"Stop every instance of the project and remove them, {STOP_KEEPS}.")
-_project_action("delete", "Delete the project: every instance, its network and all its versions.")
 
 
 # ---- services ---------------------------------------------------------------------------------
@@ -641,6 +656,36 @@ def instance_rm(state: State, refs: tuple[str, ...]) -> None:
 
 
 # ---- queue and events -------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT)
+def volume() -> None:
+    """Named volumes of the project given with -j: its data, kept until removed here or purged."""
+
+
+@volume.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def volume_list(state: State, as_json: bool) -> None:
+    """The project's named volumes: size when the runtime tells it, and who mounts them."""
+    rows = state.client.get(f"/v1/projects/{state.project()}/volumes")
+    if as_json:
+        return print_json(rows)
+    table(rows, [("NAME", lambda r: r["name"]), ("RUNTIME NAME", lambda r: r["runtime_name"]),
+                 ("SIZE", lambda r: "-" if r["size"] is None else format_size(r["size"])),
+                 ("USED BY", lambda r: ", ".join(r["used_by"]) or "-")])
+
+
+@volume.command("rm", context_settings=CONTEXT)
+@click.argument("name")
+@json_option
+@pass_state
+def volume_rm(state: State, name: str, as_json: bool) -> None:
+    """Remove a named volume and its data (refused while an instance mounts it)."""
+    result = state.client.request("DELETE", f"/v1/projects/{state.project()}/volumes/{name}")
+    if as_json:
+        return print_json(result)
+    click.echo(f"volume {name} removed")
 
 
 @cli.group(context_settings=CONTEXT)

@@ -24,6 +24,7 @@ from mariposa.control.queue import Queue
 from mariposa.control.redact import redact as redact
 from mariposa.control.services import Services
 from mariposa.control.system import System
+from mariposa.control.volumes import Volumes
 
 if TYPE_CHECKING:
     from mariposa.context import Context
@@ -42,3 +43,4 @@ class Control:
         self.instances = Instances(ctx, policy, executor)
         self.queue = Queue(ctx, policy, executor)
         self.events = Events(ctx, policy, executor)
+        self.volumes = Volumes(ctx, policy, executor)

@@ -37,9 +37,17 @@ def require_env_files(value: object) -> dict[str, Any]:
         raise BadRequest(str(exc)) from None
 
 
+def require_base_dir(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value or len(value) > 4096:
+        raise BadRequest("'base_dir' must be the absolute path of the manifest's directory")
+    return value
+
+
 async def parse(
     ctx: Context, text: str, filename: str, packages: Mapping[str, Package] | None = None,
-    env_files: Mapping[str, Any] | None = None,
+    env_files: Mapping[str, Any] | None = None, base_dir: str | None = None,
 ) -> ProjectSpec:
     """Parsed on a worker thread: within the bounds of ``manifest/limits.py`` a manifest costs
     little, but never the event loop's time, which every other client shares. ``packages`` is
@@ -48,7 +56,8 @@ async def parse(
     catalogue = ctx.packages if packages is None else packages
     try:
         return await trio.to_thread.run_sync(
-            lambda: parse_manifest(text, filename, catalogue, ctx.allow_privileged, env_files))
+            lambda: parse_manifest(text, filename, catalogue, ctx.allow_privileged, env_files,
+                                   bind_roots=ctx.bind_roots, base_dir=base_dir))
     except ManifestError as exc:
         raise translate(exc) from None
 
@@ -88,15 +97,15 @@ async def resolve_images(ctx: Context, spec: ProjectSpec) -> dict[str, str | Non
 
 async def add(
     ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api",
-    env_files: Mapping[str, Any] | None = None,
+    env_files: Mapping[str, Any] | None = None, base_dir: str | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
-    spec = await parse(ctx, text, filename, env_files=env_files)
+    spec = await parse(ctx, text, filename, env_files=env_files, base_dir=base_dir)
     images = await resolve_images(ctx, spec)
     packages = pinned(spec.services, ctx.packages)
     files = await used_env_files(text, env_files)
     result = await ctx.store.call(
         lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
-                                          images=images, packages=packages, env_files=files)
+                                          images=images, packages=packages, env_files=files, base_dir=base_dir)
     )
     ctx.wake_queue()
     return result
@@ -105,11 +114,11 @@ async def add(
 async def update(
     ctx: Context, project: ProjectRow, text: str, filename: str, author: str, params: dict | None = None,
     *, if_version: str | None = None, images: dict | None = None, packages: Mapping[str, Package] | None = None,
-    env_files: Mapping[str, Any] | None = None, summary_prefix: str = "",
+    env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, summary_prefix: str = "",
 ) -> tuple[VersionRow | None, VersionRow, list[TaskRow]]:
     """(new version or None when unchanged, the version before, queued tasks). ``images`` and
     ``packages`` given (a revert) reuse a version's pinned ones instead of resolving them anew."""
-    parsed = await parse(ctx, text, filename, packages, env_files)
+    parsed = await parse(ctx, text, filename, packages, env_files, base_dir)
     pins = pinned(parsed.services, ctx.packages if packages is None else packages)
     files = await used_env_files(text, env_files)
     if images is None:
@@ -120,7 +129,7 @@ async def update(
     version, tasks = await ctx.store.call(
         lambda db: goal_store.update_project(
             db, project, text, old, new, filename=filename, author=author, params=params, images=images,
-            packages=pins, env_files=files, if_version=if_version, summary_prefix=summary_prefix,
+            packages=pins, env_files=files, base_dir=base_dir, if_version=if_version, summary_prefix=summary_prefix,
         )
     )
     ctx.wake_queue()

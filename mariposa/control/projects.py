@@ -37,14 +37,14 @@ class Projects(Area):
 
     @operation("project.add", target="name")
     async def add(self, caller: Caller, name: str, manifest: object, filename: str = "<manifest>",
-                  source: str = "api", env_files: object = None) -> dict:
+                  source: str = "api", env_files: object = None, base_dir: object = None) -> dict:
         if not isinstance(name, str) or not PROJECT_NAME.fullmatch(name):
             raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', "
                              "starting with a letter or digit")
         manifest = manifests.require_text(manifest)
         files = manifests.require_env_files(env_files)
         p, tasks = await manifests.add(self.ctx, name, manifest, filename, caller.author, source=source,
-                                       env_files=files)
+                                       env_files=files, base_dir=manifests.require_base_dir(base_dir))
         return {"project": p.to_json(), "tasks": tasks_json(tasks)}
 
     @operation("project.get", target="ref")
@@ -65,7 +65,7 @@ class Projects(Area):
     @operation("project.update", target="ref")
     async def update(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
                      rolling: object = None, count: object = None, if_version: str | None = None,
-                     env_files: object = None) -> dict:
+                     env_files: object = None, base_dir: object = None) -> dict:
         p = await self._project(ref)
         manifests.refuse_if_file_managed(caller, p, "edit")
         manifest = manifests.require_text(manifest)
@@ -75,17 +75,23 @@ class Projects(Area):
         if_version = None if if_version is None else str(if_version)
         files = manifests.require_env_files(env_files)
         version, current, tasks = await manifests.update(self.ctx, p, manifest, filename, caller.author, params,
-                                                         if_version=if_version, env_files=files)
+                                                         if_version=if_version, env_files=files,
+                                                         base_dir=manifests.require_base_dir(base_dir))
         return {"changed": version is not None, "version": version.to_json() if version else current.to_json(),
                 "previous": current.to_json(), "tasks": tasks_json(tasks)}
 
     @operation("project.delete", target="ref")
-    async def delete(self, caller: Caller, ref: str) -> dict:
+    async def delete(self, caller: Caller, ref: str, purge_volumes: object = False) -> dict:
+        """Named volumes are kept (and listed) unless ``purge_volumes``: data is never lost by
+        accident, and a project added again under the same name finds it."""
         p = await self._project(ref)
         manifests.refuse_if_file_managed(caller, p, "remove")
-        task = await self.ctx.store.call(goal_store.mark_deleting, p, caller.author)
+        if not isinstance(purge_volumes, bool):
+            raise BadRequest("'purge_volumes' must be true or false")
+        kept = [] if purge_volumes else [v.name for d in self.ctx.drivers.values() for v in await d.volumes(p.name)]
+        task = await self.ctx.store.call(goal_store.mark_deleting, p, caller.author, purge_volumes)
         self.ctx.wake_queue()
-        return {"tasks": tasks_json([task])}
+        return {"tasks": tasks_json([task]), "volumes_kept": kept}
 
     async def _set_desired(self, caller: Caller, ref: str, desired: str) -> dict:
         p = await self._project(ref)
@@ -114,11 +120,12 @@ class Projects(Area):
 
     @operation("project.diff", target="ref")
     async def diff(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
-                   rolling: object = None, count: object = None, env_files: object = None) -> dict:
+                   rolling: object = None, count: object = None, env_files: object = None,
+                   base_dir: object = None) -> dict:
         p = await self._project(ref)
         manifest = manifests.require_text(manifest)
         return await rollouts.diff(self.ctx, p, manifest, filename, rollouts.rollout_params(rolling, count),
-                                   manifests.require_env_files(env_files))
+                                   manifests.require_env_files(env_files), manifests.require_base_dir(base_dir))
 
     # builtins.list: in this class body, `list` names the method above
     @operation("project.versions", target="ref")

@@ -49,7 +49,7 @@ async def revert_project(ctx: Context, project: ProjectRow, ref: str, author: st
     images = await ctx.store.call(goal_store.version_images, target.id)
     return await manifests.update(ctx, project, target.manifest, target.filename or "<revert>", author, params,
                                  images=images, packages=ctx.goals.catalogue(target.packages),
-                                 env_files=env_files.loads(target.env_files),
+                                 env_files=env_files.loads(target.env_files), base_dir=target.base_dir,
                                  summary_prefix=f"revert to version {target.seq}: ")
 
 
@@ -95,13 +95,13 @@ async def revert_service(ctx: Context, project: ProjectRow, service: str, ref: s
         packages[section["package"]] = old_packages[section["package"]]
     # likewise its env files come back as they were; the other services' stay
     files = {**env_files.loads(current.env_files), **env_files.loads(target.env_files)}
-    spec = await manifests.parse(ctx, out.getvalue(), "<revert>", packages, files)
+    spec = await manifests.parse(ctx, out.getvalue(), "<revert>", packages, files, current.base_dir)
     for svc in spec.services:  # any other image new to the manifest is resolved now
         if svc.image not in images:
             images.update(await manifests.resolve_images(ctx, spec))
             break
     return await manifests.update(ctx, project, out.getvalue(), current.filename or "<revert>", author, params,
-                                 images=images, packages=packages, env_files=files,
+                                 images=images, packages=packages, env_files=files, base_dir=current.base_dir,
                                  summary_prefix=f"revert {service} to version {target.seq}: ")
 
 
@@ -141,10 +141,11 @@ async def reprovision(
 
 
 async def diff(
-    ctx: Context, project: ProjectRow, text: str, filename: str, params: dict, files: dict | None = None
+    ctx: Context, project: ProjectRow, text: str, filename: str, params: dict, files: dict | None = None,
+    base_dir: str | None = None,
 ) -> dict:
     """What `project update` with this manifest would do, from the same planner, changing nothing."""
-    parsed = await manifests.parse(ctx, text, filename, env_files=files)
+    parsed = await manifests.parse(ctx, text, filename, env_files=files, base_dir=base_dir)
     images = await manifests.resolve_images(ctx, parsed)
     new = with_images(parsed, images)
     current = await ctx.store.call(goal_store.current_version, project)
@@ -176,5 +177,6 @@ async def diff(
     same = (current.hash == goal_store.text_hash(text)
             and await ctx.store.call(goal_store.version_images, current.id) == images
             and current.packages == dumps(pinned(parsed.services, ctx.packages))
-            and current.env_files == env_files.dumps(await manifests.used_env_files(text, files)))
+            and current.env_files == env_files.dumps(await manifests.used_env_files(text, files))
+            and current.base_dir == base_dir)
     return {"project": project.name, "from_version": current.seq, "new_version": not same, "services": out}

@@ -302,6 +302,9 @@ async def delete_project(ctx: Context, task: TaskRow, progress: Progress) -> str
             await execute(ctx, driver, None, task, removals)
             removed += len(instances)
         await driver.remove_network(task.project_id)
+        if task.params.get("purge_volumes"):
+            for volume in await driver.volumes(task.project_name):
+                await driver.remove_volume(task.project_name, volume.name)
     await ctx.store.call(goal_store.forget_project, task.project_id)
     await ctx.store.call(instance_store.forget_project, task.project_id)
     await progress({"done": removed, "todo": 0, "step": "deleted"})

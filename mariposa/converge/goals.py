@@ -80,10 +80,11 @@ class GoalReader:
         worker thread, once per version: never on the loop."""
         spec = self._specs.get(version.id)
         if spec is None:
-            # judged when it was made: neither today's catalogue nor today's allow_privileged applies
+            # judged when it was made: neither today's catalogue, allow_privileged nor bind_roots applies
             parsed = await trio.to_thread.run_sync(
                 lambda: parse_manifest(version.manifest, f"version {version.id[:12]}",
-                                       self.catalogue(version.packages), True, env_files.loads(version.env_files))
+                                       self.catalogue(version.packages), True, env_files.loads(version.env_files),
+                                       bind_roots=None, base_dir=version.base_dir)
             )
             spec = self._specs.setdefault(version.id, with_images(parsed, images or {}))
         return spec

@@ -36,11 +36,12 @@ from mariposa.model import (
     CreateRequest,
     Instance,
     InstanceState,
+    VolumeInfo,
 )
 
 __all__ = [
     "Driver", "DriverError", "DriverEvent", "ImageNotFound", "InstanceState", "RuntimeUnavailable",
-    "identity_from_labels",
+    "VolumeInUse", "identity_from_labels",
 ]
 
 
@@ -73,6 +74,10 @@ class DriverError(Exception):
 
 class ImageNotFound(DriverError):
     """The image (or VM template) is not on this host; Mariposa never pulls, so this is final."""
+
+
+class VolumeInUse(DriverError):
+    """A volume an instance still mounts was asked to go."""
 
 
 class RuntimeUnavailable(DriverError):
@@ -117,6 +122,17 @@ class Driver(Protocol):
 
     async def remove_network(self, project_id: str) -> None:
         """Remove the project's network; a network already gone is not an error."""
+        ...
+
+    async def volumes(self, project_name: str) -> list[VolumeInfo]:
+        """The named volumes of the project called ``project_name``, made by this owner. Volumes
+        are created by ``create`` for the instances that mount them, labelled with the project's
+        name and theirs, and kept through every instance change and ``remove_network``."""
+        ...
+
+    async def remove_volume(self, project_name: str, volume: str) -> None:
+        """Remove one of the project's named volumes and its data. Raises ``VolumeInUse`` while
+        an instance (running or stopped) mounts it; a volume that is not there is no error."""
         ...
 
     async def resolve_image(self, image: str) -> str:

@@ -30,18 +30,29 @@ import attrs
 import httpx
 import trio
 
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, RuntimeUnavailable, identity_from_labels
+from mariposa.drivers.base import (
+    DriverError,
+    DriverEvent,
+    ImageNotFound,
+    RuntimeUnavailable,
+    VolumeInUse,
+    identity_from_labels,
+)
 from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_PROJECT_NAME,
     LABEL_SERVICE,
+    LABEL_VOLUME,
     CreateRequest,
     Instance,
     InstanceState,
+    MountSpec,
     PublishedPort,
     ServiceSpec,
+    VolumeInfo,
+    volume_name,
 )
 
 API_VERSION = "v1.41"  # Debian's Engine is 20.10; pinning keeps response shapes stable.
@@ -264,7 +275,7 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
         # never installed a handler (busybox httpd, most shells) ignores SIGTERM and every
         # stop waits out the whole timeout. On by default; `init: false` for images with their own.
         "Init": spec.init,
-        **_host_options(spec),
+        **_host_options(spec, req.project_name),
     }
     if spec.dns:
         host_config["Dns"] = list(spec.dns)
@@ -296,7 +307,7 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
     return body
 
 
-def _host_options(spec: ServiceSpec) -> dict[str, Any]:
+def _host_options(spec: ServiceSpec, project_name: str) -> dict[str, Any]:
     """HostConfig for the compose-spelled options a service sets (manifest/container.py);
     options left at their default are left out, so the Engine's own defaults apply."""
     out: dict[str, Any] = {}
@@ -323,7 +334,18 @@ def _host_options(spec: ServiceSpec) -> dict[str, Any]:
         out["Ulimits"] = [{"Name": name, "Soft": soft, "Hard": hard} for name, soft, hard in spec.ulimits]
     if spec.privileged:
         out["Privileged"] = True
+    if spec.volumes:
+        out["Mounts"] = [_mount(m, project_name) for m in spec.volumes]
     return out
+
+
+def _mount(m: MountSpec, project_name: str) -> dict[str, Any]:
+    if m.type == "tmpfs":
+        return {"Type": "tmpfs", "Target": m.target, "ReadOnly": m.read_only,
+                **({"TmpfsOptions": {"SizeBytes": m.size}} if m.size else {})}
+    assert m.source is not None  # volume and bind mounts name one (manifest/volumes.py)
+    source = volume_name(project_name, m.source) if m.type == "volume" else m.source
+    return {"Type": m.type, "Source": source, "Target": m.target, "ReadOnly": m.read_only}
 
 
 @attrs.define
@@ -494,10 +516,54 @@ class DockerDriver:
                                  json={"Container": endpoint, "Force": True}, allow=(404, 500))
             await trio.sleep(0.2 * 2**attempt)
 
+    async def _ensure_volumes(self, req: CreateRequest) -> None:
+        """Create the project's named volumes this instance mounts, labelled as the project's;
+        refuse one of that name that belongs to someone else (another daemon, another project)."""
+        for m in req.spec.volumes:
+            if m.type != "volume" or m.source is None:
+                continue
+            name = volume_name(req.project_name, m.source)
+            labels = {**dict(m.labels), LABEL_OWNER: self.owner, LABEL_PROJECT_NAME: req.project_name,
+                      LABEL_VOLUME: m.source}
+            resp = await self._call("POST", "/volumes/create", f"create volume {name}",
+                                    json={"Name": name, "Labels": labels})
+            found = resp.json().get("Labels") or {}
+            if any(found.get(k) != labels[k] for k in (LABEL_OWNER, LABEL_PROJECT_NAME, LABEL_VOLUME)):
+                raise DriverError(f"docker: volume {name} exists and is not project {req.project_name}'s "
+                                  f"(labels {found}); remove or rename it")
+
+    async def volumes(self, project_name: str) -> list[VolumeInfo]:
+        filters = _filters(label=[self._owner_label, f"{LABEL_PROJECT_NAME}={project_name}"])
+        listed = (await self._call("GET", "/volumes", f"list volumes of {project_name}", params=filters)).json()
+        sizes: dict[str, int] = {}
+        df = await self._call("GET", "/system/df", "volume sizes", params={"type": "volume"}, allow=(400,))
+        if df.status_code == 200:
+            for v in df.json().get("Volumes") or []:
+                size = (v.get("UsageData") or {}).get("Size", -1)
+                if size >= 0:
+                    sizes[v["Name"]] = size
+        out = []
+        for v in listed.get("Volumes") or []:
+            users = await self._call("GET", "/containers/json", f"users of volume {v['Name']}",
+                                     params={"all": "1", **_filters(volume=[v["Name"]])})
+            names = sorted(c["Names"][0].lstrip("/") for c in users.json() if c.get("Names"))
+            labels = v.get("Labels") or {}
+            out.append(VolumeInfo(labels.get(LABEL_VOLUME, v["Name"]), v["Name"],
+                                  tuple(sorted(labels.items())), sizes.get(v["Name"]), tuple(names)))
+        return sorted(out, key=lambda v: v.name)
+
+    async def remove_volume(self, project_name: str, volume: str) -> None:
+        name = volume_name(project_name, volume)
+        resp = await self._call("DELETE", f"/volumes/{quote(name, safe='')}", f"remove volume {name}",
+                                allow=(404, 409))
+        if resp.status_code == 409:
+            raise VolumeInUse(f"volume {volume} of project {project_name} is in use: {_message(resp)}")
+
     async def create(self, req: CreateRequest) -> Instance:
         spec = req.spec
         await self.resolve_image(spec.image_id or spec.image)
         network = await self._ensure_network(req.project_id, req.project_name)
+        await self._ensure_volumes(req)
         body = container_config(req, network)
         try:
             resp = await self._call(

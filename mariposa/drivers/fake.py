@@ -29,15 +29,19 @@ import attrs
 import trio
 
 from mariposa.clock import wall_clock
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, identity_from_labels
+from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, VolumeInUse, identity_from_labels
 from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_OWNER,
     LABEL_PROJECT,
+    LABEL_PROJECT_NAME,
     LABEL_SERVICE,
+    LABEL_VOLUME,
     CreateRequest,
     Instance,
     InstanceState,
+    VolumeInfo,
+    volume_name,
 )
 
 DEFAULT_STOP_TIMEOUT = 10  # seconds, Docker's default
@@ -108,6 +112,7 @@ class _Box:
     program: Program
     stop_timeout: int | None
     user: str | None = None  # the service's `user`, for exec
+    volumes: tuple[str, ...] = ()  # runtime names of the named volumes it mounts
     state: InstanceState = InstanceState.CREATING
     exit_code: int | None = None
     output: list[tuple[float, bytes]] = attrs.field(factory=list)  # (when, line)
@@ -121,6 +126,7 @@ class FakeRuntime:
         self.crash_images = set(crash_images)  # instances of these exit right after start
         self.boxes: dict[str, _Box] = {}  # by runtime id
         self.networks: set[str] = set()
+        self.volumes: dict[str, dict[str, str]] = {}  # runtime name -> labels
         self.events: list[tuple[str, DriverEvent]] = []  # (owner, event); cursor = position
         self._counter = itertools.count(1)
         self._changed = trio.Event()
@@ -207,8 +213,15 @@ class FakeDriver:
         program = read_program(req.spec.command)
         if req.spec.image in self.runtime.crash_images:
             program = attrs.evolve(program, exit_code=1)
+        mounted = []
+        for m in req.spec.volumes:
+            if m.type == "volume" and m.source is not None:
+                name = volume_name(req.project_name, m.source)
+                self.runtime.volumes.setdefault(name, {**dict(m.labels), LABEL_OWNER: self.owner or "",
+                                                       LABEL_PROJECT_NAME: req.project_name, LABEL_VOLUME: m.source})
+                mounted.append(name)
         box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout,
-                   req.spec.user)
+                   req.spec.user, tuple(mounted))
         self.runtime.boxes[box.runtime_id] = box
         self._emit("create", box)
         return box
@@ -236,6 +249,21 @@ class FakeDriver:
 
     async def remove_network(self, project_id: str) -> None:
         self.runtime.networks.discard(project_id)
+
+    async def volumes(self, project_name: str) -> list[VolumeInfo]:
+        out = []
+        for name, labels in self.runtime.volumes.items():
+            if labels.get(LABEL_PROJECT_NAME) == project_name and labels.get(LABEL_OWNER) == (self.owner or ""):
+                users = tuple(sorted(b.name for b in self.runtime.boxes.values() if name in b.volumes))
+                out.append(VolumeInfo(labels[LABEL_VOLUME], name, tuple(sorted(labels.items())), None, users))
+        return sorted(out, key=lambda v: v.name)
+
+    async def remove_volume(self, project_name: str, volume: str) -> None:
+        name = volume_name(project_name, volume)
+        users = [b.name for b in self.runtime.boxes.values() if name in b.volumes]
+        if users:
+            raise VolumeInUse(f"volume {volume} of project {project_name} is in use by {', '.join(sorted(users))}")
+        self.runtime.volumes.pop(name, None)
 
     async def resolve_image(self, image: str) -> str:
         if image not in self.runtime.images:

@@ -11,6 +11,7 @@ from typing import Any
 
 from mariposa.manifest.errors import ManifestError, ManifestProblem
 from mariposa.manifest.parse import load
+from mariposa.manifest.rules import DEFAULT_BIND_ROOTS, Rules
 from mariposa.manifest.validate import validate
 from mariposa.model import ProjectSpec
 from mariposa.packages import Package
@@ -20,13 +21,17 @@ __all__ = ["ManifestError", "ManifestProblem", "parse_manifest"]
 
 def parse_manifest(
     text: str, filename: str = "<manifest>", packages: Mapping[str, Package] | None = None,
-    allow_privileged: bool = False, env_files: Mapping[str, Any] | None = None,
+    allow_privileged: bool = False, env_files: Mapping[str, Any] | None = None, *,
+    bind_roots: tuple[str, ...] | None = DEFAULT_BIND_ROOTS, base_dir: str | None = None,
 ) -> ProjectSpec:
     """The project described by ``text`` (YAML or JSON).
 
     ``packages`` is the package catalogue (``mariposa.packages.DEFAULT_PACKAGES`` when omitted);
     ``allow_privileged`` admits the options that give a container the host (manifest/container.py).
-    ``env_files`` holds the text of each `env_file` the manifest names (manifest/env_files.py).
+    ``env_files`` holds the text of each `env_file` the manifest names (manifest/env_files.py);
+    ``bind_roots`` the host paths bind mounts may name (None: any), ``base_dir`` the directory
+    relative bind paths start from (manifest/volumes.py).
     Raises ``ManifestError`` listing every problem found, each with its line and column.
     """
-    return validate(load(text, filename), filename, packages, allow_privileged, env_files)
+    rules = Rules(packages, allow_privileged, env_files, bind_roots, base_dir)
+    return validate(load(text, filename), filename, rules)

@@ -61,12 +61,6 @@ class _ContainerChecks(_Shapes):
             return None
         return value
 
-    def flag(self, at: _At) -> bool | None:
-        if not isinstance(at.value, bool):
-            self.wrong_type(at, "true or false")
-            return None
-        return at.value
-
     def user(self, at: _At) -> None:
         value = at.value
         if _is_int(value) and value >= 0:

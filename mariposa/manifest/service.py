@@ -28,11 +28,12 @@ from mariposa.manifest.report import (
 )
 from mariposa.manifest.supervision import _SupervisionChecks
 from mariposa.manifest.units import format_size, parse_size
+from mariposa.manifest.volumes import _VolumeChecks
 from mariposa.model import PortSpec
 from mariposa.packages import package_names, resolve_package
 
 
-class _ServiceChecks(_ContainerChecks, _SupervisionChecks):
+class _ServiceChecks(_ContainerChecks, _VolumeChecks, _SupervisionChecks):
     """Checks the options of one service; ``run`` gives ``ServiceSpec`` fields or ``None``."""
 
     def run(self) -> dict[str, Any] | None:
@@ -415,4 +416,5 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "init": _ServiceChecks.init,
     "network_mode": _ServiceChecks.network_mode,
     "privileged": _ServiceChecks.privileged,
+    "volumes": _ServiceChecks.volumes,
 }

@@ -17,6 +17,7 @@ from mariposa.manifest.report import (
     _Report,
     _scalar_text,
 )
+from mariposa.manifest.rules import Rules
 from mariposa.manifest.units import split_command
 from mariposa.model import PortSpec
 from mariposa.packages import Package
@@ -32,14 +33,12 @@ def _shown(value: float) -> str:
 
 
 class _Shapes:
-    def __init__(
-        self, report: _Report, packages: Mapping[str, Package] | None, at: _At, allow_privileged: bool = False,
-        env_files: Mapping[str, Any] | None = None,
-    ):
+    def __init__(self, report: _Report, rules: Rules, at: _At):
         self.report = report
-        self.packages = packages
-        self.allow_privileged = allow_privileged
-        self.env_files = env_files  # path -> text or {"error": why}, read when the version was made
+        self.rules = rules
+        self.packages = rules.packages
+        self.allow_privileged = rules.allow_privileged
+        self.env_files = rules.env_files  # path -> text or {"error": why}, read when the version was made
         self.env_from_files: dict[str, str] = {}
         self.at = at
         self.fields: dict[str, Any] = {}
@@ -57,6 +56,12 @@ class _Shapes:
     def wrong_type(self, at: _At, expected: str) -> None:
         self.failed = True
         self.report.wrong_type(at, expected)
+
+    def flag(self, at: _At) -> bool | None:
+        if not isinstance(at.value, bool):
+            self.wrong_type(at, "true or false")
+            return None
+        return at.value
 
     def string(self, at: _At) -> str | None:
         if not isinstance(at.value, str):

@@ -11,22 +11,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from mariposa.manifest.errors import ManifestError
 from mariposa.manifest.parse import START, node_pos
 from mariposa.manifest.report import SERVICE_NAME_RE, TOP_LEVEL_KEYS, _At, _did_you_mean, _kind, _Report
+from mariposa.manifest.rules import Rules
 from mariposa.manifest.service import _ServiceChecks
+from mariposa.manifest.volumes import top_level_volumes
 from mariposa.model import ProjectSpec, ServiceSpec
-from mariposa.packages import Package
 
 # ---- the project --------------------------------------------------------------------------------
 
 
-def validate(
-    doc: Any, filename: str, packages: Mapping[str, Package] | None = None, allow_privileged: bool = False,
-    env_files: Mapping[str, Any] | None = None,
-) -> ProjectSpec:
+def validate(doc: Any, filename: str, rules: Rules | None = None) -> ProjectSpec:
     report = _Report(filename)
-    services = _project(doc, report, packages, allow_privileged, env_files)
+    services = _project(doc, report, rules or Rules())
     if report.problems or services is None:
         raise ManifestError(report.problems)
     return ProjectSpec(services=tuple(services))
@@ -35,10 +35,7 @@ def validate(
 MAX_SERVICES = 1_000  # one project is one application; ten thousand services blocked the loop 2.5 s
 
 
-def _project(
-    doc: Any, report: _Report, packages: Mapping[str, Package] | None, allow_privileged: bool,
-    env_files: Mapping[str, Any] | None,
-) -> list[ServiceSpec] | None:
+def _project(doc: Any, report: _Report, rules: Rules) -> list[ServiceSpec] | None:
     if doc is None:
         report.add(START, "the manifest is empty; it needs a 'services:' mapping")
         return None
@@ -52,6 +49,8 @@ def _project(
     for key, at in root.entries():
         if key == "services":
             services_at = at
+        elif key == "volumes":
+            rules = attrs.evolve(rules, volumes=top_level_volumes(at, report))
         else:
             hint = _did_you_mean(key, TOP_LEVEL_KEYS)
             suggested_services |= bool(hint)
@@ -71,16 +70,13 @@ def _project(
         return None
     specs = []
     for name, at in services_at.entries():
-        spec = _service(name, at, report, packages, allow_privileged, env_files)
+        spec = _service(name, at, report, rules)
         if spec is not None:
             specs.append(spec)
     return specs
 
 
-def _service(
-    name: Any, at: _At, report: _Report, packages: Mapping[str, Package] | None, allow_privileged: bool,
-    env_files: Mapping[str, Any] | None,
-) -> ServiceSpec | None:
+def _service(name: Any, at: _At, report: _Report, rules: Rules) -> ServiceSpec | None:
     ok = True
     if not isinstance(name, str):
         report.add(at, f"service name {name!r} must be a string", on_key=True)
@@ -100,7 +96,7 @@ def _service(
     if not isinstance(at.value, Mapping):
         report.wrong_type(at, "a mapping of service options")
         return None
-    fields = _ServiceChecks(report, packages, at, allow_privileged, env_files).run()
+    fields = _ServiceChecks(report, rules, at).run()
     if not ok or fields is None:
         return None
     return ServiceSpec(name=name, **fields)

@@ -90,7 +90,7 @@ def version_images(db: sqlite_utils.Database, version_id: str) -> dict[str, str 
 def _insert_version(
     db: sqlite_utils.Database, project_id: str, text: str, filename: str | None, author: str | None, summary: str,
     images: dict[str, str | None] | None = None, packages: dict[str, Package] | None = None,
-    env_files: Mapping[str, Any] | None = None,
+    env_files: Mapping[str, Any] | None = None, base_dir: str | None = None,
 ) -> VersionRow:
     seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE project_id = ?", [project_id]).fetchone()[0]
     version_id = new_id()
@@ -107,6 +107,7 @@ def _insert_version(
             "summary": summary,
             "packages": dumps(packages or {}),
             "env_files": env_files_json(env_files),
+            "base_dir": base_dir,
         }
     )
     for image, image_id in (images or {}).items():
@@ -141,6 +142,7 @@ def add_project(
     images: dict[str, str | None] | None = None,
     packages: dict[str, Package] | None = None,
     env_files: Mapping[str, Any] | None = None,
+    base_dir: str | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
     if db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
@@ -150,7 +152,8 @@ def add_project(
          "source": source}
     )
     summary = "created: " + ", ".join(spec.service_names)
-    version = _insert_version(db, project_id, text, filename, author, summary, images, packages, env_files)
+    version = _insert_version(db, project_id, text, filename, author, summary, images, packages, env_files,
+                              base_dir)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project_id])
     queued = []
     for svc in spec.services:
@@ -192,6 +195,7 @@ def update_project(
     images: dict[str, str | None] | None = None,
     packages: dict[str, Package] | None = None,
     env_files: Mapping[str, Any] | None = None,
+    base_dir: str | None = None,
     if_version: str | None = None,
     summary_prefix: str = "",
 ) -> tuple[VersionRow | None, list[TaskRow]]:
@@ -208,11 +212,13 @@ def update_project(
             "someone else changed it; look at 'mariposa project versions' and try again"
         )
     if (current.hash == text_hash(text) and version_images(db, current.id) == (images or {})
-            and current.packages == dumps(packages or {}) and current.env_files == env_files_json(env_files)):
+            and current.packages == dumps(packages or {}) and current.env_files == env_files_json(env_files)
+            and current.base_dir == base_dir):
         return None, []
     changes = describe_changes(old, new)
     summary = summary_prefix + ("; ".join(f"{s}: {c}" for s, c in changes) or "no change to instances")
-    version = _insert_version(db, project.id, text, filename, author, summary, images, packages, env_files)
+    version = _insert_version(db, project.id, text, filename, author, summary, images, packages, env_files,
+                              base_dir)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project.id])
     service_desired = "stopped" if project.desired == "stopped" else "running"
     existing = {s.name: s for s in list_services(db, project.id, include_absent=True)}
@@ -283,7 +289,9 @@ def set_project_desired(
     return queued
 
 
-def mark_deleting(db: sqlite_utils.Database, project: ProjectRow, author: str | None = None) -> TaskRow:
+def mark_deleting(
+    db: sqlite_utils.Database, project: ProjectRow, author: str | None = None, purge_volumes: bool = False
+) -> TaskRow:
     db.execute("UPDATE projects SET desired = 'deleting' WHERE id = ?", [project.id])
     # Every open service task is moot now: the delete task removes everything.
     db.execute(
@@ -293,7 +301,7 @@ def mark_deleting(db: sqlite_utils.Database, project: ProjectRow, author: str | 
     )
     events.record(db, "project.delete", f"project {project.name} deleting", project_id=project.id, author=author)
     return tasks.enqueue(db, project_id=project.id, project_name=project.name, service=None, kind="delete",
-                         author=author)
+                         author=author, params={"purge_volumes": True} if purge_volumes else None)
 
 
 def forget_project(db: sqlite_utils.Database, project_id: str) -> None:

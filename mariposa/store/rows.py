@@ -45,6 +45,7 @@ class VersionRow:
     summary: str | None
     packages: str | None = None  # JSON of the pinned package sizes; None for versions before 0007
     env_files: str | None = None  # JSON of the env_file texts (manifest/env_files.py); never shown
+    base_dir: str | None = None  # where the manifest was read from: relative bind paths start here
 
     def to_json(self, with_manifest: bool = False) -> dict:
         data = attrs.asdict(self)

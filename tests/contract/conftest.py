@@ -124,6 +124,9 @@ async def _docker_kit(image: str):
         nets = _run("docker", "network", "ls", "-q", "--filter", label).split()
         if nets:
             subprocess.run(["docker", "network", "rm", *nets], capture_output=True, timeout=60)
+        volumes = _run("docker", "volume", "ls", "-q", "--filter", label).split()
+        if volumes:
+            subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True, timeout=60)
 
     driver = DockerDriver(owner)
     try:

@@ -15,8 +15,8 @@ from contextlib import aclosing
 import pytest
 import trio
 
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound
-from mariposa.model import Instance, InstanceState
+from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, VolumeInUse
+from mariposa.model import Instance, InstanceState, MountSpec, volume_name
 
 SLEEPER = "exec sleep 3600"  # honours SIGTERM
 STUBBORN = 'trap "" TERM; while true; do sleep 1; done'  # ignores it
@@ -185,6 +185,25 @@ async def test_exec_returns_exit_code_and_output(kit):
     await kit.driver.stop(inst, timeout=10)
     with pytest.raises(DriverError):
         await kit.driver.exec(inst, ["sh", "-c", "exit 0"], timeout=20)
+
+
+async def test_named_volumes_are_made_for_their_instances_kept_and_removed_only_when_unused(kit):
+    """Issue 12: a project's named volume outlives its instances and goes only when asked."""
+    data = MountSpec("volume", "data", "/data", labels=(("backup", "nightly"),))
+    req = kit.request("db", "echo kept > /data/f; exec sleep 3600", volumes=(data,))
+    inst = await kit.driver.create(req)
+    (vol,) = await kit.driver.volumes(req.project_name)
+    assert (vol.name, vol.runtime_name) == ("data", volume_name(req.project_name, "data"))
+    assert ("backup", "nightly") in vol.labels and vol.used_by == (inst.name,)
+    with pytest.raises(VolumeInUse):
+        await kit.driver.remove_volume(req.project_name, "data")
+    await kit.driver.remove(inst)
+    await kit.driver.remove_network(req.project_id)
+    (vol,) = await kit.driver.volumes(req.project_name)  # kept with no instance and no network
+    assert vol.used_by == ()
+    await kit.driver.remove_volume(req.project_name, "data")
+    assert await kit.driver.volumes(req.project_name) == []
+    await kit.driver.remove_volume(req.project_name, "data")  # gone already: no error
 
 
 async def test_exec_runs_as_the_user_asked_for_or_the_service_s_own(kit):

@@ -42,7 +42,7 @@ class Recorder:
 class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
-        for area in ("system", "projects", "services", "instances", "queue", "events"):
+        for area in ("system", "projects", "services", "instances", "queue", "events", "volumes"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -55,11 +55,15 @@ CASES = [
     ("GET", "/v1/ping", None, None, "system.ping", (), {}),
     ("GET", "/v1/projects", None, None, "projects.list", (), {}),
     ("POST", "/v1/projects", {"name": "p", **MANIFEST, "env_files": {"a.env": "A=1"}}, None, "projects.add",
-     ("p", "services: {}", "x.yaml"), {"env_files": {"a.env": "A=1"}}),
+     ("p", "services: {}", "x.yaml"), {"env_files": {"a.env": "A=1"}, "base_dir": None}),
     ("GET", "/v1/projects/p", None, None, "projects.get", ("p",), {}),
     ("PUT", "/v1/projects/p", {**MANIFEST, "rolling": 2, "canary": 1, "if_version": "abc"}, None, "projects.update",
-     ("p", "services: {}", "x.yaml"), {"rolling": 2, "count": 1, "if_version": "abc", "env_files": None}),
-    ("DELETE", "/v1/projects/p", None, None, "projects.delete", ("p",), {}),
+     ("p", "services: {}", "x.yaml"), {"rolling": 2, "count": 1, "if_version": "abc", "env_files": None,
+                                          "base_dir": None}),
+    ("DELETE", "/v1/projects/p", None, None, "projects.delete", ("p",), {"purge_volumes": False}),
+    ("DELETE", "/v1/projects/p", None, {"purge_volumes": "1"}, "projects.delete", ("p",), {"purge_volumes": True}),
+    ("GET", "/v1/projects/p/volumes", None, None, "volumes.list", ("p",), {}),
+    ("DELETE", "/v1/projects/p/volumes/data", None, None, "volumes.remove", ("p", "data"), {}),
     ("GET", "/v1/projects/p/versions", None, None, "projects.versions", ("p",), {}),
     ("GET", "/v1/projects/p/versions/3", None, None, "projects.version", ("p", "3"), {}),
     ("GET", "/v1/versions/abcd", None, None, "projects.version", (None, "abcd"), {}),
@@ -68,7 +72,7 @@ CASES = [
     ("POST", "/v1/projects/p/stop", None, None, "projects.stop", ("p",), {}),
     ("POST", "/v1/projects/p/revert", {"version": 2}, None, "projects.revert", ("p", 2), {"rolling": None, "count": None}),
     ("POST", "/v1/projects/p/diff", MANIFEST, None, "projects.diff", ("p", "services: {}", "x.yaml"),
-     {"rolling": None, "count": None, "env_files": None}),
+     {"rolling": None, "count": None, "env_files": None, "base_dir": None}),
     ("GET", "/v1/projects/p/services", None, None, "services.list", ("p",), {}),
     ("GET", "/v1/projects/p/services/web", None, None, "services.get", ("p", "web"), {}),
     ("GET", "/v1/projects/p/services/web/instances", None, None, "services.instances", ("p", "web"), {}),

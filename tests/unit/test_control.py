@@ -45,7 +45,8 @@ UNKNOWN = Caller(transport="unix")  # the kernel gave no credentials
 
 
 def areas(control: Control) -> list[Area]:
-    return [control.system, control.projects, control.services, control.instances, control.queue, control.events]
+    return [control.system, control.projects, control.services, control.instances, control.queue, control.events,
+            control.volumes]
 
 
 def control_methods(control: Control):

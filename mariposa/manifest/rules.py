@@ -1,0 +1,27 @@
+"""What a manifest is judged by besides its own text: the host's package catalogue and policy,
+and what was read beside it. One value carried through validation instead of a parameter each."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from mariposa.packages import Package
+
+DEFAULT_BIND_ROOTS = ("/srv", "/var/lib/mariposa-data")
+
+
+@attrs.frozen
+class Rules:
+    packages: Mapping[str, Package] | None = None  # None: the built-in catalogue
+    allow_privileged: bool = False  # options that give a container the host (manifest/container.py)
+    env_files: Mapping[str, Any] | None = None  # path -> text or {"error": why} (manifest/env_files.py)
+    # Host paths a bind mount may name (manifest/volumes.py); None: any (a stored version, judged
+    # when it was made).
+    bind_roots: tuple[str, ...] | None = DEFAULT_BIND_ROOTS
+    base_dir: str | None = None  # the manifest's directory, for relative bind paths
+    # Named volumes of the project's top-level `volumes:` (name -> its labels); None: not given,
+    # so any name a service uses is the project's.
+    volumes: Mapping[str, tuple[tuple[str, str], ...]] | None = None
