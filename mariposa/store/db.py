@@ -4,6 +4,12 @@ All access goes through :meth:`Store.call`, which runs a plain function on a wor
 at a time (a ``CapacityLimiter(1)``: the one writer), inside one transaction. A function never
 awaits, so no transaction ever spans an ``await`` and the trio loop never blocks on disk.
 
+SQLite's errors that are conditions, not bugs, leave :meth:`Store.call` as ``StoreUnavailable``
+(``mariposa/errors.py``): a full disk (``StoreFull``), another process holding the database's
+lock longer than ``BUSY_TIMEOUT`` (``StoreBusy``), an I/O error. The transaction is rolled back
+whatever failed, COMMIT included: a connection left inside a failed transaction would refuse
+every later ``BEGIN``, and the daemon would be wedged long after the disk had room again.
+
 The store has the daemon's clock. A function that stamps a time calls :func:`now`, which reads
 the clock of the store whose call is running (a context variable set around the call), so the
 functions keep their plain ``fn(db, *args)`` shape and a test's fake clock reaches them too.
@@ -22,15 +28,21 @@ import sqlite_utils
 import trio
 
 from mariposa.clock import Clock, WallClock
+from mariposa.errors import StoreBusy, StoreFull, StoreUnavailable
 from mariposa.store.migrate import apply_migrations
 
 T = TypeVar("T")
+
+# How long a call waits for a lock another process holds (a `sqlite3` shell in a write
+# transaction). The daemon is the only writer otherwise, and every store call waits in one line,
+# so a long wait here stalls every client; past it the call is a StoreBusy the caller can retry.
+BUSY_TIMEOUT = 5.0
 
 _clock: contextvars.ContextVar[Clock] = contextvars.ContextVar("mariposa_store_clock", default=WallClock())
 
 
 def open_database(path: Path | str, clock: Clock | None = None) -> sqlite_utils.Database:
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -58,18 +70,21 @@ class Store:
         return owner
 
     def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(db, *args)`` in one transaction (rolled back if it raises)."""
+        """Run ``fn(db, *args)`` in one transaction (rolled back if it, or the commit, fails)."""
         conn = self.db.conn
         token = _clock.set(self.clock)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(self.db, *args)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled it back already (SQLITE_FULL does)
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
+        except sqlite3.OperationalError as exc:
+            raise store_error(exc, self.path) from exc
         finally:
             _clock.reset(token)
 
@@ -78,6 +93,23 @@ class Store:
 
     def close(self) -> None:
         self.db.conn.close()
+
+
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL = 5, 6, 10, 13
+
+
+def store_error(exc: sqlite3.OperationalError, path: Path) -> Exception:
+    """The ``StoreUnavailable`` for SQLite's conditions; any other error as it is (a bug)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    if code == _SQLITE_FULL:
+        return StoreFull(f"the store's disk is full ({path.parent}): nothing was changed; "
+                         "free some space there and try again")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return StoreBusy(f"the store ({path}) is locked by another process for more than {BUSY_TIMEOUT:g} s: "
+                         "nothing was changed; try again once it lets go")
+    if code == _SQLITE_IOERR:
+        return StoreUnavailable(f"the store ({path}) could not be read or written ({exc}): nothing was changed")
+    return exc
 
 
 def now() -> float:
