@@ -28,7 +28,7 @@ from mariposa.control import Control, SocketPolicy
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
 from mariposa.drivers.base import Driver, DriverError
-from mariposa.errors import StateDirLocked
+from mariposa.errors import StateDirLocked, StoreUnavailable
 from mariposa.health.monitor import HealthMonitor
 from mariposa.queue.executor import Executor
 from mariposa.store.db import Store
@@ -134,7 +134,10 @@ class Daemon:
         if not os.environ.get("NOTIFY_SOCKET"):
             return
         while True:
-            systemd.notify("STATUS=" + await summary(self.ctx))
+            try:
+                systemd.notify("STATUS=" + await summary(self.ctx))
+            except StoreUnavailable as exc:
+                systemd.notify(f"STATUS=store unavailable: {exc.message}")
             await trio.sleep(5)
 
 

@@ -19,6 +19,7 @@ from mariposa.converge.backoff import Backoff
 from mariposa.converge.plan import plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
+from mariposa.errors import StoreUnavailable
 from mariposa.store import tasks as task_store
 
 log = structlog.get_logger()
@@ -43,6 +44,8 @@ class Reconciler:
                 await self.reconcile_once()
             except (DriverError, RuntimeUnavailable) as exc:
                 log.warning("reconcile pass skipped: runtime unavailable", error=str(exc))
+            except StoreUnavailable as exc:  # a full disk, a lock held elsewhere: the next pass retries
+                log.warning("reconcile pass skipped: store unavailable", error=exc.message)
             await self.ctx.reconcile_wakeup.wait(timeout=self.resync)
             await trio.sleep(self.debounce)  # let a burst of events collapse into one pass
 
