@@ -7,8 +7,8 @@ awaits, so no transaction ever spans an ``await`` and the trio loop never blocks
 SQLite's errors that are conditions, not bugs, leave :meth:`Store.call` as ``StoreUnavailable``
 (``mariposa/errors.py``): a full disk (``StoreFull``), another process holding the database's
 lock longer than ``BUSY_TIMEOUT`` (``StoreBusy``), an I/O error. The transaction is rolled back
-whatever failed, COMMIT included: a connection left inside a failed transaction would refuse
-every later ``BEGIN``, and the daemon would be wedged long after the disk had room again.
+whatever failed, COMMIT included, unless SQLite did it already (it does on SQLITE_FULL, and a
+second ROLLBACK would raise in place of the real error).
 
 The store has the daemon's clock. A function that stamps a time calls :func:`now`, which reads
 the clock of the store whose call is running (a context variable set around the call), so the
@@ -34,9 +34,12 @@ from mariposa.store.migrate import apply_migrations
 T = TypeVar("T")
 
 # How long a call waits for a lock another process holds (a `sqlite3` shell in a write
-# transaction). The daemon is the only writer otherwise, and every store call waits in one line,
-# so a long wait here stalls every client; past it the call is a StoreBusy the caller can retry.
+# transaction); past it the call is a StoreBusy the caller can retry. The daemon is the only
+# writer otherwise. Every call waits in one line (the one writer), so SQLite itself waits only
+# BUSY_SLICE at a time and the call waits out the rest between tries, outside the line: each
+# call waits its own BUSY_TIMEOUT, not also that of every call ahead of it.
 BUSY_TIMEOUT = 5.0
+BUSY_SLICE = 0.05
 
 _clock: contextvars.ContextVar[Clock] = contextvars.ContextVar("mariposa_store_clock", default=WallClock())
 
@@ -56,6 +59,7 @@ class Store:
         self.path = Path(path)
         self.clock = clock or WallClock()
         self.db = open_database(self.path, self.clock)
+        self.db.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_SLICE * 1000)}")
         self._limiter = trio.CapacityLimiter(1)
         self.owner = self._ensure_owner()
 
@@ -89,7 +93,16 @@ class Store:
             _clock.reset(token)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(self.call_sync, fn, *args, limiter=self._limiter)
+        """``call_sync`` on the worker thread; while another process holds the lock, again
+        every BUSY_SLICE until BUSY_TIMEOUT has passed (the refused tries changed nothing)."""
+        deadline = trio.current_time() + BUSY_TIMEOUT
+        while True:
+            try:
+                return await trio.to_thread.run_sync(self.call_sync, fn, *args, limiter=self._limiter)
+            except StoreBusy:
+                if trio.current_time() >= deadline:
+                    raise
+            await trio.sleep(BUSY_SLICE)
 
     def close(self) -> None:
         self.db.conn.close()
