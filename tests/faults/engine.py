@@ -2,7 +2,9 @@
 data root and exec root, that a test may stop and start at will. The host's engine serves every
 other test running on the machine and must never be restarted.
 
-Why these flags: `--bridge=none` keeps our engine off the host's docker0; `--iptables=false`
+Why these flags: `--bridge=<a bridge of our own>` keeps our engine off the host's docker0 (NOT
+`--bridge=none`: a dockerd started with it deletes the interface docker0, which the host's engine
+and every other test on the machine need; the lead found docker0 gone twice and put it back); `--iptables=false`
 keeps it out of the host's firewall, which the host's engine owns (two engines editing one
 DOCKER chain undo each other); `--default-address-pool` gives our project networks a range of
 their own; `--cgroup-parent` keeps our containers' cgroups apart. User-defined bridge networks
@@ -39,15 +41,22 @@ class PrivateEngine:
         self.log = self.root / "dockerd.log"
         self.proc: subprocess.Popen | None = None
         self.bridges: set[str] = set()  # host interfaces our networks made, removed in close()
+        # the default bridge of our engine: one of our own, never docker0 (see the module's doc)
+        self.bridge = "mfb" + self.root.name[-8:].replace("_", "x")
+        self.bridges.add(self.bridge)
 
     def start(self, timeout: float = 60) -> float:
         """Start dockerd and wait until it answers; the seconds that took."""
         began = time.monotonic()
+        if not Path("/sys/class/net", self.bridge).exists():
+            subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True, capture_output=True)
+            subprocess.run(["ip", "addr", "add", "10.214.0.1/24", "dev", self.bridge], check=True, capture_output=True)
+            subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True, capture_output=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 ["dockerd", "--host", self.host, "--data-root", str(self.root / "data"),
                  "--exec-root", str(self.root / "x"), "--pidfile", str(self.root / "d.pid"),
-                 "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+                 f"--bridge={self.bridge}", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
                  "--default-address-pool", ADDRESS_POOL, "--cgroup-parent", f"/{self.root.name}",
                  "--log-level", "warn"],
                 stdout=log, stderr=log, start_new_session=True,
