@@ -88,7 +88,10 @@ class Store:
                 raise
             return result
         except sqlite3.OperationalError as exc:
-            raise store_error(exc, self.path) from exc
+            named = store_error(exc, self.path)
+            if named is exc:
+                raise  # a bug (bad SQL and the like): as it is, for translate() to log
+            raise named from exc
         finally:
             _clock.reset(token)
 
