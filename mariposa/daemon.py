@@ -28,7 +28,7 @@ from mariposa.control import Control, SocketPolicy
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
 from mariposa.drivers.base import Driver, DriverError
-from mariposa.errors import StateDirLocked
+from mariposa.errors import StateDirLocked, StoreUnavailable
 from mariposa.health.monitor import HealthMonitor
 from mariposa.queue.executor import Executor
 from mariposa.store.db import Store
@@ -55,18 +55,32 @@ def lock_state_dir(state_dir: Path):
 async def watch_driver_events(ctx: Context, driver: Driver) -> None:
     """Runtime events only wake the reconciler; if the stream breaks we re-subscribe from the
     last event's cursor, so what happened meanwhile still wakes it (and the periodic resync
-    covers whatever the runtime itself no longer keeps)."""
+    covers whatever the runtime itself no longer keeps).
+
+    A runtime that went away (an Engine restarted) keeps nothing of what happened before it
+    came back: its containers stopped with it and their events are gone. So once it answers
+    again, the reconciler and the health monitor are woken at once, to look at the whole of it,
+    instead of waiting for the next resync. The loss is logged once, and the return."""
     cursor: str | None = None
+    lost_at: float | None = None
     while True:
         try:
+            if lost_at is not None:
+                await driver.ping()
+                log.info("runtime answers again; re-subscribing from the cursor", driver=driver.compute_type,
+                         away_s=round(trio.current_time() - lost_at, 1))
+                lost_at = None
+                ctx.wake_reconciler()
+                ctx.wake_health()
             async for event in driver.events(since=cursor):
                 cursor = event.cursor or cursor
                 ctx.wake_reconciler()
                 ctx.wake_health()
-        except (DriverError, OSError) as exc:
-            log.warning("runtime event stream lost; re-subscribing", driver=driver.compute_type, error=str(exc))
-        except Exception as exc:  # httpx transport errors and the like
-            log.warning("runtime event stream lost; re-subscribing", driver=driver.compute_type, error=repr(exc))
+        except Exception as exc:  # DriverError, OSError, httpx transport errors and the like
+            if lost_at is None:
+                lost_at = trio.current_time()
+                error = str(exc) if isinstance(exc, DriverError | OSError) else repr(exc)
+                log.warning("runtime event stream lost; re-subscribing", driver=driver.compute_type, error=error)
         await trio.sleep(1.0)
 
 
@@ -135,7 +149,10 @@ class Daemon:
         if not os.environ.get("NOTIFY_SOCKET"):
             return
         while True:
-            systemd.notify("STATUS=" + await summary(self.ctx))
+            try:
+                systemd.notify("STATUS=" + await summary(self.ctx))
+            except StoreUnavailable as exc:
+                systemd.notify(f"STATUS=store unavailable: {exc.message}")
             await trio.sleep(5)
 
 

@@ -15,6 +15,10 @@ scripts can test, so both ends agree on what went wrong. The tree::
     ├── TaskFailed (409, exit 6)       a task could not reach its goal (or a waited-for one did not)
     ├── DaemonUnreachable (503, exit 3) the CLI cannot reach the daemon
     ├── RuntimeUnavailable (503, exit 7) ← drivers' DriverError / RuntimeUnavailable
+    ├── StoreUnavailable (503, exit 8) ← SQLite's I/O errors (store/db.py): the store cannot be
+    │   ├── StoreFull (507)              ← SQLITE_FULL: its disk is full        written just now;
+    │   └── StoreBusy (503)              ← SQLITE_BUSY: another process holds   nothing was changed
+    │                                      its lock past the busy timeout
     ├── TimedOut (504, exit 1)         ← trio.TooSlowError
     └── InternalError (500, exit 1)    ← anything else: a bug; the message carries an error id
                                          that the daemon's log line carries too
@@ -109,6 +113,25 @@ class RuntimeUnavailable(MariposaError):
     kind = "runtime-unavailable"
 
 
+class StoreUnavailable(MariposaError):
+    """The daemon's own store cannot be read or written just now. Nothing was changed, what was
+    stored is intact, and the same request succeeds once the cause is gone: the background loops
+    (reconciler, executor, health, watched directory) wait and retry instead of stopping."""
+
+    status = 503
+    exit_code = 8
+    kind = "store-unavailable"
+
+
+class StoreFull(StoreUnavailable):
+    status = 507  # Insufficient Storage
+    kind = "store-full"
+
+
+class StoreBusy(StoreUnavailable):
+    kind = "store-busy"
+
+
 class TimedOut(MariposaError):
     status = 504
     kind = "timed-out"
@@ -122,7 +145,7 @@ class InternalError(MariposaError):
 ERROR_KINDS = {cls.kind: cls for cls in (
     MariposaError, BadRequest, InvalidManifest, Forbidden, NotFound, Conflict, RequestTimeout, PayloadTooLarge,
     StateDirLocked, TaskFailed,
-    DaemonUnreachable, RuntimeUnavailable, TimedOut, InternalError,
+    DaemonUnreachable, RuntimeUnavailable, StoreUnavailable, StoreFull, StoreBusy, TimedOut, InternalError,
 )}
 
 

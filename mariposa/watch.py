@@ -26,7 +26,7 @@ import trio
 from mariposa.clock import wall_clock
 from mariposa.context import Context
 from mariposa.control.caller import WATCHER
-from mariposa.errors import MariposaError, translate
+from mariposa.errors import MariposaError, StoreUnavailable, translate
 from mariposa.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, DirectoryWatch
 from mariposa.manifest.env_files import MAX_ENV_FILE, read_beside
 from mariposa.store import files as file_store
@@ -97,7 +97,10 @@ class ManifestDirectory:
             with trio.move_on_after(self.rescan):
                 await self._rescan_now.wait()
             self._rescan_now = trio.Event()
-            await self.scan(settle=SETTLE)
+            try:
+                await self.scan(settle=SETTLE)
+            except StoreUnavailable as exc:  # nothing was recorded, so the next rescan sees it all again
+                log.warning("manifest directory not rescanned: store unavailable", error=exc.message)
 
     async def _apply_when_quiet(self) -> None:
         while True:
@@ -128,6 +131,12 @@ class ManifestDirectory:
                 await self.consider(os.path.basename(full))
 
     async def consider(self, filename: str) -> None:
+        try:
+            await self._consider(filename)
+        except StoreUnavailable as exc:  # recorded nothing: the file is not seen, the next rescan retries it
+            log.warning("manifest file not considered: store unavailable", file=filename, error=exc.message)
+
+    async def _consider(self, filename: str) -> None:
         name = project_name(filename)
         if name is None:
             return
@@ -150,6 +159,8 @@ class ManifestDirectory:
             return
         try:
             await self._apply(name, full, text, env_files)
+        except StoreUnavailable:
+            raise  # not the file's fault: it must not be recorded as refused
         except Exception as exc:  # one bad file must never take the watcher (and the daemon) down
             await self._refused(name, full, digest, translate(exc, f"applying {full}"))
             return

@@ -195,10 +195,12 @@ def project_list(state: State, as_json: bool) -> None:
     table(rows, [
         ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("VERSION", lambda r: r["version"]),
         ("STATE", lambda r: r["desired"]), ("SERVICES", lambda r: r["services"]),
-        ("RUNNING", lambda r: f"{r['running']}/{r['instances']}"),
+        ("RUNNING", lambda r: "?" if r["instances"] is None else f"{r['running']}/{r['instances']}"),
         ("SOURCE", lambda r: (r["source"] or "-") + (" (orphaned)" if r.get("source_state") == "orphaned" else "")),
         ("CREATED", lambda r: ago(r["created"])),
     ])
+    if any(r["instances"] is None for r in rows):
+        click.echo("mariposa: the runtime is unavailable: instance counts are unknown ('?')", err=True)
 
 
 cli.add_command(project_list, "projects")

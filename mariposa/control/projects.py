@@ -12,6 +12,7 @@ import re
 from mariposa.control import manifests, rollouts, views
 from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
+from mariposa.drivers.base import RuntimeUnavailable
 from mariposa.errors import BadRequest, NotFound
 from mariposa.store import goal as goal_store
 from mariposa.store.files import file_status
@@ -27,12 +28,19 @@ def tasks_json(tasks: list[TaskRow]) -> list[dict]:
 class Projects(Area):
     @operation("project.list")
     async def list(self, caller: Caller) -> list[dict]:
-        insts = await self.ctx.inventory()
+        """Projects from the store, with their instance counts from the runtime. A runtime that
+        does not answer (an Engine restarting) leaves the counts unknown (null) instead of
+        failing the listing: what the store knows is still worth showing."""
+        try:
+            insts: builtins.list | None = await self.ctx.inventory()
+        except RuntimeUnavailable:
+            insts = None
         out = []
         for p, version, services in await self.ctx.store.call(goal_store.project_summaries):
-            mine = [i for i in insts if i.project_id == p.id]
+            mine = None if insts is None else [i for i in insts if i.project_id == p.id]
             out.append({**p.to_json(), "version": version, "services": services,
-                        "running": sum(1 for i in mine if i.running), "instances": len(mine)})
+                        "running": None if mine is None else sum(1 for i in mine if i.running),
+                        "instances": None if mine is None else len(mine)})
         return out
 
     @operation("project.add", target="name")

@@ -1,14 +1,16 @@
 """Level-triggered convergence: compare the whole goal with the whole actual state and queue a
 task for every service that differs and has no task already.
 
-It wakes on any change (runtime events, finished tasks, API writes) and on a periodic resync,
-so a lost event costs latency, never correctness. Frozen services (their last task was stopped
+It wakes on any change (runtime events, finished tasks, API writes), when the earliest back-off
+of a failing service runs out, and on a periodic resync, so a lost event costs latency, never
+correctness. Frozen services (their last task was stopped
 by the operator) are left alone until their goal changes or the operator thaws them.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from typing import Any
 
 import structlog
@@ -19,6 +21,7 @@ from mariposa.converge.backoff import Backoff
 from mariposa.converge.plan import plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
+from mariposa.errors import StoreUnavailable
 from mariposa.store import tasks as task_store
 
 log = structlog.get_logger()
@@ -35,6 +38,7 @@ class Reconciler:
         self.resync = resync
         self.debounce = debounce
         self.passes = 0
+        self.retry_at: float | None = None  # when the earliest back-off of a skipped service ends
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -43,11 +47,21 @@ class Reconciler:
                 await self.reconcile_once()
             except (DriverError, RuntimeUnavailable) as exc:
                 log.warning("reconcile pass skipped: runtime unavailable", error=str(exc))
-            await self.ctx.reconcile_wakeup.wait(timeout=self.resync)
+            except StoreUnavailable as exc:  # a full disk, a lock held elsewhere: the next pass retries
+                log.warning("reconcile pass skipped: store unavailable", error=exc.message)
+            await self.ctx.reconcile_wakeup.wait(timeout=self._until_next_pass())
             await trio.sleep(self.debounce)  # let a burst of events collapse into one pass
+
+    def _until_next_pass(self) -> float:
+        """The resync, or less when a backed-off service may be retried sooner: the back-off's
+        2 s, 4 s, 8 s are what a service waits, not the next resync after them."""
+        if self.retry_at is None:
+            return self.resync
+        return max(0.0, min(self.resync, self.retry_at - self.ctx.clock.now()))
 
     async def reconcile_once(self) -> list:
         self.passes += 1
+        self.retry_at = None
         snap = await self.ctx.goals.snapshot()
         now = self.ctx.clock.now()
         actual = merge(await self.ctx.inventory(), snap.records, now)
@@ -74,7 +88,9 @@ class Reconciler:
                 continue
             failed, last_end = snap.failures.get(key, (0, 0.0))
             if failed and now < last_end + RETRY.delay(failed):
-                continue  # a broken service must not churn the host; the resync retries later
+                # a broken service must not churn the host; the pass when its back-off ends retries
+                self.retry_at = min(self.retry_at or math.inf, last_end + RETRY.delay(failed))
+                continue
             steps = plan(self.ctx.goals.goal_from(project, row), by_service.get(key, []), now=now)
             if steps:
                 wanted.append(dict(project_id=project_id, project_name=project.name, service=service,

@@ -20,6 +20,7 @@ import trio
 from mariposa.context import Context
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError
+from mariposa.errors import StoreUnavailable
 from mariposa.health.checks import CheckResult, KeepAlive, run_check
 from mariposa.model import HealthCheck, Instance
 from mariposa.store import events as event_store
@@ -124,6 +125,8 @@ class HealthMonitor:
                     await self.sync()
                 except DriverError as exc:
                     log.warning("health sync skipped: runtime unavailable", error=str(exc))
+                except StoreUnavailable as exc:
+                    log.warning("health sync skipped: store unavailable", error=exc.message)
                 await self.ctx.health_wakeup.wait(timeout=self.sync_interval)
 
     async def sync(self) -> None:
@@ -199,8 +202,12 @@ class HealthMonitor:
                 event_store.record(db, f"health.{status}", f"{inst.name} is {status}: {detail}",
                                    project_id=inst.project_id, service=inst.service, instance=inst.id)
 
-        with trio.CancelScope(shield=True):
-            await self.ctx.store.call(write)
+        try:
+            with trio.CancelScope(shield=True):
+                await self.ctx.store.call(write)
+        except StoreUnavailable as exc:  # the status still acts (below); only its record is missing
+            log.warning("health change not recorded: store unavailable", instance=inst.id[:12], status=status,
+                        error=exc.message)
         if status != previous:
             log.info("health changed", instance=inst.id[:12], service=inst.service, project=inst.project_name,
                      status=status, previous=previous, detail=detail)

@@ -18,14 +18,20 @@ import trio
 
 from mariposa.context import Context
 from mariposa.converge.apply import TaskFailed, converge_service, delete_project
+from mariposa.converge.backoff import Backoff
 from mariposa.drivers.base import DriverError
-from mariposa.errors import Conflict
+from mariposa.errors import Conflict, StoreUnavailable
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
 from mariposa.store import tasks as task_store
 from mariposa.store.rows import TaskRow
 
 log = structlog.get_logger()
+
+# A task's outcome the store could not take (its disk full, its lock held elsewhere) is written
+# again after 0.5 s, 1 s ... 5 s until it can: a task left `active` with no runner would keep its
+# service from every later task until the daemon restarted.
+FINISH_RETRY = Backoff(base=0.5, factor=2.0, cap=5.0)
 
 
 @attrs.define
@@ -55,7 +61,10 @@ class Executor:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                await self._dispatch(nursery)
+                try:
+                    await self._dispatch(nursery)
+                except StoreUnavailable as exc:  # the next round (at most 2 s away) tries again
+                    log.warning("queue not read: store unavailable", error=exc.message)
                 await self.ctx.queue_wakeup.wait(timeout=2.0)
 
     async def _dispatch(self, nursery: trio.Nursery) -> None:
@@ -69,8 +78,8 @@ class Executor:
                         r.scope.cancel()
                 continue
             running = Running(task, trio.CancelScope())
-            self.running[task.id] = running
             await self.ctx.store.call(task_store.mark_active, task.id)
+            self.running[task.id] = running
             nursery.start_soon(self._run, running)
 
     async def _run(self, running: Running) -> None:
@@ -84,18 +93,34 @@ class Executor:
                 state, message = "terminated", running.reason
         except (TaskFailed, DriverError) as exc:
             state, message = "failed", str(exc)
+        except StoreUnavailable as exc:
+            state, message = "failed", exc.message
         except Exception as exc:  # a bug: fail the task, keep the daemon
             log.error("task crashed", error=repr(exc), traceback=traceback.format_exc())
             state, message = "failed", f"internal error: {exc!r}"
         finally:
             self.running.pop(task.id, None)
             self.ctx.wake_queue()
-        with trio.CancelScope(shield=True):
-            await self.ctx.store.call(self._finish, task, state, message, running.freeze)
+        await self._record_finish(task, state, message, running.freeze)
         running.done.set()
         log.info("task finished", kind=task.kind, state=state, message=message)
         self.ctx.wake_reconciler()
         self.ctx.wake_health()
+
+    async def _record_finish(self, task: TaskRow, state: str, message: str | None, freeze: bool) -> None:
+        """Write the outcome, shielded from cancellation; while the store cannot take it, again
+        after a back-off (a shutdown ends that wait: the next start resumes the task)."""
+        attempt = 0
+        while True:
+            try:
+                with trio.CancelScope(shield=True):
+                    await self.ctx.store.call(self._finish, task, state, message, freeze)
+                return
+            except StoreUnavailable as exc:
+                attempt += 1
+                log.warning("task outcome not recorded yet: store unavailable", state=state, error=exc.message,
+                            retry_in=FINISH_RETRY.delay(attempt))
+            await trio.sleep(FINISH_RETRY.delay(attempt))
 
     @staticmethod
     def _finish(db, task: TaskRow, state: str, message: str | None, freeze: bool) -> None:

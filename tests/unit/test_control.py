@@ -181,9 +181,12 @@ async def test_runtime_failures_leave_as_503_and_bugs_as_500_with_an_error_id(co
 
     monkeypatch.setattr(core.driver, "inventory", down)
     with pytest.raises(RuntimeUnavailable) as info:
-        await core.control.projects.list(ROOT)
+        await core.control.services.list(ROOT, "p")
     assert info.value.status == 503 and info.value.exit_code == 7
     assert info.value.message == "runtime unavailable: Docker Engine not reachable at unix:///nowhere"
+    # the listing answers from the store, its counts unknown
+    [listed] = await core.control.projects.list(ROOT)
+    assert listed["name"] == "p" and listed["running"] is None and listed["instances"] is None
 
     async def bug(project_id=None):
         raise KeyError("API_TOKEN=hunter2-very-secret")

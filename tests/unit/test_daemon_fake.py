@@ -234,3 +234,22 @@ async def test_every_instance_failing_backs_off_instead_of_churning(virtual_cloc
     with trio.fail_after(30):
         while await healthy() < 2:
             await trio.sleep(0.2)
+
+
+async def test_a_failing_service_is_retried_when_its_back_off_ends_not_at_the_resync(virtual_clock, tmp_path, nursery):
+    """README: a service whose tasks keep failing is retried after 2 s, 4 s, 8 s ...; with a
+    60 s resync the retries must still come at those times, not at the next resync."""
+    from mariposa.converge.reconciler import RETRY
+
+    driver = FakeDriver(images=("busybox",))
+    sock = str(tmp_path / "m.sock")
+    config = DaemonConfig(state_dir=str(tmp_path / "state"), socket=sock, resync=60, manifest_dir=None)
+    await nursery.start(run_daemon, config, {"docker": driver})
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=sock), base_url="http://m") as client:
+        await client.post("/v1/projects", json={"name": "p", "manifest": "services:\n  a:\n    image: nosuch\n"})
+        await trio.sleep(20)
+        tasks = sorted((await client.get("/v1/queue")).json(), key=lambda t: t["created"])
+    assert len(tasks) >= 4 and all(t["state"] == "failed" for t in tasks[:4])
+    for n, (before, after) in enumerate(zip(tasks, tasks[1:4], strict=False), start=1):
+        gap = after["created"] - before["ended"]
+        assert RETRY.delay(n) - 0.1 <= gap < RETRY.delay(n) + 1.0, (n, gap)
