@@ -99,7 +99,8 @@ MALFORMED = [
     b"POST /v1/projects HTTP/1.1\r\nHost: m\r\nContent-Length: 1e3\r\n\r\n",
     b"POST /v1/projects HTTP/1.1\r\nHost: m\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
     b"POST /v1/projects HTTP/1.1\r\nHost: m\r\nContent-Length: " + b"9" * 100 + b"\r\n\r\n",
-    b"POST /v1/projects HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    b"POST /v1/projects HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"
+    b"2\r\n{}\r\n0\r\n\r\n",
     b"POST /v1/projects HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: gzip\r\n\r\n",
     b"POST /v1/projects HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
     b"POST /v1/projects HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}xx0\r\n\r\n",
