@@ -80,7 +80,7 @@ def _service(
     if not isinstance(name, str):
         report.add(at, f"service name {name!r} must be a string", on_key=True)
         ok = False
-    elif not SERVICE_NAME_RE.match(name):
+    elif not SERVICE_NAME_RE.fullmatch(name):
         report.add(
             at,
             f"invalid service name {name!r}: it becomes a DNS name, so use lowercase letters,"
