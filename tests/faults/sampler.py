@@ -7,7 +7,8 @@ interpreter lock and event loop, and would measure the client's own load as the 
     python -m tests.faults.sampler SOCKET PID
 
 samples every 50 ms until its stdin closes, then prints one JSON object:
-``{"latency_ms": [...], "rss_mb": [...], "errors": [...]}``.
+``{"t": [...], "latency_ms": [...], "rss_mb": [...], "errors": [...]}``, ``t`` being when each
+sample began (``time.monotonic()``, one clock for every process on the host).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def list_once(path: str, timeout: float = 30.0) -> tuple[float, str | None]:
 
 
 def main(path: str, pid: int, interval: float = 0.05) -> None:
-    latency, rss, errors = [], [], []
+    began, latency, rss, errors = [], [], [], []
     while not select.select([sys.stdin], [], [], 0)[0]:  # stdin closed: the abuse is over
+        began.append(time.monotonic())
         elapsed, error = list_once(path)
         latency.append(round(elapsed * 1000, 2))
         if error:
@@ -55,7 +57,7 @@ def main(path: str, pid: int, interval: float = 0.05) -> None:
             errors.append(f"no /proc/{pid}: {exc}")
             break
         time.sleep(interval)
-    print(json.dumps({"latency_ms": latency, "rss_mb": rss, "errors": errors}))
+    print(json.dumps({"t": began, "latency_ms": latency, "rss_mb": rss, "errors": errors}))
 
 
 if __name__ == "__main__":
