@@ -3,10 +3,16 @@ refusal is an answer, and the server is still there for the next client."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import trio
 
 from mariposa.api.http import Limits, Request, Router, bind_unix_socket, serve
+from tests.integration.harness import LATE, ROOT
 
 LIMITS = Limits(max_body=1024, request_timeout=0.5, idle_timeout=0.5, max_connections=3)
 
@@ -147,3 +153,85 @@ async def test_keep_alive_serves_several_requests_on_one_connection(server):
 
 def test_request_json_of_an_empty_body_is_an_empty_object():
     assert Request("POST", "/", {}, b"", {}, None).json() == {}  # type: ignore[arg-type]
+
+
+async def test_the_listen_backlog_holds_a_thousand_connects_at_once(server):
+    """1,000 clients connect while the server cannot accept (this loop never yields): every connect
+    must land in the kernel's queue. With a backlog of 256, 145-468 of them failed with EAGAIN."""
+    socks = []
+    try:
+        for _ in range(1000):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setblocking(False)
+            s.connect(server)  # EAGAIN here is the failure: the backlog was full
+    finally:
+        for s in socks:
+            s.close()
+    await trio.sleep(0.5)
+    await still_serves(server)
+
+
+# A server in a process of its own with few descriptors: the accept loop must pause (0.1 s
+# doubling to 2 s) and say so once, not log every 0.1 s (256 idle sockets once logged an EMFILE
+# traceback every 0.1 s), and must serve again once descriptors are free.
+EMFILE_SERVER = """
+import resource, sys, trio
+from mariposa.api.http import Limits, Router, bind_unix_socket, serve
+from mariposa.logs import configure
+
+async def ping(req):
+    return {"ok": True}
+
+async def main(path):
+    configure("json")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (48, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    router = Router()
+    router.add("GET", "/v1/ping", ping)
+    sock = bind_unix_socket(path, 0o600)
+    print("listening", file=sys.stderr, flush=True)
+    await serve(router, sock, lambda caller: True, Limits(idle_timeout=600, max_connections=10_000))
+
+trio.run(main, sys.argv[1])
+"""
+
+
+def out_of_descriptors(log: Path) -> int:
+    return sum("out of file descriptors" in line for line in log.read_text().splitlines())
+
+
+async def test_out_of_descriptors_the_server_pauses_and_says_so_once_then_serves_again(tmp_path):
+    path, log = str(tmp_path / "s.sock"), tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", EMFILE_SERVER, path], cwd=ROOT, stderr=out)
+    held: list[trio.SocketStream] = []
+    try:
+        with trio.fail_after(20):
+            while "listening" not in log.read_text():
+                assert proc.poll() is None, log.read_text()
+                await trio.sleep(0.05)
+        for _ in range(100):  # twice what the server may open: the rest wait in the backlog
+            held.append(await connect(path))
+        with trio.fail_after(20):
+            while not out_of_descriptors(log):
+                await trio.sleep(0.05)
+        await trio.sleep(4)  # ~40 accept attempts at a fixed 0.1 s; 6 or so on the back-off
+        assert out_of_descriptors(log) <= 3, log.read_text()[-2000:]  # an episode or two at its edge
+        assert proc.poll() is None
+        for stream in held:
+            await stream.aclose()
+        held.clear()
+        with trio.fail_after(2 + LATE):  # the longest pause, then the queue drains
+            while True:
+                try:
+                    answer = await exchange(path, get())
+                except OSError:
+                    answer = b""
+                if answer.startswith(b"HTTP/1.1 200"):
+                    break
+                await trio.sleep(0.2)
+    finally:
+        for stream in held:
+            await stream.aclose()
+        proc.kill()
+        proc.wait()
