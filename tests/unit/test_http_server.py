@@ -235,3 +235,22 @@ async def test_out_of_descriptors_the_server_pauses_and_says_so_once_then_serves
             await stream.aclose()
         proc.kill()
         proc.wait()
+
+
+async def test_a_request_dribbled_a_byte_at_a_time_ends_at_the_request_timeout(tmp_path, nursery):
+    """request_timeout runs from a request's first byte: a slowloris client that keeps sending
+    header bytes is cut off then, not at the (longer) idle timeout."""
+    path = str(tmp_path / "slow.sock")
+    limits = Limits(request_timeout=0.5, idle_timeout=30)
+    await nursery.start(serve, router(), bind_unix_socket(path, 0o600), lambda caller: True, limits)
+    stream = await connect(path)
+    start = trio.current_time()
+    with trio.fail_after(10):
+        try:
+            for byte in b"GET /v1/ping HTTP/1.1\r\nHost: m\r\nX-Slow: " + b"a" * 1000:
+                await stream.send_all(bytes([byte]))
+                await trio.sleep(0.05)
+        except (trio.BrokenResourceError, ConnectionResetError):
+            pass
+    assert trio.current_time() - start < 0.5 + LATE / 4, "the server let the dribble go on"
+    await stream.aclose()
