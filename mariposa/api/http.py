@@ -97,14 +97,18 @@ class Connection:
         await self.stream.send_all(self.conn.send(h11.EndOfMessage()))
 
     async def next_request(self) -> tuple[h11.Request, bytes] | None:
-        """The next whole request; None when the client is done, or idle for too long."""
-        request, body = None, bytearray()
+        """The next whole request; None when the client is done, or idle for too long. The
+        idle timeout runs until a request's first byte, the request timeout from then on (a
+        client sending its headers a byte at a time gets no more than the request timeout)."""
+        request, body, begun = None, bytearray(), False
         deadline = trio.current_time() + self.limits.idle_timeout
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
                 with trio.move_on_at(deadline):
                     data = await self.stream.receive_some(65536)
+                    if data and not begun:
+                        begun, deadline = True, trio.current_time() + self.limits.request_timeout
                     self.conn.receive_data(data)
                     continue
                 if request is None:
@@ -114,7 +118,8 @@ class Connection:
                 return None
             if isinstance(event, h11.Request):
                 request = event
-                deadline = trio.current_time() + self.limits.request_timeout
+                if not begun:  # pipelined: it was already in h11's buffer
+                    begun, deadline = True, trio.current_time() + self.limits.request_timeout
                 length = dict(event.headers).get(b"content-length")
                 if length is not None and length.isdigit() and int(length) > self.limits.max_body:
                     raise self._too_large()
