@@ -34,6 +34,7 @@ from urllib.parse import quote
 import attrs
 import trio
 
+from mariposa.api.http import Limits
 from tests.integration.harness import IMAGE, ROOT, Daemon, wait_until
 
 PROJECT, SERVICE = "abuse", "web"
@@ -46,6 +47,7 @@ MANIFEST = f"""services:
 LIST_BOUND_MS = 200
 RSS_BOUND_MB = 150
 BIG_BODY = 50 * 1024 * 1024
+BIG_AT_ONCE = 8  # bodies just under the limit (16 MiB), sent together
 BASELINE = 2.0  # seconds of project list sampled before the abuse: what the machine's own load costs
 ANSWER_TIMEOUT = 60.0  # past the daemon's own request/idle timeouts: an answer later than this is a hang
 STORE_TABLES = ("meta", "projects", "versions", "version_images", "services", "tasks", "events",
@@ -376,10 +378,17 @@ async def abuse(path: str, scale: int, table: list[tuple[str, str]], real: dict[
                 pass
         tally.record("crowd", f"crowd {i}", None if waited.cancelled_caught else bytes(data))
 
-    async def big() -> None:  # one at a time: each may cost the daemon its body limit in memory
+    async def big() -> None:
+        """The 50 MB bodies one after another, then bodies just under the daemon's limit, many
+        at once: what the daemon holds of them together must stay bounded, and parsing them
+        must not stall everyone else."""
         for _ in range(scale):
             for kind, raw in big_bodies():
                 await one(kind, raw)
+        under = request("POST", "/v1/projects", b"{" + b" " * (Limits().max_body - 2) + b"}")
+        async with trio.open_nursery() as nursery:
+            for _ in range(BIG_AT_ONCE * scale):
+                nursery.start_soon(one, "big-bodies-at-once", under)
 
     async with trio.open_nursery() as nursery:
         for i in range(50 * scale):  # slowloris: a whole, tiny request, one byte a second
