@@ -53,7 +53,7 @@ ACCEPT_PAUSE = Backoff(base=0.1, factor=2.0, cap=2.0)  # out of descriptors: 0.1
 @attrs.frozen
 class Limits:
     max_body: int = 16 * 1024 * 1024
-    max_bodies: int = 32 * 1024 * 1024  # held at once, over all connections (a body costs ~3x in parsing)
+    max_bodies: int = 16 * 1024 * 1024  # held at once, over all connections: parsing one costs ~3x its size
     request_timeout: float = 30.0  # from the first byte of a request to its end
     idle_timeout: float = 60.0  # a kept-alive connection waiting for its next request
     max_connections: int = 1024
