@@ -337,7 +337,7 @@ def quiet(daemon: Daemon) -> bool:
 
 async def abuse(path: str, scale: int, table: list[tuple[str, str]], real: dict[str, str], tally: Tally) -> None:
     batch = [*route_abuse(table, real), *name_abuse(), *malformed_abuse()] * scale
-    limiter = trio.CapacityLimiter(8)
+    limiter = trio.CapacityLimiter(4)
 
     async def one(kind: str, raw: bytes, pace: float = 0.0) -> None:
         try:
