@@ -54,6 +54,7 @@ ACCEPT_PAUSE = Backoff(base=0.1, factor=2.0, cap=2.0)  # out of descriptors: 0.1
 class Limits:
     max_body: int = 16 * 1024 * 1024
     max_bodies: int = 16 * 1024 * 1024  # held at once, over all connections: parsing one costs ~3x its size
+    small_body: int = 64 * 1024  # not held against max_bodies: a 'scale' or a 'stop' never waits on uploads
     request_timeout: float = 30.0  # from the first byte of a request to its end
     idle_timeout: float = 60.0  # a kept-alive connection waiting for its next request
     max_connections: int = 1024
@@ -110,10 +111,15 @@ class Connection:
         self.held = 0  # of the budget, by the request being read or served
         self.conn = h11.Connection(h11.SERVER)
 
-    def _hold(self, n: int) -> None:
-        if not self.budget.take(n):
+    def _hold(self, size: int) -> None:
+        """Hold the request's body, ``size`` bytes so far, against the budget. Small bodies are
+        free (their memory is bounded by max_connections x small_body), so a client that holds
+        the budget with a slow upload stops other uploads, never a 'scale' or a 'stop'."""
+        if size <= self.limits.small_body or size <= self.held:
+            return
+        if not self.budget.take(size - self.held):
             raise Busy("the daemon is reading other large requests; try again")
-        self.held += n
+        self.held = size
 
     def release(self) -> None:
         self.budget.give(self.held)
@@ -168,8 +174,7 @@ class Connection:
                 body += event.data
                 if len(body) > self.limits.max_body:
                     raise self._too_large()
-                if len(body) > self.held:  # chunked: held as it comes
-                    self._hold(len(body) - self.held)
+                self._hold(len(body))  # chunked: held as it comes
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
                 return request, bytes(body)

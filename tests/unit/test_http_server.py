@@ -264,7 +264,7 @@ async def test_bodies_held_at_once_are_bounded_over_all_connections(tmp_path, nu
     """Each body may be up to max_body, but not every connection at once: eight bodies just
     under 16 MiB took the daemon to 195 MB. Past max_bodies a newcomer is told to come back."""
     path = str(tmp_path / "bodies.sock")
-    limits = Limits(max_body=1000, max_bodies=1500, request_timeout=5)
+    limits = Limits(max_body=1000, max_bodies=910, small_body=100, request_timeout=5)  # one body of 902
     await nursery.start(serve, router(), bind_unix_socket(path, 0o600), lambda caller: True, limits)
     body = b'{"a": "' + b"x" * 900 + b'"}'
     held = await connect(path)
@@ -273,6 +273,8 @@ async def test_bodies_held_at_once_are_bounded_over_all_connections(tmp_path, nu
     await trio.sleep(0.2)
     refused = await exchange(path, get("/v1/echo", "POST", body))
     assert refused.startswith(b"HTTP/1.1 503") and b'"busy"' in refused
+    small = await exchange(path, get("/v1/echo", "POST", b'{"scale": 3}'))  # small bodies never wait
+    assert small.startswith(b"HTTP/1.1 200")
     await held.send_all(body[800:])
     answer = b""
     with trio.fail_after(5):
