@@ -47,6 +47,7 @@ MANIFEST = f"""services:
 LIST_BOUND_MS = 200
 RSS_BOUND_MB = 150
 BIG_BODY = 50 * 1024 * 1024
+CROWD = 500  # connections open at once
 BIG_AT_ONCE = 8  # bodies just under the limit (16 MiB), sent together
 BASELINE = 2.0  # seconds of project list sampled before the abuse: what the machine's own load costs
 ANSWER_TIMEOUT = 60.0  # past the daemon's own request/idle timeouts: an answer later than this is a hang
@@ -367,6 +368,13 @@ async def abuse(path: str, scale: int, table: list[tuple[str, str]], real: dict[
             for stream in streams:
                 await stream.aclose()
 
+    async def crowds() -> None:
+        """Waves of CROWD, one after another: the waves grow with ``scale`` in number, not in
+        size, since past the daemon's connection cap (1,024) a newcomer, project list too, is
+        rightly told to come back."""
+        for _ in range(scale):
+            await crowd(CROWD)
+
     async def crowd_one(stream: trio.SocketStream, i: int) -> None:
         data = bytearray()
         with trio.move_on_after(ANSWER_TIMEOUT) as waited:
@@ -393,7 +401,7 @@ async def abuse(path: str, scale: int, table: list[tuple[str, str]], real: dict[
     async with trio.open_nursery() as nursery:
         for i in range(50 * scale):  # slowloris: a whole, tiny request, one byte a second
             nursery.start_soon(one, "slowloris", f"GET /s{i % 10} HTTP/1.1\r\nHost:m\r\n\r\n".encode(), 1.0)
-        nursery.start_soon(crowd, 500 * scale)
+        nursery.start_soon(crowds)
         nursery.start_soon(big)
         for kind, raw in batch:
             nursery.start_soon(limited, kind, raw)
