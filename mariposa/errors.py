@@ -11,6 +11,7 @@ scripts can test, so both ends agree on what went wrong. The tree::
     ├── NotFound (404, exit 4)         ← ImageNotFound
     ├── Conflict (409, exit 5)
     ├── RequestTimeout (408), PayloadTooLarge (413)   the control socket's bounds (api/http.py)
+    ├── Busy (503, exit 3)             the control socket is at a bound shared by all: try again
     ├── StateDirLocked (409)           another daemon owns the state directory
     ├── TaskFailed (409, exit 6)       a task could not reach its goal (or a waited-for one did not)
     ├── DaemonUnreachable (503, exit 3) the CLI cannot reach the daemon
@@ -88,6 +89,12 @@ class PayloadTooLarge(MariposaError):
     kind = "too-large"
 
 
+class Busy(MariposaError):
+    status = 503
+    exit_code = 3  # as DaemonUnreachable: scripts that retry when the daemon is away retry this too
+    kind = "busy"
+
+
 class StateDirLocked(MariposaError):
     status = 409
     kind = "state-dir-locked"
@@ -143,7 +150,7 @@ class InternalError(MariposaError):
 
 
 ERROR_KINDS = {cls.kind: cls for cls in (
-    MariposaError, BadRequest, InvalidManifest, Forbidden, NotFound, Conflict, RequestTimeout, PayloadTooLarge,
+    MariposaError, BadRequest, InvalidManifest, Forbidden, NotFound, Conflict, RequestTimeout, PayloadTooLarge, Busy,
     StateDirLocked, TaskFailed,
     DaemonUnreachable, RuntimeUnavailable, StoreUnavailable, StoreFull, StoreBusy, TimedOut, InternalError,
 )}

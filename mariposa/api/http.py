@@ -32,7 +32,15 @@ from mariposa.api.router import Response as Response
 from mariposa.api.router import Router as Router
 from mariposa.control.caller import Caller
 from mariposa.converge.backoff import Backoff
-from mariposa.errors import BadRequest, Forbidden, MariposaError, PayloadTooLarge, RequestTimeout, translate
+from mariposa.errors import (
+    BadRequest,
+    Busy,
+    Forbidden,
+    MariposaError,
+    PayloadTooLarge,
+    RequestTimeout,
+    translate,
+)
 
 log = structlog.get_logger()
 
@@ -45,6 +53,8 @@ ACCEPT_PAUSE = Backoff(base=0.1, factor=2.0, cap=2.0)  # out of descriptors: 0.1
 @attrs.frozen
 class Limits:
     max_body: int = 16 * 1024 * 1024
+    max_bodies: int = 16 * 1024 * 1024  # held at once, over all connections: parsing one costs ~3x its size
+    small_body: int = 64 * 1024  # not held against max_bodies: a 'scale' or a 'stop' never waits on uploads
     request_timeout: float = 30.0  # from the first byte of a request to its end
     idle_timeout: float = 60.0  # a kept-alive connection waiting for its next request
     max_connections: int = 1024
@@ -73,12 +83,47 @@ def _error(exc: MariposaError) -> Response:
     return Response(exc.status, exc.to_json())
 
 
+class BodyBudget:
+    """Bytes of request bodies held at once, over every connection of one server. Each body is
+    bounded by ``max_body``, but a thousand connections each near it would be gigabytes: past
+    ``max_bodies`` a newcomer is told to come back (503) rather than the daemon swelling."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.total:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
 class Connection:
     """One client connection: h11 in, the router, h11 out, within the limits."""
 
-    def __init__(self, router: Router, stream: trio.SocketStream, caller: Caller, limits: Limits):
+    def __init__(self, router: Router, stream: trio.SocketStream, caller: Caller, limits: Limits,
+                 budget: BodyBudget | None = None):
         self.router, self.stream, self.caller, self.limits = router, stream, caller, limits
+        self.budget = budget or BodyBudget(limits.max_bodies)
+        self.held = 0  # of the budget, by the request being read or served
         self.conn = h11.Connection(h11.SERVER)
+
+    def _hold(self, size: int) -> None:
+        """Hold the request's body, ``size`` bytes so far, against the budget. Small bodies are
+        free (their memory is bounded by max_connections x small_body), so a client that holds
+        the budget with a slow upload stops other uploads, never a 'scale' or a 'stop'."""
+        if size <= self.limits.small_body or size <= self.held:
+            return
+        if not self.budget.take(size - self.held):
+            raise Busy("the daemon is reading other large requests; try again")
+        self.held = size
+
+    def release(self) -> None:
+        self.budget.give(self.held)
+        self.held = 0
 
     async def send(self, resp: Response, head_only: bool = False) -> None:
         body = b"" if resp.stream is not None else json.dumps(resp.body, default=str, allow_nan=False).encode()
@@ -97,14 +142,18 @@ class Connection:
         await self.stream.send_all(self.conn.send(h11.EndOfMessage()))
 
     async def next_request(self) -> tuple[h11.Request, bytes] | None:
-        """The next whole request; None when the client is done, or idle for too long."""
-        request, body = None, bytearray()
+        """The next whole request; None when the client is done, or idle for too long. The
+        idle timeout runs until a request's first byte, the request timeout from then on (a
+        client sending its headers a byte at a time gets no more than the request timeout)."""
+        request, body, begun = None, bytearray(), False
         deadline = trio.current_time() + self.limits.idle_timeout
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
                 with trio.move_on_at(deadline):
                     data = await self.stream.receive_some(65536)
+                    if data and not begun:
+                        begun, deadline = True, trio.current_time() + self.limits.request_timeout
                     self.conn.receive_data(data)
                     continue
                 if request is None:
@@ -114,14 +163,18 @@ class Connection:
                 return None
             if isinstance(event, h11.Request):
                 request = event
-                deadline = trio.current_time() + self.limits.request_timeout
+                if not begun:  # pipelined: it was already in h11's buffer
+                    begun, deadline = True, trio.current_time() + self.limits.request_timeout
                 length = dict(event.headers).get(b"content-length")
-                if length is not None and length.isdigit() and int(length) > self.limits.max_body:
-                    raise self._too_large()
+                if length is not None and length.isdigit():
+                    if int(length) > self.limits.max_body:
+                        raise self._too_large()
+                    self._hold(int(length))  # all of it at once: of several at once, some finish
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self.limits.max_body:
                     raise self._too_large()
+                self._hold(len(body))  # chunked: held as it comes
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
                 return request, bytes(body)
@@ -138,33 +191,43 @@ class Connection:
         return Request(request.method.decode("ascii"), target.path, query, body, {}, self.caller)
 
     async def serve(self) -> None:
-        while True:
+        try:
+            while await self.serve_one():
+                self.conn.start_next_cycle()
+        finally:
+            self.release()
+
+    async def serve_one(self) -> bool:
+        """One request and its answer (its body held against the budget until then); whether
+        the connection goes on."""
+        try:
             try:
                 got = await self.next_request()
-            except MariposaError as exc:  # too large or too slow: answer, then hang up (the rest is unread)
+            except MariposaError as exc:  # too large, too slow or busy: answer, then hang up (the rest is unread)
                 if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self.send(_error(exc))
-                return
+                return False
             if got is None:
-                return
+                return False
             request, body = got
             head_only = request.method == b"HEAD"
             try:
                 resp = await self.router.dispatch(self.request_of(request, body))
             except MariposaError as exc:
                 resp = _error(exc)
+            del body
             await self.send(resp, head_only)
-            if resp.stream is not None or self.conn.our_state is h11.MUST_CLOSE:
-                return
-            self.conn.start_next_cycle()
+            return resp.stream is None and self.conn.our_state is not h11.MUST_CLOSE
+        finally:
+            self.release()
 
 
 async def serve_connection(router: Router, stream: trio.SocketStream, admits: Admits,
-                           limits: Limits = Limits()) -> None:
+                           limits: Limits = Limits(), budget: BodyBudget | None = None) -> None:
     """A caller the policy refuses everything is told so, and nothing else."""
     try:
         caller = await trio.to_thread.run_sync(peer_caller, stream.socket)
-        connection = Connection(router, stream, caller, limits)
+        connection = Connection(router, stream, caller, limits, budget)
         if not admits(caller):
             log.warning("control socket: caller refused", uid=caller.uid, gid=caller.gid)
             with trio.move_on_after(1):
@@ -212,10 +275,11 @@ async def serve(router: Router, sock, admits: Admits, limits: Limits = Limits(),
     pauses (0.1 s, doubling to 2 s) with one log line per episode, not one a tick."""
     listener = trio.SocketListener(sock)
     slots = trio.Semaphore(limits.max_connections)
+    budget = BodyBudget(limits.max_bodies)
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
-            await serve_connection(router, stream, admits, limits)
+            await serve_connection(router, stream, admits, limits, budget)
         finally:
             slots.release()
 
@@ -223,7 +287,7 @@ async def serve(router: Router, sock, admits: Admits, limits: Limits = Limits(),
         try:
             connection = Connection(router, stream, Caller(transport="unix"), limits)
             with trio.move_on_after(1):
-                await connection.send(Response(503, {"error": "busy", "message": "too many connections; try again"}))
+                await connection.send(_error(Busy("too many connections; try again")))
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, h11.ProtocolError):
             pass
         finally:

@@ -17,8 +17,26 @@ PROJECT_ACTIONS = "start, stop, revert or diff"
 SERVICE_ACTIONS = "scale, start, stop, thaw, reprovision or revert"
 
 
+JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object"}
+
+
 def _text(req: Request, key: str, default: str | None = None) -> Any:
-    return req.json().get(key) or default
+    """A string field of the body (absent, null or "" is the default). Any other type is refused
+    here: str() of it would pass for text, and '{"name": 1.5}' once made a project named '1.5'."""
+    value = req.json().get(key)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise BadRequest(f"'{key}' must be a string, not {JSON_TYPES.get(type(value), type(value).__name__)}")
+    return value
+
+
+def _version(req: Request) -> str | None:
+    """A version id or prefix, or its number (a JSON integer is taken as the number, as if_version is)."""
+    value = req.json().get("version")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _text(req, "version")
 
 
 def _rollout(req: Request) -> dict:
@@ -72,7 +90,7 @@ def build_router(control: Control) -> Router:
         # projects
         ("GET", "/v1/projects", lambda q: projects.list(q.caller)),
         ("POST", "/v1/projects", lambda q: projects.add(
-            q.caller, str(_text(q, "name", "")), _text(q, "manifest"), _text(q, "filename", "<manifest>"),
+            q.caller, _text(q, "name", ""), _text(q, "manifest"), _text(q, "filename", "<manifest>"),
             env_files=q.json().get("env_files"), base_dir=q.json().get("base_dir"))),
         ("GET", P, lambda q: projects.get(q.caller, q.params["project"])),
         ("PUT", P, lambda q: projects.update(
@@ -92,7 +110,7 @@ def build_router(control: Control) -> Router:
         ("POST", P + "/start", lambda q: projects.start(q.caller, q.params["project"])),
         ("POST", P + "/stop", lambda q: projects.stop(q.caller, q.params["project"])),
         ("POST", P + "/revert", lambda q: projects.revert(
-            q.caller, q.params["project"], _text(q, "version"), **_rollout(q))),
+            q.caller, q.params["project"], _version(q), **_rollout(q))),
         ("POST", P + "/diff", lambda q: projects.diff(
             q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q),
             env_files=q.json().get("env_files"), base_dir=q.json().get("base_dir"))),
@@ -111,10 +129,10 @@ def build_router(control: Control) -> Router:
         ("POST", S + "/stop", lambda q: services.stop(q.caller, q.params["project"], q.params["service"])),
         ("POST", S + "/thaw", lambda q: services.thaw(q.caller, q.params["project"], q.params["service"])),
         ("POST", S + "/reprovision", lambda q: services.reprovision(
-            q.caller, q.params["project"], q.params["service"], version=_text(q, "version"),
+            q.caller, q.params["project"], q.params["service"], version=_version(q),
             image=_text(q, "image"), instance=_text(q, "instance"), **_rollout(q))),
         ("POST", S + "/revert", lambda q: services.revert(
-            q.caller, q.params["project"], q.params["service"], _text(q, "version"), **_rollout(q))),
+            q.caller, q.params["project"], q.params["service"], _version(q), **_rollout(q))),
         ("POST", S + "/{action}", _unknown("service", SERVICE_ACTIONS)),
         # instances
         ("GET", "/v1/instances/{instance}", lambda q: instances.get(q.caller, q.params["instance"])),

@@ -49,6 +49,10 @@ class Services(Area):
     async def scale(self, caller: Caller, project: str, service: str, amount: object) -> dict:
         if amount is None:
             raise BadRequest("'scale' is required: a number, or +N / -N")
+        if isinstance(amount, bool) or not isinstance(amount, int | str):
+            raise BadRequest(f"'scale' must be a whole number, or a string +N / -N, not {amount!r:.40}")
+        if isinstance(amount, int) and amount < 0:  # str(-1) would read as the relative '-1'
+            raise BadRequest(f"scale is at least 0, not {amount} (a relative change is a string: \"{amount}\")")
         p, svc = await self.rows(project, service)
         return self._queued(await self.ctx.store.call(goal_store.scale_service, p, svc, str(amount), caller.author))
 

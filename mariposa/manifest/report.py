@@ -39,9 +39,10 @@ MAX_SCALE = 10_000
 RESERVED_TAG_PREFIX = "io.mariposa."
 
 # The name becomes a DNS alias on the project network, hence a lowercase DNS label.
-SERVICE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-DOMAIN_LABEL_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+# Names are checked with fullmatch: a "$" anchor matches before a final newline, and "web\n" passed.
+SERVICE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+DOMAIN_LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 PORT_RE = re.compile(r"(?:(?P<host>[0-9]{1,9}):)?(?P<container>[0-9]{1,9})(?:/(?P<protocol>[A-Za-z]+))?")
 AFFINITY_RE = re.compile(r"^(?P<key>.+?)(?P<op>==~|!=~|==|!=)(?P<value>.*)$")
 

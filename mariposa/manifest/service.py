@@ -254,7 +254,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _SupervisionChecks):
         out = []
         for text, where in domains:
             name = text.strip().removesuffix(".")
-            labels_ok = all(DOMAIN_LABEL_RE.match(label) for label in name.split("."))
+            labels_ok = all(DOMAIN_LABEL_RE.fullmatch(label) for label in name.split("."))
             if len(name) > 253 or not labels_ok:
                 self.problem(where, f"{text!r} is not a valid domain name")
             else:
@@ -267,7 +267,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _SupervisionChecks):
             return
         env: dict[str, str] = {}
         for key, value, where in pairs:
-            if not ENV_KEY_RE.match(key):
+            if not ENV_KEY_RE.fullmatch(key):
                 self.problem(where, f"invalid environment variable name {key!r}", on_key=True)
             elif key in env:
                 self.problem(where, f"environment variable {key!r} is set twice", on_key=True)

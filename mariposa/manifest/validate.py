@@ -81,7 +81,7 @@ def _service(name: Any, at: _At, report: _Report, rules: Rules) -> ServiceSpec |
     if not isinstance(name, str):
         report.add(at, f"service name {name!r} must be a string", on_key=True)
         ok = False
-    elif not SERVICE_NAME_RE.match(name):
+    elif not SERVICE_NAME_RE.fullmatch(name):
         report.add(
             at,
             f"invalid service name {name!r}: it becomes a DNS name, so use lowercase letters,"

@@ -70,7 +70,8 @@ CASES = [
     ("GET", "/v1/projects/p/instances", None, None, "projects.instances", ("p",), {}),
     ("POST", "/v1/projects/p/start", None, None, "projects.start", ("p",), {}),
     ("POST", "/v1/projects/p/stop", None, None, "projects.stop", ("p",), {}),
-    ("POST", "/v1/projects/p/revert", {"version": 2}, None, "projects.revert", ("p", 2), {"rolling": None, "count": None}),
+    ("POST", "/v1/projects/p/revert", {"version": 2}, None, "projects.revert", ("p", "2"),
+     {"rolling": None, "count": None}),
     ("POST", "/v1/projects/p/diff", MANIFEST, None, "projects.diff", ("p", "services: {}", "x.yaml"),
      {"rolling": None, "count": None, "env_files": None, "base_dir": None}),
     ("GET", "/v1/projects/p/services", None, None, "services.list", ("p",), {}),
@@ -156,6 +157,36 @@ async def test_a_body_that_is_not_json_is_refused():
     req = Request("POST", "/v1/projects", {}, b"{nope", {}, ME)
     resp = await build_router(control).dispatch(req)
     assert resp.status == 400 and "not JSON" in resp.body["message"] and control.calls == []
+
+
+@pytest.mark.parametrize("method,path", [
+    ("DELETE", "/v1/projects/p"), ("POST", "/v1/projects/p/stop"), ("POST", "/v1/projects/p/services/web/thaw"),
+    ("DELETE", "/v1/instances/i"), ("DELETE", "/v1/queue/t"), ("GET", "/v1/projects"),
+])
+@pytest.mark.parametrize("body", [b"[]", b'"p"', b"null", b"{nope", b'{"a": NaN}'])
+async def test_a_route_that_reads_no_body_refuses_one_that_is_not_an_object(method, path, body):
+    """The API abuse suite (tests/faults/abuse.py) found 'DELETE /v1/projects/p' with the body
+    '[]' deleting the project: a client that sends garbage is confused, and acting on it is wrong."""
+    control = FakeControl()
+    resp = await build_router(control).dispatch(Request(method, path, {}, body, {}, ME))
+    assert resp.status == 400 and control.calls == []
+
+
+@pytest.mark.parametrize("method,path,body,key", [
+    ("POST", "/v1/projects", {"name": 1.5, "manifest": "services: {}"}, "name"),
+    ("POST", "/v1/projects", {"name": "p", "manifest": "services: {}", "filename": [1]}, "filename"),
+    ("POST", "/v1/projects", {"name": "p", "manifest": {"services": {}}}, "manifest"),
+    ("PUT", "/v1/projects/p", {"manifest": "services: {}", "filename": {"a": 1}}, "filename"),
+    ("POST", "/v1/projects/p/revert", {"version": [1]}, "version"),
+    ("POST", "/v1/projects/p/services/web/reprovision", {"image": True}, "image"),
+    ("POST", "/v1/projects/p/services/web/reprovision", {"instance": 1.5}, "instance"),
+])
+async def test_a_text_field_of_another_type_is_refused(method, path, body, key):
+    """'{"name": 1.5}' created a project named '1.5' (the route str()-ed it), and a list filename
+    was stored as the version's filename."""
+    control = FakeControl()
+    resp = await build_router(control).dispatch(request(method, path, body))
+    assert resp.status == 400 and f"'{key}' must be" in resp.body["message"] and control.calls == []
 
 
 async def _exchange(admits) -> bytes:

@@ -122,6 +122,12 @@ async def test_bad_arguments_are_refused_with_a_reason(core: Core):
     for amount in ("1000000", str(10**25), "+10000"):
         with pytest.raises(BadRequest, match="at most 10,000 instances"):
             await core.control.services.scale(ROOT, "p", "web", amount)
+    for wrong in (-1, -5):  # a JSON number is a scale; a relative change is a string ("-1")
+        with pytest.raises(BadRequest, match="scale is at least 0"):
+            await core.control.services.scale(ROOT, "p", "web", wrong)
+    for wrong in (True, 1.5, [1], {"a": 1}):
+        with pytest.raises(BadRequest, match="'scale' must be"):
+            await core.control.services.scale(ROOT, "p", "web", wrong)
     with pytest.raises(InvalidManifest) as too_many:
         await core.control.projects.update(ROOT, "p", MANIFEST.replace("scale: 2", "scale: 1000000"))
     assert [(d["line"], d["column"], d["field"]) for d in too_many.value.details] == [(5, 12, "services.web.scale")]

@@ -481,6 +481,18 @@ def test_invalid_service_names(name):
     assert (found.line, found.column) == (2, 3)
 
 
+@pytest.mark.parametrize("name", ['"web\\n"', '"a\\n"'])
+def test_a_service_name_with_a_trailing_newline_is_invalid(name):
+    """A '$'-anchored pattern matches before a final newline: the API abuse suite added a
+    service named 'abuse\\n' beside the project's 'abuse'."""
+    assert problem(service_text("image: x", name=name)).message.startswith("invalid service name")
+
+
+def test_an_environment_name_with_a_trailing_newline_is_invalid():
+    found = service_problem('image: x\nenvironment: {"A\\n": 1}')
+    assert found.message == "invalid environment variable name 'A\\n'"
+
+
 def test_non_string_service_name():
     assert problem(service_text("image: x", name="123")).message == "service name 123 must be a string"
 
