@@ -125,9 +125,13 @@ def _yaml() -> YAML:
     return y
 
 
-def _indentation(doc: Any) -> tuple[int, int, int]:
-    """(mapping indent, list item indent, list dash offset) as most of the file writes them;
-    ruamel's defaults (2, 2, 0) when it has no nested block to tell."""
+Evidence = tuple[Counter[int], Counter[tuple[int, int]]]
+
+
+def _evidence(doc: Any) -> Evidence:
+    """How the block nodes in ``doc`` are indented: mapping indents, and (list item indent,
+    list dash offset) pairs, each counted. Offsets are from the parent key's column, so they
+    hold for a node read from another file as much as for the manifest's own."""
     maps: Counter[int] = Counter()
     seqs: Counter[tuple[int, int]] = Counter()
     stack = [doc]
@@ -151,6 +155,14 @@ def _indentation(doc: Any) -> tuple[int, int, int]:
                 maps[value.lc.col - col] += 1
             else:
                 seqs[(value.lc.item(0)[1] - col, value.lc.col - col)] += 1
+    return maps, seqs
+
+
+def _indentation(own: Evidence, fallback: Evidence) -> tuple[int, int, int]:
+    """(mapping indent, list item indent, list dash offset) as most of the manifest writes them;
+    as the sections put into it write them when it has no such block; else ruamel's (2, 2, 0)."""
+    maps = own[0] or fallback[0]
+    seqs = own[1] or fallback[1]
     mapping = maps.most_common(1)[0][0] if maps else 2
     sequence, offset = seqs.most_common(1)[0][0] if seqs else (mapping, 0)
     return max(mapping, 1), max(sequence, offset + 2), max(offset, 0)
@@ -206,7 +218,12 @@ class Editor:
 
     def __init__(self, text: str):
         self.doc = _yaml().load(text)
-        self.indent = _indentation(self.doc)
+        self.own = _evidence(self.doc)
+        self.borrowed: Evidence = (Counter(), Counter())
+
+    @property
+    def indent(self) -> tuple[int, int, int]:
+        return _indentation(self.own, self.borrowed)
 
     @property
     def services(self) -> Any:
@@ -238,6 +255,9 @@ class Editor:
     def put(self, name: str, section: Any) -> None:
         """Replace service ``name``'s section in place, or add it after the last service."""
         services = self.services
+        maps, seqs = _evidence(section)
+        self.borrowed[0].update(maps)
+        self.borrowed[1].update(seqs)
         if name in services:
             keep = _trailing(services[name])
             _set_trailing(section, keep)

@@ -223,6 +223,28 @@ async def test_other_services_keep_their_pinned_images(core: Core, monkeypatch):
     assert changes == ["service update: backend: changed", "service add: worker: added", "created: web, backend"]
 
 
+async def test_service_revert_puts_the_text_back_as_it_was(core: Core):
+    c = core.control
+    await core.settle(await c.projects.add(ROOT, "p", MANIFEST))
+    await core.settle(await c.services.update(ROOT, "p", "web", "image: busybox\ncommand: sleep 3\n"))
+    reverted = await c.services.revert(ROOT, "p", "web", "1")
+    assert reverted["changed"] and reverted["version"]["seq"] == 3
+    # the same text as version 1 (the indentation of its lists included), so the same hash
+    assert await manifest_of(core) == MANIFEST
+    [v3, _, v1] = await c.projects.versions(ROOT, "p")
+    assert v3["hash"] == v1["hash"]
+    assert (await c.services.version(ROOT, "p", "web", "1"))["manifest"] == """\
+services:
+  web:
+    image: busybox              # the web tier
+    command: httpd -f -p 80
+    scale: 2
+    min_healthy_time: 0
+    ports:
+      - 80
+"""
+
+
 def test_the_editor_writes_the_manifest_back_as_it_was_written():
     for text in (MANIFEST, "services:\n    web:\n        image: x\n        ports:\n        - 80\n",
                  '{"services": {"web": {"image": "x", "ports": [80]}}}\n'):
