@@ -153,7 +153,7 @@ def _evidence(doc: Any) -> Evidence:
                 continue
             if isinstance(value, CommentedMap):
                 maps[value.lc.col - col] += 1
-            else:
+            elif not isinstance(value[0], CommentedSeq):  # "- - x" is written compact, whatever the style
                 seqs[(value.lc.item(0)[1] - col, value.lc.col - col)] += 1
     return maps, seqs
 
