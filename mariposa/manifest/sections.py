@@ -258,13 +258,10 @@ class Editor:
         maps, seqs = _evidence(section)
         self.borrowed[0].update(maps)
         self.borrowed[1].update(seqs)
-        if name in services:
-            keep = _trailing(services[name])
-            _set_trailing(section, keep)
-            services[name] = section
-        else:
-            _set_trailing(section, "")
-            services[name] = section
+        # the old section's tail (a blank line, the next service's heading) is the manifest's, not the
+        # section's: it stays; the tail of the section's own file does not come along
+        _set_trailing(section, _trailing(services[name]) if name in services else "")
+        services[name] = section
 
     def drop(self, name: str) -> None:
         """Remove service ``name``; what followed its section (the next one's heading) stays."""
