@@ -198,7 +198,7 @@ async def put_service(
         read = sections.read(text, filename, service)
         package = read[0].get("package") if isinstance(read[0], Mapping) else None
         sections.check(current.manifest, _label(project, current), service, read, filename,
-                       _catalogue(ctx.packages, pins, package, others))
+                       _catalogue(ctx.packages, pins, package, others), ctx.allow_privileged)
         editor = sections.Editor(current.manifest)
         section = editor.section_of(text, service, filename)
         editor.put(service, section)
@@ -228,7 +228,8 @@ async def drop_service(ctx: Context, project: ProjectRow, service: str, author: 
     packages = dict(ctx.goals.catalogue(current.packages))
 
     def cut() -> str:
-        sections.check(current.manifest, _label(project, current), service, None, "", packages)
+        sections.check(current.manifest, _label(project, current), service, None, "", packages,
+                       ctx.allow_privileged)
         editor = sections.Editor(current.manifest)
         editor.drop(service)
         return editor.text()

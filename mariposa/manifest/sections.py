@@ -90,12 +90,13 @@ def read(text: str, filename: str, name: str) -> tuple[Any, Pos]:
 
 def check(
     manifest: str, label: str, name: str, section: tuple[Any, Pos] | None, filename: str,
-    packages: Mapping[str, Package] | None,
+    packages: Mapping[str, Package] | None, allow_privileged: bool = False,
 ) -> None:
     """Raise ``ManifestError`` unless ``manifest`` with service ``name``'s section replaced by
     ``section`` (from ``read``; added when the manifest has none; removed when it is None) is
     valid. Problems in the section name ``filename`` and their line:column in it; others name
-    ``label`` (the stored manifest, e.g. "<project p, version 3>")."""
+    ``label`` (the stored manifest, e.g. "<project p, version 3>"). ``packages`` and
+    ``allow_privileged`` are as for ``parse_manifest``: the version is judged by them next."""
     doc = load(manifest, label)
     services = doc["services"]
     if section is None:
@@ -106,7 +107,7 @@ def check(
         # the key's position too: "'image' is required" points at the service's name
         services.lc.add_kv_line_col(name, [*at, *node_pos(node, at)])
     try:
-        validate(doc, label, packages)
+        validate(doc, label, packages, allow_privileged)
     except ManifestError as exc:
         if section is None:
             raise

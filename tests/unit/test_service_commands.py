@@ -180,6 +180,20 @@ async def test_problems_name_the_section_file_and_the_line_and_column_in_it(core
     assert [v["seq"] for v in await c.projects.versions(ROOT, "p")] == [1]  # nothing was changed
 
 
+async def test_a_privileged_section_is_judged_by_the_daemons_configuration(core: Core):
+    c = core.control
+    await core.settle(await c.projects.add(ROOT, "p", MANIFEST))
+    section = "image: busybox\ncommand: sleep 5\nprivileged: true\n"
+    with pytest.raises(InvalidManifest) as info:
+        await c.services.add(ROOT, "p", "tool", section, "tool.yaml")
+    [problem] = info.value.details
+    assert (problem["file"], problem["line"], problem["field"]) == ("tool.yaml", 3, "services.tool.privileged")
+    assert "allow_privileged" in problem["message"]
+    core.ctx.allow_privileged = True
+    added = await c.services.add(ROOT, "p", "tool", section, "tool.yaml")
+    assert added["changed"] and (await c.services.get(ROOT, "p", "tool"))["spec"]["privileged"]
+
+
 @pytest.mark.parametrize("text,message", [
     ("db:\n  image: busybox\n", "the file describes service 'db', not 'worker'"),
     ("services:\n  worker:\n    image: busybox\n  db:\n    image: busybox\n",
