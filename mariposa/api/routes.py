@@ -114,10 +114,18 @@ def build_router(control: Control) -> Router:
         ("POST", P + "/diff", lambda q: projects.diff(
             q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q),
             env_files=q.json().get("env_files"), base_dir=q.json().get("base_dir"))),
+        # before the catch-all below, which "/services" would match too
+        ("POST", P + "/services", lambda q: services.add(
+            q.caller, q.params["project"], _text(q, "name", ""), _text(q, "manifest"),
+            _text(q, "filename", "<section>"))),
         ("POST", P + "/{action}", _unknown("project", PROJECT_ACTIONS)),
         # services
         ("GET", P + "/services", lambda q: services.list(q.caller, q.params["project"])),
         ("GET", S, lambda q: services.get(q.caller, q.params["project"], q.params["service"])),
+        ("PUT", S, lambda q: services.update(
+            q.caller, q.params["project"], q.params["service"], _text(q, "manifest"), _text(q, "filename", "<section>"),
+            **_rollout(q))),
+        ("DELETE", S, lambda q: services.delete(q.caller, q.params["project"], q.params["service"])),
         ("GET", S + "/instances", lambda q: services.instances(q.caller, q.params["project"], q.params["service"])),
         ("GET", S + "/versions", lambda q: services.versions(q.caller, q.params["project"], q.params["service"])),
         ("GET", S + "/versions/{version}", lambda q: services.version(

@@ -34,7 +34,7 @@ class AliasedGroup(click.Group):
 
 
 class TopGroup(AliasedGroup):
-    aliases = {"svcs": "services"}
+    aliases = {"svcs": "services", "svc": "service"}
 
 
 class ProjectGroup(AliasedGroup):
@@ -44,7 +44,7 @@ class ProjectGroup(AliasedGroup):
 
 class ServiceGroup(AliasedGroup):
     aliases = {"ls": "list", "show": "get", "restart": "reprovision", "rollback": "revert", "set": "revert",
-               "set-current": "revert"}
+               "set-current": "revert", "create": "add", "new": "add", "rm": "delete"}
 
 
 class State:
@@ -148,6 +148,15 @@ def _manifest_body(path: str) -> dict:
 
 def _task_line(task: dict) -> str:
     return f"task {short(task['id'])} {task['kind']} {task['target']}: {task['state']}"
+
+
+def _report_version(project: str, result: dict, as_json: bool) -> None:
+    """The answer of every change of a manifest: the version it made, or that nothing changed."""
+    if as_json:
+        return
+    v = result["version"]
+    click.echo(f"project {project} now at version {v['seq']}: {v['summary']}" if result["changed"]
+               else f"project {project} unchanged (version {v['seq']})")
 
 
 def _report_tasks(state: State, tasks: list[dict], wait: bool, as_json: bool = False) -> None:
@@ -300,10 +309,7 @@ def project_update(
     """Make MANIFEST the project's new version and converge to it."""
     body = {**_manifest_body(manifest), "rolling": rolling, "count": count, "if_version": if_version}
     result = state.client.request("PUT", f"/v1/projects/{ref}", json={k: v for k, v in body.items() if v is not None})
-    if not as_json:
-        v = result["version"]
-        click.echo(f"project {ref} now at version {v['seq']}: {v['summary']}" if result["changed"]
-                   else f"project {ref} unchanged (version {v['seq']})")
+    _report_version(ref, result, as_json)
     _report_tasks(state, result["tasks"], wait, as_json)
 
 
@@ -472,6 +478,55 @@ def service_get(state: State, ref: str, as_json: bool) -> None:
     if spec.get("environment"):
         pairs.append(("environment", ", ".join(k for k, _ in spec["environment"]) + " (values hidden)"))
     fields(pairs)
+
+
+SECTION = ("SECTION is a file (or - for stdin) with the service's options ('image: ...'), or with them under "
+           "'NAME:' or 'services: {NAME: ...}'; the other services keep their images and package sizes.")
+
+
+@service.command("add", context_settings=CONTEXT, help=f"""Add service NAME from SECTION: a new project
+version with that service in the manifest (comments kept), started at its scale. {SECTION}""")
+@click.argument("name")
+@click.argument("section")
+@wait_option
+@json_option
+@pass_state
+def service_add(state: State, name: str, section: str, wait: bool, as_json: bool) -> None:
+    text, filename, _ = _read_manifest(section)  # env files: the project version's (see README)
+    result = state.client.post(f"/v1/projects/{state.project()}/services",
+                               {"name": name, "manifest": text, "filename": filename})
+    _report_version(state.project(), result, as_json)
+    _report_tasks(state, result["tasks"], wait, as_json)
+
+
+@service.command("update", context_settings=CONTEXT, help=f"""Replace service REF's section with SECTION: a
+new project version (comments kept), rolled out as 'project update' does. {SECTION}""")
+@click.argument("ref")
+@click.argument("section")
+@rollout_options
+@wait_option
+@json_option
+@pass_state
+def service_update(state: State, ref: str, section: str, rolling, count, wait: bool, as_json: bool) -> None:
+    text, filename, _ = _read_manifest(section)
+    body = {"manifest": text, "filename": filename, "rolling": rolling, "count": count}
+    result = state.client.request("PUT", f"/v1/projects/{state.project()}/services/{ref}",
+                                  json={k: v for k, v in body.items() if v is not None})
+    _report_version(state.project(), result, as_json)
+    _report_tasks(state, result["tasks"], wait, as_json)
+
+
+@service.command("delete", context_settings=CONTEXT)
+@click.argument("ref")
+@wait_option
+@json_option
+@pass_state
+def service_delete(state: State, ref: str, wait: bool, as_json: bool) -> None:
+    """A new project version without service REF: its instances are removed (the last service of a
+    project goes with 'project delete')."""
+    result = state.client.request("DELETE", f"/v1/projects/{state.project()}/services/{ref}")
+    _report_version(state.project(), result, as_json)
+    _report_tasks(state, result["tasks"], wait, as_json)
 
 
 @service.command("instances", context_settings=CONTEXT)

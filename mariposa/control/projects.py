@@ -16,13 +16,21 @@ from mariposa.drivers.base import RuntimeUnavailable
 from mariposa.errors import BadRequest, NotFound
 from mariposa.store import goal as goal_store
 from mariposa.store.files import file_status
-from mariposa.store.rows import TaskRow
+from mariposa.store.rows import TaskRow, VersionRow
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
 
 def tasks_json(tasks: list[TaskRow]) -> list[dict]:
     return [t.to_json() for t in tasks]
+
+
+def version_made(made: tuple[VersionRow | None, VersionRow, list[TaskRow]]) -> dict:
+    """What every change of the manifest answers: whether a version was made, it (or the
+    unchanged current one), the one before, and the tasks queued."""
+    version, current, tasks = made
+    return {"changed": version is not None, "version": (version or current).to_json(),
+            "previous": current.to_json(), "tasks": tasks_json(tasks)}
 
 
 class Projects(Area):
@@ -82,11 +90,9 @@ class Projects(Area):
             raise BadRequest(f"'if_version' must be a version id or number, not {type(if_version).__name__}")
         if_version = None if if_version is None else str(if_version)
         files = manifests.require_env_files(env_files)
-        version, current, tasks = await manifests.update(self.ctx, p, manifest, filename, caller.author, params,
-                                                         if_version=if_version, env_files=files,
-                                                         base_dir=manifests.require_base_dir(base_dir))
-        return {"changed": version is not None, "version": version.to_json() if version else current.to_json(),
-                "previous": current.to_json(), "tasks": tasks_json(tasks)}
+        return version_made(await manifests.update(self.ctx, p, manifest, filename, caller.author, params,
+                                                   if_version=if_version, env_files=files,
+                                                   base_dir=manifests.require_base_dir(base_dir)))
 
     @operation("project.delete", target="ref")
     async def delete(self, caller: Caller, ref: str, purge_volumes: object = False) -> dict:

@@ -4,9 +4,9 @@ revert is a new immutable version like any other."""
 
 from __future__ import annotations
 
-import io
+from collections.abc import Mapping
 
-from ruamel.yaml import YAML
+import trio
 
 from mariposa.context import Context
 from mariposa.control import manifests
@@ -14,9 +14,10 @@ from mariposa.converge.goals import with_images
 from mariposa.converge.simulate import simulate
 from mariposa.converge.supervise import merge
 from mariposa.errors import BadRequest, NotFound
-from mariposa.manifest import env_files
+from mariposa.manifest import env_files, sections
+from mariposa.manifest.rules import Rules
 from mariposa.model import DesiredState, ServiceGoal
-from mariposa.packages import dumps, pinned
+from mariposa.packages import Package, dumps, pinned
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow
@@ -53,21 +54,11 @@ async def revert_project(ctx: Context, project: ProjectRow, ref: str, author: st
                                  summary_prefix=f"revert to version {target.seq}: ")
 
 
-def _yaml() -> YAML:
-    y = YAML()
-    y.preserve_quotes = True
-    y.width = 4096
-    return y
-
-
 def service_slice(text: str, service: str) -> str:
-    doc = _yaml().load(text)
-    section = (doc or {}).get("services", {}).get(service)
-    if section is None:
+    found = sections.service_slice(text, service)
+    if found is None:
         raise NotFound(f"service '{service}' is not in that version")
-    out = io.StringIO()
-    _yaml().dump({"services": {service: section}}, out)
-    return out.getvalue()
+    return found
 
 
 async def revert_service(ctx: Context, project: ProjectRow, service: str, ref: str, author: str, params: dict):
@@ -75,34 +66,49 @@ async def revert_service(ctx: Context, project: ProjectRow, service: str, ref: s
     version ``ref`` (comments and all), and that service's image pinned as it was then."""
     target = await version(ctx, project, ref)
     current = await ctx.store.call(goal_store.current_version, project)
-    y = _yaml()
-    doc, old = y.load(current.manifest), y.load(target.manifest)
-    section = (old or {}).get("services", {}).get(service)
-    if section is None:
-        raise NotFound(f"service '{service}' is not in version {target.seq}")
-    doc["services"][service] = section
-    out = io.StringIO()
-    y.dump(doc, out)
+
+    def splice() -> tuple[str, object]:
+        editor = sections.Editor(current.manifest)
+        section = (sections.Editor(target.manifest).doc or {}).get("services", {}).get(service)
+        if section is None:
+            raise NotFound(f"service '{service}' is not in version {target.seq}")
+        editor.put(service, section)
+        return editor.text(), section
+
+    text, section = await trio.to_thread.run_sync(splice)
     images = dict(await ctx.store.call(goal_store.version_images, current.id))
     old_images = await ctx.store.call(goal_store.version_images, target.id)
-    image = section.get("image")
+    image = section.get("image")  # type: ignore[attr-defined]
     if image in old_images:
         images[image] = old_images[image]
     # the other services keep the package sizes they run with; this one gets back its old ones
     packages = dict(ctx.goals.catalogue(current.packages))
     old_packages = ctx.goals.catalogue(target.packages)
-    if section.get("package") in old_packages:
-        packages[section["package"]] = old_packages[section["package"]]
+    package = section.get("package")  # type: ignore[attr-defined]
+    if package in old_packages:
+        packages[package] = old_packages[package]
     # likewise its env files come back as they were; the other services' stay
     files = {**env_files.loads(current.env_files), **env_files.loads(target.env_files)}
-    spec = await manifests.parse(ctx, out.getvalue(), "<revert>", packages, files, current.base_dir)
-    for svc in spec.services:  # any other image new to the manifest is resolved now
-        if svc.image not in images:
-            images.update(await manifests.resolve_images(ctx, spec))
-            break
-    return await manifests.update(ctx, project, out.getvalue(), current.filename or "<revert>", author, params,
-                                 images=images, packages=packages, env_files=files, base_dir=current.base_dir,
-                                 summary_prefix=f"revert {service} to version {target.seq}: ")
+    return await pinned_update(ctx, project, current, text, author, params, images, packages,
+                               f"revert {service} to version {target.seq}: ", files)
+
+
+async def pinned_update(
+    ctx: Context, project: ProjectRow, current: VersionRow, text: str, author: str, params: dict,
+    images: dict, packages: Mapping[str, Package], summary_prefix: str, files: Mapping | None = None,
+):
+    """A new version of an edited manifest in which the services the edit did not touch keep
+    their pinned images, package sizes and env files (``images``, ``packages``, ``files``:
+    by default the current version's); an image no version pinned yet is resolved now. Made
+    only if the project is still at ``current``: an edit is of that version, and would undo a
+    change made meanwhile. Relative paths still start at the current version's directory."""
+    files = env_files.loads(current.env_files) if files is None else files
+    spec = await manifests.parse(ctx, text, "<edited manifest>", packages, files, current.base_dir)
+    if any(svc.image not in images for svc in spec.services):
+        images = {**await manifests.resolve_images(ctx, spec), **images}
+    return await manifests.update(ctx, project, text, current.filename or "<edited manifest>", author, params,
+                                  images=images, packages=packages, env_files=files, base_dir=current.base_dir,
+                                  if_version=current.id, summary_prefix=summary_prefix)
 
 
 async def service_versions(ctx: Context, project: ProjectRow, service: str) -> list[dict]:
@@ -180,3 +186,73 @@ async def diff(
             and current.env_files == env_files.dumps(await manifests.used_env_files(text, files))
             and current.base_dir == base_dir)
     return {"project": project.name, "from_version": current.seq, "new_version": not same, "services": out}
+
+
+def _label(project: ProjectRow, current: VersionRow) -> str:
+    """Where a problem outside the edited section is: the stored manifest (`project version N`)."""
+    return f"<project {project.name}, version {current.seq}>"
+
+
+async def put_service(
+    ctx: Context, project: ProjectRow, service: str, text: str, filename: str, author: str, params: dict,
+    summary_prefix: str,
+):
+    """A new version with service ``service``'s section taken from a section file's ``text``
+    (added, or replaced in place), comments kept. Its image and package are resolved now, as
+    `project update` would, unless another service names the same ones: pins are by image
+    reference and package name, and the services left alone keep what their version pinned."""
+    current = await ctx.store.call(goal_store.current_version, project)
+    others = [s for s in (await ctx.goals.spec_of(current)).services if s.name != service]
+    pins = dict(ctx.goals.catalogue(current.packages))
+
+    def splice() -> tuple[str, object, object]:
+        read = sections.read(text, filename, service)
+        package = read[0].get("package") if isinstance(read[0], Mapping) else None
+        sections.check(current.manifest, _label(project, current), service, read, filename,
+                       edit_rules(ctx, current, _catalogue(ctx.packages, pins, package, others)))
+        editor = sections.Editor(current.manifest)
+        section = editor.section_of(text, service, filename)
+        editor.put(service, section)
+        return editor.text(), section.get("image"), section.get("package")
+
+    new_text, image, package = await trio.to_thread.run_sync(splice)
+    images = dict(await ctx.store.call(goal_store.version_images, current.id))
+    if not any(s.image == image for s in others):
+        images.pop(image, None)  # type: ignore[call-overload]
+    return await pinned_update(ctx, project, current, new_text, author, params, images,
+                               _catalogue(ctx.packages, pins, package, others), summary_prefix)
+
+
+def edit_rules(ctx: Context, current: VersionRow, packages: Mapping[str, Package]) -> Rules:
+    """What an edit of the current version is judged by: today's policy, that version's env
+    files and directory."""
+    return Rules(packages, ctx.allow_privileged, env_files.loads(current.env_files), ctx.bind_roots,
+                 current.base_dir)
+
+
+def _catalogue(
+    today: Mapping[str, Package], pins: Mapping[str, Package], package: object, others: list,
+) -> dict[str, Package]:
+    """The pinned sizes for the services left alone, today's for the one being put in."""
+    catalogue = {**today, **pins}
+    if isinstance(package, str) and package in today and not any(s.package == package for s in others):
+        catalogue[package] = today[package]
+    return catalogue
+
+
+async def drop_service(ctx: Context, project: ProjectRow, service: str, author: str, params: dict):
+    """A new version without service ``service``; everything else keeps its pins."""
+    current = await ctx.store.call(goal_store.current_version, project)
+    packages = dict(ctx.goals.catalogue(current.packages))
+
+    def cut() -> str:
+        sections.check(current.manifest, _label(project, current), service, None, "",
+                       edit_rules(ctx, current, packages))
+        editor = sections.Editor(current.manifest)
+        editor.drop(service)
+        return editor.text()
+
+    new_text = await trio.to_thread.run_sync(cut)
+    images = dict(await ctx.store.call(goal_store.version_images, current.id))
+    return await pinned_update(ctx, project, current, new_text, author, params, images, packages,
+                               "service delete: ")

@@ -1,5 +1,6 @@
-"""Services of a project: read them, scale, start, stop, thaw, reprovision and revert them,
-and their versions and health."""
+"""Services of a project: add, update and delete them (each a new project version, made from
+one service's section of the manifest), read them, scale, start, stop, thaw, reprovision and
+revert them, and their versions and health."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import builtins
 
 import attrs
 
-from mariposa.control import rollouts, views
+from mariposa.control import manifests, rollouts, views
 from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
 from mariposa.control.manifests import refuse_if_file_managed
-from mariposa.control.projects import tasks_json
-from mariposa.errors import BadRequest, Conflict
+from mariposa.control.projects import tasks_json, version_made
+from mariposa.errors import BadRequest, Conflict, NotFound
+from mariposa.manifest.report import SERVICE_NAME_RE
 from mariposa.store import goal as goal_store
 from mariposa.store.rows import ProjectRow, ServiceRow
 
@@ -25,6 +27,62 @@ class Services(Area):
     def _queued(self, *tasks) -> dict:
         self.ctx.wake_queue()
         return {"tasks": tasks_json(list(tasks))}
+
+    async def _in_manifest(self, p: ProjectRow, service: str, doing: str) -> str:
+        """The name of the service ``service`` (a name, id or id prefix) of the current version."""
+        names = (await self.ctx.goals.spec_of(await self.ctx.store.call(goal_store.current_version, p))).service_names
+        if service not in names:
+            try:
+                service = (await self.ctx.store.call(goal_store.get_service, p, service)).name
+            except NotFound:
+                pass
+        if service not in names:
+            hint = f": add it with 'mariposa -j {p.name} service add {service} FILE'" if doing == "update" else ""
+            raise NotFound(f"project '{p.name}' has no service '{service}'{hint}")
+        return service
+
+    @operation("service.add", target="project")
+    async def add(self, caller: Caller, project: str, service: str, manifest: object,
+                  filename: str = "<section>") -> dict:
+        """A new version with service ``service`` added from ``manifest``, one service's section."""
+        p = await self._project(project)
+        refuse_if_file_managed(caller, p, "edit")
+        if not isinstance(service, str) or not SERVICE_NAME_RE.match(service):
+            raise BadRequest(f"invalid service name {service!r}: it becomes a DNS name, so use lowercase letters, "
+                             "digits and '-', at most 63 characters, starting and ending with a letter or digit")
+        manifest = manifests.require_text(manifest)
+        current = await self.ctx.store.call(goal_store.current_version, p)
+        if service in (await self.ctx.goals.spec_of(current)).service_names:
+            raise Conflict(f"project '{p.name}' already has a service '{service}': change it with "
+                           f"'mariposa -j {p.name} service update {service} FILE'")
+        return version_made(await rollouts.put_service(
+            self.ctx, p, service, manifest, str(filename), caller.author, {}, "service add: "))
+
+    @operation("service.update", target="project")
+    async def update(self, caller: Caller, project: str, service: str, manifest: object,
+                     filename: str = "<section>", *, rolling: object = None, count: object = None) -> dict:
+        """A new version with service ``service``'s section replaced by ``manifest``, rolled out
+        as `project update` rolls out (``rolling``, ``count``: a canary)."""
+        p = await self._project(project)
+        refuse_if_file_managed(caller, p, "edit")
+        name = await self._in_manifest(p, service, "update")
+        manifest = manifests.require_text(manifest)
+        params = rollouts.rollout_params(rolling, count)
+        return version_made(await rollouts.put_service(
+            self.ctx, p, name, manifest, str(filename), caller.author, params, "service update: "))
+
+    @operation("service.delete", target="project")
+    async def delete(self, caller: Caller, project: str, service: str) -> dict:
+        """A new version without service ``service``: its instances are removed. A project keeps at
+        least one service; the last one goes with `project delete`."""
+        p = await self._project(project)
+        refuse_if_file_managed(caller, p, "edit")
+        name = await self._in_manifest(p, service, "delete")
+        names = (await self.ctx.goals.spec_of(await self.ctx.store.call(goal_store.current_version, p))).service_names
+        if list(names) == [name]:
+            raise Conflict(f"'{name}' is the last service of project '{p.name}' and a project has at least one: "
+                           f"delete the project instead ('mariposa project delete {p.name}')")
+        return version_made(await rollouts.drop_service(self.ctx, p, name, caller.author, {}))
 
     @operation("service.list", target="project")
     async def list(self, caller: Caller, project: str) -> list[dict]:
