@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +30,15 @@ import attrs
 import httpx
 import trio
 
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, RuntimeUnavailable, identity_from_labels
+from mariposa.drivers.base import (
+    MAX_LOG_LINE,
+    DriverError,
+    DriverEvent,
+    ImageNotFound,
+    LogLine,
+    RuntimeUnavailable,
+    identity_from_labels,
+)
 from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_OWNER,
@@ -72,6 +80,10 @@ DEAD_EXIT_CODE = -1  # a dead container whose own exit code says nothing of fail
 # a little out of order; replaying a margin and dropping what was delivered (by key) loses none.
 REPLAY_MARGIN_NS = 1_000_000_000
 CURSOR_KEYS = 512  # at most this many delivered events are remembered in a cursor
+
+# Log streams get a pool of their own: a follower holds one connection per instance for as long
+# as it follows, and must never starve the calls the reconciler and the queue make.
+LOG_CONNECTIONS = 512
 
 
 def _parse_docker_host(docker_host: str | None) -> tuple[str, str | None]:
@@ -310,6 +322,62 @@ class _Demux:
         return out
 
 
+@attrs.define
+class _LogLines:
+    """Docker's log stream (asked with ``timestamps=1``) as ``LogLine``s. Each frame of the
+    multiplexed stream is one log message, "TIMESTAMP text"; a line the Engine split (its logger
+    cuts at 16 KiB) comes as several messages without a newline, so each stream (stdout, stderr)
+    joins its own pieces, up to ``MAX_LOG_LINE``, and a line keeps its first piece's time."""
+
+    buf: bytearray = attrs.field(factory=bytearray)
+    partial: dict[int, tuple[float, bytearray]] = attrs.field(factory=dict)  # by stream: (when, text so far)
+
+    def feed(self, chunk: bytes) -> list[LogLine]:
+        self.buf += chunk
+        out: list[LogLine] = []
+        while len(self.buf) >= 8:
+            size = struct.unpack(">I", self.buf[4:8])[0]
+            if len(self.buf) < 8 + size:
+                break
+            stream, payload = self.buf[0], bytes(self.buf[8 : 8 + size])
+            del self.buf[: 8 + size]
+            stamp, _, text = payload.partition(b" ")
+            self._message(stream, _docker_time(stamp), text, out)
+        return out
+
+    def _message(self, stream: int, when: float, text: bytes, out: list[LogLine]) -> None:
+        started, pending = self.partial.pop(stream, (when, bytearray()))
+        pending += text
+        while True:
+            cut = pending.find(b"\n")
+            if cut < 0 and len(pending) < MAX_LOG_LINE:
+                break
+            end = cut if 0 <= cut < MAX_LOG_LINE else MAX_LOG_LINE
+            out.append(LogLine(started, bytes(pending[:end])))
+            del pending[: end + 1 if end == cut else end]
+            started = when
+        if pending:
+            self.partial[stream] = (started, pending)
+
+    def rest(self) -> list[LogLine]:
+        """Last lines that had no newline when the stream ended."""
+        out = [LogLine(when, bytes(text)) for when, text in self.partial.values()]
+        self.partial.clear()
+        return sorted(out, key=lambda line: line.when)
+
+
+def _docker_time(stamp: bytes) -> float:
+    """Docker's RFC 3339 time with nanoseconds ("2026-11-26T13:55:39.123456789Z", always UTC) as
+    epoch seconds, to the microsecond."""
+    text = stamp.decode("ascii", "replace").rstrip("Z")
+    whole, _, fraction = text.partition(".")
+    try:
+        seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise DriverError(f"docker: log line with an unreadable time {stamp[:40]!r}") from None
+    return seconds + (int(fraction[:6].ljust(6, "0")) / 1e6 if fraction.isdigit() else 0.0)
+
+
 class DockerDriver:
     """Driver protocol over the Docker Engine API; see the module docstring for the rules."""
 
@@ -327,6 +395,12 @@ class DockerDriver:
         )
         self._client = httpx.AsyncClient(
             transport=transport, base_url=base_url, timeout=httpx.Timeout(CALL_TIMEOUT)
+        )
+        self._log_client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(
+                uds=self._socket, limits=httpx.Limits(max_connections=LOG_CONNECTIONS, max_keepalive_connections=8)
+            ),
+            base_url=base_url, timeout=httpx.Timeout(CALL_TIMEOUT),
         )
         # Docker's CheckDuplicate is best effort: two concurrent creates can both succeed and
         # leave two networks with one name, so creates of one project's network take turns here.
@@ -366,11 +440,12 @@ class DockerDriver:
         raise exc_type(f"docker: {what}: {msg}")
 
     @asynccontextmanager
-    async def _streaming(self, method: str, path: str, what: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+    async def _streaming(self, method: str, path: str, what: str, *, client: httpx.AsyncClient | None = None,
+                         **kwargs: Any) -> AsyncIterator[httpx.Response]:
         """A call whose body is read as it comes (events, exec, logs); errors as from ``_call``,
         also those that break the stream half way."""
         try:
-            async with self._client.stream(method, path, **kwargs) as resp:
+            async with (client or self._client).stream(method, path, **kwargs) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise DriverError(f"docker: {what}: {_message(resp)}")
@@ -385,6 +460,7 @@ class DockerDriver:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._log_client.aclose()
 
     async def resolve_image(self, image: str) -> str:
         resp = await self._call(
@@ -656,22 +732,24 @@ class DockerDriver:
 
     async def logs(
         self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
-    ) -> AsyncIterator[bytes]:
-        """The container's output, demultiplexed (containers never get a TTY, so it is always
-        the multiplexed stream); with ``follow`` the Engine ends the stream when it stops."""
-        params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0"}
+    ) -> AsyncIterator[LogLine]:
+        """See the protocol. Containers never get a TTY, so the stream is always the multiplexed
+        one; with ``follow`` the Engine ends it when the container stops."""
+        params = {"stdout": "1", "stderr": "1", "timestamps": "1", "follow": "1" if follow else "0"}
         if since is not None:
             params["since"] = f"{since:.6f}"
         if tail is not None:
             params["tail"] = str(tail)
-        demux = _Demux()
+        lines = _LogLines()
         path = f"/containers/{inst.runtime_id}/logs"
         timeout = None if follow else CALL_TIMEOUT
-        async with self._streaming("GET", path, f"logs of {inst.name}", params=params, timeout=timeout) as resp:
+        async with self._streaming("GET", path, f"logs of {inst.name}", client=self._log_client, params=params,
+                                   timeout=timeout) as resp:
             async for chunk in resp.aiter_raw():
-                demux.feed(chunk)
-                if demux.out:
-                    yield demux.take()
+                for line in lines.feed(chunk):
+                    yield line
+        for line in lines.rest():
+            yield line
 
 
 def _event_data(line: str) -> dict[str, Any] | None:
