@@ -63,6 +63,7 @@ async def watch_driver_events(ctx: Context, driver: Driver) -> None:
                 cursor = event.cursor or cursor
                 ctx.wake_reconciler()
                 ctx.wake_health()
+                ctx.runtime_changed.set()
         except (DriverError, OSError) as exc:
             log.warning("runtime event stream lost; re-subscribing", driver=driver.compute_type, error=str(exc))
         except Exception as exc:  # httpx transport errors and the like

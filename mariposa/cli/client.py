@@ -48,7 +48,8 @@ class Client:
         return body
 
     def follow(self, path: str, params: dict):
-        """Newline-delimited JSON, as the daemon streams it, until interrupted."""
+        """Newline-delimited JSON, as the daemon streams it, until it ends or is interrupted. An
+        error after the stream began comes as its last line and is raised here."""
         import json as _json
 
         try:
@@ -60,11 +61,17 @@ class Client:
                     raise cls(body.get("message") or f"HTTP {resp.status_code}")
                 for line in resp.iter_lines():
                     if line.strip():
-                        yield _json.loads(line)
+                        item = _json.loads(line)
+                        if isinstance(item, dict) and "error" in item and "message" in item:
+                            cls = ERROR_KINDS.get(item["error"], MariposaError)
+                            raise cls(item["message"], details=item.get("details"))
+                        yield item
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonUnreachable(
                 f"cannot reach the mariposa daemon at {self.socket} ({exc.__class__.__name__})"
             ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise DaemonUnreachable(f"the mariposa daemon at {self.socket} went away ({exc})") from None
 
     def get(self, path: str, **params) -> Any:
         return self.request("GET", path, params=params)

@@ -19,7 +19,7 @@ What a driver owes the rest of Mariposa:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -191,7 +191,7 @@ class Driver(Protocol):
 
     def logs(
         self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
-    ) -> AsyncIterator[LogLine]:
+    ) -> AsyncGenerator[LogLine, None]:
         """The instance's output (stdout and stderr interleaved), line by line in the order it
         was written: the lines taken at or after ``since`` (epoch seconds), of those only the last
         ``tail``; with ``follow`` the iterator goes on with new lines until the instance stops.

@@ -20,7 +20,7 @@ import re
 import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -732,7 +732,7 @@ class DockerDriver:
 
     async def logs(
         self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
-    ) -> AsyncIterator[LogLine]:
+    ) -> AsyncGenerator[LogLine, None]:
         """See the protocol. Containers never get a TTY, so the stream is always the multiplexed
         one; with ``follow`` the Engine ends it when the container stops."""
         params = {"stdout": "1", "stderr": "1", "timestamps": "1", "follow": "1" if follow else "0"}

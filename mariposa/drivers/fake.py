@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import attrs
 import trio
@@ -334,7 +334,7 @@ class FakeDriver:
 
     async def logs(
         self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
-    ) -> AsyncIterator[LogLine]:
+    ) -> AsyncGenerator[LogLine, None]:
         box = self._box(inst)
         if box is None:
             raise DriverError(f"logs of {inst.name}: no such instance")

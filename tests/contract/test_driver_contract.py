@@ -298,7 +298,8 @@ async def _two(driver, inst: Instance) -> list[LogLine] | None:
 async def test_logs_merge_stderr_and_keep_long_lines_whole(kit):
     long = "x" * 40_000  # past the 16 KiB at which Docker's logger cuts a line
     huge = "y" * (MAX_LOG_LINE + 10)
-    inst = await kit.driver.create(kit.request("loud", f"echo out; echo err >&2; echo {long}; echo {huge}; exec sleep 3600"))
+    script = f"echo out; echo err >&2; echo {long}; echo {huge}; exec sleep 3600"
+    inst = await kit.driver.create(kit.request("loud", script))
     lines = await eventually(lambda: _count(kit.driver, inst, 5), what="output logged")
     # stdout and stderr are both there; their order between the two streams is the runtime's
     assert sorted(texts(lines[:2])) == [b"err", b"out"]
