@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 
-from mariposa.config import DEFAULT_SOCKET
 from mariposa.errors import ERROR_KINDS, DaemonUnreachable, MariposaError
 from mariposa.errors import TaskFailed as TaskDidNotComplete
 
@@ -16,7 +15,11 @@ TERMINAL_STATES = ("completed", "failed", "terminated")
 
 
 def socket_path(explicit: str | None) -> str:
-    return explicit or os.environ.get("MARIPOSA_SOCKET") or DEFAULT_SOCKET
+    if explicit or os.environ.get("MARIPOSA_SOCKET"):
+        return explicit or os.environ["MARIPOSA_SOCKET"]
+    from mariposa.config import DEFAULT_SOCKET  # the configuration (and the manifest package) only when needed
+
+    return DEFAULT_SOCKET
 
 
 class Client:

@@ -184,10 +184,12 @@ class Follower:
                         if after is not None and line.when <= after:
                             continue
                         reading.last = line.when
-                        await to_client.send({
-                            "instance": inst.id, "name": name, "service": inst.service, "time": line.when,
-                            "line": line.line.decode("utf-8", "replace").rstrip("\r"),
-                        })
+                        record = {"instance": inst.id, "name": name, "service": inst.service, "time": line.when,
+                                  "line": line.line.decode("utf-8", "replace").rstrip("\r")}
+                        try:  # lines that came in one read go on together, to be sent in one batch
+                            to_client.send_nowait(record)
+                        except trio.WouldBlock:
+                            await to_client.send(record)  # the client is behind: wait for it
             except RuntimeUnavailable:
                 raise
             except DriverError:
