@@ -17,6 +17,7 @@ from mariposa.errors import BadRequest, MariposaError
 
 PROJECT_ACTIONS = "start, stop, revert or diff"
 SERVICE_ACTIONS = "scale, start, stop, thaw, reprovision or revert"
+_ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=...) builds one per call
 
 
 def _text(req: Request, key: str, default: str | None = None) -> Any:
@@ -56,7 +57,7 @@ def _feed_response(feed: Feed) -> Response:
 
     async def produce(write: Write) -> None:
         async def send(batch: list) -> None:
-            await write("".join(json.dumps(item, default=str) + "\n" for item in batch).encode())
+            await write("".join(_ENCODER.encode(item) + "\n" for item in batch).encode())
 
         try:
             await feed.run(send)
