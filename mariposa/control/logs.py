@@ -104,8 +104,9 @@ class _Reading:
 class Follower:
     """Streams the lines of the instances ``select`` returns; see the module docstring.
 
-    ``ends_with_instance``: for one instance's logs, following ends once it is removed (or
-    retired, as ``retired`` tells), instead of waiting for newcomers that cannot come."""
+    ``retired`` is given for one instance's logs (it tells whether that instance is retired):
+    following then ends once the instance is removed, or stopped and retired, instead of
+    waiting for newcomers that cannot come."""
 
     ctx: Context
     select: Select
