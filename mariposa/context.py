@@ -14,7 +14,7 @@ from mariposa.drivers.base import Driver, DriverError
 from mariposa.manifest.rules import DEFAULT_BIND_ROOTS
 from mariposa.packages import Package
 from mariposa.store.db import Store
-from mariposa.wakeup import Wakeup
+from mariposa.wakeup import Broadcast, Wakeup
 
 if TYPE_CHECKING:
     from mariposa.health.monitor import HealthMonitor
@@ -33,6 +33,7 @@ class Context:
     reconcile_wakeup: Wakeup = attrs.field(factory=Wakeup)
     queue_wakeup: Wakeup = attrs.field(factory=Wakeup)
     health_wakeup: Wakeup = attrs.field(factory=Wakeup)
+    runtime_changed: Broadcast = attrs.field(factory=Broadcast)  # any runtime event, for log followers
     monitor: HealthMonitor | None = None  # for the API to read instance health from
 
     def wake_reconciler(self) -> None:

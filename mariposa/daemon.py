@@ -76,6 +76,7 @@ async def watch_driver_events(ctx: Context, driver: Driver) -> None:
                 cursor = event.cursor or cursor
                 ctx.wake_reconciler()
                 ctx.wake_health()
+                ctx.runtime_changed.set()
         except Exception as exc:  # DriverError, OSError, httpx transport errors and the like
             if lost_at is None:
                 lost_at = trio.current_time()

@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import uuid
 
-import structlog
-import trio
-
-log = structlog.get_logger()
+# trio and structlog are imported where they are used: the CLI imports this module for the
+# error classes, and every CLI command pays for its imports before its first line.
 
 
 class MariposaError(Exception):
@@ -160,6 +158,9 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
     """The ``MariposaError`` for any exception. Unexpected ones are logged here, with their
     traceback and an error id, and leave as an ``InternalError`` naming only that id: an
     exception's text can hold anything (an environment value, a path), so it stays in the log."""
+    import structlog
+    import trio
+
     from mariposa.drivers.base import DriverError, ImageNotFound, VolumeInUse
     from mariposa.manifest.errors import ManifestError
 
@@ -179,6 +180,7 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
     if isinstance(exc, trio.TooSlowError):
         return TimedOut(f"{doing or 'the operation'} timed out")
     error_id = uuid.uuid4().hex[:12]
-    log.error("unexpected error", error_id=error_id, doing=doing, error_type=type(exc).__name__, exc_info=exc)
+    structlog.get_logger().error("unexpected error", error_id=error_id, doing=doing, error_type=type(exc).__name__,
+                                 exc_info=exc)
     return InternalError(f"internal error {error_id} ({type(exc).__name__}) while {doing or 'serving a request'}; "
                          f"the daemon's log has the details under error_id={error_id}")

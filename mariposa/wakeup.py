@@ -24,3 +24,20 @@ class Wakeup:
             woken = self._event.is_set()
         self._event = trio.Event()
         return woken
+
+
+class Broadcast:
+    """Wakes every waiter at once (each log follower), where a ``Wakeup`` is one task's. A
+    waiter takes ``event`` *before* it looks at the world, then waits on it: a ``set()`` made
+    between the look and the wait is never missed."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    @property
+    def event(self) -> trio.Event:
+        return self._event
+
+    def set(self) -> None:
+        self._event.set()
+        self._event = trio.Event()

@@ -126,20 +126,56 @@ class Connection:
         self.held = 0
 
     async def send(self, resp: Response, head_only: bool = False) -> None:
-        body = b"" if resp.stream is not None else json.dumps(resp.body, default=str, allow_nan=False).encode()
-        if resp.stream is not None:
+        body = b"" if resp.streamed else json.dumps(resp.body, default=str, allow_nan=False).encode()
+        if resp.streamed:
             headers = [("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]
         else:
             headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
         await self.stream.send_all(self.conn.send(h11.Response(status_code=resp.status, headers=headers,
                                                                reason=_reason(resp.status))))
         if not head_only:
-            if resp.stream is not None:
-                async for chunk in resp.stream:
-                    await self.stream.send_all(self.conn.send(h11.Data(data=chunk)))
+            if resp.streamed:
+                if not await self._stream_body(resp):
+                    return  # the client hung up: nothing more to say
             elif body:
                 await self.stream.send_all(self.conn.send(h11.Data(data=body)))
         await self.stream.send_all(self.conn.send(h11.EndOfMessage()))
+
+    async def _stream_body(self, resp: Response) -> bool:
+        """Write a streamed body while watching the connection: a follower waits for lines that
+        may never come, so a client that hangs up (end of file on the socket) cancels the stream
+        at once, with every task it had, instead of when the next line would fail to send.
+        False when the client hung up."""
+
+        async def write(chunk: bytes) -> None:
+            await self.stream.send_all(self.conn.send(h11.Data(data=chunk)))
+
+        async def iterate(write) -> None:
+            assert resp.stream is not None
+            async for chunk in resp.stream:
+                await write(chunk)
+
+        produce = resp.produce or iterate
+        hung_up = False
+
+        async def watch(scope: trio.CancelScope) -> None:
+            nonlocal hung_up
+            try:
+                while await self.stream.receive_some(4096):
+                    pass  # nothing more is expected from a client that asked for a stream
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+                pass
+            hung_up = True
+            scope.cancel()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch, nursery.cancel_scope)
+                await produce(write)
+                nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            hung_up = True  # it hung up while we wrote
+        return not hung_up
 
     async def next_request(self) -> tuple[h11.Request, bytes] | None:
         """The next whole request; None when the client is done, or idle for too long. The
@@ -217,7 +253,7 @@ class Connection:
                 resp = _error(exc)
             del body
             await self.send(resp, head_only)
-            return resp.stream is None and self.conn.our_state is not h11.MUST_CLOSE
+            return not resp.streamed and self.conn.our_state is not h11.MUST_CLOSE
         finally:
             self.release()
 

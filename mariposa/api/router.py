@@ -52,11 +52,24 @@ class Request:
         return self.parsed if self.parsed is not None else parse_object(self.body)
 
 
+Write = Callable[[bytes], Awaitable[None]]
+Producer = Callable[[Write], Awaitable[None]]  # writes the body, chunk by chunk, then returns
+
+
 @attrs.frozen
 class Response:
+    """A JSON ``body``, or a streamed one (newline-delimited JSON, for --follow and logs): a
+    ``stream`` to iterate or a ``produce`` to run with a ``write`` (a stream with tasks of its
+    own, see ``control.base.Feed``)."""
+
     status: int = 200
     body: Any = None
-    stream: AsyncIterator[bytes] | None = None  # newline-delimited JSON, for --follow
+    stream: AsyncIterator[bytes] | None = None
+    produce: Producer | None = None
+
+    @property
+    def streamed(self) -> bool:
+        return self.stream is not None or self.produce is not None
 
 
 Handler = Callable[[Request], Awaitable[Any]]

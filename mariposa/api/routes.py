@@ -10,11 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from mariposa.api.http import Request, Response, Router
+from mariposa.api.router import Write
 from mariposa.control import Control
-from mariposa.errors import BadRequest
+from mariposa.control.base import Feed
+from mariposa.errors import BadRequest, MariposaError
 
 PROJECT_ACTIONS = "start, stop, revert or diff"
 SERVICE_ACTIONS = "scale, start, stop, thaw, reprovision or revert"
+_ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=...) builds one per call
 
 
 JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object"}
@@ -62,6 +65,26 @@ async def _ndjson(items: AsyncIterator[dict]) -> AsyncIterator[bytes]:
         yield (json.dumps(item, default=str) + "\n").encode()
 
 
+def _flag(req: Request, key: str) -> bool:
+    return req.query.get(key) in ("1", "true", "yes")
+
+
+def _feed_response(feed: Feed) -> Response:
+    """A feed as newline-delimited JSON, one line per item, each batch in one chunk. An error
+    after the headers are gone is the stream's last line, ``{"error": ..., "message": ...}``."""
+
+    async def produce(write: Write) -> None:
+        async def send(batch: list) -> None:
+            await write("".join(_ENCODER.encode(item) + "\n" for item in batch).encode())
+
+        try:
+            await feed.run(send)
+        except MariposaError as exc:
+            await write((json.dumps(exc.to_json()) + "\n").encode())
+
+    return Response(200, produce=produce)
+
+
 def _unknown(kind: str, choices: str) -> Callable[[Request], Awaitable[Any]]:
     async def refuse(req: Request) -> Any:
         raise BadRequest(f"unknown {kind} action '{req.params['action']}' ({choices})")
@@ -79,6 +102,17 @@ def build_router(control: Control) -> Router:
     def events_args(req: Request) -> dict:
         return {"project": req.query.get("project"), "service": req.query.get("service"),
                 "types": _list(req, "type"), "since": _int(req, "since", 0)}
+
+    def logs_args(req: Request) -> dict:
+        return {"follow": _flag(req, "follow"), "since": req.query.get("since"), "tail": req.query.get("tail")}
+
+    async def service_logs(req: Request) -> Response:
+        return _feed_response(await services.logs(
+            req.caller, req.params["project"], req.params["service"], instance=req.query.get("instance"),
+            **logs_args(req)))
+
+    async def instance_logs(req: Request) -> Response:
+        return _feed_response(await instances.logs(req.caller, req.params["instance"], **logs_args(req)))
 
     async def list_or_follow_events(req: Request) -> Any:
         if req.query.get("follow") in ("1", "true"):
@@ -131,6 +165,7 @@ def build_router(control: Control) -> Router:
         ("GET", S + "/versions/{version}", lambda q: services.version(
             q.caller, q.params["project"], q.params["service"], q.params["version"])),
         ("GET", S + "/health", lambda q: services.health(q.caller, q.params["project"], q.params["service"])),
+        ("GET", S + "/logs", service_logs),
         ("POST", S + "/scale", lambda q: services.scale(
             q.caller, q.params["project"], q.params["service"], q.json().get("scale"))),
         ("POST", S + "/start", lambda q: services.start(q.caller, q.params["project"], q.params["service"])),
@@ -145,6 +180,7 @@ def build_router(control: Control) -> Router:
         # instances
         ("GET", "/v1/instances/{instance}", lambda q: instances.get(q.caller, q.params["instance"])),
         ("DELETE", "/v1/instances/{instance}", lambda q: instances.remove(q.caller, q.params["instance"])),
+        ("GET", "/v1/instances/{instance}/logs", instance_logs),
         # queue and events
         ("GET", "/v1/queue", lambda q: queue.list(
             q.caller, q.query.get("project"), _list(q, "state") or None, _int(q, "limit", 200))),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from mariposa.cli import logs as log_output
 from mariposa.cli.client import Client, TaskDidNotComplete, socket_path
 from mariposa.cli.output import ago, fields, print_json, short, table
 from mariposa.clock import wall_clock
@@ -671,6 +672,22 @@ def service_health(state: State, ref: str, as_json: bool) -> None:
     ])
 
 
+@service.command("logs", context_settings=CONTEXT)
+@click.argument("ref")
+@click.option("--instance", help="Only this instance (id, id prefix or name).")
+@click.option("--no-log-prefix", is_flag=True, help="Print the lines without their instance's name.")
+@log_output.with_logs_options
+@pass_state
+def service_logs(state: State, ref: str, instance: str | None, no_log_prefix: bool, follow: bool, since, tail,
+                 timestamps: bool, no_color: bool, as_json: bool) -> None:
+    """The output of the service's instances, merged, each line after its instance's name (as
+    docker compose logs). Stopped and retired instances are included until removed."""
+    params = {"follow": "1" if follow else None, "since": since, "tail": tail, "instance": instance}
+    records = state.client.follow(f"/v1/projects/{state.project()}/services/{ref}/logs", params)
+    log_output.show(records, prefix=not no_log_prefix, follow=follow, timestamps=timestamps, no_color=no_color,
+                    as_json=as_json)
+
+
 # ---- instances --------------------------------------------------------------------------------
 
 
@@ -700,6 +717,20 @@ def instance_get(state: State, ref: str, as_json: bool) -> None:
         pairs.append((f"check {c['check']}",
                       f"{c['detail']} ({ago(c['at'])}, {c['failures']}/{c['retries']} failures)"))
     fields(pairs)
+
+
+@instance.command("logs", context_settings=CONTEXT)
+@click.argument("ref")
+@log_output.with_logs_options
+@pass_state
+def instance_logs(state: State, ref: str, follow: bool, since, tail, timestamps: bool, no_color: bool,
+                  as_json: bool) -> None:
+    """One instance's output (a retired one's too, until it is removed); --follow goes on through
+    its restarts and ends when it is removed or retired."""
+    params = {"follow": "1" if follow else None, "since": since, "tail": tail}
+    records = state.client.follow(f"/v1/instances/{ref}/logs", params)
+    log_output.show(records, prefix=False, follow=follow, timestamps=timestamps, no_color=no_color,
+                    as_json=as_json)
 
 
 @instance.command("rm", context_settings=CONTEXT)

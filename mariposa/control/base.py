@@ -12,6 +12,8 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from mariposa.control.authorize import Policy, authorize
 from mariposa.control.caller import Caller
 from mariposa.control.redact import redact, redact_stream
@@ -24,6 +26,17 @@ if TYPE_CHECKING:
     from mariposa.queue.executor import Executor
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+Send = Callable[[list[Any]], Awaitable[None]]
+
+
+@attrs.frozen
+class Feed:
+    """A stream that needs tasks of its own (``control/logs.py``: one reader per instance). A
+    front end *runs* it, with a ``send`` that takes each batch of items, instead of iterating it:
+    trio forbids yielding out of a nursery in an async generator, and this way every task of the
+    stream lives and ends inside the front end's call (cancel it and they all stop)."""
+
+    run: Callable[[Send], Awaitable[None]]
 
 
 class Area:
@@ -62,6 +75,8 @@ def operation(action: str, target: str | None = None) -> Callable[[F], F]:
                 raise translate(exc, action) from exc
             if isinstance(result, AsyncIterator):
                 return _translated(redact_stream(result), action)
+            if isinstance(result, Feed):
+                return _translated_feed(result, action)
             return redact(result)
 
         method.action = action  # type: ignore[attr-defined]
@@ -77,3 +92,18 @@ async def _translated(items: AsyncIterator[Any], action: str) -> AsyncIterator[A
             yield item
     except Exception as exc:
         raise translate(exc, action) from exc
+
+
+def _translated_feed(feed: Feed, action: str) -> Feed:
+    """A feed's batches leave redacted and its errors translated, as a stream's do."""
+
+    async def run(send: Send) -> None:
+        async def redacted(batch: list[Any]) -> None:
+            await send(redact(batch))
+
+        try:
+            await feed.run(redacted)
+        except Exception as exc:
+            raise translate(exc, action) from exc
+
+    return Feed(run)

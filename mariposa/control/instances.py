@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mariposa.control import views
-from mariposa.control.base import Area, operation
+from mariposa.control import logs, views
+from mariposa.control.base import Area, Feed, operation
 from mariposa.control.caller import Caller
 from mariposa.store import events as event_store
 from mariposa.store import instances as instance_store
@@ -35,3 +35,20 @@ class Instances(Area):
         await self.ctx.store.call(forget)
         self.ctx.wake_reconciler()
         return {"removed": inst.id, "name": inst.name, "was": inst.state}
+
+    @operation("instance.logs", target="ref")
+    async def logs(self, caller: Caller, ref: str, *, follow: bool = False, since: object = None,
+                   tail: object = None) -> Feed:
+        """One instance's output, a retired one's too until it is removed; ``follow`` goes on
+        through its restarts in place and ends once it is removed or retired."""
+        since_at, last = logs.parse_since(since, self.ctx.clock.now()), logs.parse_tail(tail)
+        inst = await views.find_instance(self.ctx, ref)
+
+        async def select() -> list:
+            return [i for i in await self.ctx.inventory(inst.project_id) if i.id == inst.id]
+
+        async def retired() -> bool:
+            record = await self.ctx.store.call(instance_store.get, inst.id)
+            return bool(record and record["retired"])
+
+        return logs.Follower(self.ctx, select, since_at, last, follow, retired).feed()

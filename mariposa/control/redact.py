@@ -15,8 +15,14 @@ REDACTED = "<redacted>"
 _PAIRS = frozenset({"environment"})  # keys whose value is a list of (name, value) pairs
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def redact(data: Any) -> Any:
-    if isinstance(data, Mapping):
+    kind = type(data)
+    if kind in _PLAIN:  # the common leaves first: ABC checks cost more than the copy (logs pass here a line at a time)
+        return data
+    if kind is dict or isinstance(data, Mapping):
         return {k: _pairs(v) if k in _PAIRS else redact(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
         return [redact(v) for v in data]

@@ -8,8 +8,8 @@ import builtins
 
 import attrs
 
-from mariposa.control import manifests, rollouts, views
-from mariposa.control.base import Area, operation
+from mariposa.control import logs, manifests, rollouts, views
+from mariposa.control.base import Area, Feed, operation
 from mariposa.control.caller import Caller
 from mariposa.control.manifests import refuse_if_file_managed
 from mariposa.control.projects import tasks_json, version_made
@@ -177,3 +177,35 @@ class Services(Area):
                             "status": data["health"] or "no checks", "detail": data["health_detail"] or "-",
                             "since": None, "checks": []})
         return out
+
+    @operation("service.logs", target="project")
+    async def logs(self, caller: Caller, project: str, service: str, *, follow: bool = False,
+                   since: object = None, tail: object = None, instance: str | None = None) -> Feed:
+        """The output of the service's instances (stopped and retired ones too, until removed),
+        merged line by line; each line names its instance. ``tail`` lines per instance, those at
+        or after ``since``; ``follow`` goes on through restarts and replacements until the
+        caller goes away. ``instance`` narrows it to one of them."""
+        since_at, last = logs.parse_since(since, self.ctx.clock.now()), logs.parse_tail(tail)
+        p, svc = await self.rows(project, service)
+        only: str | None = None
+        if instance:
+            mine = [i for i in await self.ctx.inventory(p.id) if i.service == svc.name]
+            only = _one_of(mine, instance, f"service {svc.name}").id
+
+        async def select() -> builtins.list:
+            return [i for i in await self.ctx.inventory(p.id)
+                    if i.service == svc.name and (only is None or i.id == only)]
+
+        return logs.Follower(self.ctx, select, since_at, last, follow).feed()
+
+
+def _one_of(insts: builtins.list, ref: str, where: str):
+    """The instance ``ref`` names among ``insts`` (id, name, or a unique prefix of 4+ of the id)."""
+    for match in (lambda i: ref in (i.id, i.name, i.runtime_id, logs.short_name(i)),
+                  lambda i: len(ref) >= 4 and (i.id.startswith(ref) or i.runtime_id.startswith(ref))):
+        found = [i for i in insts if match(i)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise BadRequest(f"instance '{ref}' is ambiguous in {where}; give more characters")
+    raise NotFound(f"no instance '{ref}' in {where}")

@@ -19,7 +19,7 @@ What a driver owes the rest of Mariposa:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -40,9 +40,13 @@ from mariposa.model import (
 )
 
 __all__ = [
-    "Driver", "DriverError", "DriverEvent", "ImageNotFound", "InstanceState", "RuntimeUnavailable",
-    "VolumeInUse", "identity_from_labels",
+    "Driver", "DriverError", "DriverEvent", "ImageNotFound", "InstanceState", "LogLine", "MAX_LOG_LINE",
+    "RuntimeUnavailable", "VolumeInUse", "identity_from_labels",
 ]
+
+# A line longer than this comes out in pieces of this size: a follower holds at most one piece
+# of each instance's output, whatever a program prints without a newline.
+MAX_LOG_LINE = 64 * 1024
 
 
 def identity_from_labels(labels: Mapping[str, str]) -> dict[str, Any] | None:
@@ -102,6 +106,17 @@ class DriverEvent:
     service: str | None
     exit_code: int | None = None
     cursor: str | None = None
+
+
+@attrs.frozen
+class LogLine:
+    """One line of an instance's output (stdout and stderr alike), without its newline, and when
+    the runtime took it (epoch seconds). Lines, not byte chunks, because whoever merges several
+    instances' output must never cut one line in two, and the time because ``--timestamps`` shows
+    it and a follower that re-attaches after a restart goes on from the last line it had."""
+
+    when: float
+    line: bytes
 
 
 class Driver(Protocol):
@@ -195,10 +210,13 @@ class Driver(Protocol):
 
     def logs(
         self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
-    ) -> AsyncIterator[bytes]:
-        """The instance's output (stdout and stderr interleaved) as byte chunks: from ``since``
-        (epoch seconds) on, or only the last ``tail`` lines; with ``follow`` the iterator goes on
-        with new output until the instance stops."""
+    ) -> AsyncGenerator[LogLine, None]:
+        """The instance's output (stdout and stderr interleaved), line by line in the order it
+        was written: the lines taken at or after ``since`` (epoch seconds), of those only the last
+        ``tail``; with ``follow`` the iterator goes on with new lines until the instance stops.
+        A stopped instance's output stays readable until it is removed. A line longer than
+        ``MAX_LOG_LINE`` comes in pieces; a last line without a newline comes as it is. An
+        instance that does not exist raises ``DriverError``."""
         ...
 
     async def aclose(self) -> None:

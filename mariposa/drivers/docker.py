@@ -20,20 +20,23 @@ import re
 import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
-from datetime import datetime
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from contextlib import aclosing, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 import httpx
 import trio
 
+from mariposa.drivers import rawget
 from mariposa.drivers.base import (
+    MAX_LOG_LINE,
     DriverError,
     DriverEvent,
     ImageNotFound,
+    LogLine,
     RuntimeUnavailable,
     VolumeInUse,
     identity_from_labels,
@@ -371,6 +374,80 @@ class _Demux:
         return out
 
 
+@attrs.define
+class _LogLines:
+    """Docker's log stream (asked with ``timestamps=1``) as ``LogLine``s. Each frame of the
+    multiplexed stream is one log message, "TIMESTAMP text"; a line the Engine split (its logger
+    cuts at 16 KiB) comes as several messages without a newline, so each stream (stdout, stderr)
+    joins its own pieces, up to ``MAX_LOG_LINE``, and a line keeps its first piece's time."""
+
+    buf: bytearray = attrs.field(factory=bytearray)
+    partial: dict[int, tuple[float, bytearray]] = attrs.field(factory=dict)  # by stream: (when, text so far)
+    seconds: dict[bytes, float] = attrs.field(factory=dict)  # "2026-11-26T13:55:39" -> epoch seconds
+
+    def feed(self, chunk: bytes | bytearray) -> list[LogLine]:
+        buf = self.buf
+        buf += chunk
+        out: list[LogLine] = []
+        pos, size_of = 0, len(buf)
+        while size_of - pos >= 8:
+            end = pos + 8 + int.from_bytes(buf[pos + 4 : pos + 8], "big")
+            if end > size_of:
+                break
+            stream, payload = buf[pos], bytes(buf[pos + 8 : end])
+            pos = end
+            stamp, _, text = payload.partition(b" ")
+            when = self._time(stamp)
+            if stream not in self.partial and text.find(b"\n") == len(text) - 1 <= MAX_LOG_LINE:
+                out.append(LogLine(when, text[:-1]))  # the usual case: one whole line
+            else:
+                self._message(stream, when, text, out)
+        del buf[:pos]
+        return out
+
+    def _time(self, stamp: bytes) -> float:
+        """``_docker_time``, with the whole seconds remembered: lines come many to a second."""
+        seconds = self.seconds.get(stamp[:19])
+        if seconds is None:
+            if len(self.seconds) > 1024:
+                self.seconds.clear()
+            seconds = self.seconds[stamp[:19]] = _docker_time(stamp[:19] + b"Z")
+        fraction = stamp[20:26].split(b"Z", 1)[0]
+        return seconds + (int(fraction.ljust(6, b"0")) / 1e6 if fraction.isdigit() else 0.0)
+
+    def _message(self, stream: int, when: float, text: bytes, out: list[LogLine]) -> None:
+        started, pending = self.partial.pop(stream, (when, bytearray()))
+        pending += text
+        while True:
+            cut = pending.find(b"\n")
+            if cut < 0 and len(pending) < MAX_LOG_LINE:
+                break
+            end = cut if 0 <= cut < MAX_LOG_LINE else MAX_LOG_LINE
+            out.append(LogLine(started, bytes(pending[:end])))
+            del pending[: end + 1 if end == cut else end]
+            started = when
+        if pending:
+            self.partial[stream] = (started, pending)
+
+    def rest(self) -> list[LogLine]:
+        """Last lines that had no newline when the stream ended."""
+        out = [LogLine(when, bytes(text)) for when, text in self.partial.values()]
+        self.partial.clear()
+        return sorted(out, key=lambda line: line.when)
+
+
+def _docker_time(stamp: bytes) -> float:
+    """Docker's RFC 3339 time with nanoseconds ("2026-11-26T13:55:39.123456789Z", always UTC) as
+    epoch seconds, to the microsecond."""
+    text = stamp.decode("ascii", "replace").rstrip("Z")
+    whole, _, fraction = text.partition(".")
+    try:
+        seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise DriverError(f"docker: log line with an unreadable time {stamp[:40]!r}") from None
+    return seconds + (int(fraction[:6].ljust(6, "0")) / 1e6 if fraction.isdigit() else 0.0)
+
+
 class DockerDriver:
     """Driver protocol over the Docker Engine API; see the module docstring for the rules."""
 
@@ -389,6 +466,7 @@ class DockerDriver:
         self._client = httpx.AsyncClient(
             transport=transport, base_url=base_url, timeout=httpx.Timeout(CALL_TIMEOUT)
         )
+        self._base_url = base_url
         # Docker's CheckDuplicate is best effort: two concurrent creates can both succeed and
         # leave two networks with one name, so creates of one project's network take turns here.
         self._net_locks: dict[str, trio.Lock] = {}
@@ -428,8 +506,8 @@ class DockerDriver:
 
     @asynccontextmanager
     async def _streaming(self, method: str, path: str, what: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
-        """A call whose body is read as it comes (events, exec, logs); errors as from ``_call``,
-        also those that break the stream half way."""
+        """A call whose body is read as it comes (events, exec); errors as from ``_call``, also
+        those that break the stream half way."""
         try:
             async with self._client.stream(method, path, **kwargs) as resp:
                 if resp.status_code >= 400:
@@ -761,22 +839,37 @@ class DockerDriver:
 
     async def logs(
         self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
-    ) -> AsyncIterator[bytes]:
-        """The container's output, demultiplexed (containers never get a TTY, so it is always
-        the multiplexed stream); with ``follow`` the Engine ends the stream when it stops."""
-        params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0"}
+    ) -> AsyncGenerator[LogLine, None]:
+        """See the protocol. Containers never get a TTY, so the stream is always the multiplexed
+        one; with ``follow`` the Engine ends it when the container stops. Read raw over a
+        connection of its own (``rawget``: httpx costs a third of a millisecond a line here)."""
+        params = {"stdout": "1", "stderr": "1", "timestamps": "1", "follow": "1" if follow else "0"}
         if since is not None:
             params["since"] = f"{since:.6f}"
         if tail is not None:
             params["tail"] = str(tail)
-        demux = _Demux()
-        path = f"/containers/{inst.runtime_id}/logs"
-        timeout = None if follow else CALL_TIMEOUT
-        async with self._streaming("GET", path, f"logs of {inst.name}", params=params, timeout=timeout) as resp:
-            async for chunk in resp.aiter_raw():
-                demux.feed(chunk)
-                if demux.out:
-                    yield demux.take()
+        base = urlsplit(self._base_url)
+        target = f"{base.path}/containers/{quote(inst.runtime_id)}/logs?{urlencode(params)}"
+        lines = _LogLines()
+        what = f"logs of {inst.name}"
+        body = rawget.get(self._connect, target, host=base.netloc, read_timeout=None if follow else CALL_TIMEOUT)
+        try:
+            async with aclosing(body):
+                async for chunk in body:
+                    for line in lines.feed(chunk):
+                        yield line
+        except rawget.BadStatus as exc:
+            raise DriverError(f"docker: {what}: {exc.message}") from None
+        except (rawget.BrokenResponse, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise self._unavailable(exc) from None
+        for line in lines.rest():
+            yield line
+
+    async def _connect(self) -> trio.abc.Stream:
+        if self._socket:
+            return await trio.open_unix_socket(self._socket)
+        base = urlsplit(self._base_url)
+        return await trio.open_tcp_stream(base.hostname or "localhost", base.port or 80)
 
 
 def _event_data(line: str) -> dict[str, Any] | None:

@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import itertools
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import attrs
 import trio
 
 from mariposa.clock import wall_clock
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, VolumeInUse, identity_from_labels
+from mariposa.drivers.base import (
+    MAX_LOG_LINE,
+    DriverError,
+    DriverEvent,
+    ImageNotFound,
+    LogLine,
+    VolumeInUse,
+    identity_from_labels,
+)
 from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_OWNER,
@@ -165,6 +173,14 @@ class FakeDriver:
     @property
     def networks(self) -> set[str]:
         return self.runtime.networks
+
+    def print(self, instance_id: str, *lines: str) -> None:
+        """The running program printed ``lines`` (a test hook, for output after the start)."""
+        box = self._box_of(instance_id)
+        assert box is not None and box.state == InstanceState.RUNNING, f"{instance_id} is not running"
+        now = wall_clock()
+        box.output.extend((now, (line + "\n").encode()) for line in lines)
+        self.runtime.changed()
 
     def kill(self, instance_id: str, exit_code: int = KILLED) -> None:
         """The process died behind our back."""
@@ -357,21 +373,29 @@ class FakeDriver:
 
     async def logs(
         self, inst: Instance, since: float | None = None, tail: int | None = None, follow: bool = False
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[LogLine, None]:
         box = self._box(inst)
         if box is None:
             raise DriverError(f"logs of {inst.name}: no such instance")
-        lines = [line for when, line in box.output if since is None or when >= since]
+        lines = [(when, line) for when, line in box.output if since is None or when >= since]
         if tail is not None:
             lines = lines[len(lines) - tail:] if tail > 0 else []
-        for line in lines:
-            yield line
+        for when, line in lines:
+            for piece in _pieces(when, line):
+                yield piece
         seen = len(box.output)
         while follow and box.state == InstanceState.RUNNING and self.runtime.boxes.get(box.runtime_id) is box:
             await self.runtime.wait_changed()
-            for _, line in box.output[seen:]:
-                yield line
+            for when, line in box.output[seen:]:
+                for piece in _pieces(when, line):
+                    yield piece
             seen = len(box.output)
 
     async def aclose(self) -> None:
         return None
+
+
+def _pieces(when: float, line: bytes) -> list[LogLine]:
+    """A line as the protocol gives it: without its newline, in pieces past ``MAX_LOG_LINE``."""
+    text = line[:-1] if line.endswith(b"\n") else line
+    return [LogLine(when, text[i:i + MAX_LOG_LINE]) for i in range(0, max(len(text), 1), MAX_LOG_LINE)]

@@ -15,7 +15,7 @@ from contextlib import aclosing
 import pytest
 import trio
 
-from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, VolumeInUse
+from mariposa.drivers.base import MAX_LOG_LINE, DriverError, DriverEvent, ImageNotFound, LogLine, VolumeInUse
 from mariposa.model import Instance, InstanceState, MountSpec, volume_name
 
 SLEEPER = "exec sleep 3600"  # honours SIGTERM
@@ -260,37 +260,85 @@ async def test_resolve_image_gives_a_stable_content_id(kit):
     assert first and first != kit.image and await kit.driver.resolve_image(kit.image) == first
 
 
+async def read_logs(driver, inst: Instance, **kw) -> list[LogLine]:
+    async with aclosing(driver.logs(inst, **kw)) as stream:
+        return [line async for line in stream]
+
+
+def texts(lines: list[LogLine]) -> list[bytes]:
+    return [line.line for line in lines]
+
+
 async def test_address_and_logs(kit):
     driver = kit.driver
+    before = time.time()
     inst = await driver.create(kit.request("chatty", CHATTY))
 
-    async def read(**kw) -> bytes:
-        async with aclosing(driver.logs(inst, **kw)) as stream:
-            return b"".join([chunk async for chunk in stream])
+    async def read(**kw) -> list[bytes]:
+        return texts(await read_logs(driver, inst, **kw))
 
-    assert await eventually(lambda: read(), what="output logged") == b"one\ntwo\n"
-    assert await read(tail=1) == b"two\n"
-    assert await read(since=time.time() + 3600) == b""
+    assert await eventually(lambda: read(), what="output logged") == [b"one", b"two"]
+    assert await read(tail=1) == [b"two"]
+    assert await read(tail=0) == []
+    assert await read(since=time.time() + 3600) == []
 
     address = await driver.address(inst)
     assert address is not None and ipaddress.ip_address(address)
     assert (await only(driver, inst)).address == address
 
-    followed = []
+    followed: list[LogLine] = []
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
 
             async def follow() -> None:
                 async with aclosing(driver.logs(inst, follow=True)) as stream:
-                    async for chunk in stream:
-                        followed.append(chunk)
+                    async for line in stream:
+                        followed.append(line)
 
             nursery.start_soon(follow)
-            while b"".join(followed) != b"one\ntwo\n":
+            while texts(followed) != [b"one", b"two"]:
                 await trio.sleep(0.05)
             await driver.stop(inst, timeout=10)  # following ends with the instance
-    assert b"".join(followed) == b"one\ntwo\n"
+    assert texts(followed) == [b"one", b"two"]
     assert await driver.address(inst) is None
+    # Each line carries the time the runtime took it, in order.
+    first, second = followed
+    assert before - 1 <= first.when <= second.when <= time.time() + 1, (before, followed)
+
+
+async def test_logs_since_is_inclusive_and_stopped_instances_stay_readable(kit):
+    driver = kit.driver
+    inst = await driver.create(kit.request("chatty", CHATTY))
+    lines = await eventually(lambda: _two(driver, inst), what="output logged")
+    await driver.stop(inst, timeout=10)
+    assert texts(await read_logs(driver, inst)) == [b"one", b"two"]  # a stopped instance's output is kept
+    assert texts(await read_logs(driver, inst, since=lines[1].when))[-1:] == [b"two"]  # at or after
+    assert texts(await read_logs(driver, inst, since=lines[1].when + 0.001)) == []
+    assert texts(await read_logs(driver, inst, since=lines[0].when, tail=1)) == [b"two"]
+    await driver.remove(inst)
+    with pytest.raises(DriverError):
+        await read_logs(driver, inst)
+
+
+async def _two(driver, inst: Instance) -> list[LogLine] | None:
+    lines = await read_logs(driver, inst)
+    return lines if len(lines) == 2 else None
+
+
+async def test_logs_merge_stderr_and_keep_long_lines_whole(kit):
+    long = "x" * 40_000  # past the 16 KiB at which Docker's logger cuts a line
+    huge = "y" * (MAX_LOG_LINE + 10)
+    script = f"echo out; echo err >&2; echo {long}; echo {huge}; exec sleep 3600"
+    inst = await kit.driver.create(kit.request("loud", script))
+    lines = await eventually(lambda: _count(kit.driver, inst, 5), what="output logged")
+    # stdout and stderr are both there; their order between the two streams is the runtime's
+    assert sorted(texts(lines[:2])) == [b"err", b"out"]
+    assert texts(lines[2:]) == [long.encode(), b"y" * MAX_LOG_LINE, b"y" * 10]
+
+
+async def _count(driver, inst: Instance, n: int) -> list[LogLine] | None:
+    lines = await read_logs(driver, inst)
+    return lines if len(lines) >= n else None
 
 
 async def test_networks_are_idempotent(kit):

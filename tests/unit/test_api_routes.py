@@ -14,6 +14,7 @@ import trio
 from mariposa.api.http import Request, Response, serve_connection
 from mariposa.api.routes import build_router
 from mariposa.control import Caller
+from mariposa.control.base import Feed
 from mariposa.errors import Forbidden, InvalidManifest, NotFound, RuntimeUnavailable
 
 ME = Caller(transport="unix", uid=0, gid=0, pid=1)
@@ -34,6 +35,12 @@ class Recorder:
                 async def events():
                     yield {"id": 1}
                 return events()
+            if name == "logs":
+                async def run(send):
+                    await send([{"name": "web-1", "line": "hello"}, {"name": "web-2", "line": "world"}])
+                    if self.area == "instances":
+                        raise RuntimeUnavailable("runtime unavailable: docker went away")
+                return Feed(run)
             return {"called": f"{self.area}.{name}"}
 
         return method
@@ -104,6 +111,40 @@ CASES = [
 ]
 
 
+LOG_CASES = [
+    ("GET", "/v1/projects/p/services/web/logs", None, {"follow": "1", "since": "10m", "tail": "5", "instance": "ab"},
+     "services.logs", ("p", "web"), {"follow": True, "since": "10m", "tail": "5", "instance": "ab"}),
+    ("GET", "/v1/instances/abcd/logs", None, {"tail": "all"}, "instances.logs", ("abcd",),
+     {"follow": False, "since": None, "tail": "all"}),
+]
+
+
+async def body_of(resp: Response) -> bytes:
+    chunks: list[bytes] = []
+
+    async def write(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    assert resp.produce is not None
+    await resp.produce(write)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("method,path,body,query,called,args,kwargs", LOG_CASES, ids=[c[1] for c in LOG_CASES])
+async def test_logs_stream_ndjson_and_end_with_an_error_line(method, path, body, query, called, args, kwargs):
+    control = FakeControl()
+    resp = await build_router(control).dispatch(request(method, path, body, query))
+    [(name, caller, got_args, got_kwargs)] = control.calls
+    assert (name, caller, got_args, got_kwargs) == (called, ME, args, kwargs)
+    lines = [json.loads(line) for line in (await body_of(resp)).splitlines()]
+    assert lines[:2] == [{"name": "web-1", "line": "hello"}, {"name": "web-2", "line": "world"}]
+    if called == "instances.logs":  # an error once the headers are gone is the stream's last line
+        assert lines[2:] == [{"error": "runtime-unavailable", "message": "runtime unavailable: docker went away",
+                              "details": []}]
+    else:
+        assert lines[2:] == []
+
+
 @pytest.mark.parametrize("method,path,body,query,called,args,kwargs", CASES, ids=[f"{c[0]} {c[1]}" for c in CASES])
 async def test_each_route_is_one_control_call(method, path, body, query, called, args, kwargs):
     control = FakeControl()
@@ -115,7 +156,8 @@ async def test_each_route_is_one_control_call(method, path, body, query, called,
 
 async def test_every_route_is_covered_by_the_table_test():
     routes = build_router(FakeControl()).routes
-    hit = {next(i for i, (m, regex, _) in enumerate(routes) if m == c[0] and regex.match(c[1])) for c in CASES}
+    hit = {next(i for i, (m, regex, _) in enumerate(routes) if m == c[0] and regex.match(c[1]))
+           for c in CASES + LOG_CASES}
     untested = [f"{m} {regex.pattern}" for i, (m, regex, _) in enumerate(routes) if i not in hit]
     assert untested == ["POST ^/v1/projects/(?P<project>[^/]+)/(?P<action>[^/]+)$",
                         "POST ^/v1/projects/(?P<project>[^/]+)/services/(?P<service>[^/]+)/(?P<action>[^/]+)$"]

@@ -299,3 +299,39 @@ async def test_a_body_is_parsed_once():
     r.add("POST", "/v1/fields", fields)
     resp = await r.dispatch(Request("POST", "/v1/fields", {}, b'{"a": 1}', {}, None))  # type: ignore[arg-type]
     assert resp.status == 200 and seen[0] == {"a": 1} and seen[0] is seen[1]
+
+
+async def test_a_client_that_hangs_up_ends_its_stream_at_once(tmp_path, nursery):
+    """A follower waits for lines that may never come: the hang-up itself must end it (and every
+    task it has), not the next line it fails to send."""
+    from mariposa.api.http import Response
+
+    started, ended = trio.Event(), trio.Event()
+
+    async def produce(write) -> None:
+        try:
+            await write(b'{"line": "first"}\n')
+            started.set()
+            await trio.sleep_forever()
+        finally:
+            ended.set()
+
+    async def follow(req: Request):
+        return Response(200, produce=produce)
+
+    r = router()
+    r.add("GET", "/v1/follow", follow)
+    path = str(tmp_path / "f.sock")
+    await nursery.start(serve, r, bind_unix_socket(path, 0o600), lambda caller: True, LIMITS)
+    stream = await connect(path)
+    await stream.send_all(get("/v1/follow"))
+    data = b""
+    with trio.fail_after(5):
+        while b"first" not in data:
+            data += await stream.receive_some(65536)
+        await started.wait()
+    assert b"transfer-encoding: chunked" in data.lower()
+    await stream.aclose()
+    with trio.fail_after(2):
+        await ended.wait()
+    assert b"ok" in await exchange(path, get())  # and the server serves the next client
