@@ -8,7 +8,9 @@ scanner a quadratic quarter of a minute, and 300 nested brackets ran Python out 
 - nesting is at most ``MAX_DEPTH`` collections deep, measured on the token stream (the scanner
   is a loop; ruamel's composer, which comes after it, recurses);
 - aliases may not expand the document past ``MAX_NODES`` values: counted on the composed graph,
-  where an alias is the node it names, each node's expansion computed once.
+  where an alias is the node it names, each node's expansion computed once;
+- a ``%YAML`` directive names 1.1 or 1.2: ruamel checks only the first document's major version,
+  and another version was a KeyError or an AssertionError from deep in its resolver.
 
 Each refusal is a ``ManifestProblem`` at the line and column where the limit was passed.
 """
@@ -21,6 +23,7 @@ from ruamel.yaml.tokens import (
     BlockEndToken,
     BlockMappingStartToken,
     BlockSequenceStartToken,
+    DirectiveToken,
     FlowMappingEndToken,
     FlowMappingStartToken,
     FlowSequenceEndToken,
@@ -51,13 +54,21 @@ def text_problem(text: str, filename: str) -> ManifestProblem | None:
     return None
 
 
-def depth_problem(yaml: YAML, text: str, filename: str) -> ManifestProblem | None:
+YAML_VERSIONS = ((1, 1), (1, 2))
+
+
+def token_problem(yaml: YAML, text: str, filename: str) -> ManifestProblem | None:
+    """Nesting depth and ``%YAML`` versions, on the token stream (a loop, no recursion)."""
     depth = 0
     for token in yaml.scan(text):
+        mark = token.start_mark
+        if isinstance(token, DirectiveToken) and token.name == "YAML" and token.value not in YAML_VERSIONS:
+            version = ".".join(str(part) for part in token.value or ())
+            return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
+                                   f"YAML version {version} is not supported (1.1 or 1.2)")
         if isinstance(token, _OPEN):
             depth += 1
             if depth > MAX_DEPTH:
-                mark = token.start_mark
                 return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
                                        f"collections nest more than {MAX_DEPTH} deep")
         elif isinstance(token, _CLOSE):

@@ -40,7 +40,7 @@ def load(text: str, filename: str) -> Any:
     if problem is None:
         try:
             yaml = _yaml()
-            problem = limits.depth_problem(yaml, text, filename) or limits.expansion_problem(
+            problem = limits.token_problem(yaml, text, filename) or limits.expansion_problem(
                 _yaml().compose(text), filename)
         except YAMLError:
             pass  # a syntax error: the load below reports it with its position

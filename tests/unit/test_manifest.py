@@ -400,6 +400,24 @@ def test_several_documents_are_refused():
 
 
 @pytest.mark.parametrize(
+    ("text", "position"),
+    [
+        # ruamel checks the major version of a stream's first document only, and a later document's
+        # %YAML 2.0 was a KeyError from its resolver; a minor version it does not know was an
+        # AssertionError (none at all under python -O).
+        ("---\n...\n%YAML 2.0\n---\nx: 1\n", (3, 1)),
+        ("%YAML 1.3\n---\nservices: {}\n", (1, 1)),
+        ("%YAML 2.0\n---\nservices: {}\n", (1, 1)),
+        ("---\n...\n%YAML 1.0\n---\nx: 1\n", (3, 1)),
+    ],
+)
+def test_unsupported_yaml_versions_are_refused_at_the_directive(text, position):
+    found = problem(text)
+    assert (found.line, found.column) == position
+    assert "YAML version" in found.message and "1.1 or 1.2" in found.message
+
+
+@pytest.mark.parametrize(
     ("text", "position", "message"),
     [
         ("", (1, 1), "the manifest is empty; it needs a 'services:' mapping"),
