@@ -95,9 +95,19 @@ def _reader_problem(exc: YAMLError, text: str, filename: str) -> ManifestProblem
 
 def _construction_problem(exc: Exception, text: str, filename: str) -> ManifestProblem:
     yaml = _yaml()
-    stack = [yaml.compose(text)]
+    root = yaml.compose(text)
+    merge = _self_merge(root, [])
+    if merge is not None:
+        mark = merge.start_mark
+        return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
+                               "YAML value error: '<<' merges a mapping that contains it")
+    stack = [root]
+    seen: set[int] = set()
     while stack:
         node = stack.pop()
+        if id(node) in seen:  # aliases share nodes, and a recursive one leads back to its anchor
+            continue
+        seen.add(id(node))
         if isinstance(node, ScalarNode):
             try:
                 yaml.constructor.construct_object(node)
@@ -111,6 +121,29 @@ def _construction_problem(exc: Exception, text: str, filename: str) -> ManifestP
             stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return ManifestProblem(filename, START[0] + 1, START[1] + 1, "", f"YAML value error: {detail}")
+
+
+def _self_merge(node: Node | None, ancestors: list[Node]) -> Node | None:
+    """The '<<' key of a mapping that merges itself or a collection holding it: ruamel cannot
+    construct that (an AttributeError). The walk is as deep as the nesting, which limits.py bounds."""
+    if any(node is a for a in ancestors):
+        return None  # an ordinary recursive alias: ruamel builds those
+    if isinstance(node, MappingNode):
+        for key, value in node.value:
+            if key.tag == _MERGE_TAG:
+                merged = value.value if isinstance(value, SequenceNode) else [value]
+                if any(m is a for m in merged for a in [*ancestors, node]):
+                    return key
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, SequenceNode):
+        children = list(node.value)
+    else:
+        return None
+    for child in children:
+        found = _self_merge(child, [*ancestors, node])
+        if found is not None:
+            return found
+    return None
 
 
 def _duplicate_keys(text: str, filename: str) -> list[ManifestProblem]:

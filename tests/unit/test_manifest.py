@@ -399,6 +399,25 @@ def test_several_documents_are_refused():
     assert problem("services: {}\n---\nservices: {}\n").message.startswith("YAML syntax error")
 
 
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("text", "position"),
+    [
+        # A mapping that merges itself (or a mapping holding it): ruamel's constructor fails with an
+        # AttributeError, and the search for the value it stumbled on followed the alias around the
+        # cycle forever, holding a worker thread and the GIL.
+        ("c: &c\n  a: 1\n  w:\n    <<: *c\n", (4, 5)),
+        ("services: &s\n  web:\n    image: x\n    <<: *s\n", (4, 5)),
+        ("a: &a\n  <<: *a\n", (2, 3)),
+        ("a: &a\n  x:\n    - <<: [*a]\n", (3, 7)),
+    ],
+)
+def test_a_mapping_merged_into_itself_is_refused_at_the_merge_key(text, position):
+    found = problem(text)
+    assert (found.line, found.column) == position
+    assert "merges a mapping that contains it" in found.message
+
+
 @pytest.mark.parametrize(
     ("text", "position"),
     [
