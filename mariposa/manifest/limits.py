@@ -18,6 +18,7 @@ Each refusal is a ``ManifestProblem`` at the line and column where the limit was
 from __future__ import annotations
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.tokens import (
     BlockEndToken,
@@ -60,19 +61,27 @@ YAML_VERSIONS = ((1, 1), (1, 2))
 def token_problem(yaml: YAML, text: str, filename: str) -> ManifestProblem | None:
     """Nesting depth and ``%YAML`` versions, on the token stream (a loop, no recursion)."""
     depth = 0
-    for token in yaml.scan(text):
-        mark = token.start_mark
-        if isinstance(token, DirectiveToken) and token.name == "YAML" and token.value not in YAML_VERSIONS:
-            version = ".".join(str(part) for part in token.value or ())
-            return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
-                                   f"YAML version {version} is not supported (1.1 or 1.2)")
-        if isinstance(token, _OPEN):
-            depth += 1
-            if depth > MAX_DEPTH:
+    mark = None
+    try:
+        for token in yaml.scan(text):
+            mark = token.start_mark
+            if isinstance(token, DirectiveToken) and token.name == "YAML" and token.value not in YAML_VERSIONS:
+                version = ".".join(str(part) for part in token.value or ())
                 return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
-                                       f"collections nest more than {MAX_DEPTH} deep")
-        elif isinstance(token, _CLOSE):
-            depth -= 1
+                                       f"YAML version {version} is not supported (1.1 or 1.2)")
+            if isinstance(token, _OPEN):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
+                                           f"collections nest more than {MAX_DEPTH} deep")
+            elif isinstance(token, _CLOSE):
+                depth -= 1
+    except YAMLError:
+        raise  # a syntax error: the caller reports it with ruamel's own position
+    except Exception as exc:  # a Python error let through: int() of 5,000 digits
+        line, column = (mark.line, mark.column) if mark is not None else (0, 0)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return ManifestProblem(filename, line + 1, column + 1, "", f"cannot read the manifest: {detail}")
     return None
 
 

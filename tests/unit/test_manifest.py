@@ -399,6 +399,14 @@ def test_several_documents_are_refused():
     assert problem("services: {}\n---\nservices: {}\n").message.startswith("YAML syntax error")
 
 
+def test_a_python_error_from_the_scanner_is_a_problem_with_a_position():
+    # ruamel's scanner turns a %YAML directive's digits into an int: 5,000 of them were a ValueError
+    # (Python's 4,300-digit limit), a 500 with no position.
+    found = problem("%YAML 1." + "1" * 5000 + "\n---\nservices: {}\n")
+    assert (found.line, found.column) == (1, 1)
+    assert found.message.startswith("cannot read the manifest: ")
+
+
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize(
     ("text", "position"),
