@@ -39,6 +39,7 @@ in the figures says so), so a long run's failure can be replayed.
 
 from __future__ import annotations
 
+import _thread
 import ast
 import hashlib
 import json
@@ -46,6 +47,8 @@ import math
 import random
 import resource
 import secrets
+import signal
+import threading
 import time
 import tracemalloc
 import warnings
@@ -617,6 +620,54 @@ class Failure:
         return f"[{self.kind}] {self.reason}\n  input: {shown!r}"
 
 
+class Hang(BaseException):
+    """Raised in the main thread by ``Watchdog`` when one input runs past ``HANG_SECONDS``."""
+
+
+HANG_SECONDS = 30.0
+
+
+class Watchdog:
+    """Stops an input that runs away, so one infinite loop in the parser is one failure in the
+    figures instead of a run that never ends. A thread watches the clock and interrupts the main
+    thread with SIGUSR1, whose handler raises ``Hang`` between two bytecodes of the parser. Off
+    the main thread (where no handler can be set) inputs are not guarded."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.enabled = threading.current_thread() is threading.main_thread()
+        self.previous: Any = None
+
+    def __enter__(self) -> Watchdog:
+        if self.enabled:
+            self.previous = signal.signal(signal.SIGUSR1, self._interrupted)
+            threading.Thread(target=self._watch, name="fuzz-watchdog", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.enabled = False
+            signal.signal(signal.SIGUSR1, self.previous)
+
+    def arm(self) -> None:
+        self.deadline = time.monotonic() + HANG_SECONDS
+
+    def disarm(self) -> None:
+        self.deadline = None
+
+    def _interrupted(self, signum: int, frame: object) -> None:
+        if self.deadline is not None:
+            self.deadline = None
+            raise Hang()
+
+    def _watch(self) -> None:
+        while self.enabled:
+            time.sleep(0.2)
+            deadline = self.deadline
+            if deadline is not None and time.monotonic() > deadline:
+                _thread.interrupt_main(signal.SIGUSR1)
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
@@ -656,7 +707,8 @@ def _verdict(text: str, result: Any) -> str | None:
 
 
 class Fuzzer:
-    def __init__(self) -> None:
+    def __init__(self, watchdog: Watchdog) -> None:
+        self.watchdog = watchdog
         self.counts: Counter[str] = Counter()
         self.failures: list[Failure] = []
         self.problems_without_position = 0
@@ -672,10 +724,17 @@ class Fuzzer:
         rss, peak = _rss_mb(), _peak_mb()
         start = time.perf_counter()
         crash: Exception | None = None
+        self.watchdog.arm()
         try:
             result: Any = _parse(text)
         except Exception as exc:  # this is what the fuzzer looks for
             crash = result = exc
+        except Hang:
+            self.watchdog.disarm()
+            self.failures.append(Failure(kind, f"still running after {HANG_SECONDS:g} s: stopped", text))
+            self.slowest = max(self.slowest, (HANG_SECONDS, f"[{kind}] {text[:120]!r} ({len(text):,} chars)"))
+            return
+        self.watchdog.disarm()
         seconds = time.perf_counter() - start
         grown = max(0.0, _peak_mb() - max(rss, peak)) if _peak_mb() > peak else 0.0
         if seconds > MAX_SECONDS:  # a stall of a loaded machine, or the parser? the fastest run says
@@ -761,7 +820,7 @@ def run(examples: int, seed: int | None = None) -> dict:
     digest of the inputs, and the failures themselves (at most 20, as text)."""
     seed = secrets.randbits(32) if seed is None else seed
     rng = random.Random(seed)
-    fuzzer = Fuzzer()
+    fuzzer = Fuzzer(Watchdog())
     split = _split(examples)
     started = time.perf_counter()
     texts = corpus()
@@ -773,7 +832,7 @@ def run(examples: int, seed: int | None = None) -> dict:
     def built(case: tuple[str, str]) -> None:
         fuzzer.check("built/" + case[0].removeprefix("built-"), case[1])
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), fuzzer.watchdog:
         warnings.simplefilter("ignore")  # ruamel warns of reused anchors, and the fuzzer reuses them
         if split["built"]:
             built()

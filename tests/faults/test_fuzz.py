@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from mariposa.manifest.service import _OPTIONS
-from tests.faults import count
+from tests.faults import count, fuzz
 from tests.faults.fuzz import OPTION_VALUES, corpus, run
 
 
@@ -38,3 +38,16 @@ def test_fuzzed_manifests_are_refused_with_a_position_fast_and_small():
     # Both answers are exercised: the fuzzer is no good if nothing it builds is ever accepted.
     assert figures["accepted"] > 0, summary
     print(summary)
+
+
+def test_an_input_that_runs_away_is_stopped_and_reported(monkeypatch):
+    def forever(text):
+        while True:
+            pass
+
+    monkeypatch.setattr(fuzz, "_parse", forever)
+    monkeypatch.setattr(fuzz, "HANG_SECONDS", 0.5)
+    with fuzz.Watchdog() as watchdog:
+        fuzzer = fuzz.Fuzzer(watchdog)
+        fuzzer.check("test", "services: {}")
+    assert [f.reason for f in fuzzer.failures] == ["still running after 0.5 s: stopped"]
