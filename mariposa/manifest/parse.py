@@ -37,17 +37,22 @@ def load(text: str, filename: str) -> Any:
     before validation can see anything, and for manifests over the bounds of ``limits.py``.
     """
     problem = limits.text_problem(text, filename)
-    if problem is None:
-        try:
-            yaml = _yaml()
-            problem = limits.token_problem(yaml, text, filename) or limits.expansion_problem(
-                _yaml().compose(text), filename)
-        except YAMLError:
-            pass  # a syntax error: the load below reports it with its position
     if problem is not None:
         raise ManifestError([problem])
     try:
-        return _yaml().load(text)
+        problem = limits.token_problem(_yaml(), text, filename)
+    except YAMLError:
+        problem = None  # a syntax error: composing reports the first one, with its position
+    if problem is not None:
+        raise ManifestError([problem])
+    # One compose serves the expansion bound and the construction: composing is most of the cost
+    # of reading a manifest, and a second one (through YAML.load) made it half again as slow.
+    yaml = _yaml()
+    try:
+        root = yaml.compose(text)
+        problem = limits.expansion_problem(root, filename)
+        if problem is None:
+            return None if root is None else yaml.constructor.construct_document(root)
     except DuplicateKeyError as exc:
         # ruamel stops at the first duplicate; walk the composed tree to report all of them.
         # Two merge keys ('<<') in one mapping are the one duplicate the walk does not count.
@@ -62,6 +67,7 @@ def load(text: str, filename: str) -> Any:
         # ruamel's constructor raises whatever Python raised (ValueError, KeyError ...) with no
         # position, so find the value it stumbled on.
         raise ManifestError([_construction_problem(exc, text, filename)]) from None
+    raise ManifestError([problem])
 
 
 def _syntax_problem(exc: MarkedYAMLError, filename: str) -> ManifestProblem:
@@ -95,7 +101,10 @@ def _reader_problem(exc: YAMLError, text: str, filename: str) -> ManifestProblem
 
 def _construction_problem(exc: Exception, text: str, filename: str) -> ManifestProblem:
     yaml = _yaml()
-    root = yaml.compose(text)
+    try:
+        root = yaml.compose(text)
+    except Exception:  # composing failed itself: nothing to search, only the error's own words
+        root = None
     merge = _self_merge(root, [])
     if merge is not None:
         mark = merge.start_mark
