@@ -24,6 +24,7 @@ from mariposa.manifest.report import (
     _did_you_mean,
     _is_int,
 )
+from mariposa.manifest.shapes import _shown
 from mariposa.manifest.supervision import _SupervisionChecks
 from mariposa.manifest.units import format_size, parse_size
 from mariposa.model import PortSpec
@@ -224,7 +225,7 @@ class _ServiceChecks(_SupervisionChecks):
             return None
         for number in (container, host):
             if number is not None and not 1 <= number <= 65535:
-                self.problem(at, f"port {number} is out of range 1-65535")
+                self.problem(at, f"port {_shown(number)} is out of range 1-65535")
                 return None
         return PortSpec(container=container, host=host, protocol=protocol)
 

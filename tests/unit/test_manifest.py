@@ -686,6 +686,9 @@ def test_port_forms(item, port):
         ('"8000-8010"', "invalid port '8000-8010'; expected CONTAINER or HOST:CONTAINER, optionally with /tcp or /udp"),
         ('"127.0.0.1:80:80"', "invalid port '127.0.0.1:80:80'; expected CONTAINER or HOST:CONTAINER, optionally with /tcp or /udp"),
         ("true", 'expected a port number or a string such as "8000:80/tcp", got a boolean'),
+        # A hex port of 4,000 digits: the message once printed the int, and Python refuses to
+        # write one of 4,300+ decimal digits (a ValueError, a 500 with no position).
+        ("0x" + "f" * 4000, "port a number of 16,000 bits is out of range 1-65535"),
     ],
 )
 def test_bad_ports(item, message):
