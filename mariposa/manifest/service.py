@@ -14,6 +14,7 @@ from mariposa.manifest.report import (
     COMPUTE_TYPES,
     DOMAIN_LABEL_RE,
     ENV_KEY_RE,
+    MAX_MEMORY,
     MAX_SCALE,
     MIN_MEMORY,
     PORT_RE,
@@ -133,6 +134,10 @@ class _ServiceChecks(_SupervisionChecks):
             hint = f" (did you mean {at.value}m?)" if _is_int(at.value) else ""
             minimum = format_size(MIN_MEMORY)
             self.problem(at, f"memory must be at least {minimum}, got {size} bytes{hint}")
+            return
+        if size > MAX_MEMORY:
+            shown = _shown(size) + (" bytes" if size < 10**18 else "")
+            self.problem(at, f"memory must be at most {format_size(MAX_MEMORY)}, got {shown}")
             return
         self.fields["memory"] = size
 

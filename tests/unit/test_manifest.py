@@ -636,6 +636,10 @@ def test_memory_as_plain_integer_bytes():
         ("-5m", "invalid size '-5m'; expected a number with an optional unit k, m, g or t (e.g. 512m, 1.5g)"),
         ("true", "expected a size such as 512m or 1g, or an integer number of bytes, got a boolean"),
         ("1.5", "expected a size such as 512m or 1g, or an integer number of bytes, got a number"),
+        # Sizes had no upper bound: a spec holding an int of 16,000 bits was accepted, and no
+        # JSON answer about it could be written (Python's 4,300-digit limit), nor run by Docker.
+        ("0x" + "f" * 4000, "memory must be at most 1024t, got a number of 16,000 bits"),
+        ("2048t", "memory must be at most 1024t, got 2251799813685248 bytes"),
     ],
 )
 def test_bad_memory(value, message):
