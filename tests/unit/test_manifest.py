@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
 import pytest
 
@@ -397,6 +398,17 @@ def test_control_character_is_reported_with_position():
 
 def test_several_documents_are_refused():
     assert problem("services: {}\n---\nservices: {}\n").message.startswith("YAML syntax error")
+
+
+@pytest.mark.parametrize("text", ["services: " + "[" * 5000, "services: " + "{" * 16_000, "[" * 300 + "]" * 300])
+def test_deep_flow_nesting_is_refused_before_the_scanner_looks_far_ahead(text):
+    # For every open flow collection ruamel looks up to 1,024 characters ahead for a key's ':',
+    # each look a loop over the open collections: 5,000 '[' took 3-7 s to reach the 65th.
+    started = time.perf_counter()
+    found = problem(text)
+    assert time.perf_counter() - started < 1.0
+    assert found.message == "collections nest more than 64 deep"
+    assert (found.line, found.column) == (1, 65 if text.startswith("[") else 74)
 
 
 def test_a_python_error_from_the_scanner_is_a_problem_with_a_position():
