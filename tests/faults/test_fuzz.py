@@ -23,7 +23,7 @@ def test_the_corpus_has_the_examples_and_the_tests_manifests():
 
 
 def test_the_same_seed_gives_the_same_inputs():
-    assert run(60, seed=7)["digest"] == run(60, seed=7)["digest"] != run(60, seed=8)["digest"]
+    assert run(20, seed=7)["digest"] == run(20, seed=7)["digest"] != run(20, seed=8)["digest"]
 
 
 def test_fuzzed_manifests_are_refused_with_a_position_fast_and_small():
