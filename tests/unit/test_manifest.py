@@ -411,6 +411,21 @@ def test_deep_flow_nesting_is_refused_before_the_scanner_looks_far_ahead(text):
     assert (found.line, found.column) == (1, 65 if text.startswith("[") else 74)
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # Integers without an upper bound were accepted whatever their size, into a spec that no
+        # JSON answer could carry (Python writes no int of 4,300+ digits): a 500 on 'service get'.
+        ("stop: {timeout: -0x" + "f" * 4000 + "}", "must be -31622400 or more, got a number of 16,000 bits"),
+        ("stop: {timeout: 40000000}", "must be 31622400 or less, got 40000000"),
+        ("healthchecks: [{type: tcp, port: 80, retries: 0x" + "f" * 4000 + "}]",
+         "must be 10000 or less, got a number of 16,000 bits"),
+    ],
+)
+def test_unbounded_integers_are_bounded(body, message):
+    assert service_problem("image: x\n" + body).message == message
+
+
 def test_a_python_error_from_the_scanner_is_a_problem_with_a_position():
     # ruamel's scanner turns a %YAML directive's digits into an int: 5,000 of them were a ValueError
     # (Python's 4,300-digit limit), a 500 with no position.
