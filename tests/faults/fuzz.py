@@ -36,7 +36,8 @@ takes 100 MB, and any input that grew the peak by more than ``TRACE_MB`` is meas
 ``tracemalloc`` for its exact peak. Tracing every input would triple the run's time.
 
 ``run(examples, seed)`` returns the figures; the same seed gives the same inputs (the digest
-in the figures says so), so a long run's failure can be replayed.
+in the figures says so), so a long run's failure can be replayed, on the same code: hypothesis
+also draws constants from the source it runs, so an edit to mariposa/ changes the built inputs.
 """
 
 from __future__ import annotations
