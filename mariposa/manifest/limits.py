@@ -8,19 +8,26 @@ scanner a quadratic quarter of a minute, and 300 nested brackets ran Python out 
 - nesting is at most ``MAX_DEPTH`` collections deep, measured on the token stream (the scanner
   is a loop; ruamel's composer, which comes after it, recurses);
 - aliases may not expand the document past ``MAX_NODES`` values: counted on the composed graph,
-  where an alias is the node it names, each node's expansion computed once.
+  where an alias is the node it names, each node's expansion computed once;
+- a ``%YAML`` directive names 1.1 or 1.2: ruamel checks only the first document's major version,
+  and another version was a KeyError or an AssertionError from deep in its resolver.
 
 Each refusal is a ``ManifestProblem`` at the line and column where the limit was passed.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+from ruamel.yaml.scanner import RoundTripScanner
 from ruamel.yaml.tokens import (
     BlockEndToken,
     BlockMappingStartToken,
     BlockSequenceStartToken,
+    DirectiveToken,
     FlowMappingEndToken,
     FlowMappingStartToken,
     FlowSequenceEndToken,
@@ -51,17 +58,54 @@ def text_problem(text: str, filename: str) -> ManifestProblem | None:
     return None
 
 
-def depth_problem(yaml: YAML, text: str, filename: str) -> ManifestProblem | None:
+YAML_VERSIONS = ((1, 1), (1, 2))
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: Any):
+        self.mark = mark
+
+
+class _BoundedScanner(RoundTripScanner):
+    """Refuses a flow collection past the depth as the scanner reaches it, not when its token is
+    handed out: for every open flow collection ruamel looks up to 1,024 characters ahead for a
+    key's ':', each look a loop over the open collections, so 5,000 '[' took seconds before the
+    65th came out."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:
+        if self.flow_level + len(self.indents) >= MAX_DEPTH:
+            raise _TooDeep(self.reader.get_mark())
+        super().fetch_flow_collection_start(TokenClass, to_push)
+
+
+def token_problem(yaml: YAML, text: str, filename: str) -> ManifestProblem | None:
+    """Nesting depth and ``%YAML`` versions, on the token stream (a loop, no recursion)."""
     depth = 0
-    for token in yaml.scan(text):
-        if isinstance(token, _OPEN):
-            depth += 1
-            if depth > MAX_DEPTH:
-                mark = token.start_mark
+    mark = None
+    yaml.Scanner = _BoundedScanner
+    try:
+        for token in yaml.scan(text):
+            mark = token.start_mark
+            if isinstance(token, DirectiveToken) and token.name == "YAML" and token.value not in YAML_VERSIONS:
+                version = ".".join(str(part) for part in token.value or ())
                 return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
-                                       f"collections nest more than {MAX_DEPTH} deep")
-        elif isinstance(token, _CLOSE):
-            depth -= 1
+                                       f"YAML version {version} is not supported (1.1 or 1.2)")
+            if isinstance(token, _OPEN):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
+                                           f"collections nest more than {MAX_DEPTH} deep")
+            elif isinstance(token, _CLOSE):
+                depth -= 1
+    except _TooDeep as deep:
+        return ManifestProblem(filename, deep.mark.line + 1, deep.mark.column + 1, "",
+                               f"collections nest more than {MAX_DEPTH} deep")
+    except YAMLError:
+        raise  # a syntax error: the caller reports it with ruamel's own position
+    except Exception as exc:  # a Python error let through: int() of 5,000 digits
+        line, column = (mark.line, mark.column) if mark is not None else (0, 0)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return ManifestProblem(filename, line + 1, column + 1, "", f"cannot read the manifest: {detail}")
     return None
 
 

@@ -37,17 +37,22 @@ def load(text: str, filename: str) -> Any:
     before validation can see anything, and for manifests over the bounds of ``limits.py``.
     """
     problem = limits.text_problem(text, filename)
-    if problem is None:
-        try:
-            yaml = _yaml()
-            problem = limits.depth_problem(yaml, text, filename) or limits.expansion_problem(
-                _yaml().compose(text), filename)
-        except YAMLError:
-            pass  # a syntax error: the load below reports it with its position
     if problem is not None:
         raise ManifestError([problem])
     try:
-        return _yaml().load(text)
+        problem = limits.token_problem(_yaml(), text, filename)
+    except YAMLError:
+        problem = None  # a syntax error: composing reports the first one, with its position
+    if problem is not None:
+        raise ManifestError([problem])
+    # One compose serves the expansion bound and the construction: composing is most of the cost
+    # of reading a manifest, and a second one (through YAML.load) made it half again as slow.
+    yaml = _yaml()
+    try:
+        root = yaml.compose(text)
+        problem = limits.expansion_problem(root, filename)
+        if problem is None:
+            return None if root is None else yaml.constructor.construct_document(root)
     except DuplicateKeyError as exc:
         # ruamel stops at the first duplicate; walk the composed tree to report all of them.
         # Two merge keys ('<<') in one mapping are the one duplicate the walk does not count.
@@ -62,6 +67,7 @@ def load(text: str, filename: str) -> Any:
         # ruamel's constructor raises whatever Python raised (ValueError, KeyError ...) with no
         # position, so find the value it stumbled on.
         raise ManifestError([_construction_problem(exc, text, filename)]) from None
+    raise ManifestError([problem])
 
 
 def _syntax_problem(exc: MarkedYAMLError, filename: str) -> ManifestProblem:
@@ -95,9 +101,22 @@ def _reader_problem(exc: YAMLError, text: str, filename: str) -> ManifestProblem
 
 def _construction_problem(exc: Exception, text: str, filename: str) -> ManifestProblem:
     yaml = _yaml()
-    stack = [yaml.compose(text)]
+    try:
+        root = yaml.compose(text)
+    except Exception:  # composing failed itself: nothing to search, only the error's own words
+        root = None
+    merge = _self_merge(root, [])
+    if merge is not None:
+        mark = merge.start_mark
+        return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
+                               "YAML value error: '<<' merges a mapping that contains it")
+    stack = [root]
+    seen: set[int] = set()
     while stack:
         node = stack.pop()
+        if id(node) in seen:  # aliases share nodes, and a recursive one leads back to its anchor
+            continue
+        seen.add(id(node))
         if isinstance(node, ScalarNode):
             try:
                 yaml.constructor.construct_object(node)
@@ -111,6 +130,29 @@ def _construction_problem(exc: Exception, text: str, filename: str) -> ManifestP
             stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return ManifestProblem(filename, START[0] + 1, START[1] + 1, "", f"YAML value error: {detail}")
+
+
+def _self_merge(node: Node | None, ancestors: list[Node]) -> Node | None:
+    """The '<<' key of a mapping that merges itself or a collection holding it: ruamel cannot
+    construct that (an AttributeError). The walk is as deep as the nesting, which limits.py bounds."""
+    if any(node is a for a in ancestors):
+        return None  # an ordinary recursive alias: ruamel builds those
+    if isinstance(node, MappingNode):
+        for key, value in node.value:
+            if key.tag == _MERGE_TAG:
+                merged = value.value if isinstance(value, SequenceNode) else [value]
+                if any(m is a for m in merged for a in [*ancestors, node]):
+                    return key
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, SequenceNode):
+        children = list(node.value)
+    else:
+        return None
+    for child in children:
+        found = _self_merge(child, [*ancestors, node])
+        if found is not None:
+            return found
+    return None
 
 
 def _duplicate_keys(text: str, filename: str) -> list[ManifestProblem]:

@@ -33,6 +33,7 @@ PRESERVE_STOPPED = ("on-failure", "no", "always")
 HEALTHCHECK_TYPES = ("http", "https", "tcp", "command")
 AFFINITY_OPS = ("==~", "!=~", "==", "!=")  # longest first, so "==~" is not read as "==" + "~..."
 MIN_MEMORY = 4 * MIB
+MAX_MEMORY = 1024**5  # no host has a PiB; past it a size is a typo, and past 4,300 digits unprintable
 # More instances of one service than one host can hold is a typo (or an attack on the daemon's
 # memory), never a plan: 1,000,000 took the daemon from 48 MB to 3.7 GB in 25 s.
 MAX_SCALE = 10_000

@@ -16,6 +16,7 @@ from mariposa.manifest.report import (
     COMPUTE_TYPES,
     DOMAIN_LABEL_RE,
     ENV_KEY_RE,
+    MAX_MEMORY,
     MAX_SCALE,
     MIN_MEMORY,
     PORT_RE,
@@ -26,6 +27,7 @@ from mariposa.manifest.report import (
     _did_you_mean,
     _is_int,
 )
+from mariposa.manifest.shapes import _shown
 from mariposa.manifest.supervision import _SupervisionChecks
 from mariposa.manifest.units import format_size, parse_size
 from mariposa.manifest.volumes import _VolumeChecks
@@ -140,6 +142,10 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _SupervisionChecks):
             minimum = format_size(MIN_MEMORY)
             self.problem(at, f"memory must be at least {minimum}, got {size} bytes{hint}")
             return
+        if size > MAX_MEMORY:
+            shown = _shown(size) + (" bytes" if size < 10**18 else "")
+            self.problem(at, f"memory must be at most {format_size(MAX_MEMORY)}, got {shown}")
+            return
         self.fields["memory"] = size
 
     def tags(self, at: _At) -> None:
@@ -231,7 +237,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _SupervisionChecks):
             return None
         for number in (container, host):
             if number is not None and not 1 <= number <= 65535:
-                self.problem(at, f"port {number} is out of range 1-65535")
+                self.problem(at, f"port {_shown(number)} is out of range 1-65535")
                 return None
         return PortSpec(container=container, host=host, protocol=protocol)
 

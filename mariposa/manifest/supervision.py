@@ -8,8 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from mariposa.manifest.report import HEALTHCHECK_TYPES, PRESERVE_STOPPED, RESTART_POLICIES, _At, _did_you_mean, _is_int
-from mariposa.manifest.shapes import _Shapes, _shown
+from mariposa.manifest.shapes import MAX_SECONDS, _Shapes, _shown
 from mariposa.model import HealthCheck
+
+# Every integer has an upper bound: past it a value is a typo, and past 4,300 digits no JSON
+# answer about the spec could even be written.
+MAX_RETRIES = 10_000
 
 
 class _SupervisionChecks(_Shapes):
@@ -67,7 +71,7 @@ class _SupervisionChecks(_Shapes):
             if name in opts:
                 values[name] = self.seconds(opts[name], positive=name != "grace")
         if "retries" in opts:
-            values["retries"] = self.integer(opts["retries"], 0)
+            values["retries"] = self.integer(opts["retries"], 0, MAX_RETRIES)
         for name in ("user", "body"):
             if name in opts:
                 values[name] = self.string(opts[name])
@@ -133,7 +137,7 @@ class _SupervisionChecks(_Shapes):
         if opts is None:
             return
         if "timeout" in opts:
-            timeout = self.integer(opts["timeout"])
+            timeout = self.integer(opts["timeout"], -MAX_SECONDS, MAX_SECONDS)  # negative: wait forever
             if timeout is not None:
                 self.fields["stop_timeout"] = timeout
         if "preservestopped" in opts:

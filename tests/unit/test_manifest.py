@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
 import pytest
 
@@ -399,6 +400,77 @@ def test_several_documents_are_refused():
     assert problem("services: {}\n---\nservices: {}\n").message.startswith("YAML syntax error")
 
 
+@pytest.mark.parametrize("text", ["services: " + "[" * 5000, "services: " + "{" * 16_000, "[" * 300 + "]" * 300])
+def test_deep_flow_nesting_is_refused_before_the_scanner_looks_far_ahead(text):
+    # For every open flow collection ruamel looks up to 1,024 characters ahead for a key's ':',
+    # each look a loop over the open collections: 5,000 '[' took 3-7 s to reach the 65th.
+    started = time.perf_counter()
+    found = problem(text)
+    assert time.perf_counter() - started < 1.0
+    assert found.message == "collections nest more than 64 deep"
+    assert (found.line, found.column) == (1, 65 if text.startswith("[") else 74)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # Integers without an upper bound were accepted whatever their size, into a spec that no
+        # JSON answer could carry (Python writes no int of 4,300+ digits): a 500 on 'service get'.
+        ("stop: {timeout: -0x" + "f" * 4000 + "}", "must be -31622400 or more, got a number of 16,000 bits"),
+        ("stop: {timeout: 40000000}", "must be 31622400 or less, got 40000000"),
+        ("healthchecks: [{type: tcp, port: 80, retries: 0x" + "f" * 4000 + "}]",
+         "must be 10000 or less, got a number of 16,000 bits"),
+    ],
+)
+def test_unbounded_integers_are_bounded(body, message):
+    assert service_problem("image: x\n" + body).message == message
+
+
+def test_a_python_error_from_the_scanner_is_a_problem_with_a_position():
+    # ruamel's scanner turns a %YAML directive's digits into an int: 5,000 of them were a ValueError
+    # (Python's 4,300-digit limit), a 500 with no position.
+    found = problem("%YAML 1." + "1" * 5000 + "\n---\nservices: {}\n")
+    assert (found.line, found.column) == (1, 1)
+    assert found.message.startswith("cannot read the manifest: ")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("text", "position"),
+    [
+        # A mapping that merges itself (or a mapping holding it): ruamel's constructor fails with an
+        # AttributeError, and the search for the value it stumbled on followed the alias around the
+        # cycle forever, holding a worker thread and the GIL.
+        ("c: &c\n  a: 1\n  w:\n    <<: *c\n", (4, 5)),
+        ("services: &s\n  web:\n    image: x\n    <<: *s\n", (4, 5)),
+        ("a: &a\n  <<: *a\n", (2, 3)),
+        ("a: &a\n  x:\n    - <<: [*a]\n", (3, 7)),
+    ],
+)
+def test_a_mapping_merged_into_itself_is_refused_at_the_merge_key(text, position):
+    found = problem(text)
+    assert (found.line, found.column) == position
+    assert "merges a mapping that contains it" in found.message
+
+
+@pytest.mark.parametrize(
+    ("text", "position"),
+    [
+        # ruamel checks the major version of a stream's first document only, and a later document's
+        # %YAML 2.0 was a KeyError from its resolver; a minor version it does not know was an
+        # AssertionError (none at all under python -O).
+        ("---\n...\n%YAML 2.0\n---\nx: 1\n", (3, 1)),
+        ("%YAML 1.3\n---\nservices: {}\n", (1, 1)),
+        ("%YAML 2.0\n---\nservices: {}\n", (1, 1)),
+        ("---\n...\n%YAML 1.0\n---\nx: 1\n", (3, 1)),
+    ],
+)
+def test_unsupported_yaml_versions_are_refused_at_the_directive(text, position):
+    found = problem(text)
+    assert (found.line, found.column) == position
+    assert "YAML version" in found.message and "1.1 or 1.2" in found.message
+
+
 @pytest.mark.parametrize(
     ("text", "position", "message"),
     [
@@ -603,6 +675,10 @@ def test_memory_as_plain_integer_bytes():
         ("-5m", "invalid size '-5m'; expected a number with an optional unit k, m, g or t (e.g. 512m, 1.5g)"),
         ("true", "expected a size such as 512m or 1g, or an integer number of bytes, got a boolean"),
         ("1.5", "expected a size such as 512m or 1g, or an integer number of bytes, got a number"),
+        # Sizes had no upper bound: a spec holding an int of 16,000 bits was accepted, and no
+        # JSON answer about it could be written (Python's 4,300-digit limit), nor run by Docker.
+        ("0x" + "f" * 4000, "memory must be at most 1024t, got a number of 16,000 bits"),
+        ("2048t", "memory must be at most 1024t, got 2251799813685248 bytes"),
     ],
 )
 def test_bad_memory(value, message):
@@ -653,6 +729,9 @@ def test_port_forms(item, port):
         ('"8000-8010"', "invalid port '8000-8010'; expected CONTAINER or HOST:CONTAINER, optionally with /tcp or /udp"),
         ('"127.0.0.1:80:80"', "invalid port '127.0.0.1:80:80'; expected CONTAINER or HOST:CONTAINER, optionally with /tcp or /udp"),
         ("true", 'expected a port number or a string such as "8000:80/tcp", got a boolean'),
+        # A hex port of 4,000 digits: the message once printed the int, and Python refuses to
+        # write one of 4,300+ decimal digits (a ValueError, a 500 with no position).
+        ("0x" + "f" * 4000, "port a number of 16,000 bits is out of range 1-65535"),
     ],
 )
 def test_bad_ports(item, message):
