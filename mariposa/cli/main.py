@@ -19,7 +19,6 @@ from mariposa.cli.client import Client, TaskDidNotComplete, socket_path
 from mariposa.cli.output import ago, fields, print_json, short, table
 from mariposa.clock import wall_clock
 from mariposa.errors import MariposaError
-from mariposa.manifest.units import format_size
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 NUMBER_ARGS = {"ignore_unknown_options": True, **CONTEXT}  # so "scale web -2" is a number, not a flag
@@ -759,6 +758,7 @@ def volume_list(state: State, as_json: bool) -> None:
     rows = state.client.get(f"/v1/projects/{state.project()}/volumes")
     if as_json:
         return print_json(rows)
+    from mariposa.manifest.units import format_size  # not at the top: the manifest package is slow to import
     table(rows, [("NAME", lambda r: r["name"]), ("RUNTIME NAME", lambda r: r["runtime_name"]),
                  ("SIZE", lambda r: "-" if r["size"] is None else format_size(r["size"])),
                  ("USED BY", lambda r: ", ".join(r["used_by"]) or "-")])
