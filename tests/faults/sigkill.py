@@ -12,7 +12,8 @@ and a change the CLI acknowledged (exit 0) is one the store must keep, whatever 
 The kill moment is drawn at random: usually after the acknowledgement, over the time the task it
 queued takes (the daemon dies mid-task), sometimes while the request is in flight (the daemon
 dies between reading it and answering). A health round breaks an instance's health check instead
-of calling the CLI, and kills the daemon while it notices and replaces the instance.
+of calling the CLI, and kills the daemon while it notices and replaces the instance. Some rounds
+kill the restarted daemon once more while it resumes the interrupted work.
 
 After each restart, once the daemon has converged (or the settle time ran out):
 - exactly the goal's instances run, by label: the scale of every service, on its goal's spec (a
@@ -82,9 +83,10 @@ WORKERS = f"""services:
 
 # Seconds after the acknowledgement over which the kill moment is drawn: about as long as the task
 # the action queued takes on a quiet machine, so most kills land in the middle of it.
-WINDOW = {"add": 2.5, "scale-up": 2.5, "scale-down": 2.0, "rolling-update": 6.0, "canary": 3.0, "revert": 6.0,
+WINDOW = {"add": 2.5, "scale-up": 2.5, "scale-down": 2.0, "rolling-update": 5.0, "canary": 3.0, "revert": 5.0,
           "health": 3.0, "delete": 2.0}
 IN_FLIGHT = 0.2  # the share of kills aimed at the request itself rather than the task after it
+AGAIN = 0.2  # the share of rounds whose restarted daemon is killed again while it resumes the work
 SETTLE = 60 + 2 * LATE  # a restart converges within this, or the round counts as not converged
 FAILURES = ("duplicates", "orphans", "strays", "unconverged", "lost", "stuck", "integrity")
 
@@ -287,6 +289,7 @@ class Rounds:
     kills: collections.Counter = field(default_factory=collections.Counter)
     acknowledged: collections.Counter = field(default_factory=collections.Counter)
     in_flight: int = 0
+    again: int = 0
     failures: collections.Counter = field(default_factory=collections.Counter)
     problems: list[str] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
@@ -386,7 +389,7 @@ class Rounds:
     def round(self, number: int, kind: str) -> None:
         d = self.daemon
         store = self.prepare(kind)
-        victim = None
+        victim, change = None, None
         if kind == "health":
             victim = self.break_health()
             time.sleep(self.rng.uniform(0, WINDOW[kind]))
@@ -398,37 +401,49 @@ class Rounds:
                                    stderr=subprocess.PIPE, text=True)
             if self.rng.random() < IN_FLIGHT:
                 typical = sorted(self.cli_seconds)[len(self.cli_seconds) // 2] if self.cli_seconds else 0.8
-                self.in_flight += 1
-                time.sleep(self.rng.uniform(0.3, 1.1) * typical)
+                time.sleep(self.rng.uniform(0.6, 1.05) * typical)  # the request goes after the CLI's start-up
+                if cli.poll() is None:  # still waiting for its answer
+                    self.in_flight += 1
                 d.kill()
             else:
                 cli.wait(timeout=120)
                 time.sleep(self.rng.uniform(0, WINDOW[kind]))
                 d.kill()
-            out, err = cli.communicate(timeout=120)
+            out, _ = cli.communicate(timeout=120)
             if cli.returncode == 0:
                 self.cli_seconds.append(time.monotonic() - started)
                 self.acknowledged[kind] += 1
-                self.changes.append(promise(out))
+                change = promise(out)
+                self.changes.append(change)
         self.kills[kind] += 1
-        crashed = integrity_of(d.state_dir)
-        if crashed != "ok":
-            self.problem(number, kind, "integrity", [f"integrity_check as the kill left the file: {crashed}"])
+        self.check_integrity(number, kind, "the kill")
         restarted = time.monotonic()
         d.start()
         answering = time.monotonic()
+        if self.rng.random() < AGAIN:
+            # killed again while it resumes what the first kill interrupted
+            self.again += 1
+            time.sleep(self.rng.uniform(0, 2.0))
+            d.kill()
+            self.check_integrity(number, kind, "the second kill")
+            d.start()
         world = self.settle(victim)
         self.restart_seconds.append(answering - restarted)
         self.converge_seconds.append(time.monotonic() - answering)
         found = judge(world)
-        if self.changes and self.changes[-1].kind == kind and not self.changes[-1].holds(world.store):
-            found["lost"].append(f"acknowledged '{self.changes[-1].what}' is not in the store")
+        if change is not None and not change.holds(world.store):
+            found["lost"].append(f"acknowledged '{change.what}' is not in the store")
         for failure, what in found.items():
             self.problem(number, kind, failure, what)
         if victim is not None:
             kept = [c for c in world.containers if c.id == victim and not c.running]
             if kept:
                 d.cli("instance", "rm", kept[0].instance[:12])
+
+    def check_integrity(self, number: int, kind: str, what: str) -> None:
+        crashed = integrity_of(self.daemon.state_dir)
+        if crashed != "ok":
+            self.problem(number, kind, "integrity", [f"integrity_check of the file as {what} left it: {crashed}"])
 
     def settle(self, victim: str | None) -> World:
         """Look until the world is converged (and a broken instance is out), or SETTLE ran out."""
@@ -478,6 +493,7 @@ def run(rounds: int, tmp: Path, seed: int | None = None) -> dict:
     return {
         "rounds": rounds, "seed": seed, "kills": {k: state.kills[k] for k in KINDS},
         "acknowledged": sum(state.acknowledged.values()), "in_flight": state.in_flight,
+        "killed_again": state.again,
         **{k: state.failures[k] for k in FAILURES}, "problems": state.problems,
         "restart": _spread(state.restart_seconds), "converge": _spread(state.converge_seconds),
         "seconds": round(time.monotonic() - started, 1),
@@ -492,7 +508,8 @@ def _spread(seconds: list[float]) -> dict:
 def report(figures: dict) -> str:
     """The figures as a short table."""
     lines = [f"SIGKILL anywhere: {figures['rounds']} rounds in {figures['seconds']:.0f} s (seed {figures['seed']}), "
-             f"{figures['acknowledged']} acknowledged changes, {figures['in_flight']} kills with a request in flight"]
+             f"{figures['acknowledged']} acknowledged changes, {figures['in_flight']} kills with a request in flight, "
+             f"{figures['killed_again']} restarts killed again"]
     lines.append("  " + "  ".join(f"{k} {n}" for k, n in figures["kills"].items()))
     lines.append("  " + "  ".join(f"{k} {figures[k]}" for k in FAILURES))
     lines.append(f"  restart to answering: median {figures['restart']['median']} s, max {figures['restart']['max']} s; "
