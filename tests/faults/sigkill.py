@@ -110,7 +110,6 @@ def database(state_dir: Path) -> Path:
 class Store:
     """The store as a read-only reader sees it."""
 
-    integrity: str
     projects: dict[str, dict]  # id -> row
     services: dict[tuple[str, str], dict]  # (project id, name) -> row
     versions: dict[str, list[dict]]  # project id -> rows, by seq
@@ -125,7 +124,6 @@ def read_store(state_dir: Path) -> Store:
     con = sqlite3.connect(f"file:{database(state_dir)}?mode=ro", uri=True, timeout=30)
     con.row_factory = sqlite3.Row
     try:
-        integrity = "; ".join(r[0] for r in con.execute("PRAGMA integrity_check").fetchall())
         con.execute("BEGIN")  # one snapshot for every read below
         projects = {r["id"]: dict(r) for r in con.execute("SELECT * FROM projects")}
         services = {(r["project_id"], r["name"]): dict(r) for r in con.execute("SELECT * FROM services")}
@@ -137,7 +135,7 @@ def read_store(state_dir: Path) -> Store:
         con.execute("COMMIT")
     finally:
         con.close()
-    return Store(integrity, projects, services, dict(versions), instances, open_tasks)
+    return Store(projects, services, dict(versions), instances, open_tasks)
 
 
 def integrity_of(state_dir: Path) -> str:
@@ -175,18 +173,19 @@ def containers(owner: str) -> list[Container]:
             for c in json.loads(out or "[]")]
 
 
-def networks(owner: str) -> dict[str, str]:
-    """Our networks: name -> the project id on its label."""
+def networks(owner: str) -> list[tuple[str, str]]:
+    """Our networks: (name, the project id on its label). Docker lets two networks share a
+    name, so this is a list."""
     out = docker("network", "ls", "--filter", f"label=io.mariposa.owner={owner}",
                  "--format", '{{.Name}}\t{{.Label "io.mariposa.project"}}')
-    return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+    return [(name, project) for name, _, project in (line.partition("\t") for line in out.splitlines())]
 
 
 @dataclass
 class World:
     store: Store
     containers: list[Container]
-    networks: dict[str, str]
+    networks: list[tuple[str, str]]
     goals: dict[tuple[str, str], dict]  # (project id, service) -> the daemon's `service get`
 
 
@@ -224,7 +223,9 @@ def judge(world: World) -> dict[str, list[str]]:
             if not (record.get("retired") and "unhealthy" in (record.get("retired_reason") or "")):
                 found["strays"].append(f"container {c.id[:12]} of {c.key[1]} is {c.status}, "
                                        f"retired={record.get('retired')} ({record.get('retired_reason')})")
-    for name, project_id in world.networks.items():
+    by_name = collections.Counter(name for name, _ in world.networks)
+    found["duplicates"] += [f"network {name} is there {n} times" for name, n in by_name.items() if n > 1]
+    for name, project_id in world.networks:
         if project_id not in store.projects:
             found["orphans"].append(f"network {name} of project {project_id[:12]}, which the store does not have")
     for (project_id, name), row in store.services.items():
@@ -256,8 +257,6 @@ def judge(world: World) -> dict[str, list[str]]:
             found["unconverged"].append(f"project {p['name']} is still being deleted")
     found["stuck"] += [f"task {t['id'][:12]} {t['kind']} {t['project_name']}/{t['service']} is {t['state']}"
                        for t in store.open_tasks]
-    if store.integrity != "ok":
-        found["integrity"].append(f"integrity_check after the restart: {store.integrity}")
     return found
 
 
@@ -431,6 +430,8 @@ class Rounds:
         self.restart_seconds.append(answering - restarted)
         self.converge_seconds.append(time.monotonic() - answering)
         found = judge(world)
+        if (after := integrity_of(d.state_dir)) != "ok":
+            found["integrity"].append(f"integrity_check after the restart: {after}")
         if change is not None and not change.holds(world.store):
             found["lost"].append(f"acknowledged '{change.what}' is not in the store")
         for failure, what in found.items():

@@ -23,6 +23,39 @@ def test_sigkill_during_any_action_loses_nothing_and_leaves_nothing(docker_image
     assert {k: figures[k] for k in sigkill.FAILURES} == dict.fromkeys(sigkill.FAILURES, 0), table
 
 
+def test_the_checks_see_each_failure():
+    """The rounds' judge, on worlds made by hand: each failure it counts is one it can see."""
+    project, service = {"id": "p1", "name": "p", "desired": "running"}, {
+        "desired": "running", "scale": 2, "frozen": 0, "frozen_reason": None, "keep_stale": 0}
+    goal = {"spec_hash": "h1", "spec": {"healthchecks": []}}
+
+    def box(instance: str, running: bool = True, project_id: str = "p1", spec: str = "h1") -> sigkill.Container:
+        return sigkill.Container(instance * 8, running, "running" if running else "exited (143)", {
+            "io.mariposa.project": project_id, "io.mariposa.service": "web", "io.mariposa.instance": instance,
+            "io.mariposa.spec-hash": spec})
+
+    def world(boxes, nets=(("net-p1", "p1"),), tasks=(), instances=None) -> sigkill.World:
+        store = sigkill.Store({"p1": project}, {("p1", "web"): service}, {}, instances or {}, list(tasks))
+        return sigkill.World(store, list(boxes), list(nets), {("p1", "web"): goal})
+
+    def failing(w: sigkill.World) -> set[str]:
+        return {k for k, v in sigkill.judge(w).items() if v}
+
+    assert failing(world([box("a"), box("b")])) == set()
+    assert failing(world([box("a"), box("a")])) == {"duplicates"}
+    assert failing(world([box("a"), box("b")], nets=[("net-p1", "p1"), ("net-p1", "p1")])) == {"duplicates"}
+    assert failing(world([box("a"), box("b"), box("c", project_id="gone")])) == {"orphans"}
+    assert failing(world([box("a"), box("b")], nets=[("net-p1", "p1"), ("net-x", "gone")])) == {"orphans"}
+    retired = {"c": {"retired": 1, "retired_reason": "scale down", "health": None}}
+    assert failing(world([box("a"), box("b"), box("c", running=False)], instances=retired)) == {"strays"}
+    kept = {"c": {"retired": 1, "retired_reason": "unhealthy", "health": "unhealthy"}}
+    assert failing(world([box("a"), box("b"), box("c", running=False)], instances=kept)) == set()
+    assert failing(world([box("a")])) == {"unconverged"}
+    assert failing(world([box("a"), box("b", spec="h0")])) == {"unconverged"}
+    task = {"id": "t" * 12, "kind": "scale", "project_name": "p", "service": "web", "state": "active"}
+    assert failing(world([box("a"), box("b")], tasks=[task])) == {"stuck"}
+
+
 # The issue's script: seven instances of a service that dies on SIGTERM (exit 143 under Docker's
 # init), scaled to three, and the daemon killed 0-0.8 s after the CLI's answer, while it stops
 # and deletes the four. Before migration 0006 the restart found them stopped with exit 143 and
