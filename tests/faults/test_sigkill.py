@@ -72,7 +72,7 @@ def test_scale_down_interrupted_by_sigkill_finishes_its_removals(docker_images, 
     """Defect #17, replayed at four delays."""
     manifest = tmp_path / "web.yaml"
     manifest.write_text(SEVEN)
-    daemon = Daemon(tmp_path).start()
+    daemon = Daemon(tmp_path).start(timeout=sigkill.START)
 
     def left() -> list[str]:
         return sorted(c["Status"] for c in daemon.containers("label=io.mariposa.service=web"))
@@ -85,7 +85,7 @@ def test_scale_down_interrupted_by_sigkill_finishes_its_removals(docker_images, 
             daemon.cli("-j", "web", "service", "scale", "web", "3")
             time.sleep(delay)
             daemon.kill()
-            daemon.start()
+            daemon.start(timeout=sigkill.START)
             try:
                 wait_until(lambda: len(daemon.containers("label=io.mariposa.service=web")) == 3
                            and len(daemon.running("web")) == 3, timeout=30 + LATE)

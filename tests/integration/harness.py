@@ -39,14 +39,14 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
         self.owner: str | None = None
 
-    def start(self, *extra: str) -> Daemon:
+    def start(self, *extra: str, timeout: float = 20) -> Daemon:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [MARIPOSA, "daemon", "--state-dir", str(self.state_dir), "--socket", self.socket,
                  "--resync", "2", "--log-format", "json", "--manifest-dir", str(self.manifest_dir), *extra],
                 stdout=log, stderr=log,
             )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
@@ -54,7 +54,7 @@ class Daemon:
                 break
             time.sleep(0.1)
         else:
-            raise AssertionError("daemon did not answer within 20 s")
+            raise AssertionError(f"daemon did not answer within {timeout:g} s:\n{self.log.read_text()[-3000:]}")
         self.owner = self.api_owner()
         return self
 
