@@ -274,11 +274,12 @@ def main_id(store: Store) -> str:
 
 @dataclass
 class Change:
-    """A change the CLI acknowledged, and how to find it in the store."""
+    """A change the CLI acknowledged, and how to find it in the store (and, for a canary, in
+    what runs)."""
 
     kind: str
     what: str
-    holds: Callable[[Store], bool]
+    holds: Callable[[World], bool]
     version: str | None = None  # the hash of the version it made, for the main project
 
 
@@ -339,27 +340,34 @@ class Rounds:
         """The CLI call, and a reader of its answer that returns the change it promises."""
         if kind == "add":
             path, text = self.manifest(WORKERS)
-            return ["project", "add", SIDE, path], lambda out: Change(kind, f"project {SIDE} added", lambda s: (
-                (p := s.project(SIDE)) is not None and s.versions[p["id"]][-1]["hash"] == text_hash(text)))
+            return ["project", "add", SIDE, path], lambda out: Change(kind, f"project {SIDE} added", lambda w: (
+                (p := w.store.project(SIDE)) is not None and w.store.versions[p["id"]][-1]["hash"] == text_hash(text)))
         if kind == "delete":
             return ["project", "delete", SIDE], lambda out: Change(kind, f"project {SIDE} deleted",
-                                                                   lambda s: s.project(SIDE) is None)
+                                                                   lambda w: w.store.project(SIDE) is None)
         if kind in ("scale-up", "scale-down"):
             n = LARGE if kind == "scale-up" else SMALL
             return (["-j", MAIN, "service", "scale", "web", str(n)],
-                    lambda out: Change(kind, f"web scaled to {n}", lambda s: self.scale_of(s) == n))
+                    lambda out: Change(kind, f"web scaled to {n}", lambda w: self.scale_of(w.store) == n))
         if kind in ("rolling-update", "canary"):
             path, text = self.web()
             extra = ["--rolling", str(self.rng.choice((1, 2)))] if kind == "rolling-update" else ["--canary", "1"]
 
-            def current(s: Store) -> bool:
-                p = s.project(MAIN)
-                return p is not None and any(v["id"] == p["current_version"] and v["hash"] == text_hash(text)
-                                             for v in s.versions[p["id"]])
+            def current(w: World) -> bool:
+                p = w.store.project(MAIN)
+                if p is None or not any(v["id"] == p["current_version"] and v["hash"] == text_hash(text)
+                                        for v in w.store.versions[p["id"]]):
+                    return False
+                if kind == "canary":  # and exactly one instance was replaced, killed or not
+                    goal = w.goals.get((p["id"], "web")) or {}
+                    new = [c for c in w.containers if c.running and c.key == (p["id"], "web")
+                           and c.labels.get("io.mariposa.spec-hash") == goal.get("spec_hash")]
+                    return len(new) == 1
+                return True
 
-            return (["project", "update", MAIN, path, *extra],
-                    lambda out: Change(kind, f"version with {text.split('COLOR: ')[1].split()[0]} current", current,
-                                       text_hash(text)))
+            what = f"version with {text.split('COLOR: ')[1].split()[0]} current" + (
+                ", one instance on it" if kind == "canary" else "")
+            return ["project", "update", MAIN, path, *extra], lambda out: Change(kind, what, current, text_hash(text))
         if kind == "revert":
             versions = store.versions[main_id(store)]
             target = versions[-2] if len(versions) < 3 else versions[-3]
@@ -367,9 +375,10 @@ class Rounds:
             def reverted(out: str) -> Change:
                 seq = int(re.search(r"now at version (\d+)", out).group(1))  # type: ignore[union-attr]
 
-                def holds(s: Store) -> bool:
-                    p = s.project(MAIN)
-                    now = next((v for v in s.versions[p["id"]] if v["id"] == p["current_version"]), None) if p else None
+                def holds(w: World) -> bool:
+                    p = w.store.project(MAIN)
+                    now = (next((v for v in w.store.versions[p["id"]] if v["id"] == p["current_version"]), None)
+                           if p else None)
                     return now is not None and now["seq"] == seq and now["hash"] == target["hash"]
 
                 return Change(kind, f"version {seq} = version {target['seq']} current", holds, target["hash"])
@@ -435,7 +444,7 @@ class Rounds:
         found = judge(world)
         if (after := integrity_of(d.state_dir)) != "ok":
             found["integrity"].append(f"integrity_check after the restart: {after}")
-        if change is not None and not change.holds(world.store):
+        if change is not None and not change.holds(world):
             found["lost"].append(f"acknowledged '{change.what}' is not in the store")
         for failure, what in found.items():
             self.problem(number, kind, failure, what)
