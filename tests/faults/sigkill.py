@@ -299,6 +299,7 @@ class Rounds:
     cli_seconds: list[float] = field(default_factory=list)
     restart_seconds: list[float] = field(default_factory=list)  # from the restart to answering
     converge_seconds: list[float] = field(default_factory=list)  # from answering to converged
+    progress: Callable[[str], None] | None = None  # told one line a round (a long run shows where it is)
 
     # -- set-up that is not killed: only when the previous round did not leave the starting point
 
@@ -448,6 +449,12 @@ class Rounds:
             found["lost"].append(f"acknowledged '{change.what}' is not in the store")
         for failure, what in found.items():
             self.problem(number, kind, failure, what)
+        if self.progress:
+            asked = "a broken health check" if kind == "health" else (
+                "acknowledged" if change else "not acknowledged")
+            self.progress(f"round {number} {kind}: {asked}, "
+                          f"restart {self.restart_seconds[-1]:.1f} s, converged {self.converge_seconds[-1]:.1f} s, "
+                          + (", ".join(f"{k} {len(v)}" for k, v in found.items() if v) or "all checks hold"))
         if victim is not None:
             kept = [c for c in world.containers if c.id == victim and not c.running]
             if kept:
@@ -486,7 +493,7 @@ class Rounds:
                 self.problem(0, change.kind, "lost", [f"acknowledged '{change.what}' is no longer in the store"])
 
 
-def run(rounds: int, tmp: Path, seed: int | None = None) -> dict:
+def run(rounds: int, tmp: Path, seed: int | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """`rounds` rounds of SIGKILL during an action, on real Docker, on one daemon's state dir
     under `tmp`. Returns the figures: rounds, kills per action kind, acknowledged changes, kills
     aimed at a request in flight, each failure count (all 0 when nothing is wrong), the problems
@@ -495,7 +502,7 @@ def run(rounds: int, tmp: Path, seed: int | None = None) -> dict:
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
     daemon = Daemon(tmp)
-    state = Rounds(daemon, tmp, random.Random(seed))
+    state = Rounds(daemon, tmp, random.Random(seed), progress=progress)
     try:
         daemon.start(timeout=START)
         for number in range(rounds):
