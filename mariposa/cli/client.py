@@ -25,7 +25,8 @@ def socket_path(explicit: str | None) -> str:
 class Client:
     def __init__(self, socket: str, timeout: float = 60.0):
         self.socket = socket
-        # verify=False: a unix socket has no TLS, and loading the CA bundle cost every command 0.1-0.3 s
+        # verify=False: a unix socket has no TLS, and loading the system CA bundle for nothing
+        # cost every CLI call 0.05 s on a quiet machine and 0.6-1.5 s on a loaded one
         self.http = httpx.Client(
             transport=httpx.HTTPTransport(uds=socket, verify=False), base_url="http://mariposa", timeout=timeout
         )

@@ -461,6 +461,7 @@ class DockerDriver:
         self.where = f"unix://{self._socket}" if self._socket else base_url
         transport = httpx.AsyncHTTPTransport(
             uds=self._socket,
+            verify=False,  # plain HTTP only (unix socket or tcp://): no CA bundle to load at every start
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
         self._client = httpx.AsyncClient(
