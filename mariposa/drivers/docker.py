@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import attrs
 import httpx
+import structlog
 import trio
 
 from mariposa.drivers.base import DriverError, DriverEvent, ImageNotFound, RuntimeUnavailable, identity_from_labels
@@ -43,6 +44,8 @@ from mariposa.model import (
     PublishedPort,
     ServiceSpec,
 )
+
+log = structlog.get_logger()
 
 API_VERSION = "v1.41"  # Debian's Engine is 20.10; pinning keeps response shapes stable.
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -393,11 +396,16 @@ class DockerDriver:
         timeout: Any = httpx.USE_CLIENT_DEFAULT,
         **kwargs: Any,
     ) -> httpx.Response:
-        """One API call; statuses in ``allow`` come back to the caller, other errors raise."""
+        """One API call; statuses in ``allow`` come back to the caller, other errors raise.
+        Each is timed in a debug line (``--log-level debug``): where a convergence spends its
+        time is the first question of any slowness."""
+        t0 = time.perf_counter()
         try:
             resp = await self._client.request(method, path, timeout=timeout, **kwargs)
         except (httpx.TransportError, OSError) as exc:
             raise self._unavailable(exc) from None
+        finally:
+            log.debug("engine call", call=f"{method} {path}", seconds=round(time.perf_counter() - t0, 4))
         if resp.status_code < 400 or resp.status_code in allow:
             return resp
         msg = _redact(_message(resp), spec)
