@@ -13,7 +13,7 @@ from mariposa.converge.goals import GoalReader
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.packages import Package
 from mariposa.store.db import Store
-from mariposa.wakeup import Wakeup
+from mariposa.wakeup import Changes, Wakeup
 
 if TYPE_CHECKING:
     from mariposa.health.monitor import HealthMonitor
@@ -31,6 +31,7 @@ class Context:
     reconcile_wakeup: Wakeup = attrs.field(factory=Wakeup)
     queue_wakeup: Wakeup = attrs.field(factory=Wakeup)
     health_wakeup: Wakeup = attrs.field(factory=Wakeup)
+    task_changes: Changes = attrs.field(factory=Changes)  # a task was queued, moved on or ended
     monitor: HealthMonitor | None = None  # for the API to read instance health from
 
     def wake_reconciler(self) -> None:
@@ -40,6 +41,7 @@ class Context:
     def wake_queue(self) -> None:
         """A task was queued or finished: the executor looks at the queue again."""
         self.queue_wakeup.set()
+        self.task_changes.set()
 
     def wake_health(self) -> None:
         """Instances came or went: the health monitor re-syncs what it watches."""

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import uuid
 
-import structlog
-import trio
-
-log = structlog.get_logger()
+# trio and structlog are imported where they are used (``translate`` runs in the daemon only):
+# the CLI imports this module on every command and should not pay for them.
 
 
 class MariposaError(Exception):
@@ -130,6 +128,9 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
     """The ``MariposaError`` for any exception. Unexpected ones are logged here, with their
     traceback and an error id, and leave as an ``InternalError`` naming only that id: an
     exception's text can hold anything (an environment value, a path), so it stays in the log."""
+    import structlog
+    import trio
+
     from mariposa.drivers.base import DriverError, ImageNotFound
     from mariposa.manifest.errors import ManifestError
 
@@ -147,6 +148,7 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
     if isinstance(exc, trio.TooSlowError):
         return TimedOut(f"{doing or 'the operation'} timed out")
     error_id = uuid.uuid4().hex[:12]
-    log.error("unexpected error", error_id=error_id, doing=doing, error_type=type(exc).__name__, exc_info=exc)
+    structlog.get_logger().error("unexpected error", error_id=error_id, doing=doing, error_type=type(exc).__name__,
+                                 exc_info=exc)
     return InternalError(f"internal error {error_id} ({type(exc).__name__}) while {doing or 'serving a request'}; "
                          f"the daemon's log has the details under error_id={error_id}")

@@ -1,5 +1,6 @@
-"""A level-triggered nudge between trio tasks: many ``set()`` calls while nobody waits collapse
-into one wake-up, and a waiter never misses a ``set()`` made before it started waiting."""
+"""Level-triggered nudges between trio tasks. ``Wakeup``: many ``set()`` calls while nobody waits
+collapse into one wake-up, and a waiter never misses a ``set()`` made before it started waiting.
+``Changes``: the same promise to any number of waiters."""
 
 from __future__ import annotations
 
@@ -24,3 +25,20 @@ class Wakeup:
             woken = self._event.is_set()
         self._event = trio.Event()
         return woken
+
+
+class Changes:
+    """Wakes every waiter at once, for watchers of shared state (``--wait`` following tasks).
+
+    A watcher takes ``next()`` *before* it reads the state, then reads, then waits on what it
+    took: a change made while it read has already set that event, so none is missed."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def next(self) -> trio.Event:
+        return self._event
+
+    def set(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
