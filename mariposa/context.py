@@ -33,6 +33,9 @@ class Context:
     health_wakeup: Wakeup = attrs.field(factory=Wakeup)
     task_changes: Changes = attrs.field(factory=Changes)  # a task was queued, moved on or ended
     monitor: HealthMonitor | None = None  # for the API to read instance health from
+    # Instance id -> when the runtime said it died (trio time), until it starts again: the
+    # reconciler looks again soon while the runtime's listing still shows such an instance running.
+    died: dict[str, float] = attrs.field(factory=dict)
 
     def wake_reconciler(self) -> None:
         """Something changed: plan again soon (many calls collapse into one pass)."""

@@ -2,8 +2,17 @@
 task for every service that differs and has no task already.
 
 It wakes on any change (runtime events, finished tasks, API writes) and on a periodic resync,
-so a lost event costs latency, never correctness. Frozen services (their last task was stopped
-by the operator) are left alone until their goal changes or the operator thaws them.
+so a lost event costs latency, never correctness. An event after a quiet spell is acted on at
+once; a burst of them collapses into at most one pass per ``debounce``.
+
+The Engine announces a container's death before its listing shows it stopped (Docker 20.10
+sends ``die``, then cleans the container up, unmounting and tearing its network down, and only
+then updates what ``GET /containers/json`` reads; on a loaded host that takes 100 ms and more).
+A pass that runs at the event sees the instance still running; rather than wait for the resync,
+it looks again every ``RECHECK`` until the listing agrees, for at most ``SETTLE`` seconds.
+
+Frozen services (their last task was stopped by the operator) are left alone until their goal
+changes or the operator thaws them.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ log = structlog.get_logger()
 # A service whose last tasks failed is retried after 2 s, 4 s, 8 s ... up to five minutes; the
 # streak ends with a task that succeeds, never by waiting.
 RETRY = Backoff(base=2.0, factor=2.0, cap=300.0)
+RECHECK = 0.02
+SETTLE = 5.0
 
 
 class Reconciler:
@@ -35,22 +46,29 @@ class Reconciler:
         self.resync = resync
         self.debounce = debounce
         self.passes = 0
+        self.settling = False  # an instance died but is still listed running: look again soon
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
+            started = trio.current_time()
             try:
                 await self.reconcile_once()
             except (DriverError, RuntimeUnavailable) as exc:
                 log.warning("reconcile pass skipped: runtime unavailable", error=str(exc))
-            await self.ctx.reconcile_wakeup.wait(timeout=self.resync)
-            await trio.sleep(self.debounce)  # let a burst of events collapse into one pass
+            settling = self.settling
+            await self.ctx.reconcile_wakeup.wait(timeout=RECHECK if settling else self.resync)
+            # At most one pass per debounce: a burst of events collapses into one pass, and an
+            # event after a quiet spell is acted on at once.
+            await trio.sleep_until(started + (RECHECK if settling else self.debounce))
 
     async def reconcile_once(self) -> list:
         self.passes += 1
+        log.debug("reconcile pass", passes=self.passes)
         snap = await self.ctx.goals.snapshot()
         now = self.ctx.clock.now()
         actual = merge(await self.ctx.inventory(), snap.records, now)
+        self.settling = self._still_listed_running(actual)
         by_service: dict[tuple[str, str], list] = collections.defaultdict(list)
         for inst in actual:
             by_service[(inst.project_id, inst.service)].append(inst)
@@ -93,6 +111,16 @@ class Reconciler:
                          reason=w["params"]["reason"])
             self.ctx.wake_queue()
         return wanted
+
+
+    def _still_listed_running(self, actual: list) -> bool:
+        """Whether the runtime said an instance died that its listing still shows running."""
+        died = self.ctx.died
+        horizon = trio.current_time() - SETTLE
+        for instance_id, at in list(died.items()):
+            if at < horizon:
+                del died[instance_id]
+        return any(inst.running and inst.id in died for inst in actual)
 
 
 def _enqueue_all(db, wanted: list[dict]) -> None:
