@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,8 @@ if TYPE_CHECKING:
 
 
 def console() -> Console:
+    import shutil
+
     from rich.console import Console
 
     # Piped output must not be cut to an 80-column guess: scripts and tests read it whole.
