@@ -24,6 +24,7 @@ import structlog
 import trio
 
 from mariposa.context import Context
+from mariposa.converge.apply import note_exits, unnoted_exits
 from mariposa.converge.backoff import Backoff
 from mariposa.converge.plan import plan
 from mariposa.converge.supervise import merge
@@ -77,6 +78,7 @@ class Reconciler:
         projects = {p.id: p for p in snap.projects}
         rows = {(s.project_id, s.name): s for s in snap.services}
         wanted: list[dict[str, Any]] = []
+        exits: list = []  # of the services queued for repair, noted with the task
 
         for key in sorted(set(rows) | set(by_service)):
             project_id, service = key
@@ -97,6 +99,7 @@ class Reconciler:
             if steps:
                 wanted.append(dict(project_id=project_id, project_name=project.name, service=service,
                                    kind="converge", params={"reason": steps.summary()}))
+                exits.extend(unnoted_exits(by_service.get(key, []), snap.records))
 
         orphans = {i.project_id: i for i in actual if i.project_id not in projects}
         for project_id, inst in orphans.items():
@@ -105,7 +108,7 @@ class Reconciler:
                                    service=None, kind="delete",
                                    params={"reason": "instances of a project that no longer exists"}))
         if wanted:
-            await self.ctx.store.call(_enqueue_all, wanted)
+            await self.ctx.store.call(_enqueue_all, wanted, exits)
             for w in wanted:
                 log.info("drift found, task queued", project=w["project_name"], service=w["service"],
                          reason=w["params"]["reason"])
@@ -123,9 +126,10 @@ class Reconciler:
         return any(inst.running and inst.id in died for inst in actual)
 
 
-def _enqueue_all(db, wanted: list[dict]) -> None:
+def _enqueue_all(db, wanted: list[dict], exits: list) -> None:
     """Queue drift repairs, unless a task appeared meanwhile: a user's task must never be
-    superseded by the reconciler's."""
+    superseded by the reconciler's. The exits found are noted in the same transaction."""
+    note_exits(db, exits)
     for w in wanted:
         if not task_store.open_for(db, w["project_id"], w["service"]):
             task_store.enqueue(db, **w, author="reconciler")
