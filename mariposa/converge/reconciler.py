@@ -18,6 +18,8 @@ changes or the operator thaws them.
 from __future__ import annotations
 
 import collections
+import math
+import traceback
 from typing import Any
 
 import structlog
@@ -48,6 +50,7 @@ class Reconciler:
         self.debounce = debounce
         self.passes = 0
         self.settling = False  # an instance died but is still listed running: look again soon
+        self._full_at = -math.inf  # (trio time) the last pass that listed the instances
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -57,6 +60,8 @@ class Reconciler:
                 await self.reconcile_once()
             except (DriverError, RuntimeUnavailable) as exc:
                 log.warning("reconcile pass skipped: runtime unavailable", error=str(exc))
+            except Exception as exc:  # a bug: log it, keep the daemon (the next pass may get past it)
+                log.error("reconcile pass failed", error=repr(exc), traceback=traceback.format_exc())
             settling = self.settling
             await self.ctx.reconcile_wakeup.wait(timeout=RECHECK if settling else self.resync)
             # At most one pass per debounce: a burst of events collapses into one pass, and an
@@ -68,15 +73,37 @@ class Reconciler:
         log.debug("reconcile pass", passes=self.passes)
         snap = await self.ctx.goals.snapshot()
         now = self.ctx.clock.now()
+        busy_services = {(t.project_id, t.service) for t in snap.open_tasks}
+        busy_projects = {t.project_id for t in snap.open_tasks if t.service is None}
+        projects = {p.id: p for p in snap.projects}
+        rows = {(s.project_id, s.name): s for s in snap.services}
+
+        def left_alone(key: tuple[str, str]) -> bool:
+            """Busy (a task has it), being deleted, frozen, or backing off after failures."""
+            project_id, _ = key
+            project = projects[project_id]
+            if project_id in busy_projects or key in busy_services or project.desired == "deleting":
+                return True
+            row = rows.get(key)
+            if row is not None and row.frozen:
+                return True
+            failed, last_end = snap.failures.get(key, (0, 0.0))
+            return bool(failed and now < last_end + RETRY.delay(failed))
+
+        clock = trio.current_time()
+        if (not self.ctx.died and clock < self._full_at + self.resync
+                and all(left_alone(key) for key in rows if key[0] in projects)):
+            # Every service is some task's or left alone for now (a scale-up's events wake us
+            # dozens of times): nothing to plan, so no listing. Orphans and instances without
+            # a service row are looked for at least once a resync.
+            self.settling = False
+            return []
+        self._full_at = clock
         actual = merge(await self.ctx.inventory(), snap.records, now)
         self.settling = self._still_listed_running(actual)
         by_service: dict[tuple[str, str], list] = collections.defaultdict(list)
         for inst in actual:
             by_service[(inst.project_id, inst.service)].append(inst)
-        busy_services = {(t.project_id, t.service) for t in snap.open_tasks}
-        busy_projects = {t.project_id for t in snap.open_tasks if t.service is None}
-        projects = {p.id: p for p in snap.projects}
-        rows = {(s.project_id, s.name): s for s in snap.services}
         wanted: list[dict[str, Any]] = []
         exits: list = []  # of the services queued for repair, noted with the task
 
@@ -85,16 +112,11 @@ class Reconciler:
             project = projects.get(project_id)
             if project is None:
                 continue  # orphans of vanished projects are handled below
-            if project_id in busy_projects or key in busy_services or project.desired == "deleting":
+            if left_alone(key):
                 continue
             if not self.ctx.goals.readable(project):
                 continue
             row = rows.get(key)
-            if row is not None and row.frozen:
-                continue
-            failed, last_end = snap.failures.get(key, (0, 0.0))
-            if failed and now < last_end + RETRY.delay(failed):
-                continue  # a broken service must not churn the host; the resync retries later
             steps = plan(self.ctx.goals.goal_from(project, row), by_service.get(key, []), now=now)
             if steps:
                 wanted.append(dict(project_id=project_id, project_name=project.name, service=service,
