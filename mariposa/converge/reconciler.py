@@ -92,7 +92,8 @@ class Reconciler:
 
         clock = trio.current_time()
         if (not self.ctx.died and clock < self._full_at + self.resync
-                and all(left_alone(key) for key in rows if key[0] in projects)):
+                and all(left_alone(key) or not self.ctx.goals.readable(projects[key[0]])
+                        for key in rows if key[0] in projects)):
             # Every service is some task's or left alone for now (a scale-up's events wake us
             # dozens of times): nothing to plan, so no listing. Orphans and instances without
             # a service row are looked for at least once a resync.

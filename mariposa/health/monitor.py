@@ -138,7 +138,7 @@ class HealthMonitor:
         wanted: dict[str, tuple[Instance, tuple[HealthCheck, ...]]] = {}
         if not self.watching and not any(
             (goal := self.ctx.goals.goal_from(projects[s.project_id], s)) is not None and goal.spec.healthchecks
-            for s in snap.services if s.project_id in projects
+            for s in snap.services if s.project_id in projects and self.ctx.goals.readable(projects[s.project_id])
         ):
             return  # no service has checks: nothing to watch, no need to list instances
         for inst in merge(await self.ctx.inventory(), snap.records, now):
