@@ -19,13 +19,13 @@ from typing import Any
 
 import attrs
 
+from mariposa import DEFAULT_SOCKET
 from mariposa.errors import MariposaError
 from mariposa.manifest.rules import DEFAULT_BIND_ROOTS
 from mariposa.manifest.units import parse_size
 from mariposa.packages import DEFAULT_PACKAGES, Package
 
 DEFAULT_CONFIG = "/etc/mariposa/mariposa.toml"
-DEFAULT_SOCKET = "/run/mariposa/mariposa.sock"
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -37,7 +37,7 @@ class ConfigError(MariposaError):
 @attrs.frozen
 class DaemonConfig:
     state_dir: str = "/var/lib/mariposa"
-    socket: str = "/run/mariposa/mariposa.sock"
+    socket: str = DEFAULT_SOCKET
     socket_mode: int = 0o660
     socket_group: str | None = None  # a group name or gid; None: the daemon's own group
     manifest_dir: str | None = "/etc/mariposa/projects"  # None: no watched directory

@@ -34,7 +34,11 @@ class Context:
     queue_wakeup: Wakeup = attrs.field(factory=Wakeup)
     health_wakeup: Wakeup = attrs.field(factory=Wakeup)
     runtime_changed: Broadcast = attrs.field(factory=Broadcast)  # any runtime event, for log followers
+    task_changes: Broadcast = attrs.field(factory=Broadcast)  # a task was queued, moved on or ended
     monitor: HealthMonitor | None = None  # for the API to read instance health from
+    # Instance id -> when the runtime said it died (trio time), until it starts again: the
+    # reconciler looks again soon while the runtime's listing still shows such an instance running.
+    died: dict[str, float] = attrs.field(factory=dict)
 
     def wake_reconciler(self) -> None:
         """Something changed: plan again soon (many calls collapse into one pass)."""
@@ -43,6 +47,7 @@ class Context:
     def wake_queue(self) -> None:
         """A task was queued or finished: the executor looks at the queue again."""
         self.queue_wakeup.set()
+        self.task_changes.set()
 
     def wake_health(self) -> None:
         """Instances came or went: the health monitor re-syncs what it watches."""

@@ -74,6 +74,11 @@ async def watch_driver_events(ctx: Context, driver: Driver) -> None:
                 ctx.wake_health()
             async for event in driver.events(since=cursor):
                 cursor = event.cursor or cursor
+                log.debug("runtime event", action=event.action, instance=(event.instance_id or "")[:12])
+                if event.instance_id and event.action == "die":
+                    ctx.died[event.instance_id] = trio.current_time()
+                elif event.instance_id and event.action == "start":
+                    ctx.died.pop(event.instance_id, None)
                 ctx.wake_reconciler()
                 ctx.wake_health()
                 ctx.runtime_changed.set()

@@ -31,10 +31,8 @@ a caller.
 
 from __future__ import annotations
 
-import uuid
-
-# trio and structlog are imported where they are used: the CLI imports this module for the
-# error classes, and every CLI command pays for its imports before its first line.
+# uuid, trio and structlog are imported where they are used (``translate`` runs in the daemon
+# only): the CLI imports this module on every command and should not pay for them.
 
 
 class MariposaError(Exception):
@@ -158,6 +156,8 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
     """The ``MariposaError`` for any exception. Unexpected ones are logged here, with their
     traceback and an error id, and leave as an ``InternalError`` naming only that id: an
     exception's text can hold anything (an environment value, a path), so it stays in the log."""
+    import uuid
+
     import structlog
     import trio
 

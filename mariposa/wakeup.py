@@ -1,5 +1,6 @@
-"""A level-triggered nudge between trio tasks: many ``set()`` calls while nobody waits collapse
-into one wake-up, and a waiter never misses a ``set()`` made before it started waiting."""
+"""Level-triggered nudges between trio tasks. ``Wakeup``: many ``set()`` calls while nobody waits
+collapse into one wake-up, and a waiter never misses a ``set()`` made before it started waiting.
+``Changes``: the same promise to any number of waiters."""
 
 from __future__ import annotations
 
@@ -27,12 +28,16 @@ class Wakeup:
 
 
 class Broadcast:
-    """Wakes every waiter at once (each log follower), where a ``Wakeup`` is one task's. A
-    waiter takes ``event`` *before* it looks at the world, then waits on it: a ``set()`` made
-    between the look and the wait is never missed."""
+    """Wakes every waiter at once, for watchers of shared state (log followers, `--wait`
+    following tasks), where a ``Wakeup`` is one task's. A waiter takes ``event`` (or ``next()``)
+    *before* it looks at the world, then waits on it: a ``set()`` made between the look and the
+    wait is never missed."""
 
     def __init__(self) -> None:
         self._event = trio.Event()
+
+    def next(self) -> trio.Event:
+        return self._event
 
     @property
     def event(self) -> trio.Event:

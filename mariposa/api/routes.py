@@ -119,6 +119,12 @@ def build_router(control: Control) -> Router:
             return Response(200, stream=_ndjson(await events.follow(req.caller, **events_args(req))))
         return await events.list(req.caller, **events_args(req))
 
+    async def list_or_follow_tasks(req: Request) -> Any:
+        if req.query.get("follow") in ("1", "true"):
+            return Response(200, stream=_ndjson(await queue.follow(req.caller, _list(req, "ids"))))
+        return await queue.list(req.caller, req.query.get("project"), _list(req, "state") or None,
+                                _int(req, "limit", 200))
+
     table: list[tuple[str, str, Callable[[Request], Awaitable[Any]]]] = [
         ("GET", "/v1/ping", lambda q: control.system.ping(q.caller)),
         # projects
@@ -182,8 +188,7 @@ def build_router(control: Control) -> Router:
         ("DELETE", "/v1/instances/{instance}", lambda q: instances.remove(q.caller, q.params["instance"])),
         ("GET", "/v1/instances/{instance}/logs", instance_logs),
         # queue and events
-        ("GET", "/v1/queue", lambda q: queue.list(
-            q.caller, q.query.get("project"), _list(q, "state") or None, _int(q, "limit", 200))),
+        ("GET", "/v1/queue", list_or_follow_tasks),
         ("GET", "/v1/queue/{task}", lambda q: queue.get(q.caller, q.params["task"])),
         ("DELETE", "/v1/queue/{task}", lambda q: queue.stop(q.caller, q.params["task"], q.query.get("project"))),
         ("GET", "/v1/events", list_or_follow_events),

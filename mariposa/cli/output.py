@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from mariposa.clock import wall_clock
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich is imported where a table is drawn: most commands print a line or JSON, and importing rich
+# costs more than some of them take in all.
+
 
 def console() -> Console:
+    import shutil
+
+    from rich.console import Console
+
     # Piped output must not be cut to an 80-column guess: scripts and tests read it whole.
     width = shutil.get_terminal_size((200, 24)).columns if sys.stdout.isatty() else 250
     return Console(width=width, highlight=False, soft_wrap=False)
@@ -43,6 +48,9 @@ Column = tuple[str, Callable[[dict], Any]]
 
 
 def table(rows: Sequence[dict], columns: Sequence[Column]) -> None:
+    from rich import box
+    from rich.table import Table
+
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     for title, _ in columns:
         t.add_column(title, overflow="fold")

@@ -63,8 +63,8 @@ async def _left_behind(ctx: Context, project_id: str, service: str) -> tuple[Dri
     return driver, [i for i in found if i.compute_type == found[0].compute_type]
 
 
-async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) -> bool:
-    """Record each exit the first time we see it: the restart back-off counts from there."""
+def unnoted_exits(actual: list[Instance], records: dict) -> list[Instance]:
+    """The exited instances whose exit is not recorded yet."""
     fresh = []
     for inst in actual:
         if inst.running or inst.state != InstanceState.EXITED:
@@ -73,17 +73,25 @@ async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) ->
         if rec is not None and (rec["retired"] or instance_store.exit_noted(rec)):
             continue
         fresh.append(inst)
-    if not fresh:
-        return False
+    return fresh
 
-    def note(db) -> None:
-        for inst in fresh:
-            instance_store.note_exit(db, inst.id, inst.project_id, inst.service, inst.exit_code)
+
+def note_exits(db, fresh: list[Instance]) -> None:
+    """Record exits (once each: ``note_exit`` is idempotent): the restart back-off counts from
+    here. The reconciler notes what it finds when it queues the repair, in the same transaction,
+    so the task that restarts the instance need not note and read again."""
+    for inst in fresh:
+        if instance_store.note_exit(db, inst.id, inst.project_id, inst.service, inst.exit_code):
             event_store.record(db, "instance.exit", f"{inst.name} exited (exit code {inst.exit_code})",
                                project_id=inst.project_id, service=inst.service, instance=inst.id)
 
-    await ctx.store.call(note)
-    return True
+
+async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) -> bool:
+    """Record each exit the first time we see it; True if there was one (records changed)."""
+    fresh = unnoted_exits(actual, records)
+    if fresh:
+        await ctx.store.call(note_exits, fresh)
+    return bool(fresh)
 
 
 async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> str:

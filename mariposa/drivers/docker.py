@@ -28,6 +28,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 import httpx
+import structlog
 import trio
 
 from mariposa.drivers import rawget
@@ -57,6 +58,8 @@ from mariposa.model import (
     VolumeInfo,
     volume_name,
 )
+
+log = structlog.get_logger()
 
 API_VERSION = "v1.41"  # Debian's Engine is 20.10; pinning keeps response shapes stable.
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -471,6 +474,9 @@ class DockerDriver:
         # Docker's CheckDuplicate is best effort: two concurrent creates can both succeed and
         # leave two networks with one name, so creates of one project's network take turns here.
         self._net_locks: dict[str, trio.Lock] = {}
+        # Networks seen to exist, so a scale-up of 20 does not ask 20 times (one at a time, under
+        # the lock). One removed behind our back is found at the start that needs it: see create.
+        self._networks: set[str] = set()
 
     @property
     def _owner_label(self) -> str:
@@ -494,11 +500,16 @@ class DockerDriver:
         timeout: Any = httpx.USE_CLIENT_DEFAULT,
         **kwargs: Any,
     ) -> httpx.Response:
-        """One API call; statuses in ``allow`` come back to the caller, other errors raise."""
+        """One API call; statuses in ``allow`` come back to the caller, other errors raise.
+        Each is timed in a debug line (``--log-level debug``): where a convergence spends its
+        time is the first question of any slowness."""
+        t0 = time.perf_counter()
         try:
             resp = await self._client.request(method, path, timeout=timeout, **kwargs)
         except (httpx.TransportError, OSError) as exc:
             raise self._unavailable(exc) from None
+        finally:
+            log.debug("engine call", call=f"{method} {path}", seconds=round(time.perf_counter() - t0, 4))
         if resp.status_code < 400 or resp.status_code in allow:
             return resp
         msg = _redact(_message(resp), spec)
@@ -534,10 +545,7 @@ class DockerDriver:
             allow=(404,),
         )
         if resp.status_code == 404:
-            raise ImageNotFound(
-                f"image '{image}' is not on this host; Mariposa never pulls images: "
-                "build, load or import it first (docker load / docker import)"
-            )
+            raise _image_not_found(image)
         return resp.json()["Id"]
 
     async def ensure_network(self, project_id: str, project_name: str) -> None:
@@ -547,9 +555,12 @@ class DockerDriver:
         name = network_name(project_id, project_name)
         lock = self._net_locks.setdefault(name, trio.Lock())
         async with lock:
+            if name in self._networks:
+                return name
             path = f"/networks/{quote(name, safe='')}"
             resp = await self._call("GET", path, f"inspect network {name}", allow=(404,))
             if resp.status_code == 200:
+                self._networks.add(name)
                 return name
             body = {
                 "Name": name,
@@ -565,6 +576,7 @@ class DockerDriver:
             await self._call(
                 "POST", "/networks/create", f"create network {name}", json=body, allow=(409,)
             )
+            self._networks.add(name)
             return name
 
     async def remove_network(self, project_id: str) -> None:
@@ -575,6 +587,7 @@ class DockerDriver:
             params=_filters(label=[self._owner_label, f"{LABEL_PROJECT}={project_id}"]),
         )
         for net in resp.json():
+            self._networks.discard(net["Name"])
             await self._remove_network(net["Id"], net["Name"])
 
     async def _remove_network(self, net_id: str, name: str) -> None:
@@ -639,9 +652,22 @@ class DockerDriver:
             raise VolumeInUse(f"volume {volume} of project {project_name} is in use: {_message(resp)}")
 
     async def create(self, req: CreateRequest) -> Instance:
+        """Create, start and inspect: three Engine calls, like ``docker run -d`` plus the look
+        that reports the address. The image is not looked up first (a missing one is the
+        create's 404) and the project network only the first time; a network removed since is
+        the start's 404, and then the container is made again on a network made again."""
+        for attempt in range(2):
+            network = await self._ensure_network(req.project_id, req.project_name)
+            try:
+                return await self._create(req, network)
+            except _NetworkGone:
+                self._networks.discard(network)
+                if attempt == 1:
+                    raise DriverError(f"docker: start {req.name}: network {network} not found") from None
+        raise AssertionError("unreachable")
+
+    async def _create(self, req: CreateRequest, network: str) -> Instance:
         spec = req.spec
-        await self.resolve_image(spec.image_id or spec.image)
-        network = await self._ensure_network(req.project_id, req.project_name)
         await self._ensure_volumes(req)
         body = container_config(req, network)
         try:
@@ -654,6 +680,8 @@ class DockerDriver:
                 spec=spec,
                 allow=(409,),
             )
+        except ImageNotFound:
+            raise _image_not_found(spec.image_id or spec.image) from None
         except (RuntimeUnavailable, trio.Cancelled):
             # The Engine may have made it before we stopped listening; the name is ours alone.
             await self._cleanup(req.name)
@@ -668,8 +696,13 @@ class DockerDriver:
                 f"/containers/{runtime_id}/start",
                 f"start {req.name}",
                 spec=spec,
-                allow=(304,),
+                allow=(304, 404),
             )
+            if resp.status_code == 404:
+                message = _redact(_message(resp), spec)
+                if re.match(r"network .* not found", message):
+                    raise _NetworkGone(message)
+                raise DriverError(f"docker: start {req.name}: {message}")
             inst = await self._inspect(runtime_id, req.name)
         except BaseException:
             await self._cleanup(runtime_id)
@@ -871,6 +904,17 @@ class DockerDriver:
             return await trio.open_unix_socket(self._socket)
         base = urlsplit(self._base_url)
         return await trio.open_tcp_stream(base.hostname or "localhost", base.port or 80)
+
+
+class _NetworkGone(DriverError):
+    """The start found the container's network gone: removed behind the driver's back."""
+
+
+def _image_not_found(image: str) -> ImageNotFound:
+    return ImageNotFound(
+        f"image '{image}' is not on this host; Mariposa never pulls images: "
+        "build, load or import it first (docker load / docker import)"
+    )
 
 
 def _event_data(line: str) -> dict[str, Any] | None:

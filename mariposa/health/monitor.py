@@ -12,6 +12,7 @@ an unhealthy instance is the reconciler's job, so there is one place that change
 from __future__ import annotations
 
 import math
+import traceback
 
 import attrs
 import structlog
@@ -127,6 +128,8 @@ class HealthMonitor:
                     log.warning("health sync skipped: runtime unavailable", error=str(exc))
                 except StoreUnavailable as exc:
                     log.warning("health sync skipped: store unavailable", error=exc.message)
+                except Exception as exc:  # a bug: log it, keep the daemon and the checks running
+                    log.error("health sync failed", error=repr(exc), traceback=traceback.format_exc())
                 await self.ctx.health_wakeup.wait(timeout=self.sync_interval)
 
     async def sync(self) -> None:
@@ -136,6 +139,11 @@ class HealthMonitor:
         projects = {p.id: p for p in snap.projects}
         rows = {(s.project_id, s.name): s for s in snap.services}
         wanted: dict[str, tuple[Instance, tuple[HealthCheck, ...]]] = {}
+        if not self.watching and not any(
+            (goal := self.ctx.goals.goal_from(projects[s.project_id], s)) is not None and goal.spec.healthchecks
+            for s in snap.services if s.project_id in projects and self.ctx.goals.readable(projects[s.project_id])
+        ):
+            return  # no service has checks: nothing to watch, no need to list instances
         for inst in merge(await self.ctx.inventory(), snap.records, now):
             project = projects.get(inst.project_id)
             if not inst.running or inst.retired or project is None or not self.ctx.goals.readable(project):

@@ -103,6 +103,7 @@ class Executor:
             self.ctx.wake_queue()
         await self._record_finish(task, state, message, running.freeze)
         running.done.set()
+        self.ctx.task_changes.set()
         log.info("task finished", kind=task.kind, state=state, message=message)
         self.ctx.wake_reconciler()
         self.ctx.wake_health()
@@ -135,6 +136,7 @@ class Executor:
     async def _handler(self, task: TaskRow) -> str:
         async def progress(update: dict) -> None:
             await self.ctx.store.call(task_store.set_progress, task.id, update)
+            self.ctx.task_changes.set()
 
         if task.kind == "delete":
             return await delete_project(self.ctx, task, progress)
@@ -153,7 +155,9 @@ class Executor:
             return await self.ctx.store.call(task_store.get, task.id)
         if task.state != "queued":
             raise Conflict(f"task {task.id[:12]} is already {task.state}")
-        return await self.ctx.store.call(self._stop_queued, task, reason)
+        stopped = await self.ctx.store.call(self._stop_queued, task, reason)
+        self.ctx.task_changes.set()
+        return stopped
 
     @staticmethod
     def _stop_queued(db, task: TaskRow, reason: str) -> TaskRow:

@@ -4,7 +4,7 @@ own ``--restart always``.
 
 Run as root on a host with dockerd running (tests/run.sh sets one up):
     .venv/bin/python tests/bench/bench_recovery.py [--only supervisord,docker,mariposa]
-        [--injections 20] [--spacing 1] [--fresh] [--timeout 120]
+        [--injections 20] [--spacing 1] [--fresh] [--timeout 120] [--scenarios crash,health]
 supervisord comes from Debian: apt-get install -y supervisor.
 
 How the figures are taken, and why:
@@ -272,8 +272,12 @@ def bench_docker(args, rows: list[Row], engine: Engine) -> None:
     row = Row("docker --restart always", "crash: exit 1 -> running again")
     rows.append(row)
     label = f"mariposa.bench-recovery={os.getpid()}"
+    # A network of its own, as Mariposa's instance has its project's (and some hosts' dockerd
+    # run without the default bridge).
+    network = f"mbench-recovery-{os.getpid()}"
+    docker("network", "create", "--label", label, network)
     try:
-        cid = docker("run", "-d", "--restart", "always", "--init", "--label", label,
+        cid = docker("run", "-d", "--restart", "always", "--init", "--label", label, "--network", network,
                      IMAGE, "sh", "-c", CRASHER).strip()
         wait_for(lambda: engine.state(cid).get("Running"), 30, "container up")
         for _ in range(args.injections):
@@ -287,6 +291,7 @@ def bench_docker(args, rows: list[Row], engine: Engine) -> None:
         ids = docker("ps", "-aq", "--filter", f"label={label}").split()
         if ids:
             docker("rm", "-f", *ids, check=False)
+        docker("network", "rm", network, check=False)
 
 
 # ---- mariposa -----------------------------------------------------------------------------------
@@ -404,10 +409,50 @@ def bench_mariposa(args, rows: list[Row], engine: Engine) -> None:
             d.cleanup()
             return
         try:
-            bench_mariposa_health(args, rows, engine, d, Path(t))
-            bench_mariposa_crash(args, rows, engine, d, Path(t))
+            if "health" in args.scenarios:
+                bench_mariposa_health(args, rows, engine, d, Path(t))
+            if "crash" in args.scenarios:
+                bench_mariposa_crash(args, rows, engine, d, Path(t))
         finally:
             d.cleanup()
+
+
+# ---- docker and mariposa crashes, side by side ---------------------------------------------------
+
+
+def bench_crash_paired(args, rows: list[Row], engine: Engine) -> None:
+    """Docker's restart and Mariposa's, one crash of each in turn (the order alternating), so a
+    shared machine's load falls on both alike; run one after the other, minutes apart, the two
+    rows measure the load as much as the peers."""
+    docker_row = Row("docker --restart always", "crash: exit 1 -> running again")
+    mariposa_row = Row("mariposa", "crash: exit 1 -> running again")
+    rows += [docker_row, mariposa_row]
+    label = f"mariposa.bench-recovery={os.getpid()}"
+    network = f"mbench-recovery-{os.getpid()}"
+    docker("network", "create", "--label", label, network)
+    with tempfile.TemporaryDirectory() as t:
+        d = Daemon(Path(t))
+        try:
+            d.start()
+            cid = docker("run", "-d", "--restart", "always", "--init", "--label", label, "--network", network,
+                         IMAGE, "sh", "-c", CRASHER).strip()
+            wait_for(lambda: engine.state(cid).get("Running"), 30, "container up")
+            inst = _add(d, Path(t), "rcrash", CRASH_MANIFEST)
+            peers = [(docker_row, cid), (mariposa_row, inst["runtime_id"])]
+            for i in range(args.injections):
+                for row, ref in (peers if i % 2 == 0 else peers[::-1]):
+                    if args.fresh:
+                        up_long_enough(engine, ref)
+                    row.add(crash_and_measure(engine, ref, args.timeout))
+                time.sleep(args.spacing)
+        except GaveUp as exc:
+            mariposa_row.note = str(exc)
+        finally:
+            d.cleanup()
+            ids = docker("ps", "-aq", "--filter", f"label={label}").split()
+            if ids:
+                docker("rm", "-f", *ids, check=False)
+            docker("network", "rm", network, check=False)
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -459,6 +504,17 @@ def report(rows: list[Row], args) -> None:
             print(f"  sequence, {r.peer}, {r.scenario.strip()}: " + " ".join(f"{v:.2f}" for v in r.samples))
 
 
+def ratio(rows: list[Row]) -> None:
+    """The issue's bound: Mariposa's restart within 1.2 x Docker's own, at the median and p95."""
+    docker_row = next((r for r in rows if r.peer.startswith("docker") and r.samples), None)
+    mariposa_row = next((r for r in rows if r.peer == "mariposa" and r.scenario.startswith("crash") and r.samples),
+                        None)
+    if docker_row and mariposa_row:
+        d, m = docker_row.samples, mariposa_row.samples
+        print(f"\nmariposa / docker --restart always, crash: median {statistics.median(m) / statistics.median(d):.2f}, "
+              f"p95 {p95(m) / p95(d):.2f} (goal: <= 1.20 each; 1-min load now {os.getloadavg()[0]:.1f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="supervisord,docker,mariposa",
@@ -467,6 +523,8 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, default=1.0, help="seconds between a recovery and the next failure")
     ap.add_argument("--fresh", action="store_true", help="first failures only (see the module docstring)")
     ap.add_argument("--timeout", type=float, default=120.0, help="give a scenario up after a recovery this long")
+    ap.add_argument("--scenarios", default="crash,health",
+                    help="mariposa's scenarios: crash (restart in place, beside docker's), health")
     args = ap.parse_args()
     peers = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(peers) - {"supervisord", "docker", "mariposa"}
@@ -476,7 +534,14 @@ def main() -> None:
     engine = Engine()
     if {"docker", "mariposa"} & set(peers):
         ensure_image()
+    paired = "docker" in peers and "mariposa" in peers and "crash" in args.scenarios
+    if paired:
+        print("measuring docker and mariposa crashes, side by side ...", flush=True)
+        bench_crash_paired(args, rows, engine)
+        args.scenarios = args.scenarios.replace("crash", "")
     for peer in peers:
+        if paired and (peer == "docker" or (peer == "mariposa" and "health" not in args.scenarios)):
+            continue
         print(f"measuring {peer} ...", flush=True)
         if peer == "supervisord":
             bench_supervisord(args, rows)
@@ -485,6 +550,7 @@ def main() -> None:
         else:
             bench_mariposa(args, rows, engine)
     report(rows, args)
+    ratio(rows)
 
 
 if __name__ == "__main__":

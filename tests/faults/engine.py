@@ -2,15 +2,14 @@
 data root and exec root, that a test may stop and start at will. The host's engine serves every
 other test running on the machine and must never be restarted.
 
-Why these flags: `--bridge=<a bridge of our own>` keeps our engine off the host's docker0 (NOT
-`--bridge=none`: a dockerd started with it deletes the interface docker0, which the host's engine
-and every other test on the machine need; the lead found docker0 gone twice and put it back); `--iptables=false`
-keeps it out of the host's firewall, which the host's engine owns (two engines editing one
-DOCKER chain undo each other); `--default-address-pool` gives our project networks a range of
-their own; `--cgroup-parent` keeps our containers' cgroups apart. User-defined bridge networks
-work: containers get addresses, names resolve, the host reaches them. Traffic between two of
-our containers is dropped by the host's FORWARD policy (we add no rules), which no test here
-needs.
+Why its own network namespace: a dockerd started again on a data root that it left deletes the
+host's docker0 (seen here: with --bridge=none at every start, with a bridge of its own at the
+second start), and the host's engine and every other test need docker0. In a namespace of its
+own (`ip netns`) our engine has its own docker0, bridges and firewall, and touches none of the
+host's. `--iptables=false` still, as nothing here needs NAT; `--cgroup-parent` keeps our
+containers' cgroups apart. The daemon under test reaches the engine by its unix socket, which a
+network namespace does not hide. The host cannot reach our containers' addresses, which no
+runtime-fault test needs.
 
 Paths are short on purpose: dockerd's and containerd's unix sockets live under the exec root,
 and a socket path has at most 107 bytes.
@@ -40,23 +39,22 @@ class PrivateEngine:
         self.host = f"unix://{self.socket}"
         self.log = self.root / "dockerd.log"
         self.proc: subprocess.Popen | None = None
-        self.bridges: set[str] = set()  # host interfaces our networks made, removed in close()
-        # the default bridge of our engine: one of our own, never docker0 (see the module's doc)
-        self.bridge = "mfb" + self.root.name[-8:].replace("_", "x")
-        self.bridges.add(self.bridge)
+        self.netns = "mfr" + self.root.name[-8:].replace("_", "x")  # see the module's doc
 
     def start(self, timeout: float = 60) -> float:
         """Start dockerd and wait until it answers; the seconds that took."""
         began = time.monotonic()
-        if not Path("/sys/class/net", self.bridge).exists():
-            subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True, capture_output=True)
-            subprocess.run(["ip", "addr", "add", "10.214.0.1/24", "dev", self.bridge], check=True, capture_output=True)
-            subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True, capture_output=True)
+        if not Path("/run/netns", self.netns).exists():
+            subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+            subprocess.run(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"], check=True,
+                           capture_output=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["dockerd", "--host", self.host, "--data-root", str(self.root / "data"),
+                # nsenter, not `ip netns exec`: that one mounts a new /sys, without the cgroups dockerd needs
+                ["nsenter", f"--net=/run/netns/{self.netns}", "dockerd", "--host", self.host,
+                 "--data-root", str(self.root / "data"),
                  "--exec-root", str(self.root / "x"), "--pidfile", str(self.root / "d.pid"),
-                 f"--bridge={self.bridge}", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+                 "--iptables=false", "--ip6tables=false", "--ip-masq=false",
                  "--default-address-pool", ADDRESS_POOL, "--cgroup-parent", f"/{self.root.name}",
                  "--log-level", "warn"],
                 stdout=log, stderr=log, start_new_session=True,
@@ -73,7 +71,6 @@ class PrivateEngine:
         """SIGTERM dockerd and wait for it to exit (it stops its containers first); the seconds."""
         began = time.monotonic()
         if self.proc and self.proc.poll() is None:
-            self.remember_bridges()
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=timeout)
         return time.monotonic() - began
@@ -100,13 +97,6 @@ class PrivateEngine:
         out = self.docker(*args).stdout.decode()
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
-    def remember_bridges(self) -> None:
-        """dockerd leaves a network's bridge on the host when it exits; note them while it answers."""
-        if not self.running:
-            return
-        r = self.docker("network", "ls", "-q", "--no-trunc", "--filter", "driver=bridge", check=False)
-        self.bridges |= {f"br-{net[:12]}" for net in r.stdout.decode().split()}
-
     def log_tail(self, size: int = 3000) -> str:
         try:
             return self.log.read_text(errors="replace")[-size:]
@@ -115,22 +105,20 @@ class PrivateEngine:
 
     def close(self) -> None:
         """Remove every container and network (while the engine answers), stop it, then remove
-        what an engine leaves on a host: bridges, mounts under its roots, its files."""
+        what an engine leaves on a host: its network namespace (and every bridge in it), mounts
+        under its roots, its files."""
         try:
             if self.running:
                 ids = self.docker("ps", "-aq", check=False).stdout.decode().split()
                 if ids:
                     self.docker("rm", "-f", *ids, check=False)
-                self.remember_bridges()
                 self.docker("network", "prune", "-f", check=False)
             self.stop()
         finally:
             if self.proc and self.proc.poll() is None:  # SIGTERM was not enough
                 self.proc.kill()
                 self.proc.wait(timeout=30)
-            for bridge in sorted(self.bridges):
-                if Path("/sys/class/net", bridge).exists():
-                    subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+            subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
             with open("/proc/self/mounts") as mounts:
                 points = [line.split()[1] for line in mounts if line.split()[1].startswith(str(self.root) + "/")]
             for point in sorted(points, key=len, reverse=True):

@@ -311,6 +311,27 @@ async def test_parallel_creates_share_one_network(driver, owner, project):
     assert len(nets) == 1
 
 
+async def test_a_network_removed_behind_our_back_is_made_again(driver, owner, project):
+    """The driver remembers the networks it has seen, so creates do not ask each time; one
+    removed since (by hand, or by another daemon's delete) is made again at the next create."""
+    spec = ServiceSpec(name="web", image=IMAGE, command=SLEEPER)
+    first = await driver.create(request(owner, project, spec))
+    docker("rm", "-f", first.runtime_id)
+    docker("network", "rm", network_name(project, "itest"))
+    again = await driver.create(request(owner, project, spec))
+    assert again.state == InstanceState.RUNNING and again.address
+    assert [i.id for i in await driver.inventory(project)] == [again.id]
+    assert len(docker("network", "ls", "-q", "--filter", f"label={LABEL_PROJECT}={project}").stdout.split()) == 1
+
+
+async def test_create_of_a_missing_image_says_mariposa_never_pulls(driver, owner, project):
+    spec = ServiceSpec(name="web", image="mariposa-test/not-there:1.0", command=SLEEPER)
+    with pytest.raises(ImageNotFound) as info:
+        await driver.create(request(owner, project, spec))
+    assert "mariposa-test/not-there:1.0" in str(info.value) and "never pulls" in str(info.value)
+    assert await driver.inventory() == []
+
+
 async def test_unreachable_engine_is_runtime_unavailable(tmp_path):
     d = DockerDriver("nobody", docker_host=f"unix://{tmp_path}/missing.sock")
     try:

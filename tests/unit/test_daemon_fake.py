@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import httpx
 import pytest
@@ -253,3 +254,34 @@ async def test_a_failing_service_is_retried_when_its_back_off_ends_not_at_the_re
     for n, (before, after) in enumerate(zip(tasks, tasks[1:4], strict=False), start=1):
         gap = after["created"] - before["ended"]
         assert RETRY.delay(n) - 0.1 <= gap < RETRY.delay(n) + 1.0, (n, gap)
+
+
+async def test_following_tasks_streams_each_change_and_ends_when_all_end(daemon):
+    """``--wait`` follows tasks on one stream: every task once at first, again whenever it
+    changes, and the stream ends with the last task's end, not at the next poll."""
+    client, driver, _ = daemon
+    r = await client.post("/v1/projects", json={"name": "jupiter", "manifest": MANIFEST})
+    tasks = r.json()["tasks"]
+    ids = ",".join(t["id"][:10] for t in tasks)  # prefixes name tasks here as everywhere
+    seen: list[dict] = []
+    with trio.fail_after(10):
+        # a stream's connection is not reused (the server may close it as the stream ends)
+        async with client.stream("GET", "/v1/queue", params={"follow": "1", "ids": ids},
+                                 headers={"Connection": "close"}) as resp:
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                if line.strip():
+                    seen.append(json.loads(line))
+    assert {t["id"] for t in seen} == {t["id"] for t in tasks}
+    last = {t["id"]: t for t in seen}
+    assert all(t["state"] == "completed" for t in last.values())
+    assert len(running(driver, "web")) == 3
+    # a change is sent once: no two consecutive copies of one task are alike
+    for task_id in last:
+        mine = [t for t in seen if t["id"] == task_id]
+        assert all(a != b for a, b in zip(mine, mine[1:], strict=False))
+
+    r = await client.get("/v1/queue", params={"follow": "1", "ids": ""})
+    assert r.status_code == 400 and "ids" in r.json()["message"]
+    r = await client.get("/v1/queue", params={"follow": "1", "ids": "nosuchtask"})
+    assert r.status_code == 404
