@@ -200,12 +200,5 @@ class Services(Area):
 
 
 def _one_of(insts: builtins.list, ref: str, where: str):
-    """The instance ``ref`` names among ``insts`` (id, name, or a unique prefix of 4+ of the id)."""
-    for match in (lambda i: ref in (i.id, i.name, i.runtime_id, logs.short_name(i)),
-                  lambda i: len(ref) >= 4 and (i.id.startswith(ref) or i.runtime_id.startswith(ref))):
-        found = [i for i in insts if match(i)]
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise BadRequest(f"instance '{ref}' is ambiguous in {where}; give more characters")
-    raise NotFound(f"no instance '{ref}' in {where}")
+    """The instance ``ref`` names among ``insts`` (id, name, short name, or a unique prefix of 4+ of the id)."""
+    return views.pick_instance(insts, ref, where, names=lambda i: (logs.short_name(i),))

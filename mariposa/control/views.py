@@ -37,15 +37,20 @@ async def instances(ctx: Context, project_id: str, service: str | None = None) -
 
 async def find_instance(ctx: Context, ref: str) -> Instance:
     """An instance by Mariposa id, name or runtime id, or a unique prefix (4+ characters) of an id."""
-    everything = await ctx.inventory()
-    for match in (lambda i: ref in (i.id, i.name, i.runtime_id),
+    return pick_instance(await ctx.inventory(), ref)
+
+
+def pick_instance(insts: list[Instance], ref: str, where: str = "", names=lambda i: ()) -> Instance:
+    """The instance ``ref`` names among ``insts``: its id, name, runtime id or one of ``names(i)``
+    exactly, else a unique prefix (4+ characters) of an id; ``where`` says where, in errors."""
+    for match in (lambda i: ref in (i.id, i.name, i.runtime_id, *names(i)),
                   lambda i: len(ref) >= 4 and (i.id.startswith(ref) or i.runtime_id.startswith(ref))):
-        found = [i for i in everything if match(i)]
+        found = [i for i in insts if match(i)]
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise BadRequest(f"instance '{ref}' is ambiguous; give more characters")
-    raise NotFound(f"no instance '{ref}'")
+            raise BadRequest(f"instance '{ref}' is ambiguous{' in ' + where if where else ''}; give more characters")
+    raise NotFound(f"no instance '{ref}'{' in ' + where if where else ''}")
 
 
 async def services(ctx: Context, project: ProjectRow) -> list[dict]:

@@ -164,14 +164,15 @@ class _ContainerChecks(_Shapes):
         self.fields["hostname"] = value
 
     def read_only(self, at: _At) -> None:
-        value = self.flag(at)
-        if value is not None:
-            self.fields["read_only"] = value
+        self.set_flag(at, "read_only")
 
     def init(self, at: _At) -> None:
+        self.set_flag(at, "init")
+
+    def set_flag(self, at: _At, key: str) -> None:
         value = self.flag(at)
         if value is not None:
-            self.fields["init"] = value
+            self.fields[key] = value
 
     def privileged(self, at: _At) -> None:
         value = self.flag(at)
