@@ -70,7 +70,10 @@ WRONG_NUMBER = [[1], {"a": 1}, 1.5, True, "many", -1, 0.0001, "1e400"]
 KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "version": WRONG_TEXT,
         "image": WRONG_TEXT, "instance": WRONG_TEXT, "if_version": WRONG_TEXT + [10 ** 30],
         "scale": WRONG_NUMBER + [10 ** 30, "+" + "9" * 40], "rolling": WRONG_NUMBER, "count": WRONG_NUMBER,
-        "canary": WRONG_NUMBER}
+        "canary": WRONG_NUMBER,
+        # the env files read beside a manifest (path: text or {"error": why}) and its directory
+        "env_files": [[1], 1.5, True, {"a": 1}, {"a": {"oops": "x"}}, {"a": "x" * 300_000}],
+        "base_dir": [[1], 1.5, True, "relative/dir", "/a\u0000b"]}
 ROLLOUT = {"rolling", "count", "canary"}
 P, S = "/v1/projects/{project}", "/v1/projects/{project}/services/{service}"
 # The JSON keys each route reads. Every route of the table must be here (run() checks), so a new
@@ -80,6 +83,8 @@ BODY_KEYS: dict[tuple[str, str], set[str]] = {
     ("PUT", P): {"manifest", "filename", "if_version", "env_files", "base_dir"} | ROLLOUT,
     ("POST", P + "/revert"): {"version"} | ROLLOUT,
     ("POST", P + "/diff"): {"manifest", "filename", "env_files", "base_dir"} | ROLLOUT,
+    ("POST", P + "/services"): {"name", "manifest", "filename"},
+    ("PUT", S): {"manifest", "filename"} | ROLLOUT,
     ("POST", S + "/scale"): {"scale"},
     ("POST", S + "/reprovision"): {"version", "image", "instance"} | ROLLOUT,
     ("POST", S + "/revert"): {"version"} | ROLLOUT,
