@@ -86,7 +86,7 @@ POWERFUL = f"""services:
     image: {IMAGE}
     command: sleep 100000
     cap_add: [SYS_ADMIN]
-    devices: [/dev/fuse]
+    devices: ["/dev/zero:/dev/host-zero:r"]  # every host has it (a fresh machine has no /dev/fuse)
 """
 # privileged: true starts no container on this machine (it is itself a container whose bounding
 # set lacks CAP_SYS_RESOURCE), so it is shown refused here and mapped in tests/unit.
@@ -107,7 +107,7 @@ def test_options_that_give_the_host_need_allow_privileged(tmp_path):
         assert f"{tmp_path / 'm.yaml'}:5:19: services.edge.network_mode: network_mode: host gives the container " \
                "control of the host; set allow_privileged = true in mariposa.toml to allow it" in r.stderr
         assert "m.yaml:13:15: services.tools.cap_add[0]: capability SYS_ADMIN gives" in r.stderr
-        assert "m.yaml:14:15: services.tools.devices[0]: device /dev/fuse gives" in r.stderr
+        assert "m.yaml:14:15: services.tools.devices[0]: device /dev/zero gives" in r.stderr
         (tmp_path / "p.yaml").write_text(PRIVILEGED)
         r = d.cli("project", "add", "priv", str(tmp_path / "p.yaml"), check=False)
         assert r.returncode != 0 and "p.yaml:4:17: services.tools.privileged: privileged: true gives" in r.stderr
@@ -121,8 +121,9 @@ def test_options_that_give_the_host_need_allow_privileged(tmp_path):
         assert json.loads(docker("inspect", edge["ID"]))[0]["HostConfig"]["NetworkMode"] == "host"
         (tools,) = d.running("tools")
         tools_host = json.loads(docker("inspect", tools["ID"]))[0]["HostConfig"]
-        assert tools_host["CapAdd"] == ["CAP_SYS_ADMIN"] and tools_host["Devices"][0]["PathOnHost"] == "/dev/fuse"
-        assert "fuse" in docker("exec", tools["ID"], "ls", "/dev")
+        assert tools_host["CapAdd"] == ["CAP_SYS_ADMIN"] and tools_host["Devices"] == [
+            {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/host-zero", "CgroupPermissions": "r"}]
+        assert "host-zero" in docker("exec", tools["ID"], "ls", "/dev")
         # its http check reaches it on the host's own interface
         healthy = wait_until(lambda: all_healthy(d, "edge", "edge", 1), timeout=30, what="the host-network check")
         assert next(iter(healthy.values()))["checks"][0]["detail"].startswith("HTTP 200")
