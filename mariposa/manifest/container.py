@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 from mariposa.manifest.report import DOMAIN_LABEL_RE, _At, _did_you_mean, _is_int
 from mariposa.manifest.shapes import _Shapes
-from mariposa.manifest.units import parse_size
 
 CAPABILITIES = frozenset({
     "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE", "CHOWN",
@@ -195,13 +194,8 @@ class _ContainerChecks(_Shapes):
         self.fields["tmpfs"] = tuple(out)
 
     def shm_size(self, at: _At) -> None:
-        if not isinstance(at.value, (str, int)) or isinstance(at.value, bool):
-            self.wrong_type(at, "a size such as 64m, or an integer number of bytes")
-            return
-        try:
-            size = parse_size(at.value)
-        except ValueError as exc:
-            self.problem(at, str(exc))
+        size = self.size(at, "64m")
+        if size is None:
             return
         if size <= 0:
             self.problem(at, "shm_size must be above 0")

@@ -29,7 +29,7 @@ from mariposa.manifest.report import (
 )
 from mariposa.manifest.shapes import _shown
 from mariposa.manifest.supervision import _SupervisionChecks
-from mariposa.manifest.units import format_size, parse_size
+from mariposa.manifest.units import format_size
 from mariposa.manifest.volumes import _VolumeChecks
 from mariposa.model import PortSpec
 from mariposa.packages import package_names, resolve_package
@@ -129,13 +129,8 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _SupervisionChecks):
         self.chosen_package = package
 
     def memory(self, at: _At) -> None:
-        if not isinstance(at.value, (str, int)) or isinstance(at.value, bool):
-            self.wrong_type(at, "a size such as 512m or 1g, or an integer number of bytes")
-            return
-        try:
-            size = parse_size(at.value)
-        except ValueError as exc:
-            self.problem(at, str(exc))
+        size = self.size(at)
+        if size is None:
             return
         if size < MIN_MEMORY:
             hint = f" (did you mean {at.value}m?)" if _is_int(at.value) else ""

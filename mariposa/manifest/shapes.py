@@ -18,7 +18,7 @@ from mariposa.manifest.report import (
     _scalar_text,
 )
 from mariposa.manifest.rules import Rules
-from mariposa.manifest.units import split_command
+from mariposa.manifest.units import parse_size, split_command
 from mariposa.model import PortSpec
 from mariposa.packages import Package
 
@@ -56,6 +56,17 @@ class _Shapes:
     def wrong_type(self, at: _At, expected: str) -> None:
         self.failed = True
         self.report.wrong_type(at, expected)
+
+    def size(self, at: _At, example: str = "512m or 1g") -> int | None:
+        """Bytes, from 512m, 1g, 1.5GiB or an integer number of bytes (manifest/units.py)."""
+        if not isinstance(at.value, (str, int)) or isinstance(at.value, bool):
+            self.wrong_type(at, f"a size such as {example}, or an integer number of bytes")
+            return None
+        try:
+            return parse_size(at.value)
+        except ValueError as exc:
+            self.problem(at, str(exc))
+            return None
 
     def flag(self, at: _At) -> bool | None:
         if not isinstance(at.value, bool):

@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from mariposa.manifest.report import _At, _did_you_mean, _Report
 from mariposa.manifest.shapes import _Shapes
-from mariposa.manifest.units import parse_size
 from mariposa.model import MountSpec
 
 VOLUME_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
@@ -100,7 +98,7 @@ class _VolumeChecks(_Shapes):
             inner = self.options(opts["tmpfs"], ("size",), "tmpfs") or {}
             size_at = inner.get("size")
         if size_at is not None and kind == "tmpfs":
-            size = self.size(size_at)
+            size = self.size(size_at, "64m")
         elif size_at is not None:
             self.problem(size_at, "'size' only applies to tmpfs volumes", on_key=True)
         if kind is None or target is None:
@@ -180,13 +178,3 @@ class _VolumeChecks(_Shapes):
             return False
         return True
 
-    def size(self, at: _At) -> int | None:
-        value: Any = at.value
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            self.wrong_type(at, "a size such as 64m")
-            return None
-        try:
-            return parse_size(value)
-        except ValueError as exc:
-            self.problem(at, str(exc))
-            return None
