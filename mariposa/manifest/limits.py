@@ -2,11 +2,14 @@
 
 A manifest is a hand-edited file of a few KiB. Without bounds, 408 bytes of nested aliases (a
 "billion laughs") took 18 s and 780 MB to report a duplicate key, one 1 MB comment line took the
-scanner a quadratic quarter of a minute, and 300 nested brackets ran Python out of stack. So:
+scanner a quadratic quarter of a minute, 300 nested brackets ran Python out of stack, and 130,000
+list items took 17 s. So:
 
 - the whole text is at most ``MAX_BYTES`` and each line at most ``MAX_LINE`` characters;
-- nesting is at most ``MAX_DEPTH`` collections deep, measured on the token stream (the scanner
-  is a loop; ruamel's composer, which comes after it, recurses);
+- on libyaml's event stream (a loop in C that stops at the first event past a bound): nesting is
+  at most ``MAX_DEPTH`` collections deep (composing, which comes after, recurses), and the text
+  writes at most ``MAX_VALUES`` values (composing costs about 15 us a value; 25,000 of them are
+  half a second, and a 1,000-service manifest writes about 17,000);
 - aliases may not expand the document past ``MAX_NODES`` values: counted on the composed graph,
   where an alias is the node it names, each node's expansion computed once;
 - a ``%YAML`` directive names 1.1 or 1.2: ruamel checks only the first document's major version,
@@ -17,22 +20,17 @@ Each refusal is a ``ManifestProblem`` at the line and column where the limit was
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
-from ruamel.yaml.scanner import RoundTripScanner
-from ruamel.yaml.tokens import (
-    BlockEndToken,
-    BlockMappingStartToken,
-    BlockSequenceStartToken,
-    DirectiveToken,
-    FlowMappingEndToken,
-    FlowMappingStartToken,
-    FlowSequenceEndToken,
-    FlowSequenceStartToken,
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    DocumentStartEvent,
+    ScalarEvent,
 )
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from mariposa.manifest.errors import ManifestProblem
 
@@ -40,9 +38,11 @@ MAX_BYTES = 1024 * 1024
 MAX_LINE = 16 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 100_000
+MAX_VALUES = 25_000
 
-_OPEN = (BlockMappingStartToken, BlockSequenceStartToken, FlowMappingStartToken, FlowSequenceStartToken)
-_CLOSE = (BlockEndToken, FlowMappingEndToken, FlowSequenceEndToken)
+_OPEN = CollectionStartEvent
+_CLOSE = CollectionEndEvent
+_VALUE = (ScalarEvent, AliasEvent, CollectionStartEvent)
 
 
 def text_problem(text: str, filename: str) -> ManifestProblem | None:
@@ -59,54 +59,41 @@ def text_problem(text: str, filename: str) -> ManifestProblem | None:
 
 
 YAML_VERSIONS = ((1, 1), (1, 2))
+Version = tuple[int, int]
 
 
-class _TooDeep(Exception):
-    def __init__(self, mark: Any):
-        self.mark = mark
+def event_problem(events: Iterable[Any], filename: str) -> tuple[ManifestProblem | None, Version | None]:
+    """Nesting depth, written values and ``%YAML`` versions, on libyaml's event stream.
 
-
-class _BoundedScanner(RoundTripScanner):
-    """Refuses a flow collection past the depth as the scanner reaches it, not when its token is
-    handed out: for every open flow collection ruamel looks up to 1,024 characters ahead for a
-    key's ':', each look a loop over the open collections, so 5,000 '[' took seconds before the
-    65th came out."""
-
-    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:
-        if self.flow_level + len(self.indents) >= MAX_DEPTH:
-            raise _TooDeep(self.reader.get_mark())
-        super().fetch_flow_collection_start(TokenClass, to_push)
-
-
-def token_problem(yaml: YAML, text: str, filename: str) -> ManifestProblem | None:
-    """Nesting depth and ``%YAML`` versions, on the token stream (a loop, no recursion)."""
-    depth = 0
-    mark = None
-    yaml.Scanner = _BoundedScanner
-    try:
-        for token in yaml.scan(text):
-            mark = token.start_mark
-            if isinstance(token, DirectiveToken) and token.name == "YAML" and token.value not in YAML_VERSIONS:
-                version = ".".join(str(part) for part in token.value or ())
+    The event stream is a loop in C, so it reads 100,000 open brackets without recursing, and it
+    stops at the first event past a bound. Composing, the step after it, is the one that recurses
+    (in C: past the depth it crashed the process) and costs about 15 us a value (resolving each
+    scalar's tag is Python), so both bounds are checked here, before it runs. Syntax errors are
+    let through: composing reports the first one, with its position. Also returns the first
+    document's ``%YAML`` version, which decides how its scalars read ("yes", "010")."""
+    depth = values = 0
+    version: Version | None = None
+    for event in events:
+        mark = event.start_mark
+        if isinstance(event, DocumentStartEvent) and event.version:
+            if tuple(event.version) not in YAML_VERSIONS:
+                named = ".".join(str(part) for part in event.version)
                 return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
-                                       f"YAML version {version} is not supported (1.1 or 1.2)")
-            if isinstance(token, _OPEN):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
-                                           f"collections nest more than {MAX_DEPTH} deep")
-            elif isinstance(token, _CLOSE):
-                depth -= 1
-    except _TooDeep as deep:
-        return ManifestProblem(filename, deep.mark.line + 1, deep.mark.column + 1, "",
-                               f"collections nest more than {MAX_DEPTH} deep")
-    except YAMLError:
-        raise  # a syntax error: the caller reports it with ruamel's own position
-    except Exception as exc:  # a Python error let through: int() of 5,000 digits
-        line, column = (mark.line, mark.column) if mark is not None else (0, 0)
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return ManifestProblem(filename, line + 1, column + 1, "", f"cannot read the manifest: {detail}")
-    return None
+                                       f"YAML version {named} is not supported (1.1 or 1.2)"), None
+            version = version or (event.version[0], event.version[1])
+        if isinstance(event, _OPEN):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
+                                       f"collections nest more than {MAX_DEPTH} deep"), None
+        elif isinstance(event, _CLOSE):
+            depth -= 1
+        if isinstance(event, _VALUE):
+            values += 1
+            if values > MAX_VALUES:
+                return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
+                                       f"the manifest writes more than {MAX_VALUES:,} values"), None
+    return None, version
 
 
 def expansion_problem(root: Node | None, filename: str) -> ManifestProblem | None:

@@ -1,7 +1,8 @@
 """Manifest text to ruamel round-trip nodes, keeping where every value was written.
 
-The round-trip loader is used (not the safe one) because its containers remember line and column,
-which is what lets every later problem point at the offending spot. JSON is valid YAML to ruamel,
+libyaml composes the nodes (reader.py; what it refuses, fallback.py reads again) and ruamel's
+round-trip constructor builds them, because its containers remember line and column, which is
+what lets every later problem point at the offending spot. JSON is valid YAML to ruamel,
 so JSON manifests take the same path and get the same positions.
 
 Positions here are ruamel's 0-based ``(line, column)`` pairs; errors.py is where they become
@@ -10,14 +11,15 @@ Positions here are ruamel's 0-based ``(line, column)`` pairs; errors.py is where
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
+import attrs
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from mariposa.manifest import limits
+from mariposa.manifest import fallback, limits, reader
 from mariposa.manifest.errors import ManifestError, ManifestProblem
 
 Pos = tuple[int, int]
@@ -26,8 +28,27 @@ START: Pos = (0, 0)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _yaml() -> YAML:
-    return YAML(typ="rt", pure=True)
+def _yaml(version: reader.Version | None = None) -> YAML:
+    """The round-trip constructor, which gives containers their positions; it reads ints and
+    bools as the document's YAML ``version`` says."""
+    yaml = YAML(typ="rt", pure=True)
+    yaml.version = version
+    return yaml
+
+
+class _Reading(Protocol):
+    def bounds(self, text: str, filename: str) -> tuple[ManifestProblem | None, limits.Version | None]: ...
+
+    def compose(self, text: str, version: limits.Version | None = None) -> Node | None: ...
+
+
+_OUT_OF_TIME = ("; a manifest this large is read by libyaml alone, which needs quotes around a value"
+                " with ':' inside [ ] or { }")
+
+
+class _LibyamlRefused(Exception):
+    def __init__(self, problem: ManifestProblem):
+        self.problem = problem
 
 
 def load(text: str, filename: str) -> Any:
@@ -35,38 +56,56 @@ def load(text: str, filename: str) -> Any:
 
     Raises ``ManifestError`` for syntax errors and duplicate keys, the problems ruamel finds
     before validation can see anything, and for manifests over the bounds of ``limits.py``.
+    libyaml reads the text (reader.py); what it refuses, ruamel's pure scanner reads again on a
+    budget, and its verdict is the one given (fallback.py says why).
     """
     problem = limits.text_problem(text, filename)
     if problem is not None:
         raise ManifestError([problem])
     try:
-        problem = limits.token_problem(_yaml(), text, filename)
-    except YAMLError:
-        problem = None  # a syntax error: composing reports the first one, with its position
-    if problem is not None:
-        raise ManifestError([problem])
-    # One compose serves the expansion bound and the construction: composing is most of the cost
-    # of reading a manifest, and a second one (through YAML.load) made it half again as slow.
-    yaml = _yaml()
+        return _read(text, filename, reader.Libyaml())
+    except _LibyamlRefused as refused:
+        try:
+            return _read(text, filename, fallback.Pure())
+        except fallback.TooSlow:
+            message = refused.problem.message + _OUT_OF_TIME
+            raise ManifestError([attrs.evolve(refused.problem, message=message)]) from None
+
+
+def _read(text: str, filename: str, reading: _Reading) -> Any:
+    fast = isinstance(reading, reader.Libyaml)
+    version: limits.Version | None = None
     try:
-        root = yaml.compose(text)
-        problem = limits.expansion_problem(root, filename)
+        problem, version = reading.bounds(text, filename)
         if problem is None:
-            return None if root is None else yaml.constructor.construct_document(root)
+            root = reading.compose(text, version)
+            problem = limits.expansion_problem(root, filename)
+        if problem is None:
+            return None if root is None else _yaml(version).constructor.construct_document(root)
+    except fallback.TooSlow:
+        raise
     except DuplicateKeyError as exc:
         # ruamel stops at the first duplicate; walk the composed tree to report all of them.
         # Two merge keys ('<<') in one mapping are the one duplicate the walk does not count.
-        problems = _duplicate_keys(text, filename) or [_syntax_problem(exc, filename)]
+        problems = _duplicate_keys(reading.compose(text, version), filename) or [_syntax_problem(exc, filename)]
         raise ManifestError(problems) from None
     except MarkedYAMLError as exc:
+        if fast:
+            raise _LibyamlRefused(_syntax_problem(exc, filename)) from None
         raise ManifestError([_syntax_problem(exc, filename)]) from None
     except YAMLError as exc:  # ReaderError (control characters, bad encoding) has no mark
+        if fast:
+            raise _LibyamlRefused(_reader_problem(exc, text, filename)) from None
         raise ManifestError([_reader_problem(exc, text, filename)]) from None
     except Exception as exc:
         # An explicit tag on a value that is no such thing ("!!int abc", "!!bool maybe"):
         # ruamel's constructor raises whatever Python raised (ValueError, KeyError ...) with no
         # position, so find the value it stumbled on.
-        raise ManifestError([_construction_problem(exc, text, filename)]) from None
+        try:
+            root = reading.compose(text, version)
+        except Exception:  # composing failed itself: nothing to search, only the error's own words
+            root = None
+        raise ManifestError([_construction_problem(exc, root, version, filename)]) from None
     raise ManifestError([problem])
 
 
@@ -99,12 +138,9 @@ def _reader_problem(exc: YAMLError, text: str, filename: str) -> ManifestProblem
     return ManifestProblem(filename, line + 1, col + 1, "", f"cannot read the manifest: {detail}")
 
 
-def _construction_problem(exc: Exception, text: str, filename: str) -> ManifestProblem:
-    yaml = _yaml()
-    try:
-        root = yaml.compose(text)
-    except Exception:  # composing failed itself: nothing to search, only the error's own words
-        root = None
+def _construction_problem(exc: Exception, root: Node | None, version: limits.Version | None,
+                          filename: str) -> ManifestProblem:
+    constructor = _yaml(version).constructor
     merge = _self_merge(root, [])
     if merge is not None:
         mark = merge.start_mark
@@ -119,7 +155,7 @@ def _construction_problem(exc: Exception, text: str, filename: str) -> ManifestP
         seen.add(id(node))
         if isinstance(node, ScalarNode):
             try:
-                yaml.constructor.construct_object(node)
+                constructor.construct_object(node)
             except Exception:
                 mark, kind = node.start_mark, str(node.tag).rsplit(":", 1)[-1]
                 return ManifestProblem(filename, mark.line + 1, mark.column + 1, "",
@@ -155,7 +191,7 @@ def _self_merge(node: Node | None, ancestors: list[Node]) -> Node | None:
     return None
 
 
-def _duplicate_keys(text: str, filename: str) -> list[ManifestProblem]:
+def _duplicate_keys(root: Node | None, filename: str) -> list[ManifestProblem]:
     problems: list[ManifestProblem] = []
     seen_nodes: set[int] = set()
 
@@ -184,7 +220,6 @@ def _duplicate_keys(text: str, filename: str) -> list[ManifestProblem]:
             for index, item in enumerate(node.value):
                 walk(item, f"{path}[{index}]")
 
-    root = _yaml().compose(text)
     if root is not None:
         walk(root, "")
     return problems

@@ -67,6 +67,7 @@ from hypothesis import strategies as st
 
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.manifest import limits as manifest_limits
+from mariposa.manifest.validate import MAX_SERVICES
 from mariposa.model import ProjectSpec
 from mariposa.packages import DEFAULT_PACKAGES
 
@@ -614,15 +615,20 @@ def odd_names(rng: random.Random) -> str:
 
 
 def bounds(rng: random.Random) -> str:
-    """Texts just past the bounds that are checked before any YAML is read (size, line length)
-    and at the scale bound. The bounds checked after the YAML is built (1,000 services, 100,000
-    values) are not here: reaching them costs seconds of parsing (see the report of issue 11)."""
-    which = rng.choice(["bytes", "line", "scale"])
+    """Texts at and just past the bounds checked before the YAML is built (size, line length,
+    written values: libyaml reads to them in a tenth of a second) and at the scale bound."""
+    which = rng.choice(["bytes", "line", "scale", "values", "services"])
     if which == "bytes":
         filler = rng.choice(["#" + "x" * 120 + "\n", "\n", " " * 100 + "\n", "- x\n"])
         return "services:\n  web:\n    image: x\n" + filler * (manifest_limits.MAX_BYTES // len(filler) + 1)
     if which == "line":
         return "services:\n  web:\n    image: " + "x" * (manifest_limits.MAX_LINE + rng.choice([-20, 1, 100])) + "\n"
+    if which == "values":  # nine values come before the list's items
+        items = manifest_limits.MAX_VALUES - 9 + rng.choice([0, 1, 100])
+        return "services:\n  web:\n    image: x\n    command:\n" + rng.choice(["    - x\n", "    - [x]\n"]) * items
+    if which == "services":
+        count = MAX_SERVICES + rng.choice([0, 1])
+        return "services:\n" + "".join(f"  web{i}:\n    image: x\n    ports: [{i}:80]\n" for i in range(count))
     return f"services:\n  web:\n    image: x\n    scale: {rng.choice([10_000, 10_001, 2**63, 2**64])}\n"
 
 
