@@ -61,9 +61,8 @@ class Limits:
 
 
 def peer_caller(sock: socket.socket | trio.socket.SocketType) -> Caller:
-    """Who is at the other end, as the kernel says (``SO_PEERCRED``); blocking (it reads the
-    peer's supplementary groups from /proc). Without credentials the caller has no uid, and
-    every policy refuses it."""
+    """Who is at the other end, as the kernel says (``SO_PEERCRED``: a syscall that never waits).
+    Without credentials the caller has no uid, and every policy refuses it."""
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
@@ -262,7 +261,9 @@ async def serve_connection(router: Router, stream: trio.SocketStream, admits: Ad
                            limits: Limits = Limits(), budget: BodyBudget | None = None) -> None:
     """A caller the policy refuses everything is told so, and nothing else."""
     try:
-        caller = await trio.to_thread.run_sync(peer_caller, stream.socket)
+        caller = peer_caller(stream.socket)
+        if caller.needs_groups:
+            caller = await trio.to_thread.run_sync(caller.with_groups)
         connection = Connection(router, stream, caller, limits, budget)
         if not admits(caller):
             log.warning("control socket: caller refused", uid=caller.uid, gid=caller.gid)

@@ -140,7 +140,10 @@ class Client:
         try:
             sock.settimeout(timeout)
             sock.connect(self.socket)
-            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+            try:
+                sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon answered before reading (a refused caller, "too many connections")
             return _Response(sock)
         except (OSError, ValueError, _Closed) as exc:
             sock.close()

@@ -41,8 +41,19 @@ class Caller:
 
     @classmethod
     def from_peer(cls, pid: int, uid: int, gid: int, transport: str = "unix") -> Caller:
+        """What the kernel said of a peer, without its supplementary groups: see ``with_groups``."""
+        return cls(transport=transport, uid=uid, gid=gid, pid=pid)
+
+    @property
+    def needs_groups(self) -> bool:
+        """Whether admitting this caller can turn on its supplementary groups: root's and the
+        daemon user's cannot, and reading them costs a worker thread per connection, which 500
+        connections at once queued in front of everybody's requests."""
+        return self.uid is not None and self.uid not in (0, os.getuid()) and self.pid is not None
+
+    def with_groups(self) -> Caller:
         """Blocking (it reads /proc): call it from a worker thread."""
-        return cls(transport=transport, uid=uid, gid=gid, groups=supplementary_groups(pid), pid=pid)
+        return attrs.evolve(self, groups=supplementary_groups(self.pid)) if self.pid is not None else self
 
 
 def supplementary_groups(pid: int) -> frozenset[int]:
