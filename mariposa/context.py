@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from mariposa.clock import Clock, TrioClock
+from mariposa.coalesce import Coalesced
 from mariposa.converge.goals import GoalReader
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.manifest.rules import DEFAULT_BIND_ROOTS
@@ -39,6 +40,8 @@ class Context:
     # Instance id -> when the runtime said it died (trio time), until it starts again: the
     # reconciler looks again soon while the runtime's listing still shows such an instance running.
     died: dict[str, float] = attrs.field(factory=dict)
+    _inventory: Coalesced[list] = attrs.field(init=False, default=attrs.Factory(
+        lambda self: Coalesced(self._list_instances), takes_self=True))
 
     def wake_reconciler(self) -> None:
         """Something changed: plan again soon (many calls collapse into one pass)."""
@@ -64,6 +67,11 @@ class Context:
             raise DriverError(f"no driver for compute_type '{compute_type}' on this host") from None
 
     async def inventory(self, project_id: str | None = None) -> list:
+        """Every driver's instances (of one project, or all): many callers at once share one
+        listing that began after each of them asked (coalesce.py)."""
+        return list(await self._inventory(project_id))  # a list of its own: callers may sort it
+
+    async def _list_instances(self, project_id: str | None) -> list:
         found = []
         for driver in self.drivers.values():
             found.extend(await driver.inventory(project_id))
