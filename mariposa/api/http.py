@@ -130,15 +130,17 @@ class Connection:
             headers = [("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]
         else:
             headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-        await self.stream.send_all(self.conn.send(h11.Response(status_code=resp.status, headers=headers,
-                                                               reason=_reason(resp.status))))
-        if not head_only:
-            if resp.streamed:
-                if not await self._stream_body(resp):
-                    return  # the client hung up: nothing more to say
-            elif body:
-                await self.stream.send_all(self.conn.send(h11.Data(data=body)))
-        await self.stream.send_all(self.conn.send(h11.EndOfMessage()))
+        head = self.conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
+        if resp.streamed and not head_only:
+            await self.stream.send_all(head)
+            if not await self._stream_body(resp):
+                return  # the client hung up: nothing more to say
+            await self.stream.send_all(self.conn.send(h11.EndOfMessage()))
+            return
+        # One write for a whole answer: a system call costs 0.2 ms here, a third of a small request.
+        whole = [head, self.conn.send(h11.Data(data=body)) if body and not head_only else b"",
+                 self.conn.send(h11.EndOfMessage())]
+        await self.stream.send_all(b"".join(whole))
 
     async def _stream_body(self, resp: Response) -> bool:
         """Write a streamed body while watching the connection: a follower waits for lines that
