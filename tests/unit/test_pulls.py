@@ -175,3 +175,21 @@ def test_progress_lines_of_one_layer_are_thinned_but_status_changes_pass():
     assert f.admit(PullProgress("x", "Downloading", "l1"), 0.6)
     assert f.admit(PullProgress("x", "Download complete", "l1"), 0.61)
     assert f.admit(PullProgress("x", "Downloading", "l2"), 0.62)
+
+
+async def test_the_watched_directory_pulls_too_and_a_refused_pull_is_the_files_error(core: Core, tmp_path):
+    from mariposa.store import files as file_store
+    from mariposa.watch import ManifestDirectory
+
+    core.driver.runtime.registry["team/app:1"] = "sha256:" + "d" * 64
+    d = tmp_path / "projects"
+    d.mkdir()
+    (d / "good.yaml").write_text(manifest("team/app:1"))
+    (d / "bad.yaml").write_text(manifest("team/nope:1"))
+    watcher = ManifestDirectory(core.ctx, core.control, str(d))
+    await watcher.scan(settle=0.0)
+    assert watcher.applied == 1
+    assert (await core.control.services.get(ROOT, "good", "web"))["spec"]["image_id"] == "sha256:" + "d" * 64
+    status = await core.ctx.store.call(file_store.file_status, "bad")
+    assert status["state"] == "refused" and "manifest for team/nope:1 not found" in status["error"]
+    assert [p["name"] for p in await core.control.projects.list(ROOT)] == ["good"]
