@@ -24,7 +24,8 @@ from mariposa.errors import NotFound, RegistryRefused
 from mariposa.model import ProjectSpec, ServiceSpec
 from mariposa.store import events as event_store
 
-Report = Callable[[dict], Awaitable[None]]  # a front end's way to show progress: {"pull": {...}}
+# A front end's way to show progress ({"pull": {...}}); called one line at a time, never twice at once.
+Report = Callable[[dict], Awaitable[None]]
 
 # Per layer, a line that only moves a byte count is passed on at most this often; a change of
 # status ("Download complete", "Pull complete") always is.
@@ -101,10 +102,12 @@ async def _pull_all(
     once every pull has ended, so no pull is left running behind the refusal."""
     failures: dict[str, Exception] = {}
     shown = ProgressFilter()
+    one_at_a_time = trio.Lock()  # a report is a write on one stream: trio allows one writer
 
     async def progress(p: PullProgress) -> None:
         if report is not None and shown.admit(p, time.monotonic()):
-            await report({"pull": p.to_json()})
+            async with one_at_a_time:
+                await report({"pull": p.to_json()})
 
     async def one(image: str) -> None:
         t0 = time.monotonic()

@@ -193,3 +193,30 @@ async def test_the_watched_directory_pulls_too_and_a_refused_pull_is_the_files_e
     status = await core.ctx.store.call(file_store.file_status, "bad")
     assert status["state"] == "refused" and "manifest for team/nope:1 not found" in status["error"]
     assert [p["name"] for p in await core.control.projects.list(ROOT)] == ["good"]
+
+
+async def test_pulls_run_side_by_side_and_report_one_line_at_a_time(core: Core):
+    """Found by bench_pull.py: three pulls reported at once into one HTTP stream, and trio
+    refuses two writers on a stream (an internal error instead of the project)."""
+    import trio
+
+    runtime = core.driver.runtime
+    for name in ("a:1", "b:1", "c:1"):
+        runtime.registry[name] = "sha256:" + name[0] * 64
+    core.driver.latency = 0.5
+    writing = False
+    lines = 0
+
+    async def report(item: dict) -> None:
+        nonlocal writing, lines
+        assert not writing, "two reports at once"
+        writing = True
+        await trio.sleep(0.1)  # a slow client: the write blocks
+        writing = False
+        lines += 1
+
+    text = "services:\n" + "".join(f"  {n[0]}:\n    image: {n}\n" for n in ("a:1", "b:1", "c:1"))
+    t0 = trio.current_time()
+    await core.control.projects.add(ROOT, "p", text, report=report)
+    assert lines == 6 and sorted(runtime.pulls) == ["a:1", "b:1", "c:1"]
+    assert trio.current_time() - t0 < 3 * 0.5 + 6 * 0.1  # the pulls overlapped
