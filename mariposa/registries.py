@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from mariposa.drivers.base import RegistryAuth
+from mariposa.errors import MariposaError
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -73,7 +74,11 @@ class Credentials:
         self.path = path
         self._entries: dict[str, dict[str, str]] = {}
         if path is not None and path.exists():
-            data = json.loads(path.read_text() or "{}")
+            try:
+                data = json.loads(path.read_text() or "{}")
+            except (ValueError, UnicodeDecodeError) as exc:  # the message names a position, not the content
+                raise MariposaError(f"{path} is not a registry credentials file ({exc}): "
+                                 "fix it or remove it (then log in again)") from None
             if isinstance(data, dict):
                 self._entries = {
                     str(h): {"username": str(v.get("username", "")), "password": str(v.get("password", ""))}

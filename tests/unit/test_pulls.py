@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from mariposa.drivers.base import PullProgress, RegistryAuth
-from mariposa.errors import BadRequest, NotFound, RegistryRefused
+from mariposa.errors import BadRequest, MariposaError, NotFound, RegistryRefused
 from mariposa.registries import Credentials, normalize_host, registry_of, split_reference
 from tests.unit.conftest import ROOT, Core
 from tests.unit.test_manifest import service, service_problem
@@ -85,6 +85,10 @@ def test_credentials_file_is_0600_survives_a_restart_and_lists_no_password(tmp_p
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert again.remove("registry.example:5000") and not again.remove("registry.example:5000")
     assert Credentials(path).listing() == []
+    path.write_text('{"registry.example:5000": {"username": "alice", "password": "' + SECRET)  # cut short
+    with pytest.raises(MariposaError, match="is not a registry credentials file") as info:
+        Credentials(path)
+    assert SECRET not in info.value.message
 
 
 # ---- the control layer on the fake runtime -------------------------------------------------------
