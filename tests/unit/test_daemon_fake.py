@@ -10,8 +10,8 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from mariposa.drivers.base import DriverError
 from mariposa.daemon import DaemonConfig, run_daemon
+from mariposa.drivers.base import DriverError
 from mariposa.drivers.fake import FakeDriver
 
 MANIFEST = """
