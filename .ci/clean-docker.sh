@@ -2,7 +2,8 @@
 # Removes from the Docker Engine everything the test suite and the examples make, so the next run
 # starts as on a fresh machine: containers labelled io.mariposa.owner (of any owner: do not run
 # this where a Mariposa you want to keep runs), other containers of the images or on the networks
-# below, networks named mariposa-*, images mariposa-example/* and mariposa-test/*, and the suite's
+# below, networks named mariposa-*, images mariposa-example/* and mariposa-test/* (and those the pull
+# tests pushed to their registries, HOST/mariposa-pulls-*/*, tags and digests), and the suite's
 # images left dangling (untagged while in use; their Comment starts "built by mariposa").
 # Usage: bash .ci/clean-docker.sh [--dry-run]   (--dry-run prints the commands instead)
 set -euo pipefail
@@ -11,6 +12,11 @@ dry=""
 remove() { if [ -n "$dry" ]; then echo "$*"; else "$@" >/dev/null; fi; }
 
 images="$(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '^(mariposa-example|mariposa-test)/' || true)"
+images+=" $(docker image ls --digests --format '{{.Repository}}@{{.Digest}}' | grep -E '/mariposa-pulls-[0-9a-f]+/' \
+            | grep -v '@<none>$' || true)"
+images+=" $(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '/mariposa-pulls-[0-9a-f]+/' \
+            | grep -v ':<none>$' || true)"
+images="$(echo $images)"  # one line, empty when there are none
 networks="$(docker network ls --format '{{.Name}}' | grep '^mariposa-' || true)"
 containers="$(docker ps -aq --filter label=io.mariposa.owner)"
 for image in $images; do containers+=" $(docker ps -aq --filter "ancestor=$image")"; done

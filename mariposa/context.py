@@ -14,6 +14,7 @@ from mariposa.converge.goals import GoalReader
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.manifest.rules import DEFAULT_BIND_ROOTS
 from mariposa.packages import Package
+from mariposa.registries import Credentials
 from mariposa.store.db import Store
 from mariposa.wakeup import Broadcast, Wakeup
 
@@ -36,6 +37,7 @@ class Context:
     health_wakeup: Wakeup = attrs.field(factory=Wakeup)
     runtime_changed: Broadcast = attrs.field(factory=Broadcast)  # any runtime event, for log followers
     task_changes: Broadcast = attrs.field(factory=Broadcast)  # a task was queued, moved on or ended
+    credentials: Credentials = attrs.field(factory=Credentials)  # registry logins (in memory unless a file)
     monitor: HealthMonitor | None = None  # for the API to read instance health from
     # Instance id -> when the runtime said it died (trio time), until it starts again: the
     # reconciler looks again soon while the runtime's listing still shows such an instance running.

@@ -31,6 +31,7 @@ from mariposa.drivers.base import Driver, DriverError
 from mariposa.errors import StateDirLocked, StoreUnavailable
 from mariposa.health.monitor import HealthMonitor
 from mariposa.queue.executor import Executor
+from mariposa.registries import FILE_NAME, Credentials
 from mariposa.store.db import Store
 from mariposa.watch import ManifestDirectory
 
@@ -205,7 +206,8 @@ async def run_daemon(
     drivers = drivers or default_drivers(store.owner, config)
     ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, config.packages), packages=config.packages,
                   parallelism=config.parallelism, allow_privileged=config.allow_privileged,
-                  bind_roots=config.bind_roots, clock=clock)
+                  bind_roots=config.bind_roots, clock=clock,
+                  credentials=await trio.to_thread.run_sync(Credentials, state_dir / FILE_NAME))
     for driver in drivers.values():
         try:
             await driver.ping()

@@ -15,6 +15,7 @@ scripts can test, so both ends agree on what went wrong. The tree::
     ├── StateDirLocked (409)           another daemon owns the state directory
     ├── TaskFailed (409, exit 6)       a task could not reach its goal (or a waited-for one did not)
     ├── DaemonUnreachable (503, exit 3) the CLI cannot reach the daemon
+    ├── RegistryRefused (502, exit 1)  ← PullFailed, AuthFailed: the registry said no (its words)
     ├── RuntimeUnavailable (503, exit 7) ← drivers' DriverError / RuntimeUnavailable
     ├── StoreUnavailable (503, exit 8) ← SQLite's I/O errors (store/db.py): the store cannot be
     │   ├── StoreFull (507)              ← SQLITE_FULL: its disk is full        written just now;
@@ -110,6 +111,14 @@ class DaemonUnreachable(MariposaError):
     kind = "unreachable"
 
 
+class RegistryRefused(MariposaError):
+    """A registry refused a pull or a login; the message is the registry's own. Nothing was
+    changed."""
+
+    status = 502
+    kind = "registry-refused"
+
+
 class RuntimeUnavailable(MariposaError):
     status = 503
     exit_code = 7
@@ -148,7 +157,8 @@ class InternalError(MariposaError):
 ERROR_KINDS = {cls.kind: cls for cls in (
     MariposaError, BadRequest, InvalidManifest, Forbidden, NotFound, Conflict, RequestTimeout, PayloadTooLarge, Busy,
     StateDirLocked, TaskFailed,
-    DaemonUnreachable, RuntimeUnavailable, StoreUnavailable, StoreFull, StoreBusy, TimedOut, InternalError,
+    DaemonUnreachable, RegistryRefused, RuntimeUnavailable, StoreUnavailable, StoreFull, StoreBusy, TimedOut,
+    InternalError,
 )}
 
 
@@ -161,7 +171,7 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
     import structlog
     import trio
 
-    from mariposa.drivers.base import DriverError, ImageNotFound, VolumeInUse
+    from mariposa.drivers.base import AuthFailed, DriverError, ImageNotFound, PullFailed, VolumeInUse
     from mariposa.manifest.errors import ManifestError
 
     if isinstance(exc, MariposaError):
@@ -173,6 +183,8 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
         return InvalidManifest(f"{file}: {count} in the manifest; nothing was changed", details=problems)
     if isinstance(exc, ImageNotFound):
         return NotFound(str(exc))
+    if isinstance(exc, PullFailed | AuthFailed):
+        return RegistryRefused(str(exc))
     if isinstance(exc, VolumeInUse):
         return Conflict(str(exc))
     if isinstance(exc, DriverError):  # the runtime refused, or does not answer at all

@@ -113,11 +113,13 @@ class RestartPolicy:
         return f"{self.name}:{self.max_retries}" if self.max_retries is not None else self.name
 
 
-# Options that govern how Mariposa supervises instances, not what an instance is: changing them
-# never replaces instances.
+# Options that govern how Mariposa supervises instances (or, ``pull``, how a version fetches its
+# image), not what an instance is: changing them never replaces instances.
 SUPERVISION_FIELDS = frozenset({
     "scale", "healthchecks", "restart", "preserve_stopped", "stop_timeout", "min_healthy_time", "progress_deadline",
+    "pull",
 })
+PULL_POLICIES = ("missing", "always", "never")
 
 
 @attrs.frozen
@@ -199,6 +201,9 @@ class ServiceSpec:
     network_mode: str | None = None  # None: the project's network; "host"
     privileged: bool = False
     volumes: tuple[MountSpec, ...] = ()
+    # When a version is made: pull the image when the host lacks it (missing), every time
+    # (always), or never (a missing image refuses the version). See control/pulls.py.
+    pull: str = "missing"
     # Not written by users: the content id the version resolved ``image`` to when it was made,
     # so a tag moved later never changes what this version runs.
     image_id: str | None = None

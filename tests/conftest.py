@@ -18,3 +18,19 @@ def docker_images():
     from tests.integration.images import ensure_images
 
     ensure_images()
+
+
+@pytest.fixture(scope="session")
+def registries(docker_images, tmp_path_factory):
+    """Two real registries (tests/registry.py): one open, one with htpasswd auth, with the test
+    image pushed to each and untagged locally, so it exists only there."""
+    from tests.integration.harness import IMAGE
+    from tests.registry import start
+
+    regs = start(tmp_path_factory.mktemp("registries"))
+    try:
+        regs.push(IMAGE, regs.ref(regs.open_host, "busybox"))
+        regs.push(IMAGE, regs.ref(regs.auth_host, "busybox"))
+        yield regs
+    finally:
+        regs.close()

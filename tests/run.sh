@@ -4,6 +4,7 @@
 # every image it runs (tests/integration/images.py). Extra arguments go to pytest:
 #   bash tests/run.sh -x tests/unit
 set -euo pipefail
-MARIPOSA_PACKAGES="openssl" source "$(dirname "${BASH_SOURCE[0]}")/../.ci/setup.sh"  # openssl: the HTTPS test image
+# openssl: the HTTPS test image; docker-registry: the registries the pull tests push to and pull from
+MARIPOSA_PACKAGES="openssl docker-registry" source "$(dirname "${BASH_SOURCE[0]}")/../.ci/setup.sh"
 cd "$MARIPOSA_ROOT"
 exec python -m pytest -p no:cacheprovider -q "$@"

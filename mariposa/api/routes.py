@@ -85,6 +85,32 @@ def _feed_response(feed: Feed) -> Response:
     return Response(200, produce=produce)
 
 
+def _with_progress(req: Request, call: Callable[..., Awaitable[Any]]) -> Awaitable[Any]:
+    """A change that may pull images. Asked with ``?progress=1`` it answers as a stream: a line
+    ``{"pull": {...}}`` per step of progress, then ``{"result": ...}`` (or the error line), so a
+    waiting CLI shows the pull as it happens and the connection never sits silent through a long
+    one. Without it, the plain JSON answer once all is done. The body's types are checked by the
+    caller before this, so a wrong type is still a 400 either way."""
+    if not _flag(req, "progress"):
+        return call()
+
+    async def produce(write: Write) -> None:
+        async def report(item: dict) -> None:
+            await write((_ENCODER.encode(item) + "\n").encode())
+
+        try:
+            result = await call(report=report)
+        except MariposaError as exc:
+            await write((json.dumps(exc.to_json()) + "\n").encode())
+            return
+        await write((_ENCODER.encode({"result": result}) + "\n").encode())
+
+    async def respond() -> Response:
+        return Response(200, produce=produce)
+
+    return respond()
+
+
 def _unknown(kind: str, choices: str) -> Callable[[Request], Awaitable[Any]]:
     async def refuse(req: Request) -> Any:
         raise BadRequest(f"unknown {kind} action '{req.params['action']}' ({choices})")
@@ -94,8 +120,9 @@ def _unknown(kind: str, choices: str) -> Callable[[Request], Awaitable[Any]]:
 
 def build_router(control: Control) -> Router:
     r = Router()
-    projects, services, instances, queue, events, volumes = (
-        control.projects, control.services, control.instances, control.queue, control.events, control.volumes)
+    projects, services, instances, queue, events, volumes, registry = (
+        control.projects, control.services, control.instances, control.queue, control.events, control.volumes,
+        control.registry)
     P = "/v1/projects/{project}"
     S = P + "/services/{service}"
 
@@ -125,18 +152,38 @@ def build_router(control: Control) -> Router:
         return await queue.list(req.caller, req.query.get("project"), _list(req, "state") or None,
                                 _int(req, "limit", 200))
 
+    def add_project(q: Request) -> Awaitable[Any]:
+        args = (q.caller, _text(q, "name", ""), _text(q, "manifest"), _text(q, "filename", "<manifest>"))
+        body = q.json()
+        return _with_progress(q, lambda **more: projects.add(
+            *args, env_files=body.get("env_files"), base_dir=body.get("base_dir"), **more))
+
+    def update_project(q: Request) -> Awaitable[Any]:
+        args = (q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"))
+        body, rollout = q.json(), _rollout(q)
+        return _with_progress(q, lambda **more: projects.update(
+            *args, rolling=rollout["rolling"], count=rollout["count"], if_version=body.get("if_version"),
+            env_files=body.get("env_files"), base_dir=body.get("base_dir"), **more))
+
+    def add_service(q: Request) -> Awaitable[Any]:
+        args = (q.caller, q.params["project"], _text(q, "name", ""), _text(q, "manifest"),
+                _text(q, "filename", "<section>"))
+        return _with_progress(q, lambda **more: services.add(*args, **more))
+
+    def update_service(q: Request) -> Awaitable[Any]:
+        args = (q.caller, q.params["project"], q.params["service"], _text(q, "manifest"),
+                _text(q, "filename", "<section>"))
+        rollout = _rollout(q)
+        return _with_progress(q, lambda **more: services.update(
+            *args, rolling=rollout["rolling"], count=rollout["count"], **more))
+
     table: list[tuple[str, str, Callable[[Request], Awaitable[Any]]]] = [
         ("GET", "/v1/ping", lambda q: control.system.ping(q.caller)),
         # projects
         ("GET", "/v1/projects", lambda q: projects.list(q.caller)),
-        ("POST", "/v1/projects", lambda q: projects.add(
-            q.caller, _text(q, "name", ""), _text(q, "manifest"), _text(q, "filename", "<manifest>"),
-            env_files=q.json().get("env_files"), base_dir=q.json().get("base_dir"))),
+        ("POST", "/v1/projects", add_project),
         ("GET", P, lambda q: projects.get(q.caller, q.params["project"])),
-        ("PUT", P, lambda q: projects.update(
-            q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q),
-            if_version=q.json().get("if_version"), env_files=q.json().get("env_files"),
-            base_dir=q.json().get("base_dir"))),
+        ("PUT", P, update_project),
         ("DELETE", P, lambda q: projects.delete(q.caller, q.params["project"],
                                                 purge_volumes=q.query.get("purge_volumes") in ("1", "true"))),
         ("GET", P + "/volumes", lambda q: volumes.list(q.caller, q.params["project"])),
@@ -155,16 +202,12 @@ def build_router(control: Control) -> Router:
             q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q),
             env_files=q.json().get("env_files"), base_dir=q.json().get("base_dir"))),
         # before the catch-all below, which "/services" would match too
-        ("POST", P + "/services", lambda q: services.add(
-            q.caller, q.params["project"], _text(q, "name", ""), _text(q, "manifest"),
-            _text(q, "filename", "<section>"))),
+        ("POST", P + "/services", add_service),
         ("POST", P + "/{action}", _unknown("project", PROJECT_ACTIONS)),
         # services
         ("GET", P + "/services", lambda q: services.list(q.caller, q.params["project"])),
         ("GET", S, lambda q: services.get(q.caller, q.params["project"], q.params["service"])),
-        ("PUT", S, lambda q: services.update(
-            q.caller, q.params["project"], q.params["service"], _text(q, "manifest"), _text(q, "filename", "<section>"),
-            **_rollout(q))),
+        ("PUT", S, update_service),
         ("DELETE", S, lambda q: services.delete(q.caller, q.params["project"], q.params["service"])),
         ("GET", S + "/instances", lambda q: services.instances(q.caller, q.params["project"], q.params["service"])),
         ("GET", S + "/versions", lambda q: services.versions(q.caller, q.params["project"], q.params["service"])),
@@ -192,6 +235,11 @@ def build_router(control: Control) -> Router:
         ("GET", "/v1/queue/{task}", lambda q: queue.get(q.caller, q.params["task"])),
         ("DELETE", "/v1/queue/{task}", lambda q: queue.stop(q.caller, q.params["task"], q.query.get("project"))),
         ("GET", "/v1/events", list_or_follow_events),
+        # registry logins (the password only ever comes in)
+        ("GET", "/v1/registries", lambda q: registry.list(q.caller)),
+        ("POST", "/v1/registries", lambda q: registry.login(
+            q.caller, _text(q, "host", ""), _text(q, "username", ""), _text(q, "password", ""))),
+        ("DELETE", "/v1/registries/{host}", lambda q: registry.logout(q.caller, q.params["host"])),
     ]
     for method, path, handler in table:
         r.add(method, path, handler)

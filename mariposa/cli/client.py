@@ -161,10 +161,11 @@ class Client:
             raise _error(resp.status, raw)
         return jsonlib.loads(raw) if raw else None
 
-    def follow(self, path: str, params: dict, timeout: float | None = None) -> Iterator[Any]:
+    def follow(self, path: str, params: dict, timeout: float | None = None, *, method: str = "GET",
+               json: Any = None) -> Iterator[Any]:
         """Newline-delimited JSON, as the daemon streams it, until it ends the stream (or the
         caller stops reading)."""
-        resp = self._open("GET", path, None, params, timeout)
+        resp = self._open(method, path, json, params, timeout)
         try:
             if resp.status >= 400:
                 raise _error(resp.status, resp.read())
@@ -181,6 +182,17 @@ class Client:
                 raise self._unreachable(exc) from None
         finally:
             resp.close()
+
+    def change(self, method: str, path: str, body: dict, on_pull=None) -> Any:
+        """A change that may pull images (``?progress=1``): ``on_pull`` sees each line of pull
+        progress as it comes, then the answer is returned. Streamed, so a pull of any length
+        never trips the read timeout while the daemon has progress to tell."""
+        for item in self.follow(path, {"progress": "1"}, method=method, json=body):
+            if isinstance(item, dict) and "result" in item:
+                return item["result"]
+            if isinstance(item, dict) and "pull" in item and on_pull is not None:
+                on_pull(item["pull"])
+        raise DaemonUnreachable(f"the daemon at {self.socket} ended the answer to {method} {path} early")
 
     def get(self, path: str, **params) -> Any:
         return self.request("GET", path, params=params)

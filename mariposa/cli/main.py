@@ -146,6 +146,17 @@ def _manifest_body(path: str) -> dict:
             **({"env_files": env_files} if env_files else {})}
 
 
+def _change(state: State, method: str, path: str, body: dict, wait: bool, as_json: bool) -> dict:
+    """A change that makes a version: images it pulls show their progress with --wait."""
+
+    def shown(p: dict) -> None:
+        layer = f"{p['layer']}: " if p.get("layer") else ""
+        click.echo(f"pull {p['image']}: {layer}{p['status']}" + (f" {p['detail']}" if p.get("detail") else ""))
+
+    return state.client.change(method, path, {k: v for k, v in body.items() if v is not None},
+                               shown if wait and not as_json else None)
+
+
 def _task_line(task: dict) -> str:
     return f"task {short(task['id'])} {task['kind']} {task['target']}: {task['state']}"
 
@@ -223,7 +234,7 @@ cli.add_command(project_list, "projects")
 @pass_state
 def project_add(state: State, name: str, manifest: str, wait: bool, as_json: bool) -> None:
     """Add project NAME from MANIFEST (a file, or - for stdin) and start its services."""
-    result = state.client.post("/v1/projects", {"name": name, **_manifest_body(manifest)})
+    result = _change(state, "POST", "/v1/projects", {"name": name, **_manifest_body(manifest)}, wait, as_json)
     if not as_json:
         click.echo(f"project {name} added ({short(result['project']['id'])})")
     _report_tasks(state, result["tasks"], wait, as_json)
@@ -308,7 +319,7 @@ def project_update(
 ) -> None:
     """Make MANIFEST the project's new version and converge to it."""
     body = {**_manifest_body(manifest), "rolling": rolling, "count": count, "if_version": if_version}
-    result = state.client.request("PUT", f"/v1/projects/{ref}", json={k: v for k, v in body.items() if v is not None})
+    result = _change(state, "PUT", f"/v1/projects/{ref}", body, wait, as_json)
     _report_version(ref, result, as_json)
     _report_tasks(state, result["tasks"], wait, as_json)
 
@@ -493,8 +504,8 @@ version with that service in the manifest (comments kept), started at its scale.
 @pass_state
 def service_add(state: State, name: str, section: str, wait: bool, as_json: bool) -> None:
     text, filename, _ = _read_manifest(section)  # env files: the project version's (see README)
-    result = state.client.post(f"/v1/projects/{state.project()}/services",
-                               {"name": name, "manifest": text, "filename": filename})
+    result = _change(state, "POST", f"/v1/projects/{state.project()}/services",
+                     {"name": name, "manifest": text, "filename": filename}, wait, as_json)
     _report_version(state.project(), result, as_json)
     _report_tasks(state, result["tasks"], wait, as_json)
 
@@ -510,8 +521,7 @@ new project version (comments kept), rolled out as 'project update' does. {SECTI
 def service_update(state: State, ref: str, section: str, rolling, count, wait: bool, as_json: bool) -> None:
     text, filename, _ = _read_manifest(section)
     body = {"manifest": text, "filename": filename, "rolling": rolling, "count": count}
-    result = state.client.request("PUT", f"/v1/projects/{state.project()}/services/{ref}",
-                                  json={k: v for k, v in body.items() if v is not None})
+    result = _change(state, "PUT", f"/v1/projects/{state.project()}/services/{ref}", body, wait, as_json)
     _report_version(state.project(), result, as_json)
     _report_tasks(state, result["tasks"], wait, as_json)
 
@@ -849,6 +859,64 @@ def events(state: State, service: str | None, types: tuple[str, ...], follow: bo
         else:
             stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
             click.echo(f"{stamp}  {event['type']:<18} {event['author'] or '-':<10} {event['message']}")
+
+
+@cli.group(context_settings=CONTEXT)
+def registry() -> None:
+    """Registry logins the daemon pulls images with (kept under its state dir, never printed)."""
+
+
+def _password(from_stdin: bool) -> str:
+    """--password-stdin, or a prompt that does not echo on a terminal, or else stdin: never an
+    argument, which every user of the host could read in the process list."""
+    if not from_stdin and sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("Password: ")
+    return sys.stdin.read().rstrip("\r\n")
+
+
+@registry.command("login", context_settings=CONTEXT)
+@click.argument("host")
+@click.option("-u", "--username", help="The registry user (asked for on a terminal when left out).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@json_option
+@pass_state
+def registry_login(state: State, host: str, username: str | None, password_stdin: bool, as_json: bool) -> None:
+    """Log in to registry HOST: the registry checks the credentials now, and the daemon keeps them
+    for its pulls of HOST's images. Without --password-stdin the password is asked for (without
+    echo) on a terminal, else read from stdin."""
+    if not username:
+        if not sys.stdin.isatty() or password_stdin:
+            raise click.UsageError("give --username when stdin is not a terminal (or carries the password)")
+        username = click.prompt("Username")
+    password = _password(password_stdin)
+    if not password:
+        raise click.UsageError("the password is empty")
+    result = state.client.post("/v1/registries", {"host": host, "username": username, "password": password})
+    if as_json:
+        return print_json(result)
+    click.echo(f"logged in to {result['host']} as {result['username']}")
+
+
+@registry.command("logout", context_settings=CONTEXT)
+@click.argument("host")
+@pass_state
+def registry_logout(state: State, host: str) -> None:
+    """Forget the credentials of registry HOST."""
+    result = state.client.request("DELETE", f"/v1/registries/{host}")
+    click.echo(f"logged out of {result['host']}")
+
+
+@registry.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def registry_list(state: State, as_json: bool) -> None:
+    """Registries the daemon has credentials for: hosts and usernames (never passwords)."""
+    rows = state.client.get("/v1/registries")
+    if as_json:
+        return print_json(rows)
+    table(rows, [("HOST", lambda r: r["host"]), ("USERNAME", lambda r: r["username"])])
 
 
 @cli.command(context_settings=CONTEXT)

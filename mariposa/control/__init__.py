@@ -22,6 +22,7 @@ from mariposa.control.instances import Instances
 from mariposa.control.projects import Projects
 from mariposa.control.queue import Queue
 from mariposa.control.redact import redact as redact
+from mariposa.control.registry import Registry
 from mariposa.control.services import Services
 from mariposa.control.system import System
 from mariposa.control.volumes import Volumes
@@ -44,3 +45,4 @@ class Control:
         self.queue = Queue(ctx, policy, executor)
         self.events = Events(ctx, policy, executor)
         self.volumes = Volumes(ctx, policy, executor)
+        self.registry = Registry(ctx, policy, executor)

@@ -12,6 +12,7 @@ import trio
 
 from mariposa.context import Context
 from mariposa.control.caller import Caller
+from mariposa.control.pulls import Report, ensure_images
 from mariposa.converge.goals import with_images
 from mariposa.drivers.base import DriverError
 from mariposa.errors import BadRequest, Conflict, translate
@@ -82,8 +83,8 @@ def refuse_if_file_managed(caller: Caller, project: ProjectRow, action: str) -> 
 
 
 async def resolve_images(ctx: Context, spec: ProjectSpec) -> dict[str, str | None]:
-    """Each image's content id now, so the version pins it. An image not on the host (yet) is
-    recorded as unresolved: its instances fail with a clear error until it is there."""
+    """Each image's content id now, pulling nothing: what `project diff` compares with. An image
+    not on the host is unresolved (None). Versions are made with ``pulls.ensure_images``."""
     found: dict[str, str | None] = {}
     for svc in spec.services:
         if svc.image in found:
@@ -97,10 +98,12 @@ async def resolve_images(ctx: Context, spec: ProjectSpec) -> dict[str, str | Non
 
 async def add(
     ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api",
-    env_files: Mapping[str, Any] | None = None, base_dir: str | None = None,
+    env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, report: Report | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
     spec = await parse(ctx, text, filename, env_files=env_files, base_dir=base_dir)
-    images = await resolve_images(ctx, spec)
+    if await ctx.store.call(goal_store.project_exists, name):  # asked again when stored; this one saves a pull
+        raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
+    images = await ensure_images(ctx, spec, report=report, author=author)
     packages = pinned(spec.services, ctx.packages)
     files = await used_env_files(text, env_files)
     result = await ctx.store.call(
@@ -115,14 +118,16 @@ async def update(
     ctx: Context, project: ProjectRow, text: str, filename: str, author: str, params: dict | None = None,
     *, if_version: str | None = None, images: dict | None = None, packages: Mapping[str, Package] | None = None,
     env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, summary_prefix: str = "",
+    report: Report | None = None,
 ) -> tuple[VersionRow | None, VersionRow, list[TaskRow]]:
     """(new version or None when unchanged, the version before, queued tasks). ``images`` and
-    ``packages`` given (a revert) reuse a version's pinned ones instead of resolving them anew."""
+    ``packages`` given (a revert) reuse a version's pinned ones instead of resolving them anew;
+    else the images are pulled as the services' ``pull`` says and resolved (``pulls.py``)."""
     parsed = await parse(ctx, text, filename, packages, env_files, base_dir)
     pins = pinned(parsed.services, ctx.packages if packages is None else packages)
     files = await used_env_files(text, env_files)
     if images is None:
-        images = await resolve_images(ctx, parsed)
+        images = await ensure_images(ctx, parsed, report=report, author=author, project_id=project.id)
     new = with_images(parsed, images)
     current = await ctx.store.call(goal_store.current_version, project)
     old = await ctx.goals.spec_of(current)

@@ -12,6 +12,7 @@ import re
 from mariposa.control import manifests, rollouts, views
 from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
+from mariposa.control.pulls import Report
 from mariposa.drivers.base import RuntimeUnavailable
 from mariposa.errors import BadRequest, NotFound
 from mariposa.store import goal as goal_store
@@ -53,14 +54,17 @@ class Projects(Area):
 
     @operation("project.add", target="name")
     async def add(self, caller: Caller, name: str, manifest: object, filename: str = "<manifest>",
-                  source: str = "api", env_files: object = None, base_dir: object = None) -> dict:
+                  source: str = "api", env_files: object = None, base_dir: object = None,
+                  report: Report | None = None) -> dict:
+        """``report`` (a front end's) is shown the progress of the pulls the version needs."""
         if not isinstance(name, str) or not PROJECT_NAME.fullmatch(name):
             raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', "
                              "starting with a letter or digit")
         manifest = manifests.require_text(manifest)
         files = manifests.require_env_files(env_files)
         p, tasks = await manifests.add(self.ctx, name, manifest, filename, caller.author, source=source,
-                                       env_files=files, base_dir=manifests.require_base_dir(base_dir))
+                                       env_files=files, base_dir=manifests.require_base_dir(base_dir),
+                                       report=report)
         return {"project": p.to_json(), "tasks": tasks_json(tasks)}
 
     @operation("project.get", target="ref")
@@ -81,7 +85,7 @@ class Projects(Area):
     @operation("project.update", target="ref")
     async def update(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,
                      rolling: object = None, count: object = None, if_version: str | None = None,
-                     env_files: object = None, base_dir: object = None) -> dict:
+                     env_files: object = None, base_dir: object = None, report: Report | None = None) -> dict:
         p = await self._project(ref)
         manifests.refuse_if_file_managed(caller, p, "edit")
         manifest = manifests.require_text(manifest)
@@ -92,7 +96,7 @@ class Projects(Area):
         files = manifests.require_env_files(env_files)
         return version_made(await manifests.update(self.ctx, p, manifest, filename, caller.author, params,
                                                    if_version=if_version, env_files=files,
-                                                   base_dir=manifests.require_base_dir(base_dir)))
+                                                   base_dir=manifests.require_base_dir(base_dir), report=report))
 
     @operation("project.delete", target="ref")
     async def delete(self, caller: Caller, ref: str, purge_volumes: object = False) -> dict:

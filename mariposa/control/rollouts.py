@@ -10,6 +10,7 @@ import trio
 
 from mariposa.context import Context
 from mariposa.control import manifests
+from mariposa.control.pulls import Report, ensure_images
 from mariposa.converge.goals import with_images
 from mariposa.converge.simulate import simulate
 from mariposa.converge.supervise import merge
@@ -96,16 +97,19 @@ async def revert_service(ctx: Context, project: ProjectRow, service: str, ref: s
 async def pinned_update(
     ctx: Context, project: ProjectRow, current: VersionRow, text: str, author: str, params: dict,
     images: dict, packages: Mapping[str, Package], summary_prefix: str, files: Mapping | None = None,
+    report: Report | None = None,
 ):
     """A new version of an edited manifest in which the services the edit did not touch keep
     their pinned images, package sizes and env files (``images``, ``packages``, ``files``:
-    by default the current version's); an image no version pinned yet is resolved now. Made
+    by default the current version's); an image no version pinned yet is pulled (as its
+    service's ``pull`` says) and resolved now. Made
     only if the project is still at ``current``: an edit is of that version, and would undo a
     change made meanwhile. Relative paths still start at the current version's directory."""
     files = env_files.loads(current.env_files) if files is None else files
     spec = await manifests.parse(ctx, text, "<edited manifest>", packages, files, current.base_dir)
     if any(svc.image not in images for svc in spec.services):
-        images = {**await manifests.resolve_images(ctx, spec), **images}
+        images = {**await ensure_images(ctx, spec, skip=images, report=report, author=author,
+                                        project_id=project.id), **images}
     return await manifests.update(ctx, project, text, current.filename or "<edited manifest>", author, params,
                                   images=images, packages=packages, env_files=files, base_dir=current.base_dir,
                                   if_version=current.id, summary_prefix=summary_prefix)
@@ -195,7 +199,7 @@ def _label(project: ProjectRow, current: VersionRow) -> str:
 
 async def put_service(
     ctx: Context, project: ProjectRow, service: str, text: str, filename: str, author: str, params: dict,
-    summary_prefix: str,
+    summary_prefix: str, report: Report | None = None,
 ):
     """A new version with service ``service``'s section taken from a section file's ``text``
     (added, or replaced in place), comments kept. Its image and package are resolved now, as
@@ -220,7 +224,7 @@ async def put_service(
     if not any(s.image == image for s in others):
         images.pop(image, None)  # type: ignore[call-overload]
     return await pinned_update(ctx, project, current, new_text, author, params, images,
-                               _catalogue(ctx.packages, pins, package, others), summary_prefix)
+                               _catalogue(ctx.packages, pins, package, others), summary_prefix, report=report)
 
 
 def edit_rules(ctx: Context, current: VersionRow, packages: Mapping[str, Package]) -> Rules:

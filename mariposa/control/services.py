@@ -13,6 +13,7 @@ from mariposa.control.base import Area, Feed, operation
 from mariposa.control.caller import Caller
 from mariposa.control.manifests import refuse_if_file_managed
 from mariposa.control.projects import tasks_json, version_made
+from mariposa.control.pulls import Report
 from mariposa.errors import BadRequest, Conflict, NotFound
 from mariposa.manifest.report import SERVICE_NAME_RE
 from mariposa.store import goal as goal_store
@@ -43,8 +44,9 @@ class Services(Area):
 
     @operation("service.add", target="project")
     async def add(self, caller: Caller, project: str, service: str, manifest: object,
-                  filename: str = "<section>") -> dict:
-        """A new version with service ``service`` added from ``manifest``, one service's section."""
+                  filename: str = "<section>", *, report: Report | None = None) -> dict:
+        """A new version with service ``service`` added from ``manifest``, one service's section;
+        ``report`` is shown the progress of any pull its image needs."""
         p = await self._project(project)
         refuse_if_file_managed(caller, p, "edit")
         if not isinstance(service, str) or not SERVICE_NAME_RE.match(service):
@@ -56,11 +58,12 @@ class Services(Area):
             raise Conflict(f"project '{p.name}' already has a service '{service}': change it with "
                            f"'mariposa -j {p.name} service update {service} FILE'")
         return version_made(await rollouts.put_service(
-            self.ctx, p, service, manifest, str(filename), caller.author, {}, "service add: "))
+            self.ctx, p, service, manifest, str(filename), caller.author, {}, "service add: ", report))
 
     @operation("service.update", target="project")
     async def update(self, caller: Caller, project: str, service: str, manifest: object,
-                     filename: str = "<section>", *, rolling: object = None, count: object = None) -> dict:
+                     filename: str = "<section>", *, rolling: object = None, count: object = None,
+                     report: Report | None = None) -> dict:
         """A new version with service ``service``'s section replaced by ``manifest``, rolled out
         as `project update` rolls out (``rolling``, ``count``: a canary)."""
         p = await self._project(project)
@@ -69,7 +72,7 @@ class Services(Area):
         manifest = manifests.require_text(manifest)
         params = rollouts.rollout_params(rolling, count)
         return version_made(await rollouts.put_service(
-            self.ctx, p, name, manifest, str(filename), caller.author, params, "service update: "))
+            self.ctx, p, name, manifest, str(filename), caller.author, params, "service update: ", report))
 
     @operation("service.delete", target="project")
     async def delete(self, caller: Caller, project: str, service: str) -> dict:

@@ -19,7 +19,7 @@ What a driver owes the rest of Mariposa:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -40,8 +40,8 @@ from mariposa.model import (
 )
 
 __all__ = [
-    "Driver", "DriverError", "DriverEvent", "ImageNotFound", "InstanceState", "LogLine", "MAX_LOG_LINE",
-    "RuntimeUnavailable", "VolumeInUse", "identity_from_labels",
+    "AuthFailed", "Driver", "DriverError", "DriverEvent", "ImageNotFound", "InstanceState", "LogLine", "MAX_LOG_LINE",
+    "PullFailed", "PullProgress", "RegistryAuth", "RuntimeUnavailable", "VolumeInUse", "identity_from_labels",
 ]
 
 # A line longer than this comes out in pieces of this size: a follower holds at most one piece
@@ -77,7 +77,16 @@ class DriverError(Exception):
 
 
 class ImageNotFound(DriverError):
-    """The image (or VM template) is not on this host; Mariposa never pulls, so this is final."""
+    """The image (or VM template) is not on this host."""
+
+
+class PullFailed(DriverError):
+    """The registry (or the runtime on its way there) refused a pull; the message is the
+    registry's own, so the user sees what to fix (a name, a tag, credentials)."""
+
+
+class AuthFailed(DriverError):
+    """The registry refused the credentials of a login; the message is the registry's own."""
 
 
 class VolumeInUse(DriverError):
@@ -106,6 +115,33 @@ class DriverEvent:
     service: str | None
     exit_code: int | None = None
     cursor: str | None = None
+
+
+@attrs.frozen
+class RegistryAuth:
+    """Credentials for one registry. The password is kept out of ``repr`` so that no log line,
+    traceback or error message that shows the object shows it."""
+
+    server: str  # the registry's host[:port], as in the image reference ("docker.io" for Docker Hub)
+    username: str
+    password: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class PullProgress:
+    """One line of a pull's progress, as a runtime tells it: ``layer`` is the layer (or other
+    part) it is about, None for the image as a whole; ``detail`` is e.g. "1.2MB/3.4MB"."""
+
+    image: str
+    status: str
+    layer: str | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image, "status": self.status, "layer": self.layer, "detail": self.detail}
+
+
+Progress = Callable[[PullProgress], Awaitable[None]]
 
 
 @attrs.frozen
@@ -153,6 +189,19 @@ class Driver(Protocol):
     async def resolve_image(self, image: str) -> str:
         """The content id of ``image`` as the host has it now; a version records it so a tag
         moved later never changes what the version runs. Raises ``ImageNotFound``."""
+        ...
+
+    async def pull(self, image: str, auth: RegistryAuth | None, progress: Progress | None = None) -> None:
+        """Fetch ``image`` from its registry onto the host (again, when it is there: a moved tag
+        is picked up), with ``auth`` when given, calling ``progress`` with each line of progress.
+        A reference without a tag or digest means ``:latest`` (never "every tag"). Raises
+        ``PullFailed`` with the registry's message. Never blocks the caller's event loop, and a
+        cancelled pull stops (what the runtime had already fetched may stay)."""
+        ...
+
+    async def login(self, auth: RegistryAuth) -> None:
+        """Check ``auth`` against its registry; raises ``AuthFailed`` with the registry's message
+        when it refuses them. Nothing is stored by the runtime: Mariposa keeps the credentials."""
         ...
 
     async def create(self, req: CreateRequest) -> Instance:

@@ -14,6 +14,7 @@ supervisors fighting over one container is how restart storms start.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -34,10 +35,15 @@ import trio
 from mariposa.drivers import rawget
 from mariposa.drivers.base import (
     MAX_LOG_LINE,
+    AuthFailed,
     DriverError,
     DriverEvent,
     ImageNotFound,
     LogLine,
+    Progress,
+    PullFailed,
+    PullProgress,
+    RegistryAuth,
     RuntimeUnavailable,
     VolumeInUse,
     identity_from_labels,
@@ -548,6 +554,49 @@ class DockerDriver:
             raise _image_not_found(image)
         return resp.json()["Id"]
 
+    async def pull(self, image: str, auth: RegistryAuth | None, progress: Progress | None = None) -> None:
+        """``POST /images/create``: the Engine streams JSON lines of progress and, when the
+        registry refuses half way, an ``error`` line after a 200; a refusal before any layer
+        (no such tag, no credentials) is a 404 or 500 with the registry's message. Read as it
+        comes, with no read timeout (a big layer takes its time), and cancellable like any trio
+        I/O: cancelling closes the connection, and the Engine gives up the pull with it."""
+        from mariposa.registries import split_reference
+
+        name, tag = split_reference(image)
+        headers = {"X-Registry-Auth": _auth_header(auth)} if auth is not None else {}
+        secret = auth.password if auth is not None else None
+        t0 = time.perf_counter()
+        try:
+            async with self._client.stream("POST", "/images/create", params={"fromImage": name, "tag": tag},
+                                           headers=headers, timeout=httpx.Timeout(CALL_TIMEOUT, read=None)) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise PullFailed(f"pull {image}: {_scrub(_message(resp), secret)}")
+                async for line in resp.aiter_lines():
+                    data = _event_data(line)
+                    if data is None:
+                        continue
+                    if data.get("error") or data.get("errorDetail"):
+                        detail = data.get("errorDetail") or {}
+                        message = data.get("error") or detail.get("message") or "the registry refused"
+                        raise PullFailed(f"pull {image}: {_scrub(str(message), secret)}")
+                    if progress is not None and data.get("status"):
+                        await progress(PullProgress(image, str(data["status"]), data.get("id"),
+                                                    _progress_detail(data.get("progressDetail"))))
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            log.debug("engine call", call=f"POST /images/create {name}:{tag}",
+                      seconds=round(time.perf_counter() - t0, 4))
+
+    async def login(self, auth: RegistryAuth) -> None:
+        """``POST /auth``: the Engine tries the credentials on the registry and answers with its
+        verdict; nothing is stored on the Engine's side."""
+        body = {"username": auth.username, "password": auth.password, "serveraddress": _server_address(auth)}
+        resp = await self._call("POST", "/auth", f"login to {auth.server}", allow=tuple(range(400, 600)), json=body)
+        if resp.status_code >= 400:
+            raise AuthFailed(f"login to {auth.server}: {_scrub(_message(resp), auth.password)}")
+
     async def ensure_network(self, project_id: str, project_name: str) -> None:
         await self._ensure_network(project_id, project_name)
 
@@ -911,10 +960,33 @@ class _NetworkGone(DriverError):
 
 
 def _image_not_found(image: str) -> ImageNotFound:
-    return ImageNotFound(
-        f"image '{image}' is not on this host; Mariposa never pulls images: "
-        "build, load or import it first (docker load / docker import)"
-    )
+    return ImageNotFound(f"image '{image}' is not on this host")
+
+
+def _server_address(auth: RegistryAuth) -> str:
+    """What the Engine calls the registry: Docker Hub by its index address, others by host."""
+    return "https://index.docker.io/v1/" if auth.server == "docker.io" else auth.server
+
+
+def _auth_header(auth: RegistryAuth) -> str:
+    """``X-Registry-Auth``: the credentials as base64url JSON, as the Engine reads them."""
+    blob = json.dumps({"username": auth.username, "password": auth.password, "serveraddress": _server_address(auth)})
+    return base64.urlsafe_b64encode(blob.encode()).decode()
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    """A registry never should echo a password, but nothing it says reaches a user unchecked."""
+    return text.replace(secret, "<redacted>") if secret else text
+
+
+def _progress_detail(detail: Any) -> str | None:
+    """'1.2MB/3.4MB' from the Engine's progressDetail {current, total} (bytes)."""
+    if not isinstance(detail, dict) or not detail.get("total"):
+        return None
+    try:
+        return f"{int(detail.get('current') or 0) / 1e6:.1f}MB/{int(detail['total']) / 1e6:.1f}MB"
+    except (TypeError, ValueError):
+        return None
 
 
 def _event_data(line: str) -> dict[str, Any] | None:

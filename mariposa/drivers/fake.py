@@ -14,6 +14,9 @@ It keeps the contract honestly, so the contract suite (``tests/contract/``) runs
   until stopped. An image in ``crash_images`` exits 1 right after every start.
 - **Exec** runs ``argv`` through the same reading, except that ``sleep N`` sleeps N seconds and
   any other command exits 127, "not found". ``exec_handler`` replaces that when a test needs more.
+- **A registry** in the runtime: ``registry`` maps the images it holds to their content ids, and
+  ``registry_users`` the hosts that want credentials to the (username, password) they take. A pull
+  copies an image (and its id) onto the host; a moved tag is a new id in ``registry``.
 - **Stop** sends "SIGTERM": a program that honours it exits 0 at once; one that ignores it is
   killed (exit code 137) once the timeout has passed, as Docker does.
 - **Events** are kept in one list; a cursor is a position in it.
@@ -31,10 +34,15 @@ import trio
 from mariposa.clock import wall_clock
 from mariposa.drivers.base import (
     MAX_LOG_LINE,
+    AuthFailed,
     DriverError,
     DriverEvent,
     ImageNotFound,
     LogLine,
+    Progress,
+    PullFailed,
+    PullProgress,
+    RegistryAuth,
     VolumeInUse,
     identity_from_labels,
 )
@@ -136,6 +144,11 @@ class FakeRuntime:
         self.networks: set[str] = set()
         self.volumes: dict[str, dict[str, str]] = {}  # runtime name -> labels
         self.events: list[tuple[str, DriverEvent]] = []  # (owner, event); cursor = position
+        self.image_ids: dict[str, str] = {}  # content ids of pulled images (others: from the name)
+        self.registry: dict[str, str] = {}  # image -> content id, what a pull can fetch
+        self.registry_users: dict[str, tuple[str, str]] = {}  # registry host -> (username, password)
+        self.pulls: list[str] = []  # every pull asked for, in order
+        self.silent_registries: set[str] = set()  # hosts whose pulls never end (until cancelled)
         self._counter = itertools.count(1)
         self._changed = trio.Event()
 
@@ -284,7 +297,32 @@ class FakeDriver:
     async def resolve_image(self, image: str) -> str:
         if image not in self.runtime.images:
             raise ImageNotFound(f"image '{image}' is not on this host")
-        return "sha256:" + image.encode().hex()
+        return self.runtime.image_ids.get(image) or "sha256:" + image.encode().hex()
+
+    async def pull(self, image: str, auth: RegistryAuth | None, progress: Progress | None = None) -> None:
+        from mariposa.registries import registry_of
+
+        runtime = self.runtime
+        runtime.pulls.append(image)
+        if progress is not None:
+            await progress(PullProgress(image, "Pulling from registry"))
+        if registry_of(image) in runtime.silent_registries:
+            await trio.sleep_forever()
+        await trio.sleep(self.latency)
+        wanted = runtime.registry_users.get(registry_of(image))
+        if wanted is not None and (auth is None or (auth.username, auth.password) != wanted):
+            raise PullFailed(f"pull {image}: unauthorized: authentication required")
+        if image not in runtime.registry:
+            raise PullFailed(f"pull {image}: manifest for {image} not found: manifest unknown")
+        runtime.images.add(image)
+        runtime.image_ids[image] = runtime.registry[image]
+        if progress is not None:
+            await progress(PullProgress(image, "Pull complete", "layer0", "1.0MB/1.0MB"))
+
+    async def login(self, auth: RegistryAuth) -> None:
+        wanted = self.runtime.registry_users.get(auth.server)
+        if wanted is not None and (auth.username, auth.password) != wanted:
+            raise AuthFailed(f"login to {auth.server}: login attempt failed with status: 401 Unauthorized")
 
     async def create(self, req: CreateRequest) -> Instance:
         await self.resolve_image(req.spec.image)

@@ -31,7 +31,7 @@ from mariposa.manifest.shapes import _shown
 from mariposa.manifest.supervision import _SupervisionChecks
 from mariposa.manifest.units import format_size
 from mariposa.manifest.volumes import _VolumeChecks
-from mariposa.model import PortSpec
+from mariposa.model import PULL_POLICIES, PortSpec
 from mariposa.packages import package_names, resolve_package
 
 
@@ -114,6 +114,20 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _SupervisionChecks):
             self.problem(at, f"image {value!r} must not contain whitespace")
             return
         self.fields["image"] = value
+
+    def pull(self, at: _At) -> None:
+        """When a version is made, whether the image is pulled: compose's ``pull_policy`` words."""
+        value = at.value
+        if value is False:  # YAML 1.1 reads a bare `no` as false
+            value = "no"
+        if not isinstance(value, str):
+            self.wrong_type(at, f"one of {', '.join(PULL_POLICIES)}")
+            return
+        if value not in PULL_POLICIES:
+            self.problem(at, f"unknown pull policy {value!r}{_did_you_mean(value, PULL_POLICIES)}"
+                             f" (expected one of {', '.join(PULL_POLICIES)})")
+            return
+        self.fields["pull"] = value
 
     def package(self, at: _At) -> None:
         value = self.string(at)
@@ -370,12 +384,14 @@ _FAMILIAR_NAMES = {
     "workdir": "working_dir",
     "capabilities": "cap_add",
     "net": "network_mode",
+    "pull_policy": "pull",
 }
 
 _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "service_type": _ServiceChecks.service_type,
     "compute_type": _ServiceChecks.compute_type,
     "image": _ServiceChecks.image,
+    "pull": _ServiceChecks.pull,
     "package": _ServiceChecks.package,
     "memory": _ServiceChecks.memory,
     "labels": _ServiceChecks.tags,

@@ -33,6 +33,10 @@ def get_project(db: sqlite_utils.Database, ref: str) -> ProjectRow:
     return row_to(ProjectRow, resolve(db, "projects", ref, what="project"))
 
 
+def project_exists(db: sqlite_utils.Database, name: str) -> bool:
+    return db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone() is not None
+
+
 def list_projects(db: sqlite_utils.Database) -> list[ProjectRow]:
     return [row_to(ProjectRow, r) for r in db.query("SELECT * FROM projects ORDER BY name")]
 
@@ -144,7 +148,7 @@ def add_project(
     env_files: Mapping[str, Any] | None = None,
     base_dir: str | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
-    if db.execute("SELECT 1 FROM projects WHERE name = ?", [name]).fetchone():
+    if project_exists(db, name):
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
     project_id = new_id()
     db.table("projects").insert(

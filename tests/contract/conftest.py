@@ -9,6 +9,7 @@ removes whatever carries that label afterwards, pass or fail; no branch skips.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 import uuid
@@ -19,7 +20,7 @@ import attrs
 import pytest
 import trio
 
-from mariposa.drivers.base import Driver, RuntimeUnavailable
+from mariposa.drivers.base import Driver, RegistryAuth, RuntimeUnavailable
 from mariposa.model import LABEL_OWNER, CreateRequest, Instance, ServiceSpec
 
 
@@ -33,6 +34,10 @@ class Kit:
     kill: Callable[[Instance], Awaitable[None]]  # SIGKILL (or the runtime's hard stop), not through the driver
     create_unstarted: Callable[[CreateRequest], Awaitable[Instance]]
     leftovers: Callable[[], Awaitable[list[str]]]  # what the runtime holds of this owner, not asking the driver
+    pullable: str = ""  # in a registry, not on the host (before each test)
+    unpullable: str = ""  # in no registry
+    login: RegistryAuth | None = None  # credentials a registry takes
+    silent: str = ""  # an image of a registry that accepts connections and never answers
     project: str = attrs.field(factory=lambda: uuid.uuid4().hex)
 
     def request(self, service: str, script: str | None, *, project: str | None = None,
@@ -80,8 +85,12 @@ async def _fake_kit():
     async def leftovers() -> list[str]:
         return [b.runtime_id for b in runtime.boxes.values() if b.labels.get(LABEL_OWNER) == owner]
 
+    runtime.registry["registry.test:5000/team/app:v1"] = "sha256:" + "ab" * 32
+    runtime.registry_users["registry.test:5001"] = ("alice", "s3cret-pw")
+    runtime.silent_registries.add("registry.test:5002")
     kit = Kit(FakeDriver(runtime=runtime, owner=owner), "busybox", "not-there:1.0", owner, restart, kill,
-              create_unstarted, leftovers)
+              create_unstarted, leftovers, "registry.test:5000/team/app:v1", "registry.test:5000/team/nope:v1",
+              RegistryAuth("registry.test:5001", "alice", "s3cret-pw"), "registry.test:5002/team/app:v1")
     try:
         yield kit
     finally:
@@ -89,7 +98,7 @@ async def _fake_kit():
 
 
 @asynccontextmanager
-async def _docker_kit(image: str):
+async def _docker_kit(image: str, registries):
     from mariposa.drivers.docker import DockerDriver
 
     owner = f"contract-{uuid.uuid4().hex[:12]}"
@@ -133,16 +142,27 @@ async def _docker_kit(image: str):
         await driver.ping()
     except RuntimeUnavailable as exc:
         pytest.fail(f"the docker contract tests need a running Docker Engine: {exc}")
-    kit = Kit(driver, image, "mariposa-test/not-there:1.0", owner, restart, kill, create_unstarted, leftovers)
+    pullable = registries.ref(registries.open_host, "busybox")
+    registries.remove_local(pullable)  # a test before may have pulled it
+    silent = socket.socket()  # the kernel accepts connections into the backlog; nobody ever answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    kit = Kit(driver, image, "mariposa-test/not-there:1.0", owner, restart, kill, create_unstarted, leftovers,
+              pullable, registries.ref(registries.open_host, "nope"),
+              RegistryAuth(registries.auth_host, registries.user, registries.password),
+              f"127.0.0.1:{silent.getsockname()[1]}/{registries.prefix}/silent:v1")
     try:
         yield kit
     finally:
+        silent.close()
         await kit.driver.aclose()
         await trio.to_thread.run_sync(purge)
+        registries.remove_local(pullable)
 
 
 @pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
 async def kit(request):
-    made = _fake_kit() if request.param == "fake" else _docker_kit(request.getfixturevalue("docker_image"))
+    made = _fake_kit() if request.param == "fake" else _docker_kit(
+        request.getfixturevalue("docker_image"), request.getfixturevalue("registries"))
     async with made as kit:
         yield kit

@@ -15,7 +15,18 @@ from contextlib import aclosing
 import pytest
 import trio
 
-from mariposa.drivers.base import MAX_LOG_LINE, DriverError, DriverEvent, ImageNotFound, LogLine, VolumeInUse
+from mariposa.drivers.base import (
+    MAX_LOG_LINE,
+    AuthFailed,
+    DriverError,
+    DriverEvent,
+    ImageNotFound,
+    LogLine,
+    PullFailed,
+    PullProgress,
+    RegistryAuth,
+    VolumeInUse,
+)
 from mariposa.model import Instance, InstanceState, MountSpec, volume_name
 
 SLEEPER = "exec sleep 3600"  # honours SIGTERM
@@ -349,3 +360,57 @@ async def test_networks_are_idempotent(kit):
     await kit.driver.remove(inst)
     await kit.driver.remove_network(kit.project)
     await kit.driver.remove_network(kit.project)
+
+
+async def test_pull_brings_an_image_from_its_registry_with_progress(kit):
+    with pytest.raises(ImageNotFound):
+        await kit.driver.resolve_image(kit.pullable)
+    lines: list[PullProgress] = []
+
+    async def progress(p: PullProgress) -> None:
+        lines.append(p)
+
+    await kit.driver.pull(kit.pullable, None, progress)
+    assert (await kit.driver.resolve_image(kit.pullable)).startswith("sha256:")
+    assert lines and all(p.image == kit.pullable and p.status for p in lines)
+    await kit.driver.pull(kit.pullable, None)  # again, with it there: a moved tag would be picked up
+    inst = await kit.driver.create(kit.request("web", SLEEPER, image=kit.pullable))
+    assert inst.running
+
+
+async def test_a_refused_pull_raises_the_registrys_words(kit):
+    with pytest.raises(PullFailed) as info:
+        await kit.driver.pull(kit.unpullable, None)
+    assert "not found" in str(info.value) and kit.unpullable.rsplit(":", 1)[0] in str(info.value)
+    with pytest.raises(ImageNotFound):
+        await kit.driver.resolve_image(kit.unpullable)
+
+
+async def test_login_checks_credentials_and_never_repeats_the_password(kit):
+    await kit.driver.login(kit.login)
+    wrong = RegistryAuth(kit.login.server, kit.login.username, "not-the-password-42")
+    with pytest.raises(AuthFailed) as info:
+        await kit.driver.login(wrong)
+    assert "401" in str(info.value) and "not-the-password-42" not in str(info.value)
+    assert "not-the-password-42" not in repr(wrong)
+
+
+async def test_a_pull_from_a_registry_that_never_answers_blocks_nothing_and_is_cancellable(kit):
+    """The pull waits on I/O (the event loop keeps ticking meanwhile), and a cancel ends it."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.05)
+            ticks += 1
+
+    t0 = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        with trio.move_on_after(1.5) as scope:
+            await kit.driver.pull(kit.silent, None)
+        nursery.cancel_scope.cancel()
+    assert scope.cancelled_caught, "the pull ended by itself: the registry was meant never to answer"
+    assert time.monotonic() - t0 < 1.5 + 5  # the cancel ended it, within a loaded machine's reaction
+    assert ticks >= 10  # 30 at 0.05 s each in 1.5 s if nothing blocked the loop; a blocked loop gives ~0

@@ -244,6 +244,7 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
                                              {}, optional={"soft": numbers, "hard": numbers})), max_size=2), words),
     "stop_signal": st.sampled_from(["SIGINT", "TERM", "SIGFOO", "9", "99", "SIGRTMIN+3", ""]),
     "init": st.one_of(st.booleans(), words),
+    "pull": st.one_of(st.sampled_from(["missing", "always", "never", "if_not_present", "", "Always"]), st.booleans()),
     "network_mode": st.sampled_from(["host", "bridge", "none", "service:x", ""]),
     "privileged": st.one_of(st.booleans(), words),
     "env_file": st.one_of(words, st.lists(st.one_of(words, st.fixed_dictionaries(

@@ -89,9 +89,11 @@ class Daemon:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, check: bool = True, timeout: float = 180, input: str | None = None,
+            ) -> subprocess.CompletedProcess:
         env = {**os.environ, "MARIPOSA_SOCKET": self.socket}
-        r = subprocess.run([MARIPOSA, *args], capture_output=True, text=True, env=env, timeout=timeout)
+        r = subprocess.run([MARIPOSA, *args], capture_output=True, text=True, env=env, timeout=timeout,
+                           input=input)
         if check and r.returncode != 0:
             raise AssertionError(f"mariposa {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
         return r

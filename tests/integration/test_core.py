@@ -207,15 +207,17 @@ def test_queue_stop_terminates_and_freezes(daemon: Daemon, tmp_path):
     assert not daemon.json("-j", "q", "service", "get", "web")["frozen"]
 
 
-def test_missing_image_is_a_clear_task_error(daemon: Daemon, tmp_path):
+def test_missing_image_with_pull_never_is_refused_clearly(daemon: Daemon, tmp_path):
+    """(Pulls from real registries: test_pulls.py.) With `pull: never` an image the host lacks
+    refuses the project before anything is made."""
     path = tmp_path / "missing.yaml"
-    path.write_text("services:\n  ghost:\n    image: mariposa-test/does-not-exist:1\n")
+    path.write_text("services:\n  ghost:\n    image: mariposa-test/does-not-exist:1\n    pull: never\n")
     r = daemon.cli("project", "add", "ghost", str(path), "--wait", check=False)
-    assert r.returncode == 6
-    assert "mariposa-test/does-not-exist:1" in r.stderr and "never pulls" in r.stderr
+    assert r.returncode == 4
+    assert "mariposa-test/does-not-exist:1" in r.stderr and "is not on this host" in r.stderr
     assert daemon.containers() == []
     # the daemon is fine and says so
-    assert daemon.json("project", "list")[0]["name"] == "ghost"
+    assert daemon.json("project", "list") == []
 
 
 def test_killed_container_is_replaced(daemon: Daemon, tmp_path):

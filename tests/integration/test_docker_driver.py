@@ -212,10 +212,10 @@ async def test_replicas_get_distinct_ephemeral_ports(driver, owner, project):
     assert a.ports[0].host_port != b.ports[0].host_port
 
 
-async def test_missing_image_says_mariposa_never_pulls(driver):
+async def test_missing_image_says_it_is_not_on_this_host(driver):
     with pytest.raises(ImageNotFound) as info:
         await driver.resolve_image("mariposa-test/not-there:1.0")
-    assert "mariposa-test/not-there:1.0" in str(info.value) and "never pulls" in str(info.value)
+    assert "mariposa-test/not-there:1.0" in str(info.value) and "is not on this host" in str(info.value)
 
 
 async def test_failed_start_leaves_nothing_and_no_secret(driver, owner, project):
@@ -324,11 +324,11 @@ async def test_a_network_removed_behind_our_back_is_made_again(driver, owner, pr
     assert len(docker("network", "ls", "-q", "--filter", f"label={LABEL_PROJECT}={project}").stdout.split()) == 1
 
 
-async def test_create_of_a_missing_image_says_mariposa_never_pulls(driver, owner, project):
+async def test_create_of_a_missing_image_says_it_is_not_on_this_host(driver, owner, project):
     spec = ServiceSpec(name="web", image="mariposa-test/not-there:1.0", command=SLEEPER)
     with pytest.raises(ImageNotFound) as info:
         await driver.create(request(owner, project, spec))
-    assert "mariposa-test/not-there:1.0" in str(info.value) and "never pulls" in str(info.value)
+    assert "mariposa-test/not-there:1.0" in str(info.value) and "is not on this host" in str(info.value)
     assert await driver.inventory() == []
 
 

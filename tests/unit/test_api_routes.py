@@ -49,7 +49,7 @@ class Recorder:
 class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
-        for area in ("system", "projects", "services", "instances", "queue", "events", "volumes"):
+        for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -108,6 +108,10 @@ CASES = [
     ("DELETE", "/v1/queue/t1", None, {"project": "p"}, "queue.stop", ("t1", "p"), {}),
     ("GET", "/v1/events", None, {"project": "p", "type": "service,task", "since": "7"}, "events.list", (),
      {"project": "p", "service": None, "types": ("service", "task"), "since": 7}),
+    ("GET", "/v1/registries", None, None, "registry.list", (), {}),
+    ("POST", "/v1/registries", {"host": "127.0.0.1:5000", "username": "u", "password": "p"}, None, "registry.login",
+     ("127.0.0.1:5000", "u", "p"), {}),
+    ("DELETE", "/v1/registries/127.0.0.1:5000", None, None, "registry.logout", ("127.0.0.1:5000",), {}),
 ]
 
 
@@ -161,6 +165,40 @@ async def test_every_route_is_covered_by_the_table_test():
     untested = [f"{m} {regex.pattern}" for i, (m, regex, _) in enumerate(routes) if i not in hit]
     assert untested == ["POST ^/v1/projects/(?P<project>[^/]+)/(?P<action>[^/]+)$",
                         "POST ^/v1/projects/(?P<project>[^/]+)/services/(?P<service>[^/]+)/(?P<action>[^/]+)$"]
+
+
+PROGRESS_CASES = [
+    ("POST", "/v1/projects", {"name": "p", **MANIFEST}, "projects.add"),
+    ("PUT", "/v1/projects/p", MANIFEST, "projects.update"),
+    ("POST", "/v1/projects/p/services", {"name": "web", **MANIFEST}, "services.add"),
+    ("PUT", "/v1/projects/p/services/web", MANIFEST, "services.update"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,called", PROGRESS_CASES, ids=[f"{c[0]} {c[1]}" for c in PROGRESS_CASES])
+async def test_changes_that_may_pull_stream_their_progress_when_asked(method, path, body, called):
+    """?progress=1: the control call gets a ``report`` whose lines come out first, then the
+    result as the last line; a refusal is the last line instead (with its kind, for the CLI)."""
+
+    class Pulling(Recorder):
+        def __getattr__(self, name: str):
+            async def method(caller, *args, report=None, **kwargs):
+                self.calls.append((f"{self.area}.{name}", caller, args, kwargs))
+                await report({"pull": {"image": "x", "status": "Pulling"}})
+                if self.fail is not None:
+                    raise self.fail
+                return {"called": f"{self.area}.{name}"}
+            return method
+
+    for fail, last in ((None, {"result": {"called": called}}),
+                       (NotFound("no such tag"), {"error": "not-found", "message": "no such tag", "details": []})):
+        control = FakeControl()
+        control.projects, control.services = (Pulling(a, control.calls, fail) for a in ("projects", "services"))
+        resp = await build_router(control).dispatch(request(method, path, body, {"progress": "1"}))
+        assert resp.status == 200 and resp.produce is not None
+        lines = [json.loads(line) for line in (await body_of(resp)).splitlines()]
+        assert lines == [{"pull": {"image": "x", "status": "Pulling"}}, last]
+        assert [c[0] for c in control.calls] == [called]
 
 
 async def test_events_follow_streams_ndjson():

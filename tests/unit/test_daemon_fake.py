@@ -11,6 +11,7 @@ import trio
 from trio.testing import MockClock
 
 from mariposa.daemon import DaemonConfig, run_daemon
+from mariposa.drivers.base import DriverError
 from mariposa.drivers.fake import FakeDriver
 
 MANIFEST = """
@@ -155,11 +156,19 @@ async def test_queue_stop_freezes_service(virtual_clock, daemon):
     assert len(running(driver, "web")) == 40
 
 
-async def test_missing_image_fails_task_clearly(daemon):
+async def test_missing_image_refuses_the_add_and_one_removed_later_fails_its_task_clearly(daemon):
     client, driver, _ = daemon
     r = await client.post("/v1/projects", json={"name": "p", "manifest": "services:\n  a:\n    image: nosuch\n"})
+    assert r.status_code == 502 and r.json()["error"] == "registry-refused" and "nosuch" in r.json()["message"]
+    assert (await client.get("/v1/projects")).json() == []  # the failed pull changed nothing
+    driver.runtime.images.add("gone")
+    r = await client.post("/v1/projects", json={"name": "p", "manifest": "services:\n  a:\n    image: gone\n"
+                                                                       "    scale: 0\n"})
+    await wait_tasks(client, r.json()["tasks"])
+    driver.runtime.images.discard("gone")  # pinned, then removed behind the daemon's back
+    r = await client.post("/v1/projects/p/services/a/scale", json={"scale": 1})
     got = await wait_tasks(client, r.json()["tasks"])
-    assert got["state"] == "failed" and "nosuch" in got["message"]
+    assert got["state"] == "failed" and "gone" in got["message"]
 
 
 async def test_restart_policy_on_failure_gives_up_and_service_goes_down(virtual_clock, daemon):
@@ -243,11 +252,16 @@ async def test_a_failing_service_is_retried_when_its_back_off_ends_not_at_the_re
     from mariposa.converge.reconciler import RETRY
 
     driver = FakeDriver(images=("busybox",))
+
+    async def refuse(req):  # every create fails (an image removed after the version pinned it)
+        raise DriverError("image 'busybox' is not on this host")
+
+    driver.create = refuse  # type: ignore[method-assign]
     sock = str(tmp_path / "m.sock")
     config = DaemonConfig(state_dir=str(tmp_path / "state"), socket=sock, resync=60, manifest_dir=None)
     await nursery.start(run_daemon, config, {"docker": driver})
     async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=sock), base_url="http://m") as client:
-        await client.post("/v1/projects", json={"name": "p", "manifest": "services:\n  a:\n    image: nosuch\n"})
+        await client.post("/v1/projects", json={"name": "p", "manifest": "services:\n  a:\n    image: busybox\n"})
         await trio.sleep(20)
         tasks = sorted((await client.get("/v1/queue")).json(), key=lambda t: t["created"])
     assert len(tasks) >= 4 and all(t["state"] == "failed" for t in tasks[:4])
