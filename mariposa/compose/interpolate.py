@@ -12,10 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-_TOKEN = re.compile(
-    r"\$(?:(?P<escaped>\$)|(?P<plain>[A-Za-z_][A-Za-z0-9_]*)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)"
-    r"(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|(?P<bad>))"
-)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPERATOR = re.compile(r":?[-?+]")
 
 
 class InterpolationError(ValueError):
@@ -23,33 +21,74 @@ class InterpolationError(ValueError):
 
 
 def interpolate(text: str, env: Mapping[str, str], used: set[str] | None = None) -> str:
-    """``text`` with its variables substituted from ``env``. Names it read go into ``used``.
-    Raises ``InterpolationError`` for ``${VAR?message}`` of an unset variable, or a bad ``$``."""
+    """``text`` with its variables substituted from ``env``; a default may hold variables of its
+    own (``${A:-${B}}``). Names it read go into ``used``. Raises ``InterpolationError`` for
+    ``${VAR?message}`` of an unset variable, or a ``$`` that starts nothing."""
     if "$" not in text:
         return text
-
-    def one(match: re.Match) -> str:
-        if match["escaped"]:
-            return "$"
-        if match["bad"] is not None:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        dollar = text.find("$", i)
+        if dollar < 0:
+            out.append(text[i:])
+            break
+        out.append(text[i:dollar])
+        after = text[dollar + 1:dollar + 2]
+        if after == "$":
+            out.append("$")
+            i = dollar + 2
+            continue
+        if after == "{":
+            end = _closing_brace(text, dollar + 2)
+            if end is None:
+                raise InterpolationError(f"'${{' is not closed in {text!r}")
+            out.append(_braced(text[dollar + 2:end], env, used))
+            i = end + 1
+            continue
+        name = _NAME.match(text, dollar + 1)
+        if name is None:
             raise InterpolationError(f"invalid '$' in {text!r}: write $$ for a literal $, or ${{NAME}}")
-        name = match["plain"] or match["braced"]
         if used is not None:
-            used.add(name)
-        value = env.get(name)
-        op, arg = match["op"], match["arg"] or ""
-        unset_or_empty = value is None or (value == "" and op is not None and op.startswith(":"))
-        if op in ("-", ":-"):
-            return interpolate(arg, env, used) if unset_or_empty else str(value)
-        if op in ("?", ":?"):
-            if unset_or_empty:
-                raise InterpolationError(f"variable {name} is required: {arg or 'it is not set'}")
-            return str(value)
-        if op in ("+", ":+"):
-            return "" if unset_or_empty else interpolate(arg, env, used)
-        return "" if value is None else str(value)
+            used.add(name[0])
+        out.append(env.get(name[0], ""))
+        i = name.end()
+    return "".join(out)
 
-    return _TOKEN.sub(one, text)
+
+def _closing_brace(text: str, start: int) -> int | None:
+    depth = 0
+    for i in range(start, len(text)):
+        if text.startswith("${", i):
+            depth += 1
+        elif text[i] == "}":
+            if depth == 0:
+                return i
+            depth -= 1
+    return None
+
+
+def _braced(inner: str, env: Mapping[str, str], used: set[str] | None) -> str:
+    name = _NAME.match(inner)
+    if name is None:
+        raise InterpolationError(f"invalid variable name in ${{{inner}}}")
+    op_match = _OPERATOR.match(inner, name.end())
+    if op_match is None and name.end() != len(inner):
+        raise InterpolationError(f"invalid variable name in ${{{inner}}}")
+    if used is not None:
+        used.add(name[0])
+    value = env.get(name[0])
+    if op_match is None:
+        return "" if value is None else str(value)
+    op, arg = op_match[0], inner[op_match.end():]
+    unset = value is None or (value == "" and op.startswith(":"))
+    if op.endswith("-"):
+        return interpolate(arg, env, used) if unset else str(value)
+    if op.endswith("?"):
+        if unset:
+            raise InterpolationError(f"variable {name[0]} is required: {arg or 'it is not set'}")
+        return str(value)
+    return "" if unset else interpolate(arg, env, used)
 
 
 def dotenv(text: str) -> dict[str, str]:
