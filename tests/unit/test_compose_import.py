@@ -89,7 +89,8 @@ def test_the_report_of_the_webapp_names_what_it_changed_and_dropped():
     path = FILES[0]
     conversion = convert(path.read_text(), path.name, env={"WEB_PORT": "18080"}, compose_dir=str(path.parent))
     by_path = {e.path: e for e in conversion.entries}
-    assert by_path["services.web.build"].status == UNMAPPED and "without a builder" in by_path["services.web.build"].note
+    build = by_path["services.web.build"]
+    assert build.status == UNMAPPED and "without a builder" in build.note
     assert by_path["services.web.logging"].status == UNMAPPED
     assert by_path["x-logging"].status == CHANGED
     assert by_path["services.cache.deploy.resources.limits.memory"].note == (
