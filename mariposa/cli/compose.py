@@ -93,4 +93,6 @@ def at_compose_positions(exc: MariposaError, conversion: Conversion) -> Mariposa
         where = f"generated manifest {d.get('line')}:{d.get('column')}"
         details.append({**d, "file": conversion.filename, "line": origin[0], "column": origin[1],
                         "message": f"{d.get('message')} ({where})"})
-    return type(exc)(f"{conversion.filename}: the converted manifest was refused: {exc.message}", details=details)
+    count = len(details)
+    return type(exc)(f"{conversion.filename}: the manifest converted from it was refused ({count} "
+                     f"problem{'s' if count != 1 else ''}); nothing was changed", details=details)

@@ -67,6 +67,9 @@ def convert(text: str, filename: str = "docker-compose.yml", *, env: Mapping[str
     _interpolate(conv, root)
     form = _form(conv, root)
     top = dict(root.entries())
+    for key in ("services", "volumes", "networks"):
+        if key in top:
+            conv.origins[key] = top[key].key_pos
     manifest: dict[str, Any] = {}
     if "volumes" in top:
         manifest_volumes = _top_volumes(conv, top["volumes"])
