@@ -143,7 +143,9 @@ def ports(conv: Converter, svc: Service, at: _At) -> None:
             if item.value.get("mode") == "ingress":
                 changes.append("mode: ingress -> published on this host (no routing mesh)")
         spelled = [port_text(h, c, port.protocol) for h, c in pairs]
-        out.extend(spelled)
+        for text in spelled:
+            conv.origins[f"services.{svc.name}.ports[{len(out)}]"] = item.pos
+            out.append(text)
         if len(pairs) > 1:
             changes.append(f"range {shown!r} -> {', '.join(map(str, spelled))}")
         elif port.host and pairs[0][0] is None:
@@ -183,6 +185,7 @@ def volumes(conv: Converter, svc: Service, at: _At) -> None:
             conv.problem(item, "expected SOURCE:TARGET[:MODE] or a mapping")
             continue
         if mount is not None:
+            conv.origins[f"services.{svc.name}.volumes[{len(out)}]"] = item.pos
             out.append(mount)
     svc.set("volumes", out, at)
     if lost:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.integration.harness import Daemon, docker, wait_until
+from tests.integration.harness import IMAGE, Daemon, docker, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -208,3 +208,25 @@ def test_edge_comes_up_on_its_networks(tmp_path, monkeypatch):
         delete(d, "cmpedge")
         d.cleanup()
         docker("network", "rm", shared, check=False)
+
+
+def test_a_manifest_the_daemon_refuses_is_shown_at_the_compose_fields(daemon, tmp_path):
+    """The host's policy is the daemon's: privileged and a bind mount outside bind_roots are
+    refused there, and each problem names the compose file's line and column."""
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(f"""services:
+  tool:
+    image: {IMAGE}
+    privileged: true
+    volumes:
+      - ./data:/data
+""")
+    r = daemon.cli("project", "import-compose", "cmpref", str(compose), check=False)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert lines[-3] == f"mariposa: error: {compose}: the manifest converted from it was refused (2 problems); " \
+                        "nothing was changed"
+    assert lines[-2].startswith(f"  {compose}:4:17: services.tool.privileged: privileged: true gives the container")
+    assert lines[-2].endswith("(generated manifest 5:17)")
+    assert lines[-1].startswith(f"  {compose}:6:9: services.tool.volumes[0]: bind mount {tmp_path}/data is outside")
+    assert daemon.json("project", "list") == []

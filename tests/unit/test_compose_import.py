@@ -480,14 +480,14 @@ def test_the_table_knows_every_service_option_of_the_compose_specification():
 def test_generated_manifest_problems_point_at_the_compose_file():
     conversion = convert("services:\n  web:\n    image: x\n    ports: ['8080:80']\n    deploy: {replicas: 3}\n",
                          "docker-compose.yml")
-    assert conversion.origin("services.web.ports[0]") == (4, 12)
+    assert conversion.origin("services.web.ports[0]") == (4, 13)
     assert conversion.origin("services.web.scale") == (5, 24)
     assert conversion.origin("services.web") == (2, 3)
     with pytest.raises(ManifestError) as info:
         parse_manifest(conversion.text, "generated.yaml")
     error = InvalidManifest("refused", details=[p.to_json() for p in info.value.problems])
     (detail,) = at_compose_positions(error, conversion).details
-    assert (detail["file"], detail["line"], detail["column"]) == ("docker-compose.yml", 4, 12)
+    assert (detail["file"], detail["line"], detail["column"]) == ("docker-compose.yml", 4, 13)
     assert detail["message"].endswith("(generated manifest 5:13)") and "host port 8080" in detail["message"]
 
 
