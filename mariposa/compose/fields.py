@@ -89,7 +89,7 @@ def env_file(conv: Converter, svc: Service, at: _At) -> None:
     for entry in entries:
         if isinstance(entry, Mapping):
             extra = sorted(set(map(str, entry)) - {"path", "required"})
-            if entry.get("format") == "raw" or any(k != "format" for k in extra):
+            if extra:
                 lost.append(f"{', '.join(extra)} of {entry.get('path')!r}")
             path, note = host_path(conv, str(entry.get("path", "")))
             kept = {"path": path, **({"required": bool(entry["required"])} if "required" in entry else {})}
@@ -318,32 +318,32 @@ def restart(conv: Converter, svc: Service, at: _At) -> None:
         conv.mapped(at)
 
 
+_CONDITIONS = {"none": "no", "on-failure": "on-failure", "any": "always"}
+
+
 def restart_policy(conv: Converter, svc: Service, at: _At) -> None:
+    """deploy.restart_policy (swarm's) as a restart policy: condition any (its default) is
+    always, on-failure with max_attempts is on-failure:N."""
     if not isinstance(at.value, Mapping):
         conv.problem(at, "expected a mapping of restart_policy options")
         return
-    condition, attempts = "any", None
+    condition = str(at.value.get("condition", "any"))
+    policy = _CONDITIONS.get(condition)
+    if policy is None:
+        conv.problem(at, f"unknown restart_policy condition {condition!r} (none, on-failure, any)")
+        return
     for key, entry in at.entries():
         if key == "condition":
-            condition = str(entry.value)
-            policy = {"none": "no", "on-failure": "on-failure", "any": "always"}.get(condition)
-            if policy is None:
-                conv.problem(entry, f"unknown restart_policy condition {condition!r} (none, on-failure, any)")
-                return
             conv.changed(entry, f"condition {condition} -> restart: {policy}")
+        elif key == "max_attempts" and policy == "on-failure" and isinstance(entry.value, int):
+            policy = f"on-failure:{entry.value}"
+            conv.changed(entry, f"-> restart: {policy}")
         elif key == "max_attempts":
-            attempts = plain(entry.value)
-            if condition == "on-failure" or "condition" not in at.value or at.value["condition"] == "on-failure":
-                conv.changed(entry, f"-> restart: on-failure:{attempts}")
-            else:
-                conv.unmapped(entry, "a restart count applies to on-failure only")
+            conv.unmapped(entry, f"restart: {policy} has no count (only on-failure:N does)")
         elif key in ("delay", "window"):
             conv.unmapped(entry, "restarts are spaced by Mariposa's back-off (0.1 s doubling to 60 s), as Docker's")
         else:
             conv.unmapped(entry, f"{key!r} is not a restart_policy option the importer knows")
-    policy = {"none": "no", "on-failure": "on-failure", "any": "always"}[condition]
-    if policy == "on-failure" and isinstance(attempts, int):
-        policy = f"on-failure:{attempts}"
     svc.set("restart", policy, at)
 
 

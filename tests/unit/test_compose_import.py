@@ -519,3 +519,28 @@ def test_cli_dry_run_prints_the_manifest_and_the_report(tmp_path):
     assert result.stdout == out.read_text() and result.stdout.startswith("# Converted from")
     assert f"- {tmp_path}/worker/worker.env" in result.stdout  # written elsewhere: the path made absolute
     assert "services.worker.cpu_shares" in result.stderr and "2 not mapped" in result.stderr
+
+
+def test_restart_policy_conditions():
+    for policy, restart in (("{condition: any, max_attempts: 3}", "always"), ("{condition: none}", "no"),
+                            ("{condition: on-failure}", "on-failure"), ("{max_attempts: 2}", "always"),
+                            ("{condition: on-failure, max_attempts: 2}", "on-failure:2")):
+        conversion, report = report_of(f"services:\n  w:\n    image: x\n    deploy:\n      restart_policy: {policy}\n")
+        assert conversion.manifest["services"]["w"]["restart"] == restart, policy
+        if "max_attempts" in policy:
+            status = CHANGED if restart.startswith("on-failure") else UNMAPPED
+            assert report["services.w.deploy.restart_policy.max_attempts"].status == status, policy
+    with pytest.raises(ManifestError, match="unknown restart_policy condition 'sometimes'"):
+        convert("services:\n  w:\n    image: x\n    deploy: {restart_policy: {condition: sometimes}}\n", "c.yml")
+
+
+def test_env_file_entries():
+    conversion, report = report_of(
+        "services:\n  w:\n    image: x\n    env_file: [a.env, {path: b.env, required: false}]\n")
+    assert conversion.manifest["services"]["w"]["env_file"] == ["a.env", {"path": "b.env", "required": False}]
+    assert report["services.w.env_file"].status == MAPPED
+    conversion, report = report_of("services:\n  w:\n    image: x\n    env_file: {path: a.env, format: raw}\n",
+                                   absolute_paths=True)
+    assert conversion.manifest["services"]["w"]["env_file"] == [{"path": "/srv/app/a.env"}]
+    entry = report["services.w.env_file"]
+    assert entry.status == UNMAPPED and "format of 'a.env'" in entry.note
