@@ -56,6 +56,9 @@ class Converter:
         variables = sorted({v for p, vs in self.interpolated.items() if _within(p, path) for v in vs})
         if variables:
             filled = f"${{{'}, ${'.join(variables)}}} filled in at import (environment and .env)"
+            blank = [v for v in variables if v not in self.env]
+            if blank:
+                filled += f"; {', '.join(blank)} not set: blank or its default, as compose does"
             note = f"{note}; {filled}" if note else filled
             status = CHANGED if status == MAPPED else status
         line, column = at.key_pos

@@ -98,6 +98,11 @@ def test_the_report_of_the_webapp_names_what_it_changed_and_dropped():
     assert by_path["services.web.ports"].note == "${WEB_PORT} filled in at import (environment and .env)"
     web = conversion.manifest["services"]["web"]
     assert web["ports"] == ["18080:80"] and web["volumes"] == ["./site:/www:ro"]
+    unset = convert(path.read_text(), path.name, env={}, compose_dir=str(path.parent))
+    assert unset.manifest["services"]["web"]["ports"] == ["8080:80"]
+    assert {e.path: e for e in unset.entries}["services.web.ports"].note == (
+        "${WEB_PORT} filled in at import (environment and .env); "
+        "WEB_PORT not set: blank or its default, as compose does")
     assert web["depends_on"] == {"db": {"condition": "service_healthy"}, "cache": {"condition": "service_started"}}
     assert conversion.manifest["volumes"] == {"db-data": {}, "cache-data": {"labels": {"com.example.backup": "no"}}}
     assert '"no"' in conversion.text  # a YAML 1.1 reader would take a bare no for false
