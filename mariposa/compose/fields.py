@@ -203,6 +203,9 @@ def _short_volume(conv: Converter, item: _At, changes: list[str], lost: list[str
         lost.append(f"{text!r}: an anonymous volume (its data would go with the instance); "
                     f"name it (data:{text}) to keep it")
         return None
+    if len(parts) > 3:
+        conv.problem(item, f"{text!r} must be SOURCE:TARGET or SOURCE:TARGET:MODE")
+        return None
     source, target, modes = parts[0], parts[1], parts[2].split(",") if len(parts) > 2 else []
     kept = [m for m in modes if m in _MODES_KEPT]
     moot = [m for m in modes if m in _MODES_MOOT]
@@ -280,7 +283,10 @@ def healthcheck(conv: Converter, svc: Service, at: _At) -> None:
             conv.changed(entry, note)
         elif key == "disable":
             disabled = disabled or bool(entry.value)
-            conv.changed(entry, "no health check, as without one") if entry.value else conv.mapped(entry)
+            if entry.value:
+                conv.changed(entry, "no health check, as without one")
+            else:
+                conv.mapped(entry)
         elif key in durations:
             try:
                 seconds = parse_duration(entry.value)

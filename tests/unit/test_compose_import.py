@@ -549,3 +549,10 @@ def test_env_file_entries():
     assert conversion.manifest["services"]["w"]["env_file"] == [{"path": "/srv/app/a.env"}]
     entry = report["services.w.env_file"]
     assert entry.status == UNMAPPED and "format of 'a.env'" in entry.note
+
+
+def test_a_volume_with_more_parts_than_compose_reads_is_a_problem():
+    with pytest.raises(ManifestError) as info:
+        convert("services:\n  w:\n    image: x\n    volumes: ['a:/b:ro:extra']\n", "c.yml")
+    (problem,) = info.value.problems
+    assert (problem.line, problem.column, problem.field) == (4, 15, "services.w.volumes[0]")
