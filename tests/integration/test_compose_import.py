@@ -5,6 +5,7 @@ Keys other branches of issue 12 add to the manifest, which these files need:
 - webapp: `depends_on` (start order). `test_webapp_comes_up_without_its_start_order` runs it today
   with depends_on taken out of the compose file; `test_webapp_comes_up` needs the depends_on branch.
 - edge: `networks` (shared networks), `depends_on` and `pull` (image pulls).
+  `test_edge_comes_up_without_networks_today` runs it with those keys taken out;
   `test_edge_comes_up_on_its_networks` needs those three branches.
 - worker: none; it passes on main as it is.
 The lead runs the last two once those branches are merged."""
@@ -114,11 +115,15 @@ def test_worker_comes_up_with_its_env_files_and_health_check(tmp_path):
         d.cleanup()
 
 
-def without_depends_on(compose: Path) -> None:
+def without(compose: Path, *keys: str) -> None:
+    """The compose file without the service keys whose manifest options other branches add."""
     yaml = YAML(typ="rt", pure=True)
     doc = yaml.load(compose.read_text())
     for section in doc["services"].values():
-        section.pop("depends_on", None)
+        for key in keys:
+            section.pop(key, None)
+    if "networks" in keys:
+        doc.pop("networks", None)
     with open(compose, "w") as f:
         yaml.dump(doc, f)
 
@@ -151,7 +156,7 @@ def test_webapp_comes_up_without_its_start_order(tmp_path, monkeypatch):
     """Runs on main today: the webapp file with depends_on taken out."""
     d, here = start(tmp_path, "webapp")
     compose = here / "docker-compose.yml"
-    without_depends_on(compose)
+    without(compose, "depends_on")
     port = free_port()
     monkeypatch.setenv("WEB_PORT", str(port))
     try:
@@ -230,3 +235,31 @@ def test_a_manifest_the_daemon_refuses_is_shown_at_the_compose_fields(daemon, tm
     assert lines[-2].endswith("(generated manifest 5:17)")
     assert lines[-1].startswith(f"  {compose}:6:9: services.tool.volumes[0]: bind mount {tmp_path}/data is outside")
     assert daemon.json("project", "list") == []
+
+
+def test_edge_comes_up_without_networks_today(tmp_path, monkeypatch):
+    """Runs on main today: the edge file without networks, depends_on and pull_policy; its extra
+    hosts, capabilities, sysctls, ulimits and the long port syntax."""
+    d, here = start(tmp_path, "edge")
+    compose = here / "compose.yaml"
+    without(compose, "networks", "depends_on", "pull_policy")
+    port = free_port()
+    monkeypatch.setenv("PROXY_PORT", str(port))
+    try:
+        result = import_compose(d, "cmpedge0", compose)
+        assert_every_field_reported(compose, result["report"])
+        (proxy,) = d.running("proxy")
+        (app,) = d.running("app")
+        hosts = docker("exec", proxy["ID"], "cat", "/etc/hosts")
+        assert "10.1.2.3\tdb.internal" in hosts and "host-gateway" not in hosts
+        assert "10.9.8.7\tmetrics.internal" in docker("exec", app["ID"], "cat", "/etc/hosts")
+        host = inspect(proxy["ID"])["HostConfig"]
+        assert host["CapDrop"] == ["ALL"] and host["CapAdd"] in (["NET_BIND_SERVICE"], ["CAP_NET_BIND_SERVICE"])
+        assert host["Sysctls"] == {"net.core.somaxconn": "1024"} and host["Dns"] == ["1.1.1.1"]
+        assert host["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 4096}]
+        assert inspect(proxy["ID"])["Config"]["Hostname"] == "proxy"
+        assert wait_until(lambda: _page(f"http://127.0.0.1:{port}/"), timeout=30, what="the proxy") == "proxy\n"
+        assert docker("exec", proxy["ID"], "wget", "-q", "-O-", "http://app/") == "app\n"
+    finally:
+        delete(d, "cmpedge0")
+        d.cleanup()
