@@ -240,6 +240,47 @@ def project_add(state: State, name: str, manifest: str, wait: bool, as_json: boo
     _report_tasks(state, result["tasks"], wait, as_json)
 
 
+@project.command("import-compose", context_settings=CONTEXT)
+@click.argument("name")
+@click.argument("compose_file", metavar="COMPOSE_FILE")
+@click.option("--dry-run", is_flag=True, help="Print the manifest (and check it here); add nothing.")
+@click.option("--out", "out", metavar="FILE", help="Also write the manifest to FILE; the project is added from it.")
+@click.option("--strict", is_flag=True, help="Refuse a file with fields that are not mapped; nothing is added.")
+@wait_option
+@json_option
+@pass_state
+def project_import_compose(state: State, name: str, compose_file: str, dry_run: bool, out: str | None,
+                           strict: bool, wait: bool, as_json: bool) -> None:
+    """Convert a docker compose file (formats 2 and 3, or without version) into a manifest and add
+    project NAME from it. The conversion report (every field: mapped, mapped with a change, or
+    not mapped and why) goes to stderr; with --dry-run the manifest goes to stdout."""
+    from mariposa.cli import compose
+
+    conversion, body = compose.prepare(name, compose_file, out, strict)
+    if as_json:
+        result: dict = {"manifest": conversion.text, "report": [e.to_json() for e in conversion.entries]}
+    else:
+        click.echo(conversion.report(), err=True)
+    if dry_run:
+        if as_json:
+            print_json(result)
+        else:
+            click.echo(conversion.text, nl=False)
+        compose.check_here(conversion, body)
+        return
+    added = compose.add(state.client, conversion, body)
+    if as_json:
+        if wait:
+            added["tasks"] = state.client.wait_for([t["id"] for t in added["tasks"]], lambda task: None)
+        print_json({**result, **added})
+        bad = [t for t in added["tasks"] if t["state"] != "completed"] if wait else []
+        if bad:
+            raise TaskDidNotComplete("; ".join(f"{_task_line(t)}: {t.get('message') or ''}" for t in bad))
+        return
+    click.echo(f"project {name} added ({short(added['project']['id'])}) from {body['filename']}")
+    _report_tasks(state, added["tasks"], wait, as_json)
+
+
 @project.command("get", context_settings=CONTEXT)
 @click.argument("ref")
 @json_option
