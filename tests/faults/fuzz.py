@@ -72,6 +72,7 @@ from mariposa.manifest import limits as manifest_limits
 from mariposa.manifest.validate import MAX_SERVICES
 from mariposa.model import ProjectSpec
 from mariposa.packages import DEFAULT_PACKAGES
+from tests.yamltext import block_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "fuzz.yaml"
@@ -289,30 +290,10 @@ def _scalar(value: Any, style: str) -> str:
     return json.dumps(value)
 
 
-def render_yaml(value: Any, style: str, indent: int = 0) -> list[str]:
+def render_yaml(value: Any, style: str) -> list[str]:
     """Block YAML lines for ``value``: strings plain (YAML then guesses their types, so some of
     them are no longer valid), single- or double-quoted."""
-    pad = " " * indent
-    if isinstance(value, dict) and value:
-        lines = []
-        for key, item in value.items():
-            head = f"{pad}{_scalar(key, style)}:"
-            if isinstance(item, (dict, list)) and item:
-                lines += [head] + render_yaml(item, style, indent + 2)
-            else:
-                lines.append(f"{head} {render_flow(item, style)}")
-        return lines
-    if isinstance(value, list) and value:
-        lines = []
-        for item in value:
-            if isinstance(item, (dict, list)) and item:
-                inner = render_yaml(item, style, indent + 2)
-                lines.append(f"{pad}- {inner[0].lstrip()}")
-                lines += inner[1:]
-            else:
-                lines.append(f"{pad}- {render_flow(item, style)}")
-        return lines
-    return [pad + render_flow(value, style)]
+    return block_yaml(value, lambda k: _scalar(k, style), lambda v: render_flow(v, style))
 
 
 def render_flow(value: Any, style: str) -> str:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.model import ProjectSpec
+from tests.yamltext import block_yaml
 
 OPTIONS = ["image", "scale", "ports", "environment", "command", "entrypoint", "restart", "healthchecks", "stop",
            "memory", "package", "tags", "labels", "dns", "affinity", "min_healthy_time", "progress_deadline",
@@ -64,30 +65,14 @@ def scalar_text(value, plain: bool) -> str:
     return json.dumps(value)
 
 
-def render(value, plain: bool, indent: int = 0) -> list[str]:
+def render(value, plain: bool) -> list[str]:
     """Block-style YAML lines for ``value``; ``plain`` leaves strings unquoted (YAML then
     guesses their types, and some of them are no longer valid)."""
-    pad = " " * indent
-    if isinstance(value, dict) and value:
-        lines = []
-        for key, item in value.items():
-            head = f"{pad}{scalar_text(key, plain)}:"
-            if isinstance(item, (dict, list)) and item:
-                lines += [head] + render(item, plain, indent + 2)
-            else:
-                lines.append(f"{head} {scalar_text(item, plain) if item != {} and item != [] else json.dumps(item)}")
-        return lines
-    if isinstance(value, list) and value:
-        lines = []
-        for item in value:
-            if isinstance(item, (dict, list)) and item:
-                inner = render(item, plain, indent + 2)
-                lines.append(f"{pad}- {inner[0].lstrip()}")
-                lines += inner[1:]
-            else:
-                lines.append(f"{pad}- {scalar_text(item, plain) if item != {} and item != [] else json.dumps(item)}")
-        return lines
-    return [pad + (scalar_text(value, plain) if value != {} and value != [] else json.dumps(value))]
+
+    def leaf(item) -> str:
+        return scalar_text(item, plain) if item != {} and item != [] else json.dumps(item)
+
+    return block_yaml(value, lambda k: scalar_text(k, plain), leaf)
 
 
 @st.composite
