@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from tests.composepaths import unreported
 from tests.integration.harness import IMAGE, Daemon, docker, wait_until
 
 pytestmark = pytest.mark.docker
@@ -35,25 +36,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def key_paths(doc, prefix: str = "") -> list[str]:
-    out = []
-    for key, value in doc.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        out.append(path)
-        if isinstance(value, dict):
-            out.extend(key_paths(value, path))
-    return out
-
-
 def assert_every_field_reported(compose: Path, report: list[dict]) -> None:
-    reported = [e["path"] for e in report]
-
-    def within(p: str, ancestor: str) -> bool:
-        return p == ancestor or p.startswith(ancestor + ".")
-
     doc = YAML(typ="safe", pure=True).load(compose.read_text())
-    missing = [p for p in key_paths(doc) if not any(within(p, r) or within(r, p) for r in reported)]
-    assert missing == []
+    assert unreported(doc, [e["path"] for e in report]) == []
     assert all(e["status"] in ("mapped", "changed", "not mapped") for e in report)
 
 

@@ -24,28 +24,12 @@ from mariposa.errors import InvalidManifest
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.manifest.env_files import read_beside
 from mariposa.manifest.parse import load
+from tests.composepaths import unreported
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "compose"
 FILES = [EXAMPLES / "webapp" / "docker-compose.yml", EXAMPLES / "worker" / "docker-compose.yml",
          EXAMPLES / "edge" / "compose.yaml"]
 NEW_KEYS = ("networks", "depends_on", "pull")  # manifest options of the other branches of issue 12
-
-
-def key_paths(doc, prefix: str = "") -> list[str]:
-    """Every key path of a YAML document, down through mappings (a list is one field)."""
-    out = []
-    for key, value in doc.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        out.append(path)
-        if isinstance(value, dict):
-            out.extend(key_paths(value, path))
-    return out
-
-
-def covered(path: str, reported: list[str]) -> bool:
-    def within(p: str, ancestor: str) -> bool:
-        return p == ancestor or p.startswith(ancestor + ".")
-    return any(within(path, r) or within(r, path) for r in reported)
 
 
 def strip_new(manifest: dict) -> dict:
@@ -74,7 +58,7 @@ def test_every_field_of_each_example_is_in_the_report_and_the_manifest_validates
     conversion = convert(path.read_text(), path.name, env=env, compose_dir=str(path.parent))
     reported = [e.path for e in conversion.entries]
     doc = load(path.read_text(), path.name)
-    missing = [p for p in key_paths(doc) if not covered(p, reported)]
+    missing = unreported(doc, reported)
     assert missing == []
     assert all(e.note != "not understood by the importer" for e in conversion.entries)
     assert all(e.status in (MAPPED, CHANGED, UNMAPPED) and e.line >= 1 and e.column >= 1 for e in conversion.entries)
