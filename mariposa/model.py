@@ -27,6 +27,7 @@ LABEL_SPEC_HASH = "io.mariposa.spec-hash"
 LABEL_VERSION = "io.mariposa.version"
 LABEL_CREATED = "io.mariposa.created"
 LABEL_VOLUME = "io.mariposa.volume"  # a named volume's name in its project (volumes belong to project names)
+LABEL_NETWORK = "io.mariposa.network"  # a network a project made for others to join: its name in the project
 LABEL_IMAGE = "io.mariposa.image"  # the image as the manifest names it (instances run its pinned id)
 
 
@@ -116,6 +117,7 @@ class RestartPolicy:
 # Options that govern how Mariposa supervises instances (or, ``pull``, how a version fetches its
 # image), not what an instance is: changing them never replaces instances.
 SUPERVISION_FIELDS = frozenset({
+    "depends_on",
     "scale", "healthchecks", "restart", "preserve_stopped", "stop_timeout", "min_healthy_time", "progress_deadline",
     "pull",
 })
@@ -138,6 +140,29 @@ def volume_name(project_name: str, volume: str) -> str:
     """The runtime's name for a project's named volume: readable, and found again by a project
     added later under the same name. Labels, not the name, say whose it is."""
     return f"mariposa_{project_name}_{volume}"
+
+
+@attrs.frozen
+class NetworkRef:
+    """One network a service joins besides its project's own (manifest/networks.py): one of the
+    project's making (``external`` false: the runtime's name is ``shared_network_name``), or an
+    existing one the project only joins, by its runtime name."""
+
+    name: str  # the manifest's name for it
+    external: bool = False
+    runtime_name: str | None = None  # external: the network's name on the runtime
+
+    def runtime(self, project_name: str) -> str:
+        return self.runtime_name or shared_network_name(project_name, self.name)
+
+
+def shared_network_name(project_name: str, network: str) -> str:
+    """The runtime's name for a network a project makes (``networks: {NAME: {}}``): compose's
+    PROJECT_NETWORK, so another project (or a compose file) joins it as external by that name."""
+    return f"{project_name}_{network}"
+
+
+DEPENDENCY_CONDITIONS = ("service_started", "service_healthy")
 
 
 @attrs.frozen
@@ -204,6 +229,10 @@ class ServiceSpec:
     # When a version is made: pull the image when the host lacks it (missing), every time
     # (always), or never (a missing image refuses the version). See control/pulls.py.
     pull: str = "missing"
+    networks: tuple[NetworkRef, ...] = ()  # joined besides the project's own network
+    # Start order (converge/depends.py): (service, condition) pairs; supervision only (a change
+    # never replaces instances), and it gates only a service's first instances.
+    depends_on: tuple[tuple[str, str], ...] = ()
     # Not written by users: the content id the version resolved ``image`` to when it was made,
     # so a tag moved later never changes what this version runs.
     image_id: str | None = None

@@ -96,6 +96,21 @@ async def resolve_images(ctx: Context, spec: ProjectSpec) -> dict[str, str | Non
     return found
 
 
+async def check_networks(ctx: Context, spec: ProjectSpec) -> None:
+    """Refuse a version whose external networks are not on the host: its instances could never
+    be made, and the refusal names the network while nothing has changed yet."""
+    missing: dict[str, str] = {}
+    for svc in spec.services:
+        for ref in svc.networks:
+            if ref.external and ref.runtime_name and ref.runtime_name not in missing:
+                if not await ctx.driver_for(svc.compute_type).network_exists(ref.runtime_name):
+                    missing[ref.runtime_name] = ref.name
+    if missing:
+        names = ", ".join(f"{real} (networks.{name})" for real, name in missing.items())
+        raise BadRequest(f"external network {names} does not exist on this host; create it first "
+                         f"(docker network create NAME) or declare the network without external: true")
+
+
 async def add(
     ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api",
     env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, report: Report | None = None,
@@ -103,6 +118,7 @@ async def add(
     spec = await parse(ctx, text, filename, env_files=env_files, base_dir=base_dir)
     if await ctx.store.call(goal_store.project_exists, name):  # asked again when stored; this one saves a pull
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
+    await check_networks(ctx, spec)  # before a pull: it costs nothing
     images = await ensure_images(ctx, spec, report=report, author=author)
     packages = pinned(spec.services, ctx.packages)
     files = await used_env_files(text, env_files)
@@ -124,6 +140,7 @@ async def update(
     ``packages`` given (a revert) reuse a version's pinned ones instead of resolving them anew;
     else the images are pulled as the services' ``pull`` says and resolved (``pulls.py``)."""
     parsed = await parse(ctx, text, filename, packages, env_files, base_dir)
+    await check_networks(ctx, parsed)
     pins = pinned(parsed.services, ctx.packages if packages is None else packages)
     files = await used_env_files(text, env_files)
     if images is None:

@@ -73,6 +73,8 @@ async def services(ctx: Context, project: ProjectRow) -> list[dict]:
             "running": sum(1 for i in mine if i.running and not records.get(i.id, {}).get("retired")),
             "instances": len(mine),
             "task": task.to_json() if task else None,
+            # depends_on: what its first instances wait for (converge/depends.py), None otherwise
+            "waiting": (task.progress or {}).get("waiting") if task else None,
             "replacements": s.replacements,
             "replace_after": supervise.replace_after(s.replacements, s.last_replacement_at, now) or None,
             "retired": sum(1 for i in mine if records.get(i.id, {}).get("retired")),

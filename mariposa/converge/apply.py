@@ -6,6 +6,7 @@ instance killed mid-task or a daemon restart mid-task all just become inputs to 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -13,7 +14,8 @@ import structlog
 import trio
 
 from mariposa.context import Context
-from mariposa.converge.plan import plan
+from mariposa.converge import depends
+from mariposa.converge.plan import from_nothing, plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.errors import TaskFailed
@@ -103,6 +105,7 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
     created: set[str] = set()  # instances this task made: if one fails during a rollout, it stops
     last_progress = ctx.clock.now()
     replace = frozenset(task.params.get("replace", ()))
+    announced: str | None = None  # the dependency wait last recorded as an event
     for _ in range(MAX_ROUNDS):
         goal, _row, records = await ctx.goals.service_view(task.project_id, service)
         if goal is not None:
@@ -119,14 +122,23 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
             await ctx.store.call(task_store.update_params, task.id, {**task.params, "replace": sorted(replace)})
             task = attrs.evolve(task, params={**task.params, "replace": sorted(replace)})
         live = frozenset(i.id for i in actual)
+        waiting = None
+        if goal is not None and goal.spec.depends_on and goal.desired == "running" and from_nothing(actual):
+            waiting = await depends.waiting_for(ctx, goal)
         steps = plan(goal, actual, surge=surge, now=now, replace=replace & live,
-                     rollout=Rollout(frozenset(created), last_progress))
+                     rollout=Rollout(frozenset(created), last_progress), waiting=waiting)
         running = sum(1 for i in actual if i.running and not i.retired)
         if not steps:
             await progress({"done": done, "todo": 0, "step": "converged", "running": running})
             break
         todo = sum(1 for s in steps.steps if not isinstance(s, (Wait, NoteReplacement)))
-        await progress({"done": done, "todo": todo, "step": steps.summary(), "running": running})
+        await progress({"done": done, "todo": todo, "step": steps.summary(), "running": running,
+                        **({"waiting": waiting} if waiting else {})})
+        if waiting and waiting != announced:
+            announced = waiting
+            await ctx.store.call(functools.partial(event_store.record, type="service.waiting",
+                                                   message=f"{service} {waiting}", project_id=task.project_id,
+                                                   service=service, task_id=task.id))
         if steps.only_waiting:
             until = min(s.until for s in steps.steps if isinstance(s, Wait))
             await ctx.clock.sleep(max(0.05, min(WAIT_SLICE, until - now)))
@@ -303,17 +315,22 @@ async def _event(ctx: Context, task: TaskRow, inst: Instance, type: str, message
 async def delete_project(ctx: Context, task: TaskRow, progress: Progress) -> str:
     """Remove every instance of the project on every driver, its network, then its goal state."""
     removed = 0
+    kept: list[str] = []
     for driver in ctx.drivers.values():
         while instances := await driver.inventory(task.project_id):
             await progress({"done": removed, "todo": len(instances), "step": f"remove {len(instances)}"})
             removals = Plan(tuple(Remove(i, "project deleted", purge=True) for i in instances))
             await execute(ctx, driver, None, task, removals)
             removed += len(instances)
-        await driver.remove_network(task.project_id)
+        kept += await driver.remove_network(task.project_id, task.project_name)
         if task.params.get("purge_volumes"):
             for volume in await driver.volumes(task.project_name):
                 await driver.remove_volume(task.project_name, volume.name)
     await ctx.store.call(goal_store.forget_project, task.project_id)
     await ctx.store.call(instance_store.forget_project, task.project_id)
     await progress({"done": removed, "todo": 0, "step": "deleted"})
-    return f"project {task.project_name} deleted ({removed} instances removed)"
+    for line in kept:
+        await ctx.store.call(lambda db, line=line: event_store.record(
+            db, "network.kept", f"project {task.project_name} deleted; {line}", project_id=task.project_id,
+            task_id=task.id))
+    return f"project {task.project_name} deleted ({removed} instances removed)" + "".join(f"; {k}" for k in kept)

@@ -62,6 +62,16 @@ def ready_time(inst: Instance, goal: ServiceGoal) -> float | None:
     return inst.started_at + goal.spec.min_healthy_time
 
 
+def from_nothing(actual: Sequence[Instance]) -> bool:
+    """No instance serves, waits to start or is being replaced: the service starts afresh, the
+    one case where ``depends_on`` makes it wait (converge/depends.py)."""
+    return not any(not i.retired and i.state != InstanceState.REMOVING and not i.removing for i in actual)
+
+
+# While a service waits for its dependencies, it looks again this often.
+DEPENDENCY_RECHECK = 1.0
+
+
 def _is_stale(inst: Instance, goal: ServiceGoal, replace: frozenset[str]) -> bool:
     return inst.id in replace or (inst.spec_hash != goal.spec.spec_hash and not goal.keep_stale)
 
@@ -93,13 +103,14 @@ def _rollout_failure(
 
 def plan(
     goal: ServiceGoal | None, actual: Sequence[Instance], *, surge: int = 1, now: float = 0.0,
-    replace: frozenset[str] = frozenset(), rollout: Rollout | None = None,
+    replace: frozenset[str] = frozenset(), rollout: Rollout | None = None, waiting: str | None = None,
 ) -> Plan:
     """Steps for one service. ``surge`` is how many instances beyond scale a replacement may run
     at once (``--rolling``); 0 replaces old-first (needed when a host port is pinned).
     ``replace`` names instances a reprovision replaces whatever their version. ``rollout`` is
     what the task running the plan remembers; without it (the reconciler's look, a preview) no
-    rollout is judged."""
+    rollout is judged. ``waiting`` says which dependencies are not ready yet (converge/depends.py):
+    a service starting from nothing then waits instead of creating."""
     live = [i for i in actual if i.state != InstanceState.REMOVING]
     if goal is None or goal.desired == "absent":
         return Plan(tuple(Remove(i, "service removed", purge=True) for i in _oldest_first(live)))
@@ -116,6 +127,10 @@ def plan(
     serving = [i for i in live if not i.retired]
     if goal.desired == "stopped":
         steps += [Remove(i, "service stopped", failed=_exited_badly(i)) for i in _oldest_first(serving)]
+        return Plan(tuple(steps))
+
+    if waiting and goal.scale > 0 and from_nothing(serving):
+        steps.append(Wait(now + DEPENDENCY_RECHECK, waiting))
         return Plan(tuple(steps))
 
     want = goal.scale

@@ -171,8 +171,16 @@ class Driver(Protocol):
         across runtimes, so its instances reach each other by service name."""
         ...
 
-    async def remove_network(self, project_id: str) -> None:
-        """Remove the project's network; a network already gone is not an error."""
+    async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:
+        """Remove the project's network, and the networks the project called ``project_name``
+        made for others to join (``spec.networks``, not external) that no instance uses any more;
+        a network already gone is not an error. Never an external network. Returns one line per
+        network kept because instances (of other projects) are still on it, naming them."""
+        ...
+
+    async def network_exists(self, name: str) -> bool:
+        """Whether the runtime has a network of this name now (an external network a manifest
+        names must, before a version is made with it)."""
         ...
 
     async def volumes(self, project_name: str) -> list[VolumeInfo]:
@@ -205,7 +213,11 @@ class Driver(Protocol):
         ...
 
     async def create(self, req: CreateRequest) -> Instance:
-        """Create and start one instance. On failure leave nothing behind (a half-made instance
+        """Create and start one instance, on its project's network and on each of
+        ``req.spec.networks``: an external one must exist (``DriverError`` naming it otherwise), a
+        project's own is made on first use (``shared_network_name``, labelled with the owner, the
+        project's name and the network's), and on those the instance answers to
+        SERVICE.PROJECT for every project's instances there. On failure leave nothing behind (a half-made instance
         would be adopted by nobody). Replaying a create with the same instance id returns the
         instance already made instead of a second one."""
         ...

@@ -50,6 +50,7 @@ from mariposa.drivers.base import (
 )
 from mariposa.model import (
     LABEL_INSTANCE,
+    LABEL_NETWORK,
     LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_PROJECT_NAME,
@@ -59,6 +60,7 @@ from mariposa.model import (
     Instance,
     InstanceState,
     MountSpec,
+    NetworkRef,
     PublishedPort,
     ServiceSpec,
     VolumeInfo,
@@ -628,7 +630,7 @@ class DockerDriver:
             self._networks.add(name)
             return name
 
-    async def remove_network(self, project_id: str) -> None:
+    async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:
         resp = await self._call(
             "GET",
             "/networks",
@@ -638,6 +640,64 @@ class DockerDriver:
         for net in resp.json():
             self._networks.discard(net["Name"])
             await self._remove_network(net["Id"], net["Name"])
+        return await self._remove_shared(project_name) if project_name else []
+
+    async def _remove_shared(self, project_name: str) -> list[str]:
+        """The networks the project made for others go when nobody is on them; one that other
+        projects' instances still use stays (never disconnected by force, unlike the project's
+        own), and the answer says so. External networks carry no such labels: never touched."""
+        resp = await self._call("GET", "/networks", f"list shared networks of {project_name}", params=_filters(
+            label=[self._owner_label, f"{LABEL_PROJECT_NAME}={project_name}", LABEL_NETWORK]))
+        kept = []
+        for net in resp.json():
+            name = net["Name"]
+            self._networks.discard(name)
+            info = await self._call("GET", f"/networks/{net['Id']}", f"inspect network {name}", allow=(404,))
+            if info.status_code == 404:
+                continue
+            users = sorted(c.get("Name", k[:12]) for k, c in (info.json().get("Containers") or {}).items())
+            if not users:
+                gone = await self._call("DELETE", f"/networks/{net['Id']}", f"remove network {name}",
+                                        allow=(403, 404, 409))
+                if gone.status_code < 400 or gone.status_code == 404:
+                    continue
+                users = [_message(gone)]
+            kept.append(f"network {name} is kept: {', '.join(users)} still use it")
+        return kept
+
+    async def network_exists(self, name: str) -> bool:
+        resp = await self._call("GET", f"/networks/{quote(name, safe='')}", f"inspect network {name}", allow=(404,))
+        return resp.status_code == 200 and resp.json().get("Name") == name
+
+    async def _ensure_joined(self, req: CreateRequest) -> list[tuple[str, NetworkRef]]:
+        """The networks the instance joins besides its project's, each found (external) or made
+        (the project's own, labelled so ``remove_network`` finds it and nobody else's is taken)."""
+        out = []
+        for ref in req.spec.networks:
+            name = ref.runtime(req.project_name)
+            async with self._net_locks.setdefault(name, trio.Lock()):
+                if name not in self._networks:
+                    await self._find_or_make(req.project_name, ref, name)
+                    self._networks.add(name)
+            out.append((name, ref))
+        return out
+
+    async def _find_or_make(self, project_name: str, ref: NetworkRef, name: str) -> None:
+        resp = await self._call("GET", f"/networks/{quote(name, safe='')}", f"inspect network {name}", allow=(404,))
+        if resp.status_code == 200 and resp.json().get("Name") == name:
+            labels = resp.json().get("Labels") or {}
+            mine = {LABEL_OWNER: self.owner, LABEL_PROJECT_NAME: project_name, LABEL_NETWORK: ref.name}
+            if not ref.external and any(labels.get(k) != v for k, v in mine.items()):
+                raise DriverError(f"docker: network {name} exists and is not project {project_name}'s network "
+                                  f"{ref.name!r} (labels {labels}); remove or rename it, or declare it "
+                                  "external: true")
+            return
+        if ref.external:
+            raise DriverError(f"docker: external network {name} (network {ref.name!r} of the manifest) does not "
+                              f"exist; create it first (docker network create {name})")
+        body = {"Name": name, "CheckDuplicate": True, "Driver": "bridge",
+                "Labels": {LABEL_OWNER: self.owner, LABEL_PROJECT_NAME: project_name, LABEL_NETWORK: ref.name}}
+        await self._call("POST", "/networks/create", f"create network {name}", json=body, allow=(409,))
 
     async def _remove_network(self, net_id: str, name: str) -> None:
         """Remove one network, disconnecting (forced) whatever is still attached: a container
@@ -707,15 +767,16 @@ class DockerDriver:
         the start's 404, and then the container is made again on a network made again."""
         for attempt in range(2):
             network = await self._ensure_network(req.project_id, req.project_name)
+            joined = await self._ensure_joined(req)
             try:
-                return await self._create(req, network)
+                return await self._create(req, network, joined)
             except _NetworkGone:
-                self._networks.discard(network)
+                self._networks.difference_update([network, *(name for name, _ in joined)])
                 if attempt == 1:
                     raise DriverError(f"docker: start {req.name}: network {network} not found") from None
         raise AssertionError("unreachable")
 
-    async def _create(self, req: CreateRequest, network: str) -> Instance:
+    async def _create(self, req: CreateRequest, network: str, joined: list[tuple[str, NetworkRef]]) -> Instance:
         spec = req.spec
         await self._ensure_volumes(req)
         body = container_config(req, network)
@@ -740,6 +801,8 @@ class DockerDriver:
         else:
             runtime_id = resp.json()["Id"]
         try:
+            for name, _ref in joined:
+                await self._join_network(req, runtime_id, name)
             resp = await self._call(
                 "POST",
                 f"/containers/{runtime_id}/start",
@@ -761,6 +824,18 @@ class DockerDriver:
                 f"docker: create {req.name}: the container vanished right after start"
             )
         return inst
+
+    async def _join_network(self, req: CreateRequest, runtime_id: str, network: str) -> None:
+        """Join one more network before the start (API 1.41 creates on one network only), as
+        SERVICE.PROJECT: the name other projects' services on that network use."""
+        aliases = [f"{req.spec.name}.{req.project_name}", req.name]
+        body = {"Container": runtime_id, "EndpointConfig": {"Aliases": aliases}}
+        resp = await self._call("POST", f"/networks/{quote(network, safe='')}/connect",
+                                f"connect {req.name} to network {network}", json=body, allow=(403, 404))
+        if resp.status_code == 404:
+            raise _NetworkGone(_message(resp))
+        if resp.status_code == 403 and "already exists" not in _message(resp):  # a replay: joined already
+            raise DriverError(f"docker: connect {req.name} to network {network}: {_message(resp)}")
 
     async def _adopt(self, req: CreateRequest, conflict: str) -> str:
         """A replayed create finds its own container (same instance id) and carries on with it."""

@@ -48,6 +48,7 @@ from mariposa.drivers.base import (
 )
 from mariposa.model import (
     LABEL_INSTANCE,
+    LABEL_NETWORK,
     LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_PROJECT_NAME,
@@ -129,6 +130,7 @@ class _Box:
     stop_timeout: int | None
     user: str | None = None  # the service's `user`, for exec
     volumes: tuple[str, ...] = ()  # runtime names of the named volumes it mounts
+    networks: tuple[str, ...] = ()  # runtime names of the networks it joined besides its project's
     state: InstanceState = InstanceState.CREATING
     exit_code: int | None = None
     output: list[tuple[float, bytes]] = attrs.field(factory=list)  # (when, line)
@@ -141,7 +143,8 @@ class FakeRuntime:
         self.images = set(images)
         self.crash_images = set(crash_images)  # instances of these exit right after start
         self.boxes: dict[str, _Box] = {}  # by runtime id
-        self.networks: set[str] = set()
+        self.networks: set[str] = set()  # project ids: each project's own network
+        self.shared: dict[str, dict[str, str]] = {}  # runtime name -> labels: other networks (external or a project's)
         self.volumes: dict[str, dict[str, str]] = {}  # runtime name -> labels
         self.events: list[tuple[str, DriverEvent]] = []  # (owner, event); cursor = position
         self.image_ids: dict[str, str] = {}  # content ids of pulled images (others: from the name)
@@ -242,6 +245,7 @@ class FakeDriver:
         program = read_program(req.spec.command)
         if req.spec.image in self.runtime.crash_images:
             program = attrs.evolve(program, exit_code=1)
+        joined = self._join(req)  # first: a missing external network leaves nothing made
         mounted = []
         for m in req.spec.volumes:
             if m.type == "volume" and m.source is not None:
@@ -250,10 +254,34 @@ class FakeDriver:
                                                        LABEL_PROJECT_NAME: req.project_name, LABEL_VOLUME: m.source})
                 mounted.append(name)
         box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout,
-                   req.spec.user, tuple(mounted))
+                   req.spec.user, tuple(mounted), joined)
         self.runtime.boxes[box.runtime_id] = box
         self._emit("create", box)
         return box
+
+    def _join(self, req: CreateRequest) -> tuple[str, ...]:
+        """The runtime names of the networks the instance joins besides its project's: external
+        ones must exist, the project's own are made (labelled) on first use."""
+        names = []
+        for ref in req.spec.networks:
+            name = ref.runtime(req.project_name)
+            labels = self.runtime.shared.get(name)
+            if ref.external:
+                if labels is None:
+                    raise DriverError(f"external network {name} (network {ref.name!r} of the manifest) does not "
+                                      "exist; create it first")
+            elif labels is None:
+                self.runtime.shared[name] = {LABEL_OWNER: self.owner or "", LABEL_PROJECT_NAME: req.project_name,
+                                             LABEL_NETWORK: ref.name}
+            elif (labels.get(LABEL_PROJECT_NAME), labels.get(LABEL_NETWORK)) != (req.project_name, ref.name):
+                raise DriverError(f"network {name} exists and is not project {req.project_name}'s; remove or "
+                                  "rename it")
+            names.append(name)
+        return tuple(names)
+
+    def add_network(self, name: str) -> None:
+        """A network made outside Mariposa (a test hook), for projects to join as external."""
+        self.runtime.shared.setdefault(name, {})
 
     def _run(self, box: _Box) -> None:
         box.state, box.exit_code = InstanceState.RUNNING, None
@@ -276,8 +304,22 @@ class FakeDriver:
     async def ensure_network(self, project_id: str, project_name: str) -> None:
         self.runtime.networks.add(project_id)
 
-    async def remove_network(self, project_id: str) -> None:
+    async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:
         self.runtime.networks.discard(project_id)
+        kept = []
+        for name, labels in list(self.runtime.shared.items()):
+            if not project_name or labels.get(LABEL_OWNER) != (self.owner or "") \
+                    or labels.get(LABEL_PROJECT_NAME) != project_name or LABEL_NETWORK not in labels:
+                continue
+            users = sorted(b.name for b in self.runtime.boxes.values() if name in b.networks)
+            if users:
+                kept.append(f"network {name} is kept: {', '.join(users)} still use it")
+            else:
+                del self.runtime.shared[name]
+        return kept
+
+    async def network_exists(self, name: str) -> bool:
+        return name in self.runtime.shared
 
     async def volumes(self, project_name: str) -> list[VolumeInfo]:
         out = []

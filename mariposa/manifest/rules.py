@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from mariposa.model import NetworkRef
 from mariposa.packages import Package
 
 DEFAULT_BIND_ROOTS = ("/srv", "/var/lib/mariposa-data")
@@ -25,3 +26,7 @@ class Rules:
     # Named volumes of the project's top-level `volumes:` (name -> its labels); None: not given,
     # so any name a service uses is the project's.
     volumes: Mapping[str, tuple[tuple[str, str], ...]] | None = None
+    # Networks of the project's top-level `networks:` (manifest/networks.py); None: none declared.
+    networks: Mapping[str, NetworkRef] | None = None
+    # The project's service names, for depends_on; None: not known (no check of names).
+    services: tuple[str, ...] | None = None

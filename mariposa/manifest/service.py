@@ -9,6 +9,7 @@ from typing import Any
 
 from mariposa.manifest.container import _ContainerChecks
 from mariposa.manifest.env_files import parse as env_file_lines
+from mariposa.manifest.networks import _NetworkChecks
 from mariposa.manifest.report import (
     _INTERPOLATION,
     AFFINITY_OPS,
@@ -35,7 +36,7 @@ from mariposa.model import PULL_POLICIES, PortSpec
 from mariposa.packages import package_names, resolve_package
 
 
-class _ServiceChecks(_ContainerChecks, _VolumeChecks, _SupervisionChecks):
+class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _SupervisionChecks):
     """Checks the options of one service; ``run`` gives ``ServiceSpec`` fields or ``None``."""
 
     def run(self) -> dict[str, Any] | None:
@@ -77,6 +78,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _SupervisionChecks):
                     message = f"host port {port.host} can only be bound by one instance"
                     self.problem(at, f"{message}, but scale is {scale}")
         self.container_cross_checks()
+        self.network_cross_checks()
         if self.env_from_files:
             merged = {**self.env_from_files, **dict(self.fields.get("environment", ()))}
             self.fields["environment"] = tuple(merged.items())
@@ -434,4 +436,6 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "network_mode": _ServiceChecks.network_mode,
     "privileged": _ServiceChecks.privileged,
     "volumes": _ServiceChecks.volumes,
+    "networks": _ServiceChecks.networks,
+    "depends_on": _ServiceChecks.depends_on,
 }

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from mariposa.manifest.errors import ManifestError
+from mariposa.manifest.networks import dependency_cycle, depends_on_at, top_level_networks
 from mariposa.manifest.parse import START, node_pos
 from mariposa.manifest.report import SERVICE_NAME_RE, TOP_LEVEL_KEYS, _At, _did_you_mean, _kind, _Report
 from mariposa.manifest.rules import Rules
@@ -51,6 +52,8 @@ def _project(doc: Any, report: _Report, rules: Rules) -> list[ServiceSpec] | Non
             services_at = at
         elif key == "volumes":
             rules = attrs.evolve(rules, volumes=top_level_volumes(at, report))
+        elif key == "networks":
+            rules = attrs.evolve(rules, networks=top_level_networks(at, report))
         else:
             hint = _did_you_mean(key, TOP_LEVEL_KEYS)
             suggested_services |= bool(hint)
@@ -68,11 +71,15 @@ def _project(doc: Any, report: _Report, rules: Rules) -> list[ServiceSpec] | Non
     if len(services_at.value) > MAX_SERVICES:
         report.add(services_at, f"lists {len(services_at.value):,} services; a project has at most {MAX_SERVICES:,}")
         return None
+    rules = attrs.evolve(rules, services=tuple(str(n) for n in services_at.value))
     specs = []
     for name, at in services_at.entries():
         spec = _service(name, at, report, rules)
         if spec is not None:
             specs.append(spec)
+    cycle = dependency_cycle({s.name: s.depends_on for s in specs})
+    if cycle:
+        report.add(depends_on_at(services_at, cycle[0]), f"depends_on cycle: {' -> '.join(cycle)}", on_key=True)
     return specs
 
 

@@ -493,9 +493,9 @@ def test_document_shape_problems(text, position, message):
 
 
 def test_unknown_top_level_key():
-    found = problems("services:\n  web: {image: x}\nnetworks: {}\nservicse: 1\n")
+    found = problems("services:\n  web: {image: x}\nconfigs: {}\nservicse: 1\n")
     assert [(p.line, p.column, p.message) for p in found] == [
-        (3, 1, "unknown top-level key 'networks'"),
+        (3, 1, "unknown top-level key 'configs'"),
         (4, 1, "unknown top-level key 'servicse'; did you mean 'services'?"),
     ]
 
