@@ -292,10 +292,14 @@ def project_get(state: State, ref: str, as_json: bool) -> None:
         return print_json(p)
     v = p["version"]
     orphaned = " (orphaned: the file was removed)" if p.get("source_state") == "orphaned" else ""
-    fields([("name", p["name"]), ("id", p["id"]), ("state", p["desired"]),
+    rows = [("name", p["name"]), ("id", p["id"]), ("state", p["desired"]),
             ("version", f"{v['seq']} ({short(v['id'])}, {ago(v['created'])})"),
             ("source", (p["source"] or "-") + orphaned),
-            ("services", ", ".join(f"{s['name']} {s['running']}/{s['scale']}" for s in p["services"]))])
+            ("services", ", ".join(f"{s['name']} {s['running']}/{s['scale']}" for s in p["services"]))]
+    if p.get("networks"):  # name=runtime name: what another project joins as external
+        rows.append(("networks", ", ".join(f"{n['name']}={n['runtime_name']}" + " (external)" * n["external"]
+                                           for n in p["networks"])))
+    fields(rows)
     f = p.get("file")
     if f and f["state"] in ("invalid", "refused"):
         click.echo(f"file:    NOT APPLIED ({ago(f['seen'])}): {f['error']}")
@@ -484,7 +488,8 @@ def service_list(state: State, as_json: bool) -> None:
         return print_json(rows)
     table(rows, [
         ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("IMAGE", lambda r: r["image"]),
-        ("STATE", lambda r: r["desired"] + (" (frozen)" if r["frozen"] else "")),
+        ("STATE", lambda r: r["desired"] + (" (frozen)" if r["frozen"] else "")
+         + (" (waiting for dependencies)" if r.get("waiting") else "")),
         ("RUNNING", lambda r: f"{r['running']}/{r['scale']}"), ("INSTANCES", lambda r: r["instances"]),
         ("TASK", lambda r: f"{r['task']['kind']} {r['task']['state']}" if r["task"] else "-"),
     ])
@@ -513,6 +518,8 @@ def service_get(state: State, ref: str, as_json: bool) -> None:
         step = (s["task"].get("progress") or {}).get("step")
         pairs.append(("task",
                       _task_line(s["task"]) + (f" ({step})" if step and s["task"]["state"] == "active" else "")))
+    if s.get("waiting"):
+        pairs.append(("depends_on", s["waiting"]))
     if s.get("replace_after"):
         pairs.append(("back-off", f"{s['replacements']} failed instances replaced lately; next replacement not before "
                                   f"{max(0, s['replace_after'] - wall_clock()):.0f}s from now"))

@@ -80,7 +80,8 @@ class Projects(Area):
             raise
         version = await store.call(goal_store.current_version, p)
         return {**p.to_json(), "version": version.to_json(with_manifest=True),
-                "services": await views.services(self.ctx, p), "file": await store.call(file_status, p.name)}
+                "services": await views.services(self.ctx, p), "file": await store.call(file_status, p.name),
+                "networks": views.networks(await self.ctx.goals.spec_of(version), p.name)}
 
     @operation("project.update", target="ref")
     async def update(self, caller: Caller, ref: str, manifest: object, filename: str = "<manifest>", *,

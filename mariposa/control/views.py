@@ -6,7 +6,7 @@ from __future__ import annotations
 from mariposa.context import Context
 from mariposa.converge import supervise
 from mariposa.errors import BadRequest, NotFound
-from mariposa.model import Instance
+from mariposa.model import Instance, ProjectSpec
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
@@ -80,3 +80,15 @@ async def services(ctx: Context, project: ProjectRow) -> list[dict]:
             "retired": sum(1 for i in mine if records.get(i.id, {}).get("retired")),
         })
     return out
+
+
+def networks(spec: ProjectSpec, project_name: str) -> list[dict]:
+    """The networks the project's services join besides its own, with their runtime names: the
+    name another project gives as ``external: true, name: ...`` to join one of them."""
+    out: dict[str, dict] = {}
+    for svc in spec.services:
+        for ref in svc.networks:
+            entry = out.setdefault(ref.name, {"name": ref.name, "runtime_name": ref.runtime(project_name),
+                                              "external": ref.external, "services": []})
+            entry["services"].append(svc.name)
+    return list(out.values())

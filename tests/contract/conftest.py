@@ -34,6 +34,7 @@ class Kit:
     kill: Callable[[Instance], Awaitable[None]]  # SIGKILL (or the runtime's hard stop), not through the driver
     create_unstarted: Callable[[CreateRequest], Awaitable[Instance]]
     leftovers: Callable[[], Awaitable[list[str]]]  # what the runtime holds of this owner, not asking the driver
+    make_network: Callable[[str], Awaitable[None]]  # a network made outside Mariposa (to join as external)
     pullable: str = ""  # in a registry, not on the host (before each test)
     unpullable: str = ""  # in no registry
     login: RegistryAuth | None = None  # credentials a registry takes
@@ -85,11 +86,15 @@ async def _fake_kit():
     async def leftovers() -> list[str]:
         return [b.runtime_id for b in runtime.boxes.values() if b.labels.get(LABEL_OWNER) == owner]
 
+    async def make_network(name: str) -> None:
+        kit.driver.add_network(name)  # type: ignore[attr-defined]
+
     runtime.registry["registry.test:5000/team/app:v1"] = "sha256:" + "ab" * 32
     runtime.registry_users["registry.test:5001"] = ("alice", "s3cret-pw")
     runtime.silent_registries.add("registry.test:5002")
     kit = Kit(FakeDriver(runtime=runtime, owner=owner), "busybox", "not-there:1.0", owner, restart, kill,
-              create_unstarted, leftovers, "registry.test:5000/team/app:v1", "registry.test:5000/team/nope:v1",
+              create_unstarted, leftovers, make_network, "registry.test:5000/team/app:v1",
+              "registry.test:5000/team/nope:v1",
               RegistryAuth("registry.test:5001", "alice", "s3cret-pw"), "registry.test:5002/team/app:v1")
     try:
         yield kit
@@ -126,6 +131,11 @@ async def _docker_kit(image: str, registries):
     async def leftovers() -> list[str]:
         return (await trio.to_thread.run_sync(_run, "docker", "ps", "-aq", "--filter", label)).split()
 
+    async def make_network(name: str) -> None:
+        # labelled with the owner only so that the clean-up below finds it; it is not any project's
+        await trio.run_process(["docker", "network", "create", "--label", f"{LABEL_OWNER}={owner}", name],
+                               capture_stdout=True, capture_stderr=True)
+
     def purge() -> None:
         ids = _run("docker", "ps", "-aq", "--filter", label).split()
         if ids:
@@ -148,7 +158,7 @@ async def _docker_kit(image: str, registries):
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     kit = Kit(driver, image, "mariposa-test/not-there:1.0", owner, restart, kill, create_unstarted, leftovers,
-              pullable, registries.ref(registries.open_host, "nope"),
+              make_network, pullable, registries.ref(registries.open_host, "nope"),
               RegistryAuth(registries.auth_host, registries.user, registries.password),
               f"127.0.0.1:{silent.getsockname()[1]}/{registries.prefix}/silent:v1")
     try:

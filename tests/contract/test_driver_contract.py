@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import uuid
 from contextlib import aclosing
 
+import attrs
 import pytest
 import trio
 
@@ -27,7 +29,7 @@ from mariposa.drivers.base import (
     RegistryAuth,
     VolumeInUse,
 )
-from mariposa.model import Instance, InstanceState, MountSpec, volume_name
+from mariposa.model import Instance, InstanceState, MountSpec, NetworkRef, volume_name
 
 SLEEPER = "exec sleep 3600"  # honours SIGTERM
 STUBBORN = 'trap "" TERM; while true; do sleep 1; done'  # ignores it
@@ -414,3 +416,37 @@ async def test_a_pull_from_a_registry_that_never_answers_blocks_nothing_and_is_c
     assert scope.cancelled_caught, "the pull ended by itself: the registry was meant never to answer"
     assert time.monotonic() - t0 < 1.5 + 5  # the cancel ended it, within a loaded machine's reaction
     assert ticks >= 10  # 30 at 0.05 s each in 1.5 s if nothing blocked the loop; a blocked loop gives ~0
+
+
+async def test_shared_networks_are_made_joined_and_removed_only_when_unused(kit):
+    """Issue 12: a project's shared network is made on first use and joined by another project as
+    external; deleting the maker keeps it while others use it; external ones are never removed."""
+    tag = uuid.uuid4().hex[:8]
+    alpha, beta, outside = f"a{tag}", f"b{tag}", f"ext-{tag}"
+    await kit.make_network(outside)
+    shared = NetworkRef("shared")
+    a = attrs.evolve(kit.request("api", SLEEPER, networks=(shared, NetworkRef("o", True, outside))),
+                     project_name=alpha)
+    before = await kit.leftovers()
+    missing = attrs.evolve(kit.request("web", SLEEPER, networks=(NetworkRef("x", True, f"gone-{tag}"),)),
+                           project_name=beta)
+    with pytest.raises(DriverError, match=f"gone-{tag}"):
+        await kit.driver.create(missing)
+    assert await kit.leftovers() == before  # nothing made
+    assert not await kit.driver.network_exists(f"{alpha}_shared")
+    api = await kit.driver.create(a)
+    assert await kit.driver.network_exists(f"{alpha}_shared") and await kit.driver.network_exists(outside)
+    b = attrs.evolve(kit.request("web", SLEEPER, project=uuid.uuid4().hex,
+                                 networks=(NetworkRef("mesh", True, f"{alpha}_shared"),)), project_name=beta)
+    web = await kit.driver.create(b)
+    await kit.driver.create(b)  # a replayed create joins nothing twice
+    await kit.driver.remove(api)
+    kept = await kit.driver.remove_network(a.project_id, alpha)
+    assert len(kept) == 1 and kept[0].startswith(f"network {alpha}_shared is kept: ") and web.name in kept[0]
+    assert await kit.driver.network_exists(f"{alpha}_shared")
+    await kit.driver.remove(web)
+    assert await kit.driver.remove_network(b.project_id, beta) == []
+    assert await kit.driver.network_exists(f"{alpha}_shared")  # beta only joined it
+    assert await kit.driver.remove_network(a.project_id, alpha) == []
+    assert not await kit.driver.network_exists(f"{alpha}_shared")
+    assert await kit.driver.network_exists(outside)  # external: never removed
