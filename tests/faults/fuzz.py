@@ -256,7 +256,22 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
                                       "type": st.sampled_from(["volume", "bind", "tmpfs", "nfs"]),
                                       "source": words, "target": st.sampled_from(["/t", "t", ""]),
                                       "read_only": st.one_of(st.booleans(), words), "size": sizes})), max_size=3),
+    # networks and start order (manifest/networks.py): names that may or may not be declared
+    "networks": st.one_of(st.lists(st.sampled_from(["default", "shared", "ext", "nope", "", "a b"]), max_size=3),
+                          st.dictionaries(st.sampled_from(["default", "shared", "x"]),
+                                          st.one_of(st.none(), st.fixed_dictionaries({"aliases": words})),
+                                          max_size=2), words),
+    "depends_on": st.one_of(
+        st.lists(st.one_of(st.sampled_from(["web", "db", "api", "x"]), numbers), max_size=3),
+        st.dictionaries(st.sampled_from(["web", "db", "api", "x"]), st.one_of(st.none(), st.fixed_dictionaries(
+            {}, optional={"condition": st.sampled_from(["service_started", "service_healthy",
+                                                        "service_completed_successfully", ""]),
+                          "restart": st.booleans()})), max_size=3), words),
 }
+top_level_networks = st.one_of(st.dictionaries(st.sampled_from(["shared", "ext", "default", "bad name"]), st.one_of(
+    st.none(), st.fixed_dictionaries({}, optional={"external": st.one_of(st.booleans(), words),
+                                                   "name": st.sampled_from(["real", "", "a b", "x" * 200]),
+                                                   "driver": words})), max_size=3), any_value)
 option_names = st.one_of(st.sampled_from(sorted(OPTION_VALUES)), st.sampled_from(
     ["imgae", "env", "replicas", "healthcheck", "scael", "Image", "image "]), words)
 service_bodies = st.dictionaries(option_names, st.none(), max_size=8).flatmap(
@@ -269,7 +284,8 @@ documents = st.one_of(
     st.fixed_dictionaries({"services": st.dictionaries(service_names, st.one_of(service_bodies, service_bodies,
                                                                                 any_value), max_size=4)}),
     st.fixed_dictionaries({"services": st.dictionaries(service_names, service_bodies, max_size=3)},
-                          optional={"version": any_value, "service": any_value, "x-extra": any_value}),
+                          optional={"version": any_value, "service": any_value, "x-extra": any_value,
+                                    "networks": top_level_networks}),
     any_value,
 )
 
