@@ -187,6 +187,7 @@ def build_router(control: Control) -> Router:
         ("DELETE", P, lambda q: projects.delete(q.caller, q.params["project"],
                                                 purge_volumes=q.query.get("purge_volumes") in ("1", "true"))),
         ("GET", P + "/volumes", lambda q: volumes.list(q.caller, q.params["project"])),
+        ("GET", P + "/networks", lambda q: projects.networks(q.caller, q.params["project"])),
         ("DELETE", P + "/volumes/{volume}", lambda q: volumes.remove(q.caller, q.params["project"],
                                                                      q.params["volume"])),
         ("GET", P + "/versions", lambda q: projects.versions(q.caller, q.params["project"])),

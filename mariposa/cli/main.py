@@ -835,6 +835,25 @@ def volume_rm(state: State, name: str, as_json: bool) -> None:
 
 
 @cli.group(context_settings=CONTEXT)
+def network() -> None:
+    """Networks the services of the project given with -j join besides the project's own."""
+
+
+@network.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def network_list(state: State, as_json: bool) -> None:
+    """Each network with its runtime name (what another project joins as external: true, name: ...)."""
+    rows = state.client.get(f"/v1/projects/{state.project()}/networks")
+    if as_json:
+        return print_json(rows)
+    table(rows, [("NAME", lambda r: r["name"]), ("RUNTIME NAME", lambda r: r["runtime_name"]),
+                 ("KIND", lambda r: "external" if r["external"] else "the project's"),
+                 ("EXISTS", lambda r: "yes" if r["exists"] else "no"),
+                 ("SERVICES", lambda r: ", ".join(r["services"]))])
+
+
+@cli.group(context_settings=CONTEXT)
 def queue() -> None:
     """The task queue: every long action, cancellable."""
 

@@ -162,3 +162,16 @@ class Projects(Area):
     async def instances(self, caller: Caller, ref: str) -> builtins.list[dict]:
         p = await self._project(ref)
         return await views.instances(self.ctx, p.id)
+
+    @operation("project.networks", target="ref")
+    async def networks(self, caller: Caller, ref: str) -> builtins.list[dict]:
+        """The networks the project's services join besides its own: runtime names (what another
+        project joins as external) and whether the runtime has each now."""
+        p = await self._project(ref)
+        version = await self.ctx.store.call(goal_store.current_version, p)
+        rows = views.networks(await self.ctx.goals.spec_of(version), p.name)
+        for row in rows:
+            row["exists"] = False
+            for driver in self.ctx.drivers.values():
+                row["exists"] = row["exists"] or await driver.network_exists(row["runtime_name"])
+        return rows

@@ -62,6 +62,9 @@ networks:
         assert labels["io.mariposa.project-name"] == alpha and labels["io.mariposa.network"] == "shared"
         shown = daemon.json("project", "get", alpha)["networks"]
         assert {n["name"]: n["runtime_name"] for n in shown} == {"shared": f"{alpha}_shared", "outside": outside}
+        listed = daemon.json("-j", beta, "network", "list")
+        assert listed == [{"name": "mesh", "runtime_name": f"{alpha}_shared", "external": True, "services": ["web"],
+                           "exists": True}]
 
         (api,) = daemon.running("api")
         (web,) = daemon.running("web")

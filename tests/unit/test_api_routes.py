@@ -70,6 +70,7 @@ CASES = [
     ("DELETE", "/v1/projects/p", None, None, "projects.delete", ("p",), {"purge_volumes": False}),
     ("DELETE", "/v1/projects/p", None, {"purge_volumes": "1"}, "projects.delete", ("p",), {"purge_volumes": True}),
     ("GET", "/v1/projects/p/volumes", None, None, "volumes.list", ("p",), {}),
+    ("GET", "/v1/projects/p/networks", None, None, "projects.networks", ("p",), {}),
     ("DELETE", "/v1/projects/p/volumes/data", None, None, "volumes.remove", ("p", "data"), {}),
     ("GET", "/v1/projects/p/versions", None, None, "projects.versions", ("p",), {}),
     ("GET", "/v1/projects/p/versions/3", None, None, "projects.version", ("p", "3"), {}),

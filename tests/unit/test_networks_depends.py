@@ -301,6 +301,8 @@ networks: {mesh: {external: true, name: alpha_shared}}
     r = await client.post("/v1/projects", json={"name": "beta", "manifest": joins})
     assert r.status_code == 200, r.text
     await _until(lambda: _has(driver, "web"))
+    assert (await client.get("/v1/projects/beta/networks")).json() == [
+        {"name": "mesh", "runtime_name": "alpha_shared", "external": True, "services": ["web"], "exists": True}]
 
     r = await client.delete("/v1/projects/alpha")
     task = r.json()["tasks"][0]
