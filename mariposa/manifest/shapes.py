@@ -25,6 +25,11 @@ from mariposa.packages import Package
 MAX_SECONDS = 366 * 24 * 3600  # a duration in a manifest is seconds to days; past a year it is a typo
 
 
+def _unprintable(value: Any) -> bool:
+    """An integer too long for str() (Python's 4,300-digit limit), from a huge hex literal."""
+    return isinstance(value, int) and value.bit_length() > 13_000
+
+
 def _shown(value: float) -> str:
     """A number as a message may quote it: Python refuses to print an int of 4,300+ digits."""
     if isinstance(value, int) and abs(value) >= 10**18:
@@ -149,6 +154,12 @@ class _Shapes:
                     if not isinstance(key, (str, int)) or isinstance(key, bool):
                         message = f"{what} names must be strings, got {_kind(key)}"
                         self.problem(entry, message, on_key=True)
+                        continue
+                    if _unprintable(key) or _unprintable(entry.value):
+                        # Python refuses str() of an int over 4,300 digits: a crash, not a problem
+                        number = key if _unprintable(key) else entry.value
+                        self.problem(entry, f"{what} entry is {_shown(number)}; quote it to make it a string",
+                                     on_key=_unprintable(key))
                         continue
                     text = _scalar_text(entry.value)
                     if text is None:

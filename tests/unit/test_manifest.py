@@ -1123,3 +1123,12 @@ def test_aliases_and_merge_keys_are_followed():
 def test_key_problems_in_mappings_point_at_the_key():
     found = problems(service_text("image: x\nenvironment:\n  1BAD: x\ntags:\n  io.mariposa.x: y"))
     assert [(p.line, p.column) for p in found] == [(5, 7), (7, 7)]
+
+
+def test_an_environment_value_too_long_to_print_is_refused_at_its_position():
+    """Found by the manifest fuzzer's long run (seed 1956496350): an integer of more than 4,300
+    digits as an environment or tag value made str() raise, a crash instead of a problem."""
+    huge = "0x" + "f" * 4000
+    found = problems(f"services:\n  web:\n    image: x\n    environment:\n      Z: {huge}\n    tags: {{t: {huge}}}\n")
+    assert [(p.line, p.column) for p in found] == [(5, 10), (6, 15)]
+    assert all("quote" in p.message for p in found), found
