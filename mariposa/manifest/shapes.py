@@ -157,7 +157,7 @@ class _Shapes:
                         continue
                     if _unprintable(key) or _unprintable(entry.value):
                         # Python refuses str() of an int over 4,300 digits: a crash, not a problem
-                        number = key if _unprintable(key) else entry.value
+                        number = int(key) if _unprintable(key) else int(entry.value)
                         self.problem(entry, f"{what} entry is {_shown(number)}; quote it to make it a string",
                                      on_key=_unprintable(key))
                         continue
