@@ -655,15 +655,31 @@ class DockerDriver:
             info = await self._call("GET", f"/networks/{net['Id']}", f"inspect network {name}", allow=(404,))
             if info.status_code == 404:
                 continue
-            users = sorted(c.get("Name", k[:12]) for k, c in (info.json().get("Containers") or {}).items())
+            users = await self._other_users(net["Id"], name, project_name, info.json().get("Containers") or {})
             if not users:
                 gone = await self._call("DELETE", f"/networks/{net['Id']}", f"remove network {name}",
                                         allow=(403, 404, 409))
                 if gone.status_code < 400 or gone.status_code == 404:
                     continue
                 users = [_message(gone)]
-            kept.append(f"network {name} is kept: {', '.join(users)} still use it")
+            kept.append(f"network {name} is kept, still in use by {', '.join(users)}")
         return kept
+
+    async def _other_users(self, net_id: str, name: str, project_name: str, endpoints: Mapping[str, Any]) -> list[str]:
+        """The containers of others on a network the project made. An endpoint whose container is
+        gone (the Engine keeps stale ones a while) or is the project's own is disconnected, so
+        it never keeps the network alive."""
+        users = []
+        for container, endpoint in endpoints.items():
+            resp = await self._call("GET", f"/containers/{container}/json", f"inspect {container[:12]}", allow=(404,))
+            labels = ((resp.json().get("Config") or {}).get("Labels") or {}) if resp.status_code == 200 else {}
+            if resp.status_code == 404 or (labels.get(LABEL_OWNER) == self.owner
+                                           and labels.get(LABEL_PROJECT_NAME) == project_name):
+                await self._call("POST", f"/networks/{net_id}/disconnect", f"disconnect {container[:12]} from {name}",
+                                 json={"Container": container, "Force": True}, allow=(404, 500))
+            else:
+                users.append(str(endpoint.get("Name") or container[:12]))
+        return sorted(users)
 
     async def network_exists(self, name: str) -> bool:
         resp = await self._call("GET", f"/networks/{quote(name, safe='')}", f"inspect network {name}", allow=(404,))

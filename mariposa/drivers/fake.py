@@ -311,9 +311,13 @@ class FakeDriver:
             if not project_name or labels.get(LABEL_OWNER) != (self.owner or "") \
                     or labels.get(LABEL_PROJECT_NAME) != project_name or LABEL_NETWORK not in labels:
                 continue
-            users = sorted(b.name for b in self.runtime.boxes.values() if name in b.networks)
+            users = sorted(b.name for b in self.runtime.boxes.values() if name in b.networks
+                           and b.labels.get(LABEL_PROJECT_NAME) != project_name)  # its own: going anyway
+            for box in self.runtime.boxes.values():
+                if box.labels.get(LABEL_PROJECT_NAME) == project_name:
+                    box.networks = tuple(n for n in box.networks if n != name)
             if users:
-                kept.append(f"network {name} is kept: {', '.join(users)} still use it")
+                kept.append(f"network {name} is kept, still in use by {', '.join(users)}")
             else:
                 del self.runtime.shared[name]
         return kept

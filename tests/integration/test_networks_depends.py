@@ -76,7 +76,7 @@ networks:
         assert docker("exec", api["ID"], "wget", "-q", "-O", "-", "http://api:8080/") == "alpha-api\n"
 
         deleted = daemon.cli("project", "delete", alpha, "--wait").stdout
-        assert f"network {alpha}_shared is kept: {beta}-web-" in deleted, deleted
+        assert f"network {alpha}_shared is kept, still in use by {beta}-web-" in deleted, deleted
         assert network_exists(f"{alpha}_shared") and network_exists(outside)
         assert docker("exec", web["ID"], "nslookup", f"web.{beta}", check=False)  # beta's web still on it
 

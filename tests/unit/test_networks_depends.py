@@ -312,7 +312,7 @@ networks: {mesh: {external: true, name: alpha_shared}}
         return t if t["state"] in ("completed", "failed") else None
 
     done = await _until(finished)
-    assert done["state"] == "completed" and "network alpha_shared is kept: beta-web-" in done["message"]
+    assert done["state"] == "completed" and "network alpha_shared is kept, still in use by beta-web-" in done["message"]
     assert "alpha_shared" in driver.runtime.shared  # beta's web is still on it
     r = await client.delete("/v1/projects/beta")
     await _until(lambda: _gone(client, "beta"))
