@@ -37,6 +37,7 @@ class Context:
     health_wakeup: Wakeup = attrs.field(factory=Wakeup)
     runtime_changed: Broadcast = attrs.field(factory=Broadcast)  # any runtime event, for log followers
     task_changes: Broadcast = attrs.field(factory=Broadcast)  # a task was queued, moved on or ended
+    health_changes: Broadcast = attrs.field(factory=Broadcast)  # an instance's health status changed
     credentials: Credentials = attrs.field(factory=Credentials)  # registry logins (in memory unless a file)
     monitor: HealthMonitor | None = None  # for the API to read instance health from
     # Instance id -> when the runtime said it died (trio time), until it starts again: the

@@ -46,6 +46,9 @@ log = structlog.get_logger()
 
 MAX_ROUNDS = 100_000
 WAIT_SLICE = 1.0  # while backing off, look again this often: goals and instances change
+# A service waiting for its dependencies looks again at their runtime events and health changes
+# (at least every WAIT_SLICE), this long after the first of a burst.
+DEPENDENCY_SETTLE = 0.05
 
 Progress = Callable[[dict], Awaitable[None]]
 
@@ -107,6 +110,8 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
     replace = frozenset(task.params.get("replace", ()))
     announced: str | None = None  # the dependency wait last recorded as an event
     for _ in range(MAX_ROUNDS):
+        # taken before looking: a dependency that starts or turns healthy after the look still wakes the wait
+        changes = (ctx.runtime_changed.next(), ctx.health_changes.next())
         goal, _row, records = await ctx.goals.service_view(task.project_id, service)
         if goal is not None:
             driver = ctx.driver_for(goal.spec.compute_type)
@@ -141,7 +146,12 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
                                                    service=service, task_id=task.id))
         if steps.only_waiting:
             until = min(s.until for s in steps.steps if isinstance(s, Wait))
-            await ctx.clock.sleep(max(0.05, min(WAIT_SLICE, until - now)))
+            delay = max(0.05, min(WAIT_SLICE, until - now))
+            if waiting:
+                await _first_of(changes, delay)
+                await trio.sleep(DEPENDENCY_SETTLE)  # a burst of events (a dependency's scale-up) is one look
+            else:
+                await ctx.clock.sleep(delay)
             continue
         await execute(ctx, driver, goal, task, steps, created)
         done += todo
@@ -155,6 +165,17 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
         return f"{task.service} stopped"
     kept = sum(1 for i in actual if i.running and not i.retired and i.spec_hash != goal.spec.spec_hash)
     return f"{task.service}: {goal.scale} running" + (f" ({kept} still on an older version)" if kept else "")
+
+
+async def _first_of(events: tuple[trio.Event, ...], timeout: float) -> None:
+    """Until one of ``events`` is set, or ``timeout`` seconds."""
+    with trio.move_on_after(timeout):
+        async with trio.open_nursery() as nursery:
+            for event in events:
+                async def one(event: trio.Event = event) -> None:
+                    await event.wait()
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(one)
 
 
 def _selects(params: dict) -> bool:

@@ -217,6 +217,7 @@ class HealthMonitor:
             log.warning("health change not recorded: store unavailable", instance=inst.id[:12], status=status,
                         error=exc.message)
         if status != previous:
+            self.ctx.health_changes.set()  # a service waiting for this one to be healthy looks now
             log.info("health changed", instance=inst.id[:12], service=inst.service, project=inst.project_name,
                      status=status, previous=previous, detail=detail)
         if status == "unhealthy":
