@@ -2,7 +2,7 @@
 # Removes from the Docker Engine everything the test suite and the examples make, so the next run
 # starts as on a fresh machine: containers labelled io.mariposa.owner (of any owner: do not run
 # this where a Mariposa you want to keep runs), other containers of the images or on the networks
-# below, networks named mariposa-*, images mariposa-example/* and mariposa-test/* (and those the pull
+# below, networks named mariposa-* or labelled io.mariposa.owner, images mariposa-example/* and mariposa-test/* (and those the pull
 # tests pushed to their registries, HOST/mariposa-pulls-*/*, tags and digests), and the suite's
 # images left dangling (untagged while in use; their Comment starts "built by mariposa").
 # Usage: bash .ci/clean-docker.sh [--dry-run]   (--dry-run prints the commands instead)
@@ -18,6 +18,9 @@ images+=" $(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '/mari
             | grep -v ':<none>$' || true)"
 images="$(echo $images)"  # one line, empty when there are none
 networks="$(docker network ls --format '{{.Name}}' | grep '^mariposa-' || true)"
+# and the networks projects made for others to join (PROJECT_NETWORK, labelled with their owner)
+networks="$(printf '%s\n' $networks $(docker network ls --filter label=io.mariposa.owner --format '{{.Name}}') \
+            | sort -u)"
 containers="$(docker ps -aq --filter label=io.mariposa.owner)"
 for image in $images; do containers+=" $(docker ps -aq --filter "ancestor=$image")"; done
 for network in $networks; do containers+=" $(docker ps -aq --filter "network=$network")"; done
