@@ -48,7 +48,7 @@ MAX_ROUNDS = 100_000
 WAIT_SLICE = 1.0  # while backing off, look again this often: goals and instances change
 # A service waiting for its dependencies looks again at their runtime events and health changes
 # (at least every WAIT_SLICE), this long after the first of a burst.
-DEPENDENCY_SETTLE = 0.05
+DEPENDENCY_SETTLE = 0.1
 
 Progress = Callable[[dict], Awaitable[None]]
 
