@@ -234,7 +234,7 @@ services:
 
 @pytest.fixture
 async def daemon(tmp_path, nursery):
-    driver = FakeDriver(images=("busybox",))
+    driver = FakeDriver(images=("busybox", "crashy"), crash_images=("crashy",))
     sock = str(tmp_path / "m.sock")
     config = DaemonConfig(state_dir=str(tmp_path / "state"), socket=sock, resync=0.5, manifest_dir=None)
     await nursery.start(run_daemon, config, {"docker": driver})
@@ -277,6 +277,32 @@ async def test_a_dependent_service_says_it_waits_then_starts_after_its_dependenc
     assert services == ["db", "web"]  # db's instance was made (and ran) before web's first
     web = (await client.get("/v1/projects/shop/services/web")).json()
     assert web["waiting"] is None
+
+
+async def test_a_dependency_that_never_runs_keeps_the_service_waiting_visibly_until_stopped(daemon):
+    client, driver = daemon
+    manifest = DEPENDENT.replace("    scale: 0\n", "").replace("image: busybox\n    command: sleep 1000\n    \n", "")
+    manifest = manifest.replace("  db:\n    image: busybox", "  db:\n    image: crashy")
+    r = await client.post("/v1/projects", json={"name": "stuck", "manifest": manifest})
+    assert r.status_code == 200, r.text
+
+    async def web_waiting():
+        web = (await client.get("/v1/projects/stuck/services/web")).json()
+        return web if web.get("waiting") else None
+
+    web = await _until(web_waiting)
+    assert web["waiting"] == "waiting for db to be started (0 of 1 running)"
+    assert web["task"]["state"] == "active" and web["task"]["progress"]["waiting"] == web["waiting"]
+    r = await client.post("/v1/projects/stuck/stop")
+    assert r.status_code == 200, r.text
+
+    async def web_stopped():
+        web = (await client.get("/v1/projects/stuck/services/web")).json()
+        return web if web["desired"] == "stopped" and web["task"] is None else None
+
+    web = await _until(web_stopped)
+    assert web["waiting"] is None
+    assert not [i for i in driver.instances.values() if i.service == "web"]  # never made
 
 
 async def test_shared_networks_on_the_fake_runtime(daemon):
