@@ -33,6 +33,8 @@ from mariposa.health.monitor import HealthMonitor
 from mariposa.queue.executor import Executor
 from mariposa.registries import FILE_NAME, Credentials
 from mariposa.store.db import Store
+from mariposa.vault import KeyRing, Vault
+from mariposa.vault.delivery import SecretFiles
 from mariposa.watch import ManifestDirectory
 
 log = structlog.get_logger()
@@ -119,7 +121,7 @@ class Daemon:
             log.error("configuration not reloaded; keeping the running one", error=exc.message)
             systemd.notify("READY=1")
             return
-        for key in ("state_dir", "socket", "manifest_dir", "docker_host"):
+        for key in ("state_dir", "socket", "manifest_dir", "docker_host", "secret_key_file", "run_dir"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))
@@ -135,7 +137,8 @@ class Daemon:
             self.directory.delete_removed = new.delete_removed_projects
             self.directory.request_rescan()
         self.config = attrs.evolve(new, state_dir=self.config.state_dir, socket=self.config.socket,
-                                   manifest_dir=self.config.manifest_dir, docker_host=self.config.docker_host)
+                                   manifest_dir=self.config.manifest_dir, docker_host=self.config.docker_host,
+                                   secret_key_file=self.config.secret_key_file, run_dir=self.config.run_dir)
         self.ctx.wake_reconciler()
         log.info("configuration reloaded", source=new.source or "defaults")
         systemd.notify("READY=1")
@@ -208,6 +211,8 @@ async def run_daemon(
                   parallelism=config.parallelism, allow_privileged=config.allow_privileged,
                   bind_roots=config.bind_roots, clock=clock,
                   credentials=await trio.to_thread.run_sync(Credentials, state_dir / FILE_NAME))
+    ctx.vault = Vault(store, KeyRing.configured(config.secret_key_file))
+    ctx.secret_files = SecretFiles(config.run_dir)
     for driver in drivers.values():
         try:
             await driver.ping()

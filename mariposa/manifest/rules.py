@@ -25,3 +25,6 @@ class Rules:
     # Named volumes of the project's top-level `volumes:` (name -> its labels); None: not given,
     # so any name a service uses is the project's.
     volumes: Mapping[str, tuple[tuple[str, str], ...]] | None = None
+    # The names of the project's secrets (a `secrets:` entry must be one); None: not checked (a
+    # stored version, judged when it was made).
+    secrets: frozenset[str] | None = None

@@ -434,4 +434,5 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "network_mode": _ServiceChecks.network_mode,
     "privileged": _ServiceChecks.privileged,
     "volumes": _ServiceChecks.volumes,
+    "secrets": _ServiceChecks.secrets,
 }
