@@ -209,9 +209,12 @@ async def run_daemon(
     drivers = drivers or default_drivers(store.owner, config)
     ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, config.packages), packages=config.packages,
                   parallelism=config.parallelism, allow_privileged=config.allow_privileged,
-                  bind_roots=config.bind_roots, clock=clock,
-                  credentials=await trio.to_thread.run_sync(Credentials, state_dir / FILE_NAME))
+                  bind_roots=config.bind_roots, clock=clock)
     ctx.vault = Vault(store, KeyRing.configured(config.secret_key_file))
+    ctx.credentials = Credentials(ctx.vault, state_dir / FILE_NAME)
+    migrated = await ctx.credentials.load()
+    if migrated:
+        log.info("registry logins moved into the encrypted store", count=migrated, removed=str(state_dir / FILE_NAME))
     ctx.secret_files = SecretFiles(config.run_dir)
     for driver in drivers.values():
         try:

@@ -46,6 +46,10 @@ def tokens(db: sqlite_utils.Database, kind: str, scope: str, names: list[str]) -
     return dict(rows)
 
 
+def all_tokens(db: sqlite_utils.Database, kind: str, scope: str = "") -> dict[str, str]:
+    return dict(db.execute("SELECT name, token FROM secrets WHERE kind = ? AND scope = ?", [kind, scope]).fetchall())
+
+
 def listing(db: sqlite_utils.Database, kind: str, scope: str = "") -> list[dict]:
     """Names, versions, who and when: the columns that are safe to show."""
     rows = db.query("SELECT name, version, created, created_by, updated, updated_by FROM secrets"

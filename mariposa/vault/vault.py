@@ -93,6 +93,19 @@ class Vault:
             remember(out[name])
         return out
 
+    async def get_all(self, kind: str, scope: str = "") -> dict[str, bytes]:
+        """Every value of a kind (the registry logins, read once at start-up)."""
+        found = await self.store.call(secret_store.all_tokens, kind, scope)
+        out = {}
+        for name, token in found.items():
+            out[name] = await self._decrypt(token)
+            remember(out[name])
+        return out
+
+    async def remove(self, kind: str, scope: str, name: str) -> bool:
+        async with self.lock:
+            return await self.store.call(secret_store.remove, kind, scope, name)
+
     async def rotate(self) -> dict:
         """Add a new key, re-encrypt every secret with it in one transaction, drop the old keys.
         A crash before the transaction commits leaves the old tokens and both keys (all readable);
