@@ -221,6 +221,7 @@ async def run_daemon(
             await driver.ping()
         except DriverError as exc:
             log.warning("runtime not available yet; will retry", driver=driver.compute_type, error=str(exc))
+    await _sweep_secret_files(ctx)
     executor = Executor(ctx)
     reconciler = Reconciler(ctx, resync=config.resync)
     ctx.monitor = HealthMonitor(ctx)
@@ -261,6 +262,18 @@ async def run_daemon(
             pass
         lock.close()
         log.info("mariposa daemon stopped" + ("" if config.stop_instances_on_exit else "; instances keep running"))
+
+
+async def _sweep_secret_files(ctx: Context) -> None:
+    """The secret files of instances that went while the daemon was down (or crashed between
+    removing one and its files) go too; with the runtime unavailable they wait for the next start."""
+    try:
+        live = {i.id for i in await ctx.inventory()}
+    except DriverError:
+        return
+    gone = await trio.to_thread.run_sync(ctx.secret_files.sweep, live)
+    if gone:
+        log.info("secret files of gone instances removed", count=gone)
 
 
 def _raise_file_limit() -> None:

@@ -285,6 +285,9 @@ async def _run_step(
     elif isinstance(step, Start):
         inst = step.instance
         restart = inst.state != InstanceState.CREATING
+        if goal is not None and goal.spec.secrets and goal.version_id == inst.version_id:
+            # the files live on a tmpfs: after a host reboot they are gone, and the mount needs them
+            await _deliver_secrets(ctx, goal, inst.id)
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, restart)
         await driver.start(inst)
         what = (f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart

@@ -289,3 +289,25 @@ def test_cli_reads_the_value_from_stdin_or_a_file_never_argv(monkeypatch, tmp_pa
     assert CANARY not in result.output
     params = [p.name for p in main.secret_set.params if isinstance(p, main.click.Argument)]
     assert params == ["name"]  # no argument that could carry a value
+
+
+async def test_a_restarted_instance_gets_its_files_again_and_sweep_removes_the_orphans(vaulted: Core, shm):
+    import shutil
+
+    c = vaulted.control
+    await c.secrets.set(ROOT, "p", "db_password", CANARY)
+    await vaulted.settle(await c.projects.add(ROOT, "p", SERVICE, "p.yaml"))
+    [box] = [b for b in vaulted.driver.runtime.boxes.values() if b.state == "running"]
+    instance_id = box.labels["io.mariposa.instance"]
+    shutil.rmtree(box.secrets_dir)  # a host reboot empties the tmpfs
+    vaulted.driver.kill(instance_id, 1)
+    for _ in range(100):
+        if box.state == "running" and Path(box.secrets_dir).exists():
+            break
+        await trio.sleep(0.1)
+    assert (Path(box.secrets_dir) / "db_password").read_text() == CANARY  # restarted in place, files back
+
+    files = vaulted.ctx.secret_files
+    orphan = await trio.to_thread.run_sync(files.deliver, "p", "gone-instance", {"x": b"y"}, None)
+    assert await trio.to_thread.run_sync(files.sweep, {instance_id}) == 1
+    assert not Path(orphan).exists() and Path(box.secrets_dir).exists()
