@@ -54,6 +54,11 @@ class DaemonConfig:
     # manifest would be root on the host, so only when the host's owner says so
     allow_privileged: bool = False
     bind_roots: tuple[str, ...] = DEFAULT_BIND_ROOTS  # host paths a bind mount may name
+    # The key that encrypts secrets at rest (mariposa/vault/keys.py), outside the state directory;
+    # $CREDENTIALS_DIRECTORY/mariposa-secret-key instead when systemd passes it.
+    secret_key_file: str = "/etc/mariposa/secret.key"
+    # Where instances' secret files live on the host (a tmpfs; mariposa/vault/delivery.py).
+    run_dir: str = "/run/mariposa"
     source: str | None = None  # the file it was read from
 
     def socket_gid(self) -> int | None:
@@ -143,7 +148,8 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Daemon
 
 def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     kinds: dict[str, type | tuple[type, ...]] = {
-        "state_dir": str, "socket": str, "manifest_dir": str, "docker_host": str, "log_format": str,
+        "state_dir": str, "socket": str, "secret_key_file": str, "run_dir": str,
+        "manifest_dir": str, "docker_host": str, "log_format": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
         "allow_privileged": bool,
         "resync": (int, float), "rescan": (int, float), "parallelism": int, "socket_group": (str, int),

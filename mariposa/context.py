@@ -20,6 +20,8 @@ from mariposa.wakeup import Broadcast, Wakeup
 
 if TYPE_CHECKING:
     from mariposa.health.monitor import HealthMonitor
+    from mariposa.vault import Vault
+    from mariposa.vault.delivery import SecretFiles
 
 
 @attrs.define
@@ -40,11 +42,44 @@ class Context:
     health_changes: Broadcast = attrs.field(factory=Broadcast)  # an instance's health status changed
     credentials: Credentials = attrs.field(factory=Credentials)  # registry logins (in memory unless a file)
     monitor: HealthMonitor | None = None  # for the API to read instance health from
+    # Secrets (mariposa/vault/): made by the daemon (and tests) after the store, so see ``vault``.
+    _vault: Vault | None = None
+    _secret_files: SecretFiles | None = None
     # Instance id -> when the runtime said it died (trio time), until it starts again: the
     # reconciler looks again soon while the runtime's listing still shows such an instance running.
     died: dict[str, float] = attrs.field(factory=dict)
     _inventory: Coalesced[list] = attrs.field(init=False, default=attrs.Factory(
         lambda self: Coalesced(self._list_instances), takes_self=True))
+
+    @property
+    def vault(self) -> Vault:
+        """The secrets store; one over a key file beside nothing (made on first use) when the
+        daemon was not given one (tests of the control layer)."""
+        if self._vault is None:
+            import tempfile
+
+            from mariposa.vault import KeyRing, Vault
+
+            self._vault = Vault(self.store, KeyRing(f"{tempfile.mkdtemp(prefix='mariposa-key-')}/secret.key"))
+        return self._vault
+
+    @vault.setter
+    def vault(self, value: Vault) -> None:
+        self._vault = value
+
+    @property
+    def secret_files(self) -> SecretFiles:
+        if self._secret_files is None:
+            import tempfile
+
+            from mariposa.vault.delivery import SecretFiles
+
+            self._secret_files = SecretFiles(tempfile.mkdtemp(prefix="mariposa-run-", dir="/dev/shm"))
+        return self._secret_files
+
+    @secret_files.setter
+    def secret_files(self, value: SecretFiles) -> None:
+        self._secret_files = value
 
     def wake_reconciler(self) -> None:
         """Something changed: plan again soon (many calls collapse into one pass)."""

@@ -33,6 +33,8 @@ from mariposa.health.monitor import HealthMonitor
 from mariposa.queue.executor import Executor
 from mariposa.registries import FILE_NAME, Credentials
 from mariposa.store.db import Store
+from mariposa.vault import KeyRing, Vault
+from mariposa.vault.delivery import SecretFiles
 from mariposa.watch import ManifestDirectory
 
 log = structlog.get_logger()
@@ -119,7 +121,7 @@ class Daemon:
             log.error("configuration not reloaded; keeping the running one", error=exc.message)
             systemd.notify("READY=1")
             return
-        for key in ("state_dir", "socket", "manifest_dir", "docker_host"):
+        for key in ("state_dir", "socket", "manifest_dir", "docker_host", "secret_key_file", "run_dir"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))
@@ -135,7 +137,8 @@ class Daemon:
             self.directory.delete_removed = new.delete_removed_projects
             self.directory.request_rescan()
         self.config = attrs.evolve(new, state_dir=self.config.state_dir, socket=self.config.socket,
-                                   manifest_dir=self.config.manifest_dir, docker_host=self.config.docker_host)
+                                   manifest_dir=self.config.manifest_dir, docker_host=self.config.docker_host,
+                                   secret_key_file=self.config.secret_key_file, run_dir=self.config.run_dir)
         self.ctx.wake_reconciler()
         log.info("configuration reloaded", source=new.source or "defaults")
         systemd.notify("READY=1")
@@ -206,13 +209,19 @@ async def run_daemon(
     drivers = drivers or default_drivers(store.owner, config)
     ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, config.packages), packages=config.packages,
                   parallelism=config.parallelism, allow_privileged=config.allow_privileged,
-                  bind_roots=config.bind_roots, clock=clock,
-                  credentials=await trio.to_thread.run_sync(Credentials, state_dir / FILE_NAME))
+                  bind_roots=config.bind_roots, clock=clock)
+    ctx.vault = Vault(store, KeyRing.configured(config.secret_key_file))
+    ctx.credentials = Credentials(ctx.vault, state_dir / FILE_NAME)
+    migrated = await ctx.credentials.load()
+    if migrated:
+        log.info("registry logins moved into the encrypted store", count=migrated, removed=str(state_dir / FILE_NAME))
+    ctx.secret_files = SecretFiles(config.run_dir)
     for driver in drivers.values():
         try:
             await driver.ping()
         except DriverError as exc:
             log.warning("runtime not available yet; will retry", driver=driver.compute_type, error=str(exc))
+    await _sweep_secret_files(ctx)
     executor = Executor(ctx)
     reconciler = Reconciler(ctx, resync=config.resync)
     ctx.monitor = HealthMonitor(ctx)
@@ -253,6 +262,18 @@ async def run_daemon(
             pass
         lock.close()
         log.info("mariposa daemon stopped" + ("" if config.stop_instances_on_exit else "; instances keep running"))
+
+
+async def _sweep_secret_files(ctx: Context) -> None:
+    """The secret files of instances that went while the daemon was down (or crashed between
+    removing one and its files) go too; with the runtime unavailable they wait for the next start."""
+    try:
+        live = {i.id for i in await ctx.inventory()}
+    except DriverError:
+        return
+    gone = await trio.to_thread.run_sync(ctx.secret_files.sweep, live)
+    if gone:
+        log.info("secret files of gone instances removed", count=gone)
 
 
 def _raise_file_limit() -> None:

@@ -226,6 +226,7 @@ class ServiceSpec:
     network_mode: str | None = None  # None: the project's network; "host"
     privileged: bool = False
     volumes: tuple[MountSpec, ...] = ()
+    secrets: tuple[str, ...] = ()  # the project's secrets delivered as /run/secrets/NAME (mariposa/vault/)
     # When a version is made: pull the image when the host lacks it (missing), every time
     # (always), or never (a missing image refuses the version). See control/pulls.py.
     pull: str = "missing"
@@ -352,6 +353,9 @@ class CreateRequest:
     version_id: str
     spec: ServiceSpec
     created: float  # epoch seconds by the daemon's clock: the caller reads it (labels carry it)
+    # The host directory of the instance's secret files (vault/delivery.py), mounted read-only at
+    # /run/secrets; the values themselves never pass through a driver.
+    secrets_dir: str | None = None
 
     @property
     def name(self) -> str:

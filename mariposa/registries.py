@@ -1,22 +1,25 @@
 """Registries: which one an image reference names, and the credentials Mariposa keeps for them.
 
 Why Mariposa keeps credentials itself instead of the Docker CLI's ``~/.docker/config.json``: the
-daemon pulls for every user of the control socket, so the credentials are the daemon's, under
-its state directory, readable by it alone (mode 0600, written whole and renamed into place, so a
-crash never leaves half a file). They are never printed: ``listing`` gives hosts and usernames,
-and ``RegistryAuth`` keeps the password out of its ``repr``. (Encryption at rest comes with the
-secrets work; until then the file mode is the protection.)
+daemon pulls for every user of the control socket, so the credentials are the daemon's: secrets
+in its store, encrypted at rest with the secret key (``mariposa.vault``). They are never
+printed: ``listing`` gives hosts and usernames, and ``RegistryAuth`` keeps the password out of
+its ``repr``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mariposa.drivers.base import RegistryAuth
 from mariposa.errors import MariposaError
+from mariposa.store.secrets import REGISTRY
+
+if TYPE_CHECKING:
+    from mariposa.vault import Vault
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -66,24 +69,36 @@ def split_reference(image: str) -> tuple[str, str]:
 
 
 class Credentials:
-    """The credentials file under the state directory: {host: {username, password}}. One daemon
-    owns the state directory (its lock), so reads come from memory and each change rewrites the
-    file. ``path`` None keeps them in memory only (tests of the control layer)."""
+    """The registry logins, kept as secrets of kind ``registry`` (one per host, the value a JSON
+    of username and password), encrypted with the secret key like every other secret. One daemon
+    owns the store, so reads come from memory (pulls ask per image) and each change is written
+    through. ``vault`` None keeps them in memory only (tests of the control layer).
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path
+    ``legacy`` is the plain ``registries.json`` of earlier versions: ``load`` moves what it holds
+    into the store and then removes the file, so no password stays on disk in the clear."""
+
+    def __init__(self, vault: Vault | None = None, legacy: Path | None = None) -> None:
+        self.vault = vault
+        self.legacy = legacy
         self._entries: dict[str, dict[str, str]] = {}
-        if path is not None and path.exists():
-            try:
-                data = json.loads(path.read_text() or "{}")
-            except (ValueError, UnicodeDecodeError) as exc:  # the message names a position, not the content
-                raise MariposaError(f"{path} is not a registry credentials file ({exc}): "
-                                 "fix it or remove it (then log in again)") from None
-            if isinstance(data, dict):
-                self._entries = {
-                    str(h): {"username": str(v.get("username", "")), "password": str(v.get("password", ""))}
-                    for h, v in data.items() if isinstance(v, dict)}
-            os.chmod(path, 0o600)  # whatever made it looser, it is the daemon's alone
+
+    async def load(self) -> int:
+        """Read the logins from the store, migrating a legacy file; how many were migrated."""
+        if self.vault is None:
+            return 0
+        for host, value in (await self.vault.get_all(REGISTRY)).items():
+            entry = json.loads(value)
+            self._entries[host] = {"username": entry["username"], "password": entry["password"]}
+        if self.legacy is None or not self.legacy.exists():
+            return 0
+        import trio
+
+        found = await trio.to_thread.run_sync(read_legacy, self.legacy)
+        for host, entry in found.items():
+            if host not in self._entries:
+                await self.put(RegistryAuth(host, entry["username"], entry["password"]), "migration")
+        await trio.to_thread.run_sync(self.legacy.unlink)
+        return len(found)
 
     def auth_for(self, image: str) -> RegistryAuth | None:
         host = registry_of(image)
@@ -94,31 +109,27 @@ class Credentials:
         """Hosts and usernames; never a password."""
         return [{"host": h, "username": e["username"]} for h, e in sorted(self._entries.items())]
 
-    def put(self, auth: RegistryAuth) -> None:
+    async def put(self, auth: RegistryAuth, author: str) -> None:
+        if self.vault is not None:
+            value = json.dumps({"username": auth.username, "password": auth.password}).encode()
+            await self.vault.put(REGISTRY, "", auth.server, value, author)
         self._entries[auth.server] = {"username": auth.username, "password": auth.password}
-        self._save()
 
-    def remove(self, host: str) -> bool:
+    async def remove(self, host: str) -> bool:
         found = self._entries.pop(host, None) is not None
-        if found:
-            self._save()
+        if self.vault is not None:
+            found = await self.vault.remove(REGISTRY, "", host) or found
         return found
 
-    def _save(self) -> None:
-        """Written whole to a new file that is 0600 from its first byte, then renamed over the
-        old one: never readable by others, never half written."""
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by the umask, and the file may have existed
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._entries, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, self.path)
+
+def read_legacy(path: Path) -> dict[str, dict[str, str]]:
+    """What a ``registries.json`` of earlier versions holds: {host: {username, password}}."""
+    try:
+        data = json.loads(path.read_text() or "{}")
+    except (ValueError, UnicodeDecodeError) as exc:  # the message names a position, not the content
+        raise MariposaError(f"{path} is not a registry credentials file ({exc}): "
+                            "fix it or remove it (then log in again)") from None
+    if not isinstance(data, dict):
+        return {}
+    return {str(h): {"username": str(v.get("username", "")), "password": str(v.get("password", ""))}
+            for h, v in data.items() if isinstance(v, dict)}

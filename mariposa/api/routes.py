@@ -120,9 +120,9 @@ def _unknown(kind: str, choices: str) -> Callable[[Request], Awaitable[Any]]:
 
 def build_router(control: Control) -> Router:
     r = Router()
-    projects, services, instances, queue, events, volumes, registry = (
+    projects, services, instances, queue, events, volumes, registry, secrets = (
         control.projects, control.services, control.instances, control.queue, control.events, control.volumes,
-        control.registry)
+        control.registry, control.secrets)
     P = "/v1/projects/{project}"
     S = P + "/services/{service}"
 
@@ -202,6 +202,14 @@ def build_router(control: Control) -> Router:
         ("POST", P + "/diff", lambda q: projects.diff(
             q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"), **_rollout(q),
             env_files=q.json().get("env_files"), base_dir=q.json().get("base_dir"))),
+        # secrets: the value comes in a body (from the CLI's stdin), and leaves only by reveal
+        ("GET", P + "/secrets", lambda q: secrets.list(q.caller, q.params["project"])),
+        ("PUT", P + "/secrets/{name}", lambda q: secrets.set(
+            q.caller, q.params["project"], q.params["name"], _text(q, "value", ""))),
+        ("DELETE", P + "/secrets/{name}", lambda q: secrets.remove(q.caller, q.params["project"], q.params["name"])),
+        ("POST", P + "/secrets/{name}/reveal", lambda q: secrets.reveal(
+            q.caller, q.params["project"], q.params["name"])),
+        ("POST", "/v1/secrets/rotate-key", lambda q: secrets.rotate_key(q.caller)),
         # before the catch-all below, which "/services" would match too
         ("POST", P + "/services", add_service),
         ("POST", P + "/{action}", _unknown("project", PROJECT_ACTIONS)),

@@ -89,6 +89,8 @@ def cli(ctx: click.Context, socket: str | None, project: str | None) -> None:
 @click.option("--socket-group", help="Group allowed to use the control socket (name or gid).")
 @click.option("--socket-mode", help="Control socket mode, octal [0660].")
 @click.option("--manifest-dir", help="Watched directory of NAME.yaml projects [/etc/mariposa/projects]; '' for none.")
+@click.option("--secret-key-file", help="Key file that encrypts secrets at rest [/etc/mariposa/secret.key].")
+@click.option("--run-dir", help="Directory on a tmpfs for instances' secret files [/run/mariposa].")
 @click.option("--delete-removed-projects/--keep-removed-projects", default=None,
               help="Whether deleting NAME.yaml deletes the project [keep].")
 @click.option("--docker-host", help="Docker Engine socket (default: DOCKER_HOST or /var/run/docker.sock).")
@@ -832,6 +834,98 @@ def volume_rm(state: State, name: str, as_json: bool) -> None:
     if as_json:
         return print_json(result)
     click.echo(f"volume {name} removed")
+
+
+class SecretGroup(AliasedGroup):
+    aliases = {"ls": "list", "delete": "rm", "del": "rm", "add": "set", "create": "set", "update": "set"}
+
+
+@cli.group(cls=SecretGroup, context_settings=CONTEXT)
+def secret() -> None:
+    """Secrets of the project given with -j, encrypted at rest and delivered to the services that
+    list them as /run/secrets/NAME. A value is read from stdin or a file, never from the command
+    line (which every user of the host can read in the process list), and never printed (except
+    by `secret reveal`, for root)."""
+
+
+@secret.command("set", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--from-file", "from_file", type=click.Path(dir_okay=False, allow_dash=False),
+              help="Read the value from this file (else from stdin).")
+@json_option
+@pass_state
+def secret_set(state: State, name: str, from_file: str | None, as_json: bool) -> None:
+    """Set secret NAME to what stdin (or --from-file F) holds, byte for byte (asked for without
+    echo on a terminal). Running instances that use it see the new file at once."""
+    if from_file is not None:
+        try:
+            with open(from_file, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise click.UsageError(f"cannot read {from_file}: {exc.strerror}") from None
+    elif sys.stdin.isatty():
+        import getpass
+
+        data = getpass.getpass(f"Value of {name}: ").encode()
+    else:
+        data = sys.stdin.buffer.read()
+    try:
+        value = data.decode()
+    except UnicodeDecodeError:
+        raise click.UsageError("the value must be UTF-8 text") from None
+    if not value:
+        raise click.UsageError("the value is empty")
+    result = state.client.request("PUT", f"/v1/projects/{state.project()}/secrets/{name}", json={"value": value})
+    if as_json:
+        return print_json(result)
+    click.echo(f"secret {result['name']} set (version {result['version']})")
+
+
+@secret.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def secret_list(state: State, as_json: bool) -> None:
+    """Names, versions and who changed them when: never values."""
+    rows = state.client.get(f"/v1/projects/{state.project()}/secrets")
+    if as_json:
+        return print_json(rows)
+    stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))  # noqa: E731
+    table(rows, [("NAME", lambda r: r["name"]), ("VERSION", lambda r: str(r["version"])),
+                 ("UPDATED", lambda r: stamp(r["updated"])), ("BY", lambda r: r["updated_by"] or "-")])
+
+
+@secret.command("rm", context_settings=CONTEXT)
+@click.argument("name")
+@json_option
+@pass_state
+def secret_rm(state: State, name: str, as_json: bool) -> None:
+    """Remove secret NAME (refused while a service of the current version lists it)."""
+    result = state.client.request("DELETE", f"/v1/projects/{state.project()}/secrets/{name}")
+    if as_json:
+        return print_json(result)
+    click.echo(f"secret {name} removed")
+
+
+@secret.command("reveal", context_settings=CONTEXT)
+@click.argument("name")
+@pass_state
+def secret_reveal(state: State, name: str) -> None:
+    """Print secret NAME's value (root only; audited)."""
+    result = state.client.post(f"/v1/projects/{state.project()}/secrets/{name}/reveal", {})
+    sys.stdout.write(result["value"])
+    if sys.stdout.isatty() and not result["value"].endswith("\n"):
+        sys.stdout.write("\n")
+
+
+@secret.command("rotate-key", context_settings=CONTEXT)
+@json_option
+@pass_state
+def secret_rotate_key(state: State, as_json: bool) -> None:
+    """Add a new key, re-encrypt every secret with it in one transaction, then drop the old key."""
+    result = state.client.post("/v1/secrets/rotate-key", {})
+    if as_json:
+        return print_json(result)
+    click.echo(f"key rotated: {result['reencrypted']} secrets re-encrypted under key {result['key']}")
 
 
 @cli.group(context_settings=CONTEXT)

@@ -23,6 +23,7 @@ from mariposa.control.projects import Projects
 from mariposa.control.queue import Queue
 from mariposa.control.redact import redact as redact
 from mariposa.control.registry import Registry
+from mariposa.control.secrets import Secrets
 from mariposa.control.services import Services
 from mariposa.control.system import System
 from mariposa.control.volumes import Volumes
@@ -46,3 +47,4 @@ class Control:
         self.events = Events(ctx, policy, executor)
         self.volumes = Volumes(ctx, policy, executor)
         self.registry = Registry(ctx, policy, executor)
+        self.secrets = Secrets(ctx, policy, executor)

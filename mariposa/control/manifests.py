@@ -22,6 +22,7 @@ from mariposa.manifest.env_files import referenced
 from mariposa.model import ProjectSpec
 from mariposa.packages import Package, pinned
 from mariposa.store import goal as goal_store
+from mariposa.store import secrets as secret_store
 from mariposa.store.rows import ProjectRow, TaskRow, VersionRow
 
 
@@ -48,17 +49,20 @@ def require_base_dir(value: object) -> str | None:
 
 async def parse(
     ctx: Context, text: str, filename: str, packages: Mapping[str, Package] | None = None,
-    env_files: Mapping[str, Any] | None = None, base_dir: str | None = None,
+    env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, project: str | None = None,
 ) -> ProjectSpec:
     """Parsed on a worker thread: within the bounds of ``manifest/limits.py`` a manifest costs
     little, but never the event loop's time, which every other client shares. ``packages`` is
     the catalogue to judge it by: today's, unless it is a stored version's text (a revert);
-    ``env_files`` the texts of the env files it names, read by the caller."""
+    ``env_files`` the texts of the env files it names, read by the caller; ``project`` the name
+    of the project whose secrets a service may name."""
     catalogue = ctx.packages if packages is None else packages
+    secrets = None if project is None else frozenset(
+        await ctx.store.call(secret_store.names, secret_store.PROJECT, project))
     try:
         return await trio.to_thread.run_sync(
             lambda: parse_manifest(text, filename, catalogue, ctx.allow_privileged, env_files,
-                                   bind_roots=ctx.bind_roots, base_dir=base_dir))
+                                   bind_roots=ctx.bind_roots, base_dir=base_dir, secrets=secrets))
     except ManifestError as exc:
         raise translate(exc) from None
 
@@ -115,7 +119,7 @@ async def add(
     ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api",
     env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, report: Report | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
-    spec = await parse(ctx, text, filename, env_files=env_files, base_dir=base_dir)
+    spec = await parse(ctx, text, filename, env_files=env_files, base_dir=base_dir, project=name)
     if await ctx.store.call(goal_store.project_exists, name):  # asked again when stored; this one saves a pull
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
     await check_networks(ctx, spec)  # before a pull: it costs nothing
@@ -139,7 +143,7 @@ async def update(
     """(new version or None when unchanged, the version before, queued tasks). ``images`` and
     ``packages`` given (a revert) reuse a version's pinned ones instead of resolving them anew;
     else the images are pulled as the services' ``pull`` says and resolved (``pulls.py``)."""
-    parsed = await parse(ctx, text, filename, packages, env_files, base_dir)
+    parsed = await parse(ctx, text, filename, packages, env_files, base_dir, project.name)
     await check_networks(ctx, parsed)
     pins = pinned(parsed.services, ctx.packages if packages is None else packages)
     files = await used_env_files(text, env_files)

@@ -44,7 +44,7 @@ class Registry(Area):
 
     @property
     def lock(self) -> trio.Lock:
-        """Changes of the credentials file take turns (each rewrites it whole)."""
+        """Changes of the logins take turns (a login and a logout of one host must not cross)."""
         if self._lock is None:
             self._lock = trio.Lock()
         return self._lock
@@ -60,7 +60,7 @@ class Registry(Area):
         auth = RegistryAuth(server, _field(username, "username"), _field(password, "password"))
         await self._driver().login(auth)
         async with self.lock:
-            await trio.to_thread.run_sync(self.ctx.credentials.put, auth)
+            await self.ctx.credentials.put(auth, caller.author)
         await self.ctx.store.call(lambda db: event_store.record(
             db, "registry.login", f"logged in to {server} as {auth.username}", author=caller.author))
         return {"host": server, "username": auth.username}
@@ -69,7 +69,7 @@ class Registry(Area):
     async def logout(self, caller: Caller, host: object) -> dict:
         server = _host(host)
         async with self.lock:
-            found = await trio.to_thread.run_sync(self.ctx.credentials.remove, server)
+            found = await self.ctx.credentials.remove(server)
         if not found:
             raise NotFound(f"not logged in to {server}")
         await self.ctx.store.call(lambda db: event_store.record(

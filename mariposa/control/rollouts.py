@@ -106,7 +106,7 @@ async def pinned_update(
     only if the project is still at ``current``: an edit is of that version, and would undo a
     change made meanwhile. Relative paths still start at the current version's directory."""
     files = env_files.loads(current.env_files) if files is None else files
-    spec = await manifests.parse(ctx, text, "<edited manifest>", packages, files, current.base_dir)
+    spec = await manifests.parse(ctx, text, "<edited manifest>", packages, files, current.base_dir, project.name)
     if any(svc.image not in images for svc in spec.services):
         images = {**await ensure_images(ctx, spec, skip=images, report=report, author=author,
                                         project_id=project.id), **images}
@@ -155,7 +155,7 @@ async def diff(
     base_dir: str | None = None,
 ) -> dict:
     """What `project update` with this manifest would do, from the same planner, changing nothing."""
-    parsed = await manifests.parse(ctx, text, filename, env_files=files, base_dir=base_dir)
+    parsed = await manifests.parse(ctx, text, filename, env_files=files, base_dir=base_dir, project=project.name)
     images = await manifests.resolve_images(ctx, parsed)
     new = with_images(parsed, images)
     current = await ctx.store.call(goal_store.current_version, project)

@@ -18,7 +18,7 @@ from mariposa.converge import depends
 from mariposa.converge.plan import from_nothing, plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
-from mariposa.errors import TaskFailed
+from mariposa.errors import MariposaError, TaskFailed
 from mariposa.model import (
     Create,
     CreateRequest,
@@ -41,6 +41,8 @@ from mariposa.store import instances as instance_store
 from mariposa.store import tasks as task_store
 from mariposa.store.db import new_id
 from mariposa.store.rows import TaskRow
+from mariposa.store.secrets import PROJECT
+from mariposa.vault.delivery import DeliveryError
 
 log = structlog.get_logger()
 
@@ -266,6 +268,7 @@ async def _take_out(ctx: Context, driver: Driver, inst: Instance, reason: str, k
     if not keep:
         await driver.remove(inst)
         await ctx.store.call(instance_store.forget, [inst.id])
+        await trio.to_thread.run_sync(ctx.secret_files.discard, inst.project_name, inst.id)
 
 
 async def _fail_rollout(ctx: Context, driver: Driver, goal: ServiceGoal, task: TaskRow, step: FailRollout) -> None:
@@ -296,17 +299,28 @@ async def _run_step(
     """Carry out one step; returns the id of an instance it created."""
     if isinstance(step, Create):
         assert goal is not None
+        instance_id = new_id()
+        secrets_dir = await _deliver_secrets(ctx, goal, instance_id)
         req = CreateRequest(
-            instance_id=new_id(), owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,
-            version_id=goal.version_id, spec=goal.spec, created=ctx.clock.now(),
+            instance_id=instance_id, owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,
+            version_id=goal.version_id, spec=goal.spec, created=ctx.clock.now(), secrets_dir=secrets_dir,
         )
-        inst = await driver.create(req)
+        try:
+            inst = await driver.create(req)
+        except BaseException:
+            if secrets_dir is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(ctx.secret_files.discard, goal.project_name, instance_id)
+            raise
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, False)
         await _event(ctx, task, inst, "instance.create", f"created {inst.name}")
         return inst.id
     elif isinstance(step, Start):
         inst = step.instance
         restart = inst.state != InstanceState.CREATING
+        if goal is not None and goal.spec.secrets and goal.version_id == inst.version_id:
+            # the files live on a tmpfs: after a host reboot they are gone, and the mount needs them
+            await _deliver_secrets(ctx, goal, inst.id)
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, restart)
         await driver.start(inst)
         what = (f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart
@@ -322,6 +336,28 @@ async def _run_step(
         verb = "retired (kept stopped)" if keep else "removed"
         await _event(ctx, task, inst, "instance.remove", f"{verb} {inst.name} ({step.reason})")
     return None
+
+
+async def _deliver_secrets(ctx: Context, goal: ServiceGoal, instance_id: str) -> str | None:
+    """The instance's secret files, written before it exists (vault/delivery.py); the directory
+    to mount, None for a service without secrets. A secret removed since the version was made
+    fails the step with its name (never an empty file)."""
+    names = list(goal.spec.secrets)
+    if not names:
+        return None
+    try:
+        values = await ctx.vault.get_many(PROJECT, goal.project_name, names)
+    except MariposaError as exc:  # the key file is missing or wrong
+        raise DriverError(f"{goal.spec.name}: secrets: {exc.message}") from None
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise DriverError(f"{goal.spec.name}: secret{'s' if len(missing) > 1 else ''} {', '.join(missing)} of "
+                          f"project {goal.project_name} not set (mariposa -j {goal.project_name} secret set NAME)")
+    try:
+        return await trio.to_thread.run_sync(
+            ctx.secret_files.deliver, goal.project_name, instance_id, values, goal.spec.user)
+    except (DeliveryError, OSError) as exc:
+        raise DriverError(f"{goal.spec.name}: secret files: {exc}") from None
 
 
 async def _event(ctx: Context, task: TaskRow, inst: Instance, type: str, message: str) -> None:

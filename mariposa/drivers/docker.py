@@ -268,6 +268,9 @@ def _from_inspect(data: Mapping[str, Any]) -> Instance | None:
     )
 
 
+SECRETS_TARGET = "/run/secrets"
+
+
 def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
     """The body of POST /containers/create; public so tests can check it without a daemon."""
     spec = req.spec
@@ -299,6 +302,10 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
         host_config["Memory"] = int(spec.memory)
     if spec.cpus:
         host_config["NanoCpus"] = int(spec.cpus * 1e9)
+    if req.secrets_dir is not None:
+        # the instance's secret files (vault/delivery.py): only this path shows in `docker inspect`
+        host_config.setdefault("Mounts", []).append(
+            {"Type": "bind", "Source": req.secrets_dir, "Target": SECRETS_TARGET, "ReadOnly": True})
     body: dict[str, Any] = {
         "Image": spec.image_id or spec.image,
         "Env": [f"{k}={v}" for k, v in spec.environment],

@@ -134,6 +134,7 @@ class _Box:
     state: InstanceState = InstanceState.CREATING
     exit_code: int | None = None
     output: list[tuple[float, bytes]] = attrs.field(factory=list)  # (when, line)
+    secrets_dir: str | None = None  # the host directory mounted at /run/secrets (vault/delivery.py)
 
 
 class FakeRuntime:
@@ -254,7 +255,7 @@ class FakeDriver:
                                                        LABEL_PROJECT_NAME: req.project_name, LABEL_VOLUME: m.source})
                 mounted.append(name)
         box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout,
-                   req.spec.user, tuple(mounted), joined)
+                   req.spec.user, tuple(mounted), joined, secrets_dir=req.secrets_dir)
         self.runtime.boxes[box.runtime_id] = box
         self._emit("create", box)
         return box

@@ -38,6 +38,8 @@ ULIMITS = frozenset({
 })
 NETWORK_MODES = ("bridge", "host")
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
+_SECRET_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_NUMERIC_USER_RE = re.compile(r"[0-9]+(:[0-9]+)?")
 _SYSCTL_RE = re.compile(r"[a-z0-9_]+(\.[A-Za-z0-9_-]+)+")
 _DEVICE_PERMISSIONS = re.compile(r"[rwm]{1,3}")
 PRIVILEGED_HINT = "set allow_privileged = true in mariposa.toml to allow it"
@@ -72,6 +74,24 @@ class _ContainerChecks(_Shapes):
             self.problem(at, f"user {text!r} must be NAME, UID, NAME:GROUP or UID:GID")
             return
         self.fields["user"] = text.strip()
+
+    def secrets(self, at: _At) -> None:
+        """Names of the project's secrets, each delivered as the file /run/secrets/NAME."""
+        items = self.strings(at)
+        if items is None:
+            return
+        names: list[str] = []
+        for name, item in items:
+            if not _SECRET_RE.fullmatch(name):
+                self.problem(item, f"secret name {name!r} must be letters, digits, '_', '.' or '-'")
+            elif name in names:
+                self.problem(item, f"secret {name!r} is listed twice")
+            elif self.rules.secrets is not None and name not in self.rules.secrets:
+                self.problem(item, f"unknown secret {name!r}: set it first with "
+                             f"'mariposa -j PROJECT secret set {name}'")
+            else:
+                names.append(name)
+        self.fields["secrets"] = tuple(names)
 
     def working_dir(self, at: _At) -> None:
         value = self.absolute_path(at)
@@ -265,6 +285,11 @@ class _ContainerChecks(_Shapes):
             self.fields["network_mode"] = "host"
 
     def container_cross_checks(self) -> None:
+        user = self.fields.get("user")
+        if self.fields.get("secrets") and user is not None and not _NUMERIC_USER_RE.fullmatch(user) \
+                and user not in ("root", "root:root"):
+            self.problem(self.seen["user"], f"user {user!r}: a service with secrets gives its user as UID or "
+                         "UID:GID (the secret files are owned by number, before the container exists)")
         if self.fields.get("network_mode") == "host":
             for port, where in self.port_ats:
                 self.problem(where, f"port {port} is not published with network_mode: host; the service "

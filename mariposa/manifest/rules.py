@@ -30,3 +30,6 @@ class Rules:
     networks: Mapping[str, NetworkRef] | None = None
     # The project's service names, for depends_on; None: not known (no check of names).
     services: tuple[str, ...] | None = None
+    # The names of the project's secrets (a `secrets:` entry must be one); None: not checked (a
+    # stored version, judged when it was made).
+    secrets: frozenset[str] | None = None

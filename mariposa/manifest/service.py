@@ -438,4 +438,5 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "volumes": _ServiceChecks.volumes,
     "networks": _ServiceChecks.networks,
     "depends_on": _ServiceChecks.depends_on,
+    "secrets": _ServiceChecks.secrets,
 }

@@ -75,7 +75,9 @@ KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "ver
         "env_files": [[1], 1.5, True, {"a": 1}, {"a": {"oops": "x"}}, {"a": "x" * 300_000}],
         "base_dir": [[1], 1.5, True, "relative/dir", "/a\u0000b"],
         # registry logins: a wrong type of any of the three is refused before the registry is asked
-        "host": WRONG_TEXT + ["not a host", "a/b"], "username": WRONG_TEXT, "password": WRONG_TEXT}
+        "host": WRONG_TEXT + ["not a host", "a/b"], "username": WRONG_TEXT, "password": WRONG_TEXT,
+        # a secret's value: text only, not empty, bounded
+        "value": WRONG_TEXT + ["x" * 600_000]}
 ROLLOUT = {"rolling", "count", "canary"}
 P, S = "/v1/projects/{project}", "/v1/projects/{project}/services/{service}"
 # The JSON keys each route reads. Every route of the table must be here (run() checks), so a new
@@ -91,6 +93,7 @@ BODY_KEYS: dict[tuple[str, str], set[str]] = {
     ("POST", S + "/reprovision"): {"version", "image", "instance"} | ROLLOUT,
     ("POST", S + "/revert"): {"version"} | ROLLOUT,
     ("POST", "/v1/registries"): {"host", "username", "password"},
+    ("PUT", P + "/secrets/{name}"): {"value"},
 }
 
 MALFORMED = [
@@ -239,7 +242,7 @@ def route_table() -> list[tuple[str, str]]:
     from mariposa.api.routes import build_router
 
     control = types.SimpleNamespace(projects=None, services=None, instances=None, queue=None, events=None,
-                                    system=None, volumes=None, registry=None)
+                                    system=None, volumes=None, registry=None, secrets=None)
     router = build_router(control)  # type: ignore[arg-type]  # only the table is read, nothing is called
     table = []
     for method, regex, handler in router.routes:

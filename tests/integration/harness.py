@@ -36,6 +36,10 @@ class Daemon:
         self.socket = str(tmp / "mariposa.sock")
         self.log = tmp / "daemon.log"
         self.manifest_dir = tmp / "projects"
+        # Secrets: the key file beside the state dir (never /etc/mariposa's), the instances' secret
+        # files on a tmpfs of this test's own (the daemon refuses any other filesystem)
+        self.key_file = tmp / "secret.key"
+        self.run_dir = Path("/dev/shm") / f"mariposa-test-{os.getpid()}-{id(self):x}"
         self.proc: subprocess.Popen | None = None
         self.owner: str | None = None
 
@@ -43,7 +47,8 @@ class Daemon:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [MARIPOSA, "daemon", "--state-dir", str(self.state_dir), "--socket", self.socket,
-                 "--resync", "2", "--log-format", "json", "--manifest-dir", str(self.manifest_dir), *extra],
+                 "--resync", "2", "--log-format", "json", "--manifest-dir", str(self.manifest_dir),
+                 "--secret-key-file", str(self.key_file), "--run-dir", str(self.run_dir), *extra],
                 stdout=log, stderr=log,
             )
         deadline = time.monotonic() + timeout
@@ -123,6 +128,9 @@ class Daemon:
             nets = docker("network", "ls", "-q", "--filter", f"label=io.mariposa.owner={self.owner}").split()
             if nets:
                 docker("network", "rm", *nets, check=False)
+        import shutil
+
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):

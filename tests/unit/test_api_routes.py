@@ -49,7 +49,8 @@ class Recorder:
 class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
-        for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry"):
+        for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
+                     "secrets"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -110,6 +111,11 @@ CASES = [
     ("GET", "/v1/events", None, {"project": "p", "type": "service,task", "since": "7"}, "events.list", (),
      {"project": "p", "service": None, "types": ("service", "task"), "since": 7}),
     ("GET", "/v1/registries", None, None, "registry.list", (), {}),
+    ("GET", "/v1/projects/p/secrets", None, None, "secrets.list", ("p",), {}),
+    ("PUT", "/v1/projects/p/secrets/db", {"value": "v"}, None, "secrets.set", ("p", "db", "v"), {}),
+    ("DELETE", "/v1/projects/p/secrets/db", None, None, "secrets.remove", ("p", "db"), {}),
+    ("POST", "/v1/projects/p/secrets/db/reveal", None, None, "secrets.reveal", ("p", "db"), {}),
+    ("POST", "/v1/secrets/rotate-key", None, None, "secrets.rotate_key", (), {}),
     ("POST", "/v1/registries", {"host": "127.0.0.1:5000", "username": "u", "password": "p"}, None, "registry.login",
      ("127.0.0.1:5000", "u", "p"), {}),
     ("DELETE", "/v1/registries/127.0.0.1:5000", None, None, "registry.logout", ("127.0.0.1:5000",), {}),

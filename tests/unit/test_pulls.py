@@ -4,10 +4,10 @@ and a refused pull that changes nothing."""
 
 from __future__ import annotations
 
-import os
-import stat
+import json
 
 import pytest
+import trio
 
 from mariposa.drivers.base import PullProgress, RegistryAuth
 from mariposa.errors import BadRequest, MariposaError, NotFound, RegistryRefused
@@ -69,26 +69,34 @@ def test_hosts_are_normalized_and_garbage_refused():
             normalize_host(bad)
 
 
-def test_credentials_file_is_0600_survives_a_restart_and_lists_no_password(tmp_path):
-    path = tmp_path / "state" / "registries.json"
-    os.umask(0o022)
-    creds = Credentials(path)
-    creds.put(RegistryAuth("registry.example:5000", "alice", SECRET))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    again = Credentials(path)
+async def test_logins_are_secrets_encrypted_at_rest_and_a_legacy_file_is_migrated(tmp_path):
+    from mariposa.store.db import Store
+    from mariposa.vault import KeyRing, Vault
+
+    store = await trio.to_thread.run_sync(Store, tmp_path / "mariposa.db")
+    vault = Vault(store, KeyRing(tmp_path / "secret.key"))
+    legacy = tmp_path / "registries.json"
+    legacy.write_text(json.dumps({"registry.example:5000": {"username": "alice", "password": SECRET}}))
+    creds = Credentials(vault, legacy)
+    assert await creds.load() == 1 and not legacy.exists()  # moved, and no password left in the clear
+    again = Credentials(Vault(store, KeyRing(tmp_path / "secret.key")), legacy)  # a restarted daemon
+    assert await again.load() == 0
     assert again.auth_for(PRIVATE) == RegistryAuth("registry.example:5000", "alice", SECRET)
     assert again.auth_for("busybox") is None
     assert again.listing() == [{"host": "registry.example:5000", "username": "alice"}]
     assert SECRET not in repr(again.auth_for(PRIVATE)) + repr(again.listing())
-    path.chmod(0o644)  # loosened by hand: made the daemon's alone again when read
-    Credentials(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert again.remove("registry.example:5000") and not again.remove("registry.example:5000")
-    assert Credentials(path).listing() == []
-    path.write_text('{"registry.example:5000": {"username": "alice", "password": "' + SECRET)  # cut short
+    await again.put(RegistryAuth("docker.io", "bob", SECRET + "2"), "uid=0")
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert SECRET.encode() not in on_disk
+    assert await again.remove("registry.example:5000") and not await again.remove("registry.example:5000")
+    third = Credentials(Vault(store, KeyRing(tmp_path / "secret.key")))
+    await third.load()
+    assert third.listing() == [{"host": "docker.io", "username": "bob"}]
+    legacy.write_text('{"registry.example:5000": {"username": "alice", "password": "' + SECRET)  # cut short
     with pytest.raises(MariposaError, match="is not a registry credentials file") as info:
-        Credentials(path)
+        await Credentials(vault, legacy).load()
     assert SECRET not in info.value.message
+    store.close()
 
 
 # ---- the control layer on the fake runtime -------------------------------------------------------
