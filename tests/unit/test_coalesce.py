@@ -13,10 +13,11 @@ class Source:
     """A fetch that takes 1 s of trio time and answers with the state when it began."""
 
     def __init__(self):
-        self.state, self.fetches = 0, 0
+        self.state, self.fetches, self.leaders = 0, 0, []
 
     async def __call__(self, key):
         self.fetches += 1
+        self.leaders.append(trio.lowlevel.current_task().name)
         seen = self.state
         await trio.sleep(1)
         if seen < 0:
@@ -69,28 +70,24 @@ async def test_an_error_is_everyone_s_and_the_next_ask_fetches_again(autojump_cl
 async def test_a_cancelled_leader_leaves_its_followers_to_fetch_again(autojump_clock):
     source = Source()
     fetch = Coalesced(source)
-    got = []
+    got = {}
+    scopes = {name: trio.CancelScope() for name in ("one", "two")}
 
-    leader = trio.CancelScope()
-
-    async def lead():
-        with leader:
-            await fetch("all")
+    async def ask(name):
+        with scopes[name]:
+            got[name] = await fetch("all")
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fetch, "all")  # a fetch already running ...
         await trio.sleep(0.1)
-        nursery.start_soon(lead)
-
-        async def follow():
-            got.append(await fetch("all"))
-
-        await trio.sleep(0.2)
-        nursery.start_soon(follow)
-        await trio.sleep(1.0)  # the first fetch ended; 'lead' now leads the next one ...
-        leader.cancel()  # ... and is cancelled in the middle of it
-    assert got == [("all", 0)]
-    assert source.fetches == 3
+        nursery.start_soon(ask, "one", name="one")  # ... two ask during it: one of them leads the
+        nursery.start_soon(ask, "two", name="two")  # next fetch, the other follows it
+        await trio.sleep(1.2)
+        leader = source.leaders[-1]
+        scopes[leader].cancel()  # the leader is cancelled in the middle of its fetch
+    follower = "two" if leader == "one" else "one"
+    assert got == {follower: ("all", 0)}
+    assert source.fetches == 3  # the follower led a fetch of its own
 
 
 @pytest.fixture
