@@ -120,9 +120,9 @@ def _unknown(kind: str, choices: str) -> Callable[[Request], Awaitable[Any]]:
 
 def build_router(control: Control) -> Router:
     r = Router()
-    projects, services, instances, queue, events, volumes, registry, secrets = (
+    projects, services, instances, queue, events, volumes, registry, secrets, meta = (
         control.projects, control.services, control.instances, control.queue, control.events, control.volumes,
-        control.registry, control.secrets)
+        control.registry, control.secrets, control.meta)
     P = "/v1/projects/{project}"
     S = P + "/services/{service}"
 
@@ -212,6 +212,18 @@ def build_router(control: Control) -> Router:
         ("POST", "/v1/secrets/rotate-key", lambda q: secrets.rotate_key(q.caller)),
         # before the catch-all below, which "/services" would match too
         ("POST", P + "/services", add_service),
+        # project meta; POST .../meta imports a meta manifest
+        ("GET", P + "/meta", lambda q: meta.list(q.caller, q.params["project"])),
+        ("POST", P + "/meta", lambda q: meta.import_(
+            q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<meta>"),
+            force=q.json().get("force", False))),
+        ("GET", P + "/meta/{key}", lambda q: meta.get(q.caller, q.params["project"], q.params["key"])),
+        ("PUT", P + "/meta/{key}", lambda q: meta.set(
+            q.caller, q.params["project"], q.params["key"], q.json().get("value"), cas=q.json().get("cas"))),
+        ("DELETE", P + "/meta/{key}", lambda q: meta.remove(
+            q.caller, q.params["project"], q.params["key"], cas=q.query.get("cas"))),
+        ("POST", P + "/meta/{key}/increment", lambda q: meta.increment(
+            q.caller, q.params["project"], q.params["key"], q.json().get("by", 1))),
         ("POST", P + "/{action}", _unknown("project", PROJECT_ACTIONS)),
         # services
         ("GET", P + "/services", lambda q: services.list(q.caller, q.params["project"])),

@@ -805,6 +805,132 @@ def instance_rm(state: State, refs: tuple[str, ...]) -> None:
 # ---- queue and events -------------------------------------------------------------------------
 
 
+class MetaGroup(AliasedGroup):
+    aliases = {"ls": "list", "add": "set", "create": "set", "new": "set", "update": "set", "delete": "rm",
+               "del": "rm", "incr": "increment", "decr": "decrement"}
+
+
+@cli.group(cls=MetaGroup, context_settings=CONTEXT)
+def meta() -> None:
+    """Project meta of the project given with -j: KEY VALUE pairs its manifest uses as {{ .meta.KEY }}."""
+
+
+def _meta_path(state: State, key: str | None = None) -> str:
+    from urllib.parse import quote
+
+    base = f"/v1/projects/{state.project()}/meta"
+    return base if key is None else f"{base}/{quote(key, safe='')}"
+
+
+def _meta_tasks(state: State, result: dict, as_json: bool, wait: bool = False) -> None:
+    if as_json:
+        return print_json(result)
+    if result.get("tasks"):
+        _report_tasks(state, result["tasks"], wait)
+
+
+@meta.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def meta_list(state: State, as_json: bool) -> None:
+    """Every key with its value and CAS id."""
+    rows = state.client.get(_meta_path(state))
+    if as_json:
+        return print_json(rows)
+    table(rows, [("KEY", lambda r: r["key"]), ("VALUE", lambda r: "null" if r["value"] is None else r["value"]),
+                 ("CAS ID", lambda r: r["cas"])])
+
+
+@meta.command("get", context_settings=CONTEXT)
+@click.argument("key")
+@json_option
+@pass_state
+def meta_get(state: State, key: str, as_json: bool) -> None:
+    """The value alone (for scripts); a null value prints nothing."""
+    row = state.client.get(_meta_path(state, key))
+    if as_json:
+        return print_json(row)
+    if row["value"] is not None:
+        sys.stdout.write(row["value"] + "\n")
+
+
+@meta.command("set", context_settings=NUMBER_ARGS)
+@click.argument("key")
+@click.argument("value")
+@click.argument("cas_arg", metavar="[CAS]", required=False)
+@click.option("--cas", help="Only if the key's CAS id is still this one (exit 5 if not).")
+@wait_option
+@json_option
+@pass_state
+def meta_set(state: State, key: str, value: str, cas_arg: str | None, cas: str | None, wait: bool,
+             as_json: bool) -> None:
+    """Set KEY to VALUE ('-' reads it from stdin); services whose instances use it roll out."""
+    if value == "-":
+        value = sys.stdin.read()
+    result = state.client.request("PUT", _meta_path(state, key), json={"value": value, "cas": cas or cas_arg})
+    if not as_json:
+        click.echo(f"meta {key} set (CAS id {result['cas']})", err=True)
+    _meta_tasks(state, result, as_json, wait)
+
+
+@meta.command("rm", context_settings=CONTEXT)
+@click.argument("key")
+@click.argument("cas_arg", metavar="[CAS]", required=False)
+@click.option("--cas", help="Only if the key's CAS id is still this one (exit 5 if not).")
+@wait_option
+@json_option
+@pass_state
+def meta_rm(state: State, key: str, cas_arg: str | None, cas: str | None, wait: bool, as_json: bool) -> None:
+    """Remove KEY. A version that uses it keeps running; the next one is refused until it is set."""
+    given = cas or cas_arg
+    result = state.client.request("DELETE", _meta_path(state, key), params={"cas": given} if given else None)
+    if not as_json:
+        click.echo(f"meta {key} removed", err=True)
+    _meta_tasks(state, result, as_json, wait)
+
+
+def _meta_step(sign: int, doc: str):
+    @click.argument("key")
+    @click.argument("amount", metavar="[N]", type=click.IntRange(min=1), default=1)
+    @wait_option
+    @json_option
+    @pass_state
+    def command(state: State, key: str, amount: int, wait: bool, as_json: bool) -> None:
+        result = state.client.post(_meta_path(state, key) + "/increment", {"by": sign * amount})
+        if not as_json:
+            click.echo(result["value"])
+        _meta_tasks(state, result, as_json, wait)
+
+    command.__doc__ = doc
+    return command
+
+
+meta.command("increment", context_settings=CONTEXT)(_meta_step(
+    1, "Add N (1) to KEY atomically; a missing key or null counts as 0. Prints the new value."))
+meta.command("decrement", context_settings=CONTEXT)(_meta_step(
+    -1, "Take N (1) from KEY atomically; a missing key or null counts as 0. Prints the new value."))
+
+
+@meta.command("import", context_settings=CONTEXT)
+@click.argument("file")
+@click.option("-f", "--force", is_flag=True, help="Overwrite keys already set (default: keep them, with a warning).")
+@wait_option
+@json_option
+@pass_state
+def meta_import(state: State, file: str, force: bool, wait: bool, as_json: bool) -> None:
+    """Import a meta manifest (a YAML map of KEY: VALUE) in one transaction ('-' reads stdin)."""
+    try:
+        text, name = (sys.stdin.read(), "<stdin>") if file == "-" else (Path(file).read_text(), file)
+    except OSError as exc:
+        raise MariposaError(f"cannot read {file}: {exc.strerror}") from None
+    result = state.client.post(_meta_path(state), {"manifest": text, "filename": name, "force": force})
+    for key in result["kept"]:
+        click.echo(f"warning: meta {key} is already set: kept (--force overwrites it)", err=True)
+    if not as_json:
+        click.echo(f"imported {len(result['imported'])} key(s), kept {len(result['kept'])}", err=True)
+    _meta_tasks(state, result, as_json, wait)
+
+
 @cli.group(context_settings=CONTEXT)
 def volume() -> None:
     """Named volumes of the project given with -j: its data, kept until removed here or purged."""

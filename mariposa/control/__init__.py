@@ -19,6 +19,7 @@ from mariposa.control.caller import WATCHER as WATCHER
 from mariposa.control.caller import Caller as Caller
 from mariposa.control.events import Events
 from mariposa.control.instances import Instances
+from mariposa.control.meta import Meta
 from mariposa.control.projects import Projects
 from mariposa.control.queue import Queue
 from mariposa.control.redact import redact as redact
@@ -48,3 +49,4 @@ class Control:
         self.volumes = Volumes(ctx, policy, executor)
         self.registry = Registry(ctx, policy, executor)
         self.secrets = Secrets(ctx, policy, executor)
+        self.meta = Meta(ctx, policy, executor)

@@ -76,8 +76,11 @@ KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "ver
         "base_dir": [[1], 1.5, True, "relative/dir", "/a\u0000b"],
         # registry logins: a wrong type of any of the three is refused before the registry is asked
         "host": WRONG_TEXT + ["not a host", "a/b"], "username": WRONG_TEXT, "password": WRONG_TEXT,
-        # a secret's value: text only, not empty, bounded
-        "value": WRONG_TEXT + ["x" * 600_000]}
+        # a secret's value: text only, not empty, bounded; a meta value text (or null) of at most 64 KiB
+        "value": WRONG_TEXT + ["x" * 600_000],
+        # project meta: a CAS id is text, a step a whole number (negative decrements)
+        "cas": WRONG_TEXT + ["c" * 100],
+        "by": [[1], {"a": 1}, 1.5, True, "many", "1e400", 10 ** 30], "force": [[1], {"a": 1}, 1.5, "yes", 1]}
 ROLLOUT = {"rolling", "count", "canary"}
 P, S = "/v1/projects/{project}", "/v1/projects/{project}/services/{service}"
 # The JSON keys each route reads. Every route of the table must be here (run() checks), so a new
@@ -93,7 +96,11 @@ BODY_KEYS: dict[tuple[str, str], set[str]] = {
     ("POST", S + "/reprovision"): {"version", "image", "instance"} | ROLLOUT,
     ("POST", S + "/revert"): {"version"} | ROLLOUT,
     ("POST", "/v1/registries"): {"host", "username", "password"},
-    ("PUT", P + "/secrets/{name}"): {"value"},
+        # a secret's value: text only, not empty, bounded; a meta value text (or null) of at most 64 KiB
+        "value": WRONG_TEXT + ["x" * 600_000],
+        # project meta: a CAS id is text, a step a whole number (negative decrements)
+        "cas": WRONG_TEXT + ["c" * 100],
+        "by": [[1], {"a": 1}, 1.5, True, "many", "1e400", 10 ** 30], "force": [[1], {"a": 1}, 1.5, "yes", 1]}
 }
 
 MALFORMED = [

@@ -50,7 +50,7 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets"):
+                     "secrets", "meta"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -119,6 +119,13 @@ CASES = [
     ("POST", "/v1/registries", {"host": "127.0.0.1:5000", "username": "u", "password": "p"}, None, "registry.login",
      ("127.0.0.1:5000", "u", "p"), {}),
     ("DELETE", "/v1/registries/127.0.0.1:5000", None, None, "registry.logout", ("127.0.0.1:5000",), {}),
+    ("GET", "/v1/projects/p/meta", None, None, "meta.list", ("p",), {}),
+    ("POST", "/v1/projects/p/meta", {"manifest": "a: 1", "force": True}, None, "meta.import_",
+     ("p", "a: 1", "<meta>"), {"force": True}),
+    ("GET", "/v1/projects/p/meta/k", None, None, "meta.get", ("p", "k"), {}),
+    ("PUT", "/v1/projects/p/meta/k", {"value": "v", "cas": "c1"}, None, "meta.set", ("p", "k", "v"), {"cas": "c1"}),
+    ("DELETE", "/v1/projects/p/meta/k", None, {"cas": "c1"}, "meta.remove", ("p", "k"), {"cas": "c1"}),
+    ("POST", "/v1/projects/p/meta/k/increment", {"by": -2}, None, "meta.increment", ("p", "k", -2), {}),
 ]
 
 
