@@ -119,7 +119,7 @@ class RestartPolicy:
 SUPERVISION_FIELDS = frozenset({
     "depends_on",
     "scale", "healthchecks", "restart", "preserve_stopped", "stop_timeout", "min_healthy_time", "progress_deadline",
-    "pull",
+    "pull", "on_meta_change",
 })
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -237,6 +237,13 @@ class ServiceSpec:
     # Not written by users: the content id the version resolved ``image`` to when it was made,
     # so a tag moved later never changes what this version runs.
     image_id: str | None = None
+    # Meta (manifest/interpolate.py): the keys environment, command, entrypoint and tags use, and
+    # (set from the version, never written) a digest of their values when the version was made, so
+    # a meta change is a new spec of exactly the services it changes. ``on_meta_change: none``
+    # leaves the digest out: new values reach instances made later (a reprovision) only.
+    meta_keys: tuple[str, ...] = ()
+    meta_digest: str | None = None
+    on_meta_change: str = "rolling"
 
     def instance_fields(self) -> dict:
         """Everything that shapes a new instance; a change here means replacing instances.
@@ -351,11 +358,14 @@ class CreateRequest:
     project_id: str
     project_name: str
     version_id: str
-    spec: ServiceSpec
+    spec: ServiceSpec  # with its templates rendered (converge/render.py)
     created: float  # epoch seconds by the daemon's clock: the caller reads it (labels carry it)
     # The host directory of the instance's secret files (vault/delivery.py), mounted read-only at
     # /run/secrets; the values themselves never pass through a driver.
     secrets_dir: str | None = None
+    # The goal's spec hash, when ``spec`` is its rendered copy: an instance is compared with the
+    # goal as written, so a rendered value never makes it look out of date.
+    goal_hash: str | None = None
 
     @property
     def name(self) -> str:
@@ -370,7 +380,7 @@ class CreateRequest:
                 LABEL_PROJECT_NAME: self.project_name,
                 LABEL_SERVICE: self.spec.name,
                 LABEL_INSTANCE: self.instance_id,
-                LABEL_SPEC_HASH: self.spec.spec_hash,
+                LABEL_SPEC_HASH: self.goal_hash or self.spec.spec_hash,
                 LABEL_VERSION: self.version_id,
                 LABEL_CREATED: f"{self.created:.6f}",
                 LABEL_IMAGE: self.spec.image,

@@ -156,7 +156,7 @@ def build_router(control: Control) -> Router:
         args = (q.caller, _text(q, "name", ""), _text(q, "manifest"), _text(q, "filename", "<manifest>"))
         body = q.json()
         return _with_progress(q, lambda **more: projects.add(
-            *args, env_files=body.get("env_files"), base_dir=body.get("base_dir"), **more))
+            *args, env_files=body.get("env_files"), base_dir=body.get("base_dir"), meta=body.get("meta"), **more))
 
     def update_project(q: Request) -> Awaitable[Any]:
         args = (q.caller, q.params["project"], _text(q, "manifest"), _text(q, "filename", "<manifest>"))

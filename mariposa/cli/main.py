@@ -231,12 +231,19 @@ cli.add_command(project_list, "projects")
 @project.command("add", context_settings=CONTEXT)
 @click.argument("name")
 @click.argument("manifest")
+@click.option("--meta", "meta_file", metavar="FILE", help="The project's meta (a YAML map of KEY: VALUE), set with it.")
 @wait_option
 @json_option
 @pass_state
-def project_add(state: State, name: str, manifest: str, wait: bool, as_json: bool) -> None:
+def project_add(state: State, name: str, manifest: str, meta_file: str | None, wait: bool, as_json: bool) -> None:
     """Add project NAME from MANIFEST (a file, or - for stdin) and start its services."""
-    result = _change(state, "POST", "/v1/projects", {"name": name, **_manifest_body(manifest)}, wait, as_json)
+    body = {"name": name, **_manifest_body(manifest)}
+    if meta_file is not None:
+        try:
+            body["meta"] = Path(meta_file).read_text()
+        except OSError as exc:
+            raise MariposaError(f"cannot read {meta_file}: {exc.strerror}") from None
+    result = _change(state, "POST", "/v1/projects", body, wait, as_json)
     if not as_json:
         click.echo(f"project {name} added ({short(result['project']['id'])})")
     _report_tasks(state, result["tasks"], wait, as_json)

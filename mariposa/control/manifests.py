@@ -13,7 +13,7 @@ import trio
 from mariposa.context import Context
 from mariposa.control.caller import Caller
 from mariposa.control.pulls import Report, ensure_images
-from mariposa.converge.goals import with_images
+from mariposa.converge.goals import meta_used, with_images, with_meta
 from mariposa.drivers.base import DriverError
 from mariposa.errors import BadRequest, Conflict, translate
 from mariposa.manifest import ManifestError, parse_manifest
@@ -23,6 +23,7 @@ from mariposa.model import ProjectSpec
 from mariposa.packages import Package, pinned
 from mariposa.store import goal as goal_store
 from mariposa.store import secrets as secret_store
+from mariposa.store import meta as meta_store
 from mariposa.store.rows import ProjectRow, TaskRow, VersionRow
 
 
@@ -39,6 +40,20 @@ def require_env_files(value: object) -> dict[str, Any]:
         raise BadRequest(str(exc)) from None
 
 
+async def require_meta(value: object) -> dict[str, str | None] | None:
+    """A meta manifest's text (`project add --meta FILE`), parsed; None when not given."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("'meta' must be the text of a meta manifest (a YAML map)")
+    from mariposa.meta_manifest import parse_meta
+
+    try:
+        return await trio.to_thread.run_sync(parse_meta, value, "<meta>")
+    except ManifestError as exc:
+        raise translate(exc) from None
+
+
 def require_base_dir(value: object) -> str | None:
     if value is None:
         return None
@@ -50,19 +65,21 @@ def require_base_dir(value: object) -> str | None:
 async def parse(
     ctx: Context, text: str, filename: str, packages: Mapping[str, Package] | None = None,
     env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, project: str | None = None,
+    meta: Mapping[str, str | None] | None = None,
 ) -> ProjectSpec:
     """Parsed on a worker thread: within the bounds of ``manifest/limits.py`` a manifest costs
     little, but never the event loop's time, which every other client shares. ``packages`` is
     the catalogue to judge it by: today's, unless it is a stored version's text (a revert);
     ``env_files`` the texts of the env files it names, read by the caller; ``project`` the name
-    of the project whose secrets a service may name."""
+    of the project whose secrets a service may name; ``meta`` the project's meta, which every
+    template's ``.meta.KEY`` must be in."""
     catalogue = ctx.packages if packages is None else packages
     secrets = None if project is None else frozenset(
         await ctx.store.call(secret_store.names, secret_store.PROJECT, project))
     try:
         return await trio.to_thread.run_sync(
             lambda: parse_manifest(text, filename, catalogue, ctx.allow_privileged, env_files,
-                                   bind_roots=ctx.bind_roots, base_dir=base_dir, secrets=secrets))
+                                   bind_roots=ctx.bind_roots, base_dir=base_dir, secrets=secrets, meta=meta))
     except ManifestError as exc:
         raise translate(exc) from None
 
@@ -118,8 +135,10 @@ async def check_networks(ctx: Context, spec: ProjectSpec) -> None:
 async def add(
     ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api",
     env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, report: Report | None = None,
+    meta: Mapping[str, str | None] | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
-    spec = await parse(ctx, text, filename, env_files=env_files, base_dir=base_dir, project=name)
+    """``meta`` is the new project's meta, set with it in one transaction (its templates may use it)."""
+    spec = await parse(ctx, text, filename, env_files=env_files, base_dir=base_dir, project=name, meta=meta or {})
     if await ctx.store.call(goal_store.project_exists, name):  # asked again when stored; this one saves a pull
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
     await check_networks(ctx, spec)  # before a pull: it costs nothing
@@ -128,7 +147,8 @@ async def add(
     files = await used_env_files(text, env_files)
     result = await ctx.store.call(
         lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
-                                          images=images, packages=packages, env_files=files, base_dir=base_dir)
+                                          images=images, packages=packages, env_files=files, base_dir=base_dir,
+                                          meta=meta, meta_used=meta_used(spec, meta or {}))
     )
     ctx.wake_queue()
     return result
@@ -143,19 +163,22 @@ async def update(
     """(new version or None when unchanged, the version before, queued tasks). ``images`` and
     ``packages`` given (a revert) reuse a version's pinned ones instead of resolving them anew;
     else the images are pulled as the services' ``pull`` says and resolved (``pulls.py``)."""
-    parsed = await parse(ctx, text, filename, packages, env_files, base_dir, project.name)
+    meta = await ctx.store.call(meta_store.values, project.id)
+    parsed = await parse(ctx, text, filename, packages, env_files, base_dir, project=project.name, meta=meta)
     await check_networks(ctx, parsed)
+    used = meta_used(parsed, meta)
     pins = pinned(parsed.services, ctx.packages if packages is None else packages)
     files = await used_env_files(text, env_files)
     if images is None:
         images = await ensure_images(ctx, parsed, report=report, author=author, project_id=project.id)
-    new = with_images(parsed, images)
+    new = with_meta(with_images(parsed, images), used)
     current = await ctx.store.call(goal_store.current_version, project)
     old = await ctx.goals.spec_of(current)
     version, tasks = await ctx.store.call(
         lambda db: goal_store.update_project(
             db, project, text, old, new, filename=filename, author=author, params=params, images=images,
             packages=pins, env_files=files, base_dir=base_dir, if_version=if_version, summary_prefix=summary_prefix,
+            meta_used=used,
         )
     )
     ctx.wake_queue()

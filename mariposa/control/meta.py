@@ -11,7 +11,7 @@ import trio
 
 from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
-from mariposa.errors import BadRequest, translate
+from mariposa.errors import BadRequest, Conflict, translate
 from mariposa.manifest import ManifestError
 from mariposa.store import meta as meta_store
 from mariposa.store.rows import ProjectRow
@@ -57,6 +57,12 @@ class Meta(Area):
     async def remove(self, caller: Caller, project: str, key: str, cas: object = None) -> dict:
         p = await self._project(project)
         key = meta_store.check_key(key)
+        from mariposa.control.meta_rollout import current_use
+
+        users = (await current_use(self.ctx, p)).get(key)
+        if users:
+            raise Conflict(f"meta {key} is used by {', '.join(sorted(users))} in project '{p.name}''s current "
+                           "version: update the project without it first (nothing was removed)")
         result = await self.ctx.store.call(meta_store.remove, p, key, _cas(cas), caller.author)
         return {**result, "tasks": await self._changed(caller, p, [key])}
 

@@ -55,16 +55,18 @@ class Projects(Area):
     @operation("project.add", target="name")
     async def add(self, caller: Caller, name: str, manifest: object, filename: str = "<manifest>",
                   source: str = "api", env_files: object = None, base_dir: object = None,
-                  report: Report | None = None) -> dict:
-        """``report`` (a front end's) is shown the progress of the pulls the version needs."""
+                  report: Report | None = None, meta: object = None) -> dict:
+        """``report`` (a front end's) is shown the progress of the pulls the version needs;
+        ``meta`` (a meta manifest's text) is the new project's meta, set with it."""
         if not isinstance(name, str) or not PROJECT_NAME.fullmatch(name):
             raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', "
                              "starting with a letter or digit")
         manifest = manifests.require_text(manifest)
         files = manifests.require_env_files(env_files)
+        values = await manifests.require_meta(meta)
         p, tasks = await manifests.add(self.ctx, name, manifest, filename, caller.author, source=source,
                                        env_files=files, base_dir=manifests.require_base_dir(base_dir),
-                                       report=report)
+                                       report=report, meta=values)
         return {"project": p.to_json(), "tasks": tasks_json(tasks)}
 
     @operation("project.get", target="ref")

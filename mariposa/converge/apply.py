@@ -14,7 +14,7 @@ import structlog
 import trio
 
 from mariposa.context import Context
-from mariposa.converge import depends
+from mariposa.converge import depends, render
 from mariposa.converge.plan import from_nothing, plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import Driver, DriverError
@@ -299,11 +299,19 @@ async def _run_step(
     """Carry out one step; returns the id of an instance it created."""
     if isinstance(step, Create):
         assert goal is not None
-        instance_id = new_id()
+        instance_id, spec = new_id(), goal.spec
+        if render.templated(spec):
+            meta, service_id = await ctx.store.call(render.read_for_create, goal.project_id, spec.name)
+            values = render.variables(
+                project_name=goal.project_name, project_id=goal.project_id, version_id=goal.version_id,
+                service_id=service_id, spec=spec, scale=goal.scale, instance_id=instance_id,
+                instance_name=f"{goal.project_name}-{spec.name}-{instance_id[:8]}")
+            spec = render.render_spec(spec, values, meta)
         secrets_dir = await _deliver_secrets(ctx, goal, instance_id)
         req = CreateRequest(
             instance_id=instance_id, owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,
-            version_id=goal.version_id, spec=goal.spec, created=ctx.clock.now(), secrets_dir=secrets_dir,
+            version_id=goal.version_id, spec=spec, created=ctx.clock.now(), secrets_dir=secrets_dir,
+            goal_hash=goal.spec.spec_hash,
         )
         try:
             inst = await driver.create(req)

@@ -8,6 +8,8 @@ today's catalogue: a changed mariposa.toml must not invalidate what already runs
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 
 import attrs
@@ -17,7 +19,7 @@ import trio
 
 from mariposa.errors import TaskFailed
 from mariposa.manifest import ManifestError, env_files, parse_manifest
-from mariposa.model import ProjectSpec, ServiceGoal
+from mariposa.model import ProjectSpec, ServiceGoal, ServiceSpec
 from mariposa.packages import DEFAULT_PACKAGES, Package, loads
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
@@ -60,6 +62,30 @@ def with_images(spec: ProjectSpec, images: dict) -> ProjectSpec:
     ))
 
 
+def meta_used(spec: ProjectSpec, meta: Mapping[str, str | None]) -> dict[str, str | None]:
+    """What a version records of the meta it is made with: each key its services' fixed fields
+    use, with the sha256 of its value (never the value)."""
+    from mariposa.store.meta import value_hash
+
+    keys = sorted({k for s in spec.services for k in s.meta_keys})
+    return {k: value_hash(meta.get(k)) for k in keys}
+
+
+def with_meta(spec: ProjectSpec, used: Mapping[str, str | None] | None) -> ProjectSpec:
+    """Each service's ``meta_digest``: a hash of the value hashes of the keys it uses, so a meta
+    change makes a new spec (and a rolling reprovision) of exactly the services it changes."""
+    if not used:
+        return spec
+
+    def digest(s: ServiceSpec) -> str | None:
+        if not s.meta_keys or s.on_meta_change == "none":
+            return None
+        blob = json.dumps([[k, used.get(k)] for k in s.meta_keys]).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    return attrs.evolve(spec, services=tuple(attrs.evolve(s, meta_digest=digest(s)) for s in spec.services))
+
+
 class GoalReader:
     def __init__(self, store: Store, packages: Mapping[str, Package] | None = None):
         self.store = store
@@ -86,7 +112,8 @@ class GoalReader:
                                        self.catalogue(version.packages), True, env_files.loads(version.env_files),
                                        bind_roots=None, base_dir=version.base_dir)
             )
-            spec = self._specs.setdefault(version.id, with_images(parsed, images or {}))
+            used = json.loads(version.meta_used) if version.meta_used else None
+            spec = self._specs.setdefault(version.id, with_meta(with_images(parsed, images or {}), used))
         return spec
 
     async def spec_of(self, version) -> ProjectSpec:

@@ -19,6 +19,7 @@ import structlog
 import trio
 
 from mariposa.context import Context
+from mariposa.converge import render
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError
 from mariposa.errors import StoreUnavailable
@@ -26,6 +27,7 @@ from mariposa.health.checks import CheckResult, KeepAlive, run_check
 from mariposa.model import HealthCheck, Instance
 from mariposa.store import events as event_store
 from mariposa.store import instances as instance_store
+from mariposa.store import meta as meta_store
 
 log = structlog.get_logger()
 
@@ -144,13 +146,26 @@ class HealthMonitor:
             for s in snap.services if s.project_id in projects and self.ctx.goals.readable(projects[s.project_id])
         ):
             return  # no service has checks: nothing to watch, no need to list instances
+        metas: dict[str, dict] = {}  # project id -> its meta, read once a sync for templated checks
         for inst in merge(await self.ctx.inventory(), snap.records, now):
             project = projects.get(inst.project_id)
             if not inst.running or inst.retired or project is None or not self.ctx.goals.readable(project):
                 continue
-            goal = self.ctx.goals.goal_from(project, rows.get((inst.project_id, inst.service)))
+            row = rows.get((inst.project_id, inst.service))
+            goal = self.ctx.goals.goal_from(project, row)
             if goal is not None and goal.spec.healthchecks:
-                wanted[inst.id] = (inst, goal.spec.healthchecks)
+                checks: tuple[HealthCheck, ...] | None = goal.spec.healthchecks
+                if render.checks_templated(goal.spec.healthchecks):
+                    # rendered on demand with today's meta: a change re-arms the instance's checks
+                    if project.id not in metas:
+                        metas[project.id] = await self.ctx.store.call(meta_store.values, project.id)
+                    values = render.variables(
+                        project_name=project.name, project_id=project.id, version_id=goal.version_id,
+                        service_id=row.id if row else None, spec=goal.spec, scale=goal.scale, instance_id=inst.id,
+                        instance_name=inst.name)
+                    checks = render.render_checks(goal.spec.healthchecks, values, metas[project.id])
+                if checks:
+                    wanted[inst.id] = (inst, checks)
         for instance_id, (health, checks) in list(self.watching.items()):
             if instance_id not in wanted or wanted[instance_id][1] != checks:
                 health.scope.cancel()

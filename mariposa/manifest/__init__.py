@@ -23,7 +23,7 @@ def parse_manifest(
     text: str, filename: str = "<manifest>", packages: Mapping[str, Package] | None = None,
     allow_privileged: bool = False, env_files: Mapping[str, Any] | None = None, *,
     bind_roots: tuple[str, ...] | None = DEFAULT_BIND_ROOTS, base_dir: str | None = None,
-    secrets: frozenset[str] | None = None,
+    secrets: frozenset[str] | None = None, meta: Mapping[str, str | None] | None = None,
 ) -> ProjectSpec:
     """The project described by ``text`` (YAML or JSON).
 
@@ -32,8 +32,9 @@ def parse_manifest(
     ``env_files`` holds the text of each `env_file` the manifest names (manifest/env_files.py);
     ``bind_roots`` the host paths bind mounts may name (None: any), ``base_dir`` the directory
     relative bind paths start from (manifest/volumes.py); ``secrets`` the names of the project's
-    secrets a service may list (None: any).
+    secrets a service may list (None: any). ``meta`` is the project's meta: a template
+    (manifest/interpolate.py) naming a key it lacks is a problem (None: not checked).
     Raises ``ManifestError`` listing every problem found, each with its line and column.
     """
-    rules = Rules(packages, allow_privileged, env_files, bind_roots, base_dir, secrets=secrets)
+    rules = Rules(packages, allow_privileged, env_files, bind_roots, base_dir, secrets=secrets, meta=meta)
     return validate(load(text, filename), filename, rules)

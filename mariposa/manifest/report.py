@@ -94,12 +94,13 @@ class _Report:
 
     def wrong_type(self, at: _At, expected: str) -> None:
         if _is_unquoted_template(at.value):
-            self.add(at, f"{_INTERPOLATION} (and a value starting with '{{{{' must be quoted)")
+            self.add(at, _INTERPOLATION)
         else:
             self.add(at, f"expected {expected}, got {_kind(at.value)}")
 
 
-_INTERPOLATION = "meta interpolation ({{ .meta.x }}) is not supported yet"
+_INTERPOLATION = ("a value starting with '{{' must be quoted (\"{{ .meta.x }}\"): unquoted, YAML reads it "
+                  "as a mapping")
 
 
 def _is_unquoted_template(value: Any) -> bool:

@@ -33,3 +33,6 @@ class Rules:
     # The names of the project's secrets (a `secrets:` entry must be one); None: not checked (a
     # stored version, judged when it was made).
     secrets: frozenset[str] | None = None
+    # The project's meta when the version is made: a template naming a key not in it is refused.
+    # None: not checked (a stored version, judged when it was made).
+    meta: Mapping[str, str | None] | None = None

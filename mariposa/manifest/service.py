@@ -7,11 +7,11 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mariposa.manifest import interpolate
 from mariposa.manifest.container import _ContainerChecks
 from mariposa.manifest.env_files import parse as env_file_lines
 from mariposa.manifest.networks import _NetworkChecks
 from mariposa.manifest.report import (
-    _INTERPOLATION,
     AFFINITY_OPS,
     AFFINITY_RE,
     COMPUTE_TYPES,
@@ -50,8 +50,27 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
             if at.value is None and key != "image":
                 continue  # an empty optional option means the default
             handler(self, at)
+            if key not in _TEMPLATED:
+                self.no_templates(at)
         self.cross_checks()
+        if self.meta_keys:
+            self.fields["meta_keys"] = tuple(sorted(self.meta_keys))
         return None if self.failed else self.fields
+
+    def no_templates(self, at: _At) -> None:
+        """A template anywhere but where the spec allows one is refused where it is written
+        (``healthchecks`` allow one in ``path`` and ``command`` only)."""
+        value = at.value
+        if isinstance(value, str):
+            if "{{" in value:
+                self.problem(at, f"templates ({{{{ ... }}}}) are only allowed in {interpolate.WHERE_ALLOWED}")
+        elif isinstance(value, Mapping):
+            for key, entry in at.entries():
+                if not (at.field.startswith(f"{self.at.field}.healthchecks[") and key in ("path", "command")):
+                    self.no_templates(entry)
+        elif isinstance(value, list):
+            for item in at.items():
+                self.no_templates(item)
 
     def unknown_option(self, key: Any, at: _At) -> None:
         familiar = _FAMILIAR_NAMES.get(key) if isinstance(key, str) else None
@@ -79,6 +98,9 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
                     self.problem(at, f"{message}, but scale is {scale}")
         self.container_cross_checks()
         self.network_cross_checks()
+        if any("{{" in v for v in self.env_from_files.values()) and "env_file" in self.seen:
+            self.problem(self.seen["env_file"], "an env file may not hold '{{': templates are only allowed in "
+                         "the manifest's own environment")
         if self.env_from_files:
             merged = {**self.env_from_files, **dict(self.fields.get("environment", ()))}
             self.fields["environment"] = tuple(merged.items())
@@ -172,9 +194,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
                 self.problem(where, f"tag {key!r}: {reserved}", on_key=True)
             elif key in tags:
                 self.problem(where, f"tag {key!r} is given twice", on_key=True)
-            elif "{{" in value:
-                self.problem(where, _INTERPOLATION)
-            else:
+            elif self.template(where, value):
                 tags[key] = value
         self.fields["tags"] = tuple(tags.items())
 
@@ -288,9 +308,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
                 self.problem(where, f"invalid environment variable name {key!r}", on_key=True)
             elif key in env:
                 self.problem(where, f"environment variable {key!r} is set twice", on_key=True)
-            elif "{{" in value:
-                self.problem(where, _INTERPOLATION)
-            else:
+            elif self.template(where, value):
                 env[key] = value
         self.fields["environment"] = tuple(env.items())
 
@@ -389,6 +407,10 @@ _FAMILIAR_NAMES = {
     "pull_policy": "pull",
 }
 
+# Options whose values may hold templates (manifest/interpolate.py); healthchecks in path and command.
+# (healthchecks are walked by no_templates, which skips their path and command)
+_TEMPLATED = frozenset({"environment", "command", "entrypoint", "tags", "labels", "mdata"})
+
 _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "service_type": _ServiceChecks.service_type,
     "compute_type": _ServiceChecks.compute_type,
@@ -418,6 +440,7 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "scale": _ServiceChecks.scale,
     "min_healthy_time": _ServiceChecks.min_healthy_time,
     "progress_deadline": _ServiceChecks.progress_deadline,
+    "on_meta_change": _ServiceChecks.on_meta_change,
     # docker compose's container options, in its spelling (manifest/container.py)
     "user": _ServiceChecks.user,
     "working_dir": _ServiceChecks.working_dir,

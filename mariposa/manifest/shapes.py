@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mariposa.manifest import interpolate
 from mariposa.manifest.report import (
-    _INTERPOLATION,
     _At,
     _did_you_mean,
     _is_int,
@@ -53,6 +53,32 @@ class _Shapes:
         # Kept aside for cross_checks, which need other options' values before they settle.
         self.chosen_package: Package | None = None
         self.port_ats: list[tuple[PortSpec, _At]] = []
+        self.meta_keys: set[str] = set()  # used by fields fixed when an instance is made
+
+    def template(self, at: _At, text: str, fixed: bool = True) -> bool:
+        """Whether ``text``'s templates (manifest/interpolate.py) parse and name variables that
+        exist, each problem recorded at ``at``. The meta keys a ``fixed`` field uses are noted:
+        a change to one is a new version of the service."""
+        if "{{" not in text:
+            return True
+        try:
+            found = interpolate.variables(text)
+        except interpolate.TemplateError as exc:
+            self.problem(at, str(exc))
+            return False
+        ok = True
+        for var in found:
+            why = interpolate.check_variable(var)
+            meta = self.rules.meta
+            if why is None and var.path[0] == "meta" and meta is not None and var.path[1] not in meta:
+                why = (f"undefined variable {var.name}: the project has no meta key '{var.path[1]}' "
+                       f"(set it first: mariposa -j PROJECT meta set {var.path[1]} VALUE)")
+            if why is not None:
+                self.problem(at, why)
+                ok = False
+            elif fixed and var.path[0] == "meta":
+                self.meta_keys.add(var.path[1])
+        return ok
 
     def problem(self, at: _At, message: str, on_key: bool = False) -> None:
         self.failed = True
@@ -204,13 +230,14 @@ class _Shapes:
                     out[key] = entry
         return out
 
-    def argv(self, at: _At) -> tuple[str, ...] | None:
+    def argv(self, at: _At, fixed: bool = True) -> tuple[str, ...] | None:
+        """A command line, its words kept as written: templates are rendered word by word when
+        used, so a value with spaces stays one word."""
         if isinstance(at.value, str):
-            if "{{" in at.value:
-                self.problem(at, _INTERPOLATION)
+            if not self.template(at, at.value, fixed):
                 return None
             try:
-                words = split_command(at.value)
+                words = split_templated(at.value)
             except ValueError as exc:
                 self.problem(at, f"cannot split the command line: {exc}")
                 return None
@@ -223,9 +250,7 @@ class _Shapes:
             for item in at.items():
                 if not isinstance(item.value, str):
                     self.wrong_type(item, "a string")
-                elif "{{" in item.value:
-                    self.problem(item, _INTERPOLATION)
-                else:
+                elif self.template(item, item.value, fixed):
                     words.append(str(item.value))
             if not at.value:
                 self.problem(at, "must not be empty (leave it out to use the image's default)")
@@ -258,3 +283,17 @@ class _Shapes:
             return None
         return float(value)
 
+
+def split_templated(text: str) -> list[str]:
+    """``split_command`` that leaves each ``{{ ... }}`` inside one word: a template holds spaces
+    (``{{ .meta.x }}``) that are not word breaks."""
+    if "{{" not in text:
+        return split_command(text)
+    held: list[str] = []
+
+    def hold(match: re.Match) -> str:
+        held.append(match.group(0))
+        return f"\0{len(held) - 1}\0"
+
+    masked = re.sub(r"\{\{\{\{|\{\{[^}]*\}\}", hold, text)
+    return [re.sub(r"\0(\d+)\0", lambda m: held[int(m.group(1))], word) for word in split_command(masked)]

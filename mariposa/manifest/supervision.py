@@ -82,7 +82,9 @@ class _SupervisionChecks(_Shapes):
             self.problem(opts["user"], "'user' only applies to command checks", on_key=True)
         if "path" in opts:
             path = self.string(opts["path"])
-            if path is not None and not path.startswith("/"):
+            if path is not None and not self.template(opts["path"], path, fixed=False):
+                path = None
+            elif path is not None and not path.startswith("/"):
                 self.problem(opts["path"], f"path must start with '/', got {path!r}")
             values["path"] = path
         if "method" in opts:
@@ -95,7 +97,7 @@ class _SupervisionChecks(_Shapes):
             else:
                 self.wrong_type(opts["tls_verify"], "true or false")
         if "command" in opts:
-            values["command"] = self.argv(opts["command"])
+            values["command"] = self.argv(opts["command"], fixed=False)
         elif kind == "command":
             self.problem(at, "a command health check needs a 'command'")
         if kind in ("tcp", "command"):
@@ -149,6 +151,13 @@ class _SupervisionChecks(_Shapes):
         value = self.seconds(at, positive=False)
         if value is not None:
             self.fields["min_healthy_time"] = value
+
+    def on_meta_change(self, at: _At) -> None:
+        """What a meta change does to instances whose environment, command, entrypoint or tags
+        use the key: a rolling new version (rolling), or nothing until the next reprovision."""
+        value = self.choice(at, ("rolling", "none"), "on_meta_change")
+        if value is not None:
+            self.fields["on_meta_change"] = value
 
     def progress_deadline(self, at: _At) -> None:
         value = self.seconds(at, positive=True)

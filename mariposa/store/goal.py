@@ -7,6 +7,7 @@ rejected manifest changes nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,6 +96,7 @@ def _insert_version(
     db: sqlite_utils.Database, project_id: str, text: str, filename: str | None, author: str | None, summary: str,
     images: dict[str, str | None] | None = None, packages: dict[str, Package] | None = None,
     env_files: Mapping[str, Any] | None = None, base_dir: str | None = None,
+    meta_used: Mapping[str, str | None] | None = None,
 ) -> VersionRow:
     seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE project_id = ?", [project_id]).fetchone()[0]
     version_id = new_id()
@@ -112,11 +114,17 @@ def _insert_version(
             "packages": dumps(packages or {}),
             "env_files": env_files_json(env_files),
             "base_dir": base_dir,
+            "meta_hash": text_hash(_meta_json(meta_used) or "") if meta_used else None,
+            "meta_used": _meta_json(meta_used),
         }
     )
     for image, image_id in (images or {}).items():
         db.table("version_images").insert({"version_id": version_id, "image": image, "image_id": image_id})
     return get_version(db, version_id)
+
+
+def _meta_json(used: Mapping[str, str | None] | None) -> str | None:
+    return json.dumps(dict(sorted(used.items()))) if used else None
 
 
 def _insert_service(db: sqlite_utils.Database, project_id: str, spec: ServiceSpec, desired: str) -> None:
@@ -147,7 +155,10 @@ def add_project(
     packages: dict[str, Package] | None = None,
     env_files: Mapping[str, Any] | None = None,
     base_dir: str | None = None,
+    meta: Mapping[str, str | None] | None = None,
+    meta_used: Mapping[str, str | None] | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
+    """``meta`` (project add --meta, project copy --with-meta) is set in the same transaction."""
     if project_exists(db, name):
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
     project_id = new_id()
@@ -157,8 +168,12 @@ def add_project(
     )
     summary = "created: " + ", ".join(spec.service_names)
     version = _insert_version(db, project_id, text, filename, author, summary, images, packages, env_files,
-                              base_dir)
+                              base_dir, meta_used)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project_id])
+    if meta:
+        from mariposa.store import meta as meta_store
+
+        meta_store.import_values(db, get_project(db, project_id), meta, True, author)
     queued = []
     for svc in spec.services:
         _insert_service(db, project_id, svc, "running")
@@ -202,6 +217,7 @@ def update_project(
     base_dir: str | None = None,
     if_version: str | None = None,
     summary_prefix: str = "",
+    meta_used: Mapping[str, str | None] | None = None,
 ) -> tuple[VersionRow | None, list[TaskRow]]:
     """Write a new version and queue what it implies. The same text resolving to the same
     images is not a new version; the same text with a moved tag is (its instances change)."""
@@ -217,12 +233,12 @@ def update_project(
         )
     if (current.hash == text_hash(text) and version_images(db, current.id) == (images or {})
             and current.packages == dumps(packages or {}) and current.env_files == env_files_json(env_files)
-            and current.base_dir == base_dir):
+            and current.base_dir == base_dir and current.meta_used == _meta_json(meta_used)):
         return None, []
     changes = describe_changes(old, new)
     summary = summary_prefix + ("; ".join(f"{s}: {c}" for s, c in changes) or "no change to instances")
     version = _insert_version(db, project.id, text, filename, author, summary, images, packages, env_files,
-                              base_dir)
+                              base_dir, meta_used)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project.id])
     service_desired = "stopped" if project.desired == "stopped" else "running"
     existing = {s.name: s for s in list_services(db, project.id, include_absent=True)}

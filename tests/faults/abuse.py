@@ -80,13 +80,14 @@ KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "ver
         "value": WRONG_TEXT + ["x" * 600_000],
         # project meta: a CAS id is text, a step a whole number (negative decrements)
         "cas": WRONG_TEXT + ["c" * 100],
-        "by": [[1], {"a": 1}, 1.5, True, "many", "1e400", 10 ** 30], "force": [[1], {"a": 1}, 1.5, "yes", 1]}
+        "by": [[1], {"a": 1}, 1.5, True, "many", "1e400", 10 ** 30], "force": [[1], {"a": 1}, 1.5, "yes", 1],
+        "meta": WRONG_TEXT + ["- not\n- a map\n"]}
 ROLLOUT = {"rolling", "count", "canary"}
 P, S = "/v1/projects/{project}", "/v1/projects/{project}/services/{service}"
 # The JSON keys each route reads. Every route of the table must be here (run() checks), so a new
 # route gets its wrong types the day it is added; routes that read no body map to nothing.
 BODY_KEYS: dict[tuple[str, str], set[str]] = {
-    ("POST", "/v1/projects"): {"name", "manifest", "filename", "env_files", "base_dir"},
+    ("POST", "/v1/projects"): {"name", "manifest", "filename", "env_files", "base_dir", "meta"},
     ("PUT", P): {"manifest", "filename", "if_version", "env_files", "base_dir"} | ROLLOUT,
     ("POST", P + "/revert"): {"version"} | ROLLOUT,
     ("POST", P + "/diff"): {"manifest", "filename", "env_files", "base_dir"} | ROLLOUT,
@@ -249,7 +250,7 @@ def route_table() -> list[tuple[str, str]]:
     from mariposa.api.routes import build_router
 
     control = types.SimpleNamespace(projects=None, services=None, instances=None, queue=None, events=None,
-                                    system=None, volumes=None, registry=None, secrets=None)
+                                    system=None, volumes=None, registry=None, secrets=None, meta=None)
     router = build_router(control)  # type: ignore[arg-type]  # only the table is read, nothing is called
     table = []
     for method, regex, handler in router.routes:

@@ -63,7 +63,7 @@ CASES = [
     ("GET", "/v1/ping", None, None, "system.ping", (), {}),
     ("GET", "/v1/projects", None, None, "projects.list", (), {}),
     ("POST", "/v1/projects", {"name": "p", **MANIFEST, "env_files": {"a.env": "A=1"}}, None, "projects.add",
-     ("p", "services: {}", "x.yaml"), {"env_files": {"a.env": "A=1"}, "base_dir": None}),
+     ("p", "services: {}", "x.yaml"), {"env_files": {"a.env": "A=1"}, "base_dir": None, "meta": None}),
     ("GET", "/v1/projects/p", None, None, "projects.get", ("p",), {}),
     ("PUT", "/v1/projects/p", {**MANIFEST, "rolling": 2, "canary": 1, "if_version": "abc"}, None, "projects.update",
      ("p", "services: {}", "x.yaml"), {"rolling": 2, "count": 1, "if_version": "abc", "env_files": None,

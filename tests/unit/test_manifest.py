@@ -981,9 +981,14 @@ def test_healthcheck_shapes_are_checked():
         "labels: {a: '{{ .meta.a }}'}",
     ],
 )
-def test_interpolation_is_not_supported_yet(option):
-    found = service_problem(f"image: x\n{option}")
-    assert found.message.startswith("meta interpolation ({{ .meta.x }}) is not supported yet")
+def test_interpolation_names_the_undefined_meta_key(option):
+    if "{A: {{" in option:  # unquoted, YAML reads it as a mapping
+        assert service_problem(f"image: x\n{option}").message.startswith("a value starting with '{{' must be quoted")
+        return
+    found = service_problem(f"image: x\n{option}", meta={})
+    assert found.message.startswith("undefined variable .meta.") and found.line >= 3
+    keys = {"metakey": "1", "a": "1", "name": "1", "ep": "1"}
+    parse_manifest(service_text(f"image: x\n{option}"), "m.yaml", meta=keys)
 
 
 # ---- many problems, one error ---------------------------------------------------------------------

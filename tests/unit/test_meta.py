@@ -6,6 +6,7 @@ import pytest
 import trio
 
 from mariposa.errors import BadRequest, Conflict, InvalidManifest, NotFound
+from mariposa.model import LABEL_SERVICE, InstanceState
 from tests.unit.conftest import ROOT, Core
 
 MANIFEST = """\
@@ -111,3 +112,66 @@ async def test_meta_goes_with_its_project(core: Core):
     await core.settle(await core.control.projects.delete(ROOT, "p"))
     await project(core)
     assert await core.control.meta.list(ROOT, "p") == []
+
+
+TEMPLATED = """\
+services:
+  web:
+    image: busybox
+    command: sleep 1000
+    scale: 2
+    min_healthy_time: 0
+    labels:
+      greeting: "{{ .meta.greeting }}"
+  quiet:
+    image: busybox
+    command: sleep 1000
+    on_meta_change: none
+    labels:
+      greeting: "{{ .meta.greeting }}"
+  other:
+    image: busybox
+    command: sleep 1000
+"""
+
+
+def greetings(core: Core, service: str) -> list[str]:
+    return sorted(b.labels.get("greeting", "") for b in core.driver.runtime.boxes.values()
+                  if b.labels.get(LABEL_SERVICE) == service and b.state == InstanceState.RUNNING)
+
+
+async def test_a_meta_change_rolls_out_a_new_version_of_the_services_that_use_it(core: Core):
+    c = core.control
+    await core.settle(await c.projects.add(ROOT, "p", TEMPLATED, meta="greeting: hi\n"))
+    assert greetings(core, "web") == ["hi", "hi"] and greetings(core, "quiet") == ["hi"]
+    other_before = {b.runtime_id for b in core.driver.runtime.boxes.values()
+                    if b.labels.get(LABEL_SERVICE) == "other"}
+    changed = await c.meta.set(ROOT, "p", "greeting", "hello")
+    assert [t["service"] for t in changed["tasks"]] == ["web"]
+    await core.settle(changed)
+    assert greetings(core, "web") == ["hello", "hello"]
+    assert greetings(core, "quiet") == ["hi"]  # on_meta_change: none
+    assert {b.runtime_id for b in core.driver.runtime.boxes.values()
+            if b.labels.get(LABEL_SERVICE) == "other"} == other_before
+    versions = await c.projects.versions(ROOT, "p")
+    assert [v["seq"] for v in versions] == [2, 1] and versions[0]["summary"].startswith("meta greeting changed")
+    assert versions[0]["meta_hash"] != versions[1]["meta_hash"] and versions[0]["meta_keys"] == ["greeting"]
+    # the same value again is no new version
+    assert (await c.meta.set(ROOT, "p", "greeting", "hello"))["tasks"] == []
+    # `none` takes the new value when it is reprovisioned
+    await core.settle(await c.services.reprovision(ROOT, "p", "quiet"))
+    assert greetings(core, "quiet") == ["hello"]
+
+
+async def test_a_key_in_use_cannot_be_removed_and_undefined_keys_refuse_the_version(core: Core):
+    c = core.control
+    await core.settle(await c.projects.add(ROOT, "p", TEMPLATED, meta="greeting: hi\n"))
+    with pytest.raises(Conflict, match="used by quiet, web"):
+        await c.meta.remove(ROOT, "p", "greeting")
+    with pytest.raises(InvalidManifest) as info:
+        await c.projects.update(ROOT, "p", TEMPLATED.replace("sleep 1000\n", "sleep {{ .meta.nope }}\n", 1))
+    assert "undefined variable .meta.nope" in info.value.details[0]["message"]
+    assert (info.value.details[0]["line"], info.value.details[0]["column"]) == (4, 14)
+    assert [v["seq"] for v in await c.projects.versions(ROOT, "p")] == [1]
+    with pytest.raises(InvalidManifest, match="undefined variable|problem"):
+        await c.projects.add(ROOT, "q", TEMPLATED)
