@@ -15,7 +15,7 @@ from mariposa.control import Control
 from mariposa.control.base import Feed
 from mariposa.errors import BadRequest, MariposaError
 
-PROJECT_ACTIONS = "start, stop, revert or diff"
+PROJECT_ACTIONS = "start, stop, revert, diff or copy"
 SERVICE_ACTIONS = "scale, start, stop, thaw, reprovision or revert"
 _ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=...) builds one per call
 
@@ -212,6 +212,9 @@ def build_router(control: Control) -> Router:
         ("POST", "/v1/secrets/rotate-key", lambda q: secrets.rotate_key(q.caller)),
         # before the catch-all below, which "/services" would match too
         ("POST", P + "/services", add_service),
+        ("POST", P + "/copy", lambda q: projects.copy(
+            q.caller, q.params["project"], _text(q, "name", ""), with_meta=q.json().get("with_meta", False),
+            with_secrets=q.json().get("with_secrets", False))),
         # project meta; POST .../meta imports a meta manifest
         ("GET", P + "/meta", lambda q: meta.list(q.caller, q.params["project"])),
         ("POST", P + "/meta", lambda q: meta.import_(

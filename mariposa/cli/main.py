@@ -249,6 +249,24 @@ def project_add(state: State, name: str, manifest: str, meta_file: str | None, w
     _report_tasks(state, result["tasks"], wait, as_json)
 
 
+@project.command("copy", context_settings=CONTEXT)
+@click.argument("src")
+@click.argument("dst")
+@click.option("--with-meta", is_flag=True, help="Copy SRC's meta too (else DST has none).")
+@click.option("--with-secrets", is_flag=True, help="Copy SRC's secrets too (not supported yet).")
+@wait_option
+@json_option
+@pass_state
+def project_copy(state: State, src: str, dst: str, with_meta: bool, with_secrets: bool, wait: bool,
+                 as_json: bool) -> None:
+    """Make project DST with SRC's current manifest (and meta, with --with-meta) and start it."""
+    result = state.client.post(f"/v1/projects/{src}/copy",
+                               {"name": dst, "with_meta": with_meta, "with_secrets": with_secrets})
+    if not as_json:
+        click.echo(f"project {dst} copied from {result['from']} ({short(result['project']['id'])})")
+    _report_tasks(state, result["tasks"], wait, as_json)
+
+
 @project.command("import-compose", context_settings=CONTEXT)
 @click.argument("name")
 @click.argument("compose_file", metavar="COMPOSE_FILE")
@@ -830,10 +848,10 @@ def _meta_path(state: State, key: str | None = None) -> str:
 
 
 def _meta_tasks(state: State, result: dict, as_json: bool, wait: bool = False) -> None:
-    if as_json:
+    if as_json and not (wait and result.get("tasks")):
         return print_json(result)
     if result.get("tasks"):
-        _report_tasks(state, result["tasks"], wait)
+        _report_tasks(state, result["tasks"], wait, as_json)
 
 
 @meta.command("list", context_settings=CONTEXT)

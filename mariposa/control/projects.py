@@ -69,6 +69,39 @@ class Projects(Area):
                                        report=report, meta=values)
         return {"project": p.to_json(), "tasks": tasks_json(tasks)}
 
+    @operation("project.copy", target="ref")
+    async def copy(self, caller: Caller, ref: str, name: str, with_meta: object = False,
+                   with_secrets: object = False) -> dict:
+        """A new project ``name`` with ``ref``'s current manifest (rfd36 projects/triton-cli.md).
+        Without ``with_meta`` it has no meta, so a manifest that uses meta is refused with the
+        keys to set (the spec's "required meta" prompt): add it with ``--meta FILE`` instead."""
+        from mariposa.control.meta_rollout import keys_used
+        from mariposa.manifest import env_files as env_file_texts
+        from mariposa.store import meta as meta_store
+
+        for flag, value in (("with_meta", with_meta), ("with_secrets", with_secrets)):
+            if not isinstance(value, bool):
+                raise BadRequest(f"'{flag}' must be true or false")
+        if with_secrets:
+            raise BadRequest("--with-secrets is not supported yet (secrets are a separate feature)")
+        if not isinstance(name, str) or not PROJECT_NAME.fullmatch(name):
+            raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', "
+                             "starting with a letter or digit")
+        src = await self._project(ref)
+        current = await self.ctx.store.call(goal_store.current_version, src)
+        meta = await self.ctx.store.call(meta_store.values, src.id) if with_meta else {}
+        needed = sorted(set(keys_used(await self.ctx.goals.spec_of(current))) - set(meta))
+        if needed:
+            raise BadRequest(
+                f"project '{name}' was not made: {src.name}'s manifest needs meta {', '.join(needed)}; "
+                f"copy with --with-meta, or add it with 'mariposa project add {name} FILE --meta META' "
+                "setting them", details=[{"missing_meta": needed}])
+        p, tasks = await manifests.add(
+            self.ctx, name, current.manifest, current.filename or f"<copy of {src.name}>", caller.author,
+            env_files=env_file_texts.loads(current.env_files), base_dir=current.base_dir, meta=meta)
+        return {"project": p.to_json(), "tasks": tasks_json(tasks), "from": src.name,
+                "meta": sorted(meta)}
+
     @operation("project.get", target="ref")
     async def get(self, caller: Caller, ref: str) -> dict:
         store = self.ctx.store

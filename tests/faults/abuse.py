@@ -81,7 +81,8 @@ KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "ver
         # project meta: a CAS id is text, a step a whole number (negative decrements)
         "cas": WRONG_TEXT + ["c" * 100],
         "by": [[1], {"a": 1}, 1.5, True, "many", "1e400", 10 ** 30], "force": [[1], {"a": 1}, 1.5, "yes", 1],
-        "meta": WRONG_TEXT + ["- not\n- a map\n"]}
+        "meta": WRONG_TEXT + ["- not\n- a map\n"],
+        "with_meta": [[1], {"a": 1}, 1.5, "yes", 1], "with_secrets": [[1], {"a": 1}, 1.5, "yes", 1]}
 ROLLOUT = {"rolling", "count", "canary"}
 P, S = "/v1/projects/{project}", "/v1/projects/{project}/services/{service}"
 # The JSON keys each route reads. Every route of the table must be here (run() checks), so a new
@@ -97,11 +98,11 @@ BODY_KEYS: dict[tuple[str, str], set[str]] = {
     ("POST", S + "/reprovision"): {"version", "image", "instance"} | ROLLOUT,
     ("POST", S + "/revert"): {"version"} | ROLLOUT,
     ("POST", "/v1/registries"): {"host", "username", "password"},
-        # a secret's value: text only, not empty, bounded; a meta value text (or null) of at most 64 KiB
-        "value": WRONG_TEXT + ["x" * 600_000],
-        # project meta: a CAS id is text, a step a whole number (negative decrements)
-        "cas": WRONG_TEXT + ["c" * 100],
-        "by": [[1], {"a": 1}, 1.5, True, "many", "1e400", 10 ** 30], "force": [[1], {"a": 1}, 1.5, "yes", 1]}
+    ("PUT", P + "/secrets/{name}"): {"value"},
+    ("POST", P + "/meta"): {"manifest", "filename", "force"},
+    ("POST", P + "/copy"): {"name", "with_meta", "with_secrets"},
+    ("PUT", P + "/meta/{key}"): {"value", "cas"},
+    ("POST", P + "/meta/{key}/increment"): {"by"},
 }
 
 MALFORMED = [

@@ -120,6 +120,8 @@ CASES = [
      ("127.0.0.1:5000", "u", "p"), {}),
     ("DELETE", "/v1/registries/127.0.0.1:5000", None, None, "registry.logout", ("127.0.0.1:5000",), {}),
     ("GET", "/v1/projects/p/meta", None, None, "meta.list", ("p",), {}),
+    ("POST", "/v1/projects/p/copy", {"name": "q", "with_meta": True}, None, "projects.copy", ("p", "q"),
+     {"with_meta": True, "with_secrets": False}),
     ("POST", "/v1/projects/p/meta", {"manifest": "a: 1", "force": True}, None, "meta.import_",
      ("p", "a: 1", "<meta>"), {"force": True}),
     ("GET", "/v1/projects/p/meta/k", None, None, "meta.get", ("p", "k"), {}),

@@ -175,3 +175,20 @@ async def test_a_key_in_use_cannot_be_removed_and_undefined_keys_refuse_the_vers
     assert [v["seq"] for v in await c.projects.versions(ROOT, "p")] == [1]
     with pytest.raises(InvalidManifest, match="undefined variable|problem"):
         await c.projects.add(ROOT, "q", TEMPLATED)
+
+
+async def test_project_copy_without_meta_lists_the_keys_to_set(core: Core):
+    c = core.control
+    await core.settle(await c.projects.add(ROOT, "p", TEMPLATED, meta="greeting: hi\nunused: x\n"))
+    with pytest.raises(BadRequest, match="needs meta greeting") as info:
+        await c.projects.copy(ROOT, "p", "q")
+    assert info.value.details == [{"missing_meta": ["greeting"]}]
+    with pytest.raises(NotFound):
+        await c.projects.get(ROOT, "q")
+    with pytest.raises(BadRequest, match="not supported yet"):
+        await c.projects.copy(ROOT, "p", "q", with_meta=True, with_secrets=True)
+    copied = await c.projects.copy(ROOT, "p", "q", with_meta=True)
+    await core.settle(copied)
+    assert {r["key"]: r["value"] for r in await c.meta.list(ROOT, "q")} == {"greeting": "hi", "unused": "x"}
+    await c.projects.add(ROOT, "s", MANIFEST)
+    assert (await c.projects.copy(ROOT, "s", "t"))["meta"] == []
