@@ -4,6 +4,7 @@ revert is a new immutable version like any other."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import trio
@@ -11,7 +12,7 @@ import trio
 from mariposa.context import Context
 from mariposa.control import manifests
 from mariposa.control.pulls import Report, ensure_images
-from mariposa.converge.goals import with_images
+from mariposa.converge.goals import meta_used, with_images, with_meta
 from mariposa.converge.simulate import simulate
 from mariposa.converge.supervise import merge
 from mariposa.errors import BadRequest, NotFound
@@ -21,6 +22,7 @@ from mariposa.model import DesiredState, ServiceGoal
 from mariposa.packages import Package, dumps, pinned
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
+from mariposa.store import meta as meta_store
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow
 
 
@@ -155,9 +157,12 @@ async def diff(
     base_dir: str | None = None,
 ) -> dict:
     """What `project update` with this manifest would do, from the same planner, changing nothing."""
-    parsed = await manifests.parse(ctx, text, filename, env_files=files, base_dir=base_dir, project=project.name)
+    meta = await ctx.store.call(meta_store.values, project.id)
+    parsed = await manifests.parse(ctx, text, filename, env_files=files, base_dir=base_dir, project=project.name,
+                                   meta=meta)
     images = await manifests.resolve_images(ctx, parsed)
-    new = with_images(parsed, images)
+    used = meta_used(parsed, meta)
+    new = with_meta(with_images(parsed, images), used)
     current = await ctx.store.call(goal_store.current_version, project)
     old = await ctx.goals.spec_of(current)
     rows = {s.name: s for s in await ctx.store.call(goal_store.list_services, project.id, True)}
@@ -188,7 +193,8 @@ async def diff(
             and await ctx.store.call(goal_store.version_images, current.id) == images
             and current.packages == dumps(pinned(parsed.services, ctx.packages))
             and current.env_files == env_files.dumps(await manifests.used_env_files(text, files))
-            and current.base_dir == base_dir)
+            and current.base_dir == base_dir
+            and json.loads(current.meta_used or "{}") == used)
     return {"project": project.name, "from_version": current.seq, "new_version": not same, "services": out}
 
 
@@ -208,12 +214,13 @@ async def put_service(
     current = await ctx.store.call(goal_store.current_version, project)
     others = [s for s in (await ctx.goals.spec_of(current)).services if s.name != service]
     pins = dict(ctx.goals.catalogue(current.packages))
+    meta = await ctx.store.call(meta_store.values, project.id)
 
     def splice() -> tuple[str, object, object]:
         read = sections.read(text, filename, service)
         package = read[0].get("package") if isinstance(read[0], Mapping) else None
         sections.check(current.manifest, _label(project, current), service, read, filename,
-                       edit_rules(ctx, current, _catalogue(ctx.packages, pins, package, others)))
+                       edit_rules(ctx, current, _catalogue(ctx.packages, pins, package, others), meta))
         editor = sections.Editor(current.manifest)
         section = editor.section_of(text, service, filename)
         editor.put(service, section)
@@ -227,11 +234,12 @@ async def put_service(
                                _catalogue(ctx.packages, pins, package, others), summary_prefix, report=report)
 
 
-def edit_rules(ctx: Context, current: VersionRow, packages: Mapping[str, Package]) -> Rules:
+def edit_rules(ctx: Context, current: VersionRow, packages: Mapping[str, Package],
+               meta: Mapping[str, str | None] | None = None) -> Rules:
     """What an edit of the current version is judged by: today's policy, that version's env
-    files and directory."""
+    files and directory, the project's meta (None: not checked)."""
     return Rules(packages, ctx.allow_privileged, env_files.loads(current.env_files), ctx.bind_roots,
-                 current.base_dir)
+                 current.base_dir, meta=meta)
 
 
 def _catalogue(

@@ -192,3 +192,16 @@ async def test_project_copy_without_meta_lists_the_keys_to_set(core: Core):
     assert {r["key"]: r["value"] for r in await c.meta.list(ROOT, "q")} == {"greeting": "hi", "unused": "x"}
     await c.projects.add(ROOT, "s", MANIFEST)
     assert (await c.projects.copy(ROOT, "s", "t"))["meta"] == []
+
+
+async def test_a_service_section_is_judged_by_the_projects_meta(core: Core):
+    c = core.control
+    await core.settle(await c.projects.add(ROOT, "p", MANIFEST, meta="greeting: hi\n"))
+    with pytest.raises(InvalidManifest) as info:
+        await c.services.add(ROOT, "p", "worker", "image: busybox\ncommand: echo {{ .meta.nope }}\n", "w.yaml")
+    [problem] = info.value.details
+    assert (problem["file"], problem["line"]) == ("w.yaml", 2) and ".meta.nope" in problem["message"]
+    added = await c.services.add(ROOT, "p", "worker", "image: busybox\ncommand: echo {{ .meta.greeting }}\n")
+    assert added["changed"]
+    diff = await c.projects.diff(ROOT, "p", (await c.projects.get(ROOT, "p"))["version"]["manifest"])
+    assert diff["new_version"] is False
