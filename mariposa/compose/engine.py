@@ -92,6 +92,8 @@ class Service:
         self.out: dict[str, Any] = {}
 
     def set(self, key: str, value: Any, at: _At) -> None:
+        if key in _TEMPLATED:
+            value = _literal(value)
         self.out[key] = value
         self.conv.origins[f"services.{self.name}.{key}"] = at.pos
 
@@ -177,3 +179,18 @@ def run(table: Mapping[str, Rule], conv: Converter, svc: Service, key: Any, at: 
         conv.mapped(at, "empty: the default")
     else:
         rule.apply(conv, svc, key, at)
+
+
+# Options whose strings a manifest reads as templates (manifest/interpolate.py): compose has none,
+# so a '{{' in them is written '{{{{', the manifest's literal '{{'.
+_TEMPLATED = frozenset({"environment", "command", "entrypoint", "labels", "tags", "healthchecks"})
+
+
+def _literal(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("{{", "{{{{")
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value

@@ -98,11 +98,10 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
                     self.problem(at, f"{message}, but scale is {scale}")
         self.container_cross_checks()
         self.network_cross_checks()
-        if any("{{" in v for v in self.env_from_files.values()) and "env_file" in self.seen:
-            self.problem(self.seen["env_file"], "an env file may not hold '{{': templates are only allowed in "
-                         "the manifest's own environment")
         if self.env_from_files:
-            merged = {**self.env_from_files, **dict(self.fields.get("environment", ()))}
+            # an env file's text is literal: its '{{' is no template (rendering gives it back as is)
+            literal = {k: v.replace("{{", "{{{{") for k, v in self.env_from_files.items()}
+            merged = {**literal, **dict(self.fields.get("environment", ()))}
             self.fields["environment"] = tuple(merged.items())
         schedule = self.seen.get("schedule")
         if schedule is not None and schedule.value is not None:

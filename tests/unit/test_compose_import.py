@@ -540,3 +540,16 @@ def test_a_volume_with_more_parts_than_compose_reads_is_a_problem():
         convert("services:\n  w:\n    image: x\n    volumes: ['a:/b:ro:extra']\n", "c.yml")
     (problem,) = info.value.problems
     assert (problem.line, problem.column, problem.field) == (4, 15, "services.w.volumes[0]")
+
+
+def test_braces_in_compose_values_stay_literal_in_the_manifest():
+    """Compose has no {{ templates: a '{{' it holds is the manifest's literal '{{{{'."""
+    from mariposa.compose.convert import dump
+    from mariposa.converge.render import render_spec
+
+    conversion, _ = report_of("services:\n  web:\n    image: busybox\n    environment:\n      A: 'x{{ y }}'\n"
+                              "    command: echo '{{'\n    labels:\n      l: '{{.z}}'\n")
+    spec = parse_manifest(dump(conversion.manifest), "generated.yaml", meta={}).services[0]
+    rendered = render_spec(spec, {}, {})
+    assert dict(rendered.environment)["A"] == "x{{ y }}" and rendered.command == ("echo", "{{")
+    assert dict(rendered.tags)["l"] == "{{.z}}"

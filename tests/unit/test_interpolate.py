@@ -140,3 +140,10 @@ def test_render_spec_and_checks():
         render_spec(svc, values, {"team": "x"})
     assert render_checks(svc.healthchecks, values, META)[0].path == "/ping"
     assert render_checks(svc.healthchecks, values, {}) is None
+
+
+def test_env_file_text_is_literal():
+    text = "services:\n  web:\n    image: x\n    env_file: a.env\n"
+    svc = parse_manifest(text, "m.yaml", env_files={"a.env": "A=x{{ .meta.q }}\n"}, meta={}).services[0]
+    assert dict(render_spec(svc, {}, {}).environment)["A"] == "x{{ .meta.q }}"
+    assert svc.meta_keys == ()
