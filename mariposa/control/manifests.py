@@ -22,8 +22,8 @@ from mariposa.manifest.env_files import referenced
 from mariposa.model import ProjectSpec
 from mariposa.packages import Package, pinned
 from mariposa.store import goal as goal_store
-from mariposa.store import secrets as secret_store
 from mariposa.store import meta as meta_store
+from mariposa.store import secrets as secret_store
 from mariposa.store.rows import ProjectRow, TaskRow, VersionRow
 
 
