@@ -244,6 +244,7 @@ class ServiceSpec:
     meta_keys: tuple[str, ...] = ()
     meta_digest: str | None = None
     on_meta_change: str = "rolling"
+    secret_env: bool = False  # environment may name {{ .secret.NAME }} (visible to docker inspect)
 
     def instance_fields(self) -> dict:
         """Everything that shapes a new instance; a change here means replacing instances.

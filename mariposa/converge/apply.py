@@ -306,7 +306,11 @@ async def _run_step(
                 project_name=goal.project_name, project_id=goal.project_id, version_id=goal.version_id,
                 service_id=service_id, spec=spec, scale=goal.scale, instance_id=instance_id,
                 instance_name=f"{goal.project_name}-{spec.name}-{instance_id[:8]}")
-            spec = render.render_spec(spec, values, meta)
+            secrets = {}
+            if names := render.env_secrets(spec):
+                found = await ctx.vault.get_many(PROJECT, goal.project_name, names)
+                secrets = {k: v.decode("utf-8", "replace") for k, v in found.items()}
+            spec = render.render_spec(spec, values, meta, secrets)
         secrets_dir = await _deliver_secrets(ctx, goal, instance_id)
         req = CreateRequest(
             instance_id=instance_id, owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,

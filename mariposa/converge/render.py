@@ -76,14 +76,23 @@ def _rendered(spec: ServiceSpec, lookup: Callable[[tuple[str, ...]], str | None]
     )
 
 
-def render_spec(spec: ServiceSpec, values: Mapping[str, str], meta: Mapping[str, str | None]) -> ServiceSpec:
-    """The spec an instance is made with. Undefined (a key removed since) is a TaskFailed."""
+def env_secrets(spec: ServiceSpec) -> list[str]:
+    """The secrets the service's environment names (secret_env: true)."""
+    found = {v.path[1] for _, text in spec.environment if "{{" in text
+             for v in interpolate.variables(text) if v.path[0] == "secret"}
+    return sorted(found)
+
+
+def render_spec(spec: ServiceSpec, values: Mapping[str, str], meta: Mapping[str, str | None],
+                secrets: Mapping[str, str] | None = None) -> ServiceSpec:
+    """The spec an instance is made with. Undefined (a key removed since) is a TaskFailed that
+    names the variable, never a value."""
     try:
-        return _rendered(spec, interpolate.lookup_in(values, meta))
+        return _rendered(spec, interpolate.lookup_in(values, meta, secrets))
     except interpolate.Undefined as exc:
         name = exc.args[0]
         raise TaskFailed(f"service {spec.name} uses {{{{ {name} }}}}, which is not set any more: set it again "
-                         f"(mariposa meta set) or update the project without it") from None
+                         f"(mariposa meta set, secret set) or update the project without it") from None
 
 
 def render_checks(checks: tuple[HealthCheck, ...], values: Mapping[str, str],

@@ -32,11 +32,12 @@ VARIABLES: dict[str, object] = {
     "scale": (),
     "placement": {"instance": ("name", "uuid"), "cn": ("uuid",)},
     "cns": {"svc": ("private",), "inst": ("private",)},
+    # a project secret (mariposa/vault/): only in environment, on a service with secret_env: true
+    # (manifest/shapes.py checks where; converge/render.py reads the value at create time)
+    "secret": None,
 }
-# Parsed, refused until the module that fills them in is there.
-RESERVED: dict[str, str] = {
-    "secret": "{{ .secret.NAME }} is not supported yet (secrets are a separate feature)",
-}
+# Namespaces parsed but refused until the module that fills them in is there (name -> why).
+RESERVED: dict[str, str] = {}
 
 # Where a template may appear. FIXED fields are rendered once, when an instance is made, so a
 # meta change to a key they use is a new version of the service; the others are read live.
@@ -120,8 +121,8 @@ def check_variable(var: Var) -> str | None:
     if head not in VARIABLES:
         return f"unknown variable {var.name}: it starts with one of {', '.join('.' + n for n in sorted(VARIABLES))}"
     node = VARIABLES[head]
-    if node is None:  # any one name: a meta key
-        return None if len(rest) == 1 else f"unknown variable {var.name}: write .{head}.KEY"
+    if node is None:  # any one name: a meta key, a secret's name
+        return None if len(rest) == 1 else f"unknown variable {var.name}: write .{head}.NAME"
     walked = [head]
     for name in rest:
         if isinstance(node, dict) and name in node:
@@ -168,10 +169,10 @@ def render(text: str, lookup: Callable[[tuple[str, ...]], str | None]) -> str:
     return "".join(out)
 
 
-def lookup_in(values: Mapping[str, str | None], meta: Mapping[str, str | None]) -> Callable[
-        [tuple[str, ...]], str | None]:
-    """A lookup over flat ``values`` ("project.name": ...) and the project's meta (a null meta
-    value renders as the empty string: it is set, to nothing)."""
+def lookup_in(values: Mapping[str, str | None], meta: Mapping[str, str | None],
+              secrets: Mapping[str, str] | None = None) -> Callable[[tuple[str, ...]], str | None]:
+    """A lookup over flat ``values`` ("project.name": ...), the project's meta (a null meta
+    value renders as the empty string: it is set, to nothing) and the secrets read for it."""
 
     def lookup(path: tuple[str, ...]) -> str | None:
         if path[0] == "meta":
@@ -179,6 +180,8 @@ def lookup_in(values: Mapping[str, str | None], meta: Mapping[str, str | None]) 
                 return None
             value = meta[path[1]]
             return "" if value is None else value
+        if path[0] == "secret":
+            return (secrets or {}).get(path[1])
         return values.get(".".join(path))
 
     return lookup

@@ -55,6 +55,10 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
         self.cross_checks()
         if self.meta_keys:
             self.fields["meta_keys"] = tuple(sorted(self.meta_keys))
+        if self.secret_refs and not self.fields.get("secret_env"):
+            for at in self.secret_refs:
+                self.problem(at, "{{ .secret.NAME }} in environment needs 'secret_env: true' on the service: "
+                             "environment values are visible to anyone who can inspect the container")
         return None if self.failed else self.fields
 
     def no_templates(self, at: _At) -> None:
@@ -307,7 +311,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
                 self.problem(where, f"invalid environment variable name {key!r}", on_key=True)
             elif key in env:
                 self.problem(where, f"environment variable {key!r} is set twice", on_key=True)
-            elif self.template(where, value):
+            elif self.template(where, value, field="environment"):
                 env[key] = value
         self.fields["environment"] = tuple(env.items())
 
@@ -440,6 +444,7 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "min_healthy_time": _ServiceChecks.min_healthy_time,
     "progress_deadline": _ServiceChecks.progress_deadline,
     "on_meta_change": _ServiceChecks.on_meta_change,
+    "secret_env": _ServiceChecks.secret_env,
     # docker compose's container options, in its spelling (manifest/container.py)
     "user": _ServiceChecks.user,
     "working_dir": _ServiceChecks.working_dir,

@@ -54,8 +54,22 @@ class _Shapes:
         self.chosen_package: Package | None = None
         self.port_ats: list[tuple[PortSpec, _At]] = []
         self.meta_keys: set[str] = set()  # used by fields fixed when an instance is made
+        self.secret_refs: list[_At] = []  # where environment names {{ .secret.NAME }} (needs secret_env)
 
-    def template(self, at: _At, text: str, fixed: bool = True) -> bool:
+    def secret_template(self, at: _At, var: interpolate.Var, field: str | None) -> str | None:
+        """A secret in a template: only in environment (everything else shows in `docker inspect`
+        or argv), only a secret the project has; secret_env is checked once all options are read."""
+        if field != "environment":
+            return (f"{var.name}: a secret may appear only in environment (on a service with "
+                    "secret_env: true); give it as a file with secrets: [NAME] instead")
+        secrets = self.rules.secrets
+        if secrets is not None and var.path[1] not in secrets:
+            return (f"unknown secret {var.path[1]!r} in {var.name}: set it first with "
+                    f"'mariposa -j PROJECT secret set {var.path[1]}'")
+        self.secret_refs.append(at)
+        return None
+
+    def template(self, at: _At, text: str, fixed: bool = True, field: str | None = None) -> bool:
         """Whether ``text``'s templates (manifest/interpolate.py) parse and name variables that
         exist, each problem recorded at ``at``. The meta keys a ``fixed`` field uses are noted:
         a change to one is a new version of the service."""
@@ -70,6 +84,8 @@ class _Shapes:
         for var in found:
             why = interpolate.check_variable(var)
             meta = self.rules.meta
+            if why is None and var.path[0] == "secret":
+                why = self.secret_template(at, var, field)
             if why is None and var.path[0] == "meta" and meta is not None and var.path[1] not in meta:
                 why = (f"undefined variable {var.name}: the project has no meta key '{var.path[1]}' "
                        f"(set it first: mariposa -j PROJECT meta set {var.path[1]} VALUE)")

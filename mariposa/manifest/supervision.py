@@ -152,6 +152,13 @@ class _SupervisionChecks(_Shapes):
         if value is not None:
             self.fields["min_healthy_time"] = value
 
+    def secret_env(self, at: _At) -> None:
+        """Whether environment may name secrets ({{ .secret.NAME }}): a deliberate opt-in, as such
+        values are visible to anyone who can inspect the container (files are not)."""
+        value = self.flag(at)
+        if value is not None:
+            self.fields["secret_env"] = value
+
     def on_meta_change(self, at: _At) -> None:
         """What a meta change does to instances whose environment, command, entrypoint or tags
         use the key: a rolling new version (rolling), or nothing until the next reprovision."""

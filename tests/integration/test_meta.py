@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -177,3 +178,20 @@ def test_cli_meta_get_prints_the_value_alone(daemon: Daemon, tmp_path):
     daemon.cli("project", "add", "v", write(tmp_path, "v.yaml", PLAIN))
     daemon.cli("-j", "v", "meta", "set", "neg", "-5")
     assert daemon.cli("-j", "v", "meta", "get", "neg").stdout == "-5\n"
+
+
+def test_a_secret_in_environment_needs_secret_env_and_is_stored_as_its_name(daemon: Daemon, tmp_path):
+    canary = "canary-" + uuid.uuid4().hex
+    daemon.cli("-j", "se", "secret", "set", "db", input=canary)
+    text = (f"services:\n  app:\n    image: {IMAGE}\n    command: sleep 100000\n    secret_env: true\n"
+            "    environment:\n      DB: \"{{ .secret.db }}\"\n")
+    r = daemon.cli("project", "add", "se", write(tmp_path, "bad.yaml", text.replace("    secret_env: true\n", "")),
+                   check=False)
+    assert r.returncode == 1 and "bad.yaml:6:11" in r.stderr and "secret_env: true" in r.stderr
+    daemon.cli("project", "add", "se", write(tmp_path, "se.yaml", text), "--wait")
+    [app] = daemon.running("app")
+    assert env_of(app["ID"])["DB"] == canary  # in env by the user's choice (secret_env): docker inspect shows it
+    shown = [daemon.cli("project", "get", "se", "--json").stdout, daemon.cli("-j", "se", "events", "--json").stdout,
+             daemon.cli("project", "versions", "se", "--json").stdout]
+    assert all(canary not in out for out in shown)
+    assert "{{ .secret.db }}" in daemon.json("project", "get", "se")["version"]["manifest"]

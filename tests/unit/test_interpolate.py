@@ -56,8 +56,27 @@ def test_variables_known(path, ok):
     assert (check_variable(Var(path, 0)) is None) == ok
 
 
-def test_secret_is_parsed_but_refused_for_now():
-    assert "not supported yet" in check_variable(variables("{{ .secret.db }}")[0])
+SECRET_ENV = "services:\n  web:\n    image: x\n    {extra}environment:\n      DB: 'pw={{{{ .secret.db }}}}'\n"
+
+
+def test_a_secret_is_allowed_in_environment_only_with_secret_env():
+    assert check_variable(variables("{{ .secret.db }}")[0]) is None
+    svc = parse_manifest(SECRET_ENV.format(extra="secret_env: true\n    "), "m.yaml", secrets=frozenset({"db"}),
+                         meta={}).services[0]
+    assert svc.environment == (("DB", "pw={{ .secret.db }}"),) and svc.meta_keys == ()  # never the value
+    assert dict(render_spec(svc, {}, {}, {"db": "s3cr3t"}).environment) == {"DB": "pw=s3cr3t"}
+    with pytest.raises(TaskFailed, match=r"\.secret\.db") as info:
+        render_spec(svc, {}, {}, {})
+    assert "s3cr3t" not in str(info.value)
+    with pytest.raises(ManifestError, match="needs 'secret_env: true'") as refused:
+        parse_manifest(SECRET_ENV.format(extra=""), "m.yaml")
+    assert refused.value.problems[0].line == 5
+    with pytest.raises(ManifestError, match="unknown secret 'db'"):
+        parse_manifest(SECRET_ENV.format(extra="secret_env: true\n    "), "m.yaml", secrets=frozenset())
+    for elsewhere in ("command: echo {{ .secret.db }}", "labels: {a: '{{ .secret.db }}'}",
+                      "healthchecks: [{type: command, command: 'x {{ .secret.db }}'}]"):
+        with pytest.raises(ManifestError, match="a secret may appear only in environment"):
+            parse_manifest(f"services:\n  web:\n    image: x\n    secret_env: true\n    {elsewhere}\n", "m.yaml")
 
 
 def test_render_never_gives_an_empty_string_for_a_missing_key():

@@ -205,3 +205,13 @@ async def test_a_service_section_is_judged_by_the_projects_meta(core: Core):
     assert added["changed"]
     diff = await c.projects.diff(ROOT, "p", (await c.projects.get(ROOT, "p"))["version"]["manifest"])
     assert diff["new_version"] is False
+
+
+async def test_a_secret_named_in_environment_cannot_be_removed(core: Core):
+    c = core.control
+    await c.secrets.set(ROOT, "p", "db", "s3cr3t")
+    await core.settle(await c.projects.add(ROOT, "p", MANIFEST.replace(
+        "    command: sleep 1000\n",
+        "    command: sleep 1000\n    secret_env: true\n    environment:\n      DB: '{{ .secret.db }}'\n")))
+    with pytest.raises(Conflict, match="used by service web"):
+        await c.secrets.remove(ROOT, "p", "db")
