@@ -267,6 +267,11 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
             {}, optional={"condition": st.sampled_from(["service_started", "service_healthy",
                                                         "service_completed_successfully", ""]),
                           "restart": st.booleans()})), max_size=3), words),
+    # meta and secrets (issue 13): templates are in the environment's strategies; these are the options
+    "on_meta_change": st.one_of(st.sampled_from(["rolling", "none", "", "Rolling", "restart"]), st.booleans()),
+    "secrets": st.one_of(st.lists(st.one_of(st.sampled_from(["db_password", "", "a/b", "..", "x" * 300]), numbers),
+                                  max_size=3), words),
+    "secret_env": st.one_of(st.booleans(), words),
 }
 top_level_networks = st.one_of(st.dictionaries(st.sampled_from(["shared", "ext", "default", "bad name"]), st.one_of(
     st.none(), st.fixed_dictionaries({}, optional={"external": st.one_of(st.booleans(), words),
