@@ -100,7 +100,8 @@ def _read(text: str, filename: str, reading: _Reading) -> Any:
     except Exception as exc:
         # An explicit tag on a value that is no such thing ("!!int abc", "!!bool maybe"):
         # ruamel's constructor raises whatever Python raised (ValueError, KeyError ...) with no
-        # position, so find the value it stumbled on.
+        # position, so find the value it stumbled on. Composed again: the constructor rewrites
+        # the nodes it has built (merges flattened into their mappings), so the first graph lies.
         try:
             root = reading.compose(text, version)
         except Exception:  # composing failed itself: nothing to search, only the error's own words
