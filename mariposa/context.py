@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
 from mariposa.clock import Clock, TrioClock
 from mariposa.coalesce import Coalesced
@@ -20,6 +21,7 @@ from mariposa.wakeup import Broadcast, Wakeup
 
 if TYPE_CHECKING:
     from mariposa.health.monitor import HealthMonitor
+    from mariposa.mdata.keeper import MdataKeeper
     from mariposa.vault import Vault
     from mariposa.vault.delivery import SecretFiles
 
@@ -45,6 +47,7 @@ class Context:
     # Secrets (mariposa/vault/): made by the daemon (and tests) after the store, so see ``vault``.
     _vault: Vault | None = None
     _secret_files: SecretFiles | None = None
+    _mdata: MdataKeeper | None = None  # live mdata files (mariposa/mdata/), made by the daemon
     # Instance id -> when the runtime said it died (trio time), until it starts again: the
     # reconciler looks again soon while the runtime's listing still shows such an instance running.
     died: dict[str, float] = attrs.field(factory=dict)
@@ -80,6 +83,31 @@ class Context:
     @secret_files.setter
     def secret_files(self, value: SecretFiles) -> None:
         self._secret_files = value
+
+    @property
+    def mdata(self) -> MdataKeeper:
+        """The live mdata keeper; one over a temporary directory when the daemon made none (tests
+        of the control layer, where nothing runs its loop)."""
+        if self._mdata is None:
+            import tempfile
+
+            from mariposa.mdata.files import MdataFiles
+            from mariposa.mdata.keeper import MdataKeeper
+
+            self._mdata = MdataKeeper(self, MdataFiles(tempfile.mkdtemp(prefix="mariposa-run-")))
+        return self._mdata
+
+    @mdata.setter
+    def mdata(self, value: MdataKeeper) -> None:
+        self._mdata = value
+
+    async def discard_instance_files(self, project_name: str, instance_id: str) -> None:
+        """An instance is gone: its secret and mdata files go with it (idempotent)."""
+        def discard() -> None:
+            self.secret_files.discard(project_name, instance_id)
+            self.mdata.discard(project_name, instance_id)
+
+        await trio.to_thread.run_sync(discard)
 
     def wake_reconciler(self) -> None:
         """Something changed: plan again soon (many calls collapse into one pass)."""

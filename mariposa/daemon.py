@@ -30,6 +30,8 @@ from mariposa.converge.reconciler import Reconciler
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.errors import StateDirLocked, StoreUnavailable
 from mariposa.health.monitor import HealthMonitor
+from mariposa.mdata.files import MdataFiles
+from mariposa.mdata.keeper import MdataKeeper
 from mariposa.queue.executor import Executor
 from mariposa.registries import FILE_NAME, Credentials
 from mariposa.store.db import Store
@@ -216,12 +218,13 @@ async def run_daemon(
     if migrated:
         log.info("registry logins moved into the encrypted store", count=migrated, removed=str(state_dir / FILE_NAME))
     ctx.secret_files = SecretFiles(config.run_dir)
+    ctx.mdata = MdataKeeper(ctx, MdataFiles(config.run_dir))
     for driver in drivers.values():
         try:
             await driver.ping()
         except DriverError as exc:
             log.warning("runtime not available yet; will retry", driver=driver.compute_type, error=str(exc))
-    await _sweep_secret_files(ctx)
+    await _sweep_instance_files(ctx)
     executor = Executor(ctx)
     reconciler = Reconciler(ctx, resync=config.resync)
     ctx.monitor = HealthMonitor(ctx)
@@ -235,6 +238,7 @@ async def run_daemon(
             await nursery.start(executor.run)
             await nursery.start(reconciler.run)
             await nursery.start(ctx.monitor.run)
+            await nursery.start(ctx.mdata.run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             if config.manifest_dir:
@@ -264,16 +268,18 @@ async def run_daemon(
         log.info("mariposa daemon stopped" + ("" if config.stop_instances_on_exit else "; instances keep running"))
 
 
-async def _sweep_secret_files(ctx: Context) -> None:
-    """The secret files of instances that went while the daemon was down (or crashed between
-    removing one and its files) go too; with the runtime unavailable they wait for the next start."""
+async def _sweep_instance_files(ctx: Context) -> None:
+    """The secret and mdata files of instances that went while the daemon was down (or crashed
+    between removing one and its files) go too; with the runtime unavailable they wait for the
+    next start."""
     try:
         live = {i.id for i in await ctx.inventory()}
     except DriverError:
         return
     gone = await trio.to_thread.run_sync(ctx.secret_files.sweep, live)
+    gone += await trio.to_thread.run_sync(ctx.mdata.files.sweep, live)
     if gone:
-        log.info("secret files of gone instances removed", count=gone)
+        log.info("files of gone instances removed", count=gone)
 
 
 def _raise_file_limit() -> None:

@@ -119,7 +119,7 @@ class RestartPolicy:
 SUPERVISION_FIELDS = frozenset({
     "depends_on",
     "scale", "healthchecks", "restart", "preserve_stopped", "stop_timeout", "min_healthy_time", "progress_deadline",
-    "pull", "on_meta_change",
+    "pull", "on_meta_change", "mdata_signal",
 })
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -245,14 +245,23 @@ class ServiceSpec:
     meta_digest: str | None = None
     on_meta_change: str = "rolling"
     secret_env: bool = False  # environment may name {{ .secret.NAME }} (visible to docker inspect)
+    # Live metadata (mariposa/mdata/): (key, template) pairs written as files that running
+    # instances read, re-rendered when the meta they use changes, and the signal that tells the
+    # process. Neither replaces instances when it changes (only having mdata at all does: that is
+    # a mount), see ``instance_fields``.
+    mdata: tuple[tuple[str, str], ...] = ()
+    mdata_signal: str | None = None
 
     def instance_fields(self) -> dict:
         """Everything that shapes a new instance; a change here means replacing instances.
         Options left at their default are left out, so adding an option to Mariposa never
         changes the hash of (and so never replaces) instances that do not use it."""
-        return attrs.asdict(
+        fields = attrs.asdict(
             self, recurse=True, filter=lambda a, v: a.name not in SUPERVISION_FIELDS and v != a.default
         )
+        if "mdata" in fields:
+            fields["mdata"] = True  # the values are live: only the mount is part of the instance
+        return fields
 
     @property
     def restart_policy(self) -> RestartPolicy:
@@ -364,6 +373,9 @@ class CreateRequest:
     # The host directory of the instance's secret files (vault/delivery.py), mounted read-only at
     # /run/secrets; the values themselves never pass through a driver.
     secrets_dir: str | None = None
+    # The host directory of its live mdata files (mdata/files.py), mounted read-only at
+    # /run/mariposa/mdata; None for a service without mdata.
+    mdata_dir: str | None = None
     # The goal's spec hash, when ``spec`` is its rendered copy: an instance is compared with the
     # goal as written, so a rendered value never makes it look out of date.
     goal_hash: str | None = None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import trio
-
 from mariposa.control import logs, views
 from mariposa.control.base import Area, Feed, operation
 from mariposa.control.caller import Caller
@@ -35,7 +33,7 @@ class Instances(Area):
                                service=inst.service, instance=inst.id, author=caller.author)
 
         await self.ctx.store.call(forget)
-        await trio.to_thread.run_sync(self.ctx.secret_files.discard, inst.project_name, inst.id)
+        await self.ctx.discard_instance_files(inst.project_name, inst.id)
         self.ctx.wake_reconciler()
         return {"removed": inst.id, "name": inst.name, "was": inst.state}
 

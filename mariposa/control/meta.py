@@ -30,9 +30,12 @@ def _cas(cas: object) -> str | None:
 class Meta(Area):
     async def _changed(self, caller: Caller, project: ProjectRow, keys: builtins.list[str]) -> builtins.list[dict]:
         """Roll the change out to the services whose instances it changes (none when no
-        service's fixed fields use the keys); the tasks queued are returned."""
+        service's fixed fields use the keys); the tasks queued are returned. Live mdata follows
+        at once, without a task or a restart (mdata/keeper.py)."""
         from mariposa.control.meta_rollout import roll_out
 
+        if keys:
+            self.ctx.mdata.mark(project.id)
         return await roll_out(self.ctx, project, frozenset(keys), caller.author)
 
     @operation("meta.list", target="project")

@@ -23,10 +23,12 @@ TRIES = 5  # another change of the project meanwhile: made again on top of it
 
 
 def keys_used(spec: ProjectSpec) -> dict[str, list[str]]:
-    """Each meta key the spec uses anywhere (fixed fields and health checks) -> its services."""
+    """Each meta key the spec uses anywhere (fixed fields, health checks, mdata) -> its services."""
     used: dict[str, list[str]] = {}
     for svc in spec.services:
         keys = set(svc.meta_keys)
+        for _, text in svc.mdata:
+            keys.update(interpolate.meta_keys(text))
         for check in svc.healthchecks:
             for text in (check.path or "", *(check.command or ())):
                 keys.update(interpolate.meta_keys(text))

@@ -268,7 +268,7 @@ async def _take_out(ctx: Context, driver: Driver, inst: Instance, reason: str, k
     if not keep:
         await driver.remove(inst)
         await ctx.store.call(instance_store.forget, [inst.id])
-        await trio.to_thread.run_sync(ctx.secret_files.discard, inst.project_name, inst.id)
+        await ctx.discard_instance_files(inst.project_name, inst.id)
 
 
 async def _fail_rollout(ctx: Context, driver: Driver, goal: ServiceGoal, task: TaskRow, step: FailRollout) -> None:
@@ -300,30 +300,33 @@ async def _run_step(
     if isinstance(step, Create):
         assert goal is not None
         instance_id, spec = new_id(), goal.spec
+        name = f"{goal.project_name}-{spec.name}-{instance_id[:8]}"
         if render.templated(spec):
             meta, service_id = await ctx.store.call(render.read_for_create, goal.project_id, spec.name)
             values = render.variables(
                 project_name=goal.project_name, project_id=goal.project_id, version_id=goal.version_id,
                 service_id=service_id, spec=spec, scale=goal.scale, instance_id=instance_id,
-                instance_name=f"{goal.project_name}-{spec.name}-{instance_id[:8]}")
+                instance_name=name)
             secrets = {}
             if names := render.env_secrets(spec):
                 found = await ctx.vault.get_many(PROJECT, goal.project_name, names)
                 secrets = {k: v.decode("utf-8", "replace") for k, v in found.items()}
             spec = render.render_spec(spec, values, meta, secrets)
-        secrets_dir = await _deliver_secrets(ctx, goal, instance_id)
-        req = CreateRequest(
-            instance_id=instance_id, owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,
-            version_id=goal.version_id, spec=spec, created=ctx.clock.now(), secrets_dir=secrets_dir,
-            goal_hash=goal.spec.spec_hash,
-        )
         try:
+            secrets_dir = await _deliver_secrets(ctx, goal, instance_id)
+            mdata_dir = await ctx.mdata.deliver(goal, instance_id, name)
+            req = CreateRequest(
+                instance_id=instance_id, owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,
+                version_id=goal.version_id, spec=spec, created=ctx.clock.now(), secrets_dir=secrets_dir,
+                mdata_dir=mdata_dir, goal_hash=goal.spec.spec_hash,
+            )
             inst = await driver.create(req)
         except BaseException:
-            if secrets_dir is not None:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(ctx.secret_files.discard, goal.project_name, instance_id)
+            with trio.CancelScope(shield=True):
+                await ctx.discard_instance_files(goal.project_name, instance_id)
             raise
+        if mdata_dir is not None:
+            ctx.mdata.mark(goal.project_id)  # a meta change while it was made: the refresh then missed it
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, False)
         await _event(ctx, task, inst, "instance.create", f"created {inst.name}")
         return inst.id
@@ -333,6 +336,8 @@ async def _run_step(
         if goal is not None and goal.spec.secrets and goal.version_id == inst.version_id:
             # the files live on a tmpfs: after a host reboot they are gone, and the mount needs them
             await _deliver_secrets(ctx, goal, inst.id)
+        if goal is not None and goal.spec.mdata:
+            await ctx.mdata.deliver(goal, inst.id, inst.name)  # likewise: the mount needs its directory
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, restart)
         await driver.start(inst)
         what = (f"restarted {inst.name} (restart {inst.restarts + 1}, {step.reason})" if restart

@@ -234,6 +234,12 @@ class Driver(Protocol):
         stopped or removed instance is a no-op."""
         ...
 
+    async def signal(self, inst: Instance, name: str) -> None:
+        """Send signal ``name`` (``SIGHUP``, or a number as text) to the instance's main process,
+        leaving it running: live mdata tells a process its files changed (mdata/keeper.py). A
+        stopped instance raises ``DriverError``; one that is gone is not an error."""
+        ...
+
     async def remove(self, inst: Instance) -> None:
         """Remove, stopping first if needed; removing what is already gone is not an error."""
         ...

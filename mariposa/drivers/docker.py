@@ -269,6 +269,7 @@ def _from_inspect(data: Mapping[str, Any]) -> Instance | None:
 
 
 SECRETS_TARGET = "/run/secrets"
+MDATA_TARGET = "/run/mariposa/mdata"
 
 
 def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
@@ -306,6 +307,10 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
         # the instance's secret files (vault/delivery.py): only this path shows in `docker inspect`
         host_config.setdefault("Mounts", []).append(
             {"Type": "bind", "Source": req.secrets_dir, "Target": SECRETS_TARGET, "ReadOnly": True})
+    if req.mdata_dir is not None:
+        # live mdata (mdata/files.py): the directory, not its files, so each swap shows at once
+        host_config.setdefault("Mounts", []).append(
+            {"Type": "bind", "Source": req.mdata_dir, "Target": MDATA_TARGET, "ReadOnly": True})
     body: dict[str, Any] = {
         "Image": spec.image_id or spec.image,
         "Env": [f"{k}={v}" for k, v in spec.environment],
@@ -915,6 +920,11 @@ class DockerDriver:
             allow=(304, 404),
             timeout=http_timeout,
         )
+
+    async def signal(self, inst: Instance, name: str) -> None:
+        # 404: gone, nothing to tell; 409: not running, which the caller should hear of
+        await self._call("POST", f"/containers/{inst.runtime_id}/kill", f"signal {inst.name} with {name}",
+                         params={"signal": name}, allow=(404,))
 
     async def remove(self, inst: Instance) -> None:
         await self._force_remove(inst.runtime_id, inst.name)

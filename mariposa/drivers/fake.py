@@ -135,6 +135,8 @@ class _Box:
     exit_code: int | None = None
     output: list[tuple[float, bytes]] = attrs.field(factory=list)  # (when, line)
     secrets_dir: str | None = None  # the host directory mounted at /run/secrets (vault/delivery.py)
+    mdata_dir: str | None = None  # the host directory mounted at /run/mariposa/mdata (mdata/files.py)
+    signals: list[str] = attrs.field(factory=list)  # every signal sent to it while it ran, in order
 
 
 class FakeRuntime:
@@ -255,7 +257,7 @@ class FakeDriver:
                                                        LABEL_PROJECT_NAME: req.project_name, LABEL_VOLUME: m.source})
                 mounted.append(name)
         box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout,
-                   req.spec.user, tuple(mounted), joined, secrets_dir=req.secrets_dir)
+                   req.spec.user, tuple(mounted), joined, secrets_dir=req.secrets_dir, mdata_dir=req.mdata_dir)
         self.runtime.boxes[box.runtime_id] = box
         self._emit("create", box)
         return box
@@ -409,6 +411,16 @@ class FakeDriver:
         if box.state == InstanceState.RUNNING and self.runtime.boxes.get(box.runtime_id) is box:
             self._emit("kill", box)
             self._exit(box, KILLED)
+
+    async def signal(self, inst: Instance, name: str) -> None:
+        await trio.sleep(self.latency)
+        self.calls.append(("signal", inst.id))
+        box = self._box(inst)
+        if box is None:
+            return
+        if box.state != InstanceState.RUNNING:
+            raise DriverError(f"signal {inst.name} with {name}: it is not running")
+        box.signals.append(name)
 
     async def remove(self, inst: Instance) -> None:
         await trio.sleep(self.latency)

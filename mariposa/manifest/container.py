@@ -264,20 +264,32 @@ class _ContainerChecks(_Shapes):
         self.fields["ulimits"] = tuple(out)
 
     def stop_signal(self, at: _At) -> None:
+        name = self.signal_name(at, "stop_signal")
+        if name is not None:
+            self.fields["stop_signal"] = name
+
+    def mdata_signal(self, at: _At) -> None:
+        """The signal sent to an instance's process when its live mdata files change (mariposa/mdata/)."""
+        name = self.signal_name(at, "mdata_signal")
+        if name is not None:
+            self.fields["mdata_signal"] = name
+
+    def signal_name(self, at: _At, what: str) -> str | None:
+        """``SIGHUP``, ``HUP``, ``hup`` or a number 1-64, as ``SIGHUP`` or the number."""
         value = self.string(at)
         if value is None:
-            return
+            return None
         name = value.strip().upper()
         name = name if name.startswith("SIG") or name.isdigit() else "SIG" + name
         known = {s.name for s in signal.Signals}
         if name.isdigit():
             if not 1 <= int(name) <= 64:
-                self.problem(at, f"stop_signal {value!r} is not a signal number (1-64)")
-                return
+                self.problem(at, f"{what} {value!r} is not a signal number (1-64)")
+                return None
         elif name not in known and not re.fullmatch(r"SIGRTM(IN|AX)([+-]\d+)?", name):
-            self.problem(at, f"unknown stop_signal {value!r}{_did_you_mean(name, sorted(known))}")
-            return
-        self.fields["stop_signal"] = name
+            self.problem(at, f"unknown {what} {value!r}{_did_you_mean(name, sorted(known))}")
+            return None
+        return name
 
     def network_mode(self, at: _At) -> None:
         value = self.choice(at, NETWORK_MODES, "network_mode")

@@ -4,6 +4,7 @@ option name to its check."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,6 +35,9 @@ from mariposa.manifest.units import format_size
 from mariposa.manifest.volumes import _VolumeChecks
 from mariposa.model import PULL_POLICIES, PortSpec
 from mariposa.packages import package_names, resolve_package
+
+# A live mdata key is a file name in /run/mariposa/mdata/ (never hidden, never a path).
+MDATA_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 
 
 class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _SupervisionChecks):
@@ -349,8 +353,21 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
         self.env_from_files = found
 
     def mdata(self, at: _At) -> None:
-        self.pairs(at, "mdata", bare_ok=True)
-        self.unsupported(at, "'mdata' is not supported yet")
+        """Live metadata (mariposa/mdata/): each key a file in /run/mariposa/mdata/, its value
+        rendered from the current meta whenever it changes, so a key must be a file name."""
+        pairs = self.pairs(at, "mdata", bare_ok=True)
+        if pairs is None:
+            return
+        found: dict[str, str] = {}
+        for key, value, where in pairs:
+            if not MDATA_KEY_RE.fullmatch(key) or key in (".", ".."):
+                self.problem(where, f"invalid mdata key {key!r}: a file name of letters, digits, '.', '_' and '-' "
+                             "(not starting with '.'), at most 255 characters", on_key=True)
+            elif key in found:
+                self.problem(where, f"mdata key {key!r} is set twice", on_key=True)
+            elif self.template(where, value, fixed=False, field="mdata"):
+                found[key] = value
+        self.fields["mdata"] = tuple(found.items())
 
     def entrypoint(self, at: _At) -> None:
         argv = self.argv(at)
@@ -430,6 +447,7 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "environment": _ServiceChecks.environment,
     "env_file": _ServiceChecks.env_file,
     "mdata": _ServiceChecks.mdata,
+    "mdata_signal": _ServiceChecks.mdata_signal,
     "entrypoint": _ServiceChecks.entrypoint,
     "command": _ServiceChecks.command,
     "containerpilot": _ServiceChecks.containerpilot,

@@ -230,6 +230,20 @@ async def test_exec_runs_as_the_user_asked_for_or_the_service_s_own(kit):
     assert await kit.driver.exec(other, ["id", "-u"], timeout=20, user="0") == (0, b"0\n")
 
 
+async def test_a_signal_reaches_a_running_instance_and_leaves_it_running(kit):
+    """Live mdata's ``mdata_signal``: a SIGHUP the process handles does not stop it; a stopped
+    instance cannot be signalled (an error), a removed one needs no signal (none)."""
+    inst = await kit.driver.create(kit.request("web", 'trap "echo got-hup" HUP; while true; do sleep 0.2; done'))
+    await kit.driver.signal(inst, "SIGHUP")
+    await trio.sleep(0.5)
+    assert (await only(kit.driver, inst)).state == InstanceState.RUNNING
+    await kit.driver.stop(inst, timeout=10)
+    with pytest.raises(DriverError):
+        await kit.driver.signal(inst, "SIGHUP")
+    await kit.driver.remove(inst)
+    await kit.driver.signal(inst, "SIGHUP")
+
+
 async def test_stop_kills_a_process_that_ignores_sigterm_after_the_timeout(kit):
     inst = await kit.driver.create(kit.request("stubborn", STUBBORN))
     t0 = trio.current_time()

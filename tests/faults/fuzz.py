@@ -244,6 +244,7 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
                                          st.one_of(numbers, st.fixed_dictionaries(
                                              {}, optional={"soft": numbers, "hard": numbers})), max_size=2), words),
     "stop_signal": st.sampled_from(["SIGINT", "TERM", "SIGFOO", "9", "99", "SIGRTMIN+3", ""]),
+    "mdata_signal": st.sampled_from(["SIGHUP", "usr1", "SIGFOO", "0", "64", ""]),
     "init": st.one_of(st.booleans(), words),
     "pull": st.one_of(st.sampled_from(["missing", "always", "never", "if_not_present", "", "Always"]), st.booleans()),
     "network_mode": st.sampled_from(["host", "bridge", "none", "service:x", ""]),

@@ -831,8 +831,6 @@ def test_bad_restart_policies(policy, start):
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("mdata:\n  - com.example.es-node-master=true", "'mdata' is not supported yet"),
-        ("mdata: {a: b}", "'mdata' is not supported yet"),
         ("containerpilot: true", "'containerpilot' is not supported yet"),
         ("containerpilot:\n  - network: default\n  - port: 9090", "'containerpilot' is not supported yet"),
         ("triggers:\n  - highram: {metric: ram}", "'triggers' are not supported yet"),

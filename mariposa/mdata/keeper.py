@@ -1,0 +1,163 @@
+"""Keeps every instance's live mdata files equal to its service's ``mdata`` rendered from the
+project's meta of now (the spec: "the returned value is the current state of the project
+variables or metadata, not the value at the time the instance was provisioned").
+
+Three moments change what an instance should read, and each marks its project for a refresh:
+- a meta change (control/meta.py marks it before it answers, so a client that set a key and then
+  reads the file waits only for the refresh, never for a timer);
+- a new current version whose ``mdata`` differs (the reconciler reports the versions it sees on
+  each pass; values are live, so a change of mdata alone replaces no instance: model.py);
+- an instance made while a refresh ran, which the refresh could not list yet (apply.py marks
+  the project again once the instance exists).
+A refresh renders every instance's values, writes only what differs (mdata/files.py swaps them
+in whole) and signals (``mdata_signal``) only the instances whose files changed. The keeper runs
+refreshes one at a time, so two never write one directory at once; a crash between a meta change
+and its refresh is healed by the first pass after the restart, which marks every project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlite_utils
+import structlog
+import trio
+
+from mariposa.converge import render
+from mariposa.drivers.base import DriverError
+from mariposa.errors import MariposaError, NotFound
+from mariposa.manifest import interpolate
+from mariposa.mdata.files import MdataFiles
+from mariposa.model import Instance, ServiceSpec
+from mariposa.store import events as event_store
+from mariposa.store import goal as goal_store
+from mariposa.store import meta as meta_store
+from mariposa.wakeup import Wakeup
+
+log = structlog.get_logger()
+
+
+def values_for(spec: ServiceSpec, variables: Mapping[str, str], meta: Mapping[str, str | None]) -> dict[str, str]:
+    """The files one instance shows. A key whose template names meta that is not set any more
+    (meta rm refuses keys a current version uses, so only an older version's instance meets
+    this) is left out, never written empty."""
+    lookup = interpolate.lookup_in(variables, meta)
+    out = {}
+    for key, text in spec.mdata:
+        try:
+            out[key] = interpolate.render(text, lookup) if "{{" in text else text
+        except interpolate.Undefined:
+            continue
+    return out
+
+
+def _read(db: sqlite_utils.Database, project_id: str):
+    """The project, its current version, meta and service rows, in one store call (None: gone)."""
+    try:
+        project = goal_store.get_project(db, project_id)
+    except NotFound:
+        return None
+    if project.desired == "deleting" or project.current_version is None:
+        return None
+    version = goal_store.get_version(db, project.current_version)
+    services = {s.name: s for s in goal_store.list_services(db, project_id)}
+    return project, version, meta_store.values(db, project_id), services
+
+
+class MdataKeeper:
+    def __init__(self, ctx, files: MdataFiles) -> None:
+        self.ctx = ctx
+        self.files = files
+        self._dirty: set[str] = set()
+        self._seen: dict[str, str | None] = {}  # project id -> the current version last refreshed for
+        self._wakeup = Wakeup()
+        self.refreshes = 0  # for tests: how many refreshes ran
+
+    def mark(self, project_id: str) -> None:
+        """The project's mdata may read differently now: refresh it soon."""
+        self._dirty.add(project_id)
+        self._wakeup.set()
+
+    def versions_seen(self, current: Mapping[str, str | None]) -> None:
+        """The reconciler's view of each project's current version: a new one may change mdata."""
+        for project_id, version in current.items():
+            if self._seen.get(project_id, "") != version:
+                self.mark(project_id)
+        for project_id in set(self._seen) - set(current):
+            del self._seen[project_id]
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wakeup.wait()
+            while self._dirty:
+                project_id = self._dirty.pop()
+                try:
+                    await self.refresh(project_id)
+                except (DriverError, MariposaError, OSError) as exc:
+                    # the runtime away, the store busy: the files stay as they are until the next mark
+                    log.warning("mdata refresh failed; will retry", project=project_id[:12], error=str(exc))
+                    await trio.sleep(1.0)
+                    self.mark(project_id)
+
+    async def deliver(self, goal, instance_id: str, instance_name: str) -> str | None:
+        """An instance's files before it is made; the directory to mount (None: no mdata)."""
+        spec = goal.spec
+        if not spec.mdata:
+            return None
+        meta, service_id = await self.ctx.store.call(render.read_for_create, goal.project_id, spec.name)
+        variables = render.variables(
+            project_name=goal.project_name, project_id=goal.project_id, version_id=goal.version_id,
+            service_id=service_id, spec=spec, scale=goal.scale, instance_id=instance_id, instance_name=instance_name)
+        directory, _ = await trio.to_thread.run_sync(
+            self.files.write, goal.project_name, instance_id, values_for(spec, variables, meta))
+        return directory
+
+    def discard(self, project_name: str, instance_id: str) -> None:
+        """Blocking: call from a worker thread."""
+        self.files.discard(project_name, instance_id)
+
+    async def refresh(self, project_id: str) -> int:
+        """Write every instance's values of now; how many instances' files changed."""
+        self.refreshes += 1
+        read = await self.ctx.store.call(_read, project_id)
+        if read is None:
+            self._seen.pop(project_id, None)
+            return 0
+        project, version, meta, services = read
+        spec = await self.ctx.goals.spec_of(version)
+        instances = [i for i in await self.ctx.inventory(project_id) if not i.removing]
+        writes: list[tuple[Instance, ServiceSpec, dict[str, str]]] = []
+        for inst in instances:
+            svc = spec.service(inst.service)
+            if svc is None or not svc.mdata:
+                continue
+            row = services.get(inst.service)
+            variables = render.variables(
+                project_name=project.name, project_id=project.id, version_id=version.id,
+                service_id=row.id if row else None, spec=svc, scale=row.scale if row else 0,
+                instance_id=inst.id, instance_name=inst.name)
+            writes.append((inst, svc, values_for(svc, variables, meta)))
+
+        def write_all() -> list[bool]:
+            return [self.files.write(project.name, inst.id, values)[1] for inst, _, values in writes]
+
+        changed = await trio.to_thread.run_sync(write_all) if writes else []
+        self._seen[project_id] = version.id
+        touched = [(inst, svc) for (inst, svc, _), did in zip(writes, changed, strict=True) if did]
+        if not touched:
+            return 0
+        async with trio.open_nursery() as nursery:
+            for inst, svc in touched:
+                if svc.mdata_signal and inst.running:
+                    nursery.start_soon(self._signal, inst, svc.mdata_signal)
+        message = f"mdata of {len(touched)} instance{'s' if len(touched) != 1 else ''} updated"
+        log.info(message, project=project.name)
+        await self.ctx.store.call(lambda db: event_store.record(db, "mdata.update", message, project_id=project.id))
+        return len(touched)
+
+    async def _signal(self, inst: Instance, name: str) -> None:
+        try:
+            await self.ctx.driver_for(inst.compute_type).signal(inst, name)
+        except DriverError as exc:  # it stopped meanwhile: it reads the files when it starts
+            log.info("mdata signal not delivered", instance=inst.name, signal=name, error=str(exc))
