@@ -85,7 +85,7 @@ class Reconciler:
         self.retry_at = None
         log.debug("reconcile pass", passes=self.passes)
         snap = await self.ctx.goals.snapshot()
-        self.ctx.mdata.versions_seen({p.id: p.current_version for p in snap.projects})
+        self.ctx.mdata.goals_seen(snap.projects, snap.services)
         now = self.ctx.clock.now()
         busy_services = {(t.project_id, t.service) for t in snap.open_tasks}
         busy_projects = {t.project_id for t in snap.open_tasks if t.service is None}

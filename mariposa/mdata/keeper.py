@@ -5,8 +5,9 @@ variables or metadata, not the value at the time the instance was provisioned").
 Three moments change what an instance should read, and each marks its project for a refresh:
 - a meta change (control/meta.py marks it before it answers, so a client that set a key and then
   reads the file waits only for the refresh, never for a timer);
-- a new current version whose ``mdata`` differs (the reconciler reports the versions it sees on
-  each pass; values are live, so a change of mdata alone replaces no instance: model.py);
+- a new current version whose ``mdata`` differs, or a new scale (the reconciler reports each
+  project's goal on each pass; values are live, so a change of mdata alone replaces no instance:
+  model.py);
 - an instance made while a refresh ran, which the refresh could not list yet (apply.py marks
   the project again once the instance exists).
 A refresh renders every instance's values, writes only what differs (mdata/files.py swaps them
@@ -17,7 +18,7 @@ and its refresh is healed by the first pass after the restart, which marks every
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import sqlite_utils
 import structlog
@@ -32,6 +33,7 @@ from mariposa.model import Instance, ServiceSpec
 from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
 from mariposa.store import meta as meta_store
+from mariposa.store.rows import ProjectRow, ServiceRow
 from mariposa.wakeup import Wakeup
 
 log = structlog.get_logger()
@@ -69,7 +71,7 @@ class MdataKeeper:
         self.ctx = ctx
         self.files = files
         self._dirty: set[str] = set()
-        self._seen: dict[str, str | None] = {}  # project id -> the current version last refreshed for
+        self._seen: dict[str, tuple] = {}  # project id -> its goal when the reconciler last looked
         self._wakeup = Wakeup()
         self.refreshes = 0  # for tests: how many refreshes ran
 
@@ -78,12 +80,19 @@ class MdataKeeper:
         self._dirty.add(project_id)
         self._wakeup.set()
 
-    def versions_seen(self, current: Mapping[str, str | None]) -> None:
-        """The reconciler's view of each project's current version: a new one may change mdata."""
-        for project_id, version in current.items():
-            if self._seen.get(project_id, "") != version:
+    def goals_seen(self, projects: Iterable[ProjectRow], services: Iterable[ServiceRow]) -> None:
+        """The reconciler's view of every project's goal (its current version and its services'
+        scales, which ``{{ .scale }}`` reads): one that changed may change mdata."""
+        goals: dict[str, tuple] = {p.id: (p.current_version, []) for p in projects}
+        for s in services:
+            if s.project_id in goals:
+                goals[s.project_id][1].append((s.name, s.scale))
+        for project_id, (version, scales) in goals.items():
+            goal = (version, tuple(scales))
+            if self._seen.get(project_id) != goal:
+                self._seen[project_id] = goal
                 self.mark(project_id)
-        for project_id in set(self._seen) - set(current):
+        for project_id in set(self._seen) - set(goals):
             del self._seen[project_id]
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -122,7 +131,6 @@ class MdataKeeper:
         self.refreshes += 1
         read = await self.ctx.store.call(_read, project_id)
         if read is None:
-            self._seen.pop(project_id, None)
             return 0
         project, version, meta, services = read
         spec = await self.ctx.goals.spec_of(version)
@@ -143,7 +151,6 @@ class MdataKeeper:
             return [self.files.write(project.name, inst.id, values)[1] for inst, _, values in writes]
 
         changed = await trio.to_thread.run_sync(write_all) if writes else []
-        self._seen[project_id] = version.id
         touched = [(inst, svc) for (inst, svc, _), did in zip(writes, changed, strict=True) if did]
         if not touched:
             return 0

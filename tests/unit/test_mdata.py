@@ -183,3 +183,23 @@ async def test_the_files_go_with_the_instance(core: Core, keeper: MdataKeeper):
     ids = [b.labels[LABEL_INSTANCE] for b in boxes(core, "web")]
     await core.settle(await c.services.scale(ROOT, "p", "web", 0))
     assert all(keeper.files.values("p", i) is None for i in ids)
+
+
+async def test_a_new_scale_reaches_the_files_of_the_instances_already_running(core: Core, keeper: MdataKeeper):
+    c = core.control
+    await core.settle(await c.projects.add(ROOT, "p", MANIFEST.replace('me: "{{ .placement.instance.name }}"',
+                                                                         'n: "{{ .scale }}"'), meta="greeting: hi\n"))
+    first = [b.labels[LABEL_INSTANCE] for b in boxes(core, "web")]
+    assert [keeper.files.values("p", i)["n"] for i in first] == ["2", "2"]
+    await core.settle(await c.services.scale(ROOT, "p", "web", 3))
+    with trio.fail_after(30):
+        while not all((keeper.files.values("p", b.labels[LABEL_INSTANCE]) or {}).get("n") == "3"
+                      for b in boxes(core, "web")):
+            await trio.sleep(0.05)
+    assert set(first) < {b.labels[LABEL_INSTANCE] for b in boxes(core, "web")}
+    # down again: no instance is made, so only the reconciler's view of the goal says so
+    await core.settle(await c.services.scale(ROOT, "p", "web", 2))
+    with trio.fail_after(30):
+        while not all((keeper.files.values("p", b.labels[LABEL_INSTANCE]) or {}).get("n") == "2"
+                      for b in boxes(core, "web")):
+            await trio.sleep(0.05)
