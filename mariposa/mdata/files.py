@@ -101,8 +101,12 @@ class MdataFiles:
         return _read_values(self.directory(project, instance_id) / DATA)
 
     def discard(self, project: str, instance_id: str) -> None:
-        """An instance is gone: its files go with it (idempotent)."""
+        """An instance is gone: its files go with it, and its project's directory with the last."""
         shutil.rmtree(self.directory(project, instance_id), ignore_errors=True)
+        try:
+            (self.root / project).rmdir()
+        except OSError:
+            pass  # other instances' files are there (or it is gone already)
 
     def sweep(self, live: set[str]) -> int:
         """Remove the directories of instances that no longer exist (after a crash); how many."""

@@ -38,6 +38,8 @@ from mariposa.wakeup import Wakeup
 
 log = structlog.get_logger()
 
+RETRY = 1.0  # seconds before a failed refresh is tried again
+
 
 def values_for(spec: ServiceSpec, variables: Mapping[str, str], meta: Mapping[str, str | None]) -> dict[str, str]:
     """The files one instance shows. A key whose template names meta that is not set any more
@@ -104,10 +106,13 @@ class MdataKeeper:
                 try:
                     await self.refresh(project_id)
                 except (DriverError, MariposaError, OSError) as exc:
-                    # the runtime away, the store busy: the files stay as they are until the next mark
+                    # the runtime away, the store busy: the files stay as they are until it retries
                     log.warning("mdata refresh failed; will retry", project=project_id[:12], error=str(exc))
-                    await trio.sleep(1.0)
+                    await trio.sleep(RETRY)
                     self.mark(project_id)
+                except Exception as exc:  # a bug (an unreadable version): log it, keep the daemon
+                    log.error("mdata refresh failed", project=project_id[:12], error=repr(exc), exc_info=True)
+                    await trio.sleep(RETRY)
 
     async def deliver(self, goal, instance_id: str, instance_name: str) -> str | None:
         """An instance's files before it is made; the directory to mount (None: no mdata)."""
