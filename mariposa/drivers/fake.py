@@ -135,6 +135,7 @@ class _Box:
     exit_code: int | None = None
     output: list[tuple[float, bytes]] = attrs.field(factory=list)  # (when, line)
     secrets_dir: str | None = None  # the host directory mounted at /run/secrets (vault/delivery.py)
+    environment: dict[str, str] = attrs.field(factory=dict)  # as rendered when it was made (tests read it)
 
 
 class FakeRuntime:
@@ -255,7 +256,8 @@ class FakeDriver:
                                                        LABEL_PROJECT_NAME: req.project_name, LABEL_VOLUME: m.source})
                 mounted.append(name)
         box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout,
-                   req.spec.user, tuple(mounted), joined, secrets_dir=req.secrets_dir)
+                   req.spec.user, tuple(mounted), joined, secrets_dir=req.secrets_dir,
+                   environment=dict(req.spec.environment))
         self.runtime.boxes[box.runtime_id] = box
         self._emit("create", box)
         return box
