@@ -253,13 +253,14 @@ def project_add(state: State, name: str, manifest: str, meta_file: str | None, w
 @click.argument("src")
 @click.argument("dst")
 @click.option("--with-meta", is_flag=True, help="Copy SRC's meta too (else DST has none).")
-@click.option("--with-secrets", is_flag=True, help="Copy SRC's secrets too (not supported yet).")
+@click.option("--with-secrets", is_flag=True, help="Copy SRC's secrets too (encrypted as stored; never shown).")
 @wait_option
 @json_option
 @pass_state
 def project_copy(state: State, src: str, dst: str, with_meta: bool, with_secrets: bool, wait: bool,
                  as_json: bool) -> None:
-    """Make project DST with SRC's current manifest (and meta, with --with-meta) and start it."""
+    """Make project DST with SRC's current manifest (and meta, with --with-meta; and secrets, with
+    --with-secrets) and start it."""
     result = state.client.post(f"/v1/projects/{src}/copy",
                                {"name": dst, "with_meta": with_meta, "with_secrets": with_secrets})
     if not as_json:
@@ -1003,11 +1004,13 @@ def secret() -> None:
 @click.argument("name")
 @click.option("--from-file", "from_file", type=click.Path(dir_okay=False, allow_dash=False),
               help="Read the value from this file (else from stdin).")
+@wait_option
 @json_option
 @pass_state
-def secret_set(state: State, name: str, from_file: str | None, as_json: bool) -> None:
+def secret_set(state: State, name: str, from_file: str | None, wait: bool, as_json: bool) -> None:
     """Set secret NAME to what stdin (or --from-file F) holds, byte for byte (asked for without
-    echo on a terminal). Running instances that use it see the new file at once."""
+    echo on a terminal). Running instances that use it as a file see the new file at once;
+    services that read it into their environment (secret_env) roll out, as for a meta change."""
     if from_file is not None:
         try:
             with open(from_file, "rb") as f:
@@ -1027,9 +1030,9 @@ def secret_set(state: State, name: str, from_file: str | None, as_json: bool) ->
     if not value:
         raise click.UsageError("the value is empty")
     result = state.client.request("PUT", f"/v1/projects/{state.project()}/secrets/{name}", json={"value": value})
-    if as_json:
-        return print_json(result)
-    click.echo(f"secret {result['name']} set (version {result['version']})")
+    if not as_json:
+        click.echo(f"secret {result['name']} set (version {result['version']})")
+    _meta_tasks(state, result, as_json, wait)
 
 
 @secret.command("list", context_settings=CONTEXT)

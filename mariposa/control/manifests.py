@@ -14,6 +14,7 @@ from mariposa.context import Context
 from mariposa.control.caller import Caller
 from mariposa.control.pulls import Report, ensure_images
 from mariposa.converge.goals import meta_used, with_images, with_meta
+from mariposa.converge.render import env_secrets
 from mariposa.drivers.base import DriverError
 from mariposa.errors import BadRequest, Conflict, translate
 from mariposa.manifest import ManifestError, parse_manifest
@@ -21,6 +22,7 @@ from mariposa.manifest.env_files import checked as env_files_checked
 from mariposa.manifest.env_files import referenced
 from mariposa.model import ProjectSpec
 from mariposa.packages import Package, pinned
+from mariposa.store import events as event_store
 from mariposa.store import goal as goal_store
 from mariposa.store import meta as meta_store
 from mariposa.store import secrets as secret_store
@@ -65,16 +67,17 @@ def require_base_dir(value: object) -> str | None:
 async def parse(
     ctx: Context, text: str, filename: str, packages: Mapping[str, Package] | None = None,
     env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, project: str | None = None,
-    meta: Mapping[str, str | None] | None = None,
+    meta: Mapping[str, str | None] | None = None, extra_secrets: frozenset[str] = frozenset(),
 ) -> ProjectSpec:
     """Parsed on a worker thread: within the bounds of ``manifest/limits.py`` a manifest costs
     little, but never the event loop's time, which every other client shares. ``packages`` is
     the catalogue to judge it by: today's, unless it is a stored version's text (a revert);
     ``env_files`` the texts of the env files it names, read by the caller; ``project`` the name
     of the project whose secrets a service may name; ``meta`` the project's meta, which every
-    template's ``.meta.KEY`` must be in."""
+    template's ``.meta.KEY`` must be in; ``extra_secrets`` names the project will have with the
+    version (the ones `project copy --with-secrets` copies in the same transaction)."""
     catalogue = ctx.packages if packages is None else packages
-    secrets = None if project is None else frozenset(
+    secrets = None if project is None else extra_secrets | frozenset(
         await ctx.store.call(secret_store.names, secret_store.PROJECT, project))
     try:
         return await trio.to_thread.run_sync(
@@ -82,6 +85,19 @@ async def parse(
                                    bind_roots=ctx.bind_roots, base_dir=base_dir, secrets=secrets, meta=meta))
     except ManifestError as exc:
         raise translate(exc) from None
+
+
+async def secret_digests(ctx: Context, spec: ProjectSpec, scope: str,
+                         known: Mapping[str, bytes] | None = None) -> dict[str, str]:
+    """The vault's HMAC of each secret the spec's environments name (``meta_used`` records them,
+    so a change to one is a new version of the services that use it); ``known`` are values read
+    already (a copy's), taken before the project's own."""
+    names = sorted({n for s in spec.services for n in env_secrets(s)})
+    if not names:
+        return {}
+    values = {n: v for n, v in (known or {}).items() if n in names}
+    values.update(await ctx.vault.get_many(secret_store.PROJECT, scope, [n for n in names if n not in values]))
+    return await ctx.vault.digests(values)
 
 
 async def used_env_files(text: str, env_files: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -135,20 +151,38 @@ async def check_networks(ctx: Context, spec: ProjectSpec) -> None:
 async def add(
     ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api",
     env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, report: Report | None = None,
-    meta: Mapping[str, str | None] | None = None,
+    meta: Mapping[str, str | None] | None = None, secrets_from: str | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
-    """``meta`` is the new project's meta, set with it in one transaction (its templates may use it)."""
-    spec = await parse(ctx, text, filename, env_files=env_files, base_dir=base_dir, project=name, meta=meta or {})
+    """``meta`` is the new project's meta, set with it in one transaction (its templates may use
+    it); so are the secrets of project ``secrets_from`` (`project copy --with-secrets`), copied as
+    the encrypted tokens they are: no value is decrypted for the copy, only for its audit HMAC."""
+    tokens: dict[str, str] = {}
+    if secrets_from is not None:
+        tokens = await ctx.store.call(secret_store.all_tokens, secret_store.PROJECT, secrets_from)
+    spec = await parse(ctx, text, filename, env_files=env_files, base_dir=base_dir, project=name, meta=meta or {},
+                       extra_secrets=frozenset(tokens))
     if await ctx.store.call(goal_store.project_exists, name):  # asked again when stored; this one saves a pull
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
     await check_networks(ctx, spec)  # before a pull: it costs nothing
     images = await ensure_images(ctx, spec, report=report, author=author)
     packages = pinned(spec.services, ctx.packages)
     files = await used_env_files(text, env_files)
+    copied = await ctx.vault.open(tokens)
+    hmacs = await ctx.vault.digests(copied)
+    used = meta_used(spec, meta or {}, await secret_digests(ctx, spec, name, copied))
+
+    def copy_secrets(db, project: ProjectRow) -> None:
+        """In the transaction that adds the project: its first version may use them."""
+        for key, token in sorted(tokens.items()):
+            version = secret_store.put(db, secret_store.PROJECT, name, key, token, author)
+            event_store.record(db, "secret.set", f"secret {key} of project {name} set to version {version}, "
+                               f"copied from project {secrets_from} (hmac-sha256 {hmacs[key]})",
+                               project_id=project.id, author=author)
+
     result = await ctx.store.call(
         lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
                                           images=images, packages=packages, env_files=files, base_dir=base_dir,
-                                          meta=meta, meta_used=meta_used(spec, meta or {}))
+                                          meta=meta, meta_used=used, also=copy_secrets if tokens else None)
     )
     ctx.wake_queue()
     return result
@@ -166,7 +200,7 @@ async def update(
     meta = await ctx.store.call(meta_store.values, project.id)
     parsed = await parse(ctx, text, filename, packages, env_files, base_dir, project=project.name, meta=meta)
     await check_networks(ctx, parsed)
-    used = meta_used(parsed, meta)
+    used = meta_used(parsed, meta, await secret_digests(ctx, parsed, project.name))
     pins = pinned(parsed.services, ctx.packages if packages is None else packages)
     files = await used_env_files(text, env_files)
     if images is None:

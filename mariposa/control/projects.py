@@ -74,33 +74,48 @@ class Projects(Area):
                    with_secrets: object = False) -> dict:
         """A new project ``name`` with ``ref``'s current manifest (rfd36 projects/triton-cli.md).
         Without ``with_meta`` it has no meta, so a manifest that uses meta is refused with the
-        keys to set (the spec's "required meta" prompt): add it with ``--meta FILE`` instead."""
-        from mariposa.control.meta_rollout import keys_used
+        keys to set (the spec's "required meta" prompt): add it with ``--meta FILE`` instead.
+        Without ``with_secrets`` it has only the secrets already set for its name (secrets belong
+        to a project name), so a manifest that needs others is refused with their names; with it,
+        ``ref``'s secrets are copied as they are stored (encrypted), in the transaction that
+        makes the project."""
+        from mariposa.control.meta_rollout import keys_used, secrets_used
         from mariposa.manifest import env_files as env_file_texts
         from mariposa.store import meta as meta_store
+        from mariposa.store import secrets as secret_store
 
         for flag, value in (("with_meta", with_meta), ("with_secrets", with_secrets)):
             if not isinstance(value, bool):
                 raise BadRequest(f"'{flag}' must be true or false")
-        if with_secrets:
-            raise BadRequest("--with-secrets is not supported yet (secrets are a separate feature)")
         if not isinstance(name, str) or not PROJECT_NAME.fullmatch(name):
             raise BadRequest(f"project name '{name}' must be lowercase letters, digits, '-', '_' or '.', "
                              "starting with a letter or digit")
         src = await self._project(ref)
         current = await self.ctx.store.call(goal_store.current_version, src)
+        spec = await self.ctx.goals.spec_of(current)
         meta = await self.ctx.store.call(meta_store.values, src.id) if with_meta else {}
-        needed = sorted(set(keys_used(await self.ctx.goals.spec_of(current))) - set(meta))
-        if needed:
-            raise BadRequest(
-                f"project '{name}' was not made: {src.name}'s manifest needs meta {', '.join(needed)}; "
-                f"copy with --with-meta, or add it with 'mariposa project add {name} FILE --meta META' "
-                "setting them", details=[{"missing_meta": needed}])
+        needed = sorted(set(keys_used(spec)) - set(meta))
+        copied = (await self.ctx.store.call(secret_store.names, secret_store.PROJECT, src.name)
+                  if with_secrets else set())
+        have = copied | await self.ctx.store.call(secret_store.names, secret_store.PROJECT, name)
+        missing_secrets = sorted(set(secrets_used(spec)) - have)
+        if needed or missing_secrets:
+            wanted = ([f"meta {', '.join(needed)}"] if needed else []) + (
+                [f"secrets {', '.join(missing_secrets)}"] if missing_secrets else [])
+            how = ([f"copy with --with-meta, or add it with 'mariposa project add {name} FILE --meta META' "
+                    "setting them"] if needed else []) + (
+                [f"copy with --with-secrets, or set them first with 'mariposa -j {name} secret set NAME'"]
+                if missing_secrets else [])
+            details = ([{"missing_meta": needed}] if needed else []) + (
+                [{"missing_secrets": missing_secrets}] if missing_secrets else [])
+            raise BadRequest(f"project '{name}' was not made: {src.name}'s manifest needs {' and '.join(wanted)}; "
+                             f"{'; '.join(how)}", details=details)
         p, tasks = await manifests.add(
             self.ctx, name, current.manifest, current.filename or f"<copy of {src.name}>", caller.author,
-            env_files=env_file_texts.loads(current.env_files), base_dir=current.base_dir, meta=meta)
+            env_files=env_file_texts.loads(current.env_files), base_dir=current.base_dir, meta=meta,
+            secrets_from=src.name if with_secrets else None)
         return {"project": p.to_json(), "tasks": tasks_json(tasks), "from": src.name,
-                "meta": sorted(meta)}
+                "meta": sorted(meta), "secrets": sorted(copied)}
 
     @operation("project.get", target="ref")
     async def get(self, caller: Caller, ref: str) -> dict:

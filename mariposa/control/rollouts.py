@@ -161,7 +161,7 @@ async def diff(
     parsed = await manifests.parse(ctx, text, filename, env_files=files, base_dir=base_dir, project=project.name,
                                    meta=meta)
     images = await manifests.resolve_images(ctx, parsed)
-    used = meta_used(parsed, meta)
+    used = meta_used(parsed, meta, await manifests.secret_digests(ctx, parsed, project.name))
     new = with_meta(with_images(parsed, images), used)
     current = await ctx.store.call(goal_store.current_version, project)
     old = await ctx.goals.spec_of(current)

@@ -27,12 +27,28 @@ from mariposa.store import secrets as secret_store
 from mariposa.store.secrets import PROJECT
 
 SECRET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a file name in /run/secrets
+# What a new secret may be called: also a template's path, so ``db.password`` is
+# {{ .secret.db.password }}; parts are never empty and never start with '-' (the template
+# grammar's names, manifest/interpolate.py), so every secret can be named in a template.
+_PART = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
+NEW_SECRET_NAME = re.compile(rf"{_PART}(?:\.{_PART})*")
+MAX_NAME = 128
 MAX_VALUE = 512 * 1024  # a secret is a password, key or certificate chain, not a data set
 
 
 def secret_name(name: object) -> str:
+    """A name to look up (rm, reveal): the older, looser rule, so what was stored can still go."""
     if not isinstance(name, str) or not SECRET_NAME.fullmatch(name):
         raise BadRequest("a secret name is 1-128 letters, digits, '_', '.' or '-' (not starting with '.' or '-')")
+    return name
+
+
+def new_secret_name(name: object) -> str:
+    """A name to set: dot-separated parts of letters, digits, '_' and '-', as templates read them."""
+    if not isinstance(name, str) or len(name) > MAX_NAME or not NEW_SECRET_NAME.fullmatch(name):
+        raise BadRequest(f"secret name {str(name)[:MAX_NAME + 1]!r} must be 1-{MAX_NAME} letters, digits, '_', '-' "
+                         "or '.', in parts separated by single dots, each starting with a letter, digit or '_' "
+                         "(db.password is used as {{ .secret.db.password }})")
     return name
 
 
@@ -67,7 +83,7 @@ class Secrets(Area):
 
     @operation("secret.set", target="project")
     async def set(self, caller: Caller, project: str, name: object, value: object) -> dict:
-        key = secret_name(name)
+        key = new_secret_name(name)
         data = secret_value(value)
         scope, project_id = await self._scope(project)
         version = await self.ctx.vault.put(PROJECT, scope, key, data, caller.author)
@@ -75,7 +91,19 @@ class Secrets(Area):
         refreshed = await trio.to_thread.run_sync(self.ctx.secret_files.refresh, scope, key, data)
         await self._audit(caller, project_id, "secret.set",
                           f"secret {key} of project {scope} set to version {version} (hmac-sha256 {digest})")
-        return {"project": scope, "name": key, "version": version, "hmac": digest, "instances_updated": refreshed}
+        tasks: builtins.list[dict] = []
+        if project_id is not None:
+            tasks = await self._changed(caller, project_id, key)
+        return {"project": scope, "name": key, "version": version, "hmac": digest, "instances_updated": refreshed,
+                "tasks": tasks}
+
+    async def _changed(self, caller: Caller, project_id: str, key: str) -> builtins.list[dict]:
+        """Services that read the secret into their environment get a new version, rolled out
+        like a meta change (control/meta_rollout.py); files were rewritten in place above."""
+        from mariposa.control.meta_rollout import roll_out
+        from mariposa.converge.goals import secret_key
+
+        return await roll_out(self.ctx, await self._project(project_id), frozenset({secret_key(key)}), caller.author)
 
     @operation("secret.list", target="project")
     async def list(self, caller: Caller, project: str) -> builtins.list[dict]:

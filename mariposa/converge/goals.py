@@ -17,6 +17,7 @@ import sqlite_utils
 import structlog
 import trio
 
+from mariposa.converge.render import env_secrets
 from mariposa.errors import TaskFailed
 from mariposa.manifest import ManifestError, env_files, parse_manifest
 from mariposa.model import ProjectSpec, ServiceGoal, ServiceSpec
@@ -62,25 +63,47 @@ def with_images(spec: ProjectSpec, images: dict) -> ProjectSpec:
     ))
 
 
-def meta_used(spec: ProjectSpec, meta: Mapping[str, str | None]) -> dict[str, str | None]:
-    """What a version records of the meta it is made with: each key its services' fixed fields
-    use, with the sha256 of its value (never the value)."""
+SECRET_PREFIX = "secret."  # a secret's entry in meta_used (meta keys hold no '.', so never one of them)
+
+
+def secret_key(name: str) -> str:
+    return SECRET_PREFIX + name
+
+
+def fixed_keys(s: ServiceSpec) -> list[str]:
+    """What the service's fixed fields are made with, as meta_used names it: its meta keys and
+    the secrets its environment names (``secret.NAME``)."""
+    return [*s.meta_keys, *(secret_key(n) for n in env_secrets(s))]
+
+
+def meta_used(spec: ProjectSpec, meta: Mapping[str, str | None],
+              secrets: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """What a version records of the meta and secrets it is made with: each meta key its
+    services' fixed fields use, with the sha256 of its value, and each secret their environment
+    names (``secret.NAME``), with the vault's salted HMAC of its value (``secrets``, by name).
+    Never a value: a digest answers "did it change?" and nothing more."""
     from mariposa.store.meta import value_hash
 
     keys = sorted({k for s in spec.services for k in s.meta_keys})
-    return {k: value_hash(meta.get(k)) for k in keys}
+    used: dict[str, str | None] = {k: value_hash(meta.get(k)) for k in keys}
+    for name in sorted({n for s in spec.services for n in env_secrets(s)}):
+        used[secret_key(name)] = (secrets or {}).get(name)
+    return used
 
 
 def with_meta(spec: ProjectSpec, used: Mapping[str, str | None] | None) -> ProjectSpec:
-    """Each service's ``meta_digest``: a hash of the value hashes of the keys it uses, so a meta
-    change makes a new spec (and a rolling reprovision) of exactly the services it changes."""
+    """Each service's ``meta_digest``: a hash of the value hashes of the keys and secrets it
+    uses, so a meta or secret change makes a new spec (and a rolling reprovision) of exactly the
+    services it changes. A secret counts only if the version recorded it: a version made before
+    secrets were recorded keeps the digest (and so the instances) it always had."""
     if not used:
         return spec
 
     def digest(s: ServiceSpec) -> str | None:
-        if not s.meta_keys or s.on_meta_change == "none":
+        keys = [k for k in fixed_keys(s) if not k.startswith(SECRET_PREFIX) or k in used]
+        if not keys or s.on_meta_change == "none":
             return None
-        blob = json.dumps([[k, used.get(k)] for k in s.meta_keys]).encode()
+        blob = json.dumps([[k, used.get(k)] for k in keys]).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     return attrs.evolve(spec, services=tuple(attrs.evolve(s, meta_digest=digest(s)) for s in spec.services))

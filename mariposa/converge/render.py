@@ -78,9 +78,9 @@ def _rendered(spec: ServiceSpec, lookup: Callable[[tuple[str, ...]], str | None]
 
 def env_secrets(spec: ServiceSpec) -> list[str]:
     """The secrets the service's environment names (secret_env: true)."""
-    found = {v.path[1] for _, text in spec.environment if "{{" in text
-             for v in interpolate.variables(text) if v.path[0] == "secret"}
-    return sorted(found)
+    found = {interpolate.secret_of(v.path) for _, text in spec.environment if "{{" in text
+             for v in interpolate.variables(text)}
+    return sorted(name for name in found if name is not None)
 
 
 def render_spec(spec: ServiceSpec, values: Mapping[str, str], meta: Mapping[str, str | None],

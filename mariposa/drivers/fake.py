@@ -137,6 +137,7 @@ class _Box:
     secrets_dir: str | None = None  # the host directory mounted at /run/secrets (vault/delivery.py)
     mdata_dir: str | None = None  # the host directory mounted at /run/mariposa/mdata (mdata/files.py)
     signals: list[str] = attrs.field(factory=list)  # every signal sent to it while it ran, in order
+    environment: dict[str, str] = attrs.field(factory=dict)  # as rendered when it was made (tests read it)
 
 
 class FakeRuntime:
@@ -257,7 +258,8 @@ class FakeDriver:
                                                        LABEL_PROJECT_NAME: req.project_name, LABEL_VOLUME: m.source})
                 mounted.append(name)
         box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout,
-                   req.spec.user, tuple(mounted), joined, secrets_dir=req.secrets_dir, mdata_dir=req.mdata_dir)
+                   req.spec.user, tuple(mounted), joined, secrets_dir=req.secrets_dir, mdata_dir=req.mdata_dir,
+                   environment=dict(req.spec.environment))
         self.runtime.boxes[box.runtime_id] = box
         self._emit("create", box)
         return box

@@ -3,6 +3,10 @@
     template := ( literal | "{{{{" | "{{" ws? path ws? "}}" )*
     path     := ( "." name )+        name := [A-Za-z0-9_][A-Za-z0-9_-]*
 
+A secret's name may itself hold dots (``db.password``): everything after ``.secret`` is its name,
+joined again by ``.`` (``{{ .secret.db.password }}``), which is why ``secret set`` takes only names
+made of the same parts (control/secrets.py).
+
 ``{{{{`` is a literal ``{{``; there are no other expressions (no pipes, no functions: a Go
 template or Jinja library would accept far more than the spec, and errors would read differently).
 
@@ -121,7 +125,9 @@ def check_variable(var: Var) -> str | None:
     if head not in VARIABLES:
         return f"unknown variable {var.name}: it starts with one of {', '.join('.' + n for n in sorted(VARIABLES))}"
     node = VARIABLES[head]
-    if node is None:  # any one name: a meta key, a secret's name
+    if head == "secret":  # a secret's name may hold dots: the rest of the path is the name
+        return None if rest else f"incomplete variable {var.name}: write .secret.NAME"
+    if node is None:  # any one name: a meta key
         return None if len(rest) == 1 else f"unknown variable {var.name}: write .{head}.NAME"
     walked = [head]
     for name in rest:
@@ -148,6 +154,11 @@ def _choices(walked: list[str], table: object) -> str:
 def meta_keys(text: str) -> list[str]:
     """The meta keys a (valid) template uses."""
     return [v.path[1] for v in variables(text) if v.path[0] == "meta" and len(v.path) == 2]
+
+
+def secret_of(path: tuple[str, ...]) -> str | None:
+    """The secret a (valid) variable's path names, dots and all; None if it names no secret."""
+    return ".".join(path[1:]) if path[0] == "secret" and len(path) > 1 else None
 
 
 class Undefined(KeyError):
@@ -181,7 +192,7 @@ def lookup_in(values: Mapping[str, str | None], meta: Mapping[str, str | None],
             value = meta[path[1]]
             return "" if value is None else value
         if path[0] == "secret":
-            return (secrets or {}).get(path[1])
+            return (secrets or {}).get(".".join(path[1:]))
         return values.get(".".join(path))
 
     return lookup

@@ -63,9 +63,10 @@ class _Shapes:
             return (f"{var.name}: a secret may appear only in environment (on a service with "
                     "secret_env: true); give it as a file with secrets: [NAME] instead")
         secrets = self.rules.secrets
-        if secrets is not None and var.path[1] not in secrets:
-            return (f"unknown secret {var.path[1]!r} in {var.name}: set it first with "
-                    f"'mariposa -j PROJECT secret set {var.path[1]}'")
+        name = interpolate.secret_of(var.path)
+        if secrets is not None and name not in secrets:
+            return (f"unknown secret {name!r} in {var.name}: set it first with "
+                    f"'mariposa -j PROJECT secret set {name}'")
         self.secret_refs.append(at)
         return None
 

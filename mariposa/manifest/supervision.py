@@ -161,7 +161,8 @@ class _SupervisionChecks(_Shapes):
 
     def on_meta_change(self, at: _At) -> None:
         """What a meta change does to instances whose environment, command, entrypoint or tags
-        use the key: a rolling new version (rolling), or nothing until the next reprovision."""
+        use the key (or a secret change, to those whose environment names the secret): a rolling
+        new version (rolling), or nothing until the next reprovision."""
         value = self.choice(at, ("rolling", "none"), "on_meta_change")
         if value is not None:
             self.fields["on_meta_change"] = value

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlite_utils
@@ -157,8 +157,10 @@ def add_project(
     base_dir: str | None = None,
     meta: Mapping[str, str | None] | None = None,
     meta_used: Mapping[str, str | None] | None = None,
+    also: Callable[[sqlite_utils.Database, ProjectRow], None] | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
-    """``meta`` (project add --meta, project copy --with-meta) is set in the same transaction."""
+    """``meta`` (project add --meta, project copy --with-meta) is set in the same transaction,
+    and ``also`` is done in it (project copy --with-secrets: the secrets its version may use)."""
     if project_exists(db, name):
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
     project_id = new_id()
@@ -174,6 +176,8 @@ def add_project(
         from mariposa.store import meta as meta_store
 
         meta_store.import_values(db, get_project(db, project_id), meta, True, author)
+    if also is not None:
+        also(db, get_project(db, project_id))
     queued = []
     for svc in spec.services:
         _insert_service(db, project_id, svc, "running")

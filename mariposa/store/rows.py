@@ -47,13 +47,16 @@ class VersionRow:
     env_files: str | None = None  # JSON of the env_file texts (manifest/env_files.py); never shown
     base_dir: str | None = None  # where the manifest was read from: relative bind paths start here
     meta_hash: str | None = None  # sha256 of the meta its templates used (store/meta.py), never values
-    meta_used: str | None = None  # JSON {key: sha256 of its value}: what a meta change is compared with
+    # JSON {key: sha256 of its value, "secret.NAME": its HMAC}: what a meta or secret change is compared with
+    meta_used: str | None = None
 
     def to_json(self, with_manifest: bool = False) -> dict:
         data = attrs.asdict(self)
         data["packages"] = json.loads(self.packages) if self.packages else None
         data["env_files"] = sorted(json.loads(self.env_files)) if self.env_files else []  # names, not values
-        data["meta_keys"] = sorted(json.loads(self.meta_used)) if self.meta_used else []
+        used = sorted(json.loads(self.meta_used)) if self.meta_used else []
+        data["meta_keys"] = [k for k in used if not k.startswith("secret.")]  # meta keys hold no '.'
+        data["env_secrets"] = [k.removeprefix("secret.") for k in used if k.startswith("secret.")]  # names only
         data.pop("meta_used")
         if not with_manifest:
             data.pop("manifest")

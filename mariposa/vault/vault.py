@@ -86,12 +86,19 @@ class Vault:
         return value
 
     async def get_many(self, kind: str, scope: str, names: list[str]) -> dict[str, bytes]:
-        found = await self.store.call(secret_store.tokens, kind, scope, names)
+        return await self.open(await self.store.call(secret_store.tokens, kind, scope, names))
+
+    async def open(self, tokens: dict[str, str]) -> dict[str, bytes]:
+        """The values of tokens read from the store (name -> token): a caller that copies tokens
+        as they are reads what it copies, not what is there a moment later."""
         out = {}
-        for name, token in found.items():
+        for name, token in tokens.items():
             out[name] = await self._decrypt(token)
             remember(out[name])
         return out
+
+    async def digests(self, values: dict[str, bytes]) -> dict[str, str]:
+        return {name: await self.digest(value) for name, value in values.items()}
 
     async def get_all(self, kind: str, scope: str = "") -> dict[str, bytes]:
         """Every value of a kind (the registry logins, read once at start-up)."""

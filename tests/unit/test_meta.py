@@ -185,8 +185,6 @@ async def test_project_copy_without_meta_lists_the_keys_to_set(core: Core):
     assert info.value.details == [{"missing_meta": ["greeting"]}]
     with pytest.raises(NotFound):
         await c.projects.get(ROOT, "q")
-    with pytest.raises(BadRequest, match="not supported yet"):
-        await c.projects.copy(ROOT, "p", "q", with_meta=True, with_secrets=True)
     copied = await c.projects.copy(ROOT, "p", "q", with_meta=True)
     await core.settle(copied)
     assert {r["key"]: r["value"] for r in await c.meta.list(ROOT, "q")} == {"greeting": "hi", "unused": "x"}
