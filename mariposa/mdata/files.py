@@ -28,6 +28,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from mariposa import instance_dirs
+
 TARGET = "/run/mariposa/mdata"
 DATA = "..data"
 _TMP_LINK = "..data_tmp"
@@ -101,21 +103,7 @@ class MdataFiles:
         return _read_values(self.directory(project, instance_id) / DATA)
 
     def discard(self, project: str, instance_id: str) -> None:
-        """An instance is gone: its files go with it, and its project's directory with the last."""
-        shutil.rmtree(self.directory(project, instance_id), ignore_errors=True)
-        try:
-            (self.root / project).rmdir()
-        except OSError:
-            pass  # other instances' files are there (or it is gone already)
+        instance_dirs.discard(self.root, project, instance_id)
 
     def sweep(self, live: set[str]) -> int:
-        """Remove the directories of instances that no longer exist (after a crash); how many."""
-        gone = 0
-        if not self.root.is_dir():
-            return 0
-        for base in self.root.iterdir():
-            for directory in base.iterdir():
-                if directory.name not in live:
-                    shutil.rmtree(directory, ignore_errors=True)
-                    gone += 1
-        return gone
+        return instance_dirs.sweep(self.root, live)

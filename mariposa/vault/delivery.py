@@ -21,9 +21,9 @@ Everything here blocks: call it from a worker thread.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
+from mariposa import instance_dirs
 from mariposa.errors import MariposaError
 
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
@@ -129,16 +129,8 @@ class SecretFiles:
 
     def discard(self, project: str, instance_id: str) -> None:
         """An instance is gone: its files go with it (idempotent)."""
-        shutil.rmtree(self.directory(project, instance_id), ignore_errors=True)
+        instance_dirs.discard(self.root, project, instance_id)
 
     def sweep(self, live: set[str]) -> int:
         """Remove the directories of instances that no longer exist (after a crash); how many."""
-        gone = 0
-        if not self.root.is_dir():
-            return 0
-        for base in self.root.iterdir():
-            for directory in base.iterdir():
-                if directory.name not in live:
-                    shutil.rmtree(directory, ignore_errors=True)
-                    gone += 1
-        return gone
+        return instance_dirs.sweep(self.root, live)

@@ -8,7 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,3 +144,28 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.2, what: str 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextmanager
+def sampling(probe: Callable[[], int], interval: float = 0.05) -> Iterator[list[int]]:
+    """Calls ``probe`` every ``interval`` seconds in a thread while the block runs, keeping what
+    it returns (a probe that raises is skipped: the API may be busy): e.g. how many instances
+    serve during a rollout, to show the count never drops."""
+    found: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                found.append(probe())
+            except Exception:  # noqa: BLE001 - a sample missed is not a sample of zero
+                pass
+            stop.wait(interval)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        yield found
+    finally:
+        stop.set()
+        thread.join()

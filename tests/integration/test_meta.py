@@ -5,16 +5,14 @@ on_meta_change: none, an undefined key refused with its position, and project co
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
-from tests.integration.harness import IMAGE, LATE, Daemon, docker, wait_until
+from tests.integration.harness import IMAGE, LATE, Daemon, docker, sampling, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -118,24 +116,8 @@ def test_meta_change_rolls_out_never_below_scale_and_none_waits(daemon: Daemon, 
     [quiet] = daemon.running("quiet")
     assert env_of(quiet["ID"])["GREETING"] == "hello"
 
-    counts: list[int] = []
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            try:
-                counts.append(len(serving(daemon, "g", "web")))
-            except (httpx.HTTPError, json.JSONDecodeError):
-                pass
-            stop.wait(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with sampling(lambda: len(serving(daemon, "g", "web"))) as counts:
         out = daemon.cli("-j", "g", "meta", "set", "greeting", "hi", "--wait")
-    finally:
-        stop.set()
-        sampler.join()
     assert "reprovision" in out.stdout + out.stderr
     assert len(counts) >= 10 and min(counts) >= 3, counts
     final = serving(daemon, "g", "web")

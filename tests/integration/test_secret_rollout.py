@@ -8,13 +8,11 @@ secret to set. The values appear in no version, event, CLI output or daemon log 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
-import httpx
 import pytest
 
-from tests.integration.harness import IMAGE, Daemon, docker, wait_until
+from tests.integration.harness import IMAGE, Daemon, docker, sampling, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -77,24 +75,8 @@ def test_a_secret_in_environment_rolls_out_never_below_scale(daemon: Daemon, tmp
     [lazy] = daemon.running("lazy")
     assert env_of(lazy["ID"])["DB_PASSWORD"] == old
 
-    counts: list[int] = []
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            try:
-                counts.append(len(serving(daemon, "env", "api")))
-            except (httpx.HTTPError, json.JSONDecodeError):
-                pass
-            stop.wait(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with sampling(lambda: len(serving(daemon, "env", "api"))) as counts:
         out = daemon.cli("-j", "env", "secret", "set", "db.password", "--wait", input=new)
-    finally:
-        stop.set()
-        sampler.join()
     assert "secret db.password set (version 2)" in out.stdout and "reprovision" in out.stdout + out.stderr
     assert len(counts) >= 10 and min(counts) >= SCALE, counts  # never below scale
     assert max(counts) <= SCALE + 1, counts  # --rolling 1: one new instance at a time, never all at once
