@@ -10,7 +10,6 @@ from mariposa.store import events as event_store
 from mariposa.store.db import now
 
 AUTHOR = "file"  # how the watched directory signs the audit trail
-META_SUFFIXES = (".meta.yaml", ".meta.yml")  # a project's meta file beside its manifest
 _IS_META = "(path LIKE '%.meta.yaml' OR path LIKE '%.meta.yml')"
 
 

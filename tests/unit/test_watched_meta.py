@@ -286,3 +286,21 @@ async def test_meta_import_refuses_every_bad_yaml_with_its_position(core: Core, 
     (problem,) = info.value.details
     assert (problem["file"], problem["line"], problem["column"]) == ("m.yaml", line, column)
     assert await meta_of(core, "p") == {"greeting": "hi"}
+
+
+async def test_a_manifest_waits_for_its_meta_file_still_being_written(core: Core, d, nursery, monkeypatch):
+    """`cp app.yaml app.meta.yaml DIR/`: the manifest's quiet period ends first, but its meta
+    file, still being written, is taken before it."""
+    w = watcher(core, d)
+    order: list[str] = []
+
+    async def consider(self, filename: str) -> None:
+        order.append(filename)
+
+    monkeypatch.setattr(ManifestDirectory, "consider", consider)
+    now = core.ctx.clock.now()
+    w._pending.update({"app.yaml": now + 0.3, "app.meta.yaml": now + 0.6, "other.yaml": now + 0.4})
+    w._wake.set()
+    nursery.start_soon(w._apply_when_quiet)
+    await until(lambda: len(order) == 3)
+    assert order == ["other.yaml", "app.meta.yaml", "app.yaml"]
