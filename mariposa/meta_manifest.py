@@ -15,7 +15,6 @@ MAX_TEXT = 1024 * 1024
 
 def parse_meta(text: str, filename: str) -> dict[str, str | None]:
     from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     from mariposa.manifest import limits, parse, reader
 
@@ -36,18 +35,8 @@ def parse_meta(text: str, filename: str) -> dict[str, str | None]:
         data = YAML(typ="rt").load(text)
     except ManifestError:
         raise
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise problem(mark.line if mark else 0, mark.column if mark else 0,
-                      f"not YAML: {exc.problem or exc.context or 'invalid YAML'}") from None
-    except YAMLError as exc:
-        raise ManifestError([parse._reader_problem(exc, text, filename)]) from None
     except Exception as exc:
-        try:
-            root = reader.compose(text, version)
-        except Exception:
-            root = None
-        raise ManifestError([parse._construction_problem(exc, root, version, filename)]) from None
+        raise ManifestError([parse.yaml_problem(exc, text, filename, version)]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -151,7 +151,7 @@ async def test_an_edit_sets_the_keys_it_names_and_only_changed_values_roll_out(c
 
 
 @pytest.mark.parametrize("text,line,column,says", [
-    ("greeting: [hi\n", 2, 1, "not YAML"),
+    ("greeting: [hi\n", 2, 1, "YAML syntax error"),
     ("greeting: hello\nnested:\n  a: b\n", 3, 3, "a meta value is a string"),
     ("- greeting\n", 1, 1, "a meta manifest is a map"),
     ("greeting: hello\nbad key: x\n", 2, 1, "a meta key is"),
