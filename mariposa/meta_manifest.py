@@ -15,23 +15,28 @@ MAX_TEXT = 1024 * 1024
 
 def parse_meta(text: str, filename: str) -> dict[str, str | None]:
     from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError
 
-    from mariposa.manifest import limits, reader
+    from mariposa.manifest import limits, parse, reader
 
     def problem(line: int, col: int, message: str, field: str = "") -> ManifestError:
         return ManifestError([ManifestProblem(filename, line + 1, col + 1, field, message)])
 
     if len(text.encode()) > MAX_TEXT:
         raise problem(0, 0, f"a meta manifest is at most {MAX_TEXT // 1024} KiB")
-    found, _version = limits.event_problem(reader.events(text), filename)
-    if found is not None:
-        raise ManifestError([found])
+    # Every way YAML can fail is a problem with a position, never an exception of its own: a
+    # syntax error is raised by the event stream already (the bounds read it first), a character
+    # YAML forbids by its reader (a position, no mark), an explicit tag on a value that is no such
+    # thing ("!!int x") by the constructor (found again on the composed nodes).
+    version: limits.Version | None = None
     try:
+        found, version = limits.event_problem(reader.events(text), filename)
+        if found is not None:
+            raise ManifestError([found])
         data = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise problem(mark.line if mark else 0, mark.column if mark else 0, f"not YAML: {exc.problem}") from None
+    except ManifestError:
+        raise
+    except Exception as exc:
+        raise ManifestError([parse.yaml_problem(exc, text, filename, version)]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

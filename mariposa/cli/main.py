@@ -328,11 +328,11 @@ def project_get(state: State, ref: str, as_json: bool) -> None:
         rows.append(("networks", ", ".join(f"{n['name']}={n['runtime_name']}" + " (external)" * n["external"]
                                            for n in p["networks"])))
     fields(rows)
-    f = p.get("file")
-    if f and f["state"] in ("invalid", "refused"):
-        click.echo(f"file:    NOT APPLIED ({ago(f['seen'])}): {f['error']}")
-        for d in f.get("details") or []:
-            click.echo(f"  {d['file']}:{d['line']}:{d['column']}: {d['field']}: {d['message']}")
+    for label, f in (("file:   ", p.get("file")), ("meta file:", p.get("meta_file"))):
+        if f and f["state"] in ("invalid", "refused"):
+            click.echo(f"{label} NOT APPLIED ({ago(f['seen'])}): {f['error']}")
+            for d in f.get("details") or []:
+                click.echo(f"  {d['file']}:{d['line']}:{d['column']}: {d['field']}: {d['message']}")
     click.echo("---")
     click.echo(v["manifest"].rstrip("\n"))
 

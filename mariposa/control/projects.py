@@ -16,7 +16,7 @@ from mariposa.control.pulls import Report
 from mariposa.drivers.base import RuntimeUnavailable
 from mariposa.errors import BadRequest, NotFound
 from mariposa.store import goal as goal_store
-from mariposa.store.files import file_status
+from mariposa.store.files import file_status, meta_file_status
 from mariposa.store.rows import TaskRow, VersionRow
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -131,6 +131,7 @@ class Projects(Area):
         version = await store.call(goal_store.current_version, p)
         return {**p.to_json(), "version": version.to_json(with_manifest=True),
                 "services": await views.services(self.ctx, p), "file": await store.call(file_status, p.name),
+                "meta_file": await store.call(meta_file_status, p.name),
                 "networks": views.networks(await self.ctx.goals.spec_of(version), p.name)}
 
     @operation("project.update", target="ref")

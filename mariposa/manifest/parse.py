@@ -261,3 +261,17 @@ def item_pos(seq: Any, index: int, default: Pos = START) -> Pos:
         return tuple(seq.lc.item(index))
     except (AttributeError, KeyError, IndexError, TypeError):
         return node_pos(seq, default)
+
+
+def yaml_problem(exc: Exception, text: str, filename: str, version: limits.Version | None = None) -> ManifestProblem:
+    """The problem, with its position, of an exception that reading ``text`` raised: for a reader
+    of another YAML format (the meta manifest) to report its errors the manifest's way."""
+    if isinstance(exc, MarkedYAMLError):
+        return _syntax_problem(exc, filename)
+    if isinstance(exc, YAMLError):  # a character YAML forbids: a position, no mark
+        return _reader_problem(exc, text, filename)
+    try:  # an explicit tag on a value that is no such thing ("!!int x"): found on the nodes
+        root = reader.compose(text, version)
+    except Exception:
+        root = None
+    return _construction_problem(exc, root, version, filename)

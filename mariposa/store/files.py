@@ -1,5 +1,6 @@
 """What the watched manifest directory made of each file: applied, invalid (with the problems),
-refused, or removed; and the project's link to its file (orphaned when the file goes)."""
+refused, or removed (a project's meta file, ``NAME.meta.yaml``, may also be waiting for its
+project); and the project's link to its file (orphaned when the file goes)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from mariposa.store import events as event_store
 from mariposa.store.db import now
 
 AUTHOR = "file"  # how the watched directory signs the audit trail
+_IS_META = "(path LIKE '%.meta.yaml' OR path LIKE '%.meta.yml')"
 
 
 def known(db, directory: str) -> dict[str, str]:
@@ -46,7 +48,17 @@ def record(db, path: str, project: str, digest: str, state: str, error: str | No
 
 def file_status(db, project: str) -> dict | None:
     """What the watched directory last made of the file for ``project`` (for `project get`)."""
-    rows = list(db.query("SELECT * FROM manifest_files WHERE project = ? ORDER BY seen DESC LIMIT 1", [project]))
+    return _status(db, project, f"NOT {_IS_META}")
+
+
+def meta_file_status(db, project: str) -> dict | None:
+    """What the watched directory last made of ``project``'s meta file (for `project get`)."""
+    return _status(db, project, _IS_META)
+
+
+def _status(db, project: str, which: str) -> dict | None:
+    rows = list(db.query(f"SELECT * FROM manifest_files WHERE project = ? AND {which} ORDER BY seen DESC LIMIT 1",
+                         [project]))
     if not rows:
         return None
     row = dict(rows[0])

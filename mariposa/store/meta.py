@@ -132,18 +132,22 @@ def increment(db: sqlite_utils.Database, project: ProjectRow, key: str, by: int,
 
 def import_values(db: sqlite_utils.Database, project: ProjectRow, data: Mapping[str, str | None], force: bool,
                   author: str | None) -> dict:
-    """All or nothing: the keys already set are kept (each listed in ``kept``) unless ``force``."""
-    existing = set(values(db, project.id))
+    """All or nothing: the keys already set are kept (each listed in ``kept``) unless ``force``.
+    A forced key that already has the value is left as it is (listed in ``unchanged``): its CAS
+    id stays valid, and nothing rolls out for it (the watched directory's meta file, re-read
+    after an edit of another key, must not touch the keys it did not change)."""
+    existing = values(db, project.id)
     kept = sorted(k for k in data if k in existing and not force)
+    unchanged = sorted(k for k in data if force and k in existing and existing[k] == data[k])
     new = [k for k in data if k not in existing]
     _refuse_too_many(db, project, len(new))
     written = []
     for key, value in data.items():
-        if key in kept:
+        if key in kept or key in unchanged:
             continue
         _write(db, project, key, value, author, "import")
         written.append(key)
-    return {"imported": written, "kept": kept}
+    return {"imported": written, "kept": kept, "unchanged": unchanged}
 
 
 def _refuse_too_many(db: sqlite_utils.Database, project: ProjectRow, adding: int) -> None:
