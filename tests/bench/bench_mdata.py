@@ -46,9 +46,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+import attrs
 import trio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,49 +139,75 @@ def wait_answering(ips: list[str], color: str, what: str, timeout: float = 600) 
         raise AssertionError(f"{exc}; the last answers: {sorted(set(map(str, last)))}") from None
 
 
-class Watch:
-    """One poller per address, each noting when it first reads ``want``; the change is made by
-    ``trigger`` once every poller runs. Returns the seconds from T0 for each address, and the
-    trigger's own time."""
+def swapped_at(directory: Path) -> float | None:
+    """When the daemon swapped an instance's values in, from the name of the directory ``..data``
+    points at (mdata/files.py stamps it with the wall clock, to the ns, just before it writes)."""
+    try:
+        name = os.readlink(directory / "..data")
+    except OSError:
+        return None
+    head, _, frac = name.removeprefix("..").partition(".")
+    return datetime.strptime(head, "%Y_%m_%d_%H_%M_%S").replace(tzinfo=UTC).timestamp() + float("0." + frac)
 
-    def __init__(self, ips: list[str], want: str, interval: float, give_up: float = 600):
-        self.ips, self.want, self.interval, self.give_up = ips, want, interval, give_up
-        self.seen: dict[str, float] = {}
-        self.polls = 0
-        self.t0 = 0.0
 
-    async def _poll(self, ip: str, started: trio.Event) -> None:
-        await trio.sleep(random.random() * self.interval)  # spread the pollers over one interval
+@attrs.define
+class Change:
+    """One meta change, timed from T0 for each instance: when its poller first read the new value
+    (``read``, empty when not polled) and when the daemon swapped its files (``swapped``)."""
+
+    read: list[float]
+    swapped: list[float]
+    took: float  # the trigger's own time: the CLI process, or the API call
+    gets_per_s: float  # the pollers' GETs a second, all instances together
+
+
+async def _change(ips: list[str], want: str, interval: float, trigger, mdata_dir: Path, poll: bool) -> Change:
+    seen: dict[str, float] = {}
+    polls = 0
+    t0 = t0_wall = 0.0
+
+    async def poller(ip: str, started: trio.Event) -> None:
+        nonlocal polls
+        await trio.sleep(random.random() * interval)  # spread the pollers over one interval
         started.set()
         while True:
             got = await get_color(ip)
-            self.polls += 1
-            if got == self.want and self.t0:
-                self.seen[ip] = time.perf_counter() - self.t0
-                return
-            await trio.sleep(self.interval)
+            if t0:
+                polls += 1
+                if got == want:
+                    seen[ip] = time.perf_counter() - t0
+                    return
+            await trio.sleep(interval)
 
-    async def _run(self, trigger) -> float:
-        with trio.fail_after(self.give_up):
-            async with trio.open_nursery() as nursery:
-                events = []
-                for ip in self.ips:
-                    ev = trio.Event()
-                    events.append(ev)
-                    nursery.start_soon(self._poll, ip, ev)
+    def all_swapped() -> list[float] | None:
+        stamps = [swapped_at(d) for d in mdata_dir.iterdir()]
+        if len(stamps) == len(ips) and all(s is not None and s >= t0_wall for s in stamps):
+            return [s - t0_wall for s in stamps if s is not None]
+        return None
+
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            if poll:
+                events = [trio.Event() for _ in ips]
+                for ip, ev in zip(ips, events, strict=True):
+                    nursery.start_soon(poller, ip, ev)
                 for ev in events:
                     await ev.wait()
-                await trio.sleep(self.interval * 2)  # every poller in its loop
-                self.polls = 0
-                self.t0 = time.perf_counter()
-                await trigger()
-                took = time.perf_counter() - self.t0
-        return took
+                await trio.sleep(interval * 2)  # every poller in its loop
+            t0_wall, t0 = time.time(), time.perf_counter()
+            await trigger()
+            took = time.perf_counter() - t0
+        while (swapped := all_swapped()) is None:  # unpolled: the host's files only
+            await trio.sleep(0.05)
+    elapsed = max(seen.values(), default=0.0)
+    return Change([seen[ip] for ip in ips] if poll else [], swapped, took, polls / elapsed if elapsed else 0.0)
 
-    def run(self, trigger) -> tuple[list[float], float, float]:
-        took = trio.run(self._run, trigger)
-        elapsed = max(self.seen.values())
-        return [self.seen[ip] for ip in self.ips], took, self.polls / elapsed if elapsed else 0.0
+
+def change(ips: list[str], want: str, interval: float, trigger, mdata_dir: Path, poll: bool = True) -> Change:
+    result = trio.run(_change, ips, want, interval, trigger, mdata_dir, poll)
+    if not poll:  # still: every instance reads it
+        wait_answering(ips, want, "mariposa", timeout=60)
+    return result
 
 
 # --- containers ---------------------------------------------------------------------------------
@@ -225,13 +252,14 @@ def bench_mariposa(n: int, interval: float, tmp: Path) -> dict:
         print(f"mariposa: {n} instances up and answering v1 in {time.perf_counter() - t:.1f} s", flush=True)
 
         env = {**os.environ, "MARIPOSA_SOCKET": d.socket}
-        cli = [str(Path(sys.executable).with_name("mariposa")), "-j", "bench", "meta", "set", "color", "v2"]
+        mariposa = str(Path(sys.executable).with_name("mariposa"))
+        mdata_dir = d.run_dir / "mdata" / "bench"
 
-        async def by_cli() -> None:
-            await trio.run_process(cli, env=env, capture_stdout=True, capture_stderr=True)
-
-        cli_seen, cli_took, cli_rate = Watch(ips, "v2", interval).run(by_cli)
-        print(f"mariposa: CLI change seen by all {n} after {max(cli_seen):.3f} s", flush=True)
+        def by_cli(value: str):
+            async def trigger() -> None:
+                await trio.run_process([mariposa, "-j", "bench", "meta", "set", "color", value], env=env,
+                                       capture_stdout=True, capture_stderr=True)
+            return trigger
 
         async def by_api() -> None:
             import httpx
@@ -240,15 +268,17 @@ def bench_mariposa(n: int, interval: float, tmp: Path) -> dict:
             async with httpx.AsyncClient(transport=transport, base_url="http://m", timeout=60) as c:
                 (await c.put("/v1/projects/bench/meta/color", json={"value": "v3"})).raise_for_status()
 
-        api_seen, api_took, api_rate = Watch(ips, "v3", interval).run(by_api)
-        print(f"mariposa: API change seen by all {n} after {max(api_seen):.3f} s", flush=True)
+        changes = {}
+        for name, want, trigger, poll in (("cli", "v2", by_cli("v2"), True), ("api", "v3", by_api, True),
+                                          ("quiet", "v4", by_cli("v4"), False)):
+            changes[name] = change(ips, want, interval, trigger, mdata_dir, poll)
+            print(f"mariposa: {name} change swapped in all {n} after {max(changes[name].swapped):.3f} s", flush=True)
 
         after = {row["id"]: row for row in inspect([row["id"] for row in before])}
         now_running = {c["ID"] for c in d.running("web")}
         same = [row for row in before if row["id"] in now_running and after[row["id"]]["started"] == row["started"]
                 and after[row["id"]]["restarts"] == row["restarts"]]
-        return {"cli": (cli_seen, cli_took, cli_rate), "api": (api_seen, api_took, api_rate),
-                "kept": len(same), "running": len(now_running)}
+        return {**changes, "kept": len(same), "running": len(now_running)}
     finally:
         d.cleanup()
 
@@ -307,22 +337,27 @@ def main() -> None:
     version = docker("version", "--format", "{{.Server.Version}}").strip()
     print(f"\nA change until {n} instances serve it, seconds from T0 (busybox httpd reading the file inside "
           f"each; dockerd {version}, {os.cpu_count()} cores, 1-min load {min(loads):.1f}-{max(loads):.1f}):")
-    print(f"  {'peer':<58} {'p50':>7} {'p99':>7} {'max':>7} {'command':>8}")
+    print(f"  {'peer':<62} {'p50':>7} {'p99':>7} {'max':>7} {'command':>8}")
+    cli, api, quiet = m["cli"], m["api"], m["quiet"]
     rows = [
-        ("mariposa -j P meta set color v2 (CLI), mdata file", *m["cli"][:2]),
-        ("PUT /v1/projects/P/meta/color (API socket), mdata file", *m["api"][:2]),
-        ("docker-compose up -d after COLOR changed (StartedAt)", c["seen"], c["took"]),
+        ("mariposa -j P meta set color v2 (CLI): read in the instance", cli.read, cli.took),
+        ("  the same change: files swapped (host)", cli.swapped, cli.took),
+        ("PUT /v1/projects/P/meta/color (API): read in the instance", api.read, api.took),
+        ("  the same change: files swapped (host)", api.swapped, api.took),
+        ("meta set color v4 (CLI), no pollers: files swapped (host)", quiet.swapped, quiet.took),
+        ("docker-compose up -d after COLOR changed (new StartedAt)", c["seen"], c["took"]),
     ]
     for name, seen, took in rows:
         p50, p99, top = quantiles(seen)
-        print(f"  {name:<58} {p50:>6.3f}s {p99:>6.3f}s {top:>6.3f}s {took:>7.3f}s")
+        print(f"  {name:<62} {p50:>6.3f}s {p99:>6.3f}s {top:>6.3f}s {took:>7.3f}s")
     print(f"  mariposa: {m['kept']} of {n} instances the same containers, same StartedAt and RestartCount "
-          f"({m['running']} running; 0 restarts means {n})")
+          f"({m['running']} running): {n - m['kept']} restarts")
     print(f"  compose: {c['replaced']} of {n} containers replaced")
-    print(f"  pollers: every {args.interval * 1000:.0f} ms each; achieved {m['cli'][2]:.0f} GETs/s (CLI change), "
-          f"{m['api'][2]:.0f} GETs/s (API change) over all {n}")
-    print(f"  p50 mariposa (CLI) / compose = {quantiles(m['cli'][0])[0] / quantiles(c['seen'])[0]:.2f}; "
-          f"max: {max(m['cli'][0]) / max(c['seen']):.2f}")
+    print(f"  pollers: asked every {args.interval * 1000:.0f} ms each, achieved {cli.gets_per_s:.0f} GETs/s (CLI "
+          f"change) and {api.gets_per_s:.0f} GETs/s (API change) over all {n}: each instance read every "
+          f"~{n / cli.gets_per_s * 1000:.0f} / ~{n / api.gets_per_s * 1000:.0f} ms")
+    print(f"  mariposa (CLI, read) / compose: p50 {quantiles(cli.read)[0] / quantiles(c['seen'])[0]:.3f}, "
+          f"max {max(cli.read) / max(c['seen']):.3f}")
     assert m["kept"] == n, f"mariposa restarted or replaced {n - m['kept']} instances"
 
 
