@@ -48,8 +48,11 @@ class Area:
         self.executor = executor
 
     async def _project(self, ref: str) -> ProjectRow:
-        """A project by name, id or unique id prefix (every area names projects the same way)."""
-        return await self.ctx.store.call(goal_store.get_project, ref)
+        """A project by name, id or unique id prefix (every area names projects the same way),
+        from the in-memory copy of the table, which holds every change acknowledged before."""
+        if not isinstance(ref, str):
+            return await self.ctx.store.call(goal_store.get_project, ref)
+        return await self.ctx.projects.project(ref)
 
     async def _project_id(self, ref: str | None) -> str | None:
         """The project's id, or None when no project is given (a filter left open)."""
