@@ -48,6 +48,7 @@ log = structlog.get_logger()
 Admits = Callable[[Caller], bool]
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_JSON = json.JSONEncoder(default=str, allow_nan=False)  # one encoder: json.dumps(default=...) makes one a call
 ACCEPT_PAUSE = Backoff(base=0.1, factor=2.0, cap=2.0)  # out of descriptors: 0.1 s doubling to 2 s
 
 
@@ -127,7 +128,7 @@ class Connection:
         self.held = 0
 
     async def send(self, resp: Response, head_only: bool = False) -> None:
-        body = b"" if resp.streamed else json.dumps(resp.body, default=str, allow_nan=False).encode()
+        body = b"" if resp.streamed else _JSON.encode(resp.body).encode()
         if self.simple is not None:
             await self._send_simple(resp, body, head_only, self.simple.close)
             return
