@@ -16,8 +16,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import platform
 import socket
 import struct
+import sys
 from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -71,6 +73,26 @@ def peer_caller(sock: socket.socket | trio.socket.SocketType) -> Caller:
         return Caller(transport="unix")
     pid, uid, gid = struct.unpack("3i", raw)
     return Caller.from_peer(pid, uid, gid)
+
+
+# Linux 4.13+; 59 where the architecture takes the generic socket options (the others, and other
+# systems, read the groups from /proc in a worker thread as before)
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59 if sys.platform == "linux" and platform.machine() in (
+    "x86_64", "aarch64", "i686", "armv7l", "riscv64") else None)
+
+
+def peer_groups(sock: socket.socket | trio.socket.SocketType) -> frozenset[int] | None:
+    """The peer's supplementary groups as the kernel recorded them when it connected
+    (``SO_PEERGROUPS``): a syscall that never waits, where reading /proc/PID/status took a
+    worker thread per connection (~0.2 ms of CPU here), and no race with the pid's reuse. None
+    when the kernel cannot say, or not in the 1 KiB Python reads at most (over 256 groups)."""
+    if SO_PEERGROUPS is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
+    except OSError:  # ERANGE: more groups than fit; ENOPROTOOPT: a kernel before 4.13
+        return None
+    return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[:len(raw) // 4 * 4]))
 
 
 def _reason(status: int) -> bytes:
@@ -301,7 +323,11 @@ async def serve_connection(router: Router, stream: trio.SocketStream, admits: Ad
     try:
         caller = peer_caller(stream.socket)
         if caller.needs_groups:
-            caller = await trio.to_thread.run_sync(caller.with_groups)
+            groups = peer_groups(stream.socket)
+            if groups is not None:
+                caller = attrs.evolve(caller, groups=groups)
+            else:
+                caller = await trio.to_thread.run_sync(caller.with_groups)
         connection = Connection(router, stream, caller, limits, budget)
         if not admits(caller):
             log.warning("control socket: caller refused", uid=caller.uid, gid=caller.gid)
