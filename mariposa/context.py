@@ -17,6 +17,7 @@ from mariposa.manifest.rules import DEFAULT_BIND_ROOTS
 from mariposa.packages import Package
 from mariposa.registries import Credentials
 from mariposa.store.db import Store
+from mariposa.store.index import ProjectIndex
 from mariposa.wakeup import Broadcast, Wakeup
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ class Context:
     # Instance id -> when the runtime said it died (trio time), until it starts again: the
     # reconciler looks again soon while the runtime's listing still shows such an instance running.
     died: dict[str, float] = attrs.field(factory=dict)
+    # The projects table in memory, current by the store's generation (store/index.py)
+    projects: ProjectIndex = attrs.field(init=False, default=attrs.Factory(
+        lambda self: ProjectIndex(self.store), takes_self=True))
     _inventory: Coalesced[list] = attrs.field(init=False, default=attrs.Factory(
         lambda self: Coalesced(self._list_instances), takes_self=True))
 

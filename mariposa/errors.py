@@ -166,6 +166,8 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
     """The ``MariposaError`` for any exception. Unexpected ones are logged here, with their
     traceback and an error id, and leave as an ``InternalError`` naming only that id: an
     exception's text can hold anything (an environment value, a path), so it stays in the log."""
+    if isinstance(exc, MariposaError):  # the common case, before the imports (every 404 comes here twice)
+        return exc
     import uuid
 
     import structlog
@@ -174,8 +176,6 @@ def translate(exc: BaseException, doing: str = "") -> MariposaError:
     from mariposa.drivers.base import AuthFailed, DriverError, ImageNotFound, PullFailed, VolumeInUse
     from mariposa.manifest.errors import ManifestError
 
-    if isinstance(exc, MariposaError):
-        return exc
     if isinstance(exc, ManifestError):
         problems = [p.to_json() for p in exc.problems]
         file = exc.problems[0].file if exc.problems else "<manifest>"

@@ -47,8 +47,9 @@ class Caller:
     @property
     def needs_groups(self) -> bool:
         """Whether admitting this caller can turn on its supplementary groups: root's and the
-        daemon user's cannot, and reading them costs a worker thread per connection, which 500
-        connections at once queued in front of everybody's requests."""
+        daemon user's cannot. The server asks the kernel (``api.http.peer_groups``); reading
+        them here instead costs a worker thread per connection, which 500 connections at once
+        queued in front of everybody's requests."""
         return self.uid is not None and self.uid not in (0, os.getuid()) and self.pid is not None
 
     def with_groups(self) -> Caller:

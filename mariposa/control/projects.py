@@ -45,7 +45,7 @@ class Projects(Area):
         except RuntimeUnavailable:
             insts = None
         out = []
-        for p, version, services in await self.ctx.store.call(goal_store.project_summaries):
+        for p, version, services in (await self.ctx.projects.current()).summaries:
             mine = None if insts is None else [i for i in insts if i.project_id == p.id]
             out.append({**p.to_json(), "version": version, "services": services,
                         "running": None if mine is None else sum(1 for i in mine if i.running),
@@ -123,7 +123,7 @@ class Projects(Area):
         try:
             p = await self._project(ref)
         except NotFound as exc:
-            status = await store.call(file_status, ref)
+            status = await self.ctx.projects.file_status(ref)
             if status and status["state"] in ("invalid", "refused"):
                 raise NotFound(f"{exc.message}: its file was not applied: {status['error']}",
                                details=status["details"]) from None

@@ -13,6 +13,10 @@ second ROLLBACK would raise in place of the real error).
 The store has the daemon's clock. A function that stamps a time calls :func:`now`, which reads
 the clock of the store whose call is running (a context variable set around the call), so the
 functions keep their plain ``fn(db, *args)`` shape and a test's fake clock reaches them too.
+
+The store counts the calls that changed rows (``generation``): a copy read in memory at one
+generation (``store/index.py``) is known to be current while the count stays the same, and
+answers without a worker thread, whose round trip costs more than the query.
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ class Store:
         self.db = open_database(self.path, self.clock)
         self.db.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_SLICE * 1000)}")
         self._limiter = trio.CapacityLimiter(1)
+        # Calls that changed a row, bumped in the call before it returns: a change is counted
+        # before anyone hears it was made. This daemon is the store's only writer.
+        self.generation = 0
         self.owner = self._ensure_owner()
 
     def _ensure_owner(self) -> str:
@@ -77,6 +84,7 @@ class Store:
         """Run ``fn(db, *args)`` in one transaction (rolled back if it, or the commit, fails)."""
         conn = self.db.conn
         token = _clock.set(self.clock)
+        changes = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -93,6 +101,8 @@ class Store:
                 raise  # a bug (bad SQL and the like): as it is, for translate() to log
             raise named from exc
         finally:
+            if conn.total_changes != changes:  # rolled-back changes count too: a spare re-read, never a stale one
+                self.generation += 1
             _clock.reset(token)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:

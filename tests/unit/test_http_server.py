@@ -335,3 +335,27 @@ async def test_a_client_that_hangs_up_ends_its_stream_at_once(tmp_path, nursery)
     with trio.fail_after(2):
         await ended.wait()
     assert b"ok" in await exchange(path, get())  # and the server serves the next client
+
+
+@pytest.mark.parametrize("groups", [[4242, 4343], list(range(5000, 5256)), list(range(5000, 5257))])
+def test_the_kernel_gives_a_peers_supplementary_groups_as_proc_says(tmp_path, groups):
+    """SO_PEERGROUPS in place of a worker thread reading /proc/PID/status per connection; past
+    the 256 groups Python's getsockopt can hold, None (the server reads /proc, as before)."""
+    from mariposa.api.http import peer_groups
+    from mariposa.control.caller import supplementary_groups
+
+    path = str(tmp_path / "g.sock")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        child = subprocess.Popen(
+            ["setpriv", f"--groups={','.join(map(str, groups))}", sys.executable, "-c",
+             f"import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect({path!r}); sys.stdin.read()"],
+            stdin=subprocess.PIPE)
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                assert supplementary_groups(child.pid) == frozenset(groups)
+                assert peer_groups(conn) == (frozenset(groups) if len(groups) <= 256 else None)
+        finally:
+            child.communicate(b"")
