@@ -215,7 +215,7 @@ def _passwd_lookup(roots: list[Path], user: str) -> tuple[int, int]:
 class LxcDriver:
     """Driver protocol over LXC; see the module docstring for the layout on disk."""
 
-    compute_type = "lxc"
+    compute_type = "infrastructure"  # what the manifest's lx, smartmachine and infrastructure mean
 
     def __init__(self, owner: str, lxc_path: str | os.PathLike[str] | None = None,
                  docker_host: str | None = None) -> None:
