@@ -33,6 +33,11 @@ def get(url: str) -> str | None:
         return None
 
 
+def lxc_running(daemon: Daemon) -> list[str]:
+    return subprocess.run(["lxc-ls", "-P", str(daemon.state_dir / "lxc"), "--running"], capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
 def instances(daemon: Daemon) -> list[dict]:
     return daemon.json("-j", "lx", "service", "instances", "db")
 
@@ -51,9 +56,15 @@ def test_an_lx_service_runs_scaled_on_lxc_reachable_by_address_and_restarted_whe
                             what=f"httpd of {inst['name']}")
         assert answer.strip() == f"db-{inst['name']}"
     # LXC's own view: the containers are under the daemon's LXC path, nowhere in Docker
-    listed = subprocess.run(["lxc-ls", "-P", str(daemon.state_dir / "lxc"), "--running"], capture_output=True,
-                            text=True, check=True).stdout.split()
-    assert sorted(listed) == sorted(i["name"] for i in running) and daemon.containers() == []
+    assert sorted(lxc_running(daemon)) == sorted(i["name"] for i in running) and daemon.containers() == []
+
+    # the containers outlive a daemon SIGKILL, and the next daemon adopts them: no new ones
+    daemon.kill()
+    assert sorted(lxc_running(daemon)) == sorted(i["name"] for i in running)
+    daemon.start()
+    time.sleep(3)  # a resync or two (--resync 2): time to make a wrong extra one, were it to
+    assert sorted(i["id"] for i in instances(daemon) if i["state"] == "running") == sorted(i["id"] for i in running)
+    assert sorted(lxc_running(daemon)) == sorted(i["name"] for i in running)
 
     victim = running[0]
     subprocess.run(["lxc-stop", "-P", str(daemon.state_dir / "lxc"), "-n", victim["runtime_id"], "-k"], check=True)
