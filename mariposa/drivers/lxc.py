@@ -145,6 +145,14 @@ def project_network(project_id: str) -> str:
     return f"mlx{project_id[:12]}"
 
 
+def _mac(address: str) -> str:
+    """The MAC of an address, as Docker derives its own (02:42 + the IPv4 octets): an address handed
+    out again comes with the same MAC, so the host's and the neighbours' ARP caches stay right. With
+    a random MAC, a replacement that got its predecessor's address was unreachable from the host
+    for seconds (the stale neighbour entry), and failed its first health checks."""
+    return "02:4c:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
+
+
 def _cgroup_v2() -> bool:
     return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
 
@@ -681,6 +689,7 @@ class LxcDriver:
                       f"lxc.net.{i}.name = eth{i}"]
             if rec["name"] in addresses:
                 lines.append(f"lxc.net.{i}.ipv4.address = {addresses[rec['name']]}/24")
+                lines.append(f"lxc.net.{i}.hwaddr = {_mac(addresses[rec['name']])}")
                 if i == 0:
                     gateway = next(ipaddress.ip_network(rec["subnet"]).hosts())
                     lines.append(f"lxc.net.{i}.ipv4.gateway = {gateway}")

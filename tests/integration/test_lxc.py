@@ -80,3 +80,71 @@ def test_an_lx_service_runs_scaled_on_lxc_reachable_by_address_and_restarted_whe
     daemon.cli("project", "delete", "lx", "--wait")
     assert wait_until(lambda: not any((daemon.state_dir / "lxc").glob("lx-*")), timeout=30, what="no containers")
     print(f"project add of 2 LXC instances (incl. the image export): {took:.2f} s")
+
+
+HEALTHY = f"""services:
+  db:
+    image: {IMAGE}
+    compute_type: lx
+    scale: 3
+    min_healthy_time: 1
+    environment:
+      COLOR: {{color}}
+    command: sh -c 'echo $COLOR > /www/index.html && echo ok > /www/health.txt && exec httpd -f -p 8080 -h /www'
+    healthchecks:
+      - type: http
+        port: 8080
+        path: /health.txt
+        poll: 0.3
+        retries: 2
+        timeout: 2
+"""
+
+
+def serving(daemon: Daemon) -> list[dict]:
+    return [i for i in daemon.api("/v1/projects/lx/services/db/instances") if i["state"] == "running"
+            and not i["retired"]]
+
+
+def test_lx_rolling_update_keeps_scale_answering_and_an_unhealthy_instance_is_replaced(daemon: Daemon, tmp_path):
+    import threading
+
+    v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
+    v1.write_text(HEALTHY.format(color="blue"))
+    v2.write_text(HEALTHY.format(color="green"))
+    daemon.cli("project", "add", "lx", str(v1), "--wait")
+    wait_until(lambda: len(serving(daemon)) == 3, timeout=30, what="3 instances")
+    low: list[int] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            try:
+                addrs = [i["address"] for i in serving(daemon)]
+            except Exception:  # noqa: BLE001 - a sample the API could not give is no sample
+                continue
+            low.append(sum(1 for a in addrs if get(f"http://{a}:8080/")))
+            stop.wait(0.05)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        daemon.cli("project", "update", "lx", str(v2), "--rolling", "1", "--wait")
+    finally:
+        stop.set()
+        prober.join()
+    assert len(low) >= 5 and min(low) >= 3, low  # scale ready instances throughout
+    final = serving(daemon)
+    assert len(final) == 3 and {get(f"http://{i['address']}:8080/").strip() for i in final} == {"green"}
+
+    # an instance whose check fails is replaced by a new one
+    sick = final[0]
+    subprocess.run(["lxc-attach", "-P", str(daemon.state_dir / "lxc"), "-n", sick["runtime_id"], "--",
+                    "rm", "/www/health.txt"], check=True)
+
+    def replaced() -> bool:
+        now = serving(daemon)
+        return len(now) == 3 and sick["id"] not in {i["id"] for i in now}
+
+    wait_until(replaced, timeout=60, what="the unhealthy instance replaced")
+    assert sorted(lxc_running(daemon)) == sorted(i["name"] for i in serving(daemon))
