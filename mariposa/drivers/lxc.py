@@ -101,6 +101,7 @@ MDATA_TARGET = "run/mariposa/mdata"
 DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 POLL = 0.05  # the journal is read this often by a subscriber
 HOOK_GRACE = 3.0
+HALF_MADE_AGE = 60.0
 
 _STATES = {
     "RUNNING": InstanceState.RUNNING,
@@ -286,8 +287,21 @@ class LxcDriver:
             raise RuntimeUnavailable("lxc: lxc-start not found: apt-get install lxc")
         try:
             await trio.to_thread.run_sync(self._ensure_layout)
+            await trio.to_thread.run_sync(self._sweep_half_made)
         except OSError as exc:
             raise RuntimeUnavailable(f"lxc: cannot use {self.path}: {exc}") from None
+
+    def _sweep_half_made(self) -> None:
+        """Instance directories without a config are creates a crash cut short (the config is
+        written last): no inventory lists them, so nobody else would ever remove them. Only
+        those untouched for ``HALF_MADE_AGE``, so a create in flight is never swept."""
+        reserved = {"images", "networks", "volumes"}
+        for d in self.path.iterdir():
+            if d.name in reserved or not d.is_dir() or (d / "config").exists():
+                continue
+            if time.time() - d.stat().st_mtime > HALF_MADE_AGE:
+                log.info("removing a half-made LXC instance directory", path=str(d))
+                shutil.rmtree(d, ignore_errors=True)
 
     async def aclose(self) -> None:
         await self.docker.aclose()
@@ -565,6 +579,8 @@ class LxcDriver:
                                   "of the manifest) does not exist; create it first")
         base = await self._base(spec.image, content_id)
         home = self._dir(name)
+        if home.exists():  # a create of this name a crash cut short (no sidecar yet): start afresh
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(home, ignore_errors=True))
         try:
             await self._make(req, name, home, base)
             await self._journal_async("create", self._sidecar(name) or {}, name)
