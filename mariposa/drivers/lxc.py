@@ -99,7 +99,7 @@ SUBNETS = ipaddress.IPv4Network("10.200.0.0/13")  # 2048 /24s for bridges
 SECRETS_TARGET = "run/secrets"
 MDATA_TARGET = "run/mariposa/mdata"
 DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-POLL = 0.05  # the journal is read this often by a subscriber
+POLL = 0.1  # the journal is read this often by a subscriber (a thread hop and a read)
 HOOK_GRACE = 3.0
 HALF_MADE_AGE = 60.0
 
