@@ -173,6 +173,11 @@ def _resource_keys(memory: int | None, cpus: float | None, v2: bool) -> list[str
     return out
 
 
+def _fstab(path: str) -> str:
+    """A path in an ``lxc.mount.entry``, which LXC reads as an fstab line (blanks escaped)."""
+    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
+
+
 def _safe_id(content_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", content_id)
 
@@ -362,16 +367,48 @@ class LxcDriver:
             return root / "rootfs"
 
     async def _export(self, content_id: str, into: Path) -> None:
-        """``docker create`` + ``docker export``: the image's filesystem, once per content id."""
-        _, cid = await self._run("docker", "create", "--label", f"{LABEL_OWNER}={self.owner}", content_id, "true",
-                                 what=f"docker create {content_id}")
-        cid = cid.splitlines()[-1].strip()
+        """``docker create`` + ``docker export`` through the Engine API (the daemon's own
+        ``docker_host``, no docker CLI needed), the tar stream fed to ``tar -x`` as it comes: the
+        image's filesystem, once per content id. The container is never started."""
+        docker = self.docker
+        body = {"Image": content_id, "Cmd": ["true"], "Labels": {LABEL_OWNER: self.owner}}
         try:
-            script = f"docker export {shlex.quote(cid)} | tar -x -C {shlex.quote(str(into))}"
-            await self._run("bash", "-c", f"set -o pipefail; {script}", what=f"export {content_id}")
+            resp = await docker._call("POST", "/containers/create", f"create a container of {content_id} to export",
+                                      json=body)
+        except ImageNotFound:
+            raise ImageNotFound(f"image '{content_id}' is not on this host") from None
+        cid = resp.json()["Id"]
+        try:
+            async with docker._streaming("GET", f"/containers/{cid}/export", f"export {content_id}",
+                                         timeout=None) as stream:
+                tar = await trio.lowlevel.open_process(["tar", "-x", "-C", str(into)], stdin=subprocess.PIPE,
+                                                       stderr=subprocess.PIPE)
+                problem = bytearray()
+
+                async def complaints() -> None:  # read as it comes, so tar never blocks on a full pipe
+                    assert tar.stderr is not None
+                    while chunk := await tar.stderr.receive_some(65536):
+                        problem.extend(chunk[: max(0, 4096 - len(problem))])
+
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(complaints)
+                        assert tar.stdin is not None
+                        async for chunk in stream.aiter_bytes():
+                            await tar.stdin.send_all(chunk)
+                        await tar.stdin.aclose()
+                        await tar.wait()
+                finally:
+                    if tar.returncode is None:
+                        tar.kill()
+                        with trio.CancelScope(shield=True):
+                            await tar.wait()
+            if tar.returncode != 0:
+                raise DriverError(f"lxc: export {content_id}: tar: {problem.decode(errors='replace').strip()}")
         finally:
             with trio.CancelScope(shield=True):
-                await self._run("docker", "rm", "-f", cid, check=False)
+                await docker._call("DELETE", f"/containers/{cid}", f"remove export container {cid[:12]}",
+                                   params={"force": "true"}, allow=(404, 409))
 
     async def _from_template(self, template: str, into: Path) -> None:
         """``lxc-create -t NAME`` into a scratch path, its rootfs moved to the cache."""
@@ -642,7 +679,7 @@ class LxcDriver:
             ro = ",ro" if m.read_only else ""
             if m.type == "tmpfs":
                 size = f",size={m.size}" if m.size else ""
-                mounts.append(f"tmpfs {target} tmpfs create=dir{ro}{size} 0 0")
+                mounts.append(f"tmpfs {_fstab(target)} tmpfs create=dir{ro}{size} 0 0")
                 continue
             assert m.source is not None
             if m.type == "volume":
@@ -651,12 +688,12 @@ class LxcDriver:
             else:
                 source = Path(m.source)
             kind = "dir" if source.is_dir() or not source.exists() else "file"
-            mounts.append(f"{source} {target} none bind,create={kind}{ro} 0 0")
+            mounts.append(f"{_fstab(str(source))} {_fstab(target)} none bind,create={kind}{ro} 0 0")
         if req.secrets_dir is not None:
-            mounts.append(f"{req.secrets_dir} {SECRETS_TARGET} none bind,ro,create=dir 0 0")
+            mounts.append(f"{_fstab(req.secrets_dir)} {SECRETS_TARGET} none bind,ro,create=dir 0 0")
         if req.mdata_dir is not None:
-            mounts.append(f"{req.mdata_dir} {MDATA_TARGET} none bind,ro,create=dir 0 0")
-        mounts.append(f"{home / 'log'} .mariposa/log none bind,create=dir 0 0")
+            mounts.append(f"{_fstab(req.mdata_dir)} {MDATA_TARGET} none bind,ro,create=dir 0 0")
+        mounts.append(f"{_fstab(str(home / 'log'))} .mariposa/log none bind,create=dir 0 0")
         env = dict(spec.environment)
         env.setdefault("PATH", DEFAULT_PATH_ENV)
         for key, value in env.items():

@@ -114,3 +114,17 @@ async def test_two_instances_reach_each_other_over_the_project_bridge(lxc):
                 break
             await trio.sleep(0.1)
     assert out == b"hi\n"
+
+
+async def test_a_bind_mount_whose_path_has_a_blank_and_a_read_only_one(lxc, tmp_path):
+    from mariposa.model import MountSpec
+
+    src = tmp_path / "my data"
+    src.mkdir()
+    (src / "f").write_text("from the host\n")
+    inst = await lxc.create(request(lxc, IMAGE, volumes=(MountSpec("bind", str(src), "/srv/my data"),
+                                                         MountSpec("bind", str(src), "/ro", read_only=True))))
+    assert await lxc.exec(inst, ["cat", "/srv/my data/f"], timeout=20) == (0, b"from the host\n")
+    assert (await lxc.exec(inst, ["sh", "-c", "echo x > /ro/g"], timeout=20))[0] != 0
+    assert await lxc.exec(inst, ["sh", "-c", "echo back > '/srv/my data/g'"], timeout=20) == (0, b"")
+    assert (src / "g").read_text() == "back\n"
