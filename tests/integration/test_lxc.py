@@ -148,3 +148,24 @@ def test_lx_rolling_update_keeps_scale_answering_and_an_unhealthy_instance_is_re
 
     wait_until(replaced, timeout=60, what="the unhealthy instance replaced")
     assert sorted(lxc_running(daemon)) == sorted(i["name"] for i in serving(daemon))
+
+
+def test_lx_logs_through_the_cli_and_a_missing_template_is_refused_when_the_version_is_made(daemon: Daemon,
+                                                                                              tmp_path):
+    path = tmp_path / "talk.yaml"
+    path.write_text(f"""services:
+  talk:
+    image: {IMAGE}
+    compute_type: smartmachine
+    command: sh -c 'echo hello-from-lxc; echo to-stderr >&2; exec sleep 3600'
+""")
+    daemon.cli("project", "add", "lx", str(path), "--wait")
+    lines = wait_until(lambda: (out := daemon.cli("-j", "lx", "service", "logs", "talk", "--no-log-prefix").stdout)
+                       and len(out.splitlines()) >= 2 and out.splitlines(), timeout=20, what="two lines logged")
+    assert sorted(lines) == ["hello-from-lxc", "to-stderr"]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services:\n  db:\n    image: template:no-such-one\n    compute_type: lx\n    command: sh\n")
+    refused = daemon.cli("project", "add", "nope", str(bad), check=False)
+    assert refused.returncode != 0 and "no-such-one" in refused.stderr, refused.stderr
+    assert daemon.json("project", "list") and not any(p["name"] == "nope" for p in daemon.json("project", "list"))
