@@ -26,8 +26,9 @@ default), so a new driver object, after a daemon SIGKILL, rebuilds the same inve
   line "Child <pid> ended on error (N)" / "on signal SIG(N)" (128+N); none after an exit 0.
 - ``events.log``: the event journal. LXC runs ``hook.sh`` (written by the driver) at every start
   and stop of every container, whoever caused it (a crash, ``lxc-stop -k`` by hand), and the
-  driver appends create, stop and destroy itself. A cursor is a byte offset in the journal, so a
-  resumed subscription replays exactly what it missed, even what happened while no daemon ran.
+  driver appends create, stop and destroy itself. A cursor is the journal's inode and a byte
+  offset in it, so a resumed subscription replays exactly what it missed, even what happened while
+  no daemon ran; the journal is rotated at start-up past 16 MiB.
 
 The command runs under tini (Docker's ``docker-init``, a static binary from the host bind-mounted
 at ``/.mariposa/init``) unless ``init: false``: PID 1 of a PID namespace ignores signals it has no
@@ -102,6 +103,7 @@ DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 POLL = 0.1  # the journal is read this often by a subscriber (a thread hop and a read)
 HOOK_GRACE = 3.0
 HALF_MADE_AGE = 60.0
+JOURNAL_MAX = 16 << 20  # about 100,000 events
 
 _STATES = {
     "RUNNING": InstanceState.RUNNING,
@@ -293,8 +295,19 @@ class LxcDriver:
         try:
             await trio.to_thread.run_sync(self._ensure_layout)
             await trio.to_thread.run_sync(self._sweep_half_made)
+            await trio.to_thread.run_sync(self._rotate_journal)
         except OSError as exc:
             raise RuntimeUnavailable(f"lxc: cannot use {self.path}: {exc}") from None
+
+    def _rotate_journal(self) -> None:
+        """Past ``JOURNAL_MAX`` bytes the journal starts afresh (the old one kept as ``.1``); a
+        subscriber sees the new inode and reads on from its start."""
+        journal = self.path / "events.log"
+        try:
+            if journal.stat().st_size > JOURNAL_MAX:
+                os.replace(journal, journal.with_name("events.log.1"))
+        except FileNotFoundError:
+            pass
 
     def _sweep_half_made(self) -> None:
         """Instance directories without a config are creates a crash cut short (the config is
@@ -903,26 +916,33 @@ class LxcDriver:
         return states
 
     def events(self, since: str | None = None) -> AsyncIterator[DriverEvent]:
-        """The journal from byte offset ``since`` (a cursor), or from its end now."""
+        """The journal from cursor ``since`` ("INODE:OFFSET", just after the event that carried
+        it), or from its end now. A cursor of a journal rotated since (another inode) resumes at
+        the new journal's start: what fell between is for the daemon's periodic resync."""
         journal = self.path / "events.log"
         if since is None:
             try:
-                offset = journal.stat().st_size
+                st = journal.stat()
+                inode, offset = st.st_ino, st.st_size
             except OSError:
-                offset = 0
+                inode, offset = 0, 0
         else:
             try:
-                offset = int(since)
+                inode_text, _, offset_text = since.partition(":")
+                inode, offset = int(inode_text), int(offset_text)
             except ValueError:
                 raise ValueError(f"not an LXC event cursor: {since!r}") from None
-        return self._events(journal, offset)
+        return self._events(journal, inode, offset)
 
-    async def _events(self, journal: Path, offset: int) -> AsyncIterator[DriverEvent]:
+    async def _events(self, journal: Path, inode: int, offset: int) -> AsyncIterator[DriverEvent]:
         while True:
             try:
-                chunk = await trio.to_thread.run_sync(_read_from, journal, offset)
+                now, chunk = await trio.to_thread.run_sync(_read_from, journal, inode, offset)
             except OSError as exc:
                 raise RuntimeUnavailable(f"lxc: event journal {journal}: {exc}") from None
+            if now != inode:  # made or rotated since the cursor: its offsets are the new file's
+                inode, offset = now, 0
+                continue
             end = chunk.rfind(b"\n") + 1
             for raw in chunk[:end].splitlines(keepends=True):
                 offset += len(raw)
@@ -933,7 +953,8 @@ class LxcDriver:
                 code = str(e.get("x") or "")
                 yield DriverEvent(action=e.get("a", ""), instance_id=e.get("i") or None,
                                   project_id=e.get("p") or None, service=e.get("s") or None,
-                                  exit_code=int(code) if code.lstrip("-").isdigit() else None, cursor=str(offset))
+                                  exit_code=int(code) if code.lstrip("-").isdigit() else None,
+                                  cursor=f"{inode}:{offset}")
             await trio.sleep(POLL)
 
     async def exec(self, inst: Instance, argv: list[str], timeout: float, user: str | None = None
@@ -984,13 +1005,17 @@ class LxcDriver:
             await trio.sleep(0.1)
 
 
-def _read_from(path: Path, offset: int) -> bytes:
+def _read_from(path: Path, inode: int, offset: int) -> tuple[int, bytes]:
+    """(the journal's inode, what it holds from ``offset`` if that is still ``inode``)."""
     try:
         with open(path, "rb") as f:
+            now = os.fstat(f.fileno()).st_ino
+            if now != inode:
+                return now, b""
             f.seek(offset)
-            return f.read()
+            return now, f.read()
     except FileNotFoundError:
-        return b""
+        return 0, b""
 
 
 def _read_log(folder: Path, offset: int, to_end: bool) -> tuple[list[LogLine], int]:

@@ -80,3 +80,38 @@ def test_log_lines_keep_the_time_they_were_first_seen_and_long_lines_come_in_pie
     assert later[2].when >= first[1].when
     rest, end = _read_log(tmp_path, offset, to_end=True)
     assert [line.line for line in rest] == [b"partial"] and end == out.stat().st_size
+
+
+async def test_the_event_journal_resumes_from_a_cursor_and_across_a_rotation(tmp_path):
+    from contextlib import aclosing
+
+    import trio
+
+    from mariposa.drivers.lxc import LxcDriver
+    from mariposa.model import LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE
+
+    driver = LxcDriver("owner", tmp_path)
+    driver._ensure_layout()
+
+    def side(i: str) -> dict:
+        return {"labels": {LABEL_INSTANCE: i, LABEL_PROJECT: "p", LABEL_SERVICE: "s"}}
+
+    driver._journal("create", side("before"), "n0")  # before the subscription: never delivered
+    async with aclosing(driver.events()) as stream:
+        driver._journal("create", side("a"), "n1")
+        with trio.fail_after(5):
+            first = await stream.__anext__()
+    assert (first.action, first.instance_id, first.project_id, first.service) == ("create", "a", "p", "s")
+    driver._journal("die", side("b"), "n2")
+    driver._rotate_journal()  # small: kept
+    async with aclosing(driver.events(since=first.cursor)) as stream:
+        with trio.fail_after(5):
+            second = await stream.__anext__()
+    assert (second.action, second.instance_id) == ("die", "b")
+    (tmp_path / "events.log").rename(tmp_path / "events.log.1")  # as _rotate_journal does past its size
+    driver._journal("destroy", side("c"), "n3")
+    async with aclosing(driver.events(since=second.cursor)) as stream:
+        with trio.fail_after(5):
+            third = await stream.__anext__()
+    assert (third.action, third.instance_id) == ("destroy", "c")
+    await driver.aclose()
