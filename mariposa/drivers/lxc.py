@@ -247,6 +247,7 @@ class LxcDriver:
         # Networks seen up, so a scale-up of 20 checks the bridge once; one removed behind our back
         # makes a start fail, which forgets it and tries once more (see _start).
         self._up: dict[str, dict[str, Any]] = {}
+        self._first_ping = True
         self._image_locks: dict[str, trio.Lock] = {}
         self._v2 = _cgroup_v2()
 
@@ -294,7 +295,8 @@ class LxcDriver:
             raise RuntimeUnavailable("lxc: lxc-start not found: apt-get install lxc")
         try:
             await trio.to_thread.run_sync(self._ensure_layout)
-            await trio.to_thread.run_sync(self._sweep_half_made)
+            await trio.to_thread.run_sync(self._sweep_half_made, 0.0 if self._first_ping else HALF_MADE_AGE)
+            self._first_ping = False
             await trio.to_thread.run_sync(self._rotate_journal)
         except OSError as exc:
             raise RuntimeUnavailable(f"lxc: cannot use {self.path}: {exc}") from None
@@ -309,15 +311,17 @@ class LxcDriver:
         except FileNotFoundError:
             pass
 
-    def _sweep_half_made(self) -> None:
+    def _sweep_half_made(self, age: float) -> None:
         """Instance directories without a config are creates a crash cut short (the config is
-        written last): no inventory lists them, so nobody else would ever remove them. Only
-        those untouched for ``HALF_MADE_AGE``, so a create in flight is never swept."""
+        written last): no inventory lists them, so nobody else would ever remove them. The
+        first ping (the daemon's start, before it creates anything) sweeps them all; a later one
+        (a runtime back after an outage) only those untouched for ``HALF_MADE_AGE``, so a create
+        in flight is never swept."""
         reserved = {"images", "networks", "volumes"}
         for d in self.path.iterdir():
             if d.name in reserved or not d.is_dir() or (d / "config").exists():
                 continue
-            if time.time() - d.stat().st_mtime > HALF_MADE_AGE:
+            if time.time() - d.stat().st_mtime >= age:
                 log.info("removing a half-made LXC instance directory", path=str(d))
                 shutil.rmtree(d, ignore_errors=True)
 

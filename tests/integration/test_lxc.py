@@ -169,3 +169,33 @@ def test_lx_logs_through_the_cli_and_a_missing_template_is_refused_when_the_vers
     refused = daemon.cli("project", "add", "nope", str(bad), check=False)
     assert refused.returncode != 0 and "no-such-one" in refused.stderr, refused.stderr
     assert daemon.json("project", "list") and not any(p["name"] == "nope" for p in daemon.json("project", "list"))
+
+
+def lxc_dirs(daemon: Daemon) -> list[str]:
+    """Instance directories under the LXC path (each holds its overlay upper dir), made or half made."""
+    root = daemon.state_dir / "lxc"
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in ("images", "networks", "volumes"))
+
+
+def test_sigkill_during_an_lx_scale_then_restart_ends_at_exactly_six_with_every_overlay_dir_accounted_for(
+        daemon: Daemon, tmp_path):
+    path = tmp_path / "lx.yaml"
+    path.write_text(MANIFEST.format(scale=1))
+    daemon.cli("project", "add", "lx", str(path), "--wait")
+    daemon.cli("-j", "lx", "service", "scale", "db", "6")
+    wait_until(lambda: len(lxc_dirs(daemon)) >= 2, timeout=30, interval=0.005, what="the scale to begin")
+    daemon.kill()  # mid-scale: the restart must end at exactly 6 whatever was under way
+    daemon.start()
+    wait_until(lambda: len([i for i in instances(daemon) if i["state"] == "running"]) == 6, timeout=60,
+               what="6 running instances")
+    time.sleep(3)  # a resync later: still exactly 6, nothing orphaned or duplicated
+    running = sorted(i["name"] for i in instances(daemon) if i["state"] == "running")
+    assert len(running) == 6 and sorted(lxc_running(daemon)) == running
+    assert lxc_dirs(daemon) == running  # no overlay dir of an instance nobody knows
+    bridge = f"mlx{daemon.json('project', 'get', 'lx')['id'][:12]}"
+    assert bridge in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    daemon.cli("project", "delete", "lx", "--wait")
+    # project delete: no containers, no overlay dirs, no bridge, no iptables rule
+    assert lxc_dirs(daemon) == [] and not list((daemon.state_dir / "lxc" / "networks").iterdir())
+    assert bridge not in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert bridge not in subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
