@@ -280,6 +280,12 @@ class LxcDriver:
             return None
         return data if isinstance(data, dict) else None
 
+    async def _side(self, name: str) -> dict[str, Any] | None:
+        return await trio.to_thread.run_sync(self._sidecar, name)
+
+    async def _anet(self, network: str) -> dict[str, Any] | None:
+        return await trio.to_thread.run_sync(self._net, network)
+
     def _journal(self, action: str, labels_or_side: dict[str, Any], name: str) -> None:
         labels = labels_or_side.get("labels", {})
 
@@ -332,14 +338,14 @@ class LxcDriver:
         """``template:NAME``, a rootfs directory or tarball path, or a Docker image (its id)."""
         if image.startswith("template:"):
             template = image.split(":", 1)[1]
-            if not Path(f"/usr/share/lxc/templates/lxc-{template}").exists():
+            if not await trio.Path(f"/usr/share/lxc/templates/lxc-{template}").exists():
                 raise ImageNotFound(f"LXC template '{template}' is not on this host (image '{image}')")
             return image
         if image.startswith("/"):
             path = Path(image)
-            if path.is_dir():
+            if await trio.Path(path).is_dir():
                 return f"dir:{path}"
-            if path.is_file():
+            if await trio.Path(path).is_file():
                 digest = await trio.to_thread.run_sync(_sha256, path)
                 return f"sha256:{digest}"
             raise ImageNotFound(f"image '{image}' is not on this host (no such rootfs directory or tarball)")
@@ -361,7 +367,7 @@ class LxcDriver:
         root = self.path / "images" / _safe_id(content_id)
         lock = self._image_locks.setdefault(content_id, trio.Lock())
         async with lock:
-            if (root / "rootfs").is_dir():
+            if await trio.Path(root / "rootfs").is_dir():
                 return root / "rootfs"
             tmp = self.path / "images" / f".tmp-{_safe_id(content_id)}-{os.getpid()}"
             await trio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
@@ -472,7 +478,7 @@ class LxcDriver:
             return self._up[network]
         async with self._lock:
             await trio.to_thread.run_sync(self._ensure_layout)
-            rec = self._net(network)
+            rec = await self._anet(network)
             if rec is None:
                 used = await self._used_subnets()
                 start = int(hashlib.sha256(network.encode()).hexdigest()[:8], 16)
@@ -487,7 +493,7 @@ class LxcDriver:
                     raise DriverError(f"lxc: no free /24 in {SUBNETS} for network {network}")
                 rec = {"name": network, "bridge": bridge_name(network) if not network.startswith("mlx") else network,
                        "subnet": str(subnet), "labels": labels}
-                _write(self._net_file(network), json.dumps(rec))
+                await trio.to_thread.run_sync(_write, self._net_file(network), json.dumps(rec))
             bridge = rec["bridge"]
             if not await self._bridge_up(bridge):
                 gateway = next(ipaddress.ip_network(rec["subnet"]).hosts())
@@ -510,14 +516,14 @@ class LxcDriver:
 
     async def _drop_net(self, network: str) -> None:
         self._up.pop(network, None)
-        rec = self._net(network)
+        rec = await self._anet(network)
         if rec is None:
             return
         bridge = rec["bridge"]
         await self._forward_rule(bridge, add=False)
         if await self._bridge_up(bridge):
             await self._run("ip", "link", "del", bridge, check=False)
-        self._net_file(network).unlink(missing_ok=True)
+        await trio.Path(self._net_file(network)).unlink(missing_ok=True)
 
     async def ensure_network(self, project_id: str, project_name: str) -> None:
         await self._ensure_net(project_network(project_id), {LABEL_OWNER: self.owner, LABEL_PROJECT: project_id,
@@ -530,8 +536,10 @@ class LxcDriver:
                 return []
             kept = []
             sides = await trio.to_thread.run_sync(self._all_sidecars)
-            for f in sorted((self.path / "networks").glob("*.json")):
-                rec = self._net(f.stem)
+            records = (self.path / "networks").glob("*.json")
+            names = await trio.to_thread.run_sync(lambda: sorted(f.stem for f in records))
+            for stem in names:
+                rec = await self._anet(stem)
                 if rec is None:
                     continue
                 labels = rec.get("labels", {})
@@ -547,7 +555,7 @@ class LxcDriver:
             return kept
 
     async def network_exists(self, name: str) -> bool:
-        rec = self._net(name)
+        rec = await self._anet(name)
         if rec is not None:
             return await self._bridge_up(rec["bridge"])
         return len(name) <= 15 and await self._bridge_up(name)  # a bridge made outside Mariposa
@@ -612,7 +620,7 @@ class LxcDriver:
 
     async def create(self, req: CreateRequest) -> Instance:
         name = req.name
-        side = self._sidecar(name)
+        side = await self._side(name)
         if side is not None:
 
             if side["labels"].get(LABEL_INSTANCE) != req.instance_id or side["labels"].get(LABEL_OWNER) != self.owner:
@@ -633,17 +641,18 @@ class LxcDriver:
                                   "of the manifest) does not exist; create it first")
         base = await self._base(spec.image, content_id)
         home = self._dir(name)
-        if home.exists():  # a create of this name a crash cut short (no sidecar yet): start afresh
+        if await trio.Path(home).exists():  # a create of this name a crash cut short (no sidecar yet): afresh
             await trio.to_thread.run_sync(lambda: shutil.rmtree(home, ignore_errors=True))
         try:
             await self._make(req, name, home, base)
-            await self._journal_async("create", self._sidecar(name) or {}, name)
-            await self._start(name, self._sidecar(name) or {})
+            made = await self._side(name) or {}
+            await self._journal_async("create", made, name)
+            await self._start(name, made)
         except BaseException:
             with trio.move_on_after(30, shield=True):
                 await self._destroy(name, journal=False)
             raise
-        inst = await self._instance(name, self._sidecar(name) or {})
+        inst = await self._instance(name, await self._side(name) or {})
         if inst is None:
             raise DriverError(f"lxc: create {name}: the container vanished right after start")
         return inst
@@ -662,7 +671,7 @@ class LxcDriver:
         for ref in spec.networks:
             runtime = ref.runtime(req.project_name)
             if ref.external:
-                rec = self._net(runtime) or {"name": runtime, "bridge": runtime, "subnet": None}
+                rec = await self._anet(runtime) or {"name": runtime, "bridge": runtime, "subnet": None}
             else:
                 rec = await self._ensure_net(runtime, {LABEL_OWNER: self.owner, LABEL_PROJECT_NAME: req.project_name,
                                                        LABEL_NETWORK: ref.name})
@@ -789,18 +798,16 @@ class LxcDriver:
         # the project's bridge may have gone with a remove_network since the instance stopped
         for attempt in range(2):
             for network in side.get("networks", ()):
-                rec = self._net(network)
+                rec = await self._anet(network)
                 if network == project_network(labels.get(LABEL_PROJECT, "")):
                     await self.ensure_network(labels.get(LABEL_PROJECT, ""), labels.get(LABEL_PROJECT_NAME, ""))
                 elif rec is not None and "labels" in rec:
                     await self._ensure_net(network, rec["labels"])
-            (home / "lxc.log").write_bytes(b"")  # this run's log only: the exit code is its last word
-            (home / "exit").unlink(missing_ok=True)
-            (home / "started").touch()
+            await trio.to_thread.run_sync(_prepare_start, home)
             code, out = await self._run("lxc-start", "-P", str(self.path), "-n", name, check=False)
             if code == 0:
                 return
-            detail = _log_errors(home / "lxc.log")
+            detail = await trio.to_thread.run_sync(_log_errors, home / "lxc.log")
             if attempt == 0 and ("bridge" in detail.lower() or "link" in detail.lower()):
                 for network in side.get("networks", ()):
                     self._up.pop(network, None)  # removed behind our back: made again
@@ -809,7 +816,7 @@ class LxcDriver:
 
     async def _destroy(self, name: str, journal: bool = True) -> None:
         home = self._dir(name)
-        side = self._sidecar(name) or {}
+        side = await self._side(name) or {}
         if await self._state(name) not in (None, "STOPPED"):
             await self._run("lxc-stop", "-P", str(self.path), "-n", name, "-k", check=False)
         await trio.to_thread.run_sync(lambda: shutil.rmtree(home, ignore_errors=True))
@@ -818,19 +825,23 @@ class LxcDriver:
             await self._journal_async("destroy", side, name)
 
     async def _state(self, name: str) -> str | None:
-        if not (self._dir(name) / "config").exists():
-            return None
+        """LXC's word for the container's state; None when there is no such container."""
         code, out = await self._run("lxc-info", "-P", str(self.path), "-n", name, "-s", "-H", check=False)
         return out.strip() if code == 0 else None
 
     async def _instance(self, name: str, side: dict[str, Any], state: str | None = None) -> Instance | None:
-        found = identity_from_labels(side.get("labels", {}))
-        if found is None:
-            return None
         if state is None:
             state = await self._state(name)
             if state is None:
                 return None
+        return await trio.to_thread.run_sync(self._build, name, side, state)
+
+    def _build(self, name: str, side: dict[str, Any], state: str) -> Instance | None:
+        """An ``Instance`` from its sidecar, LXC's state and the files beside the config (reads
+        files: run in a worker thread)."""
+        found = identity_from_labels(side.get("labels", {}))
+        if found is None:
+            return None
         home = self._dir(name)
         mapped = _STATES.get(state, InstanceState.UNKNOWN)
         exit_code = None
@@ -841,13 +852,17 @@ class LxcDriver:
                 exit_code = _exit_code(home)
                 if exit_code is None:
                     mapped = InstanceState.STOPPING  # the monitor is still tearing down
-        found.setdefault("created", (home / "config").stat().st_mtime if (home / "config").exists() else 0.0)
+        if "created" not in found:
+            try:
+                found["created"] = (home / "config").stat().st_mtime
+            except OSError:
+                found["created"] = 0.0
         return Instance(**found, runtime_id=name, name=name, state=mapped, exit_code=exit_code,
                         address=side.get("address") if mapped == InstanceState.RUNNING else None,
                         compute_type=self.compute_type)
 
     async def start(self, inst: Instance) -> None:
-        side = self._sidecar(inst.runtime_id)
+        side = await self._side(inst.runtime_id)
         state = await self._state(inst.runtime_id)
         if side is None or state is None:
             raise DriverError(f"lxc: start {inst.name}: no such container")
@@ -857,7 +872,7 @@ class LxcDriver:
 
     async def stop(self, inst: Instance, timeout: int | None = None) -> None:
         name = inst.runtime_id
-        side = self._sidecar(name)
+        side = await self._side(name)
         state = await self._state(name)
         if side is None or state in (None, "STOPPED"):
             return
@@ -887,7 +902,7 @@ class LxcDriver:
             raise DriverError(f"lxc: signal {inst.name}: it is not running") from None
 
     async def remove(self, inst: Instance) -> None:
-        if self._sidecar(inst.runtime_id) is None and not self._dir(inst.runtime_id).exists():
+        if await self._side(inst.runtime_id) is None and not await trio.Path(self._dir(inst.runtime_id)).exists():
             return
         await self._destroy(inst.runtime_id)
 
@@ -898,14 +913,13 @@ class LxcDriver:
         if not sides:
             return []
         states = await self._states()
-        out = []
-        for name, side in sorted(sides.items()):
-            if name not in states:
-                continue  # no config: a create half made or a remove half done
-            inst = await self._instance(name, side, states[name])
-            if inst is not None:
-                out.append(inst)
-        return out
+
+        def build() -> list[Instance]:
+            # no state: no config, a create half made or a remove half done
+            made = (self._build(name, side, states[name]) for name, side in sorted(sides.items()) if name in states)
+            return [inst for inst in made if inst is not None]
+
+        return await trio.to_thread.run_sync(build)
 
     async def _states(self) -> dict[str, str]:
         """Every container's state under the path, in one ``lxc-ls`` call."""
@@ -964,7 +978,7 @@ class LxcDriver:
     async def exec(self, inst: Instance, argv: list[str], timeout: float, user: str | None = None
                    ) -> tuple[int, bytes]:
         name = inst.runtime_id
-        side = self._sidecar(name)
+        side = await self._side(name)
         if side is None or await self._state(name) != "RUNNING":
             raise DriverError(f"lxc: exec in {inst.name}: it is not running")
         if user is None:
@@ -980,7 +994,7 @@ class LxcDriver:
         return done.returncode, done.stdout
 
     async def address(self, inst: Instance) -> str | None:
-        side = self._sidecar(inst.runtime_id)
+        side = await self._side(inst.runtime_id)
         if side is None or await self._state(inst.runtime_id) != "RUNNING":
             return None
         return side.get("address")
@@ -988,7 +1002,7 @@ class LxcDriver:
     async def logs(self, inst: Instance, since: float | None = None, tail: int | None = None,
                    follow: bool = False) -> AsyncGenerator[LogLine, None]:
         home = self._dir(inst.runtime_id)
-        if not (home / "log" / "out").exists():
+        if not await trio.Path(home / "log" / "out").exists():
             raise DriverError(f"lxc: logs of {inst.name}: no such container")
         lines, offset = await trio.to_thread.run_sync(_read_log, home / "log", 0, not follow)
         picked = [line for line in lines if since is None or line.when >= since]
@@ -1078,6 +1092,14 @@ def _exit_code(home: Path) -> int | None:
         return 0
     kind, number = found[-1]
     return int(number) + (128 if kind == b"signal" else 0)
+
+
+def _prepare_start(home: Path) -> None:
+    """Before each start: this run's LXC log only (the exit code is its last word), no exit code
+    of the run before, and the mark that the instance was started once (else it is CREATING)."""
+    (home / "lxc.log").write_bytes(b"")
+    (home / "exit").unlink(missing_ok=True)
+    (home / "started").touch()
 
 
 def _log_errors(path: Path) -> str:
