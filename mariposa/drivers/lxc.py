@@ -23,7 +23,8 @@ default), so a new driver object, after a daemon SIGKILL, rebuilds the same inve
   a line's time is when the driver first saw it written (at most the file's mtime then), stable
   across reads and restarts.
 - ``NAME/exit``: the exit code of the last run, written by the post-stop hook from LXC's own log
-  line "Child <pid> ended on error (N)" / "on signal SIG(N)" (128+N); none after an exit 0.
+  line "Child <pid> ended on error (N)" / "on signal SIG(N)" (128+N); 0 when it logged none
+  (LXC logs failures only).
 - ``events.log``: the event journal. LXC runs ``hook.sh`` (written by the driver) at every start
   and stop of every container, whoever caused it (a crash, ``lxc-stop -k`` by hand), and the
   driver appends create, stop and destroy itself. A cursor is the journal's inode and a byte
@@ -33,11 +34,17 @@ default), so a new driver object, after a daemon SIGKILL, rebuilds the same inve
 The command runs under tini (Docker's ``docker-init``, a static binary from the host bind-mounted
 at ``/.mariposa/init``) unless ``init: false``: PID 1 of a PID namespace ignores signals it has no
 handler for, so without it ``lxc-stop`` would wait out every timeout of a plain ``sleep``. Without
-a ``command`` the image's ``/sbin/init`` runs as PID 1, as a system container does.
+a ``command`` the image's ``/sbin/init`` runs as PID 1, as a system container does (its console
+output is not logged). The spec hands an infrastructure container's ``command`` over as a "user
+script"; here it is the container's init program, run by ``/.mariposa/run`` (a two-line sh script
+in the upper dir: output to the log, then ``exec`` of the command, so the image needs a
+``/bin/sh``), which keeps logs, stop signals and exit codes what they are on Docker.
 
 Networks: ``lxc-net`` needs systemd, which this host lacks, so the driver makes and owns a Linux
 bridge per network (``mlx`` + 12 hex: a prefix no one else uses), picks a free /24 in 10.200/13
-for it, and gives each instance a static address on it (``NAME/mariposa.json``). Docker sets the
+for it, and gives each instance a static address on it (``NAME/mariposa.json``) with a MAC derived
+from the address, as Docker does, so an address handed out again never meets a stale ARP entry.
+The host reaches every instance at its address (health checks need no port). Docker sets the
 FORWARD policy to DROP; each bridge gets ``iptables -I DOCKER-USER -i BR -o BR -j ACCEPT`` when that
 chain exists, removed with the bridge.
 """
