@@ -44,6 +44,9 @@ class DaemonConfig:
     delete_removed_projects: bool = False  # deleting NAME.yaml deletes project NAME
     rescan: float = 30.0  # seconds between full rescans of the manifest directory
     docker_host: str | None = None
+    # Where the LXC driver keeps its containers, base images and networks (drivers/lxc.py);
+    # None: STATE_DIR/lxc. The LXC driver is there only on a host with LXC installed.
+    lxc_path: str | None = None
     log_format: str = "auto"
     log_level: str = "info"
     resync: float = 10.0
@@ -149,7 +152,7 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Daemon
 def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     kinds: dict[str, type | tuple[type, ...]] = {
         "state_dir": str, "socket": str, "secret_key_file": str, "run_dir": str,
-        "manifest_dir": str, "docker_host": str, "log_format": str,
+        "manifest_dir": str, "docker_host": str, "lxc_path": str, "log_format": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
         "allow_privileged": bool,
         "resync": (int, float), "rescan": (int, float), "parallelism": int, "socket_group": (str, int),

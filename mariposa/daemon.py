@@ -96,9 +96,20 @@ async def watch_driver_events(ctx: Context, driver: Driver) -> None:
 
 
 def default_drivers(owner: str, config: DaemonConfig) -> dict[str, Driver]:
+    """One driver per compute type the host can run: Docker always (its absence is a runtime to
+    wait for), LXC (``infrastructure``) where the lxc tools are installed, so a Docker-only host
+    never lists instances through a runtime it does not have."""
+    import shutil
+
     from mariposa.drivers.docker import DockerDriver
 
-    return {"docker": DockerDriver(owner, config.docker_host)}
+    drivers: dict[str, Driver] = {"docker": DockerDriver(owner, config.docker_host)}
+    if shutil.which("lxc-start"):
+        from mariposa.drivers.lxc import LxcDriver
+
+        lxc = LxcDriver(owner, config.lxc_path or str(Path(config.state_dir) / "lxc"), config.docker_host)
+        drivers[lxc.compute_type] = lxc
+    return drivers
 
 
 class Daemon:
@@ -123,7 +134,7 @@ class Daemon:
             log.error("configuration not reloaded; keeping the running one", error=exc.message)
             systemd.notify("READY=1")
             return
-        for key in ("state_dir", "socket", "manifest_dir", "docker_host", "secret_key_file", "run_dir"):
+        for key in ("state_dir", "socket", "manifest_dir", "docker_host", "lxc_path", "secret_key_file", "run_dir"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))

@@ -42,6 +42,42 @@ def _binary(name: str, binaries: list[str], package: str, needed_for: str) -> di
     return _check(name, "warn", f"not installed ({needed_for})", f"apt-get install {package}")
 
 
+def _lxc_extras() -> list[dict]:
+    """What the LXC driver needs besides the lxc tools (drivers/lxc.py): no Python binding (it
+    drives the tools), tini to run commands under, the cgroup controllers its limits use, and
+    Docker's DOCKER-USER chain, where it lets its bridges' traffic through Docker's FORWARD DROP."""
+    import subprocess
+
+    from mariposa.drivers.lxc import TINI
+
+    out = [_check("lxc binding", "ok", "none needed: the driver runs the lxc-* tools")]
+    tini = next((t for t in TINI if Path(t).exists()), None)
+    out.append(_check("tini", "ok", tini) if tini else
+               _check("tini", "warn", "not installed: lx commands would run as PID 1, deaf to SIGTERM",
+                      "apt-get install tini"))
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        have = set((root / "cgroup.controllers").read_text().split())
+        kind = "v2"
+    else:
+        have = {c for c in ("memory", "cpu") if (root / c).is_dir()}
+        kind = "v1"
+    missing = {"memory", "cpu"} - have
+    out.append(_check("cgroups", "warn" if missing else "ok",
+                      f"cgroup {kind}" + (f", no {' or '.join(sorted(missing))} controller: lx memory/cpus "
+                                          "limits would fail" if missing else ", memory and cpu controllers"),
+                      "boot with the missing controllers enabled" if missing else ""))
+    try:
+        chain = subprocess.run(["iptables", "-w", "-n", "-L", "DOCKER-USER"], capture_output=True, timeout=10)
+        ok = chain.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    out.append(_check("iptables", "ok", "DOCKER-USER chain present: LXC bridges get their ACCEPT rule") if ok else
+               _check("iptables", "warn", "no DOCKER-USER chain: nothing to open for LXC bridges (fine without "
+                      "Docker's FORWARD DROP)", "start dockerd first if Docker runs here"))
+    return out
+
+
 def _kvm() -> dict:
     if not Path("/dev/kvm").exists():
         return _check("kvm", "warn", "/dev/kvm missing: QEMU VMs would run without acceleration",
@@ -92,6 +128,8 @@ def run_checks(config_path: str | None, state_dir: str | None, socket: str) -> l
         results.append(_check("config", "fail", exc.message, "fix the file named"))
     results.append(_docker(cfg.docker_host))
     results.append(_binary("lxc", ["lxc-create", "lxc-start"], "lxc", "needed for compute_type lx"))
+    if shutil.which("lxc-start"):
+        results += _lxc_extras()
     results.append(_binary("qemu", ["qemu-system-x86_64"], "qemu-system-x86", "needed for compute_type kvm"))
     results.append(_kvm())
     results.append(_binary("busybox", ["busybox"], "busybox-static", "the examples' local image is built from it"))

@@ -28,6 +28,9 @@ COMPUTE_TYPES = {
     "hvm": "kvm",
     "manta": "manta",
 }
+# Options only the Docker driver carries out; an LXC service (drivers/lxc.py) is refused them.
+DOCKER_ONLY = ("entrypoint", "ports", "cap_add", "cap_drop", "devices", "extra_hosts", "read_only", "shm_size",
+               "sysctls", "ulimits", "privileged", "network_mode")
 RESTART_POLICIES = ("always", "unless-stopped", "no", "on-failure")
 PRESERVE_STOPPED = ("on-failure", "no", "always")
 HEALTHCHECK_TYPES = ("http", "https", "tcp", "command")

@@ -16,6 +16,7 @@ from mariposa.manifest.report import (
     AFFINITY_OPS,
     AFFINITY_RE,
     COMPUTE_TYPES,
+    DOCKER_ONLY,
     DOMAIN_LABEL_RE,
     ENV_KEY_RE,
     MAX_MEMORY,
@@ -105,6 +106,8 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
                     message = f"host port {port.host} can only be bound by one instance"
                     self.problem(at, f"{message}, but scale is {scale}")
         self.container_cross_checks()
+        if compute == "infrastructure":
+            self.lx_cross_checks()
         self.network_cross_checks()
         if self.env_from_files:
             # an env file's text is literal: its '{{' is no template (rendering gives it back as is)
@@ -117,6 +120,16 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
                 self.problem(schedule, "'schedule' is only valid with service_type scheduled")
             else:
                 self.problem(schedule, "'schedule' is not supported yet")
+
+    def lx_cross_checks(self) -> None:
+        """An LXC system container has no image entrypoint to replace and no Engine to publish
+        ports or set these container options: each is refused by name (drivers/lxc.py), never
+        silently ignored."""
+        written = self.seen["compute_type"].value
+        for key in DOCKER_ONLY:
+            if key in self.seen:
+                self.problem(self.seen[key], f"{key!r} is a Docker option, not supported with compute_type "
+                                             f"{written!r} (an LXC system container)", on_key=True)
 
     # -- shared shapes ----------------------------------------------------------------------------
 
@@ -134,8 +147,9 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
         if value is None:
             return
         self.fields["compute_type"] = COMPUTE_TYPES[value]
-        if COMPUTE_TYPES[value] != "docker":
-            self.problem(at, f"compute_type {value!r} is not supported yet (docker only for now)")
+        if COMPUTE_TYPES[value] not in ("docker", "infrastructure"):
+            self.problem(at, f"compute_type {value!r} is not supported yet (docker, and infrastructure, lx or "
+                             "smartmachine on LXC)")
 
     def image(self, at: _At) -> None:
         value = self.string(at)

@@ -170,9 +170,88 @@ async def _docker_kit(image: str, registries):
         registries.remove_local(pullable)
 
 
-@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
-async def kit(request):
-    made = _fake_kit() if request.param == "fake" else _docker_kit(
-        request.getfixturevalue("docker_image"), request.getfixturevalue("registries"))
+@asynccontextmanager
+async def _lxc_kit(image: str, registries, path):
+    """Real LXC under a path of the test's own (the driver's whole world: containers, bases,
+    journal, network records); the image is the Docker test image, exported by the driver. The
+    bridges it made (found by the records under the path) and the ones the test made go after."""
+    from mariposa.drivers.lxc import LxcDriver
+
+    owner = f"contract-{uuid.uuid4().hex[:12]}"
+    lxc_path = str(path / "lxc")
+    made_bridges: list[str] = []
+    kit: Kit
+
+    async def restart() -> Driver:
+        await kit.driver.aclose()
+        kit.driver = LxcDriver(owner, lxc_path)
+        return kit.driver
+
+    async def kill(inst: Instance) -> None:
+        await trio.run_process(["lxc-stop", "-P", lxc_path, "-n", inst.runtime_id, "-k"], capture_stdout=True,
+                               capture_stderr=True)
+
+    async def create_unstarted(req: CreateRequest) -> Instance:
+        driver: LxcDriver = kit.driver  # type: ignore[assignment]
+        base = await driver._base(req.spec.image, await driver.resolve_image(req.spec.image))
+        await driver._make(req, req.name, driver._dir(req.name), base)
+        [inst] = [i for i in await driver.inventory() if i.id == req.instance_id]
+        return inst
+
+    async def leftovers() -> list[str]:
+        root = path / "lxc"
+        return sorted(d.name for d in root.iterdir() if (d / "config").exists()) if root.is_dir() else []
+
+    async def make_network(name: str) -> None:
+        await trio.run_process(["ip", "link", "add", name, "type", "bridge"], capture_stdout=True)
+        made_bridges.append(name)
+
+    def purge() -> None:
+        import json
+
+        root = path / "lxc"
+        if root.is_dir():
+            for d in root.iterdir():
+                if (d / "config").exists():
+                    subprocess.run(["lxc-stop", "-P", lxc_path, "-n", d.name, "-k"], capture_output=True, timeout=60)
+            for rec in (root / "networks").glob("*.json"):
+                made_bridges.append(json.loads(rec.read_text())["bridge"])
+        for bridge in made_bridges:
+            subprocess.run(["iptables", "-w", "-D", "DOCKER-USER", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
+                           capture_output=True, timeout=60)
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=60)
+
+    pullable = registries.ref(registries.open_host, "busybox")
+    registries.remove_local(pullable)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    driver = LxcDriver(owner, lxc_path)
+    try:
+        await driver.ping()
+    except RuntimeUnavailable as exc:
+        pytest.fail(f"the lxc contract tests need LXC (apt-get install lxc): {exc}")
+    kit = Kit(driver, image, "mariposa-test/not-there:1.0", owner, restart, kill, create_unstarted, leftovers,
+              make_network, pullable, registries.ref(registries.open_host, "nope"),
+              RegistryAuth(registries.auth_host, registries.user, registries.password),
+              f"127.0.0.1:{silent.getsockname()[1]}/{registries.prefix}/silent:v1")
+    try:
+        yield kit
+    finally:
+        silent.close()
+        await kit.driver.aclose()
+        await trio.to_thread.run_sync(purge)
+        registries.remove_local(pullable)
+
+
+@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker),
+                        pytest.param("lxc", marks=[pytest.mark.docker, pytest.mark.lxc])])
+async def kit(request, tmp_path):
+    if request.param == "fake":
+        made = _fake_kit()
+    elif request.param == "docker":
+        made = _docker_kit(request.getfixturevalue("docker_image"), request.getfixturevalue("registries"))
+    else:
+        made = _lxc_kit(request.getfixturevalue("docker_image"), request.getfixturevalue("registries"), tmp_path)
     async with made as kit:
         yield kit

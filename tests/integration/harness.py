@@ -133,7 +133,23 @@ class Daemon:
                 docker("network", "rm", *nets, check=False)
         import shutil
 
+        self.cleanup_lxc()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def cleanup_lxc(self) -> None:
+        """The LXC driver's containers (under STATE_DIR/lxc) killed, and the bridges it made, with
+        their DOCKER-USER rules, removed: the state dir goes with the test's tmp dir, they would not."""
+        root = self.state_dir / "lxc"
+        if not root.is_dir():
+            return
+        for d in root.iterdir():
+            if (d / "config").exists():
+                subprocess.run(["lxc-stop", "-P", str(root), "-n", d.name, "-k"], capture_output=True, timeout=60)
+        for rec in (root / "networks").glob("*.json"):
+            bridge = json.loads(rec.read_text())["bridge"]
+            subprocess.run(["iptables", "-w", "-D", "DOCKER-USER", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
+                           capture_output=True, timeout=60)
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=60)
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):

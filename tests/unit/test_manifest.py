@@ -588,11 +588,29 @@ def test_compute_type_docker():
     assert service("image: x\ncompute_type: docker").compute_type == "docker"
 
 
-@pytest.mark.parametrize("value", ["infrastructure", "lx", "smartmachine", "kvm", "vm", "hvm", "manta"])
+@pytest.mark.parametrize("value", ["kvm", "vm", "hvm", "manta"])
 def test_unsupported_compute_types(value):
     found = service_problem(f"image: x\ncompute_type: {value}")
-    assert found.message == f"compute_type '{value}' is not supported yet (docker only for now)"
+    assert found.message == (f"compute_type '{value}' is not supported yet (docker, and infrastructure, lx or "
+                             "smartmachine on LXC)")
     assert found.field == "services.web.compute_type"
+
+
+@pytest.mark.parametrize("value", ["infrastructure", "lx", "smartmachine"])
+def test_lx_compute_types_run_on_lxc(value):
+    """Issue 14: the spec's three names of a system container are one driver's (drivers/lxc.py)."""
+    assert service(f"image: x\ncompute_type: {value}\ncommand: httpd -f").compute_type == "infrastructure"
+
+
+def test_docker_only_options_are_refused_on_lx_naming_option_and_compute_type():
+    found = problems(service_text("image: x\ncompute_type: lx\nentrypoint: [sh]\nports: ['80']\ncommand: a"))
+    assert [(p.line, p.field, p.message) for p in found] == [
+        (5, "services.web.entrypoint",
+         "'entrypoint' is a Docker option, not supported with compute_type 'lx' (an LXC system container)"),
+        (6, "services.web.ports",
+         "'ports' is a Docker option, not supported with compute_type 'lx' (an LXC system container)"),
+    ]
+    assert service("image: x\nentrypoint: [sh]").entrypoint == ("sh",)  # on Docker it is fine
 
 
 def test_manta_does_not_need_an_image():

@@ -1,0 +1,1206 @@
+"""The LXC driver: system containers (``compute_type: infrastructure | lx | smartmachine``),
+made and run with the ``lxc-*`` tools under a path of its own.
+
+Why the tools and not a binding: Debian's ``python3-lxc`` imports only into Debian's own Python
+(or a venv with system site-packages), and PyPI's ``lxc`` must be compiled against ``lxc-dev``;
+either is a compiled dependency for what five commands do. The binding's calls also block
+(start waits for the container), so each would need a worker thread, while ``trio.run_process``
+waits on the child without blocking the loop; and its ``set_config_item("lxc.rootfs.path")``
+silently reverts and its starts leave ``lxc.monitor.NAME`` cgroups behind. A tool call costs a
+few milliseconds of fork and exec, small next to the 15-100 ms a container takes to start.
+
+Everything the driver knows lives on disk under its LXC path (``/var/lib/mariposa/lxc`` by
+default), so a new driver object, after a daemon SIGKILL, rebuilds the same inventory:
+
+- ``NAME/config``: LXC's own config. The rootfs is always an **overlay** of a cached base
+  (``images/ID/rootfs``, never written) and the instance's upper dir ``NAME/delta``: an instance
+  never gets a shared ``dir:`` rootfs, which ``lxc-destroy`` would delete.
+- ``NAME/mariposa.json``: the sidecar with the instance's labels (identity, ``tags``), address,
+  networks, volumes, user, environment and stop timeout (mode 0600: environment may hold secrets).
+- ``NAME/log/out``: the program's stdout and stderr, in order (the init script redirects them
+  there: a daemonised ``lxc-start`` gives init no console output to log), and ``NAME/log/index``
+  which stamps the output: each time the driver finds new bytes it records "END-OFFSET MTIME", so
+  a line's time is when the driver first saw it written (at most the file's mtime then), stable
+  across reads and restarts.
+- ``NAME/exit``: the exit code of the last run, written by the post-stop hook from LXC's own log
+  line "Child <pid> ended on error (N)" / "on signal SIG(N)" (128+N); 0 when it logged none
+  (LXC logs failures only).
+- ``events.log``: the event journal. LXC runs ``hook.sh`` (written by the driver) at every start
+  and stop of every container, whoever caused it (a crash, ``lxc-stop -k`` by hand), and the
+  driver appends create, stop and destroy itself. A cursor is the journal's inode and a byte
+  offset in it, so a resumed subscription replays exactly what it missed, even what happened while
+  no daemon ran; the journal is rotated at start-up past 16 MiB.
+
+The command runs under tini (Docker's ``docker-init``, a static binary from the host bind-mounted
+at ``/.mariposa/init``) unless ``init: false``: PID 1 of a PID namespace ignores signals it has no
+handler for, so without it ``lxc-stop`` would wait out every timeout of a plain ``sleep``. Without
+a ``command`` the image's ``/sbin/init`` runs as PID 1, as a system container does (its console
+output is not logged). The spec hands an infrastructure container's ``command`` over as a "user
+script"; here it is the container's init program, run by ``/.mariposa/run`` (a two-line sh script
+in the upper dir: output to the log, then ``exec`` of the command, so the image needs a
+``/bin/sh``), which keeps logs, stop signals and exit codes what they are on Docker.
+
+Networks: ``lxc-net`` needs systemd, which this host lacks, so the driver makes and owns a Linux
+bridge per network (``mlx`` + 12 hex: a prefix no one else uses), picks a free /24 in 10.200/13
+for it, and gives each instance a static address on it (``NAME/mariposa.json``) with a MAC derived
+from the address, as Docker does, so an address handed out again never meets a stale ARP entry.
+The host reaches every instance at its address (health checks need no port). Docker sets the
+FORWARD policy to DROP; each bridge gets ``iptables -I DOCKER-USER -i BR -o BR -j ACCEPT`` when that
+chain exists, removed with the bridge.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import signal as signals
+import stat
+import subprocess
+import tarfile
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from mariposa.drivers.base import (
+    MAX_LOG_LINE,
+    DriverError,
+    DriverEvent,
+    ImageNotFound,
+    LogLine,
+    Progress,
+    RegistryAuth,
+    RuntimeUnavailable,
+    VolumeInUse,
+    identity_from_labels,
+)
+from mariposa.model import (
+    LABEL_INSTANCE,
+    LABEL_NETWORK,
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    LABEL_PROJECT_NAME,
+    LABEL_SERVICE,
+    LABEL_VOLUME,
+    CreateRequest,
+    Instance,
+    InstanceState,
+    MountSpec,
+    VolumeInfo,
+    volume_name,
+)
+
+log = structlog.get_logger()
+
+DEFAULT_PATH = "/var/lib/mariposa/lxc"
+DEFAULT_STOP_TIMEOUT = 10
+TINI = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/sbin/docker-init")
+SUBNETS = ipaddress.IPv4Network("10.200.0.0/13")  # 2048 /24s for bridges
+SECRETS_TARGET = "run/secrets"
+MDATA_TARGET = "run/mariposa/mdata"
+DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The journal is read when inotify says the LXC path changed, and at least this often (a thread
+# hop and a read: at 0.1 s, polling alone cost an idle daemon 1.2 % of a core).
+POLL = 1.0
+IN_MODIFY, IN_CREATE, IN_MOVED_TO = 0x2, 0x100, 0x80
+HOOK_GRACE = 3.0
+HALF_MADE_AGE = 60.0
+JOURNAL_MAX = 16 << 20  # about 100,000 events
+
+_STATES = {
+    "RUNNING": InstanceState.RUNNING,
+    "STARTING": InstanceState.RUNNING,
+    "STOPPING": InstanceState.STOPPING,
+    "ABORTING": InstanceState.STOPPING,
+    "FREEZING": InstanceState.PAUSED,
+    "FROZEN": InstanceState.PAUSED,
+    "THAWED": InstanceState.RUNNING,
+    "STOPPED": InstanceState.EXITED,
+}
+
+# Run by LXC on the host: ``hook.sh ACTION INSTANCE PROJECT SERVICE JOURNAL`` (LXC appends the
+# container's name, "lxc" and the hook type). A stop takes the exit code from LXC's own log line.
+HOOK = r"""#!/bin/sh
+# Written by mariposa's LXC driver (mariposa/drivers/lxc.py): journal a start or stop.
+dir=$(dirname "$LXC_CONFIG_FILE")
+code=
+if [ "$1" = die ]; then
+    code=$(sed -n -e 's/.*Child <[0-9]*> ended on error (\([0-9]*\)).*/\1/p' \
+        -e 's/.*Child <[0-9]*> ended on signal [A-Za-z0-9]*(\([0-9]*\)).*/S\1/p' "$dir/lxc.log" | tail -n 1)
+    case "$code" in
+        S*) code=$((128 + ${code#S})) ;;
+        "") code=0 ;;
+    esac
+    echo "$code" > "$dir/exit.tmp" && mv "$dir/exit.tmp" "$dir/exit"
+else
+    rm -f "$dir/exit"
+fi
+printf '{"t": %s, "a": "%s", "i": "%s", "p": "%s", "s": "%s", "n": "%s", "x": "%s"}\n' \
+    "$(date +%s.%N)" "$1" "$2" "$3" "$4" "$LXC_NAME" "$code" >> "$5"
+exit 0
+"""
+
+
+def bridge_name(network: str) -> str:
+    """A Linux interface name (15 bytes at most) for a network of any length."""
+    return "mlx" + hashlib.sha256(network.encode()).hexdigest()[:12]
+
+
+def project_network(project_id: str) -> str:
+    return f"mlx{project_id[:12]}"
+
+
+def _mac(address: str) -> str:
+    """The MAC of an address, as Docker derives its own (02:42 + the IPv4 octets): an address handed
+    out again comes with the same MAC, so the host's and the neighbours' ARP caches stay right. With
+    a random MAC, a replacement that got its predecessor's address was unreachable from the host
+    for seconds (the stale neighbour entry), and failed its first health checks."""
+    return "02:4c:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
+
+
+def _cgroup_v2() -> bool:
+    return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def _resource_keys(memory: int | None, cpus: float | None, v2: bool) -> list[str]:
+    """``memory``/``cpus`` as cgroup limits in whichever hierarchy the host has."""
+    out = []
+    if memory:
+        key = "lxc.cgroup2.memory.max" if v2 else "lxc.cgroup.memory.limit_in_bytes"
+        out.append(f"{key} = {int(memory)}")
+    if cpus:
+        quota = max(1000, int(cpus * 100_000))
+        if v2:
+            out.append(f"lxc.cgroup2.cpu.max = {quota} 100000")
+        else:
+            out += ["lxc.cgroup.cpu.cfs_period_us = 100000", f"lxc.cgroup.cpu.cfs_quota_us = {quota}"]
+    return out
+
+
+def _fstab(path: str) -> str:
+    """A path in an ``lxc.mount.entry``, which LXC reads as an fstab line (blanks escaped)."""
+    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
+
+
+def _safe_id(content_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", content_id)
+
+
+def _signal_number(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    upper = name.upper()
+    try:
+        return int(getattr(signals, upper if upper.startswith("SIG") else f"SIG{upper}"))
+    except AttributeError:
+        raise DriverError(f"lxc: unknown signal {name!r}") from None
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _passwd_lookup(roots: list[Path], user: str) -> tuple[int, int]:
+    """NAME, UID or UID:GID as (uid, gid), names looked up in the container's /etc/passwd."""
+    name, _, group = user.partition(":")
+    entries: dict[str, tuple[int, int]] = {}
+    for root in roots:
+        try:
+            for line in (root / "etc/passwd").read_text().splitlines():
+                parts = line.split(":")
+                if len(parts) >= 4 and parts[0] not in entries and parts[2].isdigit() and parts[3].isdigit():
+                    entries[parts[0]] = (int(parts[2]), int(parts[3]))
+        except OSError:
+            continue
+    if name.isdigit():
+        uid = int(name)
+        gid = next((g for u, g in entries.values() if u == uid), uid)
+    elif name in entries:
+        uid, gid = entries[name]
+    else:
+        raise DriverError(f"lxc: user {name!r} is not in the container's /etc/passwd")
+    if group:
+        if not group.isdigit():
+            raise DriverError(f"lxc: group {group!r} must be a number")
+        gid = int(group)
+    return uid, gid
+
+
+class LxcDriver:
+    """Driver protocol over LXC; see the module docstring for the layout on disk."""
+
+    compute_type = "infrastructure"  # what the manifest's lx, smartmachine and infrastructure mean
+
+    def __init__(self, owner: str, lxc_path: str | os.PathLike[str] | None = None,
+                 docker_host: str | None = None) -> None:
+        if not owner:
+            raise ValueError("owner must not be empty: it is what keeps daemons apart")
+        from mariposa.drivers.docker import DockerDriver
+
+        self.owner = owner
+        self.path = Path(lxc_path or os.environ.get("MARIPOSA_LXC_PATH") or DEFAULT_PATH)
+        # Registry images reach LXC through Docker: pull and resolve there, export once per id.
+        self.docker = DockerDriver(owner, docker_host)
+        self._lock = trio.Lock()  # addresses, bridges and subnets are handed out one at a time
+        # Networks seen up, so a scale-up of 20 checks the bridge once; one removed behind our back
+        # makes a start fail, which forgets it and tries once more (see _start).
+        self._up: dict[str, dict[str, Any]] = {}
+        self._first_ping = True
+        self._image_locks: dict[str, trio.Lock] = {}
+        self._v2 = _cgroup_v2()
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    async def _run(self, *argv: str, check: bool = True, what: str = "") -> tuple[int, str]:
+        try:
+            done = await trio.run_process(list(argv), capture_stdout=True, capture_stderr=True, check=False)
+        except FileNotFoundError:
+            raise RuntimeUnavailable(f"lxc: {argv[0]} not found: apt-get install lxc") from None
+        out = (done.stdout + done.stderr).decode(errors="replace").strip()
+        if check and done.returncode != 0:
+            raise DriverError(f"lxc: {what or ' '.join(argv[:2])}: {out or f'exit {done.returncode}'}")
+        return done.returncode, out
+
+    def _dir(self, name: str) -> Path:
+        return self.path / name
+
+    def _ensure_layout(self) -> None:
+        for sub in ("images", "networks", "volumes"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        hook = self.path / "hook.sh"
+        if not hook.exists() or hook.read_text() != HOOK:
+            _write(hook, HOOK, 0o755)
+
+    def _sidecar(self, name: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self._dir(name) / "mariposa.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def _side(self, name: str) -> dict[str, Any] | None:
+        return await trio.to_thread.run_sync(self._sidecar, name)
+
+    async def _anet(self, network: str) -> dict[str, Any] | None:
+        return await trio.to_thread.run_sync(self._net, network)
+
+    def _journal(self, action: str, labels_or_side: dict[str, Any], name: str) -> None:
+        labels = labels_or_side.get("labels", {})
+
+        entry = {"t": time.time(), "a": action, "i": labels.get(LABEL_INSTANCE, ""),
+                 "p": labels.get(LABEL_PROJECT, ""), "s": labels.get(LABEL_SERVICE, ""), "n": name, "x": ""}
+        with open(self.path / "events.log", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    # ---- protocol: runtime and images ---------------------------------------------------------
+
+    async def ping(self) -> None:
+        if shutil.which("lxc-start") is None:
+            raise RuntimeUnavailable("lxc: lxc-start not found: apt-get install lxc")
+        try:
+            await trio.to_thread.run_sync(self._ensure_layout)
+            await trio.to_thread.run_sync(self._sweep_half_made, 0.0 if self._first_ping else HALF_MADE_AGE)
+            self._first_ping = False
+            await trio.to_thread.run_sync(self._rotate_journal)
+        except OSError as exc:
+            raise RuntimeUnavailable(f"lxc: cannot use {self.path}: {exc}") from None
+
+    def _rotate_journal(self) -> None:
+        """Past ``JOURNAL_MAX`` bytes the journal starts afresh (the old one kept as ``.1``); a
+        subscriber sees the new inode and reads on from its start."""
+        journal = self.path / "events.log"
+        try:
+            if journal.stat().st_size > JOURNAL_MAX:
+                os.replace(journal, journal.with_name("events.log.1"))
+        except FileNotFoundError:
+            pass
+
+    def _sweep_half_made(self, age: float) -> None:
+        """Instance directories without a config are creates a crash cut short (the config is
+        written last): no inventory lists them, so nobody else would ever remove them. The
+        first ping (the daemon's start, before it creates anything) sweeps them all; a later one
+        (a runtime back after an outage) only those untouched for ``HALF_MADE_AGE``, so a create
+        in flight is never swept."""
+        reserved = {"images", "networks", "volumes"}
+        for d in self.path.iterdir():
+            if d.name in reserved or not d.is_dir() or (d / "config").exists():
+                continue
+            if time.time() - d.stat().st_mtime >= age:
+                log.info("removing a half-made LXC instance directory", path=str(d))
+                shutil.rmtree(d, ignore_errors=True)
+
+    async def aclose(self) -> None:
+        await self.docker.aclose()
+
+    async def resolve_image(self, image: str) -> str:
+        """``template:NAME``, a rootfs directory or tarball path, or a Docker image (its id)."""
+        if image.startswith("template:"):
+            template = image.split(":", 1)[1]
+            if not await trio.Path(f"/usr/share/lxc/templates/lxc-{template}").exists():
+                raise ImageNotFound(f"LXC template '{template}' is not on this host (image '{image}')")
+            return image
+        if image.startswith("/"):
+            path = Path(image)
+            if await trio.Path(path).is_dir():
+                return f"dir:{path}"
+            if await trio.Path(path).is_file():
+                digest = await trio.to_thread.run_sync(_sha256, path)
+                return f"sha256:{digest}"
+            raise ImageNotFound(f"image '{image}' is not on this host (no such rootfs directory or tarball)")
+        return await self.docker.resolve_image(image)
+
+    async def pull(self, image: str, auth: RegistryAuth | None, progress: Progress | None = None) -> None:
+        """A registry image comes through Docker's pull; its filesystem is exported at first use."""
+        if image.startswith(("template:", "/")):
+            await self.resolve_image(image)  # nothing to fetch: it is here or it is not
+            return
+        await self.docker.pull(image, auth, progress)
+
+    async def login(self, auth: RegistryAuth) -> None:
+        await self.docker.login(auth)
+
+    async def _base(self, image: str, content_id: str) -> Path:
+        """The cached base rootfs of ``content_id``, made once (under a lock, into a temporary
+        directory renamed into place, so a crash half way leaves no half base)."""
+        root = self.path / "images" / _safe_id(content_id)
+        lock = self._image_locks.setdefault(content_id, trio.Lock())
+        async with lock:
+            if await trio.Path(root / "rootfs").is_dir():
+                return root / "rootfs"
+            tmp = self.path / "images" / f".tmp-{_safe_id(content_id)}-{os.getpid()}"
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
+            (tmp / "rootfs").mkdir(parents=True)
+            try:
+                if content_id.startswith("template:"):
+                    await self._from_template(content_id.split(":", 1)[1], tmp)
+                elif content_id.startswith("dir:"):
+                    await self._run("cp", "-a", f"{image}/.", str(tmp / "rootfs"), what=f"copy rootfs {image}")
+                elif image.startswith("/"):
+                    await trio.to_thread.run_sync(_untar, Path(image), tmp / "rootfs")
+                else:
+                    await self._export(content_id, tmp / "rootfs")
+                _write(tmp / "image", json.dumps({"image": image, "id": content_id}))
+                os.replace(tmp, root)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
+                raise
+            return root / "rootfs"
+
+    async def _export(self, content_id: str, into: Path) -> None:
+        """``docker create`` + ``docker export`` through the Engine API (the daemon's own
+        ``docker_host``, no docker CLI needed), the tar stream fed to ``tar -x`` as it comes: the
+        image's filesystem, once per content id. The container is never started."""
+        docker = self.docker
+        body = {"Image": content_id, "Cmd": ["true"], "Labels": {LABEL_OWNER: self.owner}}
+        try:
+            resp = await docker._call("POST", "/containers/create", f"create a container of {content_id} to export",
+                                      json=body)
+        except ImageNotFound:
+            raise ImageNotFound(f"image '{content_id}' is not on this host") from None
+        cid = resp.json()["Id"]
+        try:
+            async with docker._streaming("GET", f"/containers/{cid}/export", f"export {content_id}",
+                                         timeout=None) as stream:
+                tar = await trio.lowlevel.open_process(["tar", "-x", "-C", str(into)], stdin=subprocess.PIPE,
+                                                       stderr=subprocess.PIPE)
+                problem = bytearray()
+
+                async def complaints() -> None:  # read as it comes, so tar never blocks on a full pipe
+                    assert tar.stderr is not None
+                    while chunk := await tar.stderr.receive_some(65536):
+                        problem.extend(chunk[: max(0, 4096 - len(problem))])
+
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(complaints)
+                        assert tar.stdin is not None
+                        async for chunk in stream.aiter_bytes():
+                            await tar.stdin.send_all(chunk)
+                        await tar.stdin.aclose()
+                        await tar.wait()
+                finally:
+                    if tar.returncode is None:
+                        tar.kill()
+                        with trio.CancelScope(shield=True):
+                            await tar.wait()
+            if tar.returncode != 0:
+                raise DriverError(f"lxc: export {content_id}: tar: {problem.decode(errors='replace').strip()}")
+        finally:
+            with trio.CancelScope(shield=True):
+                await docker._call("DELETE", f"/containers/{cid}", f"remove export container {cid[:12]}",
+                                   params={"force": "true"}, allow=(404, 409))
+
+    async def _from_template(self, template: str, into: Path) -> None:
+        """``lxc-create -t NAME`` into a scratch path, its rootfs moved to the cache."""
+        scratch = into / "scratch"
+        scratch.mkdir()
+        await self._run("lxc-create", "-P", str(scratch), "-n", "base", "-t", template,
+                        what=f"lxc-create -t {template}")
+        os.rmdir(into / "rootfs")
+        os.replace(scratch / "base" / "rootfs", into / "rootfs")
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+
+    # ---- protocol: networks -------------------------------------------------------------------
+
+    def _net_file(self, network: str) -> Path:
+        return self.path / "networks" / f"{network}.json"
+
+    def _net(self, network: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._net_file(network).read_text())
+        except (OSError, ValueError):
+            return None
+
+    async def _bridge_up(self, bridge: str) -> bool:
+        code, _ = await self._run("ip", "link", "show", "dev", bridge, check=False)
+        return code == 0
+
+    async def _used_subnets(self) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Every subnet on a host interface (Docker's bridges included) or recorded by us."""
+        _, out = await self._run("ip", "-4", "-o", "addr", "show")
+        used: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+        for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", out):
+            used.add(ipaddress.ip_interface(m.group(1)).network)
+        for f in (self.path / "networks").glob("*.json"):
+            try:
+                used.add(ipaddress.ip_network(json.loads(f.read_text())["subnet"]))
+            except (OSError, ValueError, KeyError):
+                continue
+        return used
+
+    async def _ensure_net(self, network: str, labels: dict[str, str]) -> dict[str, Any]:
+        """The network's bridge, up, with its gateway address and its DOCKER-USER rule; the record
+        first, so a crash half way leaves something ``remove_network`` finds."""
+        if network in self._up:
+            return self._up[network]
+        async with self._lock:
+            await trio.to_thread.run_sync(self._ensure_layout)
+            rec = await self._anet(network)
+            if rec is None:
+                used = await self._used_subnets()
+                start = int(hashlib.sha256(network.encode()).hexdigest()[:8], 16)
+                subnets: list[ipaddress.IPv4Network] = list(SUBNETS.subnets(new_prefix=24))
+                subnet = None
+                for i in range(len(subnets)):  # from a spot the name picks, so two daemons rarely race
+                    candidate = subnets[(start + i) % len(subnets)]
+                    if not any(candidate.overlaps(u) for u in used):
+                        subnet = candidate
+                        break
+                if subnet is None:
+                    raise DriverError(f"lxc: no free /24 in {SUBNETS} for network {network}")
+                rec = {"name": network, "bridge": bridge_name(network) if not network.startswith("mlx") else network,
+                       "subnet": str(subnet), "labels": labels}
+                await trio.to_thread.run_sync(_write, self._net_file(network), json.dumps(rec))
+            bridge = rec["bridge"]
+            if not await self._bridge_up(bridge):
+                gateway = next(ipaddress.ip_network(rec["subnet"]).hosts())
+                await self._run("ip", "link", "add", bridge, "type", "bridge", what=f"make bridge {bridge}")
+                await self._run("ip", "addr", "add", f"{gateway}/24", "dev", bridge)
+                await self._run("ip", "link", "set", bridge, "up")
+            await self._forward_rule(bridge, add=True)
+            self._up[network] = rec
+            return rec
+
+    async def _forward_rule(self, bridge: str, add: bool) -> None:
+        rule = ["DOCKER-USER", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+        code, _ = await self._run("iptables", "-w", "-C", *rule, check=False)
+        if add and code != 0:
+            chain, _ = await self._run("iptables", "-w", "-n", "-L", "DOCKER-USER", check=False)
+            if chain == 0:
+                await self._run("iptables", "-w", "-I", *rule, what=f"allow forwarding on {bridge}")
+        elif not add and code == 0:
+            await self._run("iptables", "-w", "-D", *rule, check=False)
+
+    async def _drop_net(self, network: str) -> None:
+        self._up.pop(network, None)
+        rec = await self._anet(network)
+        if rec is None:
+            return
+        bridge = rec["bridge"]
+        await self._forward_rule(bridge, add=False)
+        if await self._bridge_up(bridge):
+            await self._run("ip", "link", "del", bridge, check=False)
+        await trio.Path(self._net_file(network)).unlink(missing_ok=True)
+
+    async def ensure_network(self, project_id: str, project_name: str) -> None:
+        await self._ensure_net(project_network(project_id), {LABEL_OWNER: self.owner, LABEL_PROJECT: project_id,
+                                                             LABEL_PROJECT_NAME: project_name})
+
+    async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:
+        async with self._lock:
+            await self._drop_net(project_network(project_id))
+            if not project_name:
+                return []
+            kept = []
+            sides = await trio.to_thread.run_sync(self._all_sidecars)
+            records = (self.path / "networks").glob("*.json")
+            names = await trio.to_thread.run_sync(lambda: sorted(f.stem for f in records))
+            for stem in names:
+                rec = await self._anet(stem)
+                if rec is None:
+                    continue
+                labels = rec.get("labels", {})
+                if labels.get(LABEL_PROJECT_NAME) != project_name or LABEL_NETWORK not in labels:
+                    continue
+                users = sorted(name for name, side in sides.items()
+                               if rec["name"] in side.get("networks", ())
+                               and side["labels"].get(LABEL_PROJECT_NAME) != project_name)
+                if users:
+                    kept.append(f"network {rec['name']} is kept, still in use by {', '.join(users)}")
+                else:
+                    await self._drop_net(rec["name"])
+            return kept
+
+    async def network_exists(self, name: str) -> bool:
+        rec = await self._anet(name)
+        if rec is not None:
+            return await self._bridge_up(rec["bridge"])
+        return len(name) <= 15 and await self._bridge_up(name)  # a bridge made outside Mariposa
+
+    # ---- protocol: volumes --------------------------------------------------------------------
+
+    def _all_sidecars(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if not self.path.is_dir():
+            return out
+        for d in self.path.iterdir():
+            side = self._sidecar(d.name) if d.is_dir() else None
+            if side is not None and side.get("labels", {}).get(LABEL_OWNER) == self.owner:
+                out[d.name] = side
+        return out
+
+    async def volumes(self, project_name: str) -> list[VolumeInfo]:
+        def scan() -> list[VolumeInfo]:
+            sides = self._all_sidecars()
+            out = []
+            for meta in sorted((self.path / "volumes").glob("*/volume.json")):
+                try:
+                    labels = json.loads(meta.read_text())
+                except (OSError, ValueError):
+                    continue
+                if labels.get(LABEL_OWNER) != self.owner or labels.get(LABEL_PROJECT_NAME) != project_name:
+                    continue
+                runtime = meta.parent.name
+                users = sorted(n for n, s in sides.items() if runtime in s.get("volumes", ()))
+                out.append(VolumeInfo(labels.get(LABEL_VOLUME, runtime), runtime, tuple(sorted(labels.items())),
+                                      _du(meta.parent / "_data"), tuple(users)))
+            return out
+
+        return await trio.to_thread.run_sync(scan)
+
+    async def remove_volume(self, project_name: str, volume: str) -> None:
+        name = volume_name(project_name, volume)
+        users = [n for n, s in (await trio.to_thread.run_sync(self._all_sidecars)).items()
+                 if name in s.get("volumes", ())]
+        if users:
+            raise VolumeInUse(f"volume {volume} of project {project_name} is in use by {', '.join(sorted(users))}")
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(self.path / "volumes" / name, ignore_errors=True))
+
+    def _ensure_volume(self, req: CreateRequest, m: MountSpec) -> Path:
+        assert m.source is not None
+        name = volume_name(req.project_name, m.source)
+        home = self.path / "volumes" / name
+        labels = {**dict(m.labels), LABEL_OWNER: self.owner, LABEL_PROJECT_NAME: req.project_name,
+                  LABEL_VOLUME: m.source}
+        meta = home / "volume.json"
+        if meta.exists():
+            found = json.loads(meta.read_text())
+            if any(found.get(k) != labels[k] for k in (LABEL_OWNER, LABEL_PROJECT_NAME, LABEL_VOLUME)):
+                raise DriverError(f"lxc: volume {name} exists and is not project {req.project_name}'s "
+                                  f"(labels {found}); remove or rename it")
+        else:
+            (home / "_data").mkdir(parents=True, exist_ok=True)
+            _write(meta, json.dumps(labels))
+        return home / "_data"
+
+    # ---- protocol: instances ------------------------------------------------------------------
+
+    async def create(self, req: CreateRequest) -> Instance:
+        name = req.name
+        side = await self._side(name)
+        if side is not None:
+
+            if side["labels"].get(LABEL_INSTANCE) != req.instance_id or side["labels"].get(LABEL_OWNER) != self.owner:
+                raise DriverError(f"lxc: create {name}: a container of that name exists and is not this instance")
+            inst = await self._instance(name, side)
+            if inst is not None and inst.state != InstanceState.RUNNING:
+                await self.start(inst)
+                inst = await self._instance(name, side)
+            if inst is None:
+                raise DriverError(f"lxc: create {name}: the container vanished")
+            return inst
+        spec = req.spec
+        image = spec.image_id or spec.image
+        content_id = await self.resolve_image(image)
+        for ref in spec.networks:  # an external network must be there before anything is made
+            if ref.external and not await self.network_exists(ref.runtime(req.project_name)):
+                raise DriverError(f"lxc: external network {ref.runtime(req.project_name)} (network {ref.name!r} "
+                                  "of the manifest) does not exist; create it first")
+        base = await self._base(spec.image, content_id)
+        home = self._dir(name)
+        if await trio.Path(home).exists():  # a create of this name a crash cut short (no sidecar yet): afresh
+            await trio.to_thread.run_sync(lambda: shutil.rmtree(home, ignore_errors=True))
+        try:
+            await self._make(req, name, home, base)
+            made = await self._side(name) or {}
+            await self._journal_async("create", made, name)
+            await self._start(name, made)
+        except BaseException:
+            with trio.move_on_after(30, shield=True):
+                await self._destroy(name, journal=False)
+            raise
+        inst = await self._instance(name, await self._side(name) or {})
+        if inst is None:
+            raise DriverError(f"lxc: create {name}: the container vanished right after start")
+        return inst
+
+    async def _journal_async(self, action: str, side: dict[str, Any], name: str) -> None:
+        await trio.to_thread.run_sync(self._journal, action, side, name)
+
+    async def _make(self, req: CreateRequest, name: str, home: Path, base: Path) -> None:
+        """The instance's directory, sidecar and LXC config (written last: ``lxc-ls`` lists a
+        container by its config)."""
+
+        spec = req.spec
+        project_net = await self._ensure_net(project_network(req.project_id), {
+            LABEL_OWNER: self.owner, LABEL_PROJECT: req.project_id, LABEL_PROJECT_NAME: req.project_name})
+        nets = [project_net]
+        for ref in spec.networks:
+            runtime = ref.runtime(req.project_name)
+            if ref.external:
+                rec = await self._anet(runtime) or {"name": runtime, "bridge": runtime, "subnet": None}
+            else:
+                rec = await self._ensure_net(runtime, {LABEL_OWNER: self.owner, LABEL_PROJECT_NAME: req.project_name,
+                                                       LABEL_NETWORK: ref.name})
+            nets.append(rec)
+        async with self._lock:
+            sides = await trio.to_thread.run_sync(self._all_sidecars)
+            addresses: dict[str, str] = {}
+            for rec in nets:
+                if not rec.get("subnet"):
+                    continue
+                taken = {s.get("addresses", {}).get(rec["name"]) for s in sides.values()}
+                hosts = ipaddress.ip_network(rec["subnet"]).hosts()
+                next(hosts)  # the gateway
+                addresses[rec["name"]] = str(next(h for h in hosts if str(h) not in taken))
+            await trio.to_thread.run_sync(self._write_instance, req, name, home, base, nets, addresses)
+
+    def _write_instance(self, req: CreateRequest, name: str, home: Path, base: Path,
+                        nets: list[dict[str, Any]], addresses: dict[str, str]) -> None:
+        spec = req.spec
+        (home / "delta" / ".mariposa").mkdir(parents=True)
+        (home / "log").mkdir()
+        roots = [home / "delta", base]
+        uid, gid = _passwd_lookup(roots, spec.user) if spec.user else (0, 0)
+        out = home / "log" / "out"
+        out.touch()
+        os.chown(out, uid, gid)
+        mounts: list[str] = []
+        volumes: list[str] = []
+        for m in spec.volumes:
+            target = m.target.lstrip("/")
+            ro = ",ro" if m.read_only else ""
+            if m.type == "tmpfs":
+                size = f",size={m.size}" if m.size else ""
+                mounts.append(f"tmpfs {_fstab(target)} tmpfs create=dir{ro}{size} 0 0")
+                continue
+            assert m.source is not None
+            if m.type == "volume":
+                source = self._ensure_volume(req, m)
+                volumes.append(volume_name(req.project_name, m.source))
+            else:
+                source = Path(m.source)
+            kind = "dir" if source.is_dir() or not source.exists() else "file"
+            mounts.append(f"{_fstab(str(source))} {_fstab(target)} none bind,create={kind}{ro} 0 0")
+        if req.secrets_dir is not None:
+            mounts.append(f"{_fstab(req.secrets_dir)} {SECRETS_TARGET} none bind,ro,create=dir 0 0")
+        if req.mdata_dir is not None:
+            mounts.append(f"{_fstab(req.mdata_dir)} {MDATA_TARGET} none bind,ro,create=dir 0 0")
+        mounts.append(f"{_fstab(str(home / 'log'))} .mariposa/log none bind,create=dir 0 0")
+        env = dict(spec.environment)
+        env.setdefault("PATH", DEFAULT_PATH_ENV)
+        for key, value in env.items():
+            if "\n" in key + value:
+                raise DriverError(f"lxc: environment variable {key} holds a newline, which LXC's config cannot carry")
+        lines = [
+            "# Made by mariposa (mariposa/drivers/lxc.py); labels are in mariposa.json beside this file.",
+            f"lxc.uts.name = {spec.hostname or name}",
+            f"lxc.rootfs.path = overlay:{base}:{home / 'delta'}",
+            "lxc.autodev = 1",
+            "lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed",
+            "lxc.tty.max = 0",
+            f"lxc.log.file = {home / 'lxc.log'}",
+            "lxc.log.level = INFO",
+            f"lxc.hook.start-host = {self.path / 'hook.sh'} start {req.instance_id} {req.project_id} "
+            f"{spec.name} {self.path / 'events.log'}",
+            f"lxc.hook.post-stop = {self.path / 'hook.sh'} die {req.instance_id} {req.project_id} "
+            f"{spec.name} {self.path / 'events.log'}",
+        ]
+        if spec.command is None:
+            lines.append("lxc.init.cmd = /sbin/init")  # a system container: the image's init, SIGPWR halts it
+        else:
+            script = ["#!/bin/sh", "exec >>/.mariposa/log/out 2>&1"]
+            if spec.working_dir:
+                script.append(f"cd {shlex.quote(spec.working_dir)} || exit 127")
+            script.append("exec " + " ".join(shlex.quote(a) for a in spec.command))
+            run = home / "delta" / ".mariposa" / "run"
+            run.write_text("\n".join(script) + "\n")
+            run.chmod(0o755)
+            tini = next((t for t in TINI if os.path.exists(t)), None) if spec.init else None
+            if tini is not None:
+                mounts.append(f"{tini} .mariposa/init none bind,ro,create=file 0 0")
+                lines.append("lxc.init.cmd = /.mariposa/init -s -g -- /.mariposa/run")
+            else:
+                lines.append("lxc.init.cmd = /.mariposa/run")
+            lines.append(f"lxc.signal.halt = {spec.stop_signal or 'SIGTERM'}")
+        if uid or gid:
+            lines += [f"lxc.init.uid = {uid}", f"lxc.init.gid = {gid}"]
+        if spec.working_dir:
+            lines.append(f"lxc.init.cwd = {spec.working_dir}")
+        lines += [f"lxc.environment = {k}={v}" for k, v in env.items()]
+        lines += [f"lxc.mount.entry = {m}" for m in mounts]
+        lines += _resource_keys(spec.memory, spec.cpus, self._v2)
+        for i, rec in enumerate(nets):
+            lines += [f"lxc.net.{i}.type = veth", f"lxc.net.{i}.link = {rec['bridge']}", f"lxc.net.{i}.flags = up",
+                      f"lxc.net.{i}.name = eth{i}"]
+            if rec["name"] in addresses:
+                lines.append(f"lxc.net.{i}.ipv4.address = {addresses[rec['name']]}/24")
+                lines.append(f"lxc.net.{i}.hwaddr = {_mac(addresses[rec['name']])}")
+                if i == 0:
+                    gateway = next(ipaddress.ip_network(rec["subnet"]).hosts())
+                    lines.append(f"lxc.net.{i}.ipv4.gateway = {gateway}")
+        if spec.dns:
+            resolv = home / "delta" / "etc" / "resolv.conf"
+            resolv.parent.mkdir(parents=True, exist_ok=True)
+            resolv.write_text("".join(f"nameserver {d}\n" for d in spec.dns)
+                              + (f"search {' '.join(spec.dns_search)}\n" if spec.dns_search else ""))
+        side = {
+            "labels": req.labels(),
+            "compute_type": self.compute_type,
+            "networks": [rec["name"] for rec in nets],
+            "addresses": addresses,
+            "address": addresses.get(nets[0]["name"]),
+            "volumes": volumes,
+            "user": [uid, gid],
+            "environment": env,
+            "stop_timeout": spec.stop_timeout,
+            "image_root": str(base),
+        }
+        _write(home / "mariposa.json", json.dumps(side), 0o600)
+        _write(home / "config", "\n".join(lines) + "\n", 0o600)
+
+    async def _start(self, name: str, side: dict[str, Any]) -> None:
+        labels = side.get("labels", {})
+        home = self._dir(name)
+        # the project's bridge may have gone with a remove_network since the instance stopped
+        for attempt in range(2):
+            for network in side.get("networks", ()):
+                rec = await self._anet(network)
+                if network == project_network(labels.get(LABEL_PROJECT, "")):
+                    await self.ensure_network(labels.get(LABEL_PROJECT, ""), labels.get(LABEL_PROJECT_NAME, ""))
+                elif rec is not None and "labels" in rec:
+                    await self._ensure_net(network, rec["labels"])
+            await trio.to_thread.run_sync(_prepare_start, home)
+            code, out = await self._run("lxc-start", "-P", str(self.path), "-n", name, check=False)
+            if code == 0:
+                return
+            detail = await trio.to_thread.run_sync(_log_errors, home / "lxc.log")
+            if attempt == 0 and ("bridge" in detail.lower() or "link" in detail.lower()):
+                for network in side.get("networks", ()):
+                    self._up.pop(network, None)  # removed behind our back: made again
+                continue
+            raise DriverError(f"lxc: start {name}: {detail or out or f'exit {code}'}")
+
+    async def _destroy(self, name: str, journal: bool = True) -> None:
+        home = self._dir(name)
+        side = await self._side(name) or {}
+        if await self._state(name) not in (None, "STOPPED"):
+            await self._run("lxc-stop", "-P", str(self.path), "-n", name, "-k", check=False)
+        await trio.to_thread.run_sync(lambda: shutil.rmtree(home, ignore_errors=True))
+        await trio.to_thread.run_sync(_remove_cgroups, name)
+        if journal and side:
+            await self._journal_async("destroy", side, name)
+
+    async def _state(self, name: str) -> str | None:
+        """LXC's word for the container's state; None when there is no such container."""
+        code, out = await self._run("lxc-info", "-P", str(self.path), "-n", name, "-s", "-H", check=False)
+        return out.strip() if code == 0 else None
+
+    async def _instance(self, name: str, side: dict[str, Any], state: str | None = None) -> Instance | None:
+        if state is None:
+            state = await self._state(name)
+            if state is None:
+                return None
+        return await trio.to_thread.run_sync(self._build, name, side, state)
+
+    def _build(self, name: str, side: dict[str, Any], state: str) -> Instance | None:
+        """An ``Instance`` from its sidecar, LXC's state and the files beside the config (reads
+        files: run in a worker thread)."""
+        found = identity_from_labels(side.get("labels", {}))
+        if found is None:
+            return None
+        home = self._dir(name)
+        mapped = _STATES.get(state, InstanceState.UNKNOWN)
+        exit_code = None
+        if mapped == InstanceState.EXITED:
+            if not (home / "started").exists():
+                mapped = InstanceState.CREATING  # made, never started
+            else:
+                exit_code = _exit_code(home)
+                if exit_code is None:
+                    mapped = InstanceState.STOPPING  # the monitor is still tearing down
+        if "created" not in found:
+            try:
+                found["created"] = (home / "config").stat().st_mtime
+            except OSError:
+                found["created"] = 0.0
+        return Instance(**found, runtime_id=name, name=name, state=mapped, exit_code=exit_code,
+                        address=side.get("address") if mapped == InstanceState.RUNNING else None,
+                        compute_type=self.compute_type)
+
+    async def start(self, inst: Instance) -> None:
+        side = await self._side(inst.runtime_id)
+        state = await self._state(inst.runtime_id)
+        if side is None or state is None:
+            raise DriverError(f"lxc: start {inst.name}: no such container")
+        if state in ("RUNNING", "STARTING"):
+            return
+        await self._start(inst.runtime_id, side)
+
+    async def stop(self, inst: Instance, timeout: int | None = None) -> None:
+        name = inst.runtime_id
+        side = await self._side(name)
+        state = await self._state(name)
+        if side is None or state in (None, "STOPPED"):
+            return
+        if timeout is None:
+            timeout = side.get("stop_timeout")
+            timeout = DEFAULT_STOP_TIMEOUT if timeout is None else int(timeout)
+        argv = ["lxc-stop", "-P", str(self.path), "-n", name]
+        argv += ["-k"] if timeout == 0 else ["-t", str(int(timeout) if timeout > 0 else -1)]
+        code, out = await self._run(*argv, check=False)
+        if code != 0 and await self._state(name) not in (None, "STOPPED"):
+            raise DriverError(f"lxc: stop {inst.name}: {out}")
+        await self._journal_async("stop", side, name)
+
+    async def signal(self, inst: Instance, name: str) -> None:
+        number = _signal_number(name)
+        state = await self._state(inst.runtime_id)
+        if state is None:
+            return
+        if state != "RUNNING":
+            raise DriverError(f"lxc: signal {inst.name}: it is not running ({state.lower()})")
+        code, out = await self._run("lxc-info", "-P", str(self.path), "-n", inst.runtime_id, "-p", "-H", check=False)
+        if code != 0 or not out.strip().isdigit():
+            raise DriverError(f"lxc: signal {inst.name}: no init process ({out})")
+        try:
+            os.kill(int(out.strip()), number)
+        except ProcessLookupError:
+            raise DriverError(f"lxc: signal {inst.name}: it is not running") from None
+
+    async def remove(self, inst: Instance) -> None:
+        if await self._side(inst.runtime_id) is None and not await trio.Path(self._dir(inst.runtime_id)).exists():
+            return
+        await self._destroy(inst.runtime_id)
+
+    async def inventory(self, project_id: str | None = None) -> list[Instance]:
+        sides = await trio.to_thread.run_sync(self._all_sidecars)
+        sides = {n: s for n, s in sides.items()
+                 if project_id is None or s["labels"].get(LABEL_PROJECT) == project_id}
+        if not sides:
+            return []
+        states = await self._states()
+
+        def build() -> list[Instance]:
+            # no state: no config, a create half made or a remove half done
+            made = (self._build(name, side, states[name]) for name, side in sorted(sides.items()) if name in states)
+            return [inst for inst in made if inst is not None]
+
+        return await trio.to_thread.run_sync(build)
+
+    async def _states(self) -> dict[str, str]:
+        """Every container's state under the path, in one ``lxc-ls`` call."""
+        code, out = await self._run("lxc-ls", "-P", str(self.path), "-f", "-F", "NAME,STATE", check=False)
+        if code != 0:
+            raise RuntimeUnavailable(f"lxc: lxc-ls -P {self.path}: {out}")
+        states = {}
+        for line in out.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 2:
+                states[parts[0]] = parts[1]
+        return states
+
+    def events(self, since: str | None = None) -> AsyncIterator[DriverEvent]:
+        """The journal from cursor ``since`` ("INODE:OFFSET", just after the event that carried
+        it), or from its end now. A cursor of a journal rotated since (another inode) resumes at
+        the new journal's start: what fell between is for the daemon's periodic resync."""
+        journal = self.path / "events.log"
+        if since is None:
+            try:
+                st = journal.stat()
+                inode, offset = st.st_ino, st.st_size
+            except OSError:
+                inode, offset = 0, 0
+        else:
+            try:
+                inode_text, _, offset_text = since.partition(":")
+                inode, offset = int(inode_text), int(offset_text)
+            except ValueError:
+                raise ValueError(f"not an LXC event cursor: {since!r}") from None
+        return self._events(journal, inode, offset)
+
+    async def _events(self, journal: Path, inode: int, offset: int) -> AsyncIterator[DriverEvent]:
+        await trio.to_thread.run_sync(lambda: self.path.mkdir(parents=True, exist_ok=True))
+        watch = _Watch(self.path)  # before the first read, so no append between the two is missed
+        try:
+            async for event in self._journal_from(journal, inode, offset, watch):
+                yield event
+        finally:
+            watch.close()
+
+    async def _journal_from(self, journal: Path, inode: int, offset: int, watch: _Watch
+                            ) -> AsyncIterator[DriverEvent]:
+        while True:
+            try:
+                now, chunk = await trio.to_thread.run_sync(_read_from, journal, inode, offset)
+            except OSError as exc:
+                raise RuntimeUnavailable(f"lxc: event journal {journal}: {exc}") from None
+            if now != inode:  # made or rotated since the cursor: its offsets are the new file's
+                inode, offset = now, 0
+                continue
+            end = chunk.rfind(b"\n") + 1
+            for raw in chunk[:end].splitlines(keepends=True):
+                offset += len(raw)
+                try:
+                    e = json.loads(raw)
+                except ValueError:
+                    continue
+                code = str(e.get("x") or "")
+                yield DriverEvent(action=e.get("a", ""), instance_id=e.get("i") or None,
+                                  project_id=e.get("p") or None, service=e.get("s") or None,
+                                  exit_code=int(code) if code.lstrip("-").isdigit() else None,
+                                  cursor=f"{inode}:{offset}")
+            await watch.wait(POLL)
+
+    async def exec(self, inst: Instance, argv: list[str], timeout: float, user: str | None = None
+                   ) -> tuple[int, bytes]:
+        name = inst.runtime_id
+        side = await self._side(name)
+        if side is None or await self._state(name) != "RUNNING":
+            raise DriverError(f"lxc: exec in {inst.name}: it is not running")
+        if user is None:
+            uid, gid = side.get("user") or (0, 0)
+        else:
+            uid, gid = _passwd_lookup([self._dir(name) / "delta", Path(side.get("image_root", "/nonexistent"))], user)
+        cmd = ["lxc-attach", "-P", str(self.path), "-n", name, "--clear-env", "-u", str(uid), "-g", str(gid)]
+        for key, value in (side.get("environment") or {}).items():
+            cmd += ["-v", f"{key}={value}"]
+        cmd += ["--", *argv]
+        with trio.fail_after(timeout):
+            done = await trio.run_process(cmd, capture_stdout=True, stderr=subprocess.STDOUT, check=False)
+        return done.returncode, done.stdout
+
+    async def address(self, inst: Instance) -> str | None:
+        side = await self._side(inst.runtime_id)
+        if side is None or await self._state(inst.runtime_id) != "RUNNING":
+            return None
+        return side.get("address")
+
+    async def logs(self, inst: Instance, since: float | None = None, tail: int | None = None,
+                   follow: bool = False) -> AsyncGenerator[LogLine, None]:
+        home = self._dir(inst.runtime_id)
+        if not await trio.Path(home / "log" / "out").exists():
+            raise DriverError(f"lxc: logs of {inst.name}: no such container")
+        lines, offset = await trio.to_thread.run_sync(_read_log, home / "log", 0, not follow)
+        picked = [line for line in lines if since is None or line.when >= since]
+        if tail is not None:
+            picked = picked[-tail:] if tail > 0 else []
+        for line in picked:
+            yield line
+        if not follow:
+            return
+        while True:
+            running = await self._state(inst.runtime_id) in ("RUNNING", "STARTING", "STOPPING")
+            more, offset = await trio.to_thread.run_sync(_read_log, home / "log", offset, not running)
+            for line in more:
+                if since is None or line.when >= since:
+                    yield line
+            if not running:
+                return
+            await trio.sleep(0.1)
+
+
+class _Watch:
+    """inotify on the LXC path (not its subdirectories: an instance's output never wakes it), so
+    a subscriber reads the journal when it grows instead of polling it; without inotify, ``wait``
+    is a plain sleep. Through libc by ctypes: the standard library has no inotify."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = -1
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd >= 0 and libc.inotify_add_watch(fd, os.fsencode(path), IN_MODIFY | IN_CREATE | IN_MOVED_TO) >= 0:
+                self.fd = fd
+            elif fd >= 0:
+                os.close(fd)
+        except (OSError, AttributeError):
+            self.fd = -1
+
+    async def wait(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            if self.fd < 0:
+                await trio.sleep_forever()
+            await trio.lowlevel.wait_readable(self.fd)
+            try:
+                while os.read(self.fd, 65536):  # what changed does not matter: the journal is read
+                    pass
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            trio.lowlevel.notify_closing(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _read_from(path: Path, inode: int, offset: int) -> tuple[int, bytes]:
+    """(the journal's inode, what it holds from ``offset`` if that is still ``inode``)."""
+    try:
+        with open(path, "rb") as f:
+            now = os.fstat(f.fileno()).st_ino
+            if now != inode:
+                return now, b""
+            f.seek(offset)
+            return now, f.read()
+    except FileNotFoundError:
+        return 0, b""
+
+
+def _read_log(folder: Path, offset: int, to_end: bool) -> tuple[list[LogLine], int]:
+    """Lines of ``folder/out`` from ``offset``: whole lines, and a last one without a newline
+    when ``to_end``. New bytes are stamped in ``folder/index`` ("END MTIME") when first seen."""
+    out = folder / "out"
+    with open(out, "rb") as f:
+        data = f.read()
+        mtime = round(os.fstat(f.fileno()).st_mtime, 6)  # as the index keeps it, so every read agrees
+    index: list[tuple[int, float]] = []
+    try:
+        for row in (folder / "index").read_text().splitlines():
+            end, stamp = row.split()
+            index.append((int(end), float(stamp)))
+    except (OSError, ValueError):
+        index = []
+    if len(data) > (index[-1][0] if index else 0):
+        index.append((len(data), mtime))
+        with open(folder / "index", "a") as f:
+            f.write(f"{len(data)} {mtime:.6f}\n")
+    lines: list[LogLine] = []
+    pos = offset
+    cut = data.rfind(b"\n") + 1 if not to_end else len(data)
+    i = 0
+    while pos < cut:
+        nl = data.find(b"\n", pos, cut)
+        stop = cut if nl < 0 else nl
+        while i < len(index) - 1 and index[i][0] <= pos:
+            i += 1
+        when = index[i][1] if index else mtime
+        text = data[pos:stop]
+        for piece in range(0, max(len(text), 1), MAX_LOG_LINE):
+            lines.append(LogLine(when, text[piece:piece + MAX_LOG_LINE]))
+        pos = stop + 1 if nl >= 0 else stop
+    return lines, pos
+
+
+_ENDED = re.compile(rb"Child <\d+> ended on (error|signal) [A-Za-z0-9]*\(?(\d+)\)")
+
+
+def _exit_code(home: Path) -> int | None:
+    """The last run's exit code: the post-stop hook's ``exit`` file; None while the hook may still
+    come (LXC's log written in the last ``HOOK_GRACE`` seconds); else, for a monitor that died
+    before its hook, LXC's own log line, and no such line is an exit 0 (LXC logs only failures)."""
+    try:
+        return int((home / "exit").read_text().strip())
+    except (OSError, ValueError):
+        pass
+    try:
+        if time.time() - (home / "lxc.log").stat().st_mtime < HOOK_GRACE:
+            return None  # LXC says STOPPED a moment before it logs the exit and runs the hook
+        found = _ENDED.findall((home / "lxc.log").read_bytes())
+    except OSError:
+        return None
+    if not found:
+        return 0
+    kind, number = found[-1]
+    return int(number) + (128 if kind == b"signal" else 0)
+
+
+def _prepare_start(home: Path) -> None:
+    """Before each start: this run's LXC log only (the exit code is its last word), no exit code
+    of the run before, and the mark that the instance was started once (else it is CREATING)."""
+    (home / "lxc.log").write_bytes(b"")
+    (home / "exit").unlink(missing_ok=True)
+    (home / "started").touch()
+
+
+def _log_errors(path: Path) -> str:
+    try:
+        rows = [r for r in path.read_text(errors="replace").splitlines() if " ERROR " in r]
+    except OSError:
+        return ""
+    return "; ".join(r.split(" - ", 2)[-1] for r in rows[-3:] if "seccomp" not in r)
+
+
+def _remove_cgroups(name: str) -> None:
+    """The empty ``lxc.monitor.NAME`` and ``lxc.payload.NAME`` cgroups LXC can leave behind."""
+    root = Path("/sys/fs/cgroup")
+    for pattern in (f"lxc.monitor.{name}", f"lxc.payload.{name}", f"*/lxc.monitor.{name}", f"*/lxc.payload.{name}"):
+        for d in root.glob(pattern):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _untar(path: Path, into: Path) -> None:
+    with tarfile.open(path) as tar:
+        tar.extractall(into, filter="tar")
+
+
+def _du(path: Path) -> int | None:
+    total = 0
+    try:
+        for root, _dirs, files in os.walk(path):
+            for f in files:
+                try:
+                    st = os.lstat(os.path.join(root, f))
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    except OSError:
+        return None
+    return total

@@ -1,0 +1,130 @@
+"""The LXC driver on this host's real LXC: what is LXC's own (the image kinds, the overlay rootfs,
+cgroup limits, two instances talking over the project's bridge). What every driver owes is in
+``tests/contract/`` (its ``lxc`` kit). Each test has an LXC path of its own under its tmp dir; the
+fixture kills what it made and removes the bridges its network records name, pass or fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import trio
+
+from mariposa.drivers.base import ImageNotFound
+from mariposa.drivers.lxc import LxcDriver
+from mariposa.model import CreateRequest, InstanceState, ServiceSpec
+from tests.integration.harness import IMAGE
+
+pytestmark = [pytest.mark.docker, pytest.mark.lxc]
+
+SLEEPER = ("sh", "-c", "exec sleep 3600")
+
+
+@pytest.fixture
+async def lxc(tmp_path):
+    path = tmp_path / "lxc"
+    driver = LxcDriver(f"lxctest-{uuid.uuid4().hex[:12]}", path)
+    await driver.ping()
+    try:
+        yield driver
+    finally:
+        await driver.aclose()
+        for d in path.iterdir():
+            if (d / "config").exists():
+                subprocess.run(["lxc-stop", "-P", str(path), "-n", d.name, "-k"], capture_output=True, timeout=60)
+        for rec in (path / "networks").glob("*.json"):
+            bridge = json.loads(rec.read_text())["bridge"]
+            subprocess.run(["iptables", "-w", "-D", "DOCKER-USER", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
+                           capture_output=True, timeout=60)
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=60)
+
+
+def request(driver: LxcDriver, image: str, command=SLEEPER, project: str = "c" * 32, **spec) -> CreateRequest:
+    return CreateRequest(instance_id=uuid.uuid4().hex, owner=driver.owner, project_id=project, project_name="lt",
+                         version_id="v1", created=time.time(),
+                         spec=ServiceSpec(name="svc", image=image, command=command, compute_type="infrastructure",
+                                          **spec))
+
+
+async def test_images_a_template_a_rootfs_directory_and_a_tarball(lxc, tmp_path):
+    # the exported Docker image, as a directory and as a tarball of it
+    base = await lxc._base(IMAGE, await lxc.resolve_image(IMAGE))
+    rootfs = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", str(base), str(rootfs)], check=True)
+    tarball = tmp_path / "rootfs.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(rootfs, arcname=".")
+    digest = await lxc.resolve_image(str(tarball))
+    assert digest.startswith("sha256:") and digest == await lxc.resolve_image(str(tarball))
+    assert await lxc.resolve_image(str(rootfs)) == f"dir:{rootfs}"
+    assert await lxc.resolve_image("template:busybox") == "template:busybox"
+    for image in (str(rootfs), str(tarball), "template:busybox"):
+        inst = await lxc.create(request(lxc, image))
+        assert inst.state == InstanceState.RUNNING, image
+        assert await lxc.exec(inst, ["sh", "-c", "echo ok"], timeout=20) == (0, b"ok\n"), image
+        await lxc.remove(inst)
+    for missing in (str(tmp_path / "nope"), "template:no-such-template"):
+        with pytest.raises(ImageNotFound, match=missing):
+            await lxc.resolve_image(missing)
+
+
+async def test_overlay_rootfs_removing_an_instance_keeps_the_base(lxc):
+    inst = await lxc.create(request(lxc, IMAGE, ("sh", "-c", "echo mine > /etc/mine; exec sleep 3600")))
+    home = lxc.path / inst.name
+    config = (home / "config").read_text()
+    [rootfs] = [line for line in config.splitlines() if line.startswith("lxc.rootfs.path")]
+    lower, upper = rootfs.split(" = overlay:", 1)[1].split(":")
+    assert upper == str(home / "delta") and lower.startswith(str(lxc.path / "images"))
+    with trio.fail_after(10):
+        while not (home / "delta" / "etc" / "mine").exists():  # the instance writes its upper dir only
+            await trio.sleep(0.05)
+    assert not (Path(lower) / "etc" / "mine").exists()
+    await lxc.remove(inst)
+    assert not home.exists() and (Path(lower) / "bin" / "busybox").exists()  # the base stays
+
+
+async def test_memory_and_cpus_become_cgroup_limits_and_no_cgroup_outlives_the_instance(lxc):
+    inst = await lxc.create(request(lxc, IMAGE, memory=64 * 1024 * 1024, cpus=0.5))
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():  # v2
+        payload = root / f"lxc.payload.{inst.name}"
+        assert (payload / "memory.max").read_text().split() == ["67108864"]
+        assert (payload / "cpu.max").read_text().split() == ["50000", "100000"]
+    else:
+        assert (root / "memory" / f"lxc.payload.{inst.name}" / "memory.limit_in_bytes").read_text() == "67108864\n"
+        assert (root / "cpu" / f"lxc.payload.{inst.name}" / "cpu.cfs_quota_us").read_text() == "50000\n"
+    await lxc.remove(inst)
+    assert [str(p) for p in root.glob(f"**/lxc.*.{inst.name}")] == []  # neither payload nor monitor
+
+
+async def test_two_instances_reach_each_other_over_the_project_bridge(lxc):
+    server = await lxc.create(request(lxc, IMAGE, ("sh", "-c", "echo hi > /www/index.html; "
+                                                   "exec httpd -f -p 8080 -h /www")))
+    client = await lxc.create(request(lxc, IMAGE))
+    assert server.address != client.address
+    with trio.fail_after(20):
+        while True:
+            code, out = await lxc.exec(client, ["wget", "-q", "-O", "-", f"http://{server.address}:8080/"], timeout=5)
+            if code == 0:
+                break
+            await trio.sleep(0.1)
+    assert out == b"hi\n"
+
+
+async def test_a_bind_mount_whose_path_has_a_blank_and_a_read_only_one(lxc, tmp_path):
+    from mariposa.model import MountSpec
+
+    src = tmp_path / "my data"
+    src.mkdir()
+    (src / "f").write_text("from the host\n")
+    inst = await lxc.create(request(lxc, IMAGE, volumes=(MountSpec("bind", str(src), "/srv/my data"),
+                                                         MountSpec("bind", str(src), "/ro", read_only=True))))
+    assert await lxc.exec(inst, ["cat", "/srv/my data/f"], timeout=20) == (0, b"from the host\n")
+    assert (await lxc.exec(inst, ["sh", "-c", "echo x > /ro/g"], timeout=20))[0] != 0
+    assert await lxc.exec(inst, ["sh", "-c", "echo back > '/srv/my data/g'"], timeout=20) == (0, b"")
+    assert (src / "g").read_text() == "back\n"
