@@ -245,7 +245,7 @@ class LxcDriver:
     compute_type = "infrastructure"  # what the manifest's lx, smartmachine and infrastructure mean
 
     def __init__(self, owner: str, lxc_path: str | os.PathLike[str] | None = None,
-                 docker_host: str | None = None) -> None:
+                 docker_host: str | None = None, copy_rootfs: bool | None = None) -> None:
         if not owner:
             raise ValueError("owner must not be empty: it is what keeps daemons apart")
         from mariposa.drivers.docker import DockerDriver
@@ -261,6 +261,10 @@ class LxcDriver:
         self._first_ping = True
         self._image_locks: dict[str, trio.Lock] = {}
         self._v2 = _cgroup_v2()
+        # An overlay's upper dir cannot itself be on overlayfs (the kernel refuses the mount), as
+        # when the daemon's state dir is inside a container: then each instance gets a copy of
+        # the base of its own (a dir: rootfs no other instance shares). None: found out when needed.
+        self._copy_rootfs = copy_rootfs
 
     # ---- plumbing -----------------------------------------------------------------------------
 
@@ -699,10 +703,27 @@ class LxcDriver:
                 addresses[rec["name"]] = str(next(h for h in hosts if str(h) not in taken))
             await trio.to_thread.run_sync(self._write_instance, req, name, home, base, nets, addresses)
 
+    def _rootfs_copied(self) -> bool:
+        """Whether instances get a copy of their base rather than an overlay (blocking: a thread's)."""
+        if self._copy_rootfs is None:
+            from mariposa.vault.delivery import filesystem_of
+
+            self._copy_rootfs = filesystem_of(self.path) == "overlay"
+            if self._copy_rootfs:
+                log.warning("lxc: the LXC path is on overlayfs, which cannot hold an overlay's upper dir: "
+                            "each instance gets a copy of its image instead", path=str(self.path))
+        return self._copy_rootfs
+
     def _write_instance(self, req: CreateRequest, name: str, home: Path, base: Path,
                         nets: list[dict[str, Any]], addresses: dict[str, str]) -> None:
         spec = req.spec
-        (home / "delta" / ".mariposa").mkdir(parents=True)
+        copy = self._rootfs_copied()
+        if copy:
+            (home / "delta").mkdir(parents=True)
+            done = subprocess.run(["cp", "-a", f"{base}/.", str(home / "delta")], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise DriverError(f"lxc: copy of the image for {name}: {done.stderr.strip()}")
+        (home / "delta" / ".mariposa").mkdir(parents=True, exist_ok=True)
         (home / "log").mkdir()
         roots = [home / "delta", base]
         uid, gid = _passwd_lookup(roots, spec.user) if spec.user else (0, 0)
@@ -739,7 +760,8 @@ class LxcDriver:
         lines = [
             "# Made by mariposa (mariposa/drivers/lxc.py); labels are in mariposa.json beside this file.",
             f"lxc.uts.name = {spec.hostname or name}",
-            f"lxc.rootfs.path = overlay:{base}:{home / 'delta'}",
+            f"lxc.rootfs.path = dir:{home / 'delta'}" if copy
+            else f"lxc.rootfs.path = overlay:{base}:{home / 'delta'}",
             "lxc.autodev = 1",
             "lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed",
             "lxc.tty.max = 0",

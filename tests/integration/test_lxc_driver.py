@@ -6,10 +6,14 @@ fixture kills what it made and removes the bridges its network records name, pas
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -25,10 +29,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.lxc]
 SLEEPER = ("sh", "-c", "exec sleep 3600")
 
 
-@pytest.fixture
-async def lxc(tmp_path):
-    path = tmp_path / "lxc"
-    driver = LxcDriver(f"lxctest-{uuid.uuid4().hex[:12]}", path)
+@asynccontextmanager
+async def driver_at(path: Path, **options) -> AsyncIterator[LxcDriver]:
+    driver = LxcDriver(f"lxctest-{uuid.uuid4().hex[:12]}", path, **options)
     await driver.ping()
     try:
         yield driver
@@ -42,6 +45,21 @@ async def lxc(tmp_path):
             subprocess.run(["iptables", "-w", "-D", "DOCKER-USER", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
                            capture_output=True, timeout=60)
             subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+async def lxc(tmp_path):
+    async with driver_at(tmp_path / "lxc") as driver:
+        yield driver
+
+
+@pytest.fixture
+def tmpfs_dir():
+    """A directory on a tmpfs: an overlay's upper dir works there even when the tmp dir is itself
+    on overlayfs (a test run inside a container), where the driver copies images instead."""
+    path = Path(tempfile.mkdtemp(prefix="mariposa-lxc-", dir="/dev/shm"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def request(driver: LxcDriver, image: str, command=SLEEPER, project: str = "c" * 32, **spec) -> CreateRequest:
@@ -73,19 +91,41 @@ async def test_images_a_template_a_rootfs_directory_and_a_tarball(lxc, tmp_path)
             await lxc.resolve_image(missing)
 
 
-async def test_overlay_rootfs_removing_an_instance_keeps_the_base(lxc):
-    inst = await lxc.create(request(lxc, IMAGE, ("sh", "-c", "echo mine > /etc/mine; exec sleep 3600")))
-    home = lxc.path / inst.name
-    config = (home / "config").read_text()
-    [rootfs] = [line for line in config.splitlines() if line.startswith("lxc.rootfs.path")]
-    lower, upper = rootfs.split(" = overlay:", 1)[1].split(":")
-    assert upper == str(home / "delta") and lower.startswith(str(lxc.path / "images"))
-    with trio.fail_after(10):
-        while not (home / "delta" / "etc" / "mine").exists():  # the instance writes its upper dir only
-            await trio.sleep(0.05)
-    assert not (Path(lower) / "etc" / "mine").exists()
-    await lxc.remove(inst)
-    assert not home.exists() and (Path(lower) / "bin" / "busybox").exists()  # the base stays
+async def test_overlay_rootfs_removing_an_instance_keeps_the_base(tmpfs_dir):
+    async with driver_at(tmpfs_dir / "lxc", copy_rootfs=None) as lxc:  # found out: tmpfs takes an overlay
+        inst = await lxc.create(request(lxc, IMAGE, ("sh", "-c", "echo mine > /etc/mine; exec sleep 3600")))
+        home = lxc.path / inst.name
+        config = (home / "config").read_text()
+        [rootfs] = [line for line in config.splitlines() if line.startswith("lxc.rootfs.path")]
+        lower, upper = rootfs.split(" = overlay:", 1)[1].split(":")
+        assert upper == str(home / "delta") and lower.startswith(str(lxc.path / "images"))
+        with trio.fail_after(10):
+            while not (home / "delta" / "etc" / "mine").exists():  # the instance writes its upper dir only
+                await trio.sleep(0.05)
+        assert not (Path(lower) / "etc" / "mine").exists()
+        await lxc.remove(inst)
+        assert not home.exists() and (Path(lower) / "bin" / "busybox").exists()  # the base stays
+
+
+async def test_where_an_overlay_cannot_be_made_each_instance_runs_on_a_copy_of_its_own(tmp_path):
+    """A state dir on overlayfs (the daemon in a container) cannot hold an overlay's upper dir."""
+    async with driver_at(tmp_path / "lxc", copy_rootfs=True) as lxc:
+        made = [await lxc.create(request(lxc, IMAGE, ("sh", "-c", "echo mine > /etc/mine; exec sleep 3600")))
+                for _ in range(2)]
+        for inst in made:
+            home = lxc.path / inst.name
+            [rootfs] = [line for line in (home / "config").read_text().splitlines()
+                        if line.startswith("lxc.rootfs.path")]
+            assert rootfs == f"lxc.rootfs.path = dir:{home / 'delta'}"  # its own, never shared
+            with trio.fail_after(10):
+                while not (home / "delta" / "etc" / "mine").exists():
+                    await trio.sleep(0.05)
+            assert (await lxc.exec(inst, ["cat", "/etc/mine"], timeout=20)) == (0, b"mine\n")
+        base = await lxc._base(IMAGE, await lxc.resolve_image(IMAGE))
+        await lxc.remove(made[0])
+        assert not (lxc.path / made[0].name).exists() and (base / "bin" / "busybox").exists()
+        assert not (base / "etc" / "mine").exists()
+        assert (await lxc.exec(made[1], ["cat", "/etc/mine"], timeout=20)) == (0, b"mine\n")
 
 
 async def test_memory_and_cpus_become_cgroup_limits_and_no_cgroup_outlives_the_instance(lxc):
