@@ -120,6 +120,9 @@ SUPERVISION_FIELDS = frozenset({
     "depends_on",
     "scale", "healthchecks", "restart", "preserve_stopped", "stop_timeout", "min_healthy_time", "progress_deadline",
     "pull", "on_meta_change", "mdata_signal",
+    # scheduled and event services: when and how runs happen, never what an instance is
+    "schedule", "time_zone", "concurrency", "catch_up", "catch_up_limit", "starting_deadline", "timeout", "retries",
+    "history_succeeded", "history_failed", "queue_limit",
 })
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -251,6 +254,24 @@ class ServiceSpec:
     # a mount), see ``instance_fields``.
     mdata: tuple[tuple[str, str], ...] = ()
     mdata_signal: str | None = None
+    # Scheduled and event services (manifest/scheduling.py, mariposa/runs/): each firing or
+    # trigger is a run, one instance that runs to its end.
+    schedule: tuple[str, ...] = ()
+    time_zone: str = "UTC"
+    concurrency: str = "forbid"  # allow | forbid | replace | queue
+    catch_up: str = "latest"  # none | latest | all
+    catch_up_limit: int = 10
+    starting_deadline: float | None = None  # seconds
+    timeout: float | None = None  # seconds
+    retries: int = 0
+    history_succeeded: int = 10
+    history_failed: int = 10
+    queue_limit: int = 100
+
+    @property
+    def runs(self) -> bool:
+        """Whether the service runs to completion (scheduled, event) rather than stays up."""
+        return self.service_type != "continuous"
 
     def instance_fields(self) -> dict:
         """Everything that shapes a new instance; a change here means replacing instances.
