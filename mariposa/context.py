@@ -39,9 +39,11 @@ class Context:
     reconcile_wakeup: Wakeup = attrs.field(factory=Wakeup)
     queue_wakeup: Wakeup = attrs.field(factory=Wakeup)
     health_wakeup: Wakeup = attrs.field(factory=Wakeup)
+    schedule_wakeup: Wakeup = attrs.field(factory=Wakeup)  # a run was asked for (mariposa/runs/)
     runtime_changed: Broadcast = attrs.field(factory=Broadcast)  # any runtime event, for log followers
     task_changes: Broadcast = attrs.field(factory=Broadcast)  # a task was queued, moved on or ended
     health_changes: Broadcast = attrs.field(factory=Broadcast)  # an instance's health status changed
+    run_changes: Broadcast = attrs.field(factory=Broadcast)  # a run was queued, started or ended
     credentials: Credentials = attrs.field(factory=Credentials)  # registry logins (in memory unless a file)
     monitor: HealthMonitor | None = None  # for the API to read instance health from
     # Secrets (mariposa/vault/): made by the daemon (and tests) after the store, so see ``vault``.
@@ -117,6 +119,10 @@ class Context:
         """A task was queued or finished: the executor looks at the queue again."""
         self.queue_wakeup.set()
         self.task_changes.set()
+
+    def wake_scheduler(self) -> None:
+        """A run was asked for or asked to stop: the scheduler looks at once."""
+        self.schedule_wakeup.set()
 
     def wake_health(self) -> None:
         """Instances came or went: the health monitor re-syncs what it watches."""

@@ -28,6 +28,7 @@ LABEL_VERSION = "io.mariposa.version"
 LABEL_CREATED = "io.mariposa.created"
 LABEL_VOLUME = "io.mariposa.volume"  # a named volume's name in its project (volumes belong to project names)
 LABEL_NETWORK = "io.mariposa.network"  # a network a project made for others to join: its name in the project
+LABEL_RUN = "io.mariposa.run"  # a run's instance (scheduled and event services): the run's id
 LABEL_IMAGE = "io.mariposa.image"  # the image as the manifest names it (instances run its pinned id)
 
 
@@ -365,6 +366,7 @@ class Instance:
     ready_at: float = 0.0  # when the restart policy's back-off allows the next start
     started_at: float = 0.0  # when Mariposa last started it (0: long ago, as far as we know)
     health_since: float = 0.0
+    run_id: str | None = None  # a run's instance (scheduled and event services): the run's id
 
     @property
     def running(self) -> bool:
@@ -400,6 +402,9 @@ class CreateRequest:
     # The goal's spec hash, when ``spec`` is its rendered copy: an instance is compared with the
     # goal as written, so a rendered value never makes it look out of date.
     goal_hash: str | None = None
+    # The run this instance is (scheduled and event services, mariposa/runs/): labelled, so the
+    # reconciler knows it is the scheduler's, and a restarted daemon finds it again.
+    run_id: str | None = None
 
     @property
     def name(self) -> str:
@@ -420,6 +425,8 @@ class CreateRequest:
                 LABEL_IMAGE: self.spec.image,
             }
         )
+        if self.run_id:
+            labels[LABEL_RUN] = self.run_id
         return labels
 
 
