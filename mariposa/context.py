@@ -112,8 +112,10 @@ class Context:
         await trio.to_thread.run_sync(discard)
 
     def wake_reconciler(self) -> None:
-        """Something changed: plan again soon (many calls collapse into one pass)."""
+        """Something changed: plan again soon (many calls collapse into one pass). The scheduler
+        looks too: a goal change may add, stop or start a scheduled service."""
         self.reconcile_wakeup.set()
+        self.schedule_wakeup.set()
 
     def wake_queue(self) -> None:
         """A task was queued or finished: the executor looks at the queue again."""

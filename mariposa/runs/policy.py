@@ -112,7 +112,9 @@ def startable(spec: ServiceSpec, scale: int, active: Sequence[RunRow], now: floa
 
 def next_wake(spec: ServiceSpec | None, cursor: float | None, active: Sequence[RunRow], now: float) -> float:
     """When the scheduler must look at the service again: its next firing, a retry's back-off,
-    a queued run's deadline or a running run's timeout, whichever comes first."""
+    a queued run's deadline or a running run's timeout, whichever comes first. Times already
+    past are left out: what was due then was done in this pass, or waits for a run to end
+    (which wakes the scheduler), so the scheduler never spins."""
     times = [now + MAX_SLEEP]
     if spec is not None and spec.service_type == "scheduled" and cursor is not None:
         when = schedule_of(spec).next_after(max(cursor, now))
@@ -126,7 +128,7 @@ def next_wake(spec: ServiceSpec | None, cursor: float | None, active: Sequence[R
                 times.append(d)
         elif run.state == "running" and spec is not None and spec.timeout and run.started is not None:
             times.append(run.started + spec.timeout)
-    return min(times)
+    return min(t for t in times if t > now)
 
 
 def retry_at(spec: ServiceSpec, run: RunRow, state: str, ended: float) -> float | None:

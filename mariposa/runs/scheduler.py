@@ -163,7 +163,8 @@ class Scheduler:
         for key in services.keys() | by_service.keys():
             found = services.get(key)
             watched = found[0].spec if found is not None and not found[1] else None
-            wake = min(wake, policy.next_wake(watched, cursors.get(key), by_service.get(key, []), now))
+            runs = [r for r in by_service.get(key, []) if r.id not in self.busy]  # those wake us when done
+            wake = min(wake, policy.next_wake(watched, cursors.get(key), runs, now))
         return wake, bool(running) or any(r.state == "running" for r in open_runs)
 
     def _log_firings(self, goal: ServiceGoal, decision: policy.Decision) -> None:
@@ -308,7 +309,8 @@ class Scheduler:
         retry = policy.retry_at(goal.spec, run, state, ended) if goal else None
 
         def record(db) -> None:
-            run_store.finish(db, run.id, state, code, output, reason, ended)
+            if not run_store.finish(db, run.id, state, code, output, reason, ended):
+                return
             if retry is not None:
                 run_store.retry(db, run, retry)
             if goal is not None:

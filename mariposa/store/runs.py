@@ -201,11 +201,13 @@ def mark_started(db: sqlite_utils.Database, run_id: str, started: float) -> None
 
 
 def finish(db: sqlite_utils.Database, run_id: str, state: str, exit_code: int | None, output: bytes,
-           reason: str | None = None, ended: float | None = None) -> RunRow:
-    """The run's end, with its output (its last ``MAX_LOGS`` bytes)."""
-    db.execute("UPDATE runs SET state = ?, exit_code = ?, logs = ?, ended = ?, reason = COALESCE(?, reason) "
-               "WHERE id = ?", [state, exit_code, output[-MAX_LOGS:], ended or now(), reason, run_id])
-    return get(db, run_id)
+           reason: str | None = None, ended: float | None = None) -> bool:
+    """The run's end, with its output (its last ``MAX_LOGS`` bytes); False when it had ended
+    already (a run ends once: a second look at it changes nothing)."""
+    cur = db.execute("UPDATE runs SET state = ?, exit_code = ?, logs = ?, ended = ?, reason = COALESCE(?, reason) "
+                     "WHERE id = ? AND state IN ('queued', 'running')",
+                     [state, exit_code, output[-MAX_LOGS:], ended or now(), reason, run_id])
+    return cur.rowcount == 1
 
 
 def retry(db: sqlite_utils.Database, failed: RunRow, not_before: float) -> str:
