@@ -520,7 +520,16 @@ def service_list(state: State, as_json: bool) -> None:
          + (" (waiting for dependencies)" if r.get("waiting") else "")),
         ("RUNNING", lambda r: f"{r['running']}/{r['scale']}"), ("INSTANCES", lambda r: r["instances"]),
         ("TASK", lambda r: f"{r['task']['kind']} {r['task']['state']}" if r["task"] else "-"),
+        *([("LAST RUN", _last_run_text), ("NEXT RUN", lambda r: _when(r["next_run"]) if r.get("next_run") else "-")]
+          if any(r.get("service_type") not in (None, "continuous") for r in rows) else []),
     ])
+
+
+def _last_run_text(r: dict) -> str:
+    run = r.get("last_run")
+    if not run:
+        return "-"
+    return f"{run['state']} ({_when(run['started'] or run['scheduled'])})"
 
 
 cli.add_command(service_list, "services")

@@ -101,11 +101,11 @@ def logs(db: sqlite_utils.Database, run_id: str) -> bytes:
     return bytes(row[0] or b"") if row else b""
 
 
-def last_runs(db: sqlite_utils.Database) -> dict[tuple[str, str], RunRow]:
-    """Each service's newest run (for listings)."""
-    found = _rows(db, "id IN (SELECT id FROM runs r WHERE r.queued = (SELECT MAX(queued) FROM runs q "
-                      "WHERE q.project_id = r.project_id AND q.service = r.service))", ())
-    return {r.key: r for r in found}
+def last_runs(db: sqlite_utils.Database, project_id: str) -> dict[str, RunRow]:
+    """Each service's newest run of the project, by service name (for listings)."""
+    found = _rows(db, "project_id = ? AND queued = (SELECT MAX(queued) FROM runs q "
+                      "WHERE q.project_id = runs.project_id AND q.service = runs.service)", [project_id])
+    return {r.service: r for r in found}
 
 
 # ---- writing ----------------------------------------------------------------------------------

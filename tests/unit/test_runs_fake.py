@@ -4,7 +4,9 @@ has no load). The jobs are fake programs that end after their ``sleep`` with the
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import re
 
 import httpx
@@ -66,14 +68,38 @@ class JobDriver(FakeDriver):
 
 
 class Setup:
-    def __init__(self, tmp_path, nursery, clock: TrioClock):
-        self.tmp_path, self.nursery, self.clock = tmp_path, nursery, clock
+    def __init__(self, tmp_path, nursery, clock: TrioClock, mock: MockClock):
+        self.tmp_path, self.nursery, self.clock, self.mock = tmp_path, nursery, clock, mock
         self.runtime = FakeRuntime(("busybox",))
         self.spans: dict[str, list] = {}
         self.scope: trio.CancelScope | None = None
         self.sock = str(tmp_path / "m.sock")
 
+    @contextlib.contextmanager
+    def frozen(self):
+        """Virtual time stands still meanwhile: on a loaded machine a store call's thread can be
+        idle long enough for the clock to jump in the middle of a request (a firing would then
+        come before the project it belongs to was added)."""
+        before = self.mock.autojump_threshold
+        self.mock.autojump_threshold = math.inf
+        try:
+            yield
+        finally:
+            self.mock.autojump_threshold = before
+
     async def start(self):
+        with self.frozen():
+            return await self._start()
+
+    async def post(self, path: str, **kw):
+        with self.frozen():
+            return await self.client.post(path, **kw)
+
+    async def get(self, path: str, **kw):
+        with self.frozen():
+            return await self.client.get(path, **kw)
+
+    async def _start(self):
         driver = JobDriver(self.nursery, self.clock, self.runtime, self.spans)
         config = DaemonConfig(state_dir=str(self.tmp_path / "state"), socket=self.sock, resync=60, manifest_dir=None)
         async def daemon(task_status=trio.TASK_STATUS_IGNORED):
@@ -89,11 +115,11 @@ class Setup:
         return self
 
     async def add(self, manifest: str):
-        r = await self.client.post("/v1/projects", json={"name": "p", "manifest": manifest})
+        r = await self.post("/v1/projects", json={"name": "p", "manifest": manifest})
         assert r.status_code == 200, r.text
 
     async def runs(self, service="job", **params):
-        r = await self.client.get(f"/v1/projects/p/services/{service}/runs", params={"limit": 1000, **params})
+        r = await self.get(f"/v1/projects/p/services/{service}/runs", params={"limit": 1000, **params})
         assert r.status_code == 200, r.text
         return sorted(r.json(), key=lambda x: (x["scheduled"], x["attempt"]))
 
@@ -101,8 +127,8 @@ class Setup:
         await self.clock.sleep_until(t)
 
 
-async def make(tmp_path, nursery) -> Setup:
-    return await Setup(tmp_path, nursery, TrioClock(epoch=START)).start()
+async def make(tmp_path, nursery, mock: MockClock) -> Setup:
+    return await Setup(tmp_path, nursery, TrioClock(epoch=START), mock).start()
 
 
 def scheduled(concurrency="forbid", job="sleep 7", extra=""):
@@ -120,7 +146,7 @@ def max_overlap(spans) -> int:
 
 
 async def test_forbid_runs_on_time_and_skips_overlapping_firings(virtual_clock, tmp_path, nursery):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add(scheduled("forbid"))
     await s.until(START + 31)
     runs = await s.runs()
@@ -138,7 +164,7 @@ async def test_forbid_runs_on_time_and_skips_overlapping_firings(virtual_clock, 
 
 
 async def test_replace_stops_the_active_run(virtual_clock, tmp_path, nursery):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add(scheduled("replace"))
     await s.until(START + 16)
     got = [(r["scheduled"] - START, r["state"]) for r in await s.runs()]
@@ -147,7 +173,7 @@ async def test_replace_stops_the_active_run(virtual_clock, tmp_path, nursery):
 
 
 async def test_allow_runs_alongside_up_to_scale(virtual_clock, tmp_path, nursery):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add(scheduled("allow", job="sleep 12", extra="    scale: 2\n"))
     await s.until(START + 21)
     got = [(r["scheduled"] - START, r["state"]) for r in await s.runs()]
@@ -166,7 +192,7 @@ async def test_allow_runs_alongside_up_to_scale(virtual_clock, tmp_path, nursery
 ])
 async def test_catch_up_after_the_daemon_was_down_across_three_firings(virtual_clock, tmp_path, nursery,
                                                                         catch_up, expected):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add(scheduled("forbid", job="sleep 1", extra=f"    catch_up: {catch_up}\n"))
     await s.until(START + 7)
     s.scope.cancel()  # the daemon goes (its instances would keep running)
@@ -179,7 +205,7 @@ async def test_catch_up_after_the_daemon_was_down_across_three_firings(virtual_c
 
 
 async def test_a_run_the_daemon_lost_mid_run_is_recorded_once(virtual_clock, tmp_path, nursery):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add(scheduled("forbid", job="echo hello; sleep 7; exit 3"))
     await s.until(START + 6)
     [run] = [r for r in await s.runs() if r["state"] == "running"]
@@ -195,20 +221,20 @@ async def test_a_run_the_daemon_lost_mid_run_is_recorded_once(virtual_clock, tmp
     assert [r["scheduled"] - START for r in runs.values() if r["scheduled"] == run["scheduled"]] == [5]
     # one instance per run ever made: the lost run's was not made again
     assert set(s.spans) == {r["instance_id"] for r in runs.values() if r["started"] is not None}
-    logs = (await s.client.get(f"/v1/runs/{run['id']}/logs")).text
+    logs = (await s.get(f"/v1/runs/{run['id']}/logs")).text
     assert '"line": "hello"' in logs
 
 
 async def test_manual_runs_idempotency_env_exit_codes_and_history(virtual_clock, tmp_path, nursery):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add("services:\n  job:\n    service_type: event\n    image: busybox\n    command: sh -c 'echo "
                 "run $N; sleep 1; exit $CODE'\n    environment: {CODE: '0', N: '0'}\n"
                 "    history: {succeeded: 3, failed: 1}\n    queue_limit: 20\n")
-    first = (await s.client.post("/v1/projects/p/services/job/runs", json={"idempotency_key": "k"})).json()
-    again = (await s.client.post("/v1/projects/p/services/job/runs", json={"idempotency_key": "k"})).json()
+    first = (await s.post("/v1/projects/p/services/job/runs", json={"idempotency_key": "k"})).json()
+    again = (await s.post("/v1/projects/p/services/job/runs", json={"idempotency_key": "k"})).json()
     assert (first["created"], again["created"], again["id"]) == (True, False, first["id"])
     for n in range(1, 10):
-        r = await s.client.post("/v1/projects/p/services/job/runs",
+        r = await s.post("/v1/projects/p/services/job/runs",
                                 json={"env": [f"N={n}", f"CODE={5 if n in (3, 6) else 0}"]})
         assert r.status_code == 200, r.text
     await s.until(START + 15)
@@ -216,28 +242,28 @@ async def test_manual_runs_idempotency_env_exit_codes_and_history(virtual_clock,
     assert [r["state"] for r in runs] == ["failed"] + ["succeeded"] * 3
     assert runs[0]["exit_code"] == 5
     for r in runs:
-        text = (await s.client.get(f"/v1/runs/{r['id']}/logs")).text
+        text = (await s.get(f"/v1/runs/{r['id']}/logs")).text
         assert text.count('"line"') == 1
     assert max_overlap(s.spans.values()) == 1  # forbid (the default): one at a time, the rest queued
 
 
 async def test_a_full_queue_is_refused_and_a_continuous_service_does_not_run(virtual_clock, tmp_path, nursery):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add("services:\n  job:\n    service_type: event\n    image: busybox\n    command: sh -c 'sleep 100'\n"
                 "    queue_limit: 2\n  web:\n    image: busybox\n    command: sleep 1000\n")
-    codes = [(await s.client.post("/v1/projects/p/services/job/runs", json={})).status_code]
+    codes = [(await s.post("/v1/projects/p/services/job/runs", json={})).status_code]
     await s.until(START + 1)  # the first runs: two more wait, the queue's limit
-    codes += [(await s.client.post("/v1/projects/p/services/job/runs", json={})).status_code for _ in range(3)]
+    codes += [(await s.post("/v1/projects/p/services/job/runs", json={})).status_code for _ in range(3)]
     assert codes == [200, 200, 200, 409]
-    r = await s.client.post("/v1/projects/p/services/web/runs", json={})
+    r = await s.post("/v1/projects/p/services/web/runs", json={})
     assert r.status_code == 400 and "continuous" in r.json()["message"]
 
 
 async def test_timeout_and_retries(virtual_clock, tmp_path, nursery):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add("services:\n  job:\n    service_type: event\n    image: busybox\n    command: sh -c 'sleep 50'\n"
                 "    timeout: 3s\n    retries: 2\n")
-    await s.client.post("/v1/projects/p/services/job/runs", json={})
+    await s.post("/v1/projects/p/services/job/runs", json={})
     await s.until(START + 20)
     runs = await s.runs()
     assert [(r["attempt"], r["state"]) for r in runs] == [(0, "failed"), (1, "failed"), (2, "failed")]
@@ -249,21 +275,21 @@ async def test_timeout_and_retries(virtual_clock, tmp_path, nursery):
 
 
 async def test_stop_suspends_the_schedule_and_start_catches_up(virtual_clock, tmp_path, nursery):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add(scheduled("forbid", job="sleep 1"))
     await s.until(START + 7)
-    assert (await s.client.post("/v1/projects/p/services/job/stop")).status_code == 200
+    assert (await s.post("/v1/projects/p/services/job/stop")).status_code == 200
     await s.until(START + 18)
-    assert (await s.client.post("/v1/projects/p/services/job/start")).status_code == 200
+    assert (await s.post("/v1/projects/p/services/job/start")).status_code == 200
     await s.until(START + 19)
     got = [(r["scheduled"] - START, r["trigger"], r["state"]) for r in await s.runs()]
     assert got == [(5, "schedule", "succeeded"), (10, "schedule", "missed"), (15, "catch-up", "running")]
-    nxt = (await s.client.get("/v1/projects/p/services/job/next", params={"count": 2})).json()
+    nxt = (await s.get("/v1/projects/p/services/job/next", params={"count": 2})).json()
     assert [n["at"] - START for n in nxt["next"]] == [20, 25]
 
 
 async def test_the_scheduler_sleeps_until_the_next_firing(virtual_clock, tmp_path, nursery):
-    s = await make(tmp_path, nursery)
+    s = await make(tmp_path, nursery, virtual_clock)
     await s.add("services:\n  job:\n    service_type: scheduled\n    image: busybox\n    command: sh -c 'sleep 1'\n"
                 "    schedule: '*/10 * * * *'\n")
     await s.until(START + 10)
@@ -273,6 +299,8 @@ async def test_the_scheduler_sleeps_until_the_next_firing(virtual_clock, tmp_pat
     assert scheduler.passes == before
     await s.until(START + 602)
     assert [(r["scheduled"] - START, r["state"]) for r in await s.runs()] == [(600, "succeeded")]
+    [job] = (await s.get("/v1/projects/p/services")).json()
+    assert (job["service_type"], job["last_run"]["state"], job["next_run"] - START) == ("scheduled", "succeeded", 1200)
 
 
 def _schedulers(ctx):

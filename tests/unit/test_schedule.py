@@ -107,6 +107,13 @@ def test_an_interval_and_a_list_fire_at_the_earliest():
         at("2026-01-01T00:00:00"), at("2026-01-01T01:00:00")]  # R2: twice, then never
 
 
+def test_interval_firings_in_a_window_and_a_count():
+    s = Schedule.checked(["R3/2026-01-01T00:00:00Z/PT15M", "0 * * * *"])
+    assert s.firings(at("2025-12-31T23:59:59"), at("2026-01-01T02:00:00")) == [
+        at("2026-01-01T00:00:00"), at("2026-01-01T00:15:00"), at("2026-01-01T00:30:00"), at("2026-01-01T01:00:00"),
+        at("2026-01-01T02:00:00")]
+
+
 def test_firings_in_a_window_are_bounded():
     s = Schedule.checked(["* * * * * *"])
     assert len(s.firings(at("2026-01-01T00:00:00"), at("2026-01-01T01:00:00"), limit=10)) == 10
