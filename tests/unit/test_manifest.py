@@ -1133,3 +1133,9 @@ def test_an_environment_value_too_long_to_print_is_refused_at_its_position():
     found = problems(f"services:\n  web:\n    image: x\n    environment:\n      Z: {huge}\n    tags: {{t: {huge}}}\n")
     assert [(p.line, p.column) for p in found] == [(5, 10), (6, 15)]
     assert all("quote" in p.message for p in found), found
+
+
+def test_a_complex_key_holding_a_huge_number_is_refused_not_a_crash():
+    text = "services:\n  web:\n    image: nginx\n    dns:\n      ? a: 0x" + "f" * 4000 + "\n      : x\n"
+    found = problems(text)
+    assert found and all(p.line for p in found)
