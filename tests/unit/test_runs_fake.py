@@ -309,3 +309,14 @@ def _schedulers(ctx):
     from mariposa.runs.scheduler import Scheduler
 
     return [o for o in gc.get_objects() if isinstance(o, Scheduler) and o.ctx is ctx]
+
+
+async def test_queue_waits_and_the_starting_deadline_records_missed(virtual_clock, tmp_path, nursery):
+    s = await make(tmp_path, nursery, virtual_clock)
+    await s.add(scheduled("queue", job="sleep 12", extra="    starting_deadline: 4s\n"))
+    await s.until(START + 18)
+    runs = await s.runs()
+    # 10 waits behind 5 (until 17) past its deadline (14): missed; 15 starts at 17, within its own (19)
+    assert [(r["scheduled"] - START, r["state"]) for r in runs] == [(5, "succeeded"), (10, "missed"), (15, "running")]
+    assert runs[1]["reason"] == "could not start within starting_deadline 4s"
+    assert 16.9 <= runs[2]["started"] - START <= 17.5

@@ -89,3 +89,43 @@ def test_retries_follow_the_back_off():
     assert policy.retry_at(s, run(attempt=1), "failed", T) == T + 2
     assert policy.retry_at(s, run(attempt=2), "failed", T) is None
     assert policy.retry_at(s, run(), "stopped", T) is None
+
+
+# ---- the planner leaves runs to the scheduler (converge/plan.py) ----------------------------------
+
+
+def _instance(spec: ServiceSpec, n: int, run_id: str | None = None, running: bool = True):
+    from mariposa.model import Instance
+
+    return Instance(id=f"i{n}", runtime_id=f"r{n}", name=f"p-job-{n}", project_id="p", service="job",
+                    spec_hash=spec.spec_hash, version_id="v", state="running" if running else "exited",
+                    created=float(n), compute_type="docker", run_id=run_id, exit_code=None if running else 0)
+
+
+def _goal(spec: ServiceSpec, scale: int = 1):
+    from mariposa.model import ServiceGoal
+
+    return ServiceGoal(project_id="p", project_name="p", version_id="v", spec=spec, scale=scale, desired="running")
+
+
+def test_a_scheduled_service_has_no_continuous_goal():
+    from mariposa.converge.plan import plan
+    from mariposa.model import Remove
+
+    s = spec()
+    # its runs, running or ended, are no drift: nothing is made, started or removed
+    assert not plan(_goal(s, 3), [_instance(s, 1, "run1"), _instance(s, 2, "run2", running=False)]).steps
+    # what a continuous version of it left goes
+    steps = plan(_goal(s), [_instance(s, 1, "run1"), _instance(s, 2)]).steps
+    assert [(type(x), x.instance.id) for x in steps] == [(Remove, "i2")]
+
+
+def test_a_service_made_continuous_again_takes_the_runs_away_and_runs_its_scale():
+    from mariposa.converge.plan import plan
+    from mariposa.model import Create, Remove
+
+    s = ServiceSpec(name="job", image="x")
+    steps = plan(_goal(s, 1), [_instance(s, 1, "run1")]).steps
+    assert sorted(type(x).__name__ for x in steps) == ["Create", "Remove"]
+    assert [x.instance.id for x in steps if isinstance(x, Remove)] == ["i1"]
+    assert any(isinstance(x, Create) for x in steps)
