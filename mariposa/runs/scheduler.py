@@ -41,6 +41,7 @@ from mariposa.store.runs import MAX_LOGS, RunRow
 log = structlog.get_logger()
 
 AFTER_ERROR = 5.0  # a pass that failed (runtime or store unavailable) is tried again this soon
+RECHECK = 0.05  # a run's instance died but is still listed running: look again this soon
 
 
 class Scheduler:
@@ -149,9 +150,14 @@ class Scheduler:
         instances: dict[str, Instance] = {}
         if running:
             instances = {i.id: i for i in await ctx.inventory() if i.run_id}
+        settling = False
         for run in running:
+            inst = instances.get(run.instance_id or "")
+            # the Engine announces a death before its listing shows it (converge/reconciler.py):
+            # the die event that woke us is the last one this run's instance sends, so look again soon
+            settling = settling or (inst is not None and inst.running and inst.id in ctx.died)
             if run.id not in self.busy and run.project_id not in unreadable:
-                await self._look_at(run, services.get(run.key), instances.get(run.instance_id or ""), now)
+                await self._look_at(run, services.get(run.key), inst, now)
         by_service: dict[tuple[str, str], list[RunRow]] = collections.defaultdict(list)
         for run in open_runs:
             by_service[run.key].append(run)
@@ -165,6 +171,8 @@ class Scheduler:
             watched = found[0].spec if found is not None and not found[1] else None
             runs = [r for r in by_service.get(key, []) if r.id not in self.busy]  # those wake us when done
             wake = min(wake, policy.next_wake(watched, cursors.get(key), runs, now))
+        if settling:
+            wake = min(wake, now + RECHECK)
         return wake, bool(running) or any(r.state == "running" for r in open_runs)
 
     def _log_firings(self, goal: ServiceGoal, decision: policy.Decision) -> None:
@@ -308,9 +316,9 @@ class Scheduler:
         ended = ctx.clock.now()
         retry = policy.retry_at(goal.spec, run, state, ended) if goal else None
 
-        def record(db) -> None:
+        def record(db) -> bool:
             if not run_store.finish(db, run.id, state, code, output, reason, ended):
-                return
+                return False  # it had ended already (a look that raced the end): nothing to add
             if retry is not None:
                 run_store.retry(db, run, retry)
             if goal is not None:
@@ -319,7 +327,9 @@ class Scheduler:
             what = f"exit code {code}" if code is not None else (reason or state)
             event_store.record(db, "run.end", f"{run.service}: run {run.id[:12]} {state} ({what})",
                                project_id=run.project_id, service=run.service, instance=run.instance_id)
+            return True
 
-        await ctx.store.call(record)
+        if not await ctx.store.call(record):
+            return
         log.info("run ended", service=run.service, run=run.id[:12], state=state, exit_code=code, reason=reason,
                  retry_in=None if retry is None else round(retry - ended, 3))

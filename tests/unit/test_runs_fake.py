@@ -9,6 +9,7 @@ import functools
 import math
 import re
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -67,9 +68,34 @@ class JobDriver(FakeDriver):
             span[1] = self.clock.now()
 
 
+class StaleListing(JobDriver):
+    """As Docker: a death is announced (the die event) before the listing shows it; here the
+    listing says "running" for ``LAG`` seconds after the event."""
+
+    LAG = 0.5
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.died_at: dict[str, float] = {}
+
+    def _exit(self, box, code):
+        super()._exit(box, code)
+        self.died_at[box.runtime_id] = self.clock.now()
+
+    async def inventory(self, project_id=None):
+        found = await super().inventory(project_id)
+        now = self.clock.now()
+        out = []
+        for inst in found:
+            if now < self.died_at.get(inst.runtime_id, -1.0) + self.LAG:
+                inst = attrs.evolve(inst, state="running", exit_code=None)
+            out.append(inst)
+        return out
+
+
 class Setup:
-    def __init__(self, tmp_path, nursery, clock: TrioClock, mock: MockClock):
-        self.tmp_path, self.nursery, self.clock, self.mock = tmp_path, nursery, clock, mock
+    def __init__(self, tmp_path, nursery, clock: TrioClock, mock: MockClock, driver: type = JobDriver):
+        self.tmp_path, self.nursery, self.clock, self.mock, self.driver = tmp_path, nursery, clock, mock, driver
         self.runtime = FakeRuntime(("busybox",))
         self.spans: dict[str, list] = {}
         self.scope: trio.CancelScope | None = None
@@ -100,7 +126,7 @@ class Setup:
             return await self.client.get(path, **kw)
 
     async def _start(self):
-        driver = JobDriver(self.nursery, self.clock, self.runtime, self.spans)
+        driver = self.driver(self.nursery, self.clock, self.runtime, self.spans)
         config = DaemonConfig(state_dir=str(self.tmp_path / "state"), socket=self.sock, resync=60, manifest_dir=None)
         async def daemon(task_status=trio.TASK_STATUS_IGNORED):
             with trio.CancelScope() as scope:
@@ -127,8 +153,8 @@ class Setup:
         await self.clock.sleep_until(t)
 
 
-async def make(tmp_path, nursery, mock: MockClock) -> Setup:
-    return await Setup(tmp_path, nursery, TrioClock(epoch=START), mock).start()
+async def make(tmp_path, nursery, mock: MockClock, driver: type = JobDriver) -> Setup:
+    return await Setup(tmp_path, nursery, TrioClock(epoch=START), mock, driver).start()
 
 
 def scheduled(concurrency="forbid", job="sleep 7", extra=""):
@@ -320,3 +346,17 @@ async def test_queue_waits_and_the_starting_deadline_records_missed(virtual_cloc
     assert [(r["scheduled"] - START, r["state"]) for r in runs] == [(5, "succeeded"), (10, "missed"), (15, "running")]
     assert runs[1]["reason"] == "could not start within starting_deadline 4s"
     assert 16.9 <= runs[2]["started"] - START <= 17.5
+
+
+async def test_a_run_whose_death_the_listing_shows_late_is_still_recorded_at_once(virtual_clock, tmp_path, nursery):
+    """Regression (seen on the real Engine): the die event came, the listing still said running,
+    no other event followed, and the run was recorded ended only at the next firing (or an
+    hour later). Now the scheduler looks again until the listing agrees."""
+    s = await make(tmp_path, nursery, virtual_clock, StaleListing)
+    await s.add("services:\n  job:\n    service_type: event\n    image: busybox\n    command: sh -c 'sleep 1'\n")
+    for _ in range(3):
+        await s.post("/v1/projects/p/services/job/runs", json={})
+    await s.until(START + 5)
+    runs = await s.runs()
+    assert [r["state"] for r in runs] == ["succeeded"] * 3
+    assert all(r["ended"] - r["started"] < 1 + StaleListing.LAG + 0.3 for r in runs), runs
