@@ -220,6 +220,9 @@ def project_list(state: State, as_json: bool) -> None:
         ("RUNNING", lambda r: "?" if r["instances"] is None else f"{r['running']}/{r['instances']}"),
         ("SOURCE", lambda r: (r["source"] or "-") + (" (orphaned)" if r.get("source_state") == "orphaned" else "")),
         ("CREATED", lambda r: ago(r["created"])),
+        *([("LAST RUN", lambda r: f"{r['last_run']['service']} {_last_run_text(r)}" if r.get("last_run") else "-"),
+           ("NEXT RUN", lambda r: _when(r["next_run"]) if r.get("next_run") else "-")]
+          if any(r.get("last_run") or r.get("next_run") for r in rows) else []),
     ])
     if any(r["instances"] is None for r in rows):
         click.echo("mariposa: the runtime is unavailable: instance counts are unknown ('?')", err=True)

@@ -108,6 +108,15 @@ def last_runs(db: sqlite_utils.Database, project_id: str) -> dict[str, RunRow]:
     return {r.service: r for r in found}
 
 
+def project_runs(db: sqlite_utils.Database) -> tuple[dict[str, RunRow], set[tuple[str, str]]]:
+    """Each project's newest run, and the services whose schedule is suspended (stopped or
+    frozen), for the project listing."""
+    newest = _rows(db, "queued = (SELECT MAX(queued) FROM runs q WHERE q.project_id = runs.project_id)", ())
+    suspended = {(r[0], r[1]) for r in db.execute(
+        "SELECT project_id, name FROM services WHERE desired != 'running' OR frozen")}
+    return {r.project_id: r for r in newest}, suspended
+
+
 # ---- writing ----------------------------------------------------------------------------------
 
 

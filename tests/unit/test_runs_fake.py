@@ -327,6 +327,9 @@ async def test_the_scheduler_sleeps_until_the_next_firing(virtual_clock, tmp_pat
     assert [(r["scheduled"] - START, r["state"]) for r in await s.runs()] == [(600, "succeeded")]
     [job] = (await s.get("/v1/projects/p/services")).json()
     assert (job["service_type"], job["last_run"]["state"], job["next_run"] - START) == ("scheduled", "succeeded", 1200)
+    [project] = (await s.get("/v1/projects")).json()
+    assert (project["last_run"]["service"], project["last_run"]["state"], project["next_run"] - START) == (
+        "job", "succeeded", 1200)
 
 
 def _schedulers(ctx):
