@@ -101,17 +101,22 @@ def logs(db: sqlite_utils.Database, run_id: str) -> bytes:
     return bytes(row[0] or b"") if row else b""
 
 
+_RAN = "q.state NOT IN ('skipped', 'missed')"  # a listing's "last run": a firing that became a run
+
+
 def last_runs(db: sqlite_utils.Database, project_id: str) -> dict[str, RunRow]:
-    """Each service's newest run of the project, by service name (for listings)."""
-    found = _rows(db, "project_id = ? AND queued = (SELECT MAX(queued) FROM runs q "
-                      "WHERE q.project_id = runs.project_id AND q.service = runs.service)", [project_id])
+    """Each service's newest run of the project (not a skipped or missed firing), by service
+    name (for listings)."""
+    found = _rows(db, f"project_id = ? AND queued = (SELECT MAX(queued) FROM runs q WHERE q.project_id = "
+                      f"runs.project_id AND q.service = runs.service AND {_RAN})", [project_id])
     return {r.service: r for r in found}
 
 
 def project_runs(db: sqlite_utils.Database) -> tuple[dict[str, RunRow], set[tuple[str, str]]]:
     """Each project's newest run, and the services whose schedule is suspended (stopped or
     frozen), for the project listing."""
-    newest = _rows(db, "queued = (SELECT MAX(queued) FROM runs q WHERE q.project_id = runs.project_id)", ())
+    newest = _rows(db, f"queued = (SELECT MAX(queued) FROM runs q WHERE q.project_id = runs.project_id AND {_RAN})",
+                   ())
     suspended = {(r[0], r[1]) for r in db.execute(
         "SELECT project_id, name FROM services WHERE desired != 'running' OR frozen")}
     return {r.project_id: r for r in newest}, suspended

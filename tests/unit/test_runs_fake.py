@@ -187,6 +187,8 @@ async def test_forbid_runs_on_time_and_skips_overlapping_firings(virtual_clock, 
     assert max_overlap(s.spans.values()) == 1
     # no instance is left of a finished run, and the reconciler made none of its own
     assert [i.run_id for i in await s.ctx.inventory()] == [runs[4]["id"]]
+    [job] = (await s.get("/v1/projects/p/services")).json()
+    assert job["last_run"]["id"] == runs[4]["id"]  # the newest run, not the skipped firing after it
 
 
 async def test_replace_stops_the_active_run(virtual_clock, tmp_path, nursery):
