@@ -22,6 +22,7 @@ from mariposa.wakeup import Broadcast, Wakeup
 if TYPE_CHECKING:
     from mariposa.health.monitor import HealthMonitor
     from mariposa.mdata.keeper import MdataKeeper
+    from mariposa.runs.scheduler import Scheduler
     from mariposa.vault import Vault
     from mariposa.vault.delivery import SecretFiles
 
@@ -46,6 +47,7 @@ class Context:
     run_changes: Broadcast = attrs.field(factory=Broadcast)  # a run was queued, started or ended
     credentials: Credentials = attrs.field(factory=Credentials)  # registry logins (in memory unless a file)
     monitor: HealthMonitor | None = None  # for the API to read instance health from
+    scheduler: Scheduler | None = None  # scheduled and event services' runs (mariposa/runs/)
     # Secrets (mariposa/vault/): made by the daemon (and tests) after the store, so see ``vault``.
     _vault: Vault | None = None
     _secret_files: SecretFiles | None = None

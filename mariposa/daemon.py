@@ -240,7 +240,8 @@ async def run_daemon(
             await nursery.start(reconciler.run)
             await nursery.start(ctx.monitor.run)
             await nursery.start(ctx.mdata.run)
-            await nursery.start(Scheduler(ctx).run)
+            ctx.scheduler = Scheduler(ctx)
+            await nursery.start(ctx.scheduler.run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             if config.manifest_dir:

@@ -321,7 +321,7 @@ async def test_the_scheduler_sleeps_until_the_next_firing(virtual_clock, tmp_pat
     await s.add("services:\n  job:\n    service_type: scheduled\n    image: busybox\n    command: sh -c 'sleep 1'\n"
                 "    schedule: '*/10 * * * *'\n")
     await s.until(START + 10)
-    scheduler = next(t for t in _schedulers(s.ctx))
+    scheduler = s.ctx.scheduler
     before = scheduler.passes
     await s.until(START + 590)  # ten minutes with nothing due: not one pass (it does not poll)
     assert scheduler.passes == before
@@ -332,14 +332,6 @@ async def test_the_scheduler_sleeps_until_the_next_firing(virtual_clock, tmp_pat
     [project] = (await s.get("/v1/projects")).json()
     assert (project["last_run"]["service"], project["last_run"]["state"], project["next_run"] - START) == (
         "job", "succeeded", 1200)
-
-
-def _schedulers(ctx):
-    import gc
-
-    from mariposa.runs.scheduler import Scheduler
-
-    return [o for o in gc.get_objects() if isinstance(o, Scheduler) and o.ctx is ctx]
 
 
 async def test_queue_waits_and_the_starting_deadline_records_missed(virtual_clock, tmp_path, nursery):
