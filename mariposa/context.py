@@ -23,6 +23,7 @@ from mariposa.wakeup import Broadcast, Wakeup
 if TYPE_CHECKING:
     from mariposa.health.monitor import HealthMonitor
     from mariposa.mdata.keeper import MdataKeeper
+    from mariposa.runs.scheduler import Scheduler
     from mariposa.vault import Vault
     from mariposa.vault.delivery import SecretFiles
 
@@ -40,11 +41,14 @@ class Context:
     reconcile_wakeup: Wakeup = attrs.field(factory=Wakeup)
     queue_wakeup: Wakeup = attrs.field(factory=Wakeup)
     health_wakeup: Wakeup = attrs.field(factory=Wakeup)
+    schedule_wakeup: Wakeup = attrs.field(factory=Wakeup)  # a run was asked for (mariposa/runs/)
     runtime_changed: Broadcast = attrs.field(factory=Broadcast)  # any runtime event, for log followers
     task_changes: Broadcast = attrs.field(factory=Broadcast)  # a task was queued, moved on or ended
     health_changes: Broadcast = attrs.field(factory=Broadcast)  # an instance's health status changed
+    run_changes: Broadcast = attrs.field(factory=Broadcast)  # a run was queued, started or ended
     credentials: Credentials = attrs.field(factory=Credentials)  # registry logins (in memory unless a file)
     monitor: HealthMonitor | None = None  # for the API to read instance health from
+    scheduler: Scheduler | None = None  # scheduled and event services' runs (mariposa/runs/)
     # Secrets (mariposa/vault/): made by the daemon (and tests) after the store, so see ``vault``.
     _vault: Vault | None = None
     _secret_files: SecretFiles | None = None
@@ -114,13 +118,19 @@ class Context:
         await trio.to_thread.run_sync(discard)
 
     def wake_reconciler(self) -> None:
-        """Something changed: plan again soon (many calls collapse into one pass)."""
+        """Something changed: plan again soon (many calls collapse into one pass). The scheduler
+        looks too: a goal change may add, stop or start a scheduled service."""
         self.reconcile_wakeup.set()
+        self.schedule_wakeup.set()
 
     def wake_queue(self) -> None:
         """A task was queued or finished: the executor looks at the queue again."""
         self.queue_wakeup.set()
         self.task_changes.set()
+
+    def wake_scheduler(self) -> None:
+        """A run was asked for or asked to stop: the scheduler looks at once."""
+        self.schedule_wakeup.set()
 
     def wake_health(self) -> None:
         """Instances came or went: the health monitor re-syncs what it watches."""

@@ -34,6 +34,7 @@ from mariposa.mdata.files import MdataFiles
 from mariposa.mdata.keeper import MdataKeeper
 from mariposa.queue.executor import Executor
 from mariposa.registries import FILE_NAME, Credentials
+from mariposa.runs.scheduler import Scheduler
 from mariposa.store.db import Store
 from mariposa.vault import KeyRing, Vault
 from mariposa.vault.delivery import SecretFiles
@@ -250,6 +251,8 @@ async def run_daemon(
             await nursery.start(reconciler.run)
             await nursery.start(ctx.monitor.run)
             await nursery.start(ctx.mdata.run)
+            ctx.scheduler = Scheduler(ctx)
+            await nursery.start(ctx.scheduler.run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             if config.manifest_dir:

@@ -28,6 +28,7 @@ LABEL_VERSION = "io.mariposa.version"
 LABEL_CREATED = "io.mariposa.created"
 LABEL_VOLUME = "io.mariposa.volume"  # a named volume's name in its project (volumes belong to project names)
 LABEL_NETWORK = "io.mariposa.network"  # a network a project made for others to join: its name in the project
+LABEL_RUN = "io.mariposa.run"  # a run's instance (scheduled and event services): the run's id
 LABEL_IMAGE = "io.mariposa.image"  # the image as the manifest names it (instances run its pinned id)
 
 
@@ -120,6 +121,9 @@ SUPERVISION_FIELDS = frozenset({
     "depends_on",
     "scale", "healthchecks", "restart", "preserve_stopped", "stop_timeout", "min_healthy_time", "progress_deadline",
     "pull", "on_meta_change", "mdata_signal",
+    # scheduled and event services: when and how runs happen, never what an instance is
+    "schedule", "time_zone", "concurrency", "catch_up", "catch_up_limit", "starting_deadline", "timeout", "retries",
+    "history_succeeded", "history_failed", "queue_limit",
 })
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -251,6 +255,24 @@ class ServiceSpec:
     # a mount), see ``instance_fields``.
     mdata: tuple[tuple[str, str], ...] = ()
     mdata_signal: str | None = None
+    # Scheduled and event services (manifest/scheduling.py, mariposa/runs/): each firing or
+    # trigger is a run, one instance that runs to its end.
+    schedule: tuple[str, ...] = ()
+    time_zone: str = "UTC"
+    concurrency: str = "forbid"  # allow | forbid | replace | queue
+    catch_up: str = "latest"  # none | latest | all
+    catch_up_limit: int = 10
+    starting_deadline: float | None = None  # seconds
+    timeout: float | None = None  # seconds
+    retries: int = 0
+    history_succeeded: int = 10
+    history_failed: int = 10
+    queue_limit: int = 100
+
+    @property
+    def runs(self) -> bool:
+        """Whether the service runs to completion (scheduled, event) rather than stays up."""
+        return self.service_type != "continuous"
 
     def instance_fields(self) -> dict:
         """Everything that shapes a new instance; a change here means replacing instances.
@@ -344,6 +366,7 @@ class Instance:
     ready_at: float = 0.0  # when the restart policy's back-off allows the next start
     started_at: float = 0.0  # when Mariposa last started it (0: long ago, as far as we know)
     health_since: float = 0.0
+    run_id: str | None = None  # a run's instance (scheduled and event services): the run's id
 
     @property
     def running(self) -> bool:
@@ -379,6 +402,9 @@ class CreateRequest:
     # The goal's spec hash, when ``spec`` is its rendered copy: an instance is compared with the
     # goal as written, so a rendered value never makes it look out of date.
     goal_hash: str | None = None
+    # The run this instance is (scheduled and event services, mariposa/runs/): labelled, so the
+    # reconciler knows it is the scheduler's, and a restarted daemon finds it again.
+    run_id: str | None = None
 
     @property
     def name(self) -> str:
@@ -399,6 +425,8 @@ class CreateRequest:
                 LABEL_IMAGE: self.spec.image,
             }
         )
+        if self.run_id:
+            labels[LABEL_RUN] = self.run_id
         return labels
 
 

@@ -16,7 +16,7 @@ from mariposa.control.base import Feed
 from mariposa.errors import BadRequest, MariposaError
 
 PROJECT_ACTIONS = "start, stop, revert, diff or copy"
-SERVICE_ACTIONS = "scale, start, stop, thaw, reprovision or revert"
+SERVICE_ACTIONS = "scale, start, stop, thaw, reprovision, revert or runs"
 _ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=...) builds one per call
 
 
@@ -138,6 +138,9 @@ def build_router(control: Control) -> Router:
             req.caller, req.params["project"], req.params["service"], instance=req.query.get("instance"),
             **logs_args(req)))
 
+    async def run_logs(req: Request) -> Response:
+        return _feed_response(await control.runs.logs(req.caller, req.params["run"], follow=_flag(req, "follow")))
+
     async def instance_logs(req: Request) -> Response:
         return _feed_response(await instances.logs(req.caller, req.params["instance"], **logs_args(req)))
 
@@ -249,11 +252,24 @@ def build_router(control: Control) -> Router:
             image=_text(q, "image"), instance=_text(q, "instance"), **_rollout(q))),
         ("POST", S + "/revert", lambda q: services.revert(
             q.caller, q.params["project"], q.params["service"], _version(q), **_rollout(q))),
+        # runs of scheduled and event services
+        ("POST", S + "/runs", lambda q: control.runs.start(
+            q.caller, q.params["project"], q.params["service"], env=q.json().get("env"),
+            idempotency_key=_text(q, "idempotency_key"))),
+        ("GET", S + "/runs", lambda q: control.runs.list(
+            q.caller, q.params["project"], q.params["service"], state=q.query.get("state"),
+            limit=_int(q, "limit", 100))),
+        ("GET", S + "/next", lambda q: control.runs.next(
+            q.caller, q.params["project"], q.params["service"], count=_int(q, "count", 5))),
         ("POST", S + "/{action}", _unknown("service", SERVICE_ACTIONS)),
         # instances
         ("GET", "/v1/instances/{instance}", lambda q: instances.get(q.caller, q.params["instance"])),
         ("DELETE", "/v1/instances/{instance}", lambda q: instances.remove(q.caller, q.params["instance"])),
         ("GET", "/v1/instances/{instance}/logs", instance_logs),
+        # runs
+        ("GET", "/v1/runs/{run}", lambda q: control.runs.get(q.caller, q.params["run"])),
+        ("GET", "/v1/runs/{run}/logs", run_logs),
+        ("POST", "/v1/runs/{run}/stop", lambda q: control.runs.stop(q.caller, q.params["run"])),
         # queue and events
         ("GET", "/v1/queue", list_or_follow_tasks),
         ("GET", "/v1/queue/{task}", lambda q: queue.get(q.caller, q.params["task"])),

@@ -220,6 +220,9 @@ def project_list(state: State, as_json: bool) -> None:
         ("RUNNING", lambda r: "?" if r["instances"] is None else f"{r['running']}/{r['instances']}"),
         ("SOURCE", lambda r: (r["source"] or "-") + (" (orphaned)" if r.get("source_state") == "orphaned" else "")),
         ("CREATED", lambda r: ago(r["created"])),
+        *([("LAST RUN", lambda r: f"{r['last_run']['service']} {_last_run_text(r)}" if r.get("last_run") else "-"),
+           ("NEXT RUN", lambda r: _when(r["next_run"]) if r.get("next_run") else "-")]
+          if any(r.get("last_run") or r.get("next_run") for r in rows) else []),
     ])
     if any(r["instances"] is None for r in rows):
         click.echo("mariposa: the runtime is unavailable: instance counts are unknown ('?')", err=True)
@@ -520,7 +523,16 @@ def service_list(state: State, as_json: bool) -> None:
          + (" (waiting for dependencies)" if r.get("waiting") else "")),
         ("RUNNING", lambda r: f"{r['running']}/{r['scale']}"), ("INSTANCES", lambda r: r["instances"]),
         ("TASK", lambda r: f"{r['task']['kind']} {r['task']['state']}" if r["task"] else "-"),
+        *([("LAST RUN", _last_run_text), ("NEXT RUN", lambda r: _when(r["next_run"]) if r.get("next_run") else "-")]
+          if any(r.get("service_type") not in (None, "continuous") for r in rows) else []),
     ])
+
+
+def _last_run_text(r: dict) -> str:
+    run = r.get("last_run")
+    if not run:
+        return "-"
+    return f"{run['state']} ({_when(run['started'] or run['scheduled'])})"
 
 
 cli.add_command(service_list, "services")
@@ -771,6 +783,152 @@ def service_logs(state: State, ref: str, instance: str | None, no_log_prefix: bo
     records = state.client.follow(f"/v1/projects/{state.project()}/services/{ref}/logs", params)
     log_output.show(records, prefix=not no_log_prefix, follow=follow, timestamps=timestamps, no_color=no_color,
                     as_json=as_json)
+
+
+# ---- runs of scheduled and event services ----------------------------------------------------
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return "-"
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(r: dict) -> str:
+    if r["started"] is None:
+        return "-"
+    from mariposa.clock import wall_clock
+
+    end = r["ended"] if r["ended"] is not None else wall_clock()
+    return f"{end - r['started']:.1f}s" + ("" if r["ended"] is not None else " so far")
+
+
+def _run_table(rows: list[dict]) -> None:
+    table(rows, [
+        ("ID", lambda r: short(r["id"])), ("TRIGGER", lambda r: r["trigger"] + (f" (retry {r['attempt']})"
+                                                                               if r["attempt"] else "")),
+        ("SCHEDULED", lambda r: _when(r["scheduled"])), ("STARTED", lambda r: _when(r["started"])),
+        ("DURATION", _duration), ("EXIT", lambda r: "-" if r["exit_code"] is None else r["exit_code"]),
+        ("STATE", lambda r: r["state"] + (f" ({r['reason']})" if r.get("reason") else "")),
+    ])
+
+
+def _run_exit(run: dict) -> int:
+    """A run's exit code as the CLI's: the job's own, else 0 for succeeded and 1 otherwise."""
+    if run["exit_code"] is not None:
+        return int(run["exit_code"]) & 0xFF
+    return 0 if run["state"] == "succeeded" else 1
+
+
+@service.command("run", context_settings=CONTEXT)
+@click.argument("ref")
+@click.option("--env", "-e", "env", multiple=True, metavar="K=V", help="Set a variable for this run (repeatable).")
+@click.option("--wait", is_flag=True, help="Print the run's output as it comes and exit with its exit code.")
+@click.option("--idempotency-key", help="A key: the same key again within 24 h gives the first run, not a new one.")
+@json_option
+@pass_state
+def service_run(state: State, ref: str, env: tuple[str, ...], wait: bool, idempotency_key: str | None,
+                as_json: bool) -> None:
+    """Run a scheduled or event service now (a manual run; a schedule is left alone)."""
+    for item in env:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not K=V", param_hint="--env")
+    body = {"env": list(env), "idempotency_key": idempotency_key}
+    run = state.client.post(f"/v1/projects/{state.project()}/services/{ref}/runs", body)
+    if not wait:
+        if as_json:
+            return print_json(run)
+        click.echo(f"run {run['id']} {'queued' if run['created'] else 'already asked for with this key'} "
+                   f"({run['state']})")
+        return
+    if not run["created"]:
+        click.echo(f"run {run['id']} was already asked for with this key ({run['state']})", err=True)
+    for record in state.client.follow(f"/v1/runs/{run['id']}/logs", {"follow": "1"}):
+        click.echo(record["line"])
+    done = state.client.get(f"/v1/runs/{run['id']}")
+    if as_json:
+        print_json(done)
+    if done["state"] != "succeeded":
+        click.echo(f"run {short(done['id'])} {done['state']}" + (f": {done['reason']}" if done.get("reason") else "")
+                   + (f" (exit code {done['exit_code']})" if done["exit_code"] is not None else ""), err=True)
+    sys.exit(_run_exit(done))
+
+
+@service.command("runs", context_settings=CONTEXT)
+@click.argument("ref")
+@click.option("--state", "run_state", help="Only runs in this state (queued, running, succeeded, failed, missed, "
+                                           "skipped, stopped; comma-separated).")
+@click.option("--limit", type=int, default=20, show_default=True, help="The newest N runs.")
+@json_option
+@pass_state
+def service_runs(state: State, ref: str, run_state: str | None, limit: int, as_json: bool) -> None:
+    """The service's runs, newest firing first."""
+    rows = state.client.get(f"/v1/projects/{state.project()}/services/{ref}/runs", state=run_state, limit=limit)
+    if as_json:
+        return print_json([{k: r[k] for k in ("id", "trigger", "scheduled", "started", "ended", "exit_code", "state",
+                                              "attempt", "reason", "instance_id")} for r in rows])
+    _run_table(rows)
+
+
+@service.command("next", context_settings=CONTEXT)
+@click.argument("ref")
+@click.option("--count", type=int, default=5, show_default=True, help="How many firings.")
+@json_option
+@pass_state
+def service_next(state: State, ref: str, count: int, as_json: bool) -> None:
+    """When the schedule fires next, in the service's time zone and in UTC."""
+    d = state.client.get(f"/v1/projects/{state.project()}/services/{ref}/next", count=count)
+    if as_json:
+        return print_json(d)
+    if d["suspended"]:
+        click.echo(f"{d['service']} is stopped: nothing fires until 'service start' (then catch_up applies)",
+                   err=True)
+    table(d["next"], [(d["time_zone"].upper(), lambda r: r["local"]), ("UTC", lambda r: r["utc"])])
+
+
+@cli.group(context_settings=CONTEXT)
+def run() -> None:
+    """Runs of scheduled and event services, by id or id prefix."""
+
+
+@run.command("get", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def run_get(state: State, ref: str, as_json: bool) -> None:
+    """Show one run."""
+    r = state.client.get(f"/v1/runs/{ref}")
+    if as_json:
+        return print_json(r)
+    fields([("id", r["id"]), ("service", r["service"]), ("trigger", r["trigger"]), ("attempt", r["attempt"]),
+            ("state", r["state"]), ("reason", r["reason"] or "-"), ("scheduled", _when(r["scheduled"])),
+            ("started", _when(r["started"])), ("ended", _when(r["ended"])), ("duration", _duration(r)),
+            ("exit code", "-" if r["exit_code"] is None else r["exit_code"]),
+            ("instance", r["instance_id"] or "-")])
+
+
+@run.command("logs", context_settings=CONTEXT)
+@click.argument("ref")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends (waiting for a queued one).")
+@pass_state
+def run_logs(state: State, ref: str, follow: bool) -> None:
+    """A run's output: its instance's while it runs, what was kept with it once it ended."""
+    records = state.client.follow(f"/v1/runs/{ref}/logs", {"follow": "1" if follow else None})
+    log_output.show(records, prefix=False, follow=follow, timestamps=False, no_color=True, as_json=False)
+
+
+@run.command("stop", context_settings=CONTEXT)
+@click.argument("ref")
+@json_option
+@pass_state
+def run_stop(state: State, ref: str, as_json: bool) -> None:
+    """Stop a run (its instance is stopped and removed; the run is recorded stopped)."""
+    r = state.client.post(f"/v1/runs/{ref}/stop")
+    if as_json:
+        return print_json(r)
+    click.echo(f"run {short(r['id'])} {'stopping' if r['state'] == 'running' else r['state']}")
 
 
 # ---- instances --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from mariposa.control.projects import Projects
 from mariposa.control.queue import Queue
 from mariposa.control.redact import redact as redact
 from mariposa.control.registry import Registry
+from mariposa.control.runs import Runs
 from mariposa.control.secrets import Secrets
 from mariposa.control.services import Services
 from mariposa.control.system import System
@@ -50,3 +51,4 @@ class Control:
         self.registry = Registry(ctx, policy, executor)
         self.secrets = Secrets(ctx, policy, executor)
         self.meta = Meta(ctx, policy, executor)
+        self.runs = Runs(ctx, policy, executor)

@@ -15,9 +15,11 @@ from mariposa.control.caller import Caller
 from mariposa.control.pulls import Report
 from mariposa.drivers.base import RuntimeUnavailable
 from mariposa.errors import BadRequest, NotFound
+from mariposa.runs.policy import schedule_of
 from mariposa.store import goal as goal_store
+from mariposa.store import runs as run_store
 from mariposa.store.files import file_status, meta_file_status
-from mariposa.store.rows import TaskRow, VersionRow
+from mariposa.store.rows import ProjectRow, TaskRow, VersionRow
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
@@ -45,11 +47,14 @@ class Projects(Area):
         except RuntimeUnavailable:
             insts = None
         out = []
+        newest, suspended = await self.ctx.store.call(run_store.project_runs)
+        now = self.ctx.clock.now()
         for p, version, services in (await self.ctx.projects.current()).summaries:
             mine = None if insts is None else [i for i in insts if i.project_id == p.id]
             out.append({**p.to_json(), "version": version, "services": services,
                         "running": None if mine is None else sum(1 for i in mine if i.running),
-                        "instances": None if mine is None else len(mine)})
+                        "instances": None if mine is None else len(mine),
+                        **_runs_summary(self.ctx, p, newest.get(p.id), suspended, now)})
         return out
 
     @operation("project.add", target="name")
@@ -226,3 +231,14 @@ class Projects(Area):
             for driver in self.ctx.drivers.values():
                 row["exists"] = row["exists"] or await driver.network_exists(row["runtime_name"])
         return rows
+
+
+def _runs_summary(ctx, p: ProjectRow, newest, suspended: set, now: float) -> dict:
+    """Scheduled and event services: the project's newest run and its next firing (of the
+    services whose schedule runs), from the parsed version when it is at hand."""
+    spec = ctx.goals.cached_spec(p.current_version) if p.current_version else None
+    times = [t for s in (spec.services if spec else ()) if s.service_type == "scheduled"
+             and (p.id, s.name) not in suspended and (t := schedule_of(s).next_after(now)) is not None]
+    last = None if newest is None else {"id": newest.id, "service": newest.service, "state": newest.state,
+                                        "started": newest.started, "scheduled": newest.scheduled}
+    return {"last_run": last, "next_run": min(times) if times else None}

@@ -7,8 +7,10 @@ from mariposa.context import Context
 from mariposa.converge import supervise
 from mariposa.errors import BadRequest, NotFound
 from mariposa.model import Instance, ProjectSpec
+from mariposa.runs.policy import schedule_of
 from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
+from mariposa.store import runs as run_store
 from mariposa.store import tasks as task_store
 from mariposa.store.rows import ProjectRow
 
@@ -60,6 +62,7 @@ async def services(ctx: Context, project: ProjectRow) -> list[dict]:
     insts = await ctx.inventory(project.id)
     open_tasks = await ctx.store.call(task_store.listing, project.id, ("queued", "active"))
     records = await ctx.store.call(instance_store.for_project, project.id)
+    last_runs = await ctx.store.call(run_store.last_runs, project.id)
     now = ctx.clock.now()
     out = []
     for s in rows:
@@ -78,8 +81,20 @@ async def services(ctx: Context, project: ProjectRow) -> list[dict]:
             "replacements": s.replacements,
             "replace_after": supervise.replace_after(s.replacements, s.last_replacement_at, now) or None,
             "retired": sum(1 for i in mine if records.get(i.id, {}).get("retired")),
+            "service_type": svc_spec.service_type if svc_spec else None,
+            # scheduled and event services (mariposa/runs/): the newest run, and the next firing
+            "last_run": _last_run(last_runs.get(s.name)),
+            "next_run": (schedule_of(svc_spec).next_after(now) if svc_spec and svc_spec.service_type == "scheduled"
+                         and s.desired == "running" and not s.frozen else None),
         })
     return out
+
+
+def _last_run(row) -> dict | None:
+    if row is None:
+        return None
+    return {"id": row.id, "trigger": row.trigger, "state": row.state, "scheduled": row.scheduled,
+            "started": row.started, "ended": row.ended, "exit_code": row.exit_code}
 
 
 def networks(spec: ProjectSpec, project_name: str) -> list[dict]:

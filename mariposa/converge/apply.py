@@ -7,7 +7,7 @@ instance killed mid-task or a daemon restart mid-task all just become inputs to 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import structlog
@@ -299,34 +299,7 @@ async def _run_step(
     """Carry out one step; returns the id of an instance it created."""
     if isinstance(step, Create):
         assert goal is not None
-        instance_id, spec = new_id(), goal.spec
-        name = f"{goal.project_name}-{spec.name}-{instance_id[:8]}"
-        if render.templated(spec):
-            meta, service_id = await ctx.store.call(render.read_for_create, goal.project_id, spec.name)
-            values = render.variables(
-                project_name=goal.project_name, project_id=goal.project_id, version_id=goal.version_id,
-                service_id=service_id, spec=spec, scale=goal.scale, instance_id=instance_id,
-                instance_name=name)
-            secrets = {}
-            if names := render.env_secrets(spec):
-                found = await ctx.vault.get_many(PROJECT, goal.project_name, names)
-                secrets = {k: v.decode("utf-8", "replace") for k, v in found.items()}
-            spec = render.render_spec(spec, values, meta, secrets)
-        try:
-            secrets_dir = await _deliver_secrets(ctx, goal, instance_id)
-            mdata_dir = await ctx.mdata.deliver(goal, instance_id, name)
-            req = CreateRequest(
-                instance_id=instance_id, owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,
-                version_id=goal.version_id, spec=spec, created=ctx.clock.now(), secrets_dir=secrets_dir,
-                mdata_dir=mdata_dir, goal_hash=goal.spec.spec_hash,
-            )
-            inst = await driver.create(req)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await ctx.discard_instance_files(goal.project_name, instance_id)
-            raise
-        if mdata_dir is not None:
-            ctx.mdata.mark(goal.project_id)  # a meta change while it was made: the refresh then missed it
+        inst = await make_instance(ctx, goal, new_id())
         await ctx.store.call(instance_store.note_start, inst.id, inst.project_id, inst.service, False)
         await _event(ctx, task, inst, "instance.create", f"created {inst.name}")
         return inst.id
@@ -353,6 +326,46 @@ async def _run_step(
         verb = "retired (kept stopped)" if keep else "removed"
         await _event(ctx, task, inst, "instance.remove", f"{verb} {inst.name} ({step.reason})")
     return None
+
+
+async def make_instance(ctx: Context, goal: ServiceGoal, instance_id: str, *, run_id: str | None = None,
+                        env: Sequence[tuple[str, str]] = ()) -> Instance:
+    """Make and start one instance of the goal's service: templates rendered, secret and mdata
+    files delivered, labelled (with ``run_id``, a run's: mariposa/runs/). ``env`` (a manual
+    run's ``--env``) is set over the environment as given, never rendered. Nothing is left
+    behind when it fails; replayed with the same ``instance_id`` it finds the one made."""
+    driver = ctx.driver_for(goal.spec.compute_type)
+    spec = goal.spec
+    name = f"{goal.project_name}-{spec.name}-{instance_id[:8]}"
+    if render.templated(spec):
+        meta, service_id = await ctx.store.call(render.read_for_create, goal.project_id, spec.name)
+        values = render.variables(
+            project_name=goal.project_name, project_id=goal.project_id, version_id=goal.version_id,
+            service_id=service_id, spec=spec, scale=goal.scale, instance_id=instance_id,
+            instance_name=name)
+        secrets = {}
+        if names := render.env_secrets(spec):
+            found = await ctx.vault.get_many(PROJECT, goal.project_name, names)
+            secrets = {k: v.decode("utf-8", "replace") for k, v in found.items()}
+        spec = render.render_spec(spec, values, meta, secrets)
+    if env:
+        spec = attrs.evolve(spec, environment=tuple({**dict(spec.environment), **dict(env)}.items()))
+    try:
+        secrets_dir = await _deliver_secrets(ctx, goal, instance_id)
+        mdata_dir = await ctx.mdata.deliver(goal, instance_id, name)
+        req = CreateRequest(
+            instance_id=instance_id, owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,
+            version_id=goal.version_id, spec=spec, created=ctx.clock.now(), secrets_dir=secrets_dir,
+            mdata_dir=mdata_dir, goal_hash=goal.spec.spec_hash, run_id=run_id,
+        )
+        inst = await driver.create(req)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await ctx.discard_instance_files(goal.project_name, instance_id)
+        raise
+    if mdata_dir is not None:
+        ctx.mdata.mark(goal.project_id)  # a meta change while it was made: the refresh then missed it
+    return inst
 
 
 async def _deliver_secrets(ctx: Context, goal: ServiceGoal, instance_id: str) -> str | None:

@@ -114,13 +114,23 @@ def plan(
     live = [i for i in actual if i.state != InstanceState.REMOVING]
     if goal is None or goal.desired == "absent":
         return Plan(tuple(Remove(i, "service removed", purge=True) for i in _oldest_first(live)))
+    if goal.spec.runs:
+        # Scheduled and event services have no continuous goal: their instances are runs, the
+        # scheduler's (mariposa/runs/). Only what a continuous version of the service left goes.
+        return Plan(tuple(Remove(i, f"the service is {goal.spec.service_type} now", purge=True)
+                          for i in _oldest_first(live) if i.run_id is None))
+    runs = [i for i in live if i.run_id is not None]  # a version that was scheduled left them
+    actual = [i for i in actual if i.run_id is None]
+    live = [i for i in live if i.run_id is None]
     if rollout is not None and (failure := _rollout_failure(goal, actual, rollout, now, replace)):
         return Plan((failure,))
 
     # A removal a crash interrupted (marked, perhaps stopped, not yet deleted) is finished: its
     # exit code is our own SIGTERM's, not a failure to keep.
-    steps: list[Step] = [Remove(i, "finishing a removal interrupted by a restart", purge=True)
-                         for i in _oldest_first(live) if i.removing and not i.retired]
+    steps: list[Step] = [Remove(i, "a run of a service that is continuous now", purge=True)
+                         for i in _oldest_first(runs)]
+    steps += [Remove(i, "finishing a removal interrupted by a restart", purge=True)
+              for i in _oldest_first(live) if i.removing and not i.retired]
     live = [i for i in live if not i.removing or i.retired]
     # A retired instance that runs again (a crash between marking and stopping it) is stopped.
     steps += [Stop(i, "retired") for i in _oldest_first(live) if i.retired and i.running]

@@ -30,6 +30,7 @@ from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_PROJECT,
     LABEL_PROJECT_NAME,
+    LABEL_RUN,
     LABEL_SERVICE,
     LABEL_SPEC_HASH,
     LABEL_VERSION,
@@ -64,6 +65,7 @@ def identity_from_labels(labels: Mapping[str, str]) -> dict[str, Any] | None:
         "spec_hash": labels.get(LABEL_SPEC_HASH, ""),
         "version_id": labels.get(LABEL_VERSION, ""),
         "image": labels.get(LABEL_IMAGE, ""),
+        "run_id": labels.get(LABEL_RUN) or None,
     }
     try:
         fields["created"] = float(labels[LABEL_CREATED])

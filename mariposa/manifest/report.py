@@ -65,10 +65,11 @@ class _At:
 
     def entries(self) -> Iterable[tuple[Any, _At]]:
         for key in self.value:
+            name = _key_name(key)
             yield key, _At(
                 self.value[key],
                 value_pos(self.value, key, self.pos),
-                f"{self.field}.{key}" if self.field else str(key),
+                f"{self.field}.{name}" if self.field else name,
                 key_pos(self.value, key, self.pos),
             )
 
@@ -76,6 +77,15 @@ class _At:
         for index, item in enumerate(self.value):
             pos = item_pos(self.value, index, self.pos)
             yield _At(item, pos, f"{self.field}[{index}]", pos)
+
+
+def _key_name(key: Any) -> str:
+    """A key as a field's name; a complex key holding an int of more than 4,300 digits has no
+    str() (Python refuses to print it), and crashed the parser (found by tests/faults/fuzz.py)."""
+    try:
+        return str(key)
+    except ValueError:
+        return "<a key too large to show>"
 
 
 class _Report:

@@ -30,6 +30,7 @@ from mariposa.manifest.report import (
     _did_you_mean,
     _is_int,
 )
+from mariposa.manifest.scheduling import _SchedulingChecks
 from mariposa.manifest.shapes import _shown
 from mariposa.manifest.supervision import _SupervisionChecks
 from mariposa.manifest.units import format_size
@@ -41,7 +42,7 @@ from mariposa.packages import package_names, resolve_package
 MDATA_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 
 
-class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _SupervisionChecks):
+class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _SupervisionChecks, _SchedulingChecks):
     """Checks the options of one service; ``run`` gives ``ServiceSpec`` fields or ``None``."""
 
     def run(self) -> dict[str, Any] | None:
@@ -114,12 +115,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
             literal = {k: v.replace("{{", "{{{{") for k, v in self.env_from_files.items()}
             merged = {**literal, **dict(self.fields.get("environment", ()))}
             self.fields["environment"] = tuple(merged.items())
-        schedule = self.seen.get("schedule")
-        if schedule is not None and schedule.value is not None:
-            if self.fields.get("service_type", "continuous") != "scheduled":
-                self.problem(schedule, "'schedule' is only valid with service_type scheduled")
-            else:
-                self.problem(schedule, "'schedule' is not supported yet")
+        self.scheduling_cross_checks()
 
     def lx_cross_checks(self) -> None:
         """An LXC system container has no image entrypoint to replace and no Engine to publish
@@ -138,9 +134,6 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
         if value is None:
             return
         self.fields["service_type"] = value
-        if value != "continuous":
-            message = f"service_type {value!r} is not supported yet (continuous only for now)"
-            self.problem(at, message)
 
     def compute_type(self, at: _At) -> None:
         value = self.choice(at, COMPUTE_TYPES, "compute_type")
@@ -415,9 +408,6 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
     def webhooks(self, at: _At) -> None:
         self.unsupported(at, "'webhooks' are not supported yet")
 
-    def schedule(self, at: _At) -> None:
-        pass  # depends on service_type, so cross_checks decides
-
     def scale(self, at: _At) -> None:
         value = self.integer(at, 0, MAX_SCALE)
         if value is not None:
@@ -471,7 +461,17 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "triggers": _ServiceChecks.triggers,
     "autoscale": _ServiceChecks.autoscale,
     "webhooks": _ServiceChecks.webhooks,
+    # scheduled and event services (manifest/scheduling.py)
     "schedule": _ServiceChecks.schedule,
+    "time_zone": _ServiceChecks.time_zone,
+    "concurrency": _ServiceChecks.concurrency,
+    "catch_up": _ServiceChecks.catch_up,
+    "catch_up_limit": _ServiceChecks.catch_up_limit,
+    "starting_deadline": _ServiceChecks.starting_deadline,
+    "timeout": _ServiceChecks.timeout,
+    "retries": _ServiceChecks.retries,
+    "history": _ServiceChecks.history,
+    "queue_limit": _ServiceChecks.queue_limit,
     "scale": _ServiceChecks.scale,
     "min_healthy_time": _ServiceChecks.min_healthy_time,
     "progress_deadline": _ServiceChecks.progress_deadline,

@@ -421,3 +421,6 @@ def thaw_service(db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow
 
 def forget_service(db: sqlite_utils.Database, project_id: str, name: str) -> None:
     db.execute("DELETE FROM services WHERE project_id = ? AND name = ? AND desired = 'absent'", [project_id, name])
+    # its runs and schedule go with it: a service added again later starts afresh, with no catch-up
+    db.execute("DELETE FROM runs WHERE project_id = ? AND service = ?", [project_id, name])
+    db.execute("DELETE FROM schedule_cursors WHERE project_id = ? AND service = ?", [project_id, name])

@@ -82,7 +82,11 @@ KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "ver
         "cas": WRONG_TEXT + ["c" * 100],
         "by": [[1], {"a": 1}, 1.5, True, "many", "1e400", 10 ** 30], "force": [[1], {"a": 1}, 1.5, "yes", 1],
         "meta": WRONG_TEXT + ["- not\n- a map\n"],
-        "with_meta": [[1], {"a": 1}, 1.5, "yes", 1], "with_secrets": [[1], {"a": 1}, 1.5, "yes", 1]}
+        "with_meta": [[1], {"a": 1}, 1.5, "yes", 1], "with_secrets": [[1], {"a": 1}, 1.5, "yes", 1],
+        # a run asked for: env as KEY=VALUE strings or an object, a key of at most 200 characters
+        "env": [1.5, True, "A=1", [1], ["no equals"], {"A": 1}, {"bad name": "x"}, ["A=\u0000"],
+                [f"K{i}=v" for i in range(200)]],
+        "idempotency_key": WRONG_TEXT + ["k" * 300]}
 ROLLOUT = {"rolling", "count", "canary"}
 P, S = "/v1/projects/{project}", "/v1/projects/{project}/services/{service}"
 # The JSON keys each route reads. Every route of the table must be here (run() checks), so a new
@@ -103,6 +107,7 @@ BODY_KEYS: dict[tuple[str, str], set[str]] = {
     ("POST", P + "/copy"): {"name", "with_meta", "with_secrets"},
     ("PUT", P + "/meta/{key}"): {"value", "cas"},
     ("POST", P + "/meta/{key}/increment"): {"by"},
+    ("POST", S + "/runs"): {"env", "idempotency_key"},
 }
 
 MALFORMED = [
@@ -251,7 +256,8 @@ def route_table() -> list[tuple[str, str]]:
     from mariposa.api.routes import build_router
 
     control = types.SimpleNamespace(projects=None, services=None, instances=None, queue=None, events=None,
-                                    system=None, volumes=None, registry=None, secrets=None, meta=None)
+                                    system=None, volumes=None, registry=None, secrets=None, meta=None,
+                                    runs=None)
     router = build_router(control)  # type: ignore[arg-type]  # only the table is read, nothing is called
     table = []
     for method, regex, handler in router.routes:

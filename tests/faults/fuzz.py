@@ -188,6 +188,13 @@ healthcheck = st.dictionaries(st.one_of(st.sampled_from(sorted(check_values)), w
     lambda keys: st.fixed_dictionaries({k: _either(check_values.get(k, any_value)) for k in keys}))
 one_key_maps = st.lists  # the spec writes stop: and containerpilot: as lists of one-key maps too
 
+_crons = st.one_of(st.sampled_from([
+    "30 2 * * *", "*/5 * * * * *", "0 0 32 * *", "61 * * * *", "* * *", "@daily", "@every", "0 0 * jan-mar mon",
+    "5-1 * * * *", "*/0 * * * *", "R/2026-01-01T00:00:00Z/PT15M", "R5/2026-01-01T00:00:00/P1D", "R/x/PT1M",
+    "R/2026-01-01T00:00:00Z/P1M", "R/2026-01-01T00:00:00Z/PT0S", "0 0 L * *", "0 0 * * 5#3", "* * * * * * *",
+]), words)
+_durations = st.one_of(st.sampled_from(["5m", "1h", "1h30m", "90s", "2d", "0s", "-5m", "5 minutes", "1e400", ""]),
+                       numbers, st.booleans())
 OPTION_VALUES: dict[str, st.SearchStrategy] = {
     "service_type": st.sampled_from(["continuous", "scheduled", "event", "cron", "Continuous"]),
     "compute_type": st.sampled_from(["docker", "lx", "infrastructure", "smartmachine", "kvm", "vm", "hvm",
@@ -222,7 +229,6 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
     "triggers": any_value,
     "autoscale": any_value,
     "webhooks": any_value,
-    "schedule": st.sampled_from(["*/5 * * * *", "@daily", "", "x"]),
     "scale": numbers,
     "min_healthy_time": seconds,
     "progress_deadline": seconds,
@@ -273,6 +279,19 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
     "secrets": st.one_of(st.lists(st.one_of(st.sampled_from(["db_password", "", "a/b", "..", "x" * 300]), numbers),
                                   max_size=3), words),
     "secret_env": st.one_of(st.booleans(), words),
+    # scheduled and event services (issue 16, manifest/scheduling.py)
+    "schedule": st.one_of(_crons, st.lists(_crons, max_size=3), numbers),
+    "time_zone": st.one_of(st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Mars/Olympus", "",
+                                            "../etc/passwd", "/etc/localtime", "utc", "Etc/GMT+5"]), words, numbers),
+    "concurrency": st.one_of(st.sampled_from(["allow", "forbid", "replace", "queue", "Forbid", ""]), st.booleans()),
+    "catch_up": st.one_of(st.sampled_from(["none", "latest", "all", "All", ""]), st.booleans(), numbers),
+    "catch_up_limit": numbers,
+    "starting_deadline": _durations,
+    "timeout": _durations,
+    "retries": numbers,
+    "history": st.one_of(st.fixed_dictionaries({}, optional={"succeeded": numbers, "failed": numbers,
+                                                             "running": numbers}), numbers, words),
+    "queue_limit": numbers,
 }
 top_level_networks = st.one_of(st.dictionaries(st.sampled_from(["shared", "ext", "default", "bad name"]), st.one_of(
     st.none(), st.fixed_dictionaries({}, optional={"external": st.one_of(st.booleans(), words),

@@ -50,7 +50,7 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets", "meta"):
+                     "secrets", "meta", "runs"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -61,6 +61,13 @@ def request(method: str, path: str, body: dict | None = None, query: dict | None
 MANIFEST = {"manifest": "services: {}", "filename": "x.yaml"}
 CASES = [
     ("GET", "/v1/ping", None, None, "system.ping", (), {}),
+    ("POST", "/v1/projects/p/services/job/runs", {"env": ["A=1"], "idempotency_key": "k1"}, None, "runs.start",
+     ("p", "job"), {"env": ["A=1"], "idempotency_key": "k1"}),
+    ("GET", "/v1/projects/p/services/job/runs", None, {"state": "failed", "limit": "5"}, "runs.list", ("p", "job"),
+     {"state": "failed", "limit": 5}),
+    ("GET", "/v1/projects/p/services/job/next", None, {"count": "3"}, "runs.next", ("p", "job"), {"count": 3}),
+    ("GET", "/v1/runs/abc", None, None, "runs.get", ("abc",), {}),
+    ("POST", "/v1/runs/abc/stop", None, None, "runs.stop", ("abc",), {}),
     ("GET", "/v1/projects", None, None, "projects.list", (), {}),
     ("POST", "/v1/projects", {"name": "p", **MANIFEST, "env_files": {"a.env": "A=1"}}, None, "projects.add",
      ("p", "services: {}", "x.yaml"), {"env_files": {"a.env": "A=1"}, "base_dir": None, "meta": None}),
@@ -136,6 +143,7 @@ LOG_CASES = [
      "services.logs", ("p", "web"), {"follow": True, "since": "10m", "tail": "5", "instance": "ab"}),
     ("GET", "/v1/instances/abcd/logs", None, {"tail": "all"}, "instances.logs", ("abcd",),
      {"follow": False, "since": None, "tail": "all"}),
+    ("GET", "/v1/runs/abcd/logs", None, {"follow": "1"}, "runs.logs", ("abcd",), {"follow": True}),
 ]
 
 

@@ -572,10 +572,10 @@ def test_non_string_service_name():
 # ---- types, packages and memory ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["scheduled", "event"])
-def test_unsupported_service_types(value):
-    found = service_problem(f"image: x\nservice_type: {value}")
-    assert found.message == f"service_type '{value}' is not supported yet (continuous only for now)"
+def test_a_scheduled_service_needs_a_schedule_and_an_event_service_none():
+    found = service_problem("image: x\nservice_type: scheduled")
+    assert found.message == "a scheduled service needs a 'schedule' (e.g. \"30 2 * * *\")"
+    assert service("image: x\nservice_type: event").service_type == "event"
 
 
 def test_unknown_service_type():
@@ -856,7 +856,7 @@ def test_bad_restart_policies(policy, start):
         ("autoscale: XXX", "'autoscale' is not supported yet"),
         ("autoscale: {min: 1, max: 3}", "'autoscale' is not supported yet"),
         ("webhooks: XXX", "'webhooks' are not supported yet"),
-        ("schedule: XXX", "'schedule' is only valid with service_type scheduled"),
+        ("schedule: '* * * * *'", "'schedule' is only valid with service_type scheduled"),
     ],
 )
 def test_not_supported_yet(option, message):
@@ -868,9 +868,7 @@ def test_not_supported_yet(option, message):
 def test_schedule_with_scheduled_service_type():
     found = problems(service_text("image: x\nservice_type: scheduled\nschedule: R/PT1H"))
     assert [p.message for p in found] == [
-        "service_type 'scheduled' is not supported yet (continuous only for now)",
-        "'schedule' is not supported yet",
-    ]
+        "interval 'R/PT1H' is not R[n]/START/PERIOD (e.g. R/2026-01-01T00:00:00Z/PT15M)"]
 
 
 def test_containerpilot_false_is_accepted():
@@ -1153,3 +1151,9 @@ def test_an_environment_value_too_long_to_print_is_refused_at_its_position():
     found = problems(f"services:\n  web:\n    image: x\n    environment:\n      Z: {huge}\n    tags: {{t: {huge}}}\n")
     assert [(p.line, p.column) for p in found] == [(5, 10), (6, 15)]
     assert all("quote" in p.message for p in found), found
+
+
+def test_a_complex_key_holding_a_huge_number_is_refused_not_a_crash():
+    text = "services:\n  web:\n    image: nginx\n    dns:\n      ? a: 0x" + "f" * 4000 + "\n      : x\n"
+    found = problems(text)
+    assert found and all(p.line for p in found)
