@@ -767,9 +767,9 @@ class LxcDriver:
             "lxc.tty.max = 0",
             f"lxc.log.file = {home / 'lxc.log'}",
             "lxc.log.level = INFO",
-            f"lxc.hook.start-host = {self.path / 'hook.sh'} start {req.instance_id} {req.project_id} "
+            f"lxc.hook.start-host = /bin/sh {self.path / 'hook.sh'} start {req.instance_id} {req.project_id} "
             f"{spec.name} {self.path / 'events.log'}",
-            f"lxc.hook.post-stop = {self.path / 'hook.sh'} die {req.instance_id} {req.project_id} "
+            f"lxc.hook.post-stop = /bin/sh {self.path / 'hook.sh'} die {req.instance_id} {req.project_id} "
             f"{spec.name} {self.path / 'events.log'}",
         ]
         if spec.command is None:
@@ -1209,7 +1209,10 @@ def _sha256(path: Path) -> str:
 
 def _untar(path: Path, into: Path) -> None:
     with tarfile.open(path) as tar:
-        tar.extractall(into, filter="tar")
+        if hasattr(tarfile, "tar_filter"):  # Python 3.11.4 and later (Debian 12 has 3.11.2)
+            tar.extractall(into, filter="tar")
+        else:
+            tar.extractall(into)  # noqa: S202 - a rootfs the operator named, owners and modes kept
 
 
 def _du(path: Path) -> int | None:
