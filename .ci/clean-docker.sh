@@ -27,7 +27,11 @@ for network in $networks; do containers+=" $(docker ps -aq --filter "network=$ne
 containers="$(printf '%s\n' $containers | sort -u)"
 
 [ -z "$containers" ] || remove docker rm -f -v $containers
-[ -z "$networks" ] || remove docker network rm $networks
+for network in $networks; do
+  # dockerd 20.10 sometimes keeps a removed container's endpoint (moby#42119): the network then
+  # cannot go until dockerd restarts. Say so and go on; it holds one address pool, nothing else.
+  remove docker network rm "$network" || echo "warning: network $network could not be removed (restart dockerd to free it)" >&2
+done
 [ -z "$images" ] || remove docker image rm -f $images
 for id in $(docker image ls -q --filter dangling=true | sort -u); do
   case "$(docker image inspect --format '{{.Comment}}' "$id")" in
