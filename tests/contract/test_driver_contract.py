@@ -362,9 +362,12 @@ async def test_logs_merge_stderr_and_keep_long_lines_whole(kit):
     script = f"echo out; echo err >&2; echo {long}; echo {huge}; exec sleep 3600"
     inst = await kit.driver.create(kit.request("loud", script))
     lines = await eventually(lambda: _count(kit.driver, inst, 5), what="output logged")
-    # stdout and stderr are both there; their order between the two streams is the runtime's
-    assert sorted(texts(lines[:2])) == [b"err", b"out"]
-    assert texts(lines[2:]) == [long.encode(), b"y" * MAX_LOG_LINE, b"y" * 10]
+    # stdout and stderr are both there; the order between the two streams is the runtime's (a
+    # loaded host has shown stderr's line after stdout's long ones), stdout's own is kept
+    got = texts(lines)
+    assert b"err" in got
+    got.remove(b"err")
+    assert got == [b"out", long.encode(), b"y" * MAX_LOG_LINE, b"y" * 10]
 
 
 async def _count(driver, inst: Instance, n: int) -> list[LogLine] | None:
