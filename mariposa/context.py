@@ -46,6 +46,7 @@ class Context:
     task_changes: Broadcast = attrs.field(factory=Broadcast)  # a task was queued, moved on or ended
     health_changes: Broadcast = attrs.field(factory=Broadcast)  # an instance's health status changed
     run_changes: Broadcast = attrs.field(factory=Broadcast)  # a run was queued, started or ended
+    names_changed: Wakeup = attrs.field(factory=Wakeup)  # an instance came, went or changed health (mariposa/dns/)
     credentials: Credentials = attrs.field(factory=Credentials)  # registry logins (in memory unless a file)
     monitor: HealthMonitor | None = None  # for the API to read instance health from
     scheduler: Scheduler | None = None  # scheduled and event services' runs (mariposa/runs/)

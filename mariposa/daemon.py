@@ -27,6 +27,7 @@ from mariposa.context import Context
 from mariposa.control import Control, SocketPolicy
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
+from mariposa.dns.keeper import NameKeeper
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.errors import StateDirLocked, StoreUnavailable
 from mariposa.health.monitor import HealthMonitor
@@ -88,6 +89,7 @@ async def watch_driver_events(ctx: Context, driver: Driver) -> None:
                 ctx.wake_reconciler()
                 ctx.wake_health()
                 ctx.runtime_changed.set()
+                ctx.names_changed.set()
         except Exception as exc:  # DriverError, OSError, httpx transport errors and the like
             if lost_at is None:
                 lost_at = trio.current_time()
@@ -102,13 +104,16 @@ def default_drivers(owner: str, config: DaemonConfig) -> dict[str, Driver]:
     never lists instances through a runtime it does not have."""
     import shutil
 
+    from mariposa.bridges import Bridges
     from mariposa.drivers.docker import DockerDriver
 
-    drivers: dict[str, Driver] = {"docker": DockerDriver(owner, config.docker_host)}
+    bridges = Bridges(Path(config.state_dir) / "networks")  # one project network across runtimes
+    drivers: dict[str, Driver] = {"docker": DockerDriver(owner, config.docker_host, bridges)}
     if shutil.which("lxc-start"):
         from mariposa.drivers.lxc import LxcDriver
 
-        lxc = LxcDriver(owner, config.lxc_path or str(Path(config.state_dir) / "lxc"), config.docker_host)
+        lxc = LxcDriver(owner, config.lxc_path or str(Path(config.state_dir) / "lxc"), config.docker_host,
+                        bridges=bridges)
         drivers[lxc.compute_type] = lxc
     return drivers
 
@@ -255,6 +260,9 @@ async def run_daemon(
             await nursery.start(ctx.scheduler.run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
+            bridges = next((b for d in drivers.values() if (b := getattr(d, "bridges", None)) is not None), None)
+            if bridges is not None:  # runtimes on bridges of Mariposa's: their names are ours to answer
+                await nursery.start(NameKeeper(ctx, bridges).run)
             if config.manifest_dir:
                 daemon.directory = ManifestDirectory(ctx, control, config.manifest_dir, config.rescan,
                                                      config.delete_removed_projects)

@@ -263,6 +263,7 @@ async def _take_out(ctx: Context, driver: Driver, inst: Instance, reason: str, k
         await ctx.store.call(instance_store.retire, inst.id, inst.project_id, inst.service, reason)
     else:
         await ctx.store.call(instance_store.mark_removing, inst.id, inst.project_id, inst.service)
+    ctx.names_changed.set()  # out of its service's name before it stops
     if inst.running:
         await driver.stop(inst, timeout)
     if not keep:
@@ -409,12 +410,14 @@ async def delete_project(ctx: Context, task: TaskRow, progress: Progress) -> str
             removals = Plan(tuple(Remove(i, "project deleted", purge=True) for i in instances))
             await execute(ctx, driver, None, task, removals)
             removed += len(instances)
+    for driver in ctx.drivers.values():  # every runtime's instances gone first: they share the bridge
         kept += await driver.remove_network(task.project_id, task.project_name)
         if task.params.get("purge_volumes"):
             for volume in await driver.volumes(task.project_name):
                 await driver.remove_volume(task.project_name, volume.name)
     await ctx.store.call(goal_store.forget_project, task.project_id)
     await ctx.store.call(instance_store.forget_project, task.project_id)
+    ctx.names_changed.set()  # its zone and its DNS socket go now
     await progress({"done": removed, "todo": 0, "step": "deleted"})
     for line in kept:
         await ctx.store.call(lambda db, line=line: event_store.record(

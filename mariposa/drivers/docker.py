@@ -32,6 +32,7 @@ import httpx
 import structlog
 import trio
 
+from mariposa.bridges import DOCKER_BRIDGE_OPTION, Bridges, docker_range, gateway, project_network
 from mariposa.drivers import rawget
 from mariposa.drivers.base import (
     MAX_LOG_LINE,
@@ -272,8 +273,13 @@ SECRETS_TARGET = "/run/secrets"
 MDATA_TARGET = "/run/mariposa/mdata"
 
 
-def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
-    """The body of POST /containers/create; public so tests can check it without a daemon."""
+def container_config(req: CreateRequest, network: str, responder: str | None = None) -> dict[str, Any]:
+    """The body of POST /containers/create; public so tests can check it without a daemon.
+    ``responder``: the address of the project's DNS responder (mariposa/dns/), when the network is
+    on a bridge of Mariposa's; Docker's embedded DNS forwards to it what it does not know, which is
+    then everything but instance names: the service's name is the responder's to answer, as it
+    knows which instances are ready and which are on other runtimes. The manifest's ``dns``
+    servers answer the rest (the responder forwards to them)."""
     spec = req.spec
     exposed: dict[str, dict] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
@@ -295,7 +301,11 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
         "Init": spec.init,
         **_host_options(spec, req.project_name),
     }
-    if spec.dns:
+    if responder and not host_network:
+        # the responder first; the manifest's servers, which it forwards the world's names to,
+        # after it: Docker asks them while the daemon (and so the responder) is down
+        host_config["Dns"] = [responder, *spec.dns]
+    elif spec.dns:
         host_config["Dns"] = list(spec.dns)
     if spec.dns_search:
         host_config["DnsSearch"] = list(spec.dns_search)
@@ -317,7 +327,8 @@ def container_config(req: CreateRequest, network: str) -> dict[str, Any]:
         "Labels": req.labels(),
         "ExposedPorts": exposed,
         "HostConfig": host_config,
-        "NetworkingConfig": {"EndpointsConfig": {} if host_network else {network: {"Aliases": [spec.name, req.name]}}},
+        "NetworkingConfig": {"EndpointsConfig": {} if host_network else {
+            network: {"Aliases": [req.name] if responder else [spec.name, req.name]}}},
     }
     for key, value in (("User", spec.user), ("WorkingDir", spec.working_dir), ("Hostname", spec.hostname),
                        ("StopSignal", spec.stop_signal)):
@@ -476,7 +487,7 @@ class DockerDriver:
 
     compute_type = "docker"
 
-    def __init__(self, owner: str, docker_host: str | None = None) -> None:
+    def __init__(self, owner: str, docker_host: str | None = None, bridges: Bridges | None = None) -> None:
         if not owner:
             raise ValueError("owner must not be empty: it is what keeps daemons apart")
         self.owner = owner
@@ -497,6 +508,10 @@ class DockerDriver:
         # Networks seen to exist, so a scale-up of 20 does not ask 20 times (one at a time, under
         # the lock). One removed behind our back is found at the start that needs it: see create.
         self._networks: set[str] = set()
+        # The daemon's bridges (mariposa/bridges.py): a project network made from now on is on a
+        # bridge of Mariposa's, shared with LXC and VMs; without, Docker makes its own (driver tests).
+        self.bridges = bridges
+        self._responders: dict[str, str] = {}  # network name -> its DNS responder's address
 
     @property
     def _owner_label(self) -> str:
@@ -623,9 +638,10 @@ class DockerDriver:
             path = f"/networks/{quote(name, safe='')}"
             resp = await self._call("GET", path, f"inspect network {name}", allow=(404,))
             if resp.status_code == 200:
+                self._note_responder(name, resp.json())
                 self._networks.add(name)
                 return name
-            body = {
+            body: dict[str, Any] = {
                 "Name": name,
                 "CheckDuplicate": True,
                 "Driver": "bridge",
@@ -635,12 +651,29 @@ class DockerDriver:
                     LABEL_PROJECT_NAME: project_name,
                 },
             }
+            if self.bridges is not None:
+                rec = await self.bridges.ensure(project_network(project_id), dict(body["Labels"]))
+                body["Options"] = {DOCKER_BRIDGE_OPTION: rec["bridge"]}
+                body["IPAM"] = {"Driver": "default", "Config": [
+                    {"Subnet": rec["subnet"], "Gateway": gateway(rec), "IPRange": docker_range(rec)}]}
             # 409: another daemon or process won the race; its network serves us as well.
             await self._call(
                 "POST", "/networks/create", f"create network {name}", json=body, allow=(409,)
             )
+            if self.bridges is not None:
+                self._responders[name] = body["IPAM"]["Config"][0]["Gateway"]
             self._networks.add(name)
             return name
+
+    def _note_responder(self, name: str, network: Mapping[str, Any]) -> None:
+        """A network on a bridge of Mariposa's has the DNS responder on its gateway; one Docker made
+        (before Mariposa made bridges) has Docker's embedded DNS alone."""
+        bridge = (network.get("Options") or {}).get(DOCKER_BRIDGE_OPTION, "")
+        config = ((network.get("IPAM") or {}).get("Config") or [{}])[0]
+        if self.bridges is not None and bridge.startswith("mlx") and config.get("Gateway"):
+            self._responders[name] = config["Gateway"]
+        else:
+            self._responders.pop(name, None)
 
     async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:
         resp = await self._call(
@@ -652,6 +685,8 @@ class DockerDriver:
         for net in resp.json():
             self._networks.discard(net["Name"])
             await self._remove_network(net["Id"], net["Name"])
+        if self.bridges is not None:  # after Docker's network, which would otherwise make it again
+            await self.bridges.drop(project_network(project_id))
         return await self._remove_shared(project_name) if project_name else []
 
     async def _remove_shared(self, project_name: str) -> list[str]:
@@ -807,7 +842,7 @@ class DockerDriver:
     async def _create(self, req: CreateRequest, network: str, joined: list[tuple[str, NetworkRef]]) -> Instance:
         spec = req.spec
         await self._ensure_volumes(req)
-        body = container_config(req, network)
+        body = container_config(req, network, self._responders.get(network))
         try:
             resp = await self._call(
                 "POST",

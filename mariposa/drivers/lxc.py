@@ -34,26 +34,24 @@ default), so a new driver object, after a daemon SIGKILL, rebuilds the same inve
 The command runs under tini (Docker's ``docker-init``, a static binary from the host bind-mounted
 at ``/.mariposa/init``) unless ``init: false``: PID 1 of a PID namespace ignores signals it has no
 handler for, so without it ``lxc-stop`` would wait out every timeout of a plain ``sleep``. Without
-a ``command`` the image's ``/sbin/init`` runs as PID 1, as a system container does (its console
-output is not logged). The spec hands an infrastructure container's ``command`` over as a "user
-script"; here it is the container's init program, run by ``/.mariposa/run`` (a two-line sh script
-in the upper dir: output to the log, then ``exec`` of the command, so the image needs a
-``/bin/sh``), which keeps logs, stop signals and exit codes what they are on Docker.
+a ``command`` the image's ``/sbin/init`` runs as PID 1, as a system container does, and its
+console (``lxc.console.logfile``) is the log. The spec hands an infrastructure container's
+``command`` over as a "user script"; here it is the container's init program, run by
+``/.mariposa/run`` (a two-line sh script in the upper dir: output to the log, then ``exec`` of
+the command, so the image needs a ``/bin/sh``), which keeps logs, stop signals and exit codes what they are on Docker.
 
-Networks: ``lxc-net`` needs systemd, which this host lacks, so the driver makes and owns a Linux
-bridge per network (``mlx`` + 12 hex: a prefix no one else uses), picks a free /24 in 10.200/13
-for it, and gives each instance a static address on it (``NAME/mariposa.json``) with a MAC derived
-from the address, as Docker does, so an address handed out again never meets a stale ARP entry.
-The host reaches every instance at its address (health checks need no port). Docker sets the
-FORWARD policy to DROP; each bridge gets ``iptables -I DOCKER-USER -i BR -o BR -j ACCEPT`` when that
-chain exists, removed with the bridge.
+Networks: each instance joins its project's bridge (mariposa/bridges.py: made by Mariposa, shared
+with the project's Docker containers) and the bridges of its ``networks``, with a static address
+from the upper half of each subnet (recorded in ``NAME/mariposa.json``) and a MAC derived from the
+address, as Docker does, so an address handed out again never meets a stale ARP entry. The host
+reaches every instance at its address (health checks need no port). Its resolv.conf names the
+project's DNS responder on the bridge's gateway (mariposa/dns/) unless the manifest sets ``dns``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -71,6 +69,7 @@ from typing import Any
 import structlog
 import trio
 
+from mariposa.bridges import Bridges, gateway, host_addresses, prefix, project_network
 from mariposa.drivers.base import (
     MAX_LOG_LINE,
     DriverError,
@@ -104,7 +103,6 @@ log = structlog.get_logger()
 DEFAULT_PATH = "/var/lib/mariposa/lxc"
 DEFAULT_STOP_TIMEOUT = 10
 TINI = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/sbin/docker-init")
-SUBNETS = ipaddress.IPv4Network("10.200.0.0/13")  # 2048 /24s for bridges
 SECRETS_TARGET = "run/secrets"
 MDATA_TARGET = "run/mariposa/mdata"
 DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -148,15 +146,6 @@ printf '{"t": %s, "a": "%s", "i": "%s", "p": "%s", "s": "%s", "n": "%s", "x": "%
     "$(date +%s.%N)" "$1" "$2" "$3" "$4" "$LXC_NAME" "$code" >> "$5"
 exit 0
 """
-
-
-def bridge_name(network: str) -> str:
-    """A Linux interface name (15 bytes at most) for a network of any length."""
-    return "mlx" + hashlib.sha256(network.encode()).hexdigest()[:12]
-
-
-def project_network(project_id: str) -> str:
-    return f"mlx{project_id[:12]}"
 
 
 def _mac(address: str) -> str:
@@ -245,7 +234,8 @@ class LxcDriver:
     compute_type = "infrastructure"  # what the manifest's lx, smartmachine and infrastructure mean
 
     def __init__(self, owner: str, lxc_path: str | os.PathLike[str] | None = None,
-                 docker_host: str | None = None, copy_rootfs: bool | None = None) -> None:
+                 docker_host: str | None = None, copy_rootfs: bool | None = None,
+                 bridges: Bridges | None = None) -> None:
         if not owner:
             raise ValueError("owner must not be empty: it is what keeps daemons apart")
         from mariposa.drivers.docker import DockerDriver
@@ -254,10 +244,10 @@ class LxcDriver:
         self.path = Path(lxc_path or os.environ.get("MARIPOSA_LXC_PATH") or DEFAULT_PATH)
         # Registry images reach LXC through Docker: pull and resolve there, export once per id.
         self.docker = DockerDriver(owner, docker_host)
-        self._lock = trio.Lock()  # addresses, bridges and subnets are handed out one at a time
-        # Networks seen up, so a scale-up of 20 checks the bridge once; one removed behind our back
-        # makes a start fail, which forgets it and tries once more (see _start).
-        self._up: dict[str, dict[str, Any]] = {}
+        self._lock = trio.Lock()  # addresses are handed out one at a time
+        # The bridges: the daemon's, shared with the Docker driver (one project network across
+        # runtimes), or the driver's own under its path.
+        self.bridges = bridges or Bridges(self.path / "networks")
         self._first_ping = True
         self._image_locks: dict[str, trio.Lock] = {}
         self._v2 = _cgroup_v2()
@@ -297,9 +287,6 @@ class LxcDriver:
 
     async def _side(self, name: str) -> dict[str, Any] | None:
         return await trio.to_thread.run_sync(self._sidecar, name)
-
-    async def _anet(self, network: str) -> dict[str, Any] | None:
-        return await trio.to_thread.run_sync(self._net, network)
 
     def _journal(self, action: str, labels_or_side: dict[str, Any], name: str) -> None:
         labels = labels_or_side.get("labels", {})
@@ -458,87 +445,13 @@ class LxcDriver:
         os.replace(scratch / "base" / "rootfs", into / "rootfs")
         await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
 
-    # ---- protocol: networks -------------------------------------------------------------------
-
-    def _net_file(self, network: str) -> Path:
-        return self.path / "networks" / f"{network}.json"
-
-    def _net(self, network: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._net_file(network).read_text())
-        except (OSError, ValueError):
-            return None
-
-    async def _bridge_up(self, bridge: str) -> bool:
-        code, _ = await self._run("ip", "link", "show", "dev", bridge, check=False)
-        return code == 0
-
-    async def _used_subnets(self) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """Every subnet on a host interface (Docker's bridges included) or recorded by us."""
-        _, out = await self._run("ip", "-4", "-o", "addr", "show")
-        used: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
-        for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", out):
-            used.add(ipaddress.ip_interface(m.group(1)).network)
-        for f in (self.path / "networks").glob("*.json"):
-            try:
-                used.add(ipaddress.ip_network(json.loads(f.read_text())["subnet"]))
-            except (OSError, ValueError, KeyError):
-                continue
-        return used
+    # ---- protocol: networks (mariposa/bridges.py) ---------------------------------------------
 
     async def _ensure_net(self, network: str, labels: dict[str, str]) -> dict[str, Any]:
-        """The network's bridge, up, with its gateway address and its DOCKER-USER rule; the record
-        first, so a crash half way leaves something ``remove_network`` finds."""
-        if network in self._up:
-            return self._up[network]
-        async with self._lock:
-            await trio.to_thread.run_sync(self._ensure_layout)
-            rec = await self._anet(network)
-            if rec is None:
-                used = await self._used_subnets()
-                start = int(hashlib.sha256(network.encode()).hexdigest()[:8], 16)
-                subnets: list[ipaddress.IPv4Network] = list(SUBNETS.subnets(new_prefix=24))
-                subnet = None
-                for i in range(len(subnets)):  # from a spot the name picks, so two daemons rarely race
-                    candidate = subnets[(start + i) % len(subnets)]
-                    if not any(candidate.overlaps(u) for u in used):
-                        subnet = candidate
-                        break
-                if subnet is None:
-                    raise DriverError(f"lxc: no free /24 in {SUBNETS} for network {network}")
-                rec = {"name": network, "bridge": bridge_name(network) if not network.startswith("mlx") else network,
-                       "subnet": str(subnet), "labels": labels}
-                await trio.to_thread.run_sync(_write, self._net_file(network), json.dumps(rec))
-            bridge = rec["bridge"]
-            if not await self._bridge_up(bridge):
-                gateway = next(ipaddress.ip_network(rec["subnet"]).hosts())
-                await self._run("ip", "link", "add", bridge, "type", "bridge", what=f"make bridge {bridge}")
-                await self._run("ip", "addr", "add", f"{gateway}/24", "dev", bridge)
-                await self._run("ip", "link", "set", bridge, "up")
-            await self._forward_rule(bridge, add=True)
-            self._up[network] = rec
-            return rec
+        return await self.bridges.ensure(network, labels)
 
-    async def _forward_rule(self, bridge: str, add: bool) -> None:
-        rule = ["DOCKER-USER", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
-        code, _ = await self._run("iptables", "-w", "-C", *rule, check=False)
-        if add and code != 0:
-            chain, _ = await self._run("iptables", "-w", "-n", "-L", "DOCKER-USER", check=False)
-            if chain == 0:
-                await self._run("iptables", "-w", "-I", *rule, what=f"allow forwarding on {bridge}")
-        elif not add and code == 0:
-            await self._run("iptables", "-w", "-D", *rule, check=False)
-
-    async def _drop_net(self, network: str) -> None:
-        self._up.pop(network, None)
-        rec = await self._anet(network)
-        if rec is None:
-            return
-        bridge = rec["bridge"]
-        await self._forward_rule(bridge, add=False)
-        if await self._bridge_up(bridge):
-            await self._run("ip", "link", "del", bridge, check=False)
-        await trio.Path(self._net_file(network)).unlink(missing_ok=True)
+    async def _anet(self, network: str) -> dict[str, Any] | None:
+        return await self.bridges.get(network)
 
     async def ensure_network(self, project_id: str, project_name: str) -> None:
         await self._ensure_net(project_network(project_id), {LABEL_OWNER: self.owner, LABEL_PROJECT: project_id,
@@ -546,17 +459,12 @@ class LxcDriver:
 
     async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:
         async with self._lock:
-            await self._drop_net(project_network(project_id))
+            await self.bridges.drop(project_network(project_id))
             if not project_name:
                 return []
             kept = []
             sides = await trio.to_thread.run_sync(self._all_sidecars)
-            records = (self.path / "networks").glob("*.json")
-            names = await trio.to_thread.run_sync(lambda: sorted(f.stem for f in records))
-            for stem in names:
-                rec = await self._anet(stem)
-                if rec is None:
-                    continue
+            for rec in await self.bridges.records():
                 labels = rec.get("labels", {})
                 if labels.get(LABEL_PROJECT_NAME) != project_name or LABEL_NETWORK not in labels:
                     continue
@@ -566,14 +474,11 @@ class LxcDriver:
                 if users:
                     kept.append(f"network {rec['name']} is kept, still in use by {', '.join(users)}")
                 else:
-                    await self._drop_net(rec["name"])
+                    await self.bridges.drop(rec["name"])
             return kept
 
     async def network_exists(self, name: str) -> bool:
-        rec = await self._anet(name)
-        if rec is not None:
-            return await self._bridge_up(rec["bridge"])
-        return len(name) <= 15 and await self._bridge_up(name)  # a bridge made outside Mariposa
+        return await self.bridges.exists(name)
 
     # ---- protocol: volumes --------------------------------------------------------------------
 
@@ -692,15 +597,18 @@ class LxcDriver:
                                                        LABEL_NETWORK: ref.name})
             nets.append(rec)
         async with self._lock:
+            await trio.to_thread.run_sync(self._ensure_layout)
             sides = await trio.to_thread.run_sync(self._all_sidecars)
             addresses: dict[str, str] = {}
             for rec in nets:
                 if not rec.get("subnet"):
                     continue
                 taken = {s.get("addresses", {}).get(rec["name"]) for s in sides.values()}
-                hosts = ipaddress.ip_network(rec["subnet"]).hosts()
-                next(hosts)  # the gateway
-                addresses[rec["name"]] = str(next(h for h in hosts if str(h) not in taken))
+                free = next((h for h in host_addresses(rec) if h not in taken), None)
+                if free is None:
+                    raise DriverError(f"lxc: create {name}: no free address on network {rec['name']} "
+                                      f"({rec['subnet']}'s upper half is LXC's and VMs')")
+                addresses[rec["name"]] = free
             await trio.to_thread.run_sync(self._write_instance, req, name, home, base, nets, addresses)
 
     def _rootfs_copied(self) -> bool:
@@ -774,6 +682,7 @@ class LxcDriver:
         ]
         if spec.command is None:
             lines.append("lxc.init.cmd = /sbin/init")  # a system container: the image's init, SIGPWR halts it
+            lines.append(f"lxc.console.logfile = {home / 'log' / 'out'}")  # its console is its log (LXC appends)
         else:
             script = ["#!/bin/sh", "exec >>/.mariposa/log/out 2>&1"]
             if spec.working_dir:
@@ -800,16 +709,20 @@ class LxcDriver:
             lines += [f"lxc.net.{i}.type = veth", f"lxc.net.{i}.link = {rec['bridge']}", f"lxc.net.{i}.flags = up",
                       f"lxc.net.{i}.name = eth{i}"]
             if rec["name"] in addresses:
-                lines.append(f"lxc.net.{i}.ipv4.address = {addresses[rec['name']]}/24")
+                lines.append(f"lxc.net.{i}.ipv4.address = {addresses[rec['name']]}/{prefix(rec)}")
                 lines.append(f"lxc.net.{i}.hwaddr = {_mac(addresses[rec['name']])}")
                 if i == 0:
-                    gateway = next(ipaddress.ip_network(rec["subnet"]).hosts())
-                    lines.append(f"lxc.net.{i}.ipv4.gateway = {gateway}")
-        if spec.dns:
-            resolv = home / "delta" / "etc" / "resolv.conf"
-            resolv.parent.mkdir(parents=True, exist_ok=True)
-            resolv.write_text("".join(f"nameserver {d}\n" for d in spec.dns)
-                              + (f"search {' '.join(spec.dns_search)}\n" if spec.dns_search else ""))
+                    lines.append(f"lxc.net.{i}.ipv4.gateway = {gateway(rec)}")
+        # The project's DNS responder (mariposa/dns/) answers on the gateway and forwards to the
+        # manifest's ``dns`` servers, which follow it, for when the daemon is down; no ``search``
+        # needed: it answers SERVICE as well as SERVICE.PROJECT.
+        servers = (gateway(nets[0]), *spec.dns)
+        resolv = home / "delta" / "etc" / "resolv.conf"
+        resolv.parent.mkdir(parents=True, exist_ok=True)
+        if resolv.is_symlink():  # e.g. to systemd-resolved's stub: the overlay's own file instead
+            resolv.unlink()
+        resolv.write_text("".join(f"nameserver {d}\n" for d in servers)
+                          + (f"search {' '.join(spec.dns_search)}\n" if spec.dns_search else ""))
         side = {
             "labels": req.labels(),
             "compute_type": self.compute_type,
@@ -843,7 +756,7 @@ class LxcDriver:
             detail = await trio.to_thread.run_sync(_log_errors, home / "lxc.log")
             if attempt == 0 and ("bridge" in detail.lower() or "link" in detail.lower()):
                 for network in side.get("networks", ()):
-                    self._up.pop(network, None)  # removed behind our back: made again
+                    self.bridges.forget(network)  # removed behind our back: made again
                 continue
             raise DriverError(f"lxc: start {name}: {detail or out or f'exit {code}'}")
 
@@ -1142,7 +1055,7 @@ def _read_log(folder: Path, offset: int, to_end: bool) -> tuple[list[LogLine], i
         while i < len(index) - 1 and index[i][0] <= pos:
             i += 1
         when = index[i][1] if index else mtime
-        text = data[pos:stop]
+        text = data[pos:stop].removesuffix(b"\r")  # a console's lines end in CR LF
         for piece in range(0, max(len(text), 1), MAX_LOG_LINE):
             lines.append(LogLine(when, text[piece:piece + MAX_LOG_LINE]))
         pos = stop + 1 if nl >= 0 else stop

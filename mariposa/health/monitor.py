@@ -233,6 +233,7 @@ class HealthMonitor:
                         error=exc.message)
         if status != previous:
             self.ctx.health_changes.set()  # a service waiting for this one to be healthy looks now
+            self.ctx.names_changed.set()  # in or out of its service's name
             log.info("health changed", instance=inst.id[:12], service=inst.service, project=inst.project_name,
                      status=status, previous=previous, detail=detail)
         if status == "unhealthy":

@@ -137,15 +137,16 @@ class Daemon:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def cleanup_lxc(self) -> None:
-        """The LXC driver's containers (under STATE_DIR/lxc) killed, and the bridges it made, with
-        their DOCKER-USER rules, removed: the state dir goes with the test's tmp dir, they would not."""
+        """The LXC driver's containers (under STATE_DIR/lxc) killed, and the bridges the daemon made
+        (STATE_DIR/networks), with their DOCKER-USER rules, removed: the state dir goes with the
+        test's tmp dir, they would not."""
         root = self.state_dir / "lxc"
-        if not root.is_dir():
-            return
-        for d in root.iterdir():
-            if (d / "config").exists():
-                subprocess.run(["lxc-stop", "-P", str(root), "-n", d.name, "-k"], capture_output=True, timeout=60)
-        for rec in (root / "networks").glob("*.json"):
+        if root.is_dir():
+            for d in root.iterdir():
+                if (d / "config").exists():
+                    subprocess.run(["lxc-stop", "-P", str(root), "-n", d.name, "-k"], capture_output=True,
+                                   timeout=60)
+        for rec in [*(root / "networks").glob("*.json"), *(self.state_dir / "networks").glob("*.json")]:
             bridge = json.loads(rec.read_text())["bridge"]
             subprocess.run(["iptables", "-w", "-D", "DOCKER-USER", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
                            capture_output=True, timeout=60)

@@ -164,6 +164,14 @@ def test_lx_logs_through_the_cli_and_a_missing_template_is_refused_when_the_vers
                        and len(out.splitlines()) >= 2 and out.splitlines(), timeout=20, what="two lines logged")
     assert sorted(lines) == ["hello-from-lxc", "to-stderr"]
 
+    # no command: the image's /sbin/init runs, as in a system container, and its console is the log
+    system = tmp_path / "system.yaml"
+    system.write_text(f"services:\n  box:\n    image: {IMAGE}\n    compute_type: infrastructure\n")
+    daemon.cli("project", "add", "sys", str(system), "--wait")
+    console = wait_until(lambda: "activate this console" in (out := daemon.cli(
+        "-j", "sys", "service", "logs", "box", "--no-log-prefix").stdout) and out, timeout=20, what="init's console")
+    assert "\r" not in console
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("services:\n  db:\n    image: template:no-such-one\n    compute_type: lx\n    command: sh\n")
     refused = daemon.cli("project", "add", "nope", str(bad), check=False)
@@ -196,6 +204,6 @@ def test_sigkill_during_an_lx_scale_then_restart_ends_at_exactly_six_with_every_
     assert bridge in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     daemon.cli("project", "delete", "lx", "--wait")
     # project delete: no containers, no overlay dirs, no bridge, no iptables rule
-    assert lxc_dirs(daemon) == [] and not list((daemon.state_dir / "lxc" / "networks").iterdir())
+    assert lxc_dirs(daemon) == [] and not list((daemon.state_dir / "networks").glob("*.json"))
     assert bridge not in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     assert bridge not in subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from mariposa.bridges import bridge_name, project_network
 from mariposa.drivers.base import MAX_LOG_LINE, DriverError
 from mariposa.drivers.lxc import (
     HOOK_GRACE,
@@ -16,8 +17,6 @@ from mariposa.drivers.lxc import (
     _passwd_lookup,
     _read_log,
     _resource_keys,
-    bridge_name,
-    project_network,
 )
 
 
