@@ -338,12 +338,10 @@ async def make_instance(ctx: Context, goal: ServiceGoal, instance_id: str, *, ru
     driver = ctx.driver_for(goal.spec.compute_type)
     spec = goal.spec
     name = f"{goal.project_name}-{spec.name}-{instance_id[:8]}"
-    if render.templated(spec):
-        meta, service_id = await ctx.store.call(render.read_for_create, goal.project_id, spec.name)
-        values = render.variables(
-            project_name=goal.project_name, project_id=goal.project_id, version_id=goal.version_id,
-            service_id=service_id, spec=spec, scale=goal.scale, instance_id=instance_id,
-            instance_name=name)
+    rendering = await render.for_instance(ctx.store, goal, instance_id, name) if (
+        render.templated(spec) or spec.mdata) else None
+    if rendering is not None and render.templated(spec):
+        meta, values = rendering
         secrets = {}
         if names := render.env_secrets(spec):
             found = await ctx.vault.get_many(PROJECT, goal.project_name, names)
@@ -353,7 +351,7 @@ async def make_instance(ctx: Context, goal: ServiceGoal, instance_id: str, *, ru
         spec = attrs.evolve(spec, environment=tuple({**dict(spec.environment), **dict(env)}.items()))
     try:
         secrets_dir = await _deliver_secrets(ctx, goal, instance_id)
-        mdata_dir = await ctx.mdata.deliver(goal, instance_id, name)
+        mdata_dir = await ctx.mdata.deliver(goal, instance_id, name, rendering)
         req = CreateRequest(
             instance_id=instance_id, owner=ctx.owner, project_id=goal.project_id, project_name=goal.project_name,
             version_id=goal.version_id, spec=spec, created=ctx.clock.now(), secrets_dir=secrets_dir,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import sqlite_utils
@@ -19,6 +20,10 @@ from mariposa.errors import TaskFailed
 from mariposa.manifest import interpolate
 from mariposa.model import HealthCheck, ServiceSpec
 from mariposa.store import meta as meta_store
+
+if TYPE_CHECKING:
+    from mariposa.converge.goals import ServiceGoal
+    from mariposa.store.db import Store
 
 MIB = 1024 * 1024
 
@@ -116,3 +121,12 @@ def read_for_create(db: sqlite_utils.Database, project_id: str, service: str) ->
     """The project's meta and the service's id, in one store call."""
     row = db.execute("SELECT id FROM services WHERE project_id = ? AND name = ?", [project_id, service]).fetchone()
     return meta_store.values(db, project_id), row[0] if row else None
+
+
+async def for_instance(store: Store, goal: ServiceGoal, instance_id: str, instance_name: str) -> tuple[dict, dict]:
+    """The project's meta and the template variables of one instance of the goal's service: what
+    its templates and its mdata files are rendered with, read once for both."""
+    meta, service_id = await store.call(read_for_create, goal.project_id, goal.spec.name)
+    return meta, variables(project_name=goal.project_name, project_id=goal.project_id, version_id=goal.version_id,
+                           service_id=service_id, spec=goal.spec, scale=goal.scale, instance_id=instance_id,
+                           instance_name=instance_name)

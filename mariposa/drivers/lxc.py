@@ -945,9 +945,7 @@ class LxcDriver:
         for key, value in (side.get("environment") or {}).items():
             cmd += ["-v", f"{key}={value}"]
         cmd += ["--", *argv]
-        with trio.fail_after(timeout):
-            done = await trio.run_process(cmd, capture_stdout=True, stderr=subprocess.STDOUT, check=False)
-        return done.returncode, done.stdout
+        return await _attached(cmd, timeout)
 
     async def address(self, inst: Instance) -> str | None:
         side = await self._side(inst.runtime_id)
@@ -1142,3 +1140,43 @@ def _du(path: Path) -> int | None:
     except OSError:
         return None
     return total
+
+
+async def _attached(cmd: list[str], timeout: float) -> tuple[int, bytes]:
+    """``lxc-attach``'s exit code and output (stderr in it), within ``timeout`` seconds.
+
+    Why not ``trio.run_process(capture_stdout=True)``: it reads until every holder of the pipe
+    closes it, and a process the command left behind in the container (a daemon it started) holds
+    it for as long as it lives, so the call outlived its timeout, cancelled or not. Here the output
+    is read until ``lxc-attach`` exits and for a moment after (what was still in the pipe), then
+    the pipe is closed whoever still holds it; at the timeout ``lxc-attach`` is stopped (SIGTERM,
+    then SIGKILL a second later)."""
+    proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    chunks: list[bytes] = []
+
+    async def read(scope: trio.CancelScope) -> None:
+        with scope:
+            while data := await proc.stdout.receive_some(65536):  # type: ignore[union-attr]
+                chunks.append(bytes(data))
+
+    try:
+        with trio.fail_after(timeout):
+            async with trio.open_nursery() as nursery:
+                reading = trio.CancelScope()
+                nursery.start_soon(read, reading)
+                code = await proc.wait()
+                reading.deadline = trio.current_time() + 0.5
+    finally:
+        if proc.returncode is None:  # SIGTERM first: lxc-attach passes it on to the command
+            with trio.CancelScope(shield=True):
+                proc.terminate()
+                with trio.move_on_after(1):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+                    with trio.move_on_after(5):
+                        await proc.wait()
+        await proc.stdout.aclose()
+    return code, b"".join(chunks)

@@ -114,15 +114,14 @@ class MdataKeeper:
                     log.error("mdata refresh failed", project=project_id[:12], error=repr(exc), exc_info=True)
                     await trio.sleep(RETRY)
 
-    async def deliver(self, goal, instance_id: str, instance_name: str) -> str | None:
-        """An instance's files before it is made; the directory to mount (None: no mdata)."""
+    async def deliver(self, goal, instance_id: str, instance_name: str,
+                      rendering: tuple[dict, dict] | None = None) -> str | None:
+        """An instance's files before it is made; the directory to mount (None: no mdata).
+        ``rendering``: the meta and variables its create read already (render.for_instance)."""
         spec = goal.spec
         if not spec.mdata:
             return None
-        meta, service_id = await self.ctx.store.call(render.read_for_create, goal.project_id, spec.name)
-        variables = render.variables(
-            project_name=goal.project_name, project_id=goal.project_id, version_id=goal.version_id,
-            service_id=service_id, spec=spec, scale=goal.scale, instance_id=instance_id, instance_name=instance_name)
+        meta, variables = rendering or await render.for_instance(self.ctx.store, goal, instance_id, instance_name)
         directory, _ = await trio.to_thread.run_sync(
             self.files.write, goal.project_name, instance_id, values_for(spec, variables, meta))
         return directory

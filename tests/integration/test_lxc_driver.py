@@ -160,6 +160,19 @@ async def test_two_instances_reach_each_other_over_the_project_bridge(lxc):
     assert out == b"hi\n"
 
 
+async def test_exec_ends_with_its_command_even_when_a_process_it_left_holds_the_output(lxc):
+    """A command that starts a daemon returns when the command does, not when the daemon closes
+    the pipe it inherited; and a command that outlives its timeout is cut off at the timeout."""
+    inst = await lxc.create(request(lxc, IMAGE))
+    t0 = time.monotonic()
+    assert await lxc.exec(inst, ["sh", "-c", "sleep 60 & echo started"], timeout=20) == (0, b"started\n")
+    assert time.monotonic() - t0 < 10
+    t0 = time.monotonic()
+    with pytest.raises(trio.TooSlowError):
+        await lxc.exec(inst, ["sleep", "60"], timeout=1)
+    assert time.monotonic() - t0 < 10
+
+
 async def test_a_bind_mount_whose_path_has_a_blank_and_a_read_only_one(lxc, tmp_path):
     from mariposa.model import MountSpec
 
