@@ -50,6 +50,7 @@ project's DNS responder on the bridge's gateway (mariposa/dns/) unless the manif
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -1149,8 +1150,8 @@ async def _attached(cmd: list[str], timeout: float) -> tuple[int, bytes]:
     closes it, and a process the command left behind in the container (a daemon it started) holds
     it for as long as it lives, so the call outlived its timeout, cancelled or not. Here the output
     is read until ``lxc-attach`` exits and for a moment after (what was still in the pipe), then
-    the pipe is closed whoever still holds it; at the timeout ``lxc-attach`` is stopped (SIGTERM,
-    then SIGKILL a second later)."""
+    the pipe is closed whoever still holds it. At the timeout the command and what it started are
+    killed, then ``lxc-attach`` if it is still there."""
     proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
@@ -1169,10 +1170,16 @@ async def _attached(cmd: list[str], timeout: float) -> tuple[int, bytes]:
                 code = await proc.wait()
                 reading.deadline = trio.current_time() + 0.5
     finally:
-        if proc.returncode is None:  # SIGTERM first: lxc-attach passes it on to the command
+        if proc.returncode is None:
             with trio.CancelScope(shield=True):
-                proc.terminate()
-                with trio.move_on_after(1):
+                # the command first, while lxc-attach lives to reap it: killed first, lxc-attach
+                # would leave it to the host's PID 1 (the reaper of lxc-attach's namespace), and
+                # where that never reaps (a container's "sleep"), the zombie held the container
+                # from stopping for good
+                for pid in await trio.to_thread.run_sync(_attached_processes, proc.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signals.SIGKILL)
+                with trio.move_on_after(2):
                     await proc.wait()
                 if proc.returncode is None:
                     proc.kill()
@@ -1180,3 +1187,35 @@ async def _attached(cmd: list[str], timeout: float) -> tuple[int, bytes]:
                         await proc.wait()
         await proc.stdout.aclose()
     return code, b"".join(chunks)
+
+
+def _attached_processes(root: int) -> list[int]:
+    """The descendants of ``lxc-attach`` (pid ``root``) inside the container: those in another PID
+    namespace than its own (blocking: reads /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+    found, todo = [], [root]
+    while todo:
+        parent = todo.pop()
+        kids = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += kids
+        todo += kids
+    try:
+        own = os.readlink(f"/proc/{root}/ns/pid")
+    except OSError:
+        return []
+    inside = []
+    for pid in found:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") != own:
+                inside.append(pid)
+        except OSError:
+            continue
+    return inside

@@ -165,12 +165,17 @@ async def test_exec_ends_with_its_command_even_when_a_process_it_left_holds_the_
     the pipe it inherited; and a command that outlives its timeout is cut off at the timeout."""
     inst = await lxc.create(request(lxc, IMAGE))
     t0 = time.monotonic()
-    assert await lxc.exec(inst, ["sh", "-c", "sleep 60 & echo started"], timeout=20) == (0, b"started\n")
+    assert await lxc.exec(inst, ["sh", "-c", "sleep 61 & echo started"], timeout=20) == (0, b"started\n")
     assert time.monotonic() - t0 < 10
     t0 = time.monotonic()
     with pytest.raises(trio.TooSlowError):
-        await lxc.exec(inst, ["sleep", "60"], timeout=1)
+        await lxc.exec(inst, ["sleep", "62"], timeout=1)
     assert time.monotonic() - t0 < 10
+    # the command was killed, not orphaned: a zombie no one reaps kept the container from stopping
+    _, ps = await lxc.exec(inst, ["ps"], timeout=20)
+    assert b"sleep 61" in ps and b"sleep 62" not in ps
+    with trio.fail_after(30):
+        await lxc.stop(inst, timeout=5)
 
 
 async def test_a_bind_mount_whose_path_has_a_blank_and_a_read_only_one(lxc, tmp_path):
