@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import os
 import re
@@ -61,7 +60,6 @@ import shutil
 import signal as signals
 import stat
 import subprocess
-import tarfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
@@ -75,7 +73,6 @@ from mariposa.drivers.base import (
     MAX_LOG_LINE,
     DriverError,
     DriverEvent,
-    ImageNotFound,
     LogLine,
     Progress,
     RegistryAuth,
@@ -83,6 +80,7 @@ from mariposa.drivers.base import (
     VolumeInUse,
     identity_from_labels,
 )
+from mariposa.drivers.rootfs import RootfsCache
 from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_NETWORK,
@@ -239,18 +237,15 @@ class LxcDriver:
                  bridges: Bridges | None = None) -> None:
         if not owner:
             raise ValueError("owner must not be empty: it is what keeps daemons apart")
-        from mariposa.drivers.docker import DockerDriver
 
         self.owner = owner
         self.path = Path(lxc_path or os.environ.get("MARIPOSA_LXC_PATH") or DEFAULT_PATH)
-        # Registry images reach LXC through Docker: pull and resolve there, export once per id.
-        self.docker = DockerDriver(owner, docker_host)
+        self.images = RootfsCache(owner, self.path / "images", docker_host)
         self._lock = trio.Lock()  # addresses are handed out one at a time
         # The bridges: the daemon's, shared with the Docker driver (one project network across
         # runtimes), or the driver's own under its path.
         self.bridges = bridges or Bridges(self.path / "networks")
         self._first_ping = True
-        self._image_locks: dict[str, trio.Lock] = {}
         self._v2 = _cgroup_v2()
         # An overlay's upper dir cannot itself be on overlayfs (the kernel refuses the mount), as
         # when the daemon's state dir is inside a container: then each instance gets a copy of
@@ -335,116 +330,19 @@ class LxcDriver:
                 shutil.rmtree(d, ignore_errors=True)
 
     async def aclose(self) -> None:
-        await self.docker.aclose()
+        await self.images.docker.aclose()
 
     async def resolve_image(self, image: str) -> str:
-        """``template:NAME``, a rootfs directory or tarball path, or a Docker image (its id)."""
-        if image.startswith("template:"):
-            template = image.split(":", 1)[1]
-            if not await trio.Path(f"/usr/share/lxc/templates/lxc-{template}").exists():
-                raise ImageNotFound(f"LXC template '{template}' is not on this host (image '{image}')")
-            return image
-        if image.startswith("/"):
-            path = Path(image)
-            if await trio.Path(path).is_dir():
-                return f"dir:{path}"
-            if await trio.Path(path).is_file():
-                digest = await trio.to_thread.run_sync(_sha256, path)
-                return f"sha256:{digest}"
-            raise ImageNotFound(f"image '{image}' is not on this host (no such rootfs directory or tarball)")
-        return await self.docker.resolve_image(image)
+        return await self.images.resolve(image)
 
     async def pull(self, image: str, auth: RegistryAuth | None, progress: Progress | None = None) -> None:
-        """A registry image comes through Docker's pull; its filesystem is exported at first use."""
-        if image.startswith(("template:", "/")):
-            await self.resolve_image(image)  # nothing to fetch: it is here or it is not
-            return
-        await self.docker.pull(image, auth, progress)
+        await self.images.pull(image, auth, progress)
 
     async def login(self, auth: RegistryAuth) -> None:
-        await self.docker.login(auth)
+        await self.images.docker.login(auth)
 
     async def _base(self, image: str, content_id: str) -> Path:
-        """The cached base rootfs of ``content_id``, made once (under a lock, into a temporary
-        directory renamed into place, so a crash half way leaves no half base)."""
-        root = self.path / "images" / _safe_id(content_id)
-        lock = self._image_locks.setdefault(content_id, trio.Lock())
-        async with lock:
-            if await trio.Path(root / "rootfs").is_dir():
-                return root / "rootfs"
-            tmp = self.path / "images" / f".tmp-{_safe_id(content_id)}-{os.getpid()}"
-            await trio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
-            (tmp / "rootfs").mkdir(parents=True)
-            try:
-                if content_id.startswith("template:"):
-                    await self._from_template(content_id.split(":", 1)[1], tmp)
-                elif content_id.startswith("dir:"):
-                    await self._run("cp", "-a", f"{image}/.", str(tmp / "rootfs"), what=f"copy rootfs {image}")
-                elif image.startswith("/"):
-                    await trio.to_thread.run_sync(_untar, Path(image), tmp / "rootfs")
-                else:
-                    await self._export(content_id, tmp / "rootfs")
-                _write(tmp / "image", json.dumps({"image": image, "id": content_id}))
-                os.replace(tmp, root)
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
-                raise
-            return root / "rootfs"
-
-    async def _export(self, content_id: str, into: Path) -> None:
-        """``docker create`` + ``docker export`` through the Engine API (the daemon's own
-        ``docker_host``, no docker CLI needed), the tar stream fed to ``tar -x`` as it comes: the
-        image's filesystem, once per content id. The container is never started."""
-        docker = self.docker
-        body = {"Image": content_id, "Cmd": ["true"], "Labels": {LABEL_OWNER: self.owner}}
-        try:
-            resp = await docker._call("POST", "/containers/create", f"create a container of {content_id} to export",
-                                      json=body)
-        except ImageNotFound:
-            raise ImageNotFound(f"image '{content_id}' is not on this host") from None
-        cid = resp.json()["Id"]
-        try:
-            async with docker._streaming("GET", f"/containers/{cid}/export", f"export {content_id}",
-                                         timeout=None) as stream:
-                tar = await trio.lowlevel.open_process(["tar", "-x", "-C", str(into)], stdin=subprocess.PIPE,
-                                                       stderr=subprocess.PIPE)
-                problem = bytearray()
-
-                async def complaints() -> None:  # read as it comes, so tar never blocks on a full pipe
-                    assert tar.stderr is not None
-                    while chunk := await tar.stderr.receive_some(65536):
-                        problem.extend(chunk[: max(0, 4096 - len(problem))])
-
-                try:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(complaints)
-                        assert tar.stdin is not None
-                        async for chunk in stream.aiter_bytes():
-                            await tar.stdin.send_all(chunk)
-                        await tar.stdin.aclose()
-                        await tar.wait()
-                finally:
-                    if tar.returncode is None:
-                        tar.kill()
-                        with trio.CancelScope(shield=True):
-                            await tar.wait()
-            if tar.returncode != 0:
-                raise DriverError(f"lxc: export {content_id}: tar: {problem.decode(errors='replace').strip()}")
-        finally:
-            with trio.CancelScope(shield=True):
-                await docker._call("DELETE", f"/containers/{cid}", f"remove export container {cid[:12]}",
-                                   params={"force": "true"}, allow=(404, 409))
-
-    async def _from_template(self, template: str, into: Path) -> None:
-        """``lxc-create -t NAME`` into a scratch path, its rootfs moved to the cache."""
-        scratch = into / "scratch"
-        scratch.mkdir()
-        await self._run("lxc-create", "-P", str(scratch), "-n", "base", "-t", template,
-                        what=f"lxc-create -t {template}")
-        os.rmdir(into / "rootfs")
-        os.replace(scratch / "base" / "rootfs", into / "rootfs")
-        await trio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+        return await self.images.rootfs(image, content_id)
 
     # ---- protocol: networks (mariposa/bridges.py) ---------------------------------------------
 
@@ -554,8 +452,7 @@ class LxcDriver:
                 raise DriverError(f"lxc: create {name}: the container vanished")
             return inst
         spec = req.spec
-        image = spec.image_id or spec.image
-        content_id = await self.resolve_image(image)
+        content_id = await self.images.content_id(spec.image, spec.image_id)
         for ref in spec.networks:  # an external network must be there before anything is made
             if ref.external and not await self.network_exists(ref.runtime(req.project_name)):
                 raise DriverError(f"lxc: external network {ref.runtime(req.project_name)} (network {ref.name!r} "
@@ -1109,22 +1006,6 @@ def _remove_cgroups(name: str) -> None:
                 os.rmdir(d)
             except OSError:
                 pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _untar(path: Path, into: Path) -> None:
-    with tarfile.open(path) as tar:
-        if hasattr(tarfile, "tar_filter"):  # Python 3.11.4 and later (Debian 12 has 3.11.2)
-            tar.extractall(into, filter="tar")
-        else:
-            tar.extractall(into)  # noqa: S202 - a rootfs the operator named, owners and modes kept
 
 
 def _du(path: Path) -> int | None:

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.integration.harness import IMAGE, Daemon, wait_until
+from tests.integration.harness import IMAGE, Daemon, docker, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.lxc]
 
@@ -165,10 +165,21 @@ def test_lx_logs_through_the_cli_and_a_missing_template_is_refused_when_the_vers
     assert sorted(lines) == ["hello-from-lxc", "to-stderr"]
 
     # no command: the image's /sbin/init runs, as in a system container, and its console is the log
+    rootfs = tmp_path / "rootfs"  # the test image's files, and an init of its own that talks
+    rootfs.mkdir()
+    container = docker("create", IMAGE, "true").strip()
+    try:
+        subprocess.run(f"docker export {container} | tar -x -C {rootfs}", shell=True, check=True)
+    finally:
+        docker("rm", container)
+    # as a system init does, it writes to the console (its own stdout is /dev/null under lxc-start)
+    (rootfs / "sbin" / "init").write_text("#!/bin/sh\nexec >/dev/console 2>&1\necho init-says-hello\n"
+                                          "exec sleep 3600\n")
+    (rootfs / "sbin" / "init").chmod(0o755)
     system = tmp_path / "system.yaml"
-    system.write_text(f"services:\n  box:\n    image: {IMAGE}\n    compute_type: infrastructure\n")
+    system.write_text(f"services:\n  box:\n    image: {rootfs}\n    compute_type: infrastructure\n")
     daemon.cli("project", "add", "sys", str(system), "--wait")
-    console = wait_until(lambda: "activate this console" in (out := daemon.cli(
+    console = wait_until(lambda: "init-says-hello" in (out := daemon.cli(
         "-j", "sys", "service", "logs", "box", "--no-log-prefix").stdout) and out, timeout=20, what="init's console")
     assert "\r" not in console
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -82,10 +83,18 @@ async def test_images_a_template_a_rootfs_directory_and_a_tarball(lxc, tmp_path)
     assert await lxc.resolve_image(str(rootfs)) == f"dir:{rootfs}"
     assert await lxc.resolve_image("template:busybox") == "template:busybox"
     for image in (str(rootfs), str(tarball), "template:busybox"):
-        inst = await lxc.create(request(lxc, image))
+        # as a version pins them (image_id): the daemon hands the pin back at every create
+        req = request(lxc, image)
+        req = attrs.evolve(req, spec=attrs.evolve(req.spec, image_id=await lxc.resolve_image(image)))
+        inst = await lxc.create(req)
         assert inst.state == InstanceState.RUNNING, image
         assert await lxc.exec(inst, ["sh", "-c", "echo ok"], timeout=20) == (0, b"ok\n"), image
         await lxc.remove(inst)
+    # a tarball that changed after its version pinned it is refused, not silently taken
+    stale = request(lxc, str(tarball))
+    stale = attrs.evolve(stale, spec=attrs.evolve(stale.spec, image_id="sha256:" + "0" * 64))
+    with pytest.raises(ImageNotFound, match="changed since the version was made"):
+        await lxc.create(stale)
     for missing in (str(tmp_path / "nope"), "template:no-such-template"):
         with pytest.raises(ImageNotFound, match=missing):
             await lxc.resolve_image(missing)
