@@ -23,7 +23,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,28 @@ class Bridges:
         # Networks seen up, so a scale-up of 20 checks the bridge once; one removed behind our back
         # makes a start fail, and the driver then ``forget``s it and ensures it again.
         self._up: dict[str, dict[str, Any]] = {}
+        # The upper half of a subnet is shared by the drivers without an IPAM (LXC, QEMU): each
+        # chooses and records an address under this lock, from what none of them has (``free``).
+        self.allocation = trio.Lock()
+        self._users: list[Callable[[str], set[str]]] = []
+
+    def add_user(self, addresses_on: Callable[[str], set[str]]) -> None:
+        """A driver that takes addresses from the upper half: ``addresses_on(network)`` says which
+        it has on that network (blocking: called in a worker thread)."""
+        self._users.append(addresses_on)
+
+    async def free(self, rec: dict[str, Any]) -> str:
+        """An address of the upper half no instance of any runtime has; the caller holds
+        ``allocation`` until its instance's record holds the address."""
+        assert self.allocation.locked(), "hold Bridges.allocation while choosing and recording an address"
+        taken: set[str] = set()
+        for addresses_on in self._users:
+            taken |= await trio.to_thread.run_sync(addresses_on, rec["name"])
+        found = next((a for a in host_addresses(rec) if a not in taken), None)
+        if found is None:
+            raise DriverError(f"network: no free address on network {rec['name']} ({rec['subnet']}'s upper half "
+                              "is for LXC and VMs)")
+        return found
 
     def _file(self, network: str) -> Path:
         return self.path / f"{network}.json"

@@ -68,7 +68,7 @@ from typing import Any
 import structlog
 import trio
 
-from mariposa.bridges import Bridges, gateway, host_addresses, prefix, project_network
+from mariposa.bridges import Bridges, gateway, prefix, project_network
 from mariposa.drivers.base import (
     MAX_LOG_LINE,
     DriverError,
@@ -241,10 +241,11 @@ class LxcDriver:
         self.owner = owner
         self.path = Path(lxc_path or os.environ.get("MARIPOSA_LXC_PATH") or DEFAULT_PATH)
         self.images = RootfsCache(owner, self.path / "images", docker_host)
-        self._lock = trio.Lock()  # addresses are handed out one at a time
+        self._lock = trio.Lock()  # network removals one at a time
         # The bridges: the daemon's, shared with the Docker driver (one project network across
         # runtimes), or the driver's own under its path.
         self.bridges = bridges or Bridges(self.path / "networks")
+        self.bridges.add_user(self._addresses_on)
         self._first_ping = True
         self._v2 = _cgroup_v2()
         # An overlay's upper dir cannot itself be on overlayfs (the kernel refuses the mount), as
@@ -391,6 +392,10 @@ class LxcDriver:
                 out[d.name] = side
         return out
 
+    def _addresses_on(self, network: str) -> set[str]:
+        """The addresses this driver's instances have on ``network`` (blocking)."""
+        return {a for side in self._all_sidecars().values() if (a := side.get("addresses", {}).get(network))}
+
     async def volumes(self, project_name: str) -> list[VolumeInfo]:
         def scan() -> list[VolumeInfo]:
             sides = self._all_sidecars()
@@ -494,19 +499,12 @@ class LxcDriver:
                 rec = await self._ensure_net(runtime, {LABEL_OWNER: self.owner, LABEL_PROJECT_NAME: req.project_name,
                                                        LABEL_NETWORK: ref.name})
             nets.append(rec)
-        async with self._lock:
+        async with self.bridges.allocation:
             await trio.to_thread.run_sync(self._ensure_layout)
-            sides = await trio.to_thread.run_sync(self._all_sidecars)
             addresses: dict[str, str] = {}
             for rec in nets:
-                if not rec.get("subnet"):
-                    continue
-                taken = {s.get("addresses", {}).get(rec["name"]) for s in sides.values()}
-                free = next((h for h in host_addresses(rec) if h not in taken), None)
-                if free is None:
-                    raise DriverError(f"lxc: create {name}: no free address on network {rec['name']} "
-                                      f"({rec['subnet']}'s upper half is LXC's and VMs')")
-                addresses[rec["name"]] = free
+                if rec.get("subnet"):
+                    addresses[rec["name"]] = await self.bridges.free(rec)
             await trio.to_thread.run_sync(self._write_instance, req, name, home, base, nets, addresses)
 
     def _rootfs_copied(self) -> bool:
