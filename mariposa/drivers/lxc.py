@@ -51,7 +51,6 @@ project's DNS responder on the bridge's gateway (mariposa/dns/) unless the manif
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -70,7 +69,6 @@ import trio
 
 from mariposa.bridges import Bridges, gateway, prefix, project_network
 from mariposa.drivers.base import (
-    MAX_LOG_LINE,
     DriverError,
     DriverEvent,
     LogLine,
@@ -80,6 +78,7 @@ from mariposa.drivers.base import (
     VolumeInUse,
     identity_from_labels,
 )
+from mariposa.drivers.journal import Journal, read_log
 from mariposa.drivers.rootfs import RootfsCache
 from mariposa.model import (
     LABEL_INSTANCE,
@@ -87,7 +86,6 @@ from mariposa.model import (
     LABEL_OWNER,
     LABEL_PROJECT,
     LABEL_PROJECT_NAME,
-    LABEL_SERVICE,
     LABEL_VOLUME,
     CreateRequest,
     Instance,
@@ -107,11 +105,8 @@ MDATA_TARGET = "run/mariposa/mdata"
 DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The journal is read when inotify says the LXC path changed, and at least this often (a thread
 # hop and a read: at 0.1 s, polling alone cost an idle daemon 1.2 % of a core).
-POLL = 1.0
-IN_MODIFY, IN_CREATE, IN_MOVED_TO = 0x2, 0x100, 0x80
 HOOK_GRACE = 3.0
 HALF_MADE_AGE = 60.0
-JOURNAL_MAX = 16 << 20  # about 100,000 events
 
 _STATES = {
     "RUNNING": InstanceState.RUNNING,
@@ -241,6 +236,7 @@ class LxcDriver:
         self.owner = owner
         self.path = Path(lxc_path or os.environ.get("MARIPOSA_LXC_PATH") or DEFAULT_PATH)
         self.images = RootfsCache(owner, self.path / "images", docker_host)
+        self.journal = Journal(self.path, "lxc")
         self._lock = trio.Lock()  # network removals one at a time
         # The bridges: the daemon's, shared with the Docker driver (one project network across
         # runtimes), or the driver's own under its path.
@@ -285,14 +281,6 @@ class LxcDriver:
     async def _side(self, name: str) -> dict[str, Any] | None:
         return await trio.to_thread.run_sync(self._sidecar, name)
 
-    def _journal(self, action: str, labels_or_side: dict[str, Any], name: str) -> None:
-        labels = labels_or_side.get("labels", {})
-
-        entry = {"t": time.time(), "a": action, "i": labels.get(LABEL_INSTANCE, ""),
-                 "p": labels.get(LABEL_PROJECT, ""), "s": labels.get(LABEL_SERVICE, ""), "n": name, "x": ""}
-        with open(self.path / "events.log", "a") as f:
-            f.write(json.dumps(entry) + "\n")
-
     # ---- protocol: runtime and images ---------------------------------------------------------
 
     async def ping(self) -> None:
@@ -302,19 +290,9 @@ class LxcDriver:
             await trio.to_thread.run_sync(self._ensure_layout)
             await trio.to_thread.run_sync(self._sweep_half_made, 0.0 if self._first_ping else HALF_MADE_AGE)
             self._first_ping = False
-            await trio.to_thread.run_sync(self._rotate_journal)
+            await trio.to_thread.run_sync(self.journal.rotate)
         except OSError as exc:
             raise RuntimeUnavailable(f"lxc: cannot use {self.path}: {exc}") from None
-
-    def _rotate_journal(self) -> None:
-        """Past ``JOURNAL_MAX`` bytes the journal starts afresh (the old one kept as ``.1``); a
-        subscriber sees the new inode and reads on from its start."""
-        journal = self.path / "events.log"
-        try:
-            if journal.stat().st_size > JOURNAL_MAX:
-                os.replace(journal, journal.with_name("events.log.1"))
-        except FileNotFoundError:
-            pass
 
     def _sweep_half_made(self, age: float) -> None:
         """Instance directories without a config are creates a crash cut short (the config is
@@ -481,7 +459,7 @@ class LxcDriver:
         return inst
 
     async def _journal_async(self, action: str, side: dict[str, Any], name: str) -> None:
-        await trio.to_thread.run_sync(self._journal, action, side, name)
+        await trio.to_thread.run_sync(self.journal.append, action, side.get("labels", {}), name)
 
     async def _make(self, req: CreateRequest, name: str, home: Path, base: Path) -> None:
         """The instance's directory, sidecar and LXC config (written last: ``lxc-ls`` lists a
@@ -776,56 +754,7 @@ class LxcDriver:
         return states
 
     def events(self, since: str | None = None) -> AsyncIterator[DriverEvent]:
-        """The journal from cursor ``since`` ("INODE:OFFSET", just after the event that carried
-        it), or from its end now. A cursor of a journal rotated since (another inode) resumes at
-        the new journal's start: what fell between is for the daemon's periodic resync."""
-        journal = self.path / "events.log"
-        if since is None:
-            try:
-                st = journal.stat()
-                inode, offset = st.st_ino, st.st_size
-            except OSError:
-                inode, offset = 0, 0
-        else:
-            try:
-                inode_text, _, offset_text = since.partition(":")
-                inode, offset = int(inode_text), int(offset_text)
-            except ValueError:
-                raise ValueError(f"not an LXC event cursor: {since!r}") from None
-        return self._events(journal, inode, offset)
-
-    async def _events(self, journal: Path, inode: int, offset: int) -> AsyncIterator[DriverEvent]:
-        await trio.to_thread.run_sync(lambda: self.path.mkdir(parents=True, exist_ok=True))
-        watch = _Watch(self.path)  # before the first read, so no append between the two is missed
-        try:
-            async for event in self._journal_from(journal, inode, offset, watch):
-                yield event
-        finally:
-            watch.close()
-
-    async def _journal_from(self, journal: Path, inode: int, offset: int, watch: _Watch
-                            ) -> AsyncIterator[DriverEvent]:
-        while True:
-            try:
-                now, chunk = await trio.to_thread.run_sync(_read_from, journal, inode, offset)
-            except OSError as exc:
-                raise RuntimeUnavailable(f"lxc: event journal {journal}: {exc}") from None
-            if now != inode:  # made or rotated since the cursor: its offsets are the new file's
-                inode, offset = now, 0
-                continue
-            end = chunk.rfind(b"\n") + 1
-            for raw in chunk[:end].splitlines(keepends=True):
-                offset += len(raw)
-                try:
-                    e = json.loads(raw)
-                except ValueError:
-                    continue
-                code = str(e.get("x") or "")
-                yield DriverEvent(action=e.get("a", ""), instance_id=e.get("i") or None,
-                                  project_id=e.get("p") or None, service=e.get("s") or None,
-                                  exit_code=int(code) if code.lstrip("-").isdigit() else None,
-                                  cursor=f"{inode}:{offset}")
-            await watch.wait(POLL)
+        return self.journal.events(since)
 
     async def exec(self, inst: Instance, argv: list[str], timeout: float, user: str | None = None
                    ) -> tuple[int, bytes]:
@@ -854,7 +783,7 @@ class LxcDriver:
         home = self._dir(inst.runtime_id)
         if not await trio.Path(home / "log" / "out").exists():
             raise DriverError(f"lxc: logs of {inst.name}: no such container")
-        lines, offset = await trio.to_thread.run_sync(_read_log, home / "log", 0, not follow)
+        lines, offset = await trio.to_thread.run_sync(read_log, home / "log", 0, not follow)
         picked = [line for line in lines if since is None or line.when >= since]
         if tail is not None:
             picked = picked[-tail:] if tail > 0 else []
@@ -864,96 +793,13 @@ class LxcDriver:
             return
         while True:
             running = await self._state(inst.runtime_id) in ("RUNNING", "STARTING", "STOPPING")
-            more, offset = await trio.to_thread.run_sync(_read_log, home / "log", offset, not running)
+            more, offset = await trio.to_thread.run_sync(read_log, home / "log", offset, not running)
             for line in more:
                 if since is None or line.when >= since:
                     yield line
             if not running:
                 return
             await trio.sleep(0.1)
-
-
-class _Watch:
-    """inotify on the LXC path (not its subdirectories: an instance's output never wakes it), so
-    a subscriber reads the journal when it grows instead of polling it; without inotify, ``wait``
-    is a plain sleep. Through libc by ctypes: the standard library has no inotify."""
-
-    def __init__(self, path: Path) -> None:
-        self.fd = -1
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-            if fd >= 0 and libc.inotify_add_watch(fd, os.fsencode(path), IN_MODIFY | IN_CREATE | IN_MOVED_TO) >= 0:
-                self.fd = fd
-            elif fd >= 0:
-                os.close(fd)
-        except (OSError, AttributeError):
-            self.fd = -1
-
-    async def wait(self, timeout: float) -> None:
-        with trio.move_on_after(timeout):
-            if self.fd < 0:
-                await trio.sleep_forever()
-            await trio.lowlevel.wait_readable(self.fd)
-            try:
-                while os.read(self.fd, 65536):  # what changed does not matter: the journal is read
-                    pass
-            except BlockingIOError:
-                pass
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            trio.lowlevel.notify_closing(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-
-
-def _read_from(path: Path, inode: int, offset: int) -> tuple[int, bytes]:
-    """(the journal's inode, what it holds from ``offset`` if that is still ``inode``)."""
-    try:
-        with open(path, "rb") as f:
-            now = os.fstat(f.fileno()).st_ino
-            if now != inode:
-                return now, b""
-            f.seek(offset)
-            return now, f.read()
-    except FileNotFoundError:
-        return 0, b""
-
-
-def _read_log(folder: Path, offset: int, to_end: bool) -> tuple[list[LogLine], int]:
-    """Lines of ``folder/out`` from ``offset``: whole lines, and a last one without a newline
-    when ``to_end``. New bytes are stamped in ``folder/index`` ("END MTIME") when first seen."""
-    out = folder / "out"
-    with open(out, "rb") as f:
-        data = f.read()
-        mtime = round(os.fstat(f.fileno()).st_mtime, 6)  # as the index keeps it, so every read agrees
-    index: list[tuple[int, float]] = []
-    try:
-        for row in (folder / "index").read_text().splitlines():
-            end, stamp = row.split()
-            index.append((int(end), float(stamp)))
-    except (OSError, ValueError):
-        index = []
-    if len(data) > (index[-1][0] if index else 0):
-        index.append((len(data), mtime))
-        with open(folder / "index", "a") as f:
-            f.write(f"{len(data)} {mtime:.6f}\n")
-    lines: list[LogLine] = []
-    pos = offset
-    cut = data.rfind(b"\n") + 1 if not to_end else len(data)
-    i = 0
-    while pos < cut:
-        nl = data.find(b"\n", pos, cut)
-        stop = cut if nl < 0 else nl
-        while i < len(index) - 1 and index[i][0] <= pos:
-            i += 1
-        when = index[i][1] if index else mtime
-        text = data[pos:stop].removesuffix(b"\r")  # a console's lines end in CR LF
-        for piece in range(0, max(len(text), 1), MAX_LOG_LINE):
-            lines.append(LogLine(when, text[piece:piece + MAX_LOG_LINE]))
-        pos = stop + 1 if nl >= 0 else stop
-    return lines, pos
 
 
 _ENDED = re.compile(rb"Child <\d+> ended on (error|signal) [A-Za-z0-9]*\(?(\d+)\)")

@@ -10,12 +10,12 @@ import pytest
 
 from mariposa.bridges import bridge_name, project_network
 from mariposa.drivers.base import MAX_LOG_LINE, DriverError
+from mariposa.drivers.journal import read_log as _read_log
 from mariposa.drivers.lxc import (
     HOOK_GRACE,
     _exit_code,
     _mac,
     _passwd_lookup,
-    _read_log,
     _resource_keys,
 )
 
@@ -95,20 +95,20 @@ async def test_the_event_journal_resumes_from_a_cursor_and_across_a_rotation(tmp
     def side(i: str) -> dict:
         return {"labels": {LABEL_INSTANCE: i, LABEL_PROJECT: "p", LABEL_SERVICE: "s"}}
 
-    driver._journal("create", side("before"), "n0")  # before the subscription: never delivered
+    driver.journal.append("create", side("before")["labels"], "n0")  # before the subscription: never delivered
     async with aclosing(driver.events()) as stream:
-        driver._journal("create", side("a"), "n1")
+        driver.journal.append("create", side("a")["labels"], "n1")
         with trio.fail_after(5):
             first = await stream.__anext__()
     assert (first.action, first.instance_id, first.project_id, first.service) == ("create", "a", "p", "s")
-    driver._journal("die", side("b"), "n2")
-    driver._rotate_journal()  # small: kept
+    driver.journal.append("die", side("b")["labels"], "n2")
+    driver.journal.rotate()  # small: kept
     async with aclosing(driver.events(since=first.cursor)) as stream:
         with trio.fail_after(5):
             second = await stream.__anext__()
     assert (second.action, second.instance_id) == ("die", "b")
     (tmp_path / "events.log").rename(tmp_path / "events.log.1")  # as _rotate_journal does past its size
-    driver._journal("destroy", side("c"), "n3")
+    driver.journal.append("destroy", side("c")["labels"], "n3")
     async with aclosing(driver.events(since=second.cursor)) as stream:
         with trio.fail_after(5):
             third = await stream.__anext__()
