@@ -227,6 +227,8 @@ class ServiceSpec:
     ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard)
     stop_signal: str | None = None
     init: bool = True
+    accel: str | None = None  # a VM's accelerator: auto | kvm | tcg (None: the daemon's qemu_accel)
+    boot_timeout: float | None = None  # a VM's seconds to readiness (None: 60 under TCG, 20 under KVM)
     network_mode: str | None = None  # None: the project's network; "host"
     privileged: bool = False
     volumes: tuple[MountSpec, ...] = ()

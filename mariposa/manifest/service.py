@@ -34,6 +34,7 @@ from mariposa.manifest.scheduling import _SchedulingChecks
 from mariposa.manifest.shapes import _shown
 from mariposa.manifest.supervision import _SupervisionChecks
 from mariposa.manifest.units import format_size
+from mariposa.manifest.vm import _VmChecks
 from mariposa.manifest.volumes import _VolumeChecks
 from mariposa.model import PULL_POLICIES, PortSpec
 from mariposa.packages import package_names, resolve_package
@@ -42,7 +43,8 @@ from mariposa.packages import package_names, resolve_package
 MDATA_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 
 
-class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _SupervisionChecks, _SchedulingChecks):
+class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _SupervisionChecks, _SchedulingChecks,
+                     _VmChecks):
     """Checks the options of one service; ``run`` gives ``ServiceSpec`` fields or ``None``."""
 
     def run(self) -> dict[str, Any] | None:
@@ -109,6 +111,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
         self.container_cross_checks()
         if compute == "infrastructure":
             self.lx_cross_checks()
+        self.vm_cross_checks(compute)
         self.network_cross_checks()
         if self.env_from_files:
             # an env file's text is literal: its '{{' is no template (rendering gives it back as is)
@@ -140,9 +143,9 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
         if value is None:
             return
         self.fields["compute_type"] = COMPUTE_TYPES[value]
-        if COMPUTE_TYPES[value] not in ("docker", "infrastructure"):
-            self.problem(at, f"compute_type {value!r} is not supported yet (docker, and infrastructure, lx or "
-                             "smartmachine on LXC)")
+        if COMPUTE_TYPES[value] not in ("docker", "infrastructure", "kvm"):
+            self.problem(at, f"compute_type {value!r} is not supported yet (docker; infrastructure, lx or "
+                             "smartmachine on LXC; kvm, vm or hvm on QEMU)")
 
     def image(self, at: _At) -> None:
         value = self.string(at)
@@ -498,4 +501,7 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "networks": _ServiceChecks.networks,
     "depends_on": _ServiceChecks.depends_on,
     "secrets": _ServiceChecks.secrets,
+    # virtual machines (manifest/vm.py)
+    "accel": _ServiceChecks.accel,
+    "boot_timeout": _ServiceChecks.boot_timeout,
 }

@@ -252,6 +252,8 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
     "stop_signal": st.sampled_from(["SIGINT", "TERM", "SIGFOO", "9", "99", "SIGRTMIN+3", ""]),
     "mdata_signal": st.sampled_from(["SIGHUP", "usr1", "SIGFOO", "0", "64", ""]),
     "init": st.one_of(st.booleans(), words),
+    "accel": st.sampled_from(["auto", "kvm", "tcg", "KVM", "hvf", ""]),
+    "boot_timeout": st.one_of(numbers, words),
     "pull": st.one_of(st.sampled_from(["missing", "always", "never", "if_not_present", "", "Always"]), st.booleans()),
     "network_mode": st.sampled_from(["host", "bridge", "none", "service:x", ""]),
     "privileged": st.one_of(st.booleans(), words),
