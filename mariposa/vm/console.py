@@ -12,7 +12,9 @@ Lines from the guest (console ``ttyS0`` and control channel ``ttyS1``)::
 Lines to the guest, on the control channel (``control_line`` builds them)::
 
     SIGNAL NAME                     kill -NAME the command (TERM for a graceful stop)
-    EXEC ID B64ARGV                 run argv (base64 of the args joined by NUL) in the image
+    EXEC ID B64ARGV                 run argv (base64 of the args joined by NUL) in the image, as
+                                    the command runs (environment, user, workdir); its answer
+                                    carries the first 256 KiB of its output
     PING ID
 
 Why the control channel is the second ISA serial port and not virtio-console: ``-M microvm``
@@ -88,10 +90,16 @@ def control_line(kind: str, *args: str | list[str]) -> bytes:
     raise ValueError(f"not a control line: {kind} {args!r}")
 
 
-def command_line(ip_cidr: str | None, gateway: str | None, dns: list[str], hostname: str | None) -> str:
-    """The guest kernel's command line: the console, TCG's TSC, power off on panic, and what
-    ``/init`` configures (address with prefix, gateway, resolvers, hostname)."""
-    parts = ["console=ttyS0", "quiet", f"tsc_early_khz={TSC_KHZ}", "panic=-1", "pci=off", "root=/dev/vda"]
+def command_line(ip_cidr: str | None, gateway: str | None, dns: list[str], hostname: str | None, *,
+                 tsc_khz: int | None = TSC_KHZ) -> str:
+    """The guest kernel's command line: the console, TCG's TSC (``tsc_khz=None`` under KVM, whose
+    guests read the TSC's frequency from the hypervisor), end on panic (``panic=-1`` reboots at
+    once, which ``-no-reboot`` turns into QEMU's exit), and what ``/init`` configures (address with
+    prefix, gateway, resolvers, hostname)."""
+    parts = ["console=ttyS0", "quiet"]
+    if tsc_khz is not None:
+        parts.append(f"tsc_early_khz={int(tsc_khz)}")
+    parts += ["panic=-1", "root=/dev/vda"]
     if ip_cidr is not None:
         try:
             ipaddress.ip_interface(ip_cidr)
@@ -134,9 +142,11 @@ def _socket(path: Path | str, what: str) -> str:
 def qemu_argv(*, vmlinux: Path, initrd: Path, root_disk: Path, config_disk: Path, volume_disks: list[Path],
               console_log: Path, control_socket: Path, qmp_socket: Path, tap: str | None, mac: str | None,
               memory_mb: int, cpus: int, accel: str, cmdline: str,
-              root_format: str = "qcow2", qemu: str = "qemu-system-x86_64") -> list[str]:
+              root_format: str = "qcow2", console_append: bool = False,
+              qemu: str = "qemu-system-x86_64") -> list[str]:
     """The whole ``qemu-system-x86_64`` command of one VM. Disks appear in the guest in the order
-    given: root ``/dev/vda``, config ``/dev/vdb``, volumes from ``/dev/vdc`` on.
+    given: root ``/dev/vda``, config ``/dev/vdb``, volumes from ``/dev/vdc`` on. The console log
+    is truncated at start unless ``console_append``.
 
     ``-M microvm``: no firmware and no PCI, so boots take what the kernel takes; the ISA serial
     ports and virtio-mmio are all it needs. ``-no-reboot``: the guest's ``reboot -f`` after the
@@ -162,7 +172,7 @@ def qemu_argv(*, vmlinux: Path, initrd: Path, root_disk: Path, config_disk: Path
         "-kernel", str(vmlinux),
         "-initrd", str(initrd),
         "-append", cmdline,
-        "-chardev", f"file,id=console,path={_opt(console_log)}",
+        "-chardev", f"file,id=console,path={_opt(console_log)}" + (",append=on" if console_append else ""),
         "-serial", "chardev:console",
         "-chardev", f"socket,id=control,path={_socket(control_socket, 'control')},server=on,wait=off",
         "-device", "isa-serial,chardev=control,index=1",

@@ -130,6 +130,7 @@ fi
 
 if [ ! -f $CFG/command ]; then
     # the image's own init as PID 1: a system image that starts its services itself
+    inroot test -x /sbin/init || die "no command and no /sbin/init in the image"
     umount $ROOT/.mariposa/bin
     console "MARIPOSA READY"
     exec switch_root $ROOT /sbin/init
@@ -186,7 +187,6 @@ exec_one() {
 
 control_loop() {
     mkdir -p /run/exec
-    stty -F $CTL raw -echo clocal 2>/dev/null
     while IFS= read -r line; do
         set -- $line
         case "$1" in
@@ -206,6 +206,9 @@ control_loop() {
 
 ctl_pid=
 if [ -c $CTL ]; then
+    # raw before READY: the host writes only after READY, and no byte of it may be echoed back or
+    # cooked (the port keeps its settings between opens; a subshell, for the reason of say)
+    ( stty -F $CTL raw -echo clocal )
     control_loop &
     ctl_pid=$!
 fi

@@ -46,6 +46,7 @@ class Boot:
     kernel: kernel.Kernel
     initrd: Path
     base: Path
+    rootfs: Path
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +66,7 @@ def vm_boot(docker_images, tmp_path_factory) -> Boot:
     finally:
         docker("rm", cid)
     subprocess.run(["tar", "-C", str(rootfs), "-x"], input=export, check=True)
-    return Boot(kernel=k, initrd=initrd, base=disks.base_disk(rootfs, tmp / "base.raw"))
+    return Boot(kernel=k, initrd=initrd, base=disks.base_disk(rootfs, tmp / "base.raw"), rootfs=rootfs)
 
 
 class VM:
@@ -111,6 +112,14 @@ class VM:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def reconnect(self) -> None:
+        """A new connection to the control socket, as a restarted daemon makes."""
+        assert self.sock is not None
+        self.sock.close()
+        self.buffer = b""
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(str(self.control))
 
     def send(self, data: bytes) -> None:
         assert self.sock is not None
@@ -236,6 +245,10 @@ def test_exec_and_signal_on_the_control_channel(vm_boot, tmp_path):
         vm.send(console.control_line("EXEC", "fast", ["echo", "fast"]))
         answers = {vm.expect("EXITED")[1:] for _ in range(2)}
         assert answers == {("slow", "0", "slow\n"), ("fast", "0", "fast\n")}
+        # a daemon that restarts connects again and is answered as before
+        vm.reconnect()
+        vm.send(console.control_line("PING", "p-2"))
+        assert vm.expect("PONG") == ("PONG", "p-2")
         vm.send(console.control_line("EXEC", "nope", ["/no/such/program"]))
         _, _, code, out = vm.expect("EXITED", "nope")
         assert code == "127" and "/no/such/program" in out
@@ -327,3 +340,25 @@ def test_disk_images_are_probed_and_bad_ones_refused(vm_boot, tmp_path):
     with pytest.raises(DriverError, match="mkfs.ext4 failed"):
         disks.base_disk(rootfs, tmp_path / "tiny.raw", size_mb=2)
     assert not (tmp_path / "tiny.raw").exists() and not list(tmp_path.glob(".tiny.raw.*"))
+
+
+def test_without_a_command_the_images_own_init_takes_over(vm_boot, tmp_path):
+    # the test image has no /sbin/init: the init says so and the VM ends
+    with VM(vm_boot, tmp_path, command=None) as vm:
+        wait_until(lambda: "MARIPOSA ERROR" in vm.console(), timeout=BOOT, what="the init's error")
+        assert vm.wait_exit() == 0
+        assert "MARIPOSA ERROR no command and no /sbin/init in the image" in vm.console()
+    # one with busybox's init, whose rcS reports and reboots
+    rootfs = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", str(vm_boot.rootfs), str(rootfs)], check=True)
+    (rootfs / "sbin" / "init").symlink_to("/bin/busybox")
+    (rootfs / "etc" / "init.d").mkdir()
+    (rootfs / "etc" / "init.d" / "rcS").write_text(
+        "#!/bin/sh\necho \"image init is pid $PPID, busybox binds $(grep -c mariposa/bin /proc/mounts)\"\nreboot -f\n")
+    (rootfs / "etc" / "init.d" / "rcS").chmod(0o755)
+    system = attrs.evolve(vm_boot, base=disks.base_disk(rootfs, tmp_path / "system.raw"))
+    with VM(system, tmp_path, command=None) as vm:
+        wait_until(lambda: "image init is pid" in vm.console(), timeout=BOOT, what="the image's rcS")
+        assert vm.wait_exit() == 0
+        lines = [line.strip() for line in vm.console().splitlines()]
+        assert "MARIPOSA READY" in lines and "image init is pid 1, busybox binds 0" in lines

@@ -71,6 +71,8 @@ def test_command_line():
     assert words[-4:] == ["mariposa.ip=10.1.2.3/24", "mariposa.gw=10.1.2.1", "mariposa.dns=10.1.2.1,9.9.9.9",
                           "mariposa.hostname=web-1.proj"]
     assert not any(w.startswith("mariposa.") for w in console.command_line(None, None, [], None).split())
+    # under KVM the guest reads the TSC's frequency from the hypervisor
+    assert "tsc_early_khz" not in console.command_line(None, None, [], None, tsc_khz=None)
 
 
 @pytest.mark.parametrize(("args", "field"), [
@@ -126,6 +128,7 @@ def test_qemu_argv():
     # console to a file (ttyS0), control on the second serial port (ttyS1), QMP
     chardevs = options(a, "-chardev")
     assert "file,id=console,path=/i/console.log" in chardevs
+    assert "file,id=console,path=/i/console.log,append=on" in options(argv(console_append=True), "-chardev")
     assert "socket,id=control,path=/i/ctl.sock,server=on,wait=off" in chardevs
     assert "isa-serial,chardev=control,index=1" in options(a, "-device")
     assert "socket,id=qmp,path=/i/qmp.sock,server=on,wait=off" in chardevs
