@@ -5,7 +5,11 @@
 #   bash tests/run.sh -x tests/unit
 set -euo pipefail
 # openssl: the HTTPS test image; docker-registry: the registries the pull tests push to and pull from;
-# lxc and tini: the LXC driver (mariposa/drivers/lxc.py) and the init it runs commands under
-MARIPOSA_PACKAGES="openssl docker-registry lxc tini" source "$(dirname "${BASH_SOURCE[0]}")/../.ci/setup.sh"
+# lxc and tini: the LXC driver (mariposa/drivers/lxc.py) and the init it runs commands under;
+# qemu-system-x86, qemu-utils, e2fsprogs and lz4: the QEMU driver's VMs and their disks and kernel (mariposa/vm/)
+MARIPOSA_PACKAGES="openssl docker-registry lxc tini qemu-system-x86 qemu-utils e2fsprogs lz4" \
+  source "$(dirname "${BASH_SOURCE[0]}")/../.ci/setup.sh"
 cd "$MARIPOSA_ROOT"
+# the VMs' kernel, extracted once from Debian's cloud kernel package (a no-op when it is there)
+python -m mariposa.vm.kernel fetch
 exec python -m pytest -p no:cacheprovider -q "$@"
