@@ -39,10 +39,12 @@ mkdir -p /run /tmp /dev/pts /dev/shm
 console() { echo "$*" > $CONSOLE; }
 
 # A line on the control channel. The lock (mkdir is atomic) keeps the lines of concurrent EXECs
-# whole; the subshell keeps PID 1 from ever opening the port (a session leader opening a tty
-# would make it its controlling terminal).
+# whole, and is taken over after 2 s (a writer killed holding it must not silence the rest); the
+# subshell keeps PID 1 from ever opening the port (a session leader opening a tty would make it
+# its controlling terminal).
 say() (
-    while ! mkdir /run/ctl.lock 2>/dev/null; do usleep 10000; done
+    i=0
+    while ! mkdir /run/ctl.lock 2>/dev/null && [ $i -lt 200 ]; do usleep 10000; i=$((i + 1)); done
     [ -c $CTL ] && printf '%s\n' "$*" > $CTL
     rmdir /run/ctl.lock
 )

@@ -233,7 +233,13 @@ def fetch(dest: Path) -> None:
         work = Path(tmp)
         # apt drops to user _apt for downloads, which cannot write a root-owned temp dir
         os.chmod(work, 0o777)
-        _run(["apt-get", "download", "-q", package], cwd=work)
+        try:
+            _run(["apt-get", "download", "-q", package], cwd=work)
+        except RuntimeUnavailable:
+            # package lists older than the mirror name a version it no longer has
+            _run(["apt-get", "update", "-qq"])
+            package = _package()
+            _run(["apt-get", "download", "-q", package], cwd=work)
         debs = sorted(work.glob("*.deb"))
         if not debs:
             raise RuntimeUnavailable(f"qemu kernel: apt-get download {package} left no .deb")
