@@ -30,6 +30,9 @@ from typing import Any
 import trio
 
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
+from mariposa.model import LABEL_NETWORK, LABEL_PROJECT_NAME
+
+Member = tuple[str, str | None]  # an instance on a network: (its project's name, its address there)
 
 SUBNETS = ipaddress.IPv4Network("10.200.0.0/13")
 PREFIX = 22  # 1,022 addresses a network: 510 for Docker's IPAM, 509 for LXC and VMs
@@ -92,20 +95,26 @@ class Bridges:
         # The upper half of a subnet is shared by the drivers without an IPAM (LXC, QEMU): each
         # chooses and records an address under this lock, from what none of them has (``free``).
         self.allocation = trio.Lock()
-        self._users: list[Callable[[str], set[str]]] = []
+        self._users: list[Callable[[str], dict[str, Member]]] = []
+        self._removals = trio.Lock()
 
-    def add_user(self, addresses_on: Callable[[str], set[str]]) -> None:
-        """A driver that takes addresses from the upper half: ``addresses_on(network)`` says which
-        it has on that network (blocking: called in a worker thread)."""
-        self._users.append(addresses_on)
+    def add_user(self, members: Callable[[str], dict[str, Member]]) -> None:
+        """A driver whose instances join these bridges (LXC, QEMU): ``members(network)`` says which
+        of its instances are on that network, as name -> (project name, address or None)
+        (blocking: called in a worker thread)."""
+        self._users.append(members)
+
+    async def members(self, network: str) -> dict[str, Member]:
+        found: dict[str, Member] = {}
+        for members in self._users:
+            found.update(await trio.to_thread.run_sync(members, network))
+        return found
 
     async def free(self, rec: dict[str, Any]) -> str:
         """An address of the upper half no instance of any runtime has; the caller holds
         ``allocation`` until its instance's record holds the address."""
         assert self.allocation.locked(), "hold Bridges.allocation while choosing and recording an address"
-        taken: set[str] = set()
-        for addresses_on in self._users:
-            taken |= await trio.to_thread.run_sync(addresses_on, rec["name"])
+        taken = {address for _project, address in (await self.members(rec["name"])).values() if address}
         found = next((a for a in host_addresses(rec) if a not in taken), None)
         if found is None:
             raise DriverError(f"network: no free address on network {rec['name']} ({rec['subnet']}'s upper half "
@@ -189,6 +198,26 @@ class Bridges:
             await _forward_rule(bridge, add=True)
             self._up[network] = rec
             return rec
+
+    async def remove_project(self, project_id: str, project_name: str = "") -> list[str]:
+        """The project's bridge goes, and the networks it made for others to join (``networks:``,
+        not external) that no other project's instance is on; one line for each kept."""
+        async with self._removals:
+            await self.drop(project_network(project_id))
+            if not project_name:
+                return []
+            kept = []
+            for rec in await self.records():
+                labels = rec.get("labels", {})
+                if labels.get(LABEL_PROJECT_NAME) != project_name or LABEL_NETWORK not in labels:
+                    continue
+                users = sorted(name for name, (project, _address) in (await self.members(rec["name"])).items()
+                               if project != project_name)
+                if users:
+                    kept.append(f"network {rec['name']} is kept, still in use by {', '.join(users)}")
+                else:
+                    await self.drop(rec["name"])
+            return kept
 
     async def drop(self, network: str) -> None:
         """The bridge, its rule and its record go; a network already gone is not an error."""

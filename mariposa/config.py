@@ -47,6 +47,11 @@ class DaemonConfig:
     # Where the LXC driver keeps its containers, base images and networks (drivers/lxc.py);
     # None: STATE_DIR/lxc. The LXC driver is there only on a host with LXC installed.
     lxc_path: str | None = None
+    # The QEMU driver's VMs, base disks and kernel (drivers/qemu.py): None is STATE_DIR/qemu and
+    # /var/lib/mariposa/kernel; qemu_accel is the accelerator of VMs whose manifest says none.
+    qemu_path: str | None = None
+    kernel_dir: str | None = None
+    qemu_accel: str = "auto"
     log_format: str = "auto"
     log_level: str = "info"
     resync: float = 10.0
@@ -153,6 +158,7 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     kinds: dict[str, type | tuple[type, ...]] = {
         "state_dir": str, "socket": str, "secret_key_file": str, "run_dir": str,
         "manifest_dir": str, "docker_host": str, "lxc_path": str, "log_format": str,
+        "qemu_path": str, "kernel_dir": str, "qemu_accel": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
         "allow_privileged": bool,
         "resync": (int, float), "rescan": (int, float), "parallelism": int, "socket_group": (str, int),
@@ -172,6 +178,8 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
         values["socket_group"] = str(values["socket_group"])
     if values.get("log_format", "auto") not in LOG_FORMATS:
         raise _problem(path, text, "log_format", f"expected one of {', '.join(LOG_FORMATS)}")
+    if values.get("qemu_accel", "auto") not in ("auto", "kvm", "tcg"):
+        raise _problem(path, text, "qemu_accel", "expected one of auto, kvm, tcg")
     if values.get("log_level", "info") not in LOG_LEVELS:
         raise _problem(path, text, "log_level", f"expected one of {', '.join(LOG_LEVELS)}")
     for key in ("resync", "rescan", "parallelism"):

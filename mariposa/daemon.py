@@ -100,8 +100,9 @@ async def watch_driver_events(ctx: Context, driver: Driver) -> None:
 
 def default_drivers(owner: str, config: DaemonConfig) -> dict[str, Driver]:
     """One driver per compute type the host can run: Docker always (its absence is a runtime to
-    wait for), LXC (``infrastructure``) where the lxc tools are installed, so a Docker-only host
-    never lists instances through a runtime it does not have."""
+    wait for), LXC (``infrastructure``) where the lxc tools are installed and QEMU (``kvm``) where
+    qemu-system-x86_64 is, so a Docker-only host never lists instances through a runtime it does
+    not have. All three share the project bridges (mariposa/bridges.py)."""
     import shutil
 
     from mariposa.bridges import Bridges
@@ -115,6 +116,13 @@ def default_drivers(owner: str, config: DaemonConfig) -> dict[str, Driver]:
         lxc = LxcDriver(owner, config.lxc_path or str(Path(config.state_dir) / "lxc"), config.docker_host,
                         bridges=bridges)
         drivers[lxc.compute_type] = lxc
+    if shutil.which("qemu-system-x86_64"):
+        from mariposa.drivers.qemu import QemuDriver
+
+        qemu = QemuDriver(owner, config.qemu_path or str(Path(config.state_dir) / "qemu"), config.docker_host,
+                          bridges=bridges, kernel_dir=config.kernel_dir, accel=config.qemu_accel,
+                          run_dir=Path(config.run_dir) / "qemu")
+        drivers[qemu.compute_type] = qemu
     return drivers
 
 
@@ -140,7 +148,8 @@ class Daemon:
             log.error("configuration not reloaded; keeping the running one", error=exc.message)
             systemd.notify("READY=1")
             return
-        for key in ("state_dir", "socket", "manifest_dir", "docker_host", "lxc_path", "secret_key_file", "run_dir"):
+        for key in ("state_dir", "socket", "manifest_dir", "docker_host", "lxc_path", "qemu_path", "kernel_dir",
+                    "secret_key_file", "run_dir"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import httpx
+import trio
 
 from mariposa import config as configuration
 
@@ -78,6 +79,30 @@ def _lxc_extras() -> list[dict]:
     return out
 
 
+def _qemu_extras(cfg: configuration.DaemonConfig) -> list[dict]:
+    """Mariposa's guest kernel, and which accelerator boots it here (a probe boot, kept)."""
+    from mariposa.drivers.base import RuntimeUnavailable
+    from mariposa.vm import accel, kernel
+
+    try:
+        found = kernel.find(Path(cfg.kernel_dir) if cfg.kernel_dir else None)
+    except RuntimeUnavailable as exc:
+        return [_check("vm kernel", "fail", str(exc), "python -m mariposa.vm.kernel fetch (tests/run.sh does)")]
+    out = [_check("vm kernel", "ok", f"{found.vmlinux} ({found.version})")]
+    path = Path(cfg.qemu_path or Path(cfg.state_dir) / "qemu")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        works, why = trio.run(accel.probe, found, path)
+    except OSError as exc:
+        return out + [_check("accelerator", "warn", f"not probed: {exc}")]
+    if works:
+        out.append(_check("accelerator", "ok", f"KVM: {why}"))
+    else:
+        out.append(_check("accelerator", "warn", f"TCG (software emulation, slower boots): {why}",
+                          "VMs run all the same; for KVM, a host with VMX/SVM and /dev/kvm"))
+    return out
+
+
 def _kvm() -> dict:
     if not Path("/dev/kvm").exists():
         return _check("kvm", "warn", "/dev/kvm missing: QEMU VMs would run without acceleration",
@@ -132,6 +157,8 @@ def run_checks(config_path: str | None, state_dir: str | None, socket: str) -> l
         results += _lxc_extras()
     results.append(_binary("qemu", ["qemu-system-x86_64"], "qemu-system-x86", "needed for compute_type kvm"))
     results.append(_kvm())
+    if shutil.which("qemu-system-x86_64"):
+        results += _qemu_extras(cfg)
     results.append(_binary("busybox", ["busybox"], "busybox-static", "the examples' local image is built from it"))
     results.append(_state_dir(cfg.state_dir))
     if cfg.manifest_dir:

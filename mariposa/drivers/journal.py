@@ -17,7 +17,7 @@ import ctypes
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,15 @@ JOURNAL_MAX = 16 << 20  # about 100,000 events
 class Journal:
     """``DIR/events.log``; ``runtime`` names it in errors."""
 
-    def __init__(self, path: Path, runtime: str) -> None:
+    def __init__(self, path: Path, runtime: str, tick: Callable[[], Awaitable[None]] | None = None,
+                 poll: float = POLL) -> None:
         self.path = path
         self.file = path / "events.log"
         self.runtime = runtime
+        # Run before each read of a subscription: a driver whose runtime has no hook of its own to
+        # journal an instance's end (QEMU) looks for ended ones there, at least every ``poll`` s.
+        self.tick = tick
+        self.poll = poll
 
     def append(self, action: str, labels: dict[str, Any], name: str, exit_code: int | None = None) -> None:
         """Blocking: call from a worker thread."""
@@ -89,6 +94,8 @@ class Journal:
     async def _journal_from(self, journal: Path, inode: int, offset: int, watch: _Watch
                             ) -> AsyncIterator[DriverEvent]:
         while True:
+            if self.tick is not None:
+                await self.tick()
             try:
                 now, chunk = await trio.to_thread.run_sync(_read_from, journal, inode, offset)
             except OSError as exc:
@@ -108,7 +115,7 @@ class Journal:
                                   project_id=e.get("p") or None, service=e.get("s") or None,
                                   exit_code=int(code) if code.lstrip("-").isdigit() else None,
                                   cursor=f"{inode}:{offset}")
-            await watch.wait(POLL)
+            await watch.wait(self.poll)
 
 
 class _Watch:

@@ -80,6 +80,7 @@ from mariposa.drivers.base import (
 )
 from mariposa.drivers.journal import Journal, read_log
 from mariposa.drivers.rootfs import RootfsCache
+from mariposa.drivers.rootfs import passwd_lookup as _passwd_lookup
 from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_NETWORK,
@@ -196,31 +197,6 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def _passwd_lookup(roots: list[Path], user: str) -> tuple[int, int]:
-    """NAME, UID or UID:GID as (uid, gid), names looked up in the container's /etc/passwd."""
-    name, _, group = user.partition(":")
-    entries: dict[str, tuple[int, int]] = {}
-    for root in roots:
-        try:
-            for line in (root / "etc/passwd").read_text().splitlines():
-                parts = line.split(":")
-                if len(parts) >= 4 and parts[0] not in entries and parts[2].isdigit() and parts[3].isdigit():
-                    entries[parts[0]] = (int(parts[2]), int(parts[3]))
-        except OSError:
-            continue
-    if name.isdigit():
-        uid = int(name)
-        gid = next((g for u, g in entries.values() if u == uid), uid)
-    elif name in entries:
-        uid, gid = entries[name]
-    else:
-        raise DriverError(f"lxc: user {name!r} is not in the container's /etc/passwd")
-    if group:
-        if not group.isdigit():
-            raise DriverError(f"lxc: group {group!r} must be a number")
-        gid = int(group)
-    return uid, gid
-
 
 class LxcDriver:
     """Driver protocol over LXC; see the module docstring for the layout on disk."""
@@ -237,11 +213,10 @@ class LxcDriver:
         self.path = Path(lxc_path or os.environ.get("MARIPOSA_LXC_PATH") or DEFAULT_PATH)
         self.images = RootfsCache(owner, self.path / "images", docker_host)
         self.journal = Journal(self.path, "lxc")
-        self._lock = trio.Lock()  # network removals one at a time
         # The bridges: the daemon's, shared with the Docker driver (one project network across
         # runtimes), or the driver's own under its path.
         self.bridges = bridges or Bridges(self.path / "networks")
-        self.bridges.add_user(self._addresses_on)
+        self.bridges.add_user(self._members)
         self._first_ping = True
         self._v2 = _cgroup_v2()
         # An overlay's upper dir cannot itself be on overlayfs (the kernel refuses the mount), as
@@ -336,24 +311,7 @@ class LxcDriver:
                                                              LABEL_PROJECT_NAME: project_name})
 
     async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:
-        async with self._lock:
-            await self.bridges.drop(project_network(project_id))
-            if not project_name:
-                return []
-            kept = []
-            sides = await trio.to_thread.run_sync(self._all_sidecars)
-            for rec in await self.bridges.records():
-                labels = rec.get("labels", {})
-                if labels.get(LABEL_PROJECT_NAME) != project_name or LABEL_NETWORK not in labels:
-                    continue
-                users = sorted(name for name, side in sides.items()
-                               if rec["name"] in side.get("networks", ())
-                               and side["labels"].get(LABEL_PROJECT_NAME) != project_name)
-                if users:
-                    kept.append(f"network {rec['name']} is kept, still in use by {', '.join(users)}")
-                else:
-                    await self.bridges.drop(rec["name"])
-            return kept
+        return await self.bridges.remove_project(project_id, project_name)
 
     async def network_exists(self, name: str) -> bool:
         return await self.bridges.exists(name)
@@ -370,9 +328,10 @@ class LxcDriver:
                 out[d.name] = side
         return out
 
-    def _addresses_on(self, network: str) -> set[str]:
-        """The addresses this driver's instances have on ``network`` (blocking)."""
-        return {a for side in self._all_sidecars().values() if (a := side.get("addresses", {}).get(network))}
+    def _members(self, network: str) -> dict[str, tuple[str, str | None]]:
+        """This driver's instances on ``network`` (blocking): see Bridges.add_user."""
+        return {name: (side["labels"].get(LABEL_PROJECT_NAME, ""), side.get("addresses", {}).get(network))
+                for name, side in self._all_sidecars().items() if network in side.get("networks", ())}
 
     async def volumes(self, project_name: str) -> list[VolumeInfo]:
         def scan() -> list[VolumeInfo]:

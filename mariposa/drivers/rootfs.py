@@ -57,6 +57,32 @@ async def _run(*argv: str, what: str) -> None:
         raise DriverError(f"{what}: {out or f'exit {done.returncode}'}")
 
 
+def passwd_lookup(roots: list[Path], user: str) -> tuple[int, int]:
+    """NAME, UID or UID:GID as (uid, gid), names looked up in the container's /etc/passwd."""
+    name, _, group = user.partition(":")
+    entries: dict[str, tuple[int, int]] = {}
+    for root in roots:
+        try:
+            for line in (root / "etc/passwd").read_text().splitlines():
+                parts = line.split(":")
+                if len(parts) >= 4 and parts[0] not in entries and parts[2].isdigit() and parts[3].isdigit():
+                    entries[parts[0]] = (int(parts[2]), int(parts[3]))
+        except OSError:
+            continue
+    if name.isdigit():
+        uid = int(name)
+        gid = next((g for u, g in entries.values() if u == uid), uid)
+    elif name in entries:
+        uid, gid = entries[name]
+    else:
+        raise DriverError(f"user {name!r} is not in the image's /etc/passwd")
+    if group:
+        if not group.isdigit():
+            raise DriverError(f"group {group!r} must be a number")
+        gid = int(group)
+    return uid, gid
+
+
 class RootfsCache:
     """The cache under ``path``: ``ID/rootfs`` (never written once made) and ``ID/image``."""
 

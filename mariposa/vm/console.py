@@ -3,7 +3,8 @@ the ``qemu-system-x86_64`` command, and the lines the guest prints.
 
 Lines from the guest (console ``ttyS0`` and control channel ``ttyS1``)::
 
-    MARIPOSA READY                  the command is about to start (disks, network are up)
+    MARIPOSA START                  the command's output follows (console only)
+    MARIPOSA READY                  the command runs (exec'd: disks and network are up)
     MARIPOSA EXIT CODE              the command exited (128+N: killed by signal N); the VM powers off
     MARIPOSA ERROR WHAT             the init could not start the command; the VM powers off
     EXITED ID CODE B64OUTPUT        an EXEC finished (control channel only)
@@ -12,9 +13,9 @@ Lines from the guest (console ``ttyS0`` and control channel ``ttyS1``)::
 Lines to the guest, on the control channel (``control_line`` builds them)::
 
     SIGNAL NAME                     kill -NAME the command (TERM for a graceful stop)
-    EXEC ID B64ARGV                 run argv (base64 of the args joined by NUL) in the image, as
-                                    the command runs (environment, user, workdir); its answer
-                                    carries the first 256 KiB of its output
+    EXEC ID B64ARGV [UID:GID]       run argv (base64 of the args joined by NUL) in the image, as
+                                    the command runs (environment, user, workdir), or as the user
+                                    given; its answer carries the first 256 KiB of its output
     PING ID
 
 Why the control channel is the second ISA serial port and not virtio-console: ``-M microvm``
@@ -39,19 +40,20 @@ TSC_KHZ = 2300000
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
 _ID = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _SIGNAL = re.compile(r"[A-Z0-9]+\Z")
+_USER = re.compile(r"[0-9]+:[0-9]+\Z")
 # sun_path is 108 bytes with its NUL
 _MAX_SOCKET = 107
 
 
 def parse(line: str) -> tuple[str, ...] | None:
-    """One guest line as ("READY",), ("EXIT", code), ("ERROR", what), ("EXITED", id, code,
+    """One guest line as ("START",), ("READY",), ("EXIT", code), ("ERROR", what), ("EXITED", id, code,
     output) or ("PONG", id); None for anything else (kernel messages, the command's output).
     An EXITED output is decoded (UTF-8, undecodable bytes replaced)."""
     line = line.rstrip("\r\n").rstrip("\r")
     words = line.split(" ")
     if words[0] == "MARIPOSA" and len(words) >= 2:
-        if words[1] == "READY" and len(words) == 2:
-            return ("READY",)
+        if words[1] in ("READY", "START") and len(words) == 2:
+            return (words[1],)
         if words[1] == "EXIT" and len(words) == 3 and words[2].isdigit():
             return ("EXIT", words[2])
         if words[1] == "ERROR":
@@ -81,12 +83,15 @@ def control_line(kind: str, *args: str | list[str]) -> bytes:
         return f"SIGNAL {args[0]}\n".encode()
     if kind == "PING" and len(args) == 1 and isinstance(args[0], str) and _ID.match(args[0]):
         return f"PING {args[0]}\n".encode()
-    if kind == "EXEC" and len(args) == 2 and isinstance(args[0], str) and _ID.match(args[0]):
+    if kind == "EXEC" and len(args) in (2, 3) and isinstance(args[0], str) and _ID.match(args[0]):
         argv = args[1]
         if not isinstance(argv, list) or not argv or any("\0" in a for a in argv):
             raise ValueError("EXEC: argv must be a non-empty list of strings without NUL")
+        user = args[2] if len(args) == 3 else ""
+        if not isinstance(user, str) or (user and not _USER.match(user)):
+            raise ValueError(f"EXEC: user {user!r} is not UID:GID")
         joined = "\0".join(argv).encode("utf-8", "surrogateescape")
-        return f"EXEC {args[0]} {base64.b64encode(joined).decode()}\n".encode()
+        return f"EXEC {args[0]} {base64.b64encode(joined).decode()}{' ' + user if user else ''}\n".encode()
     raise ValueError(f"not a control line: {kind} {args!r}")
 
 

@@ -6,11 +6,13 @@
 # QEMU (run with -no-reboot) exits and the driver sees the command's exit like a container's.
 #
 #   console (ttyS0): the kernel's and the command's output, and the lines
-#                    "MARIPOSA READY", "MARIPOSA EXIT CODE", "MARIPOSA ERROR WHAT"
-#   control (ttyS1): host -> guest "SIGNAL NAME", "EXEC ID B64ARGV", "PING ID";
+#                    "MARIPOSA START" (the command's output follows), "MARIPOSA READY" (it runs),
+#                    "MARIPOSA EXIT CODE", "MARIPOSA ERROR WHAT"
+#   control (ttyS1): host -> guest "SIGNAL NAME", "EXEC ID B64ARGV [UID:GID]", "PING ID";
 #                    guest -> host "MARIPOSA READY", "EXITED ID CODE B64OUTPUT", "PONG ID",
 #                    "MARIPOSA EXIT CODE"
 #   kernel cmdline:  mariposa.ip=ADDR/PREFIX mariposa.gw=GW mariposa.dns=IP[,IP] mariposa.hostname=NAME
+#                    mariposa.ipN=ADDR/PREFIX (ethN, N from 1: the other networks; empty: no address)
 #   /dev/vda         the root disk (ext4), /dev/vdb the config disk (ext4, read-only), then volumes
 #   config disk:     command (one base64 arg a line), env (KEY=base64 lines), workdir, user
 #                    (UID:GID), mounts ("DEVICE TARGET ro|rw" lines), mdata/...
@@ -65,9 +67,10 @@ for m in $(cat /modules/order); do
     insmod /modules/$m.ko || console "mariposa: insmod $m failed"
 done
 
-ip= gw= dns= hostname=
+ip= gw= dns= hostname= more=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
+        mariposa.ip[0-9]=*) more="$more ${arg#mariposa.ip}" ;;  # N=ADDR/PREFIX: ethN, another network
         mariposa.ip=*) ip=${arg#*=} ;;
         mariposa.gw=*) gw=${arg#*=} ;;
         mariposa.dns=*) dns=${arg#*=} ;;
@@ -89,6 +92,12 @@ if [ -n "$ip" ]; then
     ip addr add "$ip" dev eth0 || die "cannot set address $ip"
     [ -z "$gw" ] || ip route add default via "$gw" || die "cannot set the default route via $gw"
 fi
+for nic in $more; do
+    n=${nic%%=*}
+    waitfor /sys/class/net/eth$n || die "no network device eth$n"
+    ip link set eth$n up || die "eth$n does not come up"
+    [ -z "${nic#*=}" ] || ip addr add "${nic#*=}" dev eth$n || die "cannot set address ${nic#*=} on eth$n"
+done
 [ -z "$hostname" ] || hostname "$hostname"
 
 waitfor /dev/vda || die "no root disk /dev/vda"
@@ -134,6 +143,7 @@ if [ ! -f $CFG/command ]; then
     # the image's own init as PID 1: a system image that starts its services itself
     inroot test -x /sbin/init || die "no command and no /sbin/init in the image"
     umount $ROOT/.mariposa/bin
+    console "MARIPOSA START"
     console "MARIPOSA READY"
     exec switch_root $ROOT /sbin/init
 fi
@@ -197,8 +207,10 @@ control_loop() {
                 pid=$(cat /run/command.pid 2>/dev/null) && kill -"$2" "$pid" ;;
             EXEC)
                 case "$2" in *[!A-Za-z0-9_.-]*|"") continue ;; esac
-                # detached twice: the loop reads on, and no job lingers in this shell
-                ( exec_one "$2" "$3" & ) ;;
+                case "$4" in *[!0-9:]*) continue ;; esac
+                # detached twice: the loop reads on, and no job lingers in this shell; a user
+                # (UID:GID) given is this EXEC's alone
+                ( [ -z "$4" ] || { uid=${4%%:*}; gid=${4#*:}; }; exec_one "$2" "$3" & ) ;;
             PING)
                 case "$2" in *[!A-Za-z0-9_.-]*|"") continue ;; esac
                 say "PONG $2" ;;
@@ -215,14 +227,29 @@ if [ -c $CTL ]; then
     ctl_pid=$!
 fi
 
+# READY once the command is exec'd, as a container is running once its process is: a SIGNAL
+# before would reach a shell that has not yet set the command's traps. Told by the process's name
+# (not its binary: busybox runs the image's applets as itself), which is ours, then env's, then
+# nsenter's on the way; by a watcher, detached twice so the command never has it as a child.
+ready_when_started() {
+    i=0
+    while [ $i -lt 2000 ]; do
+        case "$(cat /proc/$1/comm 2>/dev/null)" in init|env|nsenter|busybox) ;; *) break ;; esac
+        usleep 2000; i=$((i + 1))
+    done
+    console "MARIPOSA READY"
+    say "MARIPOSA READY"
+}
+exec 3>&2 2>/dev/null  # the shell's own "Terminated" when a signal ends the command: not its output
 (
     read -r pid _ < /proc/self/stat
     echo "$pid" > /run/command.pid
-    console "MARIPOSA READY"
-    say "MARIPOSA READY"
+    console "MARIPOSA START"  # what follows on the console is the command's output (its log)
+    ( ready_when_started "$pid" & )
     run_in_root $CFG/command lines
 ) < /dev/null > $CONSOLE 2>&1
 code=$?
+exec 2>&3 3>&-
 rm -f /run/command.pid
 
 [ -z "$ctl_pid" ] || kill "$ctl_pid" 2>/dev/null

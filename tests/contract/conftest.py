@@ -9,12 +9,14 @@ removes whatever carries that label afterwards, pass or fail; no branch skips.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import attrs
 import pytest
@@ -244,13 +246,100 @@ async def _lxc_kit(image: str, registries, path):
         registries.remove_local(pullable)
 
 
+@asynccontextmanager
+async def _qemu_kit(image: str, registries, path):
+    """Real QEMU (TCG here: mariposa/vm/accel.py says why) under a path of the test's own; the image
+    is the Docker test image, its files made into a base disk by the driver. VMs, taps and bridges
+    it made go after, pass or fail."""
+    import json
+    import os
+    import signal
+
+    from mariposa.drivers.qemu import QemuDriver, _pid_of
+
+    owner = f"contract-{uuid.uuid4().hex[:12]}"
+    qemu_path = path / "qemu"
+    made_bridges: list[str] = []
+    kit: Kit
+
+    async def restart() -> Driver:
+        await kit.driver.aclose()
+        kit.driver = QemuDriver(owner, qemu_path)
+        return kit.driver
+
+    async def kill(inst: Instance) -> None:
+        pid = _pid_of(qemu_path / inst.runtime_id)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+    async def create_unstarted(req: CreateRequest) -> Instance:
+        driver: QemuDriver = kit.driver  # type: ignore[assignment]
+        content_id = await driver.images.content_id(req.spec.image, req.spec.image_id)
+        base = await driver._base_disk(req.spec.image, content_id)
+        await driver._make(req, req.name, driver._dir(req.name), base)
+        [inst] = [i for i in await driver.inventory() if i.id == req.instance_id]
+        return inst
+
+    async def leftovers() -> list[str]:
+        return sorted(d.name for d in qemu_path.iterdir() if (d / "mariposa.json").exists()) \
+            if qemu_path.is_dir() else []
+
+    async def make_network(name: str) -> None:
+        await trio.run_process(["ip", "link", "add", name, "type", "bridge"], capture_stdout=True)
+        made_bridges.append(name)
+
+    def purge() -> None:
+        if qemu_path.is_dir():
+            for d in qemu_path.iterdir():
+                pid = _pid_of(d)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                side = d / "mariposa.json"
+                if side.exists():
+                    for nic in json.loads(side.read_text()).get("nics", ()):
+                        subprocess.run(["ip", "link", "del", nic["tap"]], capture_output=True, timeout=60)
+                    shutil.rmtree(Path("/run/mariposa/qemu") / json.loads(side.read_text())["tap"],
+                                  ignore_errors=True)
+            for rec in (qemu_path / "networks").glob("*.json"):
+                made_bridges.append(json.loads(rec.read_text())["bridge"])
+        for bridge in made_bridges:
+            subprocess.run(["iptables", "-w", "-D", "DOCKER-USER", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
+                           capture_output=True, timeout=60)
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=60)
+
+    pullable = registries.ref(registries.open_host, "busybox")
+    registries.remove_local(pullable)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    driver = QemuDriver(owner, qemu_path)
+    try:
+        await driver.ping()
+    except RuntimeUnavailable as exc:
+        pytest.fail(f"the qemu contract tests need QEMU and Mariposa's kernel (tests/run.sh installs both): {exc}")
+    kit = Kit(driver, image, "mariposa-test/not-there:1.0", owner, restart, kill, create_unstarted, leftovers,
+              make_network, pullable, registries.ref(registries.open_host, "nope"),
+              RegistryAuth(registries.auth_host, registries.user, registries.password),
+              f"127.0.0.1:{silent.getsockname()[1]}/{registries.prefix}/silent:v1")
+    try:
+        yield kit
+    finally:
+        silent.close()
+        await kit.driver.aclose()
+        await trio.to_thread.run_sync(purge)
+        registries.remove_local(pullable)
+
+
 @pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker),
-                        pytest.param("lxc", marks=[pytest.mark.docker, pytest.mark.lxc])])
+                        pytest.param("lxc", marks=[pytest.mark.docker, pytest.mark.lxc]),
+                        pytest.param("qemu", marks=[pytest.mark.docker, pytest.mark.qemu])])
 async def kit(request, tmp_path):
     if request.param == "fake":
         made = _fake_kit()
     elif request.param == "docker":
         made = _docker_kit(request.getfixturevalue("docker_image"), request.getfixturevalue("registries"))
+    elif request.param == "qemu":
+        made = _qemu_kit(request.getfixturevalue("docker_image"), request.getfixturevalue("registries"), tmp_path)
     else:
         made = _lxc_kit(request.getfixturevalue("docker_image"), request.getfixturevalue("registries"), tmp_path)
     async with made as kit:

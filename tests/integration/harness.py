@@ -133,8 +133,26 @@ class Daemon:
                 docker("network", "rm", *nets, check=False)
         import shutil
 
+        self.cleanup_qemu()
         self.cleanup_lxc()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def cleanup_qemu(self) -> None:
+        """The QEMU driver's VMs (under STATE_DIR/qemu) killed and their taps removed: they
+        outlive the daemon and the test's tmp dir, as LXC containers do."""
+        from mariposa.drivers.qemu import _pid_of
+
+        root = self.state_dir / "qemu"
+        if not root.is_dir():
+            return
+        for d in root.iterdir():
+            pid = _pid_of(d)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+            side = d / "mariposa.json"
+            if side.exists():
+                for nic in json.loads(side.read_text()).get("nics", ()):
+                    subprocess.run(["ip", "link", "del", nic["tap"]], capture_output=True, timeout=60)
 
     def cleanup_lxc(self) -> None:
         """The LXC driver's containers (under STATE_DIR/lxc) killed, and the bridges the daemon made

@@ -226,7 +226,8 @@ def test_the_commands_exit_code_ends_the_vm(vm_boot, tmp_path):
         print(f"boot, run and power-off in {time.monotonic() - vm.started:.1f} s")
         lines = [line.strip() for line in vm.console().splitlines()]
         assert "about to exit" in lines
-        assert lines.index("MARIPOSA READY") < lines.index("about to exit") < lines.index("MARIPOSA EXIT 3")
+        assert lines.index("MARIPOSA START") < lines.index("about to exit") < lines.index("MARIPOSA EXIT 3")
+        assert "MARIPOSA READY" in lines
 
 
 def test_exec_and_signal_on_the_control_channel(vm_boot, tmp_path):

@@ -1,0 +1,211 @@
+"""Issue 15 through the real daemon: a ``vm`` service runs as QEMU virtual machines (drivers/qemu.py,
+TCG on this host) from the busybox test image, on the project's bridge beside Docker and LXC
+instances, found by name, supervised like any other service, and adopted after a daemon SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from mariposa.drivers.qemu import _pid_of
+from tests.integration.harness import IMAGE, Daemon, docker, sampling, wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.lxc, pytest.mark.qemu]
+
+HTTPD = "mkdir -p /www && echo {name}-$(hostname) > /www/index.html && exec httpd -f -p {port} -h /www"
+MIXED = f"""
+services:
+  web:
+    image: {IMAGE}
+    scale: 1
+    command: sh -c '{HTTPD.format(name="web", port=80)}'
+  db:
+    image: {IMAGE}
+    compute_type: lx
+    command: sh -c '{HTTPD.format(name="db", port=8080)}'
+  batch:
+    image: {IMAGE}
+    compute_type: vm
+    scale: {{scale}}
+    restart: always
+    command: sh -c '{HTTPD.format(name="batch", port=8080)}'
+"""
+
+
+def get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return resp.read().decode()
+    except OSError:
+        return None
+
+
+def vms(daemon: Daemon, project: str = "mix", service: str = "batch") -> list[dict]:
+    return [i for i in daemon.json("-j", project, "service", "instances", service) if i["state"] == "running"]
+
+
+def qemu_pids(daemon: Daemon) -> dict[str, int]:
+    root = daemon.state_dir / "qemu"
+    if not root.is_dir():
+        return {}
+    return {d.name: pid for d in root.iterdir() if (pid := _pid_of(d)) is not None}
+
+
+def uptime(pid: int) -> float:
+    """Seconds since the process started (from /proc: clock ticks since boot)."""
+    with open(f"/proc/{pid}/stat") as f:
+        started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) - started
+
+
+def test_a_vm_service_beside_docker_and_lxc_finds_them_by_name_and_survives_the_daemon(daemon: Daemon, tmp_path):
+    path = tmp_path / "mix.yaml"
+    path.write_text(MIXED.format(scale=1))
+    daemon.cli("project", "add", "mix", str(path), "--wait", timeout=600)
+    (vm,) = vms(daemon)
+    (web,) = [i for i in daemon.json("-j", "mix", "service", "instances", "web") if i["state"] == "running"]
+    assert vm["compute_type"] == "kvm"
+    answer = wait_until(lambda: get(f"http://{vm['address']}:8080/"), timeout=60, what="the VM's httpd")
+    assert answer.startswith("batch-")
+    # web (Docker) fetches the VM's httpd by name; the VM fetches web and db by name
+    assert wait_until(lambda: docker("exec", web["runtime_id"], "wget", "-qO-", "http://batch:8080/",
+                                     check=False).strip() or None, timeout=30, what="web -> batch") == answer.strip()
+    code, out = exec_in(daemon, vm, "wget -qO- http://web/")
+    assert code == 0 and out.startswith("web-"), out
+    code, out = exec_in(daemon, vm, "wget -qO- http://db:8080/")
+    assert code == 0 and out.startswith("db-"), out
+
+    # scale 2: two VMs on distinct addresses
+    daemon.cli("-j", "mix", "service", "scale", "batch", "2", "--wait", timeout=600)
+    two = vms(daemon)
+    assert len(two) == 2 and len({v["address"] for v in two}) == 2
+
+    # a daemon SIGKILL leaves the VMs running (their uptime goes on); the next daemon adopts them
+    before = qemu_pids(daemon)
+    assert len(before) == 2
+    ages = {name: uptime(pid) for name, pid in before.items()}
+    daemon.kill()
+    time.sleep(2)
+    assert qemu_pids(daemon) == before
+    daemon.start()
+    time.sleep(4)  # two resyncs (--resync 2): time to make a wrong extra one, were it to
+    assert qemu_pids(daemon) == before
+    assert all(uptime(pid) > ages[name] + 4 for name, pid in before.items())
+    assert sorted(v["id"] for v in vms(daemon)) == sorted(v["id"] for v in two)
+
+    # restart: always: a kill -9 of the qemu process brings it back
+    victim = two[0]
+    os.kill(before[victim["runtime_id"]], signal.SIGKILL)
+    wait_until(lambda: (pid := qemu_pids(daemon).get(victim["runtime_id"])) and pid != before[victim["runtime_id"]],
+               timeout=120, what="the killed VM restarted")
+
+    # project delete: no qemu process, tap, overlay or sidecar left
+    taps = [json.loads((daemon.state_dir / "qemu" / v["runtime_id"] / "mariposa.json").read_text())["tap"]
+            for v in two]
+    daemon.cli("project", "delete", "mix", "--wait", timeout=300)
+    assert qemu_pids(daemon) == {}
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert not any(tap in links for tap in taps)
+    root = daemon.state_dir / "qemu"
+    assert not [d for d in root.iterdir() if (d / "mariposa.json").exists() or (d / "root.qcow2").exists()]
+
+
+def exec_in(daemon: Daemon, inst: dict, script: str, check: bool = True) -> tuple[int, str]:
+    """A command in the VM through the daemon's exec path (the driver's control channel)."""
+    import trio
+
+    from mariposa.drivers.qemu import QemuDriver
+    from mariposa.model import Instance
+
+    async def run() -> tuple[int, bytes]:
+        driver = QemuDriver(daemon.owner or "x", daemon.state_dir / "qemu", run_dir=daemon.run_dir / "qemu")
+        found = Instance(id=inst["id"], runtime_id=inst["runtime_id"], name=inst["name"], project_id="",
+                         service="", spec_hash="", version_id="", state="running", created=0.0, compute_type="kvm")
+        try:
+            return await driver.exec(found, ["sh", "-c", script], timeout=60)
+        finally:
+            await driver.aclose()
+
+    code, out = trio.run(run)
+    if check:
+        assert code == 0 or out, (code, out)
+    return code, out.decode(errors="replace")
+
+
+def test_a_vm_whose_command_exits_is_restarted_and_an_unhealthy_one_replaced(daemon: Daemon, tmp_path):
+    path = tmp_path / "vm.yaml"
+    path.write_text(f"""
+services:
+  job:
+    image: {IMAGE}
+    compute_type: vm
+    restart: always
+    command: sh -c 'echo run >> /data/runs; sleep 2; exit 3'
+    volumes: ["counter:/data"]
+  api:
+    image: {IMAGE}
+    compute_type: vm
+    command: sh -c '{HTTPD.format(name="api", port=8080)}'
+    healthchecks:
+      - type: http
+        port: 8080
+        path: /
+        interval: 1
+        timeout: 2
+        failures: 2
+""")
+    daemon.cli("project", "add", "vmsup", str(path), "--wait", timeout=600)
+    # the job's command exits 3: the VM ends, the restart policy boots it again, and the named
+    # volume (a disk of its own) keeps the count across boots
+    (job,) = vms(daemon, "vmsup", "job")
+    wait_until(lambda: any(i["restarts"] >= 2 for i in daemon.json("-j", "vmsup", "service", "instances", "job")),
+               timeout=300, what="two restarts of the job VM")
+    (again,) = vms(daemon, "vmsup", "job") or [job]
+    code, out = exec_in(daemon, again, "wc -l < /data/runs")
+    assert code == 0 and int(out.strip()) >= 2
+
+    (api,) = vms(daemon, "vmsup", "api")
+    wait_until(lambda: [i for i in daemon.json("-j", "vmsup", "service", "instances", "api")
+                        if i.get("health") == "healthy"], timeout=120, what="api healthy")
+    exec_in(daemon, api, "rm /www/index.html")  # httpd answers 404: the check fails
+    wait_until(lambda: [i for i in vms(daemon, "vmsup", "api") if i["id"] != api["id"]
+                        and i.get("health") == "healthy"], timeout=300, what="the unhealthy VM replaced")
+    daemon.cli("project", "delete", "vmsup", "--wait", timeout=300)
+
+
+def test_a_rolling_update_of_a_vm_service_keeps_scale_ready(daemon: Daemon, tmp_path):
+    path = tmp_path / "roll.yaml"
+    manifest = f"""
+services:
+  api:
+    image: {IMAGE}
+    compute_type: vm
+    scale: 2
+    environment: {{{{V: "{{v}}"}}}}
+    command: sh -c '{HTTPD.format(name="api", port=8080)}'
+    healthchecks:
+      - type: http
+        port: 8080
+        path: /
+        interval: 1
+"""
+    path.write_text(manifest.format(v="1"))
+    daemon.cli("project", "add", "roll", str(path), "--wait", timeout=600)
+
+    def ready() -> int:
+        return len([i for i in daemon.json("-j", "roll", "service", "instances", "api")
+                    if i["state"] == "running" and i.get("health") == "healthy"])
+
+    wait_until(lambda: ready() == 2, timeout=120, what="2 healthy")
+    path.write_text(manifest.format(v="2"))
+    with sampling(ready) as seen:
+        daemon.cli("project", "update", "roll", str(path), "--wait", timeout=900)
+    assert seen and min(seen) >= 2, seen
+    daemon.cli("project", "delete", "roll", "--wait", timeout=300)
