@@ -300,6 +300,12 @@ class ServiceSpec:
     def has_pinned_host_ports(self) -> bool:
         return any(p.host is not None for p in self.ports)
 
+    @property
+    def has_exclusive_volumes(self) -> bool:
+        """A VM's named volume is a disk, which one VM at a time attaches (QEMU locks it): its
+        replacements go old-first, as with a pinned host port."""
+        return self.compute_type == "kvm" and any(m.type == "volume" for m in self.volumes)
+
 
 @attrs.frozen
 class ProjectSpec:

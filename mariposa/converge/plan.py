@@ -144,8 +144,8 @@ def plan(
         return Plan(tuple(steps))
 
     want = goal.scale
-    if goal.spec.has_pinned_host_ports:
-        surge = 0  # two instances cannot bind the same host port
+    if goal.spec.has_pinned_host_ports or goal.spec.has_exclusive_volumes:
+        surge = 0  # two instances cannot bind the same host port, or attach one VM's volume disk
     policy = goal.spec.restart_policy
     current = [i for i in serving if not _is_stale(i, goal, replace)]
     stale = [i for i in serving if _is_stale(i, goal, replace)]

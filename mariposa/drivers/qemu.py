@@ -641,6 +641,8 @@ class QemuDriver:
                 while True:
                     data = await stream.receive_some(65536)
                     if not data:
+                        if reply_to.startswith("PONG "):
+                            return None  # the VM ended (the signal ended its command): nothing lost
                         raise DriverError(f"qemu: control channel of {name} closed before the answer")
                     buffer += data
                     while b"\n" in buffer:

@@ -139,16 +139,34 @@ def exec_in(daemon: Daemon, inst: dict, script: str, check: bool = True) -> tupl
     return code, out.decode(errors="replace")
 
 
+def counts(daemon: Daemon, service: str) -> list[int]:
+    """The counts a service printed, in the logs of its instances now."""
+    out = daemon.cli("-j", "vmsup", "service", "logs", service, "--no-log-prefix").stdout
+    return [int(line.split("=")[1]) for line in out.splitlines() if line.startswith("count=")]
+
+
+COUNT = "echo run >> /data/runs; echo count=$(wc -l < /data/runs)"
+
+
 def test_a_vm_whose_command_exits_is_restarted_and_an_unhealthy_one_replaced(daemon: Daemon, tmp_path):
     path = tmp_path / "vm.yaml"
-    path.write_text(f"""
+    manifest = f"""
 services:
   job:
     image: {IMAGE}
     compute_type: vm
     restart: always
-    command: sh -c 'echo run >> /data/runs; sleep 2; exit 3'
+    command: sh -c '{COUNT}; sleep 1; exit 3'
+    volumes: ["runs:/data"]
+  store:
+    image: {IMAGE}
+    compute_type: vm
+    environment: {{{{ROUND: "{{round}}"}}}}
+    command: sh -c '{COUNT}; exec sleep 3600'
     volumes: ["counter:/data"]
+"""
+    api_manifest = f"""
+services:
   api:
     image: {IMAGE}
     compute_type: vm
@@ -157,27 +175,38 @@ services:
       - type: http
         port: 8080
         path: /
-        interval: 1
-        timeout: 2
-        failures: 2
-""")
+        poll: 2
+        timeout: 5
+        retries: 3
+"""
+    path.write_text(manifest.format(round=1))
     daemon.cli("project", "add", "vmsup", str(path), "--wait", timeout=600)
     # the job's command exits 3: the VM ends, the restart policy boots it again, and the named
     # volume (a disk of its own) keeps the count across boots
-    (job,) = vms(daemon, "vmsup", "job")
-    wait_until(lambda: any(i["restarts"] >= 2 for i in daemon.json("-j", "vmsup", "service", "instances", "job")),
-               timeout=300, what="two restarts of the job VM")
-    (again,) = vms(daemon, "vmsup", "job") or [job]
-    code, out = exec_in(daemon, again, "wc -l < /data/runs")
-    assert code == 0 and int(out.strip()) >= 2
+    wait_until(lambda: max(counts(daemon, "job"), default=0) >= 2, timeout=300, what="the job VM booted twice")
+    (job,) = daemon.json("-j", "vmsup", "service", "instances", "job")
+    assert job["restarts"] >= 1
+    # and across a reprovision: a new version makes a new VM of the store, on the same volume
+    (old,) = vms(daemon, "vmsup", "store")
+    assert counts(daemon, "store") == [1]
+    path.write_text(manifest.format(round=2))
+    daemon.cli("project", "update", "vmsup", str(path), "--wait", timeout=600)
+    (new,) = vms(daemon, "vmsup", "store")
+    assert new["id"] != old["id"]
+    assert wait_until(lambda: counts(daemon, "store"), timeout=60, what="the new VM's count") == [2]
 
-    (api,) = vms(daemon, "vmsup", "api")
-    wait_until(lambda: [i for i in daemon.json("-j", "vmsup", "service", "instances", "api")
-                        if i.get("health") == "healthy"], timeout=120, what="api healthy")
-    exec_in(daemon, api, "rm /www/index.html")  # httpd answers 404: the check fails
-    wait_until(lambda: [i for i in vms(daemon, "vmsup", "api") if i["id"] != api["id"]
-                        and i.get("health") == "healthy"], timeout=300, what="the unhealthy VM replaced")
     daemon.cli("project", "delete", "vmsup", "--wait", timeout=300)
+
+    # an unhealthy VM is replaced
+    (tmp_path / "api.yaml").write_text(api_manifest)
+    daemon.cli("project", "add", "vmapi", str(tmp_path / "api.yaml"), "--wait", timeout=600)
+    wait_until(lambda: [i for i in vms(daemon, "vmapi", "api") if i.get("health") == "healthy"], timeout=120,
+               what="api healthy")
+    (api,) = vms(daemon, "vmapi", "api")
+    exec_in(daemon, api, "rm /www/index.html")  # httpd answers 404: the check fails
+    wait_until(lambda: [i for i in vms(daemon, "vmapi", "api") if i["id"] != api["id"]
+                        and i.get("health") == "healthy"], timeout=300, what="the unhealthy VM replaced")
+    daemon.cli("project", "delete", "vmapi", "--wait", timeout=300)
 
 
 def test_a_rolling_update_of_a_vm_service_keeps_scale_ready(daemon: Daemon, tmp_path):
@@ -194,7 +223,9 @@ services:
       - type: http
         port: 8080
         path: /
-        interval: 1
+        poll: 2
+        timeout: 5
+        retries: 3
 """
     path.write_text(manifest.format(v="1"))
     daemon.cli("project", "add", "roll", str(path), "--wait", timeout=600)

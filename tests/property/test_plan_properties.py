@@ -296,3 +296,20 @@ def test_applying_every_step_converges_and_never_creates_during_a_hold(actual, s
         raise AssertionError("did not converge")
     assert running(actual) == scale == len(actual)
     assert all(i.spec_hash == CURRENT.spec_hash and i.health != "unhealthy" for i in actual)
+
+
+def test_a_vm_with_a_named_volume_is_replaced_old_first():
+    """Issue 15: a VM's named volume is a disk one VM attaches at a time (QEMU locks it), so its
+    rollout removes the old VM before it makes the new one, as with a pinned host port."""
+    from mariposa.model import MountSpec
+
+    vm_old = ServiceSpec(name="web", image="img:1", compute_type="kvm", volumes=(MountSpec("volume", "data", "/data"),))
+    vm_new = attrs.evolve(vm_old, image="img:2")
+    old = attrs.evolve(instance(vm_old, InstanceState.RUNNING, 0.0), compute_type="kvm")
+    steps = plan(goal(1, spec=vm_new), [old], now=100.0).steps
+    kinds = [type(s) for s in steps]
+    assert Remove in kinds and Create in kinds and kinds.index(Remove) < kinds.index(Create), kinds
+    plain = attrs.evolve(vm_new, volumes=())
+    steps = plan(goal(1, spec=plain), [attrs.evolve(old, spec_hash=attrs.evolve(vm_old, volumes=()).spec_hash)],
+                 now=100.0).steps
+    assert steps and isinstance(steps[0], Create) and not any(isinstance(s, Remove) for s in steps)  # new first
