@@ -12,4 +12,6 @@ MARIPOSA_PACKAGES="openssl docker-registry lxc tini qemu-system-x86 qemu-utils e
 cd "$MARIPOSA_ROOT"
 # the VMs' kernel, extracted once from Debian's cloud kernel package (a no-op when it is there)
 python -m mariposa.vm.kernel fetch
+# the VMs' taps need /dev/net/tun, which a container (the fresh-machine run) may lack as a node
+[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod -m 666 /dev/net/tun c 10 200; }
 exec python -m pytest -p no:cacheprovider -q "$@"

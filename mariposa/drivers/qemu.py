@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import signal as signals
+import stat
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,7 @@ class QemuDriver:
             await trio.to_thread.run_sync(self.journal.rotate)
         except OSError as exc:
             raise RuntimeUnavailable(f"qemu: cannot use {self.path}: {exc}") from None
+        await trio.to_thread.run_sync(_ensure_tun)
         await trio.to_thread.run_sync(kernel.find, self.kernel_dir)
 
     async def aclose(self) -> None:
@@ -710,6 +712,20 @@ class QemuDriver:
             if not running:
                 return
             await trio.sleep(0.1)
+
+
+def _ensure_tun() -> None:
+    """``/dev/net/tun``, which taps need: a container host (Docker allows the device, 10:200, but
+    makes no node for it) may lack the node; made when it can be."""
+    tun = Path("/dev/net/tun")
+    if tun.exists():
+        return
+    try:
+        tun.parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(tun, stat.S_IFCHR | 0o666, os.makedev(10, 200))
+    except OSError as exc:
+        raise RuntimeUnavailable(f"qemu: no /dev/net/tun for the VMs' taps and none can be made ({exc}): "
+                                 "modprobe tun") from None
 
 
 def _volume_disk(disk: Path, labels: dict[str, str]) -> None:
