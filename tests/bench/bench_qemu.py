@@ -13,6 +13,11 @@ Prints:
 - **5 VMs at once**: the driver making them side by side, next to the peer: the same five
   ``qemu-system-x86_64`` commands (taken from /proc of the driver's VMs, disks and taps kept)
   started by a shell loop, both timed to the last VM answering HTTP.
+
+Measured on the 2-core host, TCG (its KVM cannot boot a kernel), load 3-5 from a fresh-machine run
+beside it: boot to HTTP median 4.05 s, p95 5.33 s (10 VMs); RSS 218 MB per 128 MB VM, 58 MB of it
+file-backed; 5 VMs at once: Mariposa 15.5 s, the shell loop of the same qemu commands 16.9 s.
+``-M q35`` (firmware and a disk image's own bootloader) is not built yet: no row for it.
 """
 
 from __future__ import annotations
