@@ -29,7 +29,8 @@ from typing import Any
 
 import trio
 
-from mariposa.drivers.base import DriverError, RuntimeUnavailable
+from mariposa.drivers.base import DriverError
+from mariposa.drivers.tools import run_tool
 from mariposa.model import LABEL_NETWORK, LABEL_PROJECT_NAME
 
 Member = tuple[str, str | None]  # an instance on a network: (its project's name, its address there)
@@ -73,14 +74,7 @@ def host_addresses(rec: dict[str, Any]) -> Iterator[str]:
 
 async def run(*argv: str, check: bool = True, what: str = "") -> tuple[int, str]:
     """One tool call (``ip``, ``iptables``): its exit code and its output, stderr included."""
-    try:
-        done = await trio.run_process(list(argv), capture_stdout=True, capture_stderr=True, check=False)
-    except FileNotFoundError:
-        raise RuntimeUnavailable(f"network: {argv[0]} not found: apt-get install iproute2 iptables") from None
-    out = (done.stdout + done.stderr).decode(errors="replace").strip()
-    if check and done.returncode != 0:
-        raise DriverError(f"network: {what or ' '.join(argv[:2])}: {out or f'exit {done.returncode}'}")
-    return done.returncode, out
+    return await run_tool("network", "apt-get install iproute2 iptables", *argv, check=check, what=what)
 
 
 class Bridges:

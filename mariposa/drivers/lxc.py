@@ -72,15 +72,15 @@ from mariposa.drivers.base import (
     DriverError,
     DriverEvent,
     LogLine,
-    Progress,
-    RegistryAuth,
     RuntimeUnavailable,
     VolumeInUse,
     identity_from_labels,
 )
+from mariposa.drivers.books import OwnBooks
 from mariposa.drivers.journal import Journal, read_log
 from mariposa.drivers.rootfs import RootfsCache
 from mariposa.drivers.rootfs import passwd_lookup as _passwd_lookup
+from mariposa.drivers.tools import run_tool, write_file
 from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_NETWORK,
@@ -189,16 +189,10 @@ def _signal_number(name: str) -> int:
         raise DriverError(f"lxc: unknown signal {name!r}") from None
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 
-class LxcDriver:
+class LxcDriver(OwnBooks):
     """Driver protocol over LXC; see the module docstring for the layout on disk."""
 
     compute_type = "infrastructure"  # what the manifest's lx, smartmachine and infrastructure mean
@@ -227,34 +221,16 @@ class LxcDriver:
     # ---- plumbing -----------------------------------------------------------------------------
 
     async def _run(self, *argv: str, check: bool = True, what: str = "") -> tuple[int, str]:
-        try:
-            done = await trio.run_process(list(argv), capture_stdout=True, capture_stderr=True, check=False)
-        except FileNotFoundError:
-            raise RuntimeUnavailable(f"lxc: {argv[0]} not found: apt-get install lxc") from None
-        out = (done.stdout + done.stderr).decode(errors="replace").strip()
-        if check and done.returncode != 0:
-            raise DriverError(f"lxc: {what or ' '.join(argv[:2])}: {out or f'exit {done.returncode}'}")
-        return done.returncode, out
-
-    def _dir(self, name: str) -> Path:
-        return self.path / name
+        return await run_tool("lxc", "apt-get install lxc", *argv, check=check, what=what)
 
     def _ensure_layout(self) -> None:
         for sub in ("images", "networks", "volumes"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         hook = self.path / "hook.sh"
         if not hook.exists() or hook.read_text() != HOOK:
-            _write(hook, HOOK, 0o755)
+            write_file(hook, HOOK, 0o755)
 
-    def _sidecar(self, name: str) -> dict[str, Any] | None:
-        try:
-            data = json.loads((self._dir(name) / "mariposa.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
 
-    async def _side(self, name: str) -> dict[str, Any] | None:
-        return await trio.to_thread.run_sync(self._sidecar, name)
 
     # ---- protocol: runtime and images ---------------------------------------------------------
 
@@ -283,17 +259,9 @@ class LxcDriver:
                 log.info("removing a half-made LXC instance directory", path=str(d))
                 shutil.rmtree(d, ignore_errors=True)
 
-    async def aclose(self) -> None:
-        await self.images.docker.aclose()
 
-    async def resolve_image(self, image: str) -> str:
-        return await self.images.resolve(image)
 
-    async def pull(self, image: str, auth: RegistryAuth | None, progress: Progress | None = None) -> None:
-        await self.images.pull(image, auth, progress)
 
-    async def login(self, auth: RegistryAuth) -> None:
-        await self.images.docker.login(auth)
 
     async def _base(self, image: str, content_id: str) -> Path:
         return await self.images.rootfs(image, content_id)
@@ -318,15 +286,6 @@ class LxcDriver:
 
     # ---- protocol: volumes --------------------------------------------------------------------
 
-    def _all_sidecars(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        if not self.path.is_dir():
-            return out
-        for d in self.path.iterdir():
-            side = self._sidecar(d.name) if d.is_dir() else None
-            if side is not None and side.get("labels", {}).get(LABEL_OWNER) == self.owner:
-                out[d.name] = side
-        return out
 
     def _members(self, network: str) -> dict[str, tuple[str, str | None]]:
         """This driver's instances on ``network`` (blocking): see Bridges.add_user."""
@@ -374,7 +333,7 @@ class LxcDriver:
                                   f"(labels {found}); remove or rename it")
         else:
             (home / "_data").mkdir(parents=True, exist_ok=True)
-            _write(meta, json.dumps(labels))
+            write_file(meta, json.dumps(labels))
         return home / "_data"
 
     # ---- protocol: instances ------------------------------------------------------------------
@@ -568,8 +527,8 @@ class LxcDriver:
             "stop_timeout": spec.stop_timeout,
             "image_root": str(base),
         }
-        _write(home / "mariposa.json", json.dumps(side), 0o600)
-        _write(home / "config", "\n".join(lines) + "\n", 0o600)
+        write_file(home / "mariposa.json", json.dumps(side), 0o600)
+        write_file(home / "config", "\n".join(lines) + "\n", 0o600)
 
     async def _start(self, name: str, side: dict[str, Any]) -> None:
         labels = side.get("labels", {})

@@ -42,14 +42,14 @@ from mariposa.drivers.base import (
     DriverError,
     DriverEvent,
     LogLine,
-    Progress,
-    RegistryAuth,
     RuntimeUnavailable,
     VolumeInUse,
     identity_from_labels,
 )
+from mariposa.drivers.books import OwnBooks
 from mariposa.drivers.journal import Journal, read_log
 from mariposa.drivers.rootfs import RootfsCache, passwd_lookup
+from mariposa.drivers.tools import run_tool, write_file
 from mariposa.model import (
     LABEL_NETWORK,
     LABEL_OWNER,
@@ -88,12 +88,6 @@ def _mac(address: str | None, instance_id: str, index: int) -> str:
     return "02:4d:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _pid_of(home: Path) -> int | None:
@@ -135,7 +129,7 @@ def _exit_code(home: Path) -> int:
     return 137
 
 
-class QemuDriver:
+class QemuDriver(OwnBooks):
     """Driver protocol over QEMU; see the module docstring for the layout on disk."""
 
     compute_type = "kvm"  # what the manifest's kvm, vm and hvm mean
@@ -161,37 +155,13 @@ class QemuDriver:
 
     # ---- plumbing -----------------------------------------------------------------------------
 
-    def _dir(self, name: str) -> Path:
-        return self.path / name
-
     def _sockets(self, side: dict[str, Any]) -> Path:
         """Where a VM's QMP and control sockets are: a short path of their own (a socket's path is
         108 bytes at most, and an instance's directory can be deeper than that)."""
         return self.run_dir / side["tap"]
 
-    def _sidecar(self, name: str) -> dict[str, Any] | None:
-        try:
-            data = json.loads((self._dir(name) / "mariposa.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
 
-    async def _side(self, name: str) -> dict[str, Any] | None:
-        return await trio.to_thread.run_sync(self._sidecar, name)
 
-    def _all_sidecars(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        try:
-            entries = list(self.path.iterdir())
-        except FileNotFoundError:
-            return {}
-        for d in entries:
-            if d.name in ("images", "networks", "volumes", "initrd"):
-                continue
-            side = self._sidecar(d.name)
-            if side is not None and side.get("labels", {}).get(LABEL_OWNER) == self.owner:
-                out[d.name] = side
-        return out
 
     def _members(self, network: str) -> dict[str, tuple[str, str | None]]:
         """This driver's VMs on ``network`` (blocking): see Bridges.add_user."""
@@ -200,15 +170,7 @@ class QemuDriver:
                 for nic in side.get("nics", ()) if nic["network"] == network}
 
     async def _run(self, *argv: str, check: bool = True, what: str = "") -> tuple[int, str]:
-        try:
-            done = await trio.run_process(list(argv), capture_stdout=True, capture_stderr=True, check=False)
-        except FileNotFoundError:
-            raise RuntimeUnavailable(f"qemu: {argv[0]} not found: apt-get install qemu-system-x86 qemu-utils"
-                                     ) from None
-        out = (done.stdout + done.stderr).decode(errors="replace").strip()
-        if check and done.returncode != 0:
-            raise DriverError(f"qemu: {what or ' '.join(argv[:2])}: {out or f'exit {done.returncode}'}")
-        return done.returncode, out
+        return await run_tool("qemu", "apt-get install qemu-system-x86 qemu-utils", *argv, check=check, what=what)
 
     async def _journal(self, action: str, side: dict[str, Any], name: str, exit_code: int | None = None) -> None:
         await trio.to_thread.run_sync(self.journal.append, action, side.get("labels", {}), name, exit_code)
@@ -226,17 +188,9 @@ class QemuDriver:
         await trio.to_thread.run_sync(_ensure_tun)
         await trio.to_thread.run_sync(kernel.find, self.kernel_dir)
 
-    async def aclose(self) -> None:
-        await self.images.docker.aclose()
 
-    async def resolve_image(self, image: str) -> str:
-        return await self.images.resolve(image)
 
-    async def pull(self, image: str, auth: RegistryAuth | None, progress: Progress | None = None) -> None:
-        await self.images.pull(image, auth, progress)
 
-    async def login(self, auth: RegistryAuth) -> None:
-        await self.images.docker.login(auth)
 
     async def _base_disk(self, image: str, content_id: str) -> Path:
         """The image's raw ext4 base disk, made once per content id from its root filesystem."""
@@ -417,7 +371,7 @@ class QemuDriver:
                 "stop_timeout": spec.stop_timeout,
                 "hostname": spec.hostname or name,
             }
-            await trio.to_thread.run_sync(_write, home / "mariposa.json", json.dumps(side), 0o600)
+            await trio.to_thread.run_sync(write_file, home / "mariposa.json", json.dumps(side), 0o600)
         return side
 
     async def _taps(self, side: dict[str, Any], labels: dict[str, str]) -> None:
@@ -445,7 +399,7 @@ class QemuDriver:
             await trio.Path(stale).unlink(missing_ok=True)
         offset = await trio.to_thread.run_sync(lambda: (home / "log" / "out").stat().st_size
                                                if (home / "log" / "out").exists() else 0)
-        await trio.to_thread.run_sync(_write, home / "boot", str(offset))
+        await trio.to_thread.run_sync(write_file, home / "boot", str(offset))
         sockets = self._sockets(side)
         await trio.to_thread.run_sync(lambda: sockets.mkdir(parents=True, exist_ok=True))
         argv = console.qemu_argv(
@@ -462,7 +416,7 @@ class QemuDriver:
             argv[argv.index("-append") + 1] += (f" mariposa.ip{index}=" +
                                                 (f"{nic['address']}/{nic['prefix']}" if nic["address"] else ""))
         await self._run(*argv, "-daemonize", "-pidfile", str(home / "qemu.pid"), what=f"start {name}")
-        await trio.to_thread.run_sync(_write, home / "up", "")  # its end is to be journaled (_reap)
+        await trio.to_thread.run_sync(write_file, home / "up", "")  # its end is to be journaled (_reap)
         await self._journal("start", side, name)
         limit = side.get("boot_timeout") or BOOT_TIMEOUT[accel]
         with trio.move_on_after(limit) as waited:
@@ -733,7 +687,7 @@ def _volume_disk(disk: Path, labels: dict[str, str]) -> None:
     disk.parent.mkdir(parents=True, exist_ok=True)
     meta = disk.with_suffix(".json")
     if not meta.exists():
-        _write(meta, json.dumps(labels))
+        write_file(meta, json.dumps(labels))
     disks.volume_disk(disk)
 
 

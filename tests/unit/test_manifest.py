@@ -588,12 +588,16 @@ def test_compute_type_docker():
     assert service("image: x\ncompute_type: docker").compute_type == "docker"
 
 
-@pytest.mark.parametrize("value", ["kvm", "vm", "hvm", "manta"])
-def test_unsupported_compute_types(value):
-    found = service_problem(f"image: x\ncompute_type: {value}")
-    assert found.message == (f"compute_type '{value}' is not supported yet (docker, and infrastructure, lx or "
-                             "smartmachine on LXC)")
+def test_unsupported_compute_types():
+    found = service_problem("image: x\ncompute_type: manta")
+    assert found.message == ("compute_type 'manta' is not supported yet (docker; infrastructure, lx or "
+                             "smartmachine on LXC; kvm, vm or hvm on QEMU)")
     assert found.field == "services.web.compute_type"
+
+
+@pytest.mark.parametrize("value", ["kvm", "vm", "hvm"])
+def test_vm_compute_types_run_on_qemu(value):
+    assert service(f"image: x\ncompute_type: {value}").compute_type == "kvm"
 
 
 @pytest.mark.parametrize("value", ["infrastructure", "lx", "smartmachine"])
