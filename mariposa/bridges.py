@@ -59,6 +59,15 @@ def prefix(rec: dict[str, Any]) -> int:
     return ipaddress.ip_network(rec["subnet"]).prefixlen
 
 
+def mac_for(address: str, prefix: str) -> str:
+    """The MAC of an address, as Docker derives its own (02:42 + the IPv4 octets), under a prefix
+    of the runtime's own: an address handed out again comes with the same MAC, so the host's and
+    the neighbours' ARP caches stay right. With a random MAC, a replacement that got its
+    predecessor's address was unreachable from the host for seconds (the stale neighbour entry),
+    and failed its first health checks."""
+    return prefix + ":" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
+
+
 def docker_range(rec: dict[str, Any]) -> str:
     """The lower half of the subnet: what Docker's IPAM may hand out."""
     return str(next(ipaddress.ip_network(rec["subnet"]).subnets(prefixlen_diff=1)))

@@ -67,7 +67,7 @@ from typing import Any
 import structlog
 import trio
 
-from mariposa.bridges import Bridges, gateway, prefix, project_network
+from mariposa.bridges import Bridges, gateway, mac_for, prefix, project_network
 from mariposa.drivers.base import (
     DriverError,
     DriverEvent,
@@ -144,11 +144,7 @@ exit 0
 
 
 def _mac(address: str) -> str:
-    """The MAC of an address, as Docker derives its own (02:42 + the IPv4 octets): an address handed
-    out again comes with the same MAC, so the host's and the neighbours' ARP caches stay right. With
-    a random MAC, a replacement that got its predecessor's address was unreachable from the host
-    for seconds (the stale neighbour entry), and failed its first health checks."""
-    return "02:4c:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
+    return mac_for(address, "02:4c")
 
 
 def _cgroup_v2() -> bool:

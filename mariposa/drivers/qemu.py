@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 import trio
 
-from mariposa.bridges import Bridges, gateway, prefix, project_network
+from mariposa.bridges import Bridges, gateway, mac_for, prefix, project_network
 from mariposa.drivers.base import (
     DriverError,
     DriverEvent,
@@ -51,6 +51,7 @@ from mariposa.drivers.journal import Journal, read_log
 from mariposa.drivers.rootfs import RootfsCache, passwd_lookup
 from mariposa.drivers.tools import run_tool, write_file
 from mariposa.model import (
+    LABEL_INSTANCE,
     LABEL_NETWORK,
     LABEL_OWNER,
     LABEL_PROJECT,
@@ -80,12 +81,11 @@ def tap_name(instance_id: str, index: int = 0) -> str:
 
 
 def _mac(address: str | None, instance_id: str, index: int) -> str:
-    """Derived from the address, as LXC's and Docker's are, so an address handed out again never
-    meets a stale ARP entry (02:4d: a prefix of our own); on a network without addresses (a bridge
-    made outside Mariposa), from the instance."""
+    """Derived from the address (bridges.mac_for, 02:4d: a prefix of our own); on a network without
+    addresses (a bridge made outside Mariposa), from the instance."""
     if address is None:
         return f"02:4e:{index:02x}:" + ":".join(instance_id[i:i + 2] for i in range(0, 6, 2))
-    return "02:4d:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
+    return mac_for(address, "02:4d")
 
 
 
@@ -274,7 +274,7 @@ class QemuDriver(OwnBooks):
         name = req.name
         side = await self._side(name)
         if side is not None:
-            if side["labels"].get("io.mariposa.instance") != req.instance_id:
+            if side["labels"].get(LABEL_INSTANCE) != req.instance_id:
                 raise DriverError(f"qemu: create {name}: a VM of that name exists and is not this instance")
             inst = await self._instance(name, side)
             if inst is not None and inst.state != InstanceState.RUNNING:
