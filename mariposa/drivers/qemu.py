@@ -25,6 +25,7 @@ command line, and the project's DNS responder as the VM's name server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -516,14 +517,14 @@ class QemuDriver(OwnBooks):
         if timeout is None:
             timeout = side.get("stop_timeout") or DEFAULT_STOP_TIMEOUT
         if timeout > 0:
-            with trio.move_on_after(2):
+            with trio.move_on_after(2), contextlib.suppress(DriverError):
                 await self._control(name, console.control_line("SIGNAL", "TERM"), None)
             with trio.move_on_after(timeout):
                 while await trio.to_thread.run_sync(_pid_of, home) is not None:
                     await trio.sleep(0.05)
         if await trio.to_thread.run_sync(_pid_of, home) is not None:
-            with trio.move_on_after(3):
-                await _qmp(self._sockets(side) / "qmp.sock", "quit")
+            with trio.move_on_after(3), contextlib.suppress(DriverError, OSError, trio.BrokenResourceError):
+                await _qmp(self._sockets(side) / "qmp.sock", "quit")  # best effort: SIGKILL follows
             with trio.move_on_after(3):
                 while await trio.to_thread.run_sync(_pid_of, home) is not None:
                     await trio.sleep(0.05)
@@ -592,10 +593,15 @@ class QemuDriver(OwnBooks):
                     token = os.urandom(6).hex()
                     line += console.control_line("PING", token)
                     reply_to = f"PONG {token}"
-                await stream.send_all(line)
                 buffer = b""
                 while True:
-                    data = await stream.receive_some(65536)
+                    try:
+                        if line:
+                            await stream.send_all(line)
+                            line = b""
+                        data = await stream.receive_some(65536)
+                    except trio.BrokenResourceError:
+                        data = b""  # reset by QEMU as the VM ended: the same as a hang-up
                     if not data:
                         if reply_to.startswith("PONG "):
                             return None  # the VM ended (the signal ended its command): nothing lost
