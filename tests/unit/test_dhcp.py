@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 
 import pytest
 import structlog
@@ -228,7 +229,7 @@ def test_leases_from_sidecars() -> None:
     }
 
 
-async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     with trio.fail_after(timeout):
         while not condition():
             await trio.sleep(0.01)
@@ -269,7 +270,7 @@ async def test_bind_failure_is_logged_and_retried(monkeypatch: pytest.MonkeyPatc
     calls = []
     real = DhcpServer._bind
 
-    def flaky(self: DhcpServer, bridge: str):  # type: ignore[no-untyped-def]
+    def flaky(self: DhcpServer, bridge: str) -> trio.socket.SocketType:
         calls.append(bridge)
         if len(calls) == 1:
             raise OSError(98, "Address already in use")
