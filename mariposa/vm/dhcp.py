@@ -249,6 +249,7 @@ class DhcpServer:
         self.client_port = client_port
         self._current: dict[str, tuple[str, dict[str, Lease]]] = {}  # the last answer of leases()
         self._serving: dict[str, trio.CancelScope] = {}  # bridge -> its socket's task
+        self._failing: dict[str, str] = {}  # bridge -> why its socket could not be opened last time
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Every ``interval`` s: ask ``leases()``, open a socket for each bridge that has leases and is
@@ -273,6 +274,8 @@ class DhcpServer:
         current = {bridge: entry for bridge, entry in (await self.leases()).items() if entry[1]}
         up = await trio.to_thread.run_sync(lambda: {bridge for bridge in current if _is_up(bridge)})
         self._current = current
+        for bridge in set(self._failing) - up:
+            del self._failing[bridge]
         for bridge, scope in list(self._serving.items()):
             if bridge not in up:
                 scope.cancel()
@@ -283,9 +286,13 @@ class DhcpServer:
             try:
                 sock = self._bind(bridge)
             except OSError as exc:
-                log.warning("dhcp: cannot serve the bridge; retrying", bridge=bridge,
-                            error=os.strerror(exc.errno or errno.EIO))
+                error = os.strerror(exc.errno or errno.EIO)
+                # a warning when it starts failing or fails otherwise, not one a second
+                (log.debug if self._failing.get(bridge) == error else log.warning)(
+                    "dhcp: cannot serve the bridge; retrying", bridge=bridge, error=error)
+                self._failing[bridge] = error
                 continue
+            self._failing.pop(bridge, None)
             scope = trio.CancelScope()
             self._serving[bridge] = scope
             nursery.start_soon(self._serve, bridge, sock, scope)
