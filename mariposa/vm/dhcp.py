@@ -317,7 +317,7 @@ class DhcpServer:
         with scope, sock:
             try:
                 while True:
-                    packet, _client = await sock.recvfrom(4096)
+                    packet, client = await sock.recvfrom(4096)
                     request = parse(packet)
                     if request is None:
                         continue
@@ -333,7 +333,7 @@ class DhcpServer:
                     kind, lease = answer
                     await sock.sendto(reply(request, lease, server_ip, kind), ("255.255.255.255", self.client_port))
                     log.info(f"dhcp: {kind.name.lower()}", bridge=bridge, mac=request.mac, address=lease.address,
-                             to=request.kind.name)
+                             to=request.kind.name, source=client[0])  # 0.0.0.0, or the guest's address renewing
             except OSError as exc:
                 log.warning("dhcp: socket failed; retrying", bridge=bridge, error=os.strerror(exc.errno or errno.EIO))
             finally:

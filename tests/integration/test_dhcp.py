@@ -7,10 +7,12 @@ or fail."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import random
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -206,3 +208,52 @@ async def test_a_bridge_that_vanishes_and_comes_back(net: Net, tmp_path: Path) -
     assert code == 0 and [fields(r)["ip"] for r in records if r.startswith("bound|")] == [lease.address], records
     assert any(e["event"] == "dhcp: stopped serving" and e["reason"] == "bridge gone" for e in logs)
     assert [e["event"] for e in logs].count("dhcp: serving") == 2
+
+
+RENEWING = """#!/bin/sh
+# sets the address as a guest would, so the renewal can be unicast to the server from it
+case "$1" in bound) {busybox} ip addr add "$ip/$mask" dev "$interface";; esac
+echo "$1|ip=$ip|router=$router|serverid=$serverid|lease=$lease" >> "{out}"
+"""
+
+
+async def test_a_renewal_unicast_to_the_server_is_acked(net: Net, tmp_path: Path) -> None:
+    """A guest renews its lease (here at once: SIGUSR1) with a REQUEST unicast from its address to
+    the server's, ciaddr set and no server id: the bridge's socket (bound to the device, on
+    0.0.0.0:67) gets it and ACKs the same address."""
+    lease = Lease(mac=net.mac, address=str(list(net.subnet.hosts())[19]), prefix=net.subnet.prefixlen,
+                  gateway=net.server)
+
+    async def leases() -> dict[str, tuple[str, dict[str, Lease]]]:
+        return {net.bridge: (net.server, {lease.mac: lease})}
+
+    out = tmp_path / "renew.out"
+    script = tmp_path / "renew.sh"
+    script.write_text(RENEWING.format(busybox=BUSYBOX, out=out))
+    script.chmod(0o755)
+
+    def recorded(action: str) -> list[dict[str, str]]:
+        return [fields(r) for r in (out.read_text().splitlines() if out.exists() else []) if r.startswith(action)]
+
+    async def until(condition: Callable[[], object]) -> None:
+        with trio.fail_after(20):
+            while not condition():
+                await trio.sleep(0.05)
+
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(DhcpServer(leases).run)
+            client = await nursery.start(functools.partial(
+                trio.run_process, ["ip", "netns", "exec", net.netns, BUSYBOX, "udhcpc", "-i", net.peer, "-f",
+                                   "-t", "5", "-T", "1", "-s", str(script)], check=False))
+            await until(lambda: recorded("bound|"))
+            client.send_signal(signal.SIGUSR1)  # renew now
+            await until(lambda: recorded("renew|"))
+            client.send_signal(signal.SIGTERM)
+            with trio.fail_after(20):
+                await client.wait()
+            nursery.cancel_scope.cancel()
+    assert [r["ip"] for r in recorded("bound|")] == [lease.address]
+    assert [(r["ip"], r["serverid"], r["lease"]) for r in recorded("renew|")] == [(lease.address, net.server, "86400")]
+    acks = [e for e in logs if e["event"] == "dhcp: ack"]
+    assert [(e["to"], e["source"]) for e in acks] == [("REQUEST", "0.0.0.0"), ("REQUEST", lease.address)]
