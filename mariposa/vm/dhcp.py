@@ -232,6 +232,8 @@ def leases_from_sidecars(sides: Iterable[dict[str, Any]]) -> dict[str, tuple[str
 def _is_up(name: str) -> bool:
     """Whether the interface exists and is administratively up (IFF_UP); a bridge with no port yet
     is up without carrier, and a socket bound to it waits for its first VM."""
+    if not name or "/" in name or name.startswith("."):
+        return False
     try:
         return bool(int(Path(f"/sys/class/net/{name}/flags").read_text(), 16) & 1)
     except (OSError, ValueError):
@@ -299,17 +301,17 @@ class DhcpServer:
             log.info("dhcp: serving", bridge=bridge, server=current[bridge][0], leases=len(current[bridge][1]))
 
     def _bind(self, bridge: str) -> trio.socket.SocketType:
-        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        # none of this blocks: a UDP socket bound to a numeric address, nothing resolved
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, bridge.encode())
-            # bind of a UDP socket to a numeric address neither blocks nor resolves: safe on the loop
-            sock._sock.bind(("0.0.0.0", self.port))  # type: ignore[attr-defined]
+            sock.bind(("0.0.0.0", self.port))
         except BaseException:
             sock.close()
             raise
-        return sock
+        return trio.socket.from_stdlib_socket(sock)
 
     async def _serve(self, bridge: str, sock: trio.socket.SocketType, scope: trio.CancelScope) -> None:
         """Answers on one bridge until cancelled; a socket error ends it (logged), and the next sync
@@ -323,8 +325,12 @@ class DhcpServer:
                         continue
                     server_ip, leases = self._current.get(bridge, ("", {}))
                     if request.kind in (Kind.RELEASE, Kind.DECLINE):
-                        log.info(f"dhcp: {request.kind.name.lower()}", bridge=bridge, mac=request.mac,
-                                 address=request.ciaddr or request.requested)
+                        # the address stays the VM's. A DECLINE says the guest saw it in use (ARP):
+                        # someone on the bridge has an address Mariposa gave this VM, worth a warning
+                        known = request.mac in leases
+                        level = log.debug if not known else log.warning if request.kind == Kind.DECLINE else log.info
+                        level(f"dhcp: {request.kind.name.lower()}", bridge=bridge, mac=request.mac,
+                              address=request.requested or request.ciaddr)
                         continue
                     answer = decide(request, leases, server_ip) if server_ip else None
                     if answer is None:

@@ -301,7 +301,8 @@ def free_udp_port() -> int:
 
 async def test_answers_on_the_loopback() -> None:
     """The whole exchange through real sockets: a DISCOVER gets a broadcast OFFER, a REQUEST an ACK,
-    an unknown MAC nothing."""
+    an unknown MAC nothing; a DECLINE (the guest saw its address in use) is a warning, a RELEASE
+    an info line, and neither is answered."""
     async def leases() -> dict[str, tuple[str, dict[str, Lease]]]:
         return {"lo": (SERVER, {MAC: LEASE})}
 
@@ -310,21 +311,30 @@ async def test_answers_on_the_loopback() -> None:
     with client:
         await client.bind(("0.0.0.0", 0))
         server = DhcpServer(leases, interval=0.05, port=port, client_port=client.getsockname()[1])
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
-            await client.sendto(packet(1, mac="02:4d:0a:c8:00:99"), ("127.0.0.1", port))  # unknown: no answer
-            await client.sendto(packet(1, xid=7), ("127.0.0.1", port))
-            with trio.fail_after(10):
-                offer, _ = await client.recvfrom(1500)
-            assert struct.unpack_from("!I", offer, 4) == (7,)
-            assert options_of(offer)[53] == b"\x02"
-            await client.sendto(packet(3, xid=8, options=opt(50, socket.inet_aton(LEASE.address))
-                                       + opt(54, socket.inet_aton(SERVER))), ("127.0.0.1", port))
-            with trio.fail_after(10):
-                ack, _ = await client.recvfrom(1500)
-            assert struct.unpack_from("!I", ack, 4) == (8,)
-            assert options_of(ack)[53] == b"\x05" and socket.inet_ntoa(ack[16:20]) == LEASE.address
-            nursery.cancel_scope.cancel()
+        with structlog.testing.capture_logs() as logs:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.run)
+                await client.sendto(packet(1, mac="02:4d:0a:c8:00:99"), ("127.0.0.1", port))  # unknown: no answer
+                await client.sendto(packet(4, options=opt(50, socket.inet_aton(LEASE.address))), ("127.0.0.1", port))
+                await client.sendto(packet(7, ciaddr=LEASE.address), ("127.0.0.1", port))
+                await client.sendto(packet(7, mac="02:4d:0a:c8:00:99", ciaddr=LEASE.address), ("127.0.0.1", port))
+                await client.sendto(packet(1, xid=7), ("127.0.0.1", port))
+                with trio.fail_after(10):
+                    offer, _ = await client.recvfrom(1500)
+                assert struct.unpack_from("!I", offer, 4) == (7,)
+                assert options_of(offer)[53] == b"\x02"
+                await client.sendto(packet(3, xid=8, options=opt(50, socket.inet_aton(LEASE.address))
+                                           + opt(54, socket.inet_aton(SERVER))), ("127.0.0.1", port))
+                with trio.fail_after(10):
+                    ack, _ = await client.recvfrom(1500)
+                assert struct.unpack_from("!I", ack, 4) == (8,)
+                assert options_of(ack)[53] == b"\x05" and socket.inet_ntoa(ack[16:20]) == LEASE.address
+                nursery.cancel_scope.cancel()
+    said = [(e["event"], e["log_level"], e["mac"]) for e in logs if "mac" in e]
+    assert said == [("dhcp: no answer", "debug", "02:4d:0a:c8:00:99"), ("dhcp: decline", "warning", MAC),
+                    ("dhcp: release", "info", MAC), ("dhcp: release", "debug", "02:4d:0a:c8:00:99"),
+                    ("dhcp: offer", "info", MAC), ("dhcp: ack", "info", MAC)]
+    assert logs[[e["event"] for e in logs].index("dhcp: decline")]["address"] == LEASE.address
 
 
 async def test_a_socket_error_closes_the_socket_and_the_bridge_is_opened_again() -> None:
