@@ -112,7 +112,13 @@ def _packages(path: str, text: str, raw: Any) -> dict[str, Package]:
         cpus = spec.get("cpus", 1.0)
         if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
             raise _problem(path, text, f"packages.{name}", "cpus must be a number above 0")
-        found[name] = Package(name, memory, float(cpus))
+        disk = None
+        if "disk" in spec:
+            try:
+                disk = parse_size(spec["disk"])
+            except (ValueError, TypeError) as exc:
+                raise _problem(path, text, f"packages.{name}", f"disk: {exc}") from None
+        found[name] = Package(name, memory, float(cpus), disk)
     return found
 
 

@@ -39,6 +39,7 @@ from mariposa.runs.scheduler import Scheduler
 from mariposa.store.db import Store
 from mariposa.vault import KeyRing, Vault
 from mariposa.vault.delivery import SecretFiles
+from mariposa.vm.dhcp import DhcpServer
 from mariposa.watch import ManifestDirectory
 
 log = structlog.get_logger()
@@ -272,6 +273,9 @@ async def run_daemon(
             bridges = next((b for d in drivers.values() if (b := getattr(d, "bridges", None)) is not None), None)
             if bridges is not None:  # runtimes on bridges of Mariposa's: their names are ours to answer
                 await nursery.start(NameKeeper(ctx, bridges).run)
+            qemu = next((d for d in drivers.values() if hasattr(d, "leases")), None)
+            if qemu is not None:  # VMs that boot their own OS take their addresses by DHCP
+                await nursery.start(DhcpServer(qemu.leases).run)
             if config.manifest_dir:
                 daemon.directory = ManifestDirectory(ctx, control, config.manifest_dir, config.rescan,
                                                      config.delete_removed_projects)

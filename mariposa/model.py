@@ -229,6 +229,11 @@ class ServiceSpec:
     init: bool = True
     accel: str | None = None  # a VM's accelerator: auto | kvm | tcg (None: the daemon's qemu_accel)
     boot_timeout: float | None = None  # a VM's seconds to readiness (None: 60 under TCG, 20 under KVM)
+    machine: str | None = None  # a VM's QEMU machine: microvm | q35 (None: microvm, q35 for a firmware boot)
+    disk: int | None = None  # a VM's root disk size, bytes (None: its image's)
+    kernel: str | None = None  # a disk-image VM's kernel, initrd and command line (None: its bootloader)
+    initrd: str | None = None
+    cmdline: str | None = None
     network_mode: str | None = None  # None: the project's network; "host"
     privileged: bool = False
     volumes: tuple[MountSpec, ...] = ()

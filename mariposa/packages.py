@@ -23,6 +23,7 @@ class Package:
     name: str
     memory: int  # bytes
     cpus: float
+    disk: int | None = None  # bytes: a VM's root disk (the overlay's virtual size); containers ignore it
 
 
 def _catalogue(*packages: Package) -> dict[str, Package]:
@@ -31,10 +32,10 @@ def _catalogue(*packages: Package) -> dict[str, Package]:
 
 # Ordered smallest first, which is also the order shown to users in "known packages" hints.
 DEFAULT_PACKAGES: Mapping[str, Package] = _catalogue(
-    Package("small", 256 * MIB, 0.5),
-    Package("medium", 1 * GIB, 1.0),
-    Package("large", 4 * GIB, 2.0),
-    Package("xlarge", 8 * GIB, 4.0),
+    Package("small", 256 * MIB, 0.5, 10 * GIB),
+    Package("medium", 1 * GIB, 1.0, 25 * GIB),
+    Package("large", 4 * GIB, 2.0, 50 * GIB),
+    Package("xlarge", 8 * GIB, 4.0, 100 * GIB),
 )
 
 
@@ -56,8 +57,10 @@ def pinned(services: Iterable, packages: Mapping[str, Package]) -> dict[str, Pac
 
 
 def dumps(packages: Mapping[str, Package]) -> str:
-    return json.dumps({p.name: {"memory": p.memory, "cpus": p.cpus} for p in packages.values()}, sort_keys=True)
+    return json.dumps({p.name: {"memory": p.memory, "cpus": p.cpus, **({"disk": p.disk} if p.disk else {})}
+                       for p in packages.values()}, sort_keys=True)
 
 
 def loads(text: str) -> dict[str, Package]:
-    return {name: Package(name, int(v["memory"]), float(v["cpus"])) for name, v in json.loads(text).items()}
+    return {name: Package(name, int(v["memory"]), float(v["cpus"]), int(v["disk"]) if v.get("disk") else None)
+            for name, v in json.loads(text).items()}

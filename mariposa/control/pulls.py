@@ -20,7 +20,7 @@ import trio
 
 from mariposa.context import Context
 from mariposa.drivers.base import DriverError, ImageNotFound, PullFailed, PullProgress
-from mariposa.errors import NotFound, RegistryRefused
+from mariposa.errors import BadRequest, NotFound, RegistryRefused
 from mariposa.model import ProjectSpec, ServiceSpec
 from mariposa.store import events as event_store
 
@@ -91,7 +91,20 @@ async def ensure_images(
                 found[image] = await drivers[image].resolve_image(image)
             except ImageNotFound as exc:  # removed between the pull and now: say so, change nothing
                 raise NotFound(f"{exc} (it was pulled, then removed at once): nothing was changed") from None
+    await vet(ctx, spec.services)
     return found
+
+
+async def vet(ctx: Context, services: Iterable[ServiceSpec]) -> None:
+    """Refuse, before anything changes, what a runtime knows its instances could never boot (a
+    VM's disk image larger than its disk, a kernel that is not there: drivers/qemu.py ``vet``)."""
+    problems = []
+    for svc in services:
+        check = getattr(ctx.driver_for(svc.compute_type), "vet", None)
+        if check is not None and (problem := await check(svc)):
+            problems.append(f"service {svc.name}: {problem}")
+    if problems:
+        raise BadRequest("; ".join(problems) + ": nothing was changed")
 
 
 async def _pull_all(

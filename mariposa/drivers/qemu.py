@@ -42,6 +42,7 @@ from mariposa.bridges import Bridges, gateway, mac_for, prefix, project_network
 from mariposa.drivers.base import (
     DriverError,
     DriverEvent,
+    ImageNotFound,
     LogLine,
     RuntimeUnavailable,
     VolumeInUse,
@@ -49,8 +50,9 @@ from mariposa.drivers.base import (
 )
 from mariposa.drivers.books import OwnBooks
 from mariposa.drivers.journal import Journal, read_log
-from mariposa.drivers.rootfs import RootfsCache, passwd_lookup
+from mariposa.drivers.rootfs import RootfsCache, passwd_lookup, sha256_of
 from mariposa.drivers.tools import run_tool, write_file
+from mariposa.manifest.vm import is_disk_image
 from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_NETWORK,
@@ -65,7 +67,7 @@ from mariposa.model import (
     volume_name,
 )
 from mariposa.vm import accel as accelerators
-from mariposa.vm import console, disks, initramfs, kernel
+from mariposa.vm import console, dhcp, disks, initramfs, kernel
 
 log = structlog.get_logger()
 
@@ -108,6 +110,15 @@ def _pid_of(home: Path) -> int | None:
         return None
 
 
+def _sent_a_frame(tap: str) -> bool:
+    """Whether the guest behind ``tap`` has sent anything yet (what the host's side of a tap
+    receives is what the guest sent): a guest of its own is up once its network is."""
+    try:
+        return int(Path(f"/sys/class/net/{tap}/statistics/rx_packets").read_text()) > 0
+    except (OSError, ValueError):
+        return False
+
+
 def _console_since(home: Path) -> str:
     """The console output of the last boot."""
     try:
@@ -119,8 +130,12 @@ def _console_since(home: Path) -> str:
         return ""
 
 
-def _exit_code(home: Path) -> int:
-    """What our init printed when the command ended in the last boot; 137 (killed) without it."""
+def _exit_code(home: Path, own_os: bool = False) -> int:
+    """What our init printed when the command ended in the last boot; 137 (killed) without it.
+    A VM that boots its own OS has no such line: QEMU removes its pid file when it ends cleanly
+    (the guest powered off, or ``quit``), which is 0; a pid file left behind is a kill, 137."""
+    if own_os:
+        return 137 if (home / "qemu.pid").exists() else 0
     for line in reversed(_console_since(home).splitlines()):
         if line.strip().startswith(EXIT):
             try:
@@ -153,6 +168,7 @@ class QemuDriver(OwnBooks):
         self._control_locks: dict[str, trio.Lock] = {}
         self._initrd: Path | None = None
         self._working_kvm: bool | None = None
+        self._digests: dict[tuple[str, int, int, int], str] = {}
 
     # ---- plumbing -----------------------------------------------------------------------------
 
@@ -193,6 +209,50 @@ class QemuDriver(OwnBooks):
 
 
 
+    async def resolve_image(self, image: str) -> str:
+        """A disk image's content id is the sha256 of its bytes (hashed again only when its size,
+        mtime or inode changed); any other image is resolved as LXC resolves it."""
+        if not is_disk_image(image):
+            return await self.images.resolve(image)
+
+        def digest() -> str:
+            try:
+                st = os.stat(image)
+                disks.probe_image(Path(image))
+            except (OSError, DriverError) as exc:
+                why = str(exc) if isinstance(exc, DriverError) else f"disk image {image} does not exist"
+                raise ImageNotFound(why) from None
+            key = (image, st.st_size, st.st_mtime_ns, st.st_ino)
+            if key not in self._digests:
+                self._digests[key] = "sha256:" + sha256_of(Path(image))
+            return self._digests[key]
+
+        return await trio.to_thread.run_sync(digest)
+
+    async def pull(self, image: str, auth: Any = None, progress: Any = None) -> None:
+        if is_disk_image(image):
+            await self.resolve_image(image)  # nothing to fetch: it is here or it is not
+            return
+        await self.images.pull(image, auth, progress)
+
+    async def vet(self, spec: Any) -> str | None:
+        """What would make a version's VM fail to boot, said when the version is made: a disk
+        image larger than the disk it is given, a kernel or initrd that is not there."""
+        if not is_disk_image(spec.image):
+            return None
+        for key in ("kernel", "initrd"):
+            path = getattr(spec, key, None)
+            if path and not await trio.Path(path).is_file():
+                return f"{key} {path} does not exist"
+        try:
+            _, size = await trio.to_thread.run_sync(disks.probe_image, Path(spec.image))
+        except DriverError as exc:
+            return str(exc)
+        if spec.disk is not None and size > spec.disk:
+            return (f"disk image {spec.image} is {size / (1 << 30):.2f} GiB, larger than the service's disk of "
+                    f"{spec.disk / (1 << 30):.2f} GiB (its package's, or 'disk')")
+        return None
+
     async def _base_disk(self, image: str, content_id: str) -> Path:
         """The image's raw ext4 base disk, made once per content id from its root filesystem."""
         rootfs = await self.images.rootfs(image, content_id)
@@ -221,6 +281,13 @@ class QemuDriver(OwnBooks):
             raise DriverError("qemu: accel kvm was asked for, but KVM cannot boot a kernel on this host "
                               "(mariposa doctor says why); use accel: auto or tcg")
         return "kvm" if self._working_kvm else "tcg"
+
+    async def leases(self) -> dict[str, tuple[str, dict[str, dhcp.Lease]]]:
+        """What the DHCP server hands out (mariposa/vm/dhcp.py): the addresses Mariposa allocated
+        to the VMs that boot their own OS. Guests Mariposa's init configures ask for nothing:
+        their address is on their kernel's command line."""
+        return await trio.to_thread.run_sync(lambda: dhcp.leases_from_sidecars(
+            side for side in self._all_sidecars().values() if side.get("boot") == "disk"))
 
     # ---- protocol: networks (mariposa/bridges.py) ---------------------------------------------
 
@@ -289,8 +356,12 @@ class QemuDriver(OwnBooks):
             if ref.external and not await self.network_exists(ref.runtime(req.project_name)):
                 raise DriverError(f"qemu: external network {ref.runtime(req.project_name)} (network {ref.name!r} "
                                   "of the manifest) does not exist; create it first")
-        content_id = await self.images.content_id(spec.image, spec.image_id)
-        base = await self._base_disk(spec.image, content_id)
+        if is_disk_image(spec.image):  # copied once into our cache, checked against the version's pin
+            base = await trio.to_thread.run_sync(disks.import_image, Path(spec.image), self.path / "disks",
+                                                 spec.image_id)
+        else:
+            content_id = await self.images.content_id(spec.image, spec.image_id)
+            base = await self._base_disk(spec.image, content_id)
         home = self._dir(name)
         if await trio.Path(home).exists():  # a create a crash cut short (no sidecar yet): afresh
             await trio.to_thread.run_sync(lambda: shutil.rmtree(home, ignore_errors=True))
@@ -338,8 +409,14 @@ class QemuDriver(OwnBooks):
         for folder, prefix_ in ((req.secrets_dir, "secrets"), (req.mdata_dir, "mdata")):
             if folder:
                 files.update(await trio.to_thread.run_sync(_files_under, Path(folder), prefix_))
+        own_os = is_disk_image(spec.image)
         await trio.to_thread.run_sync(lambda: (home / "log").mkdir(parents=True))
-        await trio.to_thread.run_sync(disks.overlay, base, home / "root.qcow2", None)
+        _, base_size = await trio.to_thread.run_sync(disks.probe_image, base)
+        if own_os and spec.disk is not None and spec.disk < base_size:
+            raise DriverError(f"qemu: create {name}: disk image {spec.image} ({base_size} bytes) is larger than "
+                              f"the service's disk ({spec.disk} bytes)")
+        size_mb = -(-spec.disk // disks.MB) if spec.disk is not None and spec.disk > base_size else None
+        await trio.to_thread.run_sync(disks.overlay, base, home / "root.qcow2", size_mb)
         user = None
         if spec.user:  # a name is looked up in the image's /etc/passwd, as Docker and LXC do
             user = await trio.to_thread.run_sync(passwd_lookup, [base.parent / "rootfs"], spec.user)
@@ -363,6 +440,9 @@ class QemuDriver(OwnBooks):
                 "dns": [gateway(nets[0]), *spec.dns],
                 "tap": nics[0]["tap"],
                 "image_root": str(base.parent / "rootfs"),
+                "boot": "disk" if own_os else "mariposa",  # disk: the image boots its own OS
+                "machine": spec.machine or ("q35" if own_os and not spec.kernel else "microvm"),
+                "kernel": spec.kernel, "initrd": spec.initrd, "cmdline": spec.cmdline,
                 "volumes": volumes,
                 "volume_disks": volume_disks,
                 "memory_mb": max(64, int(spec.memory) // (1 << 20)) if spec.memory else 128,
@@ -403,29 +483,46 @@ class QemuDriver(OwnBooks):
         await trio.to_thread.run_sync(write_file, home / "boot", str(offset))
         sockets = self._sockets(side)
         await trio.to_thread.run_sync(lambda: sockets.mkdir(parents=True, exist_ok=True))
+        own_os = side.get("boot") == "disk"
+        machine = side.get("machine") or "microvm"
+        tsc = None if accel == "kvm" else console.TSC_KHZ
+        if own_os:
+            vmlinux, initrd_ = (Path(side["kernel"]), Path(side["initrd"]) if side.get("initrd") else None) \
+                if side.get("kernel") else (None, None)
+            cmdline = side.get("cmdline") if side.get("kernel") else None
+            if vmlinux is not None and tsc is not None and "tsc_early_khz=" not in (cmdline or ""):
+                cmdline = f"{cmdline or ''} tsc_early_khz={tsc}".strip()  # TCG: or half the boots hang
+        else:
+            vmlinux, initrd_ = found.vmlinux, initrd
+            cmdline = console.command_line(f"{side['address']}/{side['prefix']}", side["gateway"], side["dns"],
+                                           side["hostname"], tsc_khz=tsc)
         argv = console.qemu_argv(
-            vmlinux=found.vmlinux, initrd=initrd, root_disk=home / "root.qcow2", config_disk=home / "config.img",
+            vmlinux=vmlinux, initrd=initrd_, root_disk=home / "root.qcow2", config_disk=home / "config.img",
             volume_disks=[Path(p) for p in side.get("volume_disks", ())], console_log=home / "log" / "out",
             control_socket=sockets / "ctl.sock", qmp_socket=sockets / "qmp.sock", tap=side["tap"],
             mac=side["nics"][0]["mac"], memory_mb=side["memory_mb"], cpus=side["cpus"], accel=accel,
-            cmdline=console.command_line(f"{side['address']}/{side['prefix']}", side["gateway"], side["dns"],
-                                         side["hostname"], tsc_khz=None if accel == "kvm" else console.TSC_KHZ),
-            console_append=True)
+            cmdline=cmdline, console_append=True, machine=machine)
         for index, nic in enumerate(side["nics"][1:], start=1):  # the other networks: eth1, eth2, ...
             argv += ["-netdev", f"tap,id=net{index},ifname={nic['tap']},script=no,downscript=no",
-                     "-device", f"virtio-net-device,netdev=net{index},mac={nic['mac']}"]
-            argv[argv.index("-append") + 1] += (f" mariposa.ip{index}=" +
-                                                (f"{nic['address']}/{nic['prefix']}" if nic["address"] else ""))
+                     "-device", f"virtio-net-{console.virtio_kind(machine)},netdev=net{index},mac={nic['mac']}"]
+            if not own_os:  # a guest of its own takes every address by DHCP (mariposa/vm/dhcp.py)
+                argv[argv.index("-append") + 1] += (f" mariposa.ip{index}=" +
+                                                    (f"{nic['address']}/{nic['prefix']}" if nic["address"] else ""))
         await self._run(*argv, "-daemonize", "-pidfile", str(home / "qemu.pid"), what=f"start {name}")
         await trio.to_thread.run_sync(write_file, home / "up", "")  # its end is to be journaled (_reap)
         await self._journal("start", side, name)
         limit = side.get("boot_timeout") or BOOT_TIMEOUT[accel]
         with trio.move_on_after(limit) as waited:
             while True:
-                text = await trio.to_thread.run_sync(_console_since, home)
-                if READY in text:
-                    return
+                if own_os:  # ready once its network is up: the guest sent its first frame
+                    if await trio.to_thread.run_sync(_sent_a_frame, side["tap"]):
+                        return
+                else:
+                    text = await trio.to_thread.run_sync(_console_since, home)
+                    if READY in text:
+                        return
                 if await trio.to_thread.run_sync(_pid_of, home) is None:
+                    text = await trio.to_thread.run_sync(_console_since, home)
                     if "MARIPOSA START" in text and EXIT in text:
                         return  # started and already done (exit 3 at once): its exit code tells
                     break  # the VM ended before its command ran: its console says why
@@ -433,7 +530,9 @@ class QemuDriver(OwnBooks):
         tail = "\n".join((await trio.to_thread.run_sync(_console_since, home)).splitlines()[-20:])
         await self._kill(name)
         why = f"not ready within its boot timeout of {limit:g} s" if waited.cancelled_caught else "ended before ready"
-        raise DriverError(f"qemu: start {name}: {why} ({accel}); the console's last lines:\n{tail}")
+        if own_os and waited.cancelled_caught:
+            why += " (its network never came up: the guest sent no frame on its tap)"
+        raise DriverError(f"qemu: start {name}: {why} ({accel}, {machine}); the console's last lines:\n{tail}")
 
     async def _kill(self, name: str) -> None:
         pid = await trio.to_thread.run_sync(_pid_of, self._dir(name))
@@ -474,7 +573,7 @@ class QemuDriver(OwnBooks):
                 os.unlink(home / "up")
             except FileNotFoundError:
                 return
-            self.journal.append("die", side.get("labels", {}), name, _exit_code(home))
+            self.journal.append("die", side.get("labels", {}), name, _exit_code(home, side.get("boot") == "disk"))
 
     def _build(self, name: str, side: dict[str, Any]) -> Instance | None:
         """Blocking: reads /proc and the files beside the sidecar."""
@@ -489,7 +588,7 @@ class QemuDriver(OwnBooks):
         elif not (home / "boot").exists():
             state, exit_code = InstanceState.CREATING, None
         else:
-            state, exit_code = InstanceState.EXITED, _exit_code(home)
+            state, exit_code = InstanceState.EXITED, _exit_code(home, side.get("boot") == "disk")
         if "created" not in found:
             try:
                 found["created"] = (home / "mariposa.json").stat().st_mtime
@@ -507,8 +606,8 @@ class QemuDriver(OwnBooks):
         await self._start(inst.runtime_id, side)
 
     async def stop(self, inst: Instance, timeout: int | None = None) -> None:
-        """SIGTERM to the guest's command through our init, then QMP ``quit`` after the timeout,
-        then SIGKILL."""
+        """SIGTERM to the guest's command through our init (a VM of its own OS: ACPI power
+        button), then QMP ``quit`` after the timeout, then SIGKILL."""
         name = inst.runtime_id
         home = self._dir(name)
         side = await self._side(name)
@@ -517,8 +616,12 @@ class QemuDriver(OwnBooks):
         if timeout is None:
             timeout = side.get("stop_timeout") or DEFAULT_STOP_TIMEOUT
         if timeout > 0:
-            with trio.move_on_after(2), contextlib.suppress(DriverError):
-                await self._control(name, console.control_line("SIGNAL", "TERM"), None)
+            if side.get("boot") == "disk":  # its own OS: the ACPI power button, as a host's shutdown
+                with trio.move_on_after(3), contextlib.suppress(DriverError, OSError, trio.BrokenResourceError):
+                    await _qmp(self._sockets(side) / "qmp.sock", "system_powerdown")
+            else:
+                with trio.move_on_after(2), contextlib.suppress(DriverError):
+                    await self._control(name, console.control_line("SIGNAL", "TERM"), None)
             with trio.move_on_after(timeout):
                 while await trio.to_thread.run_sync(_pid_of, home) is not None:
                     await trio.sleep(0.05)
@@ -537,6 +640,10 @@ class QemuDriver(OwnBooks):
             if await self._side(inst.runtime_id) is None:
                 return
             raise DriverError(f"qemu: signal {inst.name}: it is not running")
+        side = await self._side(inst.runtime_id) or {}
+        if side.get("boot") == "disk":
+            raise DriverError(f"qemu: signal {inst.name}: unsupported: it boots its own OS from a disk image, "
+                              "without Mariposa's init to deliver signals (stop and restart work)")
         sig = name.upper().removeprefix("SIG") if not name.isdigit() else name
         try:
             line = console.control_line("SIGNAL", sig)
@@ -618,6 +725,9 @@ class QemuDriver(OwnBooks):
         name = inst.runtime_id
         if await trio.to_thread.run_sync(_pid_of, self._dir(name)) is None:
             raise DriverError(f"qemu: exec in {inst.name}: it is not running")
+        if ((await self._side(name)) or {}).get("boot") == "disk":
+            raise DriverError(f"qemu: exec in {inst.name}: unsupported: it boots its own OS from a disk image, "
+                              "without Mariposa's init to run commands (use an http or tcp health check)")
         token = os.urandom(6).hex()
         line = console.control_line("EXEC", token, list(argv))
         if user is not None:
@@ -646,9 +756,12 @@ class QemuDriver(OwnBooks):
         if not await trio.Path(home / "log" / "out").exists():
             raise DriverError(f"qemu: logs of {inst.name}: no such VM")
 
-        inside = [False]  # between our init's START and the command's EXIT: the command's output
+        own_os = ((await self._side(inst.runtime_id)) or {}).get("boot") == "disk"
+        inside = [own_os]  # between our init's START and the command's EXIT: the command's output
 
         def wanted(line: LogLine) -> bool:
+            if own_os:  # its own OS: its whole console is its output
+                return since is None or line.when >= since
             if line.line.startswith(b"MARIPOSA "):
                 if not line.line.startswith(READY.encode()):
                     inside[0] = line.line.startswith(b"MARIPOSA START")

@@ -102,6 +102,8 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
         if self.chosen_package is not None:
             self.fields.setdefault("memory", self.chosen_package.memory)  # explicit memory wins
             self.fields["cpus"] = self.chosen_package.cpus
+            if self.chosen_package.disk is not None and compute == "kvm":
+                self.fields.setdefault("disk", self.chosen_package.disk)  # explicit disk wins
         scale = self.fields.get("scale")
         if scale is not None and scale > 1:
             for port, at in self.port_ats:
@@ -504,4 +506,9 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     # virtual machines (manifest/vm.py)
     "accel": _ServiceChecks.accel,
     "boot_timeout": _ServiceChecks.boot_timeout,
+    "machine": _ServiceChecks.machine,
+    "disk": _ServiceChecks.disk,
+    "kernel": _ServiceChecks.kernel,
+    "initrd": _ServiceChecks.initrd,
+    "cmdline": _ServiceChecks.cmdline,
 }

@@ -32,7 +32,7 @@ import ipaddress
 import re
 from pathlib import Path
 
-__all__ = ["TSC_KHZ", "command_line", "control_line", "decode_output", "parse", "qemu_argv"]
+__all__ = ["TSC_KHZ", "command_line", "control_line", "decode_output", "parse", "qemu_argv", "virtio_kind"]
 
 # The TSC frequency the guest kernel is told under TCG: without it the kernel calibrates the TSC
 # against an emulated PIT, and half the boots hang (issue 15).
@@ -144,18 +144,26 @@ def _socket(path: Path | str, what: str) -> str:
     return _opt(path)
 
 
-def qemu_argv(*, vmlinux: Path, initrd: Path, root_disk: Path, config_disk: Path, volume_disks: list[Path],
-              console_log: Path, control_socket: Path, qmp_socket: Path, tap: str | None, mac: str | None,
-              memory_mb: int, cpus: int, accel: str, cmdline: str,
-              root_format: str = "qcow2", console_append: bool = False,
+def qemu_argv(*, vmlinux: Path | None, initrd: Path | None, root_disk: Path, config_disk: Path,
+              volume_disks: list[Path], console_log: Path, control_socket: Path, qmp_socket: Path,
+              tap: str | None, mac: str | None, memory_mb: int, cpus: int, accel: str, cmdline: str | None,
+              root_format: str = "qcow2", console_append: bool = False, machine: str = "microvm",
               qemu: str = "qemu-system-x86_64") -> list[str]:
     """The whole ``qemu-system-x86_64`` command of one VM. Disks appear in the guest in the order
     given: root ``/dev/vda``, config ``/dev/vdb``, volumes from ``/dev/vdc`` on. The console log
     is truncated at start unless ``console_append``.
 
     ``-M microvm``: no firmware and no PCI, so boots take what the kernel takes; the ISA serial
-    ports and virtio-mmio are all it needs. ``-no-reboot``: the guest's ``reboot -f`` after the
-    command exits ends QEMU, which is how the driver sees the exit."""
+    ports and virtio-mmio are all it needs. ``-M q35`` (``machine="q35"``): SeaBIOS and PCI, for a
+    disk image's own bootloader (``vmlinux=None``: the firmware boots the root disk) or a kernel
+    that wants a PC; its devices are the ``-pci`` kinds. ``-no-reboot``: the guest's ``reboot -f``
+    after the command exits ends QEMU, which is how the driver sees the exit."""
+    if machine not in ("microvm", "q35"):
+        raise ValueError(f"machine: {machine!r} is neither microvm nor q35")
+    if vmlinux is None and (initrd is not None or cmdline is not None):
+        raise ValueError("initrd and cmdline need a kernel")
+    if vmlinux is None and machine == "microvm":
+        raise ValueError("microvm has no firmware: it boots a kernel only")
     if accel not in ("tcg", "kvm"):
         raise ValueError(f"accel: {accel!r} is neither tcg nor kvm")
     if memory_mb < 32:
@@ -168,15 +176,12 @@ def qemu_argv(*, vmlinux: Path, initrd: Path, root_disk: Path, config_disk: Path
         raise ValueError(f"{len(volume_disks)} volumes: at most 22 disks fit after the root and config disks")
     argv = [
         qemu,
-        "-M", "microvm,pit=on,rtc=on",
+        "-M", "microvm,pit=on,rtc=on" if machine == "microvm" else "q35",
         "-cpu", "max",
         "-accel", accel,
         "-m", str(memory_mb),
         "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-kernel", str(vmlinux),
-        "-initrd", str(initrd),
-        "-append", cmdline,
         "-chardev", f"file,id=console,path={_opt(console_log)}" + (",append=on" if console_append else ""),
         "-serial", "chardev:console",
         "-chardev", f"socket,id=control,path={_socket(control_socket, 'control')},server=on,wait=off",
@@ -184,14 +189,26 @@ def qemu_argv(*, vmlinux: Path, initrd: Path, root_disk: Path, config_disk: Path
         "-chardev", f"socket,id=qmp,path={_socket(qmp_socket, 'QMP')},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
     ]
+    if vmlinux is not None:
+        argv += ["-kernel", str(vmlinux)]
+        if initrd is not None:
+            argv += ["-initrd", str(initrd)]
+        if cmdline is not None:
+            argv += ["-append", cmdline]
+    kind = virtio_kind(machine)
     disks = [("root", root_disk, root_format, False), ("config", config_disk, "raw", True)]
     disks += [(f"vol{i}", path, "raw", False) for i, path in enumerate(volume_disks)]
     for name, path, fmt, read_only in disks:
         drive = f"id={name},file={_opt(path)},format={fmt},if=none,cache=writeback,discard=unmap"
         if read_only:
             drive += ",read-only=on"
-        argv += ["-drive", drive, "-device", f"virtio-blk-device,drive={name}"]
+        argv += ["-drive", drive, "-device", f"virtio-blk-{kind},drive={name}"]
     if tap is not None:
         argv += ["-netdev", f"tap,id=n0,ifname={_opt(tap)},script=no,downscript=no",
-                 "-device", f"virtio-net-device,netdev=n0,mac={mac}"]
+                 "-device", f"virtio-net-{kind},netdev=n0,mac={mac}"]
     return argv
+
+
+def virtio_kind(machine: str) -> str:
+    """The transport of virtio devices on ``machine``: MMIO on microvm, PCI on q35."""
+    return "device" if machine == "microvm" else "pci"

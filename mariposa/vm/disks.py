@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -40,7 +41,8 @@ from pathlib import Path
 
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
 
-__all__ = ["base_disk", "config_disk", "config_files", "overlay", "parse_config", "probe_image", "volume_disk"]
+__all__ = ["base_disk", "config_disk", "config_files", "import_image", "overlay", "parse_config", "probe_image",
+           "volume_disk"]
 
 MB = 1024 * 1024
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -116,9 +118,7 @@ def overlay(base: Path, out: Path, virtual_size_mb: int | None = None) -> Path:
     base = Path(base).resolve()
     out = Path(out)
     fmt, base_size = probe_image(base)
-    if fmt != "raw":
-        raise DriverError(f"overlay: the base disk {base} is {fmt}, not raw")
-    argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base)]
+    argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base)]
     size_arg: list[str] = []
     if virtual_size_mb is not None:
         if virtual_size_mb * MB < base_size:
@@ -261,5 +261,42 @@ def probe_image(path: Path) -> tuple[str, int]:
     except (ValueError, KeyError, TypeError):
         raise DriverError(f"disk image {path}: qemu-img info gave no format and size") from None
     if fmt not in ("qcow2", "raw"):
-        raise DriverError(f"disk image {path} is {fmt}: only qcow2 and raw images boot")
+        raise DriverError(f"disk image {path} is {fmt}, not qcow2 or raw: convert it first "
+                          f"(qemu-img convert -O qcow2 {path} OUT.qcow2)")
+    if info.get("backing-filename"):
+        raise DriverError(f"disk image {path} is an overlay of {info['backing-filename']}: flatten it first "
+                          f"(qemu-img convert -O qcow2 {path} OUT.qcow2)")
     return fmt, size
+
+
+def import_image(source: Path, cache: Path, pinned: str | None) -> Path:
+    """A disk image copied once into ``cache`` under its content's sha256 (``cache/HEX.FORMAT``),
+    which every instance's overlay is made over: the user's file may change or go later without
+    touching VMs made from it. With ``pinned`` (``sha256:HEX``, the version's), a copy already
+    there is used; a source whose content differs is refused. Hashing and copying are one pass;
+    the copy is written beside its final name and renamed, so it is whole or absent."""
+    source, cache = Path(source), Path(cache)
+    if pinned:
+        for found in cache.glob(f"{pinned.removeprefix('sha256:')}.*"):
+            return found
+    fmt, _ = probe_image(source)
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".import-", dir=cache)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            while chunk := src.read(4 * MB):
+                digest.update(chunk)
+                out.write(chunk)
+        found_id = f"sha256:{digest.hexdigest()}"
+        if pinned and found_id != pinned:
+            raise DriverError(f"disk image {source} changed since the version was made (pinned {pinned}, now "
+                              f"{found_id}): update the project to pin it anew")
+        final = cache / f"{digest.hexdigest()}.{fmt}"
+        os.chmod(tmp, 0o444)  # a base: never written, whatever opens it
+        os.replace(tmp, final)
+        return final
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -74,11 +74,12 @@ def _busybox() -> tuple[bytes, list[str]]:
     return data, sorted(line.strip().lstrip("/") for line in proc.stdout.splitlines() if line.strip())
 
 
-def build(kernel: Kernel, out: Path) -> Path:
+def build(kernel: Kernel, out: Path, init: bytes | None = None) -> Path:
     """The initramfs for ``kernel`` in directory ``out`` (made if missing), built unless a file
-    with the same content hash is there already; returns its path."""
+    with the same content hash is there already; returns its path. ``init``: another ``/init``
+    than Mariposa's (the tests' guests that boot an OS of their own use it)."""
     busybox, applets = _busybox()
-    init = init_script()
+    init = init_script() if init is None else init
     modules = [(name, (kernel.modules / f"{name}.ko").read_bytes()) for name in kernel.module_order]
     digest = hashlib.sha256(FORMAT)
     for part in (kernel.version.encode(), init, busybox, *(b for m in modules for b in (m[0].encode(), m[1]))):

@@ -18,6 +18,7 @@ Debian 12's) are skipped, so the same list works on a kernel that builds them in
 Layout of the directory (``DEFAULT_DIR``)::
 
     vmlinux            the uncompressed kernel
+    vmlinuz            the package's bzImage as it came (for bootloaders and ``-M q35``)
     modules/NAME.ko    the modules, uncompressed
     modules/order      their load order, one name a line
     version            the kernel release (written last: its presence means complete)
@@ -225,7 +226,7 @@ def fetch(dest: Path) -> None:
     """Download the cloud kernel package and extract ``vmlinux`` and the modules into ``dest``.
     Does nothing when ``dest`` already holds a complete kernel."""
     dest = Path(dest)
-    if (dest / "version").is_file() and (dest / "vmlinux").is_file() and (dest / "modules" / "order").is_file():
+    if all((dest / name).is_file() for name in ("version", "vmlinux", "vmlinuz", "modules/order")):
         return
     dest.mkdir(parents=True, exist_ok=True)
     package = _package()
@@ -255,6 +256,7 @@ def fetch(dest: Path) -> None:
             raise RuntimeUnavailable(f"qemu kernel: {debs[0].name} holds no modules for {version}")
 
         (work / "vmlinux").write_bytes(extract_vmlinux(images[0].read_bytes()))
+        shutil.copyfile(images[0], work / "vmlinuz")
         modules = work / "modules"
         modules.mkdir()
         order = module_order(tree)
@@ -264,6 +266,7 @@ def fetch(dest: Path) -> None:
 
         (dest / "version").unlink(missing_ok=True)
         os.replace(work / "vmlinux", dest / "vmlinux")
+        os.replace(work / "vmlinuz", dest / "vmlinuz")
         if (dest / "modules").exists():
             shutil.rmtree(dest / "modules")
         os.replace(modules, dest / "modules")

@@ -655,9 +655,9 @@ def test_packages_can_be_replaced():
 
 
 def test_packages_module():
-    assert resolve_package("small") == Package("small", 256 * MIB, 0.5)
-    assert resolve_package("medium") == Package("medium", GIB, 1.0)
-    assert resolve_package("xlarge") == Package("xlarge", 8 * GIB, 4.0)
+    assert resolve_package("small") == Package("small", 256 * MIB, 0.5, 10 * GIB)
+    assert resolve_package("medium") == Package("medium", GIB, 1.0, 25 * GIB)
+    assert resolve_package("xlarge") == Package("xlarge", 8 * GIB, 4.0, 100 * GIB)
     assert resolve_package("nope") is None
     assert package_names() == ["small", "medium", "large", "xlarge"] == list(DEFAULT_PACKAGES)
     assert package_names({"a": Package("a", 1, 1)}) == ["a"]
