@@ -25,12 +25,15 @@ command line, and the project's DNS responder as the VM's name server.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import json
 import os
 import shutil
 import signal as signals
 import stat
+import tarfile
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -218,7 +221,7 @@ class QemuDriver(OwnBooks):
         def digest() -> str:
             try:
                 st = os.stat(image)
-                disks.probe_image(Path(image))
+                disks.probe_image(Path(image), standalone=True)
             except (OSError, DriverError) as exc:
                 why = str(exc) if isinstance(exc, DriverError) else f"disk image {image} does not exist"
                 raise ImageNotFound(why) from None
@@ -245,7 +248,7 @@ class QemuDriver(OwnBooks):
             if path and not await trio.Path(path).is_file():
                 return f"{key} {path} does not exist"
         try:
-            _, size = await trio.to_thread.run_sync(disks.probe_image, Path(spec.image))
+            _, size = await trio.to_thread.run_sync(disks.probe_image, Path(spec.image), True)
         except DriverError as exc:
             return str(exc)
         if spec.disk is not None and size > spec.disk:
@@ -406,7 +409,7 @@ class QemuDriver(OwnBooks):
             volume_disks.append(str(disk))
             volumes.append(volume_name(req.project_name, m.source))
         files: dict[str, bytes] = {}
-        for folder, prefix_ in ((req.secrets_dir, "secrets"), (req.mdata_dir, "mdata")):
+        for folder, prefix_ in ((req.secrets_dir, "secrets"),):  # the mdata: a disk of its own, each boot
             if folder:
                 files.update(await trio.to_thread.run_sync(_files_under, Path(folder), prefix_))
         own_os = is_disk_image(spec.image)
@@ -443,6 +446,10 @@ class QemuDriver(OwnBooks):
                 "boot": "disk" if own_os else "mariposa",  # disk: the image boots its own OS
                 "machine": spec.machine or ("q35" if own_os and not spec.kernel else "microvm"),
                 "kernel": spec.kernel, "initrd": spec.initrd, "cmdline": spec.cmdline,
+                # our init runs the command and reads the control channel (not so for the image's own
+                # init or OS); the live mdata it is sent after each boot and change (push_mdata)
+                "control": spec.command is not None and not own_os,
+                "mdata_dir": req.mdata_dir,
                 "volumes": volumes,
                 "volume_disks": volume_disks,
                 "memory_mb": max(64, int(spec.memory) // (1 << 20)) if spec.memory else 128,
@@ -496,9 +503,14 @@ class QemuDriver(OwnBooks):
             vmlinux, initrd_ = found.vmlinux, initrd
             cmdline = console.command_line(f"{side['address']}/{side['prefix']}", side["gateway"], side["dns"],
                                            side["hostname"], tsc_khz=tsc)
+        volume_disks = [Path(p) for p in side.get("volume_disks", ())]
+        if side.get("mdata_dir"):  # the mdata of now, not of the create: a disk made at each boot, last
+            volume_disks.append(await trio.to_thread.run_sync(_mdata_disk, Path(side["mdata_dir"]), home))
+            if cmdline is not None and not own_os:
+                cmdline += f" mariposa.mdata=/dev/vd{chr(ord('c') + len(volume_disks) - 1)}"
         argv = console.qemu_argv(
             vmlinux=vmlinux, initrd=initrd_, root_disk=home / "root.qcow2", config_disk=home / "config.img",
-            volume_disks=[Path(p) for p in side.get("volume_disks", ())], console_log=home / "log" / "out",
+            volume_disks=volume_disks, console_log=home / "log" / "out",
             control_socket=sockets / "ctl.sock", qmp_socket=sockets / "qmp.sock", tap=side["tap"],
             mac=side["nics"][0]["mac"], memory_mb=side["memory_mb"], cpus=side["cpus"], accel=accel,
             cmdline=cmdline, console_append=True, machine=machine)
@@ -512,6 +524,7 @@ class QemuDriver(OwnBooks):
         await trio.to_thread.run_sync(write_file, home / "up", "")  # its end is to be journaled (_reap)
         await self._journal("start", side, name)
         limit = side.get("boot_timeout") or BOOT_TIMEOUT[accel]
+        text = ""
         with trio.move_on_after(limit) as waited:
             while True:
                 if own_os:  # ready once its network is up: the guest sent its first frame
@@ -520,13 +533,15 @@ class QemuDriver(OwnBooks):
                 else:
                     text = await trio.to_thread.run_sync(_console_since, home)
                     if READY in text:
-                        return
+                        break
                 if await trio.to_thread.run_sync(_pid_of, home) is None:
                     text = await trio.to_thread.run_sync(_console_since, home)
                     if "MARIPOSA START" in text and EXIT in text:
                         return  # started and already done (exit 3 at once): its exit code tells
                     break  # the VM ended before its command ran: its console says why
                 await trio.sleep(0.05)
+        if not own_os and not waited.cancelled_caught and READY in text:
+            return
         tail = "\n".join((await trio.to_thread.run_sync(_console_since, home)).splitlines()[-20:])
         await self._kill(name)
         why = f"not ready within its boot timeout of {limit:g} s" if waited.cancelled_caught else "ended before ready"
@@ -720,6 +735,21 @@ class QemuDriver(OwnBooks):
                         if text.startswith(reply_to):
                             return text
 
+    async def push_mdata(self, inst: Instance) -> bool:
+        """The instance's live mdata files as they are on the host now, sent to our init, which
+        swaps them in whole at /run/mariposa/mdata (a container sees the host's directory through
+        its bind mount; a VM boots with a disk of them, _mdata_disk). False when there is no one
+        to send them to: a VM that boots its own OS or the image's init reads that disk only."""
+        side = await self._side(inst.runtime_id)
+        if not side or not side.get("control") or not side.get("mdata_dir"):
+            return False
+        if await trio.to_thread.run_sync(_pid_of, self._dir(inst.runtime_id)) is None:
+            return False  # it reads them when it starts (_mdata_disk)
+        data = await trio.to_thread.run_sync(_mdata_tar, Path(side["mdata_dir"]))
+        with trio.fail_after(10):
+            await self._control(inst.runtime_id, console.control_line("MDATA", base64.b64encode(data).decode()), None)
+        return True
+
     async def exec(self, inst: Instance, argv: list[str], timeout: float, user: str | None = None
                    ) -> tuple[int, bytes]:
         name = inst.runtime_id
@@ -808,6 +838,25 @@ def _volume_disk(disk: Path, labels: dict[str, str]) -> None:
     if not meta.exists():
         write_file(meta, json.dumps(labels))
     disks.volume_disk(disk)
+
+
+def _mdata_disk(folder: Path, home: Path) -> Path:
+    """The mdata files of ``folder`` on a small ext4 disk (label ``mariposa-mdata``), made again
+    at each boot, so a VM restarted reads today's values; our init copies them to a tmpfs, which
+    MDATA lines keep current while it runs."""
+    files = {name.lstrip("/"): data for name, data in _files_under(folder, "").items()}
+    return disks.files_disk(home / "mdata.img", files, "mariposa-mdata")
+
+
+def _mdata_tar(folder: Path) -> bytes:
+    """The mdata files of ``folder`` (its ``..data`` link followed) as a tar of KEY files."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in sorted(_files_under(folder, "").items()):
+            info = tarfile.TarInfo(name.lstrip("/"))
+            info.size, info.mode = len(data), 0o444
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def _files_under(folder: Path, prefix_: str) -> dict[str, bytes]:

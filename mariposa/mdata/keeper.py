@@ -160,15 +160,22 @@ class MdataKeeper:
             return 0
         async with trio.open_nursery() as nursery:
             for inst, svc in touched:
-                if svc.mdata_signal and inst.running:
-                    nursery.start_soon(self._signal, inst, svc.mdata_signal)
+                if inst.running:
+                    nursery.start_soon(self._deliver_live, inst, svc.mdata_signal)
         message = f"mdata of {len(touched)} instance{'s' if len(touched) != 1 else ''} updated"
         log.info(message, project=project.name)
         await self.ctx.store.call(lambda db: event_store.record(db, "mdata.update", message, project_id=project.id))
         return len(touched)
 
-    async def _signal(self, inst: Instance, name: str) -> None:
+    async def _deliver_live(self, inst: Instance, signal: str | None) -> None:
+        """A runtime that cannot mount the host's directory (a VM: drivers/qemu.py ``push_mdata``)
+        is sent the files first; then the signal, so the process reads the new values."""
+        driver = self.ctx.driver_for(inst.compute_type)
+        push = getattr(driver, "push_mdata", None)
         try:
-            await self.ctx.driver_for(inst.compute_type).signal(inst, name)
-        except DriverError as exc:  # it stopped meanwhile: it reads the files when it starts
-            log.info("mdata signal not delivered", instance=inst.name, signal=name, error=str(exc))
+            if push is not None:
+                await push(inst)
+            if signal:
+                await driver.signal(inst, signal)
+        except (DriverError, trio.TooSlowError) as exc:  # it stopped meanwhile: it reads them when it starts
+            log.info("mdata not delivered live", instance=inst.name, signal=signal, error=str(exc))

@@ -17,6 +17,8 @@ Lines to the guest, on the control channel (``control_line`` builds them)::
                                     the command runs (environment, user, workdir), or as the user
                                     given; its answer carries the first 256 KiB of its output
     PING ID
+    MDATA B64TAR                    the mdata files now (base64 of a tar of KEY files), which the
+                                    init swaps in whole at /run/mariposa/mdata
 
 Why the control channel is the second ISA serial port and not virtio-console: ``-M microvm``
 has an ISA bus and the guest kernel has the 8250 driver built in, so a second port needs no
@@ -41,6 +43,7 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-
 _ID = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _SIGNAL = re.compile(r"[A-Z0-9]+\Z")
 _USER = re.compile(r"[0-9]+:[0-9]+\Z")
+_B64 = re.compile(r"[A-Za-z0-9+/=]+\Z")
 # sun_path is 108 bytes with its NUL
 _MAX_SOCKET = 107
 
@@ -81,6 +84,8 @@ def control_line(kind: str, *args: str | list[str]) -> bytes:
     control_line("PING", id). ``ValueError`` for a malformed one (the guest would drop it)."""
     if kind == "SIGNAL" and len(args) == 1 and isinstance(args[0], str) and _SIGNAL.match(args[0]):
         return f"SIGNAL {args[0]}\n".encode()
+    if kind == "MDATA" and len(args) == 1 and isinstance(args[0], str) and _B64.match(args[0]):
+        return f"MDATA {args[0]}\n".encode()
     if kind == "PING" and len(args) == 1 and isinstance(args[0], str) and _ID.match(args[0]):
         return f"PING {args[0]}\n".encode()
     if kind == "EXEC" and len(args) in (2, 3) and isinstance(args[0], str) and _ID.match(args[0]):

@@ -41,8 +41,8 @@ from pathlib import Path
 
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
 
-__all__ = ["base_disk", "config_disk", "config_files", "import_image", "overlay", "parse_config", "probe_image",
-           "volume_disk"]
+__all__ = ["base_disk", "config_disk", "config_files", "files_disk", "import_image", "overlay", "parse_config",
+           "probe_image", "volume_disk"]
 
 MB = 1024 * 1024
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -117,7 +117,7 @@ def overlay(base: Path, out: Path, virtual_size_mb: int | None = None) -> Path:
     The guest's filesystem keeps the base's size: a larger overlay only leaves room to grow it."""
     base = Path(base).resolve()
     out = Path(out)
-    fmt, base_size = probe_image(base)
+    fmt, base_size = probe_image(base, standalone=True)
     argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base)]
     size_arg: list[str] = []
     if virtual_size_mb is not None:
@@ -221,19 +221,30 @@ def config_disk(out: Path, *, command: list[str] | None, env: dict[str, str], wo
         content = config_files(command=command, env=env, workdir=workdir, user=user, mounts=mounts, files=files)
     except ValueError as e:
         raise DriverError(f"config disk: {e}") from None
+    return files_disk(out, content, "mariposa-cfg", mode=0o644, modes={"env": 0o600})
+
+
+def files_disk(out: Path, files: Mapping[str, bytes], label: str, mode: int = 0o444,
+               modes: Mapping[str, int] | None = None) -> Path:
+    """A small ext4 disk of ``files`` (relative name: bytes; ``mode``, or ``modes[name]``), made
+    without a journal (the guest mounts it read-only, nothing to replay) and whole each time
+    (a temporary file renamed over ``out``)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".config-", dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".{label}-", dir=out.parent) as tmp:
         root = Path(tmp) / "root"
         root.mkdir(mode=0o755)
-        for name, data in content.items():
+        for name, data in files.items():
+            parts = name.split("/")
+            if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                raise DriverError(f"{label} disk: {name!r} is not a relative path")
             path = root / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            path.chmod(0o600 if name == "env" else 0o644)
-        used = sum(len(d) + 4096 for d in content.values())
+            path.chmod((modes or {}).get(name, mode))
+        used = sum(len(d) + 4096 for d in files.values())
         size = max(4 * MB, -(-int(used * 1.2 + 2 * MB) // MB) * MB)
-        return _mkfs(out, size, root, f"config disk {out}", "-O", "^has_journal", "-L", "mariposa-cfg")
+        return _mkfs(out, size, root, f"{label} disk {out}", "-O", "^has_journal", "-L", label)
 
 
 def volume_disk(path: Path, size_mb: int = 1024) -> Path:
@@ -247,7 +258,7 @@ def volume_disk(path: Path, size_mb: int = 1024) -> Path:
     return _mkfs(path, size_mb * MB, None, f"volume disk {path}", "-L", "mariposa-vol")
 
 
-def probe_image(path: Path) -> tuple[str, int]:
+def probe_image(path: Path, standalone: bool = False) -> tuple[str, int]:
     """A disk image's format ('qcow2' or 'raw') and virtual size in bytes; ``DriverError`` naming
     the path when it is missing or of any other format."""
     path = Path(path)
@@ -263,7 +274,7 @@ def probe_image(path: Path) -> tuple[str, int]:
     if fmt not in ("qcow2", "raw"):
         raise DriverError(f"disk image {path} is {fmt}, not qcow2 or raw: convert it first "
                           f"(qemu-img convert -O qcow2 {path} OUT.qcow2)")
-    if info.get("backing-filename"):
+    if standalone and info.get("backing-filename"):  # a user's image: its chain would reach outside
         raise DriverError(f"disk image {path} is an overlay of {info['backing-filename']}: flatten it first "
                           f"(qemu-img convert -O qcow2 {path} OUT.qcow2)")
     return fmt, size
@@ -279,7 +290,7 @@ def import_image(source: Path, cache: Path, pinned: str | None) -> Path:
     if pinned:
         for found in cache.glob(f"{pinned.removeprefix('sha256:')}.*"):
             return found
-    fmt, _ = probe_image(source)
+    fmt, _ = probe_image(source, standalone=True)
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".import-", dir=cache)
     digest = hashlib.sha256()

@@ -8,14 +8,17 @@
 #   console (ttyS0): the kernel's and the command's output, and the lines
 #                    "MARIPOSA START" (the command's output follows), "MARIPOSA READY" (it runs),
 #                    "MARIPOSA EXIT CODE", "MARIPOSA ERROR WHAT"
-#   control (ttyS1): host -> guest "SIGNAL NAME", "EXEC ID B64ARGV [UID:GID]", "PING ID";
+#   control (ttyS1): host -> guest "SIGNAL NAME", "EXEC ID B64ARGV [UID:GID]", "PING ID",
+#                    "MDATA B64TAR" (the mdata files now: swapped in whole at /run/mariposa/mdata);
 #                    guest -> host "MARIPOSA READY", "EXITED ID CODE B64OUTPUT", "PONG ID",
 #                    "MARIPOSA EXIT CODE"
 #   kernel cmdline:  mariposa.ip=ADDR/PREFIX mariposa.gw=GW mariposa.dns=IP[,IP] mariposa.hostname=NAME
+#                    mariposa.mdata=/dev/vdX (the mdata disk, made at each boot: the values of now)
 #                    mariposa.ipN=ADDR/PREFIX (ethN, N from 1: the other networks; empty: no address)
-#   /dev/vda         the root disk (ext4), /dev/vdb the config disk (ext4, read-only), then volumes
+#   /dev/vda         the root disk (ext4), /dev/vdb the config disk (ext4, read-only), then volumes,
+#                    then the mdata disk
 #   config disk:     command (one base64 arg a line), env (KEY=base64 lines), workdir, user
-#                    (UID:GID), mounts ("DEVICE TARGET ro|rw" lines), mdata/...
+#                    (UID:GID), mounts ("DEVICE TARGET ro|rw" lines), secrets/...
 #
 # Why the command runs chrooted and this script stays PID 1 (not switch_root): the init must
 # outlive the command to report its exit code and to answer EXEC and SIGNAL; and the command gets
@@ -63,11 +66,34 @@ inroot() { chroot $ROOT /.mariposa/bin/busybox "$@"; }
 # base64 to $_v, exactly (a command substitution would drop trailing newlines)
 b64d() { _v=$(printf '%s' "$1" | base64 -d; echo x); _v=${_v%x}; }
 
+# The files of directory $1 become the mdata, swapped in whole as mdata/files.py does on the host:
+# a new ..DIR, the ..data link renamed over (one atomic rename), KEY -> ..data/KEY links, the old
+# directory and the links of keys gone removed. A reader never sees half a change.
+mdata_apply() {
+    set +f
+    mount -o remount,rw $MD  # read-only between changes, as a container's bind mount is
+    new="..$(date +%s)_$$_$RANDOM"
+    mkdir "$MD/$new" && cp "$1"/* "$MD/$new"/ 2>/dev/null
+    chmod 0755 "$MD/$new"; chmod 0444 "$MD/$new"/* 2>/dev/null
+    ln -s "$new" "$MD/..data_tmp" && mv -fT "$MD/..data_tmp" "$MD/..data"
+    for f in "$MD/$new"/*; do
+        [ -e "$f" ] || continue
+        k=${f##*/}
+        [ -L "$MD/$k" ] || ln -s "..data/$k" "$MD/$k"
+    done
+    for l in "$MD"/*; do [ -e "$l" ] || rm -f "$l"; done
+    for d in "$MD"/..?*; do
+        case "${d##*/}" in ..data|"$new") ;; *) [ -L "$d" ] || rm -rf "$d" ;; esac
+    done
+    mount -o remount,ro $MD
+    set -f
+}
+
 for m in $(cat /modules/order); do
     insmod /modules/$m.ko || console "mariposa: insmod $m failed"
 done
 
-ip= gw= dns= hostname= more=
+ip= gw= dns= hostname= more= mdata_dev=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         mariposa.ip[0-9]=*) more="$more ${arg#mariposa.ip}" ;;  # N=ADDR/PREFIX: ethN, another network
@@ -75,6 +101,7 @@ for arg in $(cat /proc/cmdline); do
         mariposa.gw=*) gw=${arg#*=} ;;
         mariposa.dns=*) dns=${arg#*=} ;;
         mariposa.hostname=*) hostname=${arg#*=} ;;
+        mariposa.mdata=*) mdata_dev=${arg#*=} ;;
     esac
 done
 
@@ -117,6 +144,21 @@ mount -t tmpfs -o mode=1777 shm /dev/shm
 mount --rbind /dev $ROOT/dev
 mount -t proc proc $ROOT/proc
 mount -t sysfs sysfs $ROOT/sys
+
+# mdata and secrets where a container has them: the secrets (fixed for the instance's life) bound
+# read-only at /run/secrets; the mdata on a tmpfs at /run/mariposa/mdata, since it is live (MDATA)
+MD=$ROOT/run/mariposa/mdata
+if [ -d $CFG/secrets ]; then
+    inroot mkdir -p /run/secrets && mount --bind $CFG/secrets $ROOT/run/secrets  # read-only as its source
+fi
+if [ -n "$mdata_dev" ]; then
+    waitfor "$mdata_dev" || die "no mdata disk $mdata_dev"
+    mkdir -p /run/mdata-disk && mount -t ext4 -o ro "$mdata_dev" /run/mdata-disk || die "cannot mount $mdata_dev"
+    inroot mkdir -p /run/mariposa/mdata && mount -t tmpfs -o mode=0755,size=4m mdata $MD \
+        || die "cannot mount the mdata tmpfs"
+    mdata_apply /run/mdata-disk
+    umount /run/mdata-disk
+fi
 
 if [ -f $CFG/mounts ]; then
     while read -r dev target mode || [ -n "$dev" ]; do
@@ -211,6 +253,11 @@ control_loop() {
                 # detached twice: the loop reads on, and no job lingers in this shell; a user
                 # (UID:GID) given is this EXEC's alone
                 ( [ -z "$4" ] || { uid=${4%%:*}; gid=${4#*:}; }; exec_one "$2" "$3" & ) ;;
+            MDATA)
+                case "$2" in *[!A-Za-z0-9+/=]*) continue ;; esac
+                [ -d "$MD" ] || continue
+                rm -rf /run/mdata-in && mkdir -p /run/mdata-in
+                printf '%s' "$2" | base64 -d | tar -x -C /run/mdata-in && mdata_apply /run/mdata-in ;;
             PING)
                 case "$2" in *[!A-Za-z0-9_.-]*|"") continue ;; esac
                 say "PONG $2" ;;

@@ -40,6 +40,10 @@ sys.path.insert(0, str(ROOT))
 
 from mariposa.drivers.qemu import QemuDriver, _pid_of  # noqa: E402
 from mariposa.model import CreateRequest, ServiceSpec  # noqa: E402
+from mariposa.vm import accel as accelerators  # noqa: E402
+from mariposa.vm import kernel  # noqa: E402
+from mariposa.vm.dhcp import DhcpServer  # noqa: E402
+from tests.integration import vm_disks  # noqa: E402
 from tests.integration.harness import IMAGE  # noqa: E402
 from tests.integration.images import ensure_image  # noqa: E402
 
@@ -48,8 +52,9 @@ PROJECT = "b" * 32
 
 
 def answers(address: str) -> bool:
+    url = f"http://{address}/" if ":" in address else f"http://{address}:8080/"
     try:
-        with urllib.request.urlopen(f"http://{address}:8080/", timeout=1) as resp:
+        with urllib.request.urlopen(url, timeout=1) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -65,10 +70,15 @@ async def until_answering(addresses: list[str], timeout: float = 300) -> None:
             await trio.sleep(0.02)
 
 
-def request(owner: str) -> CreateRequest:
+def request(owner: str, machine: str = "microvm", accel: str | None = None, image: str = IMAGE,
+            image_id: str | None = None) -> CreateRequest:
+    spec = ServiceSpec(name="web", image=IMAGE, command=("sh", "-c", HTTPD), compute_type="kvm", machine=machine,
+                       accel=accel)
+    if image != IMAGE:  # a disk image that boots its own OS (tests/integration/vm_disks.py): httpd on 80
+        spec = ServiceSpec(name="web", image=image, compute_type="kvm", machine=machine, accel=accel,
+                           image_id=image_id)
     return CreateRequest(instance_id=uuid.uuid4().hex, owner=owner, project_id=PROJECT, project_name="bench",
-                         version_id="v1", created=time.time(),
-                         spec=ServiceSpec(name="web", image=IMAGE, command=("sh", "-c", HTTPD), compute_type="kvm"))
+                         version_id="v1", created=time.time(), spec=spec)
 
 
 def rss(pid: int) -> tuple[int, int]:
@@ -85,59 +95,78 @@ def pct(values: list[float], p: float) -> float:
     return sorted(values)[min(len(values) - 1, int(round(len(values) * p)) - 1)]
 
 
+async def measure(driver: QemuDriver, tmp: Path, owner: str, accel: str, firmware: Path, boots: int, count: int,
+                  made: list) -> None:
+    await driver.create(request(owner))  # the base disk and initramfs made once, untimed
+    for inst in await driver.inventory():
+        await driver.remove(inst)
+    rows = [("microvm", accel, IMAGE), ("q35", accel, IMAGE), ("q35", accel, str(firmware))]
+    if accel == "tcg":
+        works, why = await accelerators.probe(kernel.find(), tmp / "qemu")
+        if works:
+            rows += [("microvm", "kvm", IMAGE), ("q35", "kvm", IMAGE)]
+        else:
+            print(f"KVM rows: not measured: the probe says KVM cannot boot a kernel here ({why})")
+    for machine, row_accel, image in rows:
+        times = []
+        for _ in range(boots):
+            t0 = time.monotonic()
+            pin = await driver.resolve_image(image) if image != IMAGE else None  # as a version pins it
+            inst = await driver.create(request(owner, machine, row_accel, image, pin))
+            assert inst.address is not None
+            # a disk image's own OS serves on port 80 once its DHCP lease is applied
+            await until_answering([inst.address + (":80" if image != IMAGE else "")])
+            times.append(time.monotonic() - t0)
+            await driver.remove(inst)
+        what = "Mariposa's kernel" if image == IMAGE else "a disk image through SeaBIOS and syslinux"
+        print(f"boot to HTTP (-M {machine}, {row_accel}, {what}), {boots} VMs one after another: "
+              f"median {statistics.median(times):.2f} s, p95 {pct(times, 0.95):.2f} s")
+
+    t0 = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        async def one() -> None:
+            made.append(await driver.create(request(owner)))
+        for _ in range(count):
+            nursery.start_soon(one)
+    await until_answering([i.address for i in made])
+    ours = time.monotonic() - t0
+    sizes = [rss(p) for i in made if (p := _pid_of(tmp / "qemu" / i.runtime_id))]
+    print(f"RSS per VM (-m 128): {statistics.median(s[0] for s in sizes) / 1024:.0f} MB, of which "
+          f"{statistics.median(s[1] for s in sizes) / 1024:.0f} MB file-backed (shared)")
+
+    # the peer: the same commands, from a shell loop, on the disks and taps the driver made
+    commands = []
+    for inst in made:
+        pid = _pid_of(tmp / "qemu" / inst.runtime_id)
+        assert pid is not None
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        commands.append([a.decode() for a in argv])
+    for inst in made:
+        await driver.stop(inst, timeout=0)  # disks and taps stay; the sockets go, as the driver does
+        side = driver._sidecar(inst.runtime_id) or {}
+        for stale in ("ctl.sock", "qmp.sock"):
+            (driver._sockets(side) / stale).unlink(missing_ok=True)
+    script = "\n".join(" ".join(_quote(a) for a in argv) for argv in commands)
+    t0 = time.monotonic()
+    await trio.run_process(["sh", "-c", script])
+    await until_answering([i.address for i in made])
+    peer = time.monotonic() - t0
+    print(f"{count} VMs at once to HTTP: Mariposa {ours:.2f} s, shell loop of qemu-system-x86_64 {peer:.2f} s")
+
+
 async def main(boots: int, count: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-qemu-"))
     owner = f"bench-{uuid.uuid4().hex[:8]}"
     driver = QemuDriver(owner, tmp / "qemu", run_dir=Path(tempfile.mkdtemp(prefix="bq-", dir="/dev/shm")))
     await driver.ping()
     accel = await driver.accelerator()
-    made = []
+    firmware = vm_disks.firmware_boot_disk(tmp / "disks")
+    made: list = []
     try:
-        await driver.create(request(owner))  # the base disk and initramfs made once, untimed
-        for inst in await driver.inventory():
-            await driver.remove(inst)
-        times = []
-        for _ in range(boots):
-            t0 = time.monotonic()
-            inst = await driver.create(request(owner))
-            await until_answering([inst.address])
-            times.append(time.monotonic() - t0)
-            pid = _pid_of(tmp / "qemu" / inst.runtime_id)
-            sizes = rss(pid) if pid else (0, 0)
-            await driver.remove(inst)
-        print(f"boot to HTTP (microvm, {accel}), {boots} VMs one after another: "
-              f"median {statistics.median(times):.2f} s, p95 {pct(times, 0.95):.2f} s")
-
-        t0 = time.monotonic()
-        async with trio.open_nursery() as nursery:
-            async def one() -> None:
-                made.append(await driver.create(request(owner)))
-            for _ in range(count):
-                nursery.start_soon(one)
-        await until_answering([i.address for i in made])
-        ours = time.monotonic() - t0
-        sizes = [rss(p) for i in made if (p := _pid_of(tmp / "qemu" / i.runtime_id))]
-        print(f"RSS per VM (-m 128): {statistics.median(s[0] for s in sizes) / 1024:.0f} MB, of which "
-              f"{statistics.median(s[1] for s in sizes) / 1024:.0f} MB file-backed (shared)")
-
-        # the peer: the same commands, from a shell loop, on the disks and taps the driver made
-        commands = []
-        for inst in made:
-            pid = _pid_of(tmp / "qemu" / inst.runtime_id)
-            assert pid is not None
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-            commands.append([a.decode() for a in argv])
-        for inst in made:
-            await driver.stop(inst, timeout=0)  # disks and taps stay; the sockets go, as the driver does
-            side = driver._sidecar(inst.runtime_id) or {}
-            for stale in ("ctl.sock", "qmp.sock"):
-                (driver._sockets(side) / stale).unlink(missing_ok=True)
-        script = "\n".join(" ".join(_quote(a) for a in argv) for argv in commands)
-        t0 = time.monotonic()
-        await trio.run_process(["sh", "-c", script])
-        await until_answering([i.address for i in made])
-        peer = time.monotonic() - t0
-        print(f"{count} VMs at once to HTTP: Mariposa {ours:.2f} s, shell loop of qemu-system-x86_64 {peer:.2f} s")
+        async with trio.open_nursery() as nursery:  # the daemon's DHCP server, for the disk image's guests
+            await nursery.start(DhcpServer(driver.leases).run)
+            await measure(driver, tmp, owner, accel, firmware, boots, count, made)
+            nursery.cancel_scope.cancel()
     finally:
         for inst in await driver.inventory():
             await driver.remove(inst)

@@ -240,3 +240,50 @@ services:
         daemon.cli("project", "update", "roll", str(path), "--wait", timeout=900)
     assert seen and min(seen) >= 2, seen
     daemon.cli("project", "delete", "roll", "--wait", timeout=300)
+
+
+def test_a_vms_mdata_is_live_and_its_secrets_where_a_containers_are(daemon: Daemon, tmp_path):
+    """The config disk is fixed at create; the live mdata reaches the running VM over the control
+    channel (MDATA), swapped in whole at /run/mariposa/mdata, then mdata_signal; after a restart
+    the VM reads today's values, not its create's; secrets are at /run/secrets."""
+    manifest = tmp_path / "conf.yaml"
+    manifest.write_text(f"""
+services:
+  conf:
+    image: {IMAGE}
+    compute_type: vm
+    restart: always
+    mdata:
+      color: "{{{{ .meta.color }}}}"
+    mdata_signal: SIGHUP
+    secrets: [token]
+    command: sh -c 'trap "echo reloaded \\$(cat /run/mariposa/mdata/color)" HUP; httpd -p 8080 -h /run/mariposa/mdata; while true; do sleep 0.2; done'
+""")
+    meta = tmp_path / "meta.yaml"
+    meta.write_text("color: blue\n")
+    daemon.cli("-j", "conf", "secret", "set", "token", input="s3cret-value")
+    daemon.cli("project", "add", "conf", str(manifest), "--meta", str(meta), "--wait", timeout=600)
+    (vm,) = vms(daemon, "conf", "conf")
+    assert wait_until(lambda: get(f"http://{vm['address']}:8080/color"), timeout=60, what="mdata served") == "blue"
+    code, out = exec_in(daemon, vm, "cat /run/secrets/token; ls -la /run/mariposa/mdata/")
+    assert code == 0 and out.startswith("s3cret-value"), out
+    t0 = time.monotonic()
+    daemon.cli("-j", "conf", "meta", "set", "color", "green")
+    wait_until(lambda: get(f"http://{vm['address']}:8080/color") == "green", timeout=30, what="green in the VM")
+    print(f"mdata change seen in the VM after {time.monotonic() - t0:.2f} s (CLI start included)")
+    wait_until(lambda: "reloaded green" in daemon.cli("-j", "conf", "service", "logs", "conf").stdout, timeout=30,
+               what="SIGHUP after the files changed")
+    assert [i["id"] for i in vms(daemon, "conf", "conf")] == [vm["id"]]  # the same VM: nothing replaced
+    code, out = exec_in(daemon, vm, "echo x > /run/mariposa/mdata/color", check=False)
+    assert code != 0, out  # read-only, even for root in the VM
+    # a restart boots with the config disk of the create (blue): today's value follows at once
+    daemon.cli("-j", "conf", "meta", "set", "color", "red")
+    wait_until(lambda: get(f"http://{vm['address']}:8080/color") == "red", timeout=30, what="red in the VM")
+    home = daemon.state_dir / "qemu" / vm["runtime_id"]
+    pid = _pid_of(home)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: (p := _pid_of(home)) is not None and p != pid, timeout=120, what="the VM restarted")
+    # read at once after the restart: the mdata disk was made at this boot (no stale value first)
+    assert wait_until(lambda: get(f"http://{vm['address']}:8080/color"), timeout=60, what="served again") == "red"
+    daemon.cli("project", "delete", "conf", "--wait", timeout=300)

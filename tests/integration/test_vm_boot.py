@@ -327,10 +327,14 @@ def test_disk_images_are_probed_and_bad_ones_refused(vm_boot, tmp_path):
     with pytest.raises(DriverError, match=f"disk image {tmp_path / 'missing.qcow2'} does not exist"):
         disks.probe_image(tmp_path / "missing.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "vpc", str(tmp_path / "disk.vhd"), "16M"], check=True)
-    with pytest.raises(DriverError, match=f"disk image {tmp_path / 'disk.vhd'} is vpc: only qcow2 and raw"):
+    with pytest.raises(DriverError, match=f"disk image {tmp_path / 'disk.vhd'} is vpc, not qcow2 or raw"):
         disks.probe_image(tmp_path / "disk.vhd")
-    with pytest.raises(DriverError, match="is qcow2, not raw"):
+    with pytest.raises(DriverError, match="is an overlay of"):  # never a chain through an overlay
         disks.overlay(grown, tmp_path / "chained.qcow2")
+    # a standalone qcow2 (a disk image of the user's) is a base like a raw one
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(grown), str(tmp_path / "flat.qcow2")], check=True)
+    assert disks.probe_image(disks.overlay(tmp_path / "flat.qcow2", tmp_path / "over.qcow2")) == \
+        ("qcow2", size + 100 * disks.MB)
     # a rootfs that is no directory: mkfs is not even tried
     with pytest.raises(DriverError, match="is not a directory"):
         disks.base_disk(tmp_path / "nothing", tmp_path / "nothing.raw")

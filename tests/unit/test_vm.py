@@ -142,7 +142,19 @@ def test_qemu_argv_without_network_or_volumes_and_with_kvm():
     assert options(a, "-accel") == ["kvm"]
 
 
+def test_qemu_argv_on_q35_with_a_kernel_and_through_the_firmware():
+    a = argv(machine="q35")
+    assert options(a, "-M") == ["q35"] and options(a, "-kernel") == ["/k/vmlinux"]
+    assert options(a, "-device")[-3:] == ["virtio-blk-pci,drive=vol0", "virtio-blk-pci,drive=vol1",
+                                          "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]
+    firmware = argv(machine="q35", vmlinux=None, initrd=None, cmdline=None)
+    assert "-kernel" not in firmware and "-initrd" not in firmware and "-append" not in firmware
+    assert "isa-serial,chardev=control,index=1" in options(firmware, "-device")
+
+
 @pytest.mark.parametrize(("over", "message"), [
+    ({"machine": "pc"}, "machine"), ({"vmlinux": None}, "need a kernel"),
+    ({"vmlinux": None, "initrd": None, "cmdline": None}, "microvm has no firmware"),
     ({"accel": "hvf"}, "accel"), ({"memory_mb": 16}, "memory"), ({"cpus": 0}, "cpus"),
     ({"tap": None}, "tap and mac"), ({"control_socket": Path("/" + "x" * 120)}, "control socket"),
     ({"qmp_socket": Path("/" + "x" * 120)}, "QMP socket"), ({"volume_disks": [Path("/v")] * 23}, "volumes"),
