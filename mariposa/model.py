@@ -123,7 +123,7 @@ SUPERVISION_FIELDS = frozenset({
     "pull", "on_meta_change", "mdata_signal",
     # scheduled and event services: when and how runs happen, never what an instance is
     "schedule", "time_zone", "concurrency", "catch_up", "catch_up_limit", "starting_deadline", "timeout", "retries",
-    "history_succeeded", "history_failed", "queue_limit",
+    "history_succeeded", "history_failed", "queue_limit", "on_meta",
 })
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -275,6 +275,7 @@ class ServiceSpec:
     history_succeeded: int = 10
     history_failed: int = 10
     queue_limit: int = 100
+    on_meta: tuple[str, ...] = ()  # event services: the meta keys whose change queues a run (runs/on_meta.py)
 
     @property
     def runs(self) -> bool:

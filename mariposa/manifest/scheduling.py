@@ -11,6 +11,7 @@ import re
 from mariposa.manifest.report import _At
 from mariposa.manifest.shapes import MAX_SECONDS, _Shapes
 from mariposa.runs.schedule import Schedule, check_cron, is_interval, parse_interval, zone
+from mariposa.store.meta import KEY_RE as META_KEY_RE
 
 CONCURRENCY = ("allow", "forbid", "replace", "queue")
 CATCH_UP = ("none", "latest", "all")
@@ -19,6 +20,8 @@ _DURATION_RE = re.compile(r"(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(
 # Options only scheduled services take, and those scheduled and event services take.
 SCHEDULED_ONLY = ("schedule", "time_zone", "catch_up", "catch_up_limit", "starting_deadline")
 RUN_OPTIONS = ("concurrency", "timeout", "retries", "history", "queue_limit")
+ON_EVENTS = ("meta",)  # what `on:` may name: an event service runs when one of them happens
+MAX_ON_KEYS = 100  # meta keys one service watches
 
 
 def parse_duration(value: object) -> float:
@@ -125,6 +128,39 @@ class _SchedulingChecks(_Shapes):
             if value is not None:
                 self.fields[f"history_{key}"] = value
 
+    def on(self, at: _At) -> None:
+        """``on: {meta: [KEY, ...]}``: a run each time one of the keys changes value."""
+        opts = self.options(at, ON_EVENTS, "on")
+        if opts is None:
+            return
+        if not at.value:
+            self.problem(at, "'on' needs what to run on, e.g. {meta: [KEY, ...]}")
+            return
+        entry = opts.get("meta")  # None: an unknown sub-key, already refused
+        if entry is None or entry.value is None:
+            if entry is not None:
+                self.problem(entry, "on.meta needs a list of meta keys")
+            return
+        if entry.value == []:
+            self.problem(entry, "on.meta must not be empty: list the meta keys whose changes run the service")
+            return
+        items = self.strings(entry)
+        if items is None:
+            return
+        if len(items) > MAX_ON_KEYS:
+            self.problem(entry, f"on.meta may list at most {MAX_ON_KEYS} keys")
+            return
+        keys: list[str] = []
+        for key, item in items:
+            if not META_KEY_RE.fullmatch(key):
+                self.problem(item, f"invalid meta key {key!r}: 1-128 letters, digits, '_' or '-', "
+                             "not starting with '-'")
+            elif key in keys:
+                self.problem(item, f"meta key {key!r} is listed twice")
+            else:
+                keys.append(key)
+        self.fields["on_meta"] = tuple(keys)
+
     def scheduling_cross_checks(self) -> None:
         kind = self.fields.get("service_type", "continuous")
         for name in (*SCHEDULED_ONLY, *RUN_OPTIONS):
@@ -137,6 +173,10 @@ class _SchedulingChecks(_Shapes):
             elif kind == "event" and name in SCHEDULED_ONLY:
                 self.problem(at, f"{name!r} is only valid with service_type scheduled (an event service "
                              "runs when triggered: mariposa -j PROJECT service run NAME)", on_key=True)
+        on = self.seen.get("on")
+        if on is not None and on.value is not None and kind != "event":
+            self.problem(on, "'on' is only valid with service_type event (a run each time a listed meta key "
+                         "changes)", on_key=True)
         if kind == "scheduled" and "service_type" in self.seen and not self.fields.get("schedule") \
                 and "schedule" not in self.seen:
             self.problem(self.seen["service_type"], "a scheduled service needs a 'schedule' (e.g. \"30 2 * * *\")")

@@ -50,6 +50,8 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
     def run(self) -> dict[str, Any] | None:
         handlers = _OPTIONS
         for key, at in self.at.entries():
+            if key is True:  # `on:` under `%YAML 1.1`, which reads a bare on as true: meant as the option
+                key = "on"
             handler = handlers.get(key) if isinstance(key, str) else None
             if handler is None:
                 self.unknown_option(key, at)
@@ -477,6 +479,7 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "retries": _ServiceChecks.retries,
     "history": _ServiceChecks.history,
     "queue_limit": _ServiceChecks.queue_limit,
+    "on": _ServiceChecks.on,
     "scale": _ServiceChecks.scale,
     "min_healthy_time": _ServiceChecks.min_healthy_time,
     "progress_deadline": _ServiceChecks.progress_deadline,

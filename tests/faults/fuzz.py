@@ -299,6 +299,10 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
     "history": st.one_of(st.fixed_dictionaries({}, optional={"succeeded": numbers, "failed": numbers,
                                                              "running": numbers}), numbers, words),
     "queue_limit": numbers,
+    "on": st.one_of(st.fixed_dictionaries({}, optional={
+        "meta": st.one_of(st.lists(st.sampled_from(["color", "", "-x", "a b", "k" * 200, "color"]), max_size=3),
+                          words, numbers),
+        "schedule": words}), st.lists(words, max_size=2), words, numbers),
 }
 top_level_networks = st.one_of(st.dictionaries(st.sampled_from(["shared", "ext", "default", "bad name"]), st.one_of(
     st.none(), st.fixed_dictionaries({}, optional={"external": st.one_of(st.booleans(), words),

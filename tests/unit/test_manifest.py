@@ -10,7 +10,7 @@ import pytest
 
 from mariposa.manifest import ManifestError, ManifestProblem, parse_manifest
 from mariposa.manifest.units import GIB, MIB, format_size, parse_size, split_command
-from mariposa.model import PortSpec, ServiceSpec
+from mariposa.model import SUPERVISION_FIELDS, PortSpec, ServiceSpec
 from mariposa.packages import DEFAULT_PACKAGES, Package, package_names, resolve_package
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -576,6 +576,33 @@ def test_a_scheduled_service_needs_a_schedule_and_an_event_service_none():
     found = service_problem("image: x\nservice_type: scheduled")
     assert found.message == "a scheduled service needs a 'schedule' (e.g. \"30 2 * * *\")"
     assert service("image: x\nservice_type: event").service_type == "event"
+
+
+def test_on_meta_of_an_event_service():
+    assert service("image: x\nservice_type: event\non: {meta: [color, size-2]}").on_meta == ("color", "size-2")
+    # YAML 1.1 reads a bare `on` as true: it is still the option
+    text = "%YAML 1.1\n---\n" + service_text("image: x\nservice_type: event\non: {meta: [color]}")
+    assert parse_manifest(text, "m.yaml").services[0].on_meta == ("color",)
+    assert "on_meta" in SUPERVISION_FIELDS  # what triggers a run never replaces instances
+
+
+@pytest.mark.parametrize(("body", "message", "line", "column"), [
+    ("service_type: scheduled\nschedule: '* * * * *'\non: {meta: [a]}",
+     "'on' is only valid with service_type event (a run each time a listed meta key changes)", 6, 5),
+    ("on: {meta: [a]}", "'on' is only valid with service_type event (a run each time a listed meta key changes)",
+     4, 5),
+    ("service_type: event\non: {meta: []}",
+     "on.meta must not be empty: list the meta keys whose changes run the service", 5, 16),
+    ("service_type: event\non: {meta: color}", "expected a list of strings, got a string", 5, 16),
+    ("service_type: event\non: {metas: [a]}", "unknown on option 'metas'; did you mean 'meta'?", 5, 10),
+    ("service_type: event\non: {}", "'on' needs what to run on, e.g. {meta: [KEY, ...]}", 5, 9),
+    ("service_type: event\non: {meta: ['-x']}",
+     "invalid meta key '-x': 1-128 letters, digits, '_' or '-', not starting with '-'", 5, 17),
+    ("service_type: event\non: {meta: [a, a]}", "meta key 'a' is listed twice", 5, 20),
+])
+def test_bad_on_is_refused_where_it_is_written(body, message, line, column):
+    found = service_problem("image: x\n" + body)
+    assert (found.message, found.line, found.column) == (message, line, column)
 
 
 def test_unknown_service_type():
