@@ -1009,6 +1009,8 @@ def _meta_path(state: State, key: str | None = None) -> str:
 def _meta_tasks(state: State, result: dict, as_json: bool, wait: bool = False) -> None:
     if as_json and not (wait and result.get("tasks")):
         return print_json(result)
+    for run_id in result.get("runs") or ():
+        click.echo(f"run {run_id[:12]} queued (an event service watches this key: on: meta)", err=True)
     if result.get("tasks"):
         _report_tasks(state, result["tasks"], wait, as_json)
 
