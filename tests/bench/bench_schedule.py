@@ -19,12 +19,14 @@ How the figures are taken, and why:
   (``--cron-minutes``); it runs at the same time as Mariposa's firings (both see the same load),
   and ``--cron-minutes 0`` leaves it out. The file and the process are removed at the end.
 
-Measured on the 2-core build host, loaded by other engineers' test runs (2026-11-27):
-    mariposa (daemon stamp)     60 firings  p50 0.120 s  p99 0.468 s  max 0.480 s   60/60 within 1 s
-    mariposa (Engine start)     60 firings  p50 0.100 s  p99 0.431 s  max 0.445 s   60/60 within 1 s
-    cron + docker run            3 firings  p50 0.655 s  p99 0.764 s  max 0.764 s    3/3 within 1 s
+Measured on the 2-core build host, loaded by other engineers' test runs (2026-11-27; both rows
+at the same time, defaults):
+    mariposa (daemon stamp)     60 firings  p50 0.486 s  p99 0.590 s  max 0.614 s   60/60 within 1 s
+    mariposa (Engine start)     60 firings  p50 0.383 s  p99 0.474 s  max 0.475 s   60/60 within 1 s
+    cron + docker run            3 firings  p50 2.087 s  p99 2.091 s  max 2.091 s    0/3 within 1 s
     goal                                    1 s
-(replace with the latest run's output: see the report in the branch's last commit)
+A ``docker run --rm IMAGE true`` took 0.37-0.47 s from invocation to exit on the same host, so
+most of cron's 2 s is cron's own: it runs a minute's jobs a while after the boundary, not at it.
 """
 
 from __future__ import annotations
