@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
+
 from mariposa.manifest import interpolate
 from mariposa.manifest.container import _ContainerChecks
 from mariposa.manifest.env_files import parse as env_file_lines
@@ -51,7 +53,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
         handlers = _OPTIONS
         for key, at in self.at.entries():
             if key is True:  # `on:` under `%YAML 1.1`, which reads a bare on as true: meant as the option
-                key = "on"
+                key, at = "on", attrs.evolve(at, field=f"{self.at.field}.on")
             handler = handlers.get(key) if isinstance(key, str) else None
             if handler is None:
                 self.unknown_option(key, at)

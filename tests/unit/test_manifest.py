@@ -583,6 +583,8 @@ def test_on_meta_of_an_event_service():
     # YAML 1.1 reads a bare `on` as true: it is still the option
     text = "%YAML 1.1\n---\n" + service_text("image: x\nservice_type: event\non: {meta: [color]}")
     assert parse_manifest(text, "m.yaml").services[0].on_meta == ("color",)
+    bad = problem("%YAML 1.1\n---\n" + service_text("image: x\nservice_type: event\non: {meta: []}"))
+    assert bad.field == "services.web.on.meta"
     assert "on_meta" in SUPERVISION_FIELDS  # what triggers a run never replaces instances
 
 
