@@ -316,12 +316,18 @@ class ServiceSpec:
 @attrs.frozen
 class ProjectSpec:
     services: tuple[ServiceSpec, ...]
+    # by name: ``service`` is asked once per service on every sync of every watcher (the health
+    # monitor's, on each instance change), so a scan made 1,000 services quadratic
+    _by_name: dict[str, ServiceSpec] = attrs.field(init=False, eq=False, repr=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        by_name: dict[str, ServiceSpec] = {}
+        for svc in self.services:
+            by_name.setdefault(svc.name, svc)
+        object.__setattr__(self, "_by_name", by_name)
 
     def service(self, name: str) -> ServiceSpec | None:
-        for svc in self.services:
-            if svc.name == name:
-                return svc
-        return None
+        return self._by_name.get(name)
 
     @property
     def service_names(self) -> tuple[str, ...]:

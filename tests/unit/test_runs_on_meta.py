@@ -5,6 +5,7 @@ service watches, queues none; a full queue records the run skipped and keeps the
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from trio.testing import MockClock
 
@@ -64,3 +65,14 @@ async def test_a_full_queue_records_the_run_skipped_and_keeps_the_change(virtual
     assert states == ["queued", "running", "skipped"]
     [skipped] = [r for r in await s.runs() if r["state"] == "skipped"]
     assert "queue_limit 1" in skipped["reason"] and "meta color changed" in skipped["reason"]
+
+
+def test_a_project_spec_finds_its_services_by_name_and_compares_by_them_alone():
+    # found by the scheduler's CPU bench: a scan per lookup made 1,000 services quadratic
+    from mariposa.model import ProjectSpec, ServiceSpec
+
+    services = tuple(ServiceSpec(name=f"s{n}", image="busybox") for n in range(1000))
+    spec = ProjectSpec(services=services)
+    assert spec.service("s999") is services[999] and spec.service("nope") is None
+    assert spec == ProjectSpec(services=services) and "_by_name" not in repr(spec)
+    assert attrs.evolve(spec, services=services[:1]).service("s999") is None
