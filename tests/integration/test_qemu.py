@@ -287,3 +287,29 @@ services:
     # read at once after the restart: the mdata disk was made at this boot (no stale value first)
     assert wait_until(lambda: get(f"http://{vm['address']}:8080/color"), timeout=60, what="served again") == "red"
     daemon.cli("project", "delete", "conf", "--wait", timeout=300)
+
+
+def test_a_vms_root_filesystem_is_its_disks_size(daemon: Daemon, tmp_path):
+    """The package's (or ``disk``'s) size is the guest's root filesystem, not an empty device
+    behind a filesystem the size of the image; an image that needs more is refused."""
+    manifest = tmp_path / "sized.yaml"
+    manifest.write_text(f"""
+services:
+  roomy:
+    image: {IMAGE}
+    compute_type: vm
+    disk: 700m
+    command: sh -c 'while true; do sleep 1; done'
+""")
+    daemon.cli("project", "add", "sized", str(manifest), "--wait", timeout=600)
+    (vm,) = vms(daemon, "sized", "roomy")
+    code, out = exec_in(daemon, vm, "df -m / | tail -1")
+    total_mb = int(out.split()[1])
+    assert 600 <= total_mb <= 700, out  # ext4's own share aside, the 700 MB asked for
+    code, out = exec_in(daemon, vm, "dd if=/dev/zero of=/fill bs=1M count=300 2>&1 && sync && echo ok")
+    assert out.strip().endswith("ok"), out  # room the image's own size (a few MB) would not have
+    manifest.write_text(manifest.read_text().replace("disk: 700m", "disk: 64m"))
+    r = daemon.cli("project", "update", "sized", str(manifest), "--wait", timeout=300, check=False)
+    assert r.returncode != 0 and "needs a disk of" in r.stdout + r.stderr, r
+    assert [i["id"] for i in vms(daemon, "sized", "roomy")] == [vm["id"]]  # the old VM kept serving
+    daemon.cli("project", "delete", "sized", "--wait", timeout=300)
