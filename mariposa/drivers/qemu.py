@@ -492,7 +492,8 @@ class QemuDriver(OwnBooks):
         await self._taps(side, labels)
         found, initrd = await self._boot_files()
         accel = await self.accelerator(side.get("accel") or "auto")
-        for stale in (self._sockets(side) / "qmp.sock", self._sockets(side) / "ctl.sock", home / "qemu.pid"):
+        for stale in (self._sockets(side) / "qmp.sock", self._sockets(side) / "ctl.sock", home / "qemu.pid",
+                      home / "paused"):
             await trio.Path(stale).unlink(missing_ok=True)
         offset = await trio.to_thread.run_sync(lambda: (home / "log" / "out").stat().st_size
                                                if (home / "log" / "out").exists() else 0)
@@ -608,7 +609,8 @@ class QemuDriver(OwnBooks):
         self._reap(name, side)
         alive = _pid_of(home) is not None
         if alive:
-            state, exit_code = InstanceState.RUNNING, None
+            paused = (home / "paused").exists()
+            state, exit_code = InstanceState.PAUSED if paused else InstanceState.RUNNING, None
         elif not (home / "boot").exists():
             state, exit_code = InstanceState.CREATING, None
         else:
@@ -674,6 +676,36 @@ class QemuDriver(OwnBooks):
         except ValueError:
             raise DriverError(f"qemu: signal {inst.name}: unknown signal {name!r}") from None
         await self._control(inst.runtime_id, line, None)
+
+    async def pause(self, inst: Instance) -> None:
+        """Freeze the VM's CPUs (QMP ``stop``): it keeps its memory and devices, answers nothing,
+        and is listed paused (counted neither up nor down, as a frozen container is)."""
+        await self._pause(inst, True)
+
+    async def unpause(self, inst: Instance) -> None:
+        """Thaw it (QMP ``cont``)."""
+        await self._pause(inst, False)
+
+    async def status(self, inst: Instance) -> str:
+        """QEMU's own word for the VM's run state (QMP ``query-status``: running, paused, ...)."""
+        side = await self._side(inst.runtime_id)
+        if side is None or await trio.to_thread.run_sync(_pid_of, self._dir(inst.runtime_id)) is None:
+            raise DriverError(f"qemu: status of {inst.name}: it is not running")
+        with trio.fail_after(5):
+            answer = await _qmp(self._sockets(side) / "qmp.sock", "query-status")
+        return str(answer.get("status", "unknown"))
+
+    async def _pause(self, inst: Instance, frozen: bool) -> None:
+        side = await self._side(inst.runtime_id)
+        home = self._dir(inst.runtime_id)
+        if side is None or await trio.to_thread.run_sync(_pid_of, home) is None:
+            raise DriverError(f"qemu: {'pause' if frozen else 'unpause'} {inst.name}: it is not running")
+        with trio.fail_after(5):
+            await _qmp(self._sockets(side) / "qmp.sock", "stop" if frozen else "cont")
+        if frozen:
+            await trio.to_thread.run_sync(write_file, home / "paused", "")
+        else:
+            await trio.Path(home / "paused").unlink(missing_ok=True)
 
     async def remove(self, inst: Instance) -> None:
         if await self._side(inst.runtime_id) is None and not await trio.Path(self._dir(inst.runtime_id)).exists():
