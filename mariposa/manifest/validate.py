@@ -96,8 +96,8 @@ def _duplicate_triggers(services_at: _At, report: _Report) -> None:
         mine = set()
         for name, where in trigger_names(triggers_at):
             if name in owner and name not in mine:
-                report.add(where, f"trigger {name!r} is also service {owner[name]!r}'s: trigger names are unique "
-                                  "in a project")
+                report.add(where, f"trigger name {name!r} is taken by service {owner[name]!r}: trigger names are "
+                                  "unique in a project")
             owner.setdefault(name, str(service))
             mine.add(name)
 
