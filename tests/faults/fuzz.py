@@ -226,7 +226,6 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
             ["on-failure", "no", "always", "never"])}),
         st.lists(st.dictionaries(st.sampled_from(["timeout", "preservestopped", "signal"]), numbers,
                                  min_size=1, max_size=2), max_size=3)),
-    "triggers": any_value,
     "autoscale": any_value,
     "webhooks": any_value,
     "scale": numbers,
