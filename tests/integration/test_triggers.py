@@ -82,6 +82,9 @@ def test_public_triggers(daemon: Daemon, tmp_path):
     assert {r["name"] for r in masked} == {"deploy-hook", "web-up", "web-stop", "web-start"}
     assert all(r["url"].startswith("http://127.0.0.1:") and r["url"].endswith("/v1/triggers/<hidden>")
                and not r["revealed"] for r in masked)
+    table = daemon.cli("-j", "t", "trigger", "list").stdout
+    assert table.split()[:4] == ["NAME", "SERVICE", "ACTION", "URL"] and "scale +1" in table, table
+    assert table.count("/v1/triggers/<hidden>") == 4
     shown = {r["name"]: r["url"] for r in daemon.json("-j", "t", "trigger", "list", "--reveal")}
     tokens = {name: url.rsplit("/", 1)[1] for name, url in shown.items()}
     assert all(len(t) == 43 for t in tokens.values())

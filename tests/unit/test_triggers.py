@@ -241,3 +241,26 @@ async def test_a_trigger_caller_is_no_socket_caller(core):
     """``trigger:NAME`` is admitted as the daemon's own callers are; nobody else gets that transport."""
     assert core.control.policy.allows(Caller(transport="trigger", name="trigger:x"), "service.run", "p")
     assert not core.control.policy.allows(Caller(transport="unix"), "service.run", "p")
+
+
+# ---- the configuration ----------------------------------------------------------------------------
+
+
+def test_triggers_listen_in_the_configuration(tmp_path):
+    from mariposa import config as configuration
+    from mariposa.triggers.listener import parse_listen
+
+    good = tmp_path / "good.toml"
+    good.write_text('triggers_listen = "127.0.0.1:8787"\n')
+    assert configuration.load(str(good)).triggers_listen == "127.0.0.1:8787"
+    assert configuration.DaemonConfig().triggers_listen is None  # absent: no listener
+    bad = tmp_path / "bad.toml"
+    bad.write_text('resync = 5\ntriggers_listen = "8787"\n')
+    with pytest.raises(configuration.ConfigError, match=r"bad.toml:2: triggers_listen: triggers_listen must be "
+                                                        r"HOST:PORT"):
+        configuration.load(str(bad))
+    assert parse_listen("[::1]:8787") == ("::1", 8787)
+    assert parse_listen("0.0.0.0:0") == ("0.0.0.0", 0)
+    for wrong in ("localhost", ":80", "a:b", "h:70000"):
+        with pytest.raises(ValueError):
+            parse_listen(wrong)
