@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from mariposa.manifest.report import _At, _is_int
-from mariposa.manifest.shapes import _Shapes
+from mariposa.manifest.report import MAX_SCALE, _At, _is_int
+from mariposa.manifest.shapes import _Shapes, _shown
 from mariposa.model import TRIGGER_ACTIONS, TriggerSpec
 
 TRIGGER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-SCALE_RE = re.compile(r"[+-]?\d{1,6}")
+SCALE_RE = re.compile(r"[+-]?\d{1,5}")
 MAX_TRIGGERS = 100  # per service: past it a list is a mistake
 
 
@@ -87,16 +87,23 @@ class _TriggerChecks(_Shapes):
         value = at.value
         if _is_int(value):
             if int(value) < 0:
-                self.problem(at, f"must be 0 or more, got {int(value)} (a change is a string: \"{int(value)}\")")
+                hint = f" (a change is a string: \"{value}\")" if value >= -MAX_SCALE else ""
+                self.problem(at, f"must be 0 or more, got {_shown(int(value))}{hint}")
                 return None
-            if int(value) > 999_999:
-                self.problem(at, "must be at most 999999")
+        else:
+            text = value.strip() if isinstance(value, str) else ""
+            if not SCALE_RE.fullmatch(text):
+                self.wrong_type(at, "a scale: a number (3) or a change (\"+1\", \"-1\")")
                 return None
-            return str(int(value))
-        if isinstance(value, str) and SCALE_RE.fullmatch(value.strip()):
-            text = value.strip()
-            return text if text[0] in "+-" else str(int(text))
-        self.wrong_type(at, "a scale: a number (3) or a change (\"+1\", \"-1\")")
+            if text[0] in "+-":
+                return text if abs(int(text)) <= MAX_SCALE else self._scale_too_big(at)
+            value = int(text)
+        if int(value) > MAX_SCALE:
+            return self._scale_too_big(at)
+        return str(int(value))
+
+    def _scale_too_big(self, at: _At) -> None:
+        self.problem(at, f"a scale (or change of it) is at most {MAX_SCALE:,}")
         return None
 
     def trigger_cross_checks(self) -> None:
