@@ -95,16 +95,14 @@ class _TriggerChecks(_Shapes):
             if not SCALE_RE.fullmatch(text):
                 self.wrong_type(at, "a scale: a number (3) or a change (\"+1\", \"-1\")")
                 return None
-            if text[0] in "+-":
-                return text if abs(int(text)) <= MAX_SCALE else self._scale_too_big(at)
-            value = int(text)
+            if abs(int(text)) > MAX_SCALE:
+                self.problem(at, f"a scale (or change of it) is at most {MAX_SCALE:,}")
+                return None
+            return text if text[0] in "+-" else str(int(text))
         if int(value) > MAX_SCALE:
-            return self._scale_too_big(at)
+            self.problem(at, f"a scale is at most {MAX_SCALE:,}")
+            return None
         return str(int(value))
-
-    def _scale_too_big(self, at: _At) -> None:
-        self.problem(at, f"a scale (or change of it) is at most {MAX_SCALE:,}")
-        return None
 
     def trigger_cross_checks(self) -> None:
         """``action: run`` asks for a run, which only scheduled and event services have."""
