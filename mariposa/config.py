@@ -67,6 +67,9 @@ class DaemonConfig:
     secret_key_file: str = "/etc/mariposa/secret.key"
     # Where instances' secret files live on the host (a tmpfs; mariposa/vault/delivery.py).
     run_dir: str = "/run/mariposa"
+    # The public triggers' HTTP listener (mariposa/triggers/), "HOST:PORT"; None: no listener
+    # (triggers still get their tokens; their URLs have no host until one is configured).
+    triggers_listen: str | None = None
     source: str | None = None  # the file it was read from
 
     def socket_gid(self) -> int | None:
@@ -164,7 +167,7 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     kinds: dict[str, type | tuple[type, ...]] = {
         "state_dir": str, "socket": str, "secret_key_file": str, "run_dir": str,
         "manifest_dir": str, "docker_host": str, "lxc_path": str, "log_format": str,
-        "qemu_path": str, "kernel_dir": str, "qemu_accel": str,
+        "qemu_path": str, "kernel_dir": str, "qemu_accel": str, "triggers_listen": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
         "allow_privileged": bool,
         "resync": (int, float), "rescan": (int, float), "parallelism": int, "socket_group": (str, int),
@@ -191,6 +194,15 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     for key in ("resync", "rescan", "parallelism"):
         if key in values and values[key] <= 0:
             raise _problem(path, text, key, "must be above 0")
+    if values.get("triggers_listen"):
+        from mariposa.triggers.listener import parse_listen
+
+        try:
+            parse_listen(values["triggers_listen"])
+        except ValueError as exc:
+            raise _problem(path, text, "triggers_listen", str(exc)) from None
+    elif "triggers_listen" in values:
+        values["triggers_listen"] = None
     if values.get("manifest_dir") == "":
         values["manifest_dir"] = None
     return values

@@ -50,6 +50,7 @@ class Context:
     credentials: Credentials = attrs.field(factory=Credentials)  # registry logins (in memory unless a file)
     monitor: HealthMonitor | None = None  # for the API to read instance health from
     scheduler: Scheduler | None = None  # scheduled and event services' runs (mariposa/runs/)
+    trigger_base: str | None = None  # http://HOST:PORT of the triggers' listener, once bound (mariposa/triggers/)
     # Secrets (mariposa/vault/): made by the daemon (and tests) after the store, so see ``vault``.
     _vault: Vault | None = None
     _secret_files: SecretFiles | None = None

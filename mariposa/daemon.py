@@ -37,6 +37,8 @@ from mariposa.queue.executor import Executor
 from mariposa.registries import FILE_NAME, Credentials
 from mariposa.runs.scheduler import Scheduler
 from mariposa.store.db import Store
+from mariposa.triggers import listener as trigger_listener
+from mariposa.triggers.app import TriggerApp
 from mariposa.vault import KeyRing, Vault
 from mariposa.vault.delivery import SecretFiles
 from mariposa.vm.dhcp import DhcpServer
@@ -150,7 +152,7 @@ class Daemon:
             systemd.notify("READY=1")
             return
         for key in ("state_dir", "socket", "manifest_dir", "docker_host", "lxc_path", "qemu_path", "kernel_dir",
-                    "secret_key_file", "run_dir"):
+                    "secret_key_file", "run_dir", "triggers_listen"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))
@@ -167,7 +169,8 @@ class Daemon:
             self.directory.request_rescan()
         self.config = attrs.evolve(new, state_dir=self.config.state_dir, socket=self.config.socket,
                                    manifest_dir=self.config.manifest_dir, docker_host=self.config.docker_host,
-                                   secret_key_file=self.config.secret_key_file, run_dir=self.config.run_dir)
+                                   secret_key_file=self.config.secret_key_file, run_dir=self.config.run_dir,
+                                   triggers_listen=self.config.triggers_listen)
         self.ctx.wake_reconciler()
         log.info("configuration reloaded", source=new.source or "defaults")
         systemd.notify("READY=1")
@@ -259,7 +262,10 @@ async def run_daemon(
     policy = SocketPolicy(config.socket_gid())
     control = Control(ctx, policy, executor)
     sock = bind_unix_socket(config.socket, config.socket_mode, config.socket_gid())
+    triggers = None
     try:
+        if config.triggers_listen:  # bound before anything starts: a port taken is a refusal to start
+            triggers, ctx.trigger_base = await trigger_listener.bind(config.triggers_listen)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daemon.signals, nursery.cancel_scope)
             await nursery.start(executor.run)
@@ -281,11 +287,13 @@ async def run_daemon(
                                                      config.delete_removed_projects)
                 await nursery.start(daemon.directory.run)
             await nursery.start(serve, build_router(control), sock, policy.admits)
+            if triggers is not None:
+                await nursery.start(trigger_listener.serve, TriggerApp(control), triggers)
             nursery.start_soon(systemd.watchdog)
             nursery.start_soon(daemon.status)
             systemd.notify("READY=1\nSTATUS=" + await summary(ctx))
             log.info("mariposa daemon ready", state_dir=str(state_dir), socket=config.socket, owner=store.owner,
-                     manifest_dir=config.manifest_dir, config=config.source)
+                     manifest_dir=config.manifest_dir, config=config.source, triggers=ctx.trigger_base)
             task_status.started(ctx)
     finally:
         with trio.CancelScope(shield=True):

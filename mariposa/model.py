@@ -124,8 +124,22 @@ SUPERVISION_FIELDS = frozenset({
     # scheduled and event services: when and how runs happen, never what an instance is
     "schedule", "time_zone", "concurrency", "catch_up", "catch_up_limit", "starting_deadline", "timeout", "retries",
     "history_succeeded", "history_failed", "queue_limit", "on_meta",
+    "triggers",  # public trigger URLs (mariposa/triggers/): what a POST does, never what an instance is
 })
 PULL_POLICIES = ("missing", "always", "never")
+
+
+TRIGGER_ACTIONS = ("run", "start", "stop", "scale")
+
+
+@attrs.frozen
+class TriggerSpec:
+    """One entry of a service's ``triggers``: a public URL that runs, starts, stops or scales it
+    (mariposa/triggers/). ``scale`` is "N", "+N" or "-N", for the scale action only."""
+
+    name: str
+    action: str
+    scale: str | None = None
 
 
 @attrs.frozen
@@ -276,6 +290,7 @@ class ServiceSpec:
     history_failed: int = 10
     queue_limit: int = 100
     on_meta: tuple[str, ...] = ()  # event services: the meta keys whose change queues a run (runs/on_meta.py)
+    triggers: tuple[TriggerSpec, ...] = ()  # public trigger URLs (mariposa/triggers/)
 
     @property
     def runs(self) -> bool:

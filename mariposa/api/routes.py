@@ -213,6 +213,11 @@ def build_router(control: Control) -> Router:
         ("POST", P + "/secrets/{name}/reveal", lambda q: secrets.reveal(
             q.caller, q.params["project"], q.params["name"])),
         ("POST", "/v1/secrets/rotate-key", lambda q: secrets.rotate_key(q.caller)),
+        # public triggers: the listing masks tokens; reveal shows those never shown, once
+        ("GET", P + "/triggers", lambda q: control.triggers.list(q.caller, q.params["project"])),
+        ("POST", P + "/triggers/reveal", lambda q: control.triggers.reveal(q.caller, q.params["project"])),
+        ("POST", P + "/triggers/{name}/rotate", lambda q: control.triggers.rotate(
+            q.caller, q.params["project"], q.params["name"])),
         # before the catch-all below, which "/services" would match too
         ("POST", P + "/services", add_service),
         ("POST", P + "/copy", lambda q: projects.copy(

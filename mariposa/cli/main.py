@@ -91,6 +91,7 @@ def cli(ctx: click.Context, socket: str | None, project: str | None) -> None:
 @click.option("--manifest-dir", help="Watched directory of NAME.yaml projects [/etc/mariposa/projects]; '' for none.")
 @click.option("--secret-key-file", help="Key file that encrypts secrets at rest [/etc/mariposa/secret.key].")
 @click.option("--run-dir", help="Directory on a tmpfs for instances' secret files [/run/mariposa].")
+@click.option("--triggers-listen", help="HOST:PORT of the public triggers' HTTP listener [none].")
 @click.option("--delete-removed-projects/--keep-removed-projects", default=None,
               help="Whether deleting NAME.yaml deletes the project [keep].")
 @click.option("--docker-host", help="Docker Engine socket (default: DOCKER_HOST or /var/run/docker.sock).")
@@ -886,6 +887,48 @@ def service_next(state: State, ref: str, count: int, as_json: bool) -> None:
         click.echo(f"{d['service']} is stopped: nothing fires until 'service start' (then catch_up applies)",
                    err=True)
     table(d["next"], [(d["time_zone"].upper(), lambda r: r["local"]), ("UTC", lambda r: r["utc"])])
+
+
+# ---- public triggers ----------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT)
+def trigger() -> None:
+    """Public trigger URLs (a service's `triggers:`): POST on one runs, starts, stops or scales it."""
+
+
+def _trigger_table(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        return print_json(rows)
+    table(rows, [("NAME", lambda r: r["name"]), ("SERVICE", lambda r: r["service"]),
+                 ("ACTION", lambda r: r["action"] + (f" {r['scale']}" if r["scale"] else "")),
+                 ("URL", lambda r: r["url"] or r["path"] + "  (no triggers_listen)")])
+
+
+@trigger.command("list", context_settings=CONTEXT)
+@click.option("--reveal", is_flag=True, help="Show in full the URLs whose token was never shown (each only once).")
+@json_option
+@pass_state
+def trigger_list(state: State, reveal: bool, as_json: bool) -> None:
+    """The project's triggers: name, service, action and URL (its token masked, unless --reveal)."""
+    path = f"/v1/projects/{state.project()}/triggers"
+    rows = state.client.post(path + "/reveal") if reveal else state.client.get(path)
+    _trigger_table(rows, as_json)
+    if reveal and not as_json and any(r["url"] and "<hidden>" in r["url"] for r in rows):
+        click.echo("URLs still <hidden> were shown before: 'mariposa -j PROJECT trigger rotate NAME' makes a new one",
+                   err=True)
+
+
+@trigger.command("rotate", context_settings=CONTEXT)
+@click.argument("name")
+@json_option
+@pass_state
+def trigger_rotate(state: State, name: str, as_json: bool) -> None:
+    """Replace trigger NAME's token: the old URL stops working now; the new one is printed once."""
+    r = state.client.post(f"/v1/projects/{state.project()}/triggers/{name}/rotate")
+    if as_json:
+        return print_json(r)
+    click.echo(r["url"] or r["path"])
 
 
 @cli.group(context_settings=CONTEXT)

@@ -491,6 +491,9 @@ def pull_policy(conv: Converter, svc: Service, at: _At) -> None:
 
 
 def links(conv: Converter, svc: Service, at: _At) -> None:
+    if at.value is not None and not isinstance(at.value, list):
+        conv.problem(at, "links must be a list of SERVICE or SERVICE:ALIAS")
+        return
     aliased = [str(v) for v in (at.value or []) if ":" in str(v)]
     if aliased:
         conv.unmapped(at, f"{', '.join(aliased)}: an alias is not set; services reach each other by service name")

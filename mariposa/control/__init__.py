@@ -28,6 +28,7 @@ from mariposa.control.runs import Runs
 from mariposa.control.secrets import Secrets
 from mariposa.control.services import Services
 from mariposa.control.system import System
+from mariposa.control.triggers import Triggers
 from mariposa.control.volumes import Volumes
 
 if TYPE_CHECKING:
@@ -52,3 +53,4 @@ class Control:
         self.secrets = Secrets(ctx, policy, executor)
         self.meta = Meta(ctx, policy, executor)
         self.runs = Runs(ctx, policy, executor)
+        self.triggers = Triggers(ctx, policy, executor)

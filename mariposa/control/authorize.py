@@ -20,7 +20,9 @@ from mariposa.errors import Forbidden
 
 log = structlog.get_logger()
 
-DAEMON_TRANSPORTS = frozenset({"watch", "internal"})
+# The daemon's own callers; "trigger" is a public trigger's POST (mariposa/triggers/), made a
+# caller only once its token was found: the token is its credential.
+DAEMON_TRANSPORTS = frozenset({"watch", "internal", "trigger"})
 
 
 class Policy(Protocol):

@@ -13,6 +13,7 @@ import trio
 from mariposa.context import Context
 from mariposa.control.caller import Caller
 from mariposa.control.pulls import Report, ensure_images
+from mariposa.control.triggers import fresh_tokens
 from mariposa.converge.goals import meta_used, with_images, with_meta
 from mariposa.converge.render import env_secrets
 from mariposa.drivers.base import DriverError
@@ -179,10 +180,12 @@ async def add(
                                f"copied from project {secrets_from} (hmac-sha256 {hmacs[key]})",
                                project_id=project.id, author=author)
 
+    fresh = await fresh_tokens(ctx, spec)
     result = await ctx.store.call(
         lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
                                           images=images, packages=packages, env_files=files, base_dir=base_dir,
-                                          meta=meta, meta_used=used, also=copy_secrets if tokens else None)
+                                          meta=meta, meta_used=used, also=copy_secrets if tokens else None,
+                                          triggers=fresh)
     )
     ctx.wake_queue()
     return result
@@ -208,11 +211,12 @@ async def update(
     new = with_meta(with_images(parsed, images), used)
     current = await ctx.store.call(goal_store.current_version, project)
     old = await ctx.goals.spec_of(current)
+    fresh = await fresh_tokens(ctx, new)
     version, tasks = await ctx.store.call(
         lambda db: goal_store.update_project(
             db, project, text, old, new, filename=filename, author=author, params=params, images=images,
             packages=pins, env_files=files, base_dir=base_dir, if_version=if_version, summary_prefix=summary_prefix,
-            meta_used=used,
+            meta_used=used, triggers=fresh,
         )
     )
     ctx.wake_queue()

@@ -81,8 +81,9 @@ class Runs(Area):
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
                                             or len(idempotency_key) > MAX_KEY):
             raise BadRequest(f"an idempotency key is a string of 1 to {MAX_KEY} characters")
+        trigger = "url" if caller.transport == "trigger" else "manual"  # a public trigger's POST, or asked
         row, created = await self.ctx.store.call(
-            lambda db: run_store.request(db, p.id, svc.name, "manual", spec.queue_limit,
+            lambda db: run_store.request(db, p.id, svc.name, trigger, spec.queue_limit,
                                          idempotency_key=idempotency_key, env=_env(env), author=caller.author))
         self.ctx.wake_scheduler()
         return {**run_json(row, p.name), "created": created}

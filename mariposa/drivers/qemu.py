@@ -256,14 +256,22 @@ class QemuDriver(OwnBooks):
                     f"{spec.disk / (1 << 30):.2f} GiB (its package's, or 'disk')")
         return None
 
-    async def _base_disk(self, image: str, content_id: str) -> Path:
-        """The image's raw ext4 base disk, made once per content id from its root filesystem."""
+    async def _base_disk(self, image: str, content_id: str, disk: int | None) -> Path:
+        """The image's raw ext4 base disk, made once per content id and size from its root
+        filesystem: of the service's ``disk`` (its package's) when given, so the guest's root
+        filesystem has that room; refused when the image's files need more."""
         rootfs = await self.images.rootfs(image, content_id)
-        disk = rootfs.parent / "disk.raw"
+        size_mb = -(-disk // disks.MB) if disk is not None else None
+        path = rootfs.parent / (f"disk-{size_mb}m.raw" if size_mb else "disk.raw")
         async with self._disk_locks.setdefault(content_id, trio.Lock()):
-            if not await trio.Path(disk).exists():
-                await trio.to_thread.run_sync(disks.base_disk, rootfs, disk)
-        return disk
+            if not await trio.Path(path).exists():
+                if size_mb is not None:
+                    needed = await trio.to_thread.run_sync(disks.needed_mb, rootfs)
+                    if needed > size_mb:
+                        raise DriverError(f"qemu: image {image} needs a disk of {needed} MB, more than the "
+                                          f"service's disk of {size_mb} MB (its package's, or 'disk')")
+                await trio.to_thread.run_sync(disks.base_disk, rootfs, path, size_mb)
+        return path
 
     async def _boot_files(self) -> tuple[kernel.Kernel, Path]:
         found = await trio.to_thread.run_sync(kernel.find, self.kernel_dir)
@@ -364,7 +372,7 @@ class QemuDriver(OwnBooks):
                                                  spec.image_id)
         else:
             content_id = await self.images.content_id(spec.image, spec.image_id)
-            base = await self._base_disk(spec.image, content_id)
+            base = await self._base_disk(spec.image, content_id, spec.disk)
         home = self._dir(name)
         if await trio.Path(home).exists():  # a create a crash cut short (no sidecar yet): afresh
             await trio.to_thread.run_sync(lambda: shutil.rmtree(home, ignore_errors=True))
@@ -418,7 +426,8 @@ class QemuDriver(OwnBooks):
         if own_os and spec.disk is not None and spec.disk < base_size:
             raise DriverError(f"qemu: create {name}: disk image {spec.image} ({base_size} bytes) is larger than "
                               f"the service's disk ({spec.disk} bytes)")
-        size_mb = -(-spec.disk // disks.MB) if spec.disk is not None and spec.disk > base_size else None
+        # a disk image of the user's grows into its disk itself (growpart, cloud-init); ours is made of that size
+        size_mb = -(-spec.disk // disks.MB) if own_os and spec.disk is not None and spec.disk > base_size else None
         await trio.to_thread.run_sync(disks.overlay, base, home / "root.qcow2", size_mb)
         user = None
         if spec.user:  # a name is looked up in the image's /etc/passwd, as Docker and LXC do
@@ -483,7 +492,8 @@ class QemuDriver(OwnBooks):
         await self._taps(side, labels)
         found, initrd = await self._boot_files()
         accel = await self.accelerator(side.get("accel") or "auto")
-        for stale in (self._sockets(side) / "qmp.sock", self._sockets(side) / "ctl.sock", home / "qemu.pid"):
+        for stale in (self._sockets(side) / "qmp.sock", self._sockets(side) / "ctl.sock", home / "qemu.pid",
+                      home / "paused"):
             await trio.Path(stale).unlink(missing_ok=True)
         offset = await trio.to_thread.run_sync(lambda: (home / "log" / "out").stat().st_size
                                                if (home / "log" / "out").exists() else 0)
@@ -599,7 +609,8 @@ class QemuDriver(OwnBooks):
         self._reap(name, side)
         alive = _pid_of(home) is not None
         if alive:
-            state, exit_code = InstanceState.RUNNING, None
+            paused = (home / "paused").exists()
+            state, exit_code = InstanceState.PAUSED if paused else InstanceState.RUNNING, None
         elif not (home / "boot").exists():
             state, exit_code = InstanceState.CREATING, None
         else:
@@ -665,6 +676,36 @@ class QemuDriver(OwnBooks):
         except ValueError:
             raise DriverError(f"qemu: signal {inst.name}: unknown signal {name!r}") from None
         await self._control(inst.runtime_id, line, None)
+
+    async def pause(self, inst: Instance) -> None:
+        """Freeze the VM's CPUs (QMP ``stop``): it keeps its memory and devices, answers nothing,
+        and is listed paused (counted neither up nor down, as a frozen container is)."""
+        await self._pause(inst, True)
+
+    async def unpause(self, inst: Instance) -> None:
+        """Thaw it (QMP ``cont``)."""
+        await self._pause(inst, False)
+
+    async def status(self, inst: Instance) -> str:
+        """QEMU's own word for the VM's run state (QMP ``query-status``: running, paused, ...)."""
+        side = await self._side(inst.runtime_id)
+        if side is None or await trio.to_thread.run_sync(_pid_of, self._dir(inst.runtime_id)) is None:
+            raise DriverError(f"qemu: status of {inst.name}: it is not running")
+        with trio.fail_after(5):
+            answer = await _qmp(self._sockets(side) / "qmp.sock", "query-status")
+        return str(answer.get("status", "unknown"))
+
+    async def _pause(self, inst: Instance, frozen: bool) -> None:
+        side = await self._side(inst.runtime_id)
+        home = self._dir(inst.runtime_id)
+        if side is None or await trio.to_thread.run_sync(_pid_of, home) is None:
+            raise DriverError(f"qemu: {'pause' if frozen else 'unpause'} {inst.name}: it is not running")
+        with trio.fail_after(5):
+            await _qmp(self._sockets(side) / "qmp.sock", "stop" if frozen else "cont")
+        if frozen:
+            await trio.to_thread.run_sync(write_file, home / "paused", "")
+        else:
+            await trio.Path(home / "paused").unlink(missing_ok=True)
 
     async def remove(self, inst: Instance) -> None:
         if await self._side(inst.runtime_id) is None and not await trio.Path(self._dir(inst.runtime_id)).exists():

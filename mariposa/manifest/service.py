@@ -35,6 +35,7 @@ from mariposa.manifest.report import (
 from mariposa.manifest.scheduling import _SchedulingChecks
 from mariposa.manifest.shapes import _shown
 from mariposa.manifest.supervision import _SupervisionChecks
+from mariposa.manifest.triggers import _TriggerChecks
 from mariposa.manifest.units import format_size
 from mariposa.manifest.vm import _VmChecks
 from mariposa.manifest.volumes import _VolumeChecks
@@ -46,7 +47,7 @@ MDATA_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 
 
 class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _SupervisionChecks, _SchedulingChecks,
-                     _VmChecks):
+                     _VmChecks, _TriggerChecks):
     """Checks the options of one service; ``run`` gives ``ServiceSpec`` fields or ``None``."""
 
     def run(self) -> dict[str, Any] | None:
@@ -125,6 +126,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
             merged = {**literal, **dict(self.fields.get("environment", ()))}
             self.fields["environment"] = tuple(merged.items())
         self.scheduling_cross_checks()
+        self.trigger_cross_checks()
 
     def lx_cross_checks(self) -> None:
         """An LXC system container has no image entrypoint to replace and no Engine to publish
@@ -407,9 +409,6 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
         if "port" in opts:
             self.integer(opts["port"], 1, 65535)
         self.unsupported(at, "'containerpilot' is not supported yet")
-
-    def triggers(self, at: _At) -> None:
-        self.unsupported(at, "'triggers' are not supported yet")
 
     def autoscale(self, at: _At) -> None:
         self.unsupported(at, "'autoscale' is not supported yet")

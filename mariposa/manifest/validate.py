@@ -19,6 +19,7 @@ from mariposa.manifest.parse import START, node_pos
 from mariposa.manifest.report import SERVICE_NAME_RE, TOP_LEVEL_KEYS, _At, _did_you_mean, _kind, _Report
 from mariposa.manifest.rules import Rules
 from mariposa.manifest.service import _ServiceChecks
+from mariposa.manifest.triggers import trigger_names
 from mariposa.manifest.volumes import top_level_volumes
 from mariposa.model import ProjectSpec, ServiceSpec
 
@@ -77,10 +78,28 @@ def _project(doc: Any, report: _Report, rules: Rules) -> list[ServiceSpec] | Non
         spec = _service(name, at, report, rules)
         if spec is not None:
             specs.append(spec)
+    _duplicate_triggers(services_at, report)
     cycle = dependency_cycle({s.name: s.depends_on for s in specs})
     if cycle:
         report.add(depends_on_at(services_at, cycle[0]), f"depends_on cycle: {' -> '.join(cycle)}", on_key=True)
     return specs
+
+
+def _duplicate_triggers(services_at: _At, report: _Report) -> None:
+    """Trigger names are the project's: ``trigger rotate NAME`` names one with the project alone.
+    (Twice in one service is the service's own check.)"""
+    owner: dict[str, str] = {}
+    for service, at in services_at.entries():
+        if not isinstance(at.value, Mapping) or not isinstance(at.value.get("triggers"), list):
+            continue
+        triggers_at = next(entry for key, entry in at.entries() if key == "triggers")
+        mine = set()
+        for name, where in trigger_names(triggers_at):
+            if name in owner and name not in mine:
+                report.add(where, f"trigger name {name!r} is taken by service {owner[name]!r}: trigger names are "
+                                  "unique in a project")
+            owner.setdefault(name, str(service))
+            mine.add(name)
 
 
 def _service(name: Any, at: _At, report: _Report, rules: Rules) -> ServiceSpec | None:

@@ -19,6 +19,7 @@ from mariposa.manifest.report import MAX_SCALE
 from mariposa.model import ProjectSpec, ServiceSpec
 from mariposa.packages import Package, dumps
 from mariposa.store import events, tasks
+from mariposa.store import triggers as trigger_store
 from mariposa.store.db import new_id, now
 from mariposa.store.rows import ProjectRow, ServiceRow, TaskRow, VersionRow, resolve, row_to
 
@@ -158,6 +159,7 @@ def add_project(
     meta: Mapping[str, str | None] | None = None,
     meta_used: Mapping[str, str | None] | None = None,
     also: Callable[[sqlite_utils.Database, ProjectRow], None] | None = None,
+    triggers: trigger_store.Fresh | None = None,
 ) -> tuple[ProjectRow, list[TaskRow]]:
     """``meta`` (project add --meta, project copy --with-meta) is set in the same transaction,
     and ``also`` is done in it (project copy --with-secrets: the secrets its version may use)."""
@@ -172,6 +174,7 @@ def add_project(
     version = _insert_version(db, project_id, text, filename, author, summary, images, packages, env_files,
                               base_dir, meta_used)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project_id])
+    trigger_store.sync(db, project_id, spec, triggers or {})
     if meta:
         from mariposa.store import meta as meta_store
 
@@ -222,6 +225,7 @@ def update_project(
     if_version: str | None = None,
     summary_prefix: str = "",
     meta_used: Mapping[str, str | None] | None = None,
+    triggers: trigger_store.Fresh | None = None,
 ) -> tuple[VersionRow | None, list[TaskRow]]:
     """Write a new version and queue what it implies. The same text resolving to the same
     images is not a new version; the same text with a moved tag is (its instances change)."""
@@ -244,6 +248,7 @@ def update_project(
     version = _insert_version(db, project.id, text, filename, author, summary, images, packages, env_files,
                               base_dir, meta_used)
     db.execute("UPDATE projects SET current_version = ? WHERE id = ?", [version.id, project.id])
+    trigger_store.sync(db, project.id, new, triggers or {})
     service_desired = "stopped" if project.desired == "stopped" else "running"
     existing = {s.name: s for s in list_services(db, project.id, include_absent=True)}
     queued = []
@@ -317,6 +322,7 @@ def mark_deleting(
     db: sqlite_utils.Database, project: ProjectRow, author: str | None = None, purge_volumes: bool = False
 ) -> TaskRow:
     db.execute("UPDATE projects SET desired = 'deleting' WHERE id = ?", [project.id])
+    trigger_store.forget(db, project.id)  # its URLs stop at once, not when its instances are gone
     # Every open service task is moot now: the delete task removes everything.
     db.execute(
         "UPDATE tasks SET state = 'terminated', ended = ?, message = 'project deleted' "

@@ -67,7 +67,9 @@ def remove(db: sqlite_utils.Database, kind: str, scope: str, name: str) -> bool:
 
 
 def count(db: sqlite_utils.Database) -> int:
-    return db.execute("SELECT COUNT(*) FROM secrets").fetchone()[0]
+    """Values under the key: secrets, and triggers' tokens waiting to be shown (Vault.seal)."""
+    pending = db.execute("SELECT COUNT(*) FROM triggers WHERE pending IS NOT NULL").fetchone()[0]
+    return db.execute("SELECT COUNT(*) FROM secrets").fetchone()[0] + pending
 
 
 def reencrypt(db: sqlite_utils.Database, rotate: Callable[[str], str]) -> int:
@@ -77,4 +79,7 @@ def reencrypt(db: sqlite_utils.Database, rotate: Callable[[str], str]) -> int:
     for kind, scope, name, old in rows:
         db.execute("UPDATE secrets SET token = ? WHERE kind = ? AND scope = ? AND name = ?",
                    [rotate(old), kind, scope, name])
-    return len(rows)
+    pending = db.execute("SELECT project_id, name, pending FROM triggers WHERE pending IS NOT NULL").fetchall()
+    for project_id, name, old in pending:  # triggers' tokens waiting to be shown (Vault.seal)
+        db.execute("UPDATE triggers SET pending = ? WHERE project_id = ? AND name = ?", [rotate(old), project_id, name])
+    return len(rows) + len(pending)

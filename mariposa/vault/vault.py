@@ -53,6 +53,15 @@ class Vault:
     async def _decrypt(self, token: str) -> bytes:
         return await trio.to_thread.run_sync(self.keys.decrypt, token)
 
+    async def seal(self, value: bytes) -> str:
+        """``value`` encrypted for a table of the caller's (a trigger's token until it is shown
+        once: mariposa/triggers/); ``secret_store.reencrypt`` rotates those too."""
+        async with self.lock:
+            return await self._encrypt(value)
+
+    async def unseal(self, token: str) -> bytes:
+        return await self._decrypt(token)
+
     async def salt(self) -> bytes:
         """The per-daemon salt of the audit HMACs: random, made once, kept encrypted in the store."""
         if self._salt is None:

@@ -41,8 +41,8 @@ from pathlib import Path
 
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
 
-__all__ = ["base_disk", "config_disk", "config_files", "files_disk", "import_image", "overlay", "parse_config",
-           "probe_image", "volume_disk"]
+__all__ = ["base_disk", "config_disk", "config_files", "files_disk", "import_image", "needed_mb", "overlay",
+           "parse_config", "probe_image", "volume_disk"]
 
 MB = 1024 * 1024
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -95,15 +95,21 @@ def _mkfs(out: Path, size_bytes: int, source: Path | None, what: str, *extra: st
     return out
 
 
+def needed_mb(rootfs: Path) -> int:
+    """The size of a base disk that holds the tree ``rootfs`` with room to spare: 1.3 times what
+    it uses plus 64 MB (the journal's and the inode tables' share), in MB."""
+    return -(-(int(_du(Path(rootfs)) * 1.3) + 64 * MB) // MB)
+
+
 def base_disk(rootfs: Path, out: Path, size_mb: int | None = None) -> Path:
-    """A raw ext4 disk holding the tree ``rootfs``: 1.3 times what it uses plus 64 MB unless
-    ``size_mb`` says otherwise."""
+    """A raw ext4 disk holding the tree ``rootfs``, of ``size_mb`` (default ``needed_mb``). The
+    file is sparse: a 10 GB disk of a 5 MB tree takes the tree and ext4's metadata (its journal,
+    64 MB), so a VM's package disk is its filesystem's size, not an empty device behind it."""
     rootfs = Path(rootfs)
     if not rootfs.is_dir():
         raise DriverError(f"base disk: the rootfs {rootfs} is not a directory")
     if size_mb is None:
-        size = int(_du(rootfs) * 1.3) + 64 * MB
-        size = -(-size // MB) * MB
+        size = needed_mb(rootfs) * MB
     else:
         if size_mb < 1:
             raise DriverError(f"base disk: size {size_mb} MB is too small")

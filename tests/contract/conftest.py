@@ -275,7 +275,7 @@ async def _qemu_kit(image: str, registries, path):
     async def create_unstarted(req: CreateRequest) -> Instance:
         driver: QemuDriver = kit.driver  # type: ignore[assignment]
         content_id = await driver.images.content_id(req.spec.image, req.spec.image_id)
-        base = await driver._base_disk(req.spec.image, content_id)
+        base = await driver._base_disk(req.spec.image, content_id, req.spec.disk)
         await driver._make(req, req.name, driver._dir(req.name), base)
         [inst] = [i for i in await driver.inventory() if i.id == req.instance_id]
         return inst

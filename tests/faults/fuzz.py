@@ -226,7 +226,6 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
             ["on-failure", "no", "always", "never"])}),
         st.lists(st.dictionaries(st.sampled_from(["timeout", "preservestopped", "signal"]), numbers,
                                  min_size=1, max_size=2), max_size=3)),
-    "triggers": any_value,
     "autoscale": any_value,
     "webhooks": any_value,
     "scale": numbers,
@@ -303,6 +302,12 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
         "meta": st.one_of(st.lists(st.sampled_from(["color", "", "-x", "a b", "k" * 200, "color"]), max_size=3),
                           words, numbers),
         "schedule": words}), st.lists(words, max_size=2), words, numbers),
+    # public triggers (issue 16, manifest/triggers.py)
+    "triggers": st.one_of(st.lists(st.one_of(st.fixed_dictionaries({}, optional={
+        "name": st.one_of(st.sampled_from(["deploy-hook", "up", "a b", "", "x" * 70, "-x"]), numbers),
+        "action": st.one_of(st.sampled_from(["run", "start", "stop", "scale", "Run", "explode", ""]), numbers),
+        "scale": st.one_of(st.sampled_from(["+1", "-1", "3", "x", "+", "1e3"]), numbers)}), words), max_size=3),
+        words, numbers),
 }
 top_level_networks = st.one_of(st.dictionaries(st.sampled_from(["shared", "ext", "default", "bad name"]), st.one_of(
     st.none(), st.fixed_dictionaries({}, optional={"external": st.one_of(st.booleans(), words),

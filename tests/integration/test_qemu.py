@@ -226,7 +226,10 @@ services:
         poll: 2
         timeout: 5
         retries: 3
+        grace: 30
 """
+    # grace: a TCG guest on a loaded host (the fresh-machine run: load 20) was seen slow to answer
+    # its first checks; what is tested is that the rollout keeps 2 ready, not how fast a VM boots
     path.write_text(manifest.format(v="1"))
     daemon.cli("project", "add", "roll", str(path), "--wait", timeout=600)
 
@@ -240,6 +243,10 @@ services:
         daemon.cli("project", "update", "roll", str(path), "--wait", timeout=900)
     assert seen and min(seen) >= 2, seen
     daemon.cli("project", "delete", "roll", "--wait", timeout=300)
+
+
+RELOADER = ('trap "echo reloaded \\$(cat /run/mariposa/mdata/color)" HUP; httpd -p 8080 -h /run/mariposa/mdata; '
+            'while true; do sleep 0.2; done')
 
 
 def test_a_vms_mdata_is_live_and_its_secrets_where_a_containers_are(daemon: Daemon, tmp_path):
@@ -257,7 +264,7 @@ services:
       color: "{{{{ .meta.color }}}}"
     mdata_signal: SIGHUP
     secrets: [token]
-    command: sh -c 'trap "echo reloaded \\$(cat /run/mariposa/mdata/color)" HUP; httpd -p 8080 -h /run/mariposa/mdata; while true; do sleep 0.2; done'
+    command: sh -c '{RELOADER}'
 """)
     meta = tmp_path / "meta.yaml"
     meta.write_text("color: blue\n")
@@ -287,3 +294,74 @@ services:
     # read at once after the restart: the mdata disk was made at this boot (no stale value first)
     assert wait_until(lambda: get(f"http://{vm['address']}:8080/color"), timeout=60, what="served again") == "red"
     daemon.cli("project", "delete", "conf", "--wait", timeout=300)
+
+
+def test_a_vms_root_filesystem_is_its_disks_size(daemon: Daemon, tmp_path):
+    """The package's (or ``disk``'s) size is the guest's root filesystem, not an empty device
+    behind a filesystem the size of the image; an image that needs more is refused."""
+    manifest = tmp_path / "sized.yaml"
+    manifest.write_text(f"""
+services:
+  roomy:
+    image: {IMAGE}
+    compute_type: vm
+    disk: 700m
+    command: sh -c 'while true; do sleep 1; done'
+""")
+    daemon.cli("project", "add", "sized", str(manifest), "--wait", timeout=600)
+    (vm,) = vms(daemon, "sized", "roomy")
+    code, out = exec_in(daemon, vm, "df -m / | tail -1")
+    total_mb = int(out.split()[1])
+    assert 600 <= total_mb <= 700, out  # ext4's own share aside, the 700 MB asked for
+    code, out = exec_in(daemon, vm, "dd if=/dev/zero of=/fill bs=1M count=300 2>&1 && sync && echo ok")
+    assert out.strip().endswith("ok"), out  # room the image's own size (a few MB) would not have
+    manifest.write_text(manifest.read_text().replace("disk: 700m", "disk: 64m"))
+    r = daemon.cli("project", "update", "sized", str(manifest), "--wait", timeout=300, check=False)
+    assert r.returncode != 0 and "needs a disk of" in r.stdout + r.stderr, r
+    assert [i["id"] for i in vms(daemon, "sized", "roomy")] == [vm["id"]]  # the old VM kept serving
+    daemon.cli("project", "delete", "sized", "--wait", timeout=300)
+
+
+def test_a_paused_vm_answers_nothing_is_listed_paused_and_left_alone(daemon: Daemon, tmp_path):
+    """QMP stop/cont through the driver: the VM keeps its memory and answers nothing; the daemon
+    counts it neither up nor down (plan.py: a replacement serves, the paused one is untouched);
+    thawed, it answers again and the surplus is scaled away."""
+    import trio
+
+    from mariposa.drivers.qemu import QemuDriver
+    from mariposa.model import Instance
+
+    manifest = tmp_path / "frozen.yaml"
+    manifest.write_text(f"""
+services:
+  box:
+    image: {IMAGE}
+    compute_type: vm
+    command: sh -c '{HTTPD.format(name="box", port=8080)}'
+""")
+    daemon.cli("project", "add", "frozen", str(manifest), "--wait", timeout=600)
+    (vm,) = vms(daemon, "frozen", "box")
+    wait_until(lambda: get(f"http://{vm['address']}:8080/"), timeout=60, what="the VM's httpd")
+    found = Instance(id=vm["id"], runtime_id=vm["runtime_id"], name=vm["name"], project_id="", service="",
+                     spec_hash="", version_id="", state="running", created=0.0, compute_type="kvm")
+
+    async def call(*steps: str) -> list:
+        driver = QemuDriver(daemon.owner or "x", daemon.state_dir / "qemu", run_dir=daemon.run_dir / "qemu")
+        try:
+            return [await getattr(driver, step)(found) for step in steps]
+        finally:
+            await driver.aclose()
+
+    assert trio.run(call, "pause", "status") == [None, "paused"]
+    assert get(f"http://{vm['address']}:8080/") is None
+    wait_until(lambda: [i for i in daemon.json("-j", "frozen", "service", "instances", "box")
+                        if i["id"] == vm["id"] and i["state"] == "paused"], timeout=30, what="listed paused")
+    # unreachable, as a host gone offline: a replacement serves, the frozen VM is left alone
+    wait_until(lambda: [i for i in vms(daemon, "frozen", "box") if i["id"] != vm["id"]], timeout=120,
+               what="a replacement running")
+    assert vm["id"] in {i["id"] for i in daemon.json("-j", "frozen", "service", "instances", "box")}
+    assert trio.run(call, "unpause", "status") == [None, "running"]
+    # back, the service is over its scale: the surplus goes, one VM serves
+    wait_until(lambda: len(daemon.json("-j", "frozen", "service", "instances", "box")) == 1, timeout=120,
+               what="back to scale 1")
+    daemon.cli("project", "delete", "frozen", "--wait", timeout=300)

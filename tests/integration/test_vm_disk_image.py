@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from mariposa.drivers.qemu import _pid_of
 from tests.integration import vm_disks
 from tests.integration.harness import Daemon, wait_until
+from tests.integration.test_qemu import get
 
 pytestmark = [pytest.mark.qemu]
 
@@ -30,14 +30,6 @@ def guest_disks(tmp_path_factory) -> dict[str, Path]:
     found = vm_disks.kernel_boot_disk(out)
     found["firmware"] = vm_disks.firmware_boot_disk(out)
     return found
-
-
-def get(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
-            return resp.read().decode()
-    except OSError:
-        return None
 
 
 def running(daemon: Daemon, project: str, service: str) -> list[dict]:

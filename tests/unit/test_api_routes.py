@@ -50,7 +50,7 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets", "meta", "runs"):
+                     "secrets", "meta", "runs", "triggers"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -68,6 +68,9 @@ CASES = [
     ("GET", "/v1/projects/p/services/job/next", None, {"count": "3"}, "runs.next", ("p", "job"), {"count": 3}),
     ("GET", "/v1/runs/abc", None, None, "runs.get", ("abc",), {}),
     ("POST", "/v1/runs/abc/stop", None, None, "runs.stop", ("abc",), {}),
+    ("GET", "/v1/projects/p/triggers", None, None, "triggers.list", ("p",), {}),
+    ("POST", "/v1/projects/p/triggers/reveal", None, None, "triggers.reveal", ("p",), {}),
+    ("POST", "/v1/projects/p/triggers/deploy-hook/rotate", None, None, "triggers.rotate", ("p", "deploy-hook"), {}),
     ("GET", "/v1/projects", None, None, "projects.list", (), {}),
     ("POST", "/v1/projects", {"name": "p", **MANIFEST, "env_files": {"a.env": "A=1"}}, None, "projects.add",
      ("p", "services: {}", "x.yaml"), {"env_files": {"a.env": "A=1"}, "base_dir": None, "meta": None}),

@@ -553,3 +553,10 @@ def test_braces_in_compose_values_stay_literal_in_the_manifest():
     rendered = render_spec(spec, {}, {})
     assert dict(rendered.environment)["A"] == "x{{ y }}" and rendered.command == ("echo", "{{")
     assert dict(rendered.tags)["l"] == "{{.z}}"
+
+
+def test_links_that_are_not_a_list_are_refused_at_their_position():
+    """Found by the compose property test: ``links: true`` raised a TypeError."""
+    with pytest.raises(ManifestError) as info:
+        convert("services:\n  web:\n    image: x\n    links: true\n", "c.yml")
+    assert str(info.value).startswith("c.yml:4:12: ") and "links must be a list" in str(info.value), str(info.value)

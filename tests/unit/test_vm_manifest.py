@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from mariposa.manifest.errors import ManifestError
 from mariposa.manifest import parse_manifest
+from mariposa.manifest.errors import ManifestError
 
 
 def test_a_vm_service_with_its_own_accelerator_and_boot_timeout():
@@ -30,8 +30,13 @@ def test_a_vm_service_with_its_own_accelerator_and_boot_timeout():
     ("    compute_type: lx\n    boot_timeout: 5\n", "5:5", "'boot_timeout' is for virtual machines"),
 ])
 def test_what_a_vm_refuses_is_named_with_its_line_and_column(body, where, words):
+    refused("    image: busybox\n" + body, where, words)
+
+
+def refused(service: str, where: str, words: str) -> None:
+    """Service ``b`` of that text is refused, the error at line:column ``where`` saying ``words``."""
     with pytest.raises(ManifestError) as info:
-        parse_manifest("services:\n  b:\n    image: busybox\n" + body, "vm.yaml")
+        parse_manifest("services:\n  b:\n" + service, "vm.yaml")
     assert f"vm.yaml:{where}:" in str(info.value) and words in str(info.value), str(info.value)
 
 
@@ -76,6 +81,4 @@ def test_a_disk_image_vm_with_its_kernel_or_its_bootloader_and_a_package_disk():
     ("    image: busybox\n    disk: 1g\n", "4:5", "'disk' is for virtual machines"),
 ])
 def test_how_a_vm_boots_must_add_up(body, where, words):
-    with pytest.raises(ManifestError) as info:
-        parse_manifest("services:\n  b:\n" + body, "vm.yaml")
-    assert f"vm.yaml:{where}:" in str(info.value) and words in str(info.value), str(info.value)
+    refused(body, where, words)

@@ -1,0 +1,115 @@
+"""The triggers' TCP listener (``triggers_listen = "HOST:PORT"``): the control socket's HTTP code
+(api/http.py ``Connection``: h11, bounded bodies, times and connections) with one route, the
+trigger app's, and the client's address for its failure limit. The control API is never served
+here: it stays on the unix socket, where the kernel says who the caller is.
+
+A request that breaks a limit or HTTP itself is answered (when it can be) and its connection
+closed; nothing a client sends ends the listener. Cancelling the daemon's nursery stops it.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import h11
+import structlog
+import trio
+
+from mariposa.api.http import ACCEPT_ERRNOS, ACCEPT_PAUSE, BodyBudget, Connection, Limits
+from mariposa.api.router import Request, Response, Router
+from mariposa.control.caller import Caller
+from mariposa.errors import MariposaError, translate
+from mariposa.triggers.app import TriggerApp
+
+log = structlog.get_logger()
+
+# A trigger's POST has no body worth reading: small limits, and fewer connections than the
+# control socket's (the public side of the daemon).
+LIMITS = Limits(max_body=16 * 1024, max_bodies=1024 * 1024, small_body=16 * 1024, request_timeout=10.0,
+                idle_timeout=30.0, max_connections=256)
+
+
+class ListenError(MariposaError):
+    kind = "invalid-config"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8787`` for IPv6) as (host, port); ``ValueError`` otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"triggers_listen must be HOST:PORT (e.g. \"127.0.0.1:8787\"), not {text!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+async def bind(text: str) -> tuple[trio.SocketListener, str]:
+    """The listening socket for ``triggers_listen`` and the base of its URLs (``http://HOST:PORT``,
+    with the port the kernel gave when 0 was asked)."""
+    host, port = parse_listen(text)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise ListenError(f"triggers_listen {text}: cannot listen there: {exc.strerror or exc}") from None
+    for extra in listeners[1:]:
+        await extra.aclose()
+    listener = listeners[0]
+    bound = listener.socket.getsockname()
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    return listener, f"http://{shown}:{bound[1]}"
+
+
+class _PeerRoutes(Router):
+    """The one route, for one connection: the app sees the client's address."""
+
+    def __init__(self, app: TriggerApp, peer: str) -> None:
+        super().__init__()
+        self.app, self.peer = app, peer
+
+    async def dispatch(self, req: Request) -> Response:
+        return await self.app.handle(req.method, req.path, self.peer)
+
+
+async def _connection(app: TriggerApp, stream: trio.SocketStream, budget: BodyBudget) -> None:
+    try:
+        peer = stream.socket.getpeername()[0]
+        connection = Connection(_PeerRoutes(app, peer), stream, Caller(transport="trigger-http"), LIMITS, budget)
+        await connection.serve()
+    except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
+        return
+    except Exception as exc:  # a bug: logged with an id, the connection hung up
+        translate(exc, "serving a trigger connection")
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+async def serve(app: TriggerApp, listener: trio.SocketListener, *,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Accept connections until cancelled; over the connection cap a newcomer is hung up on."""
+    slots = trio.Semaphore(LIMITS.max_connections)
+    budget = BodyBudget(LIMITS.max_bodies)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await _connection(app, stream, budget)
+        finally:
+            slots.release()
+
+    async with listener, trio.open_nursery() as nursery:
+        task_status.started()
+        failures = 0
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_ERRNOS and exc.errno != errno.ECONNABORTED:
+                    raise
+                failures += 1
+                await trio.sleep(ACCEPT_PAUSE.delay(failures))
+                continue
+            failures = 0
+            if slots.value == 0:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                continue
+            slots.acquire_nowait()
+            nursery.start_soon(handle, stream)
