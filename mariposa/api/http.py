@@ -20,7 +20,7 @@ import platform
 import socket
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -395,6 +395,17 @@ async def serve(router: Router, sock, admits: Admits, limits: Limits = Limits(),
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
+    await accept_connections(listener, slots, handle, turn_away, "control socket", task_status)
+
+
+async def accept_connections(listener: trio.SocketListener, slots: trio.Semaphore,
+                             handle: Callable[[trio.SocketStream], Awaitable[None]],
+                             turn_away: Callable[[trio.SocketStream], Awaitable[None]], what: str,
+                             task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """The accept loop of every listener of ours: a stream within the cap (``slots``, which
+    ``handle`` releases) goes to ``handle``, one over it to ``turn_away``; out of descriptors,
+    accepting pauses (0.1 s, doubling to 2 s) with one log line per episode, not one a tick; a
+    connection aborted before it was accepted is passed over."""
     async with trio.open_nursery() as nursery:
         task_status.started()
         failures = 0
@@ -402,10 +413,12 @@ async def serve(router: Router, sock, admits: Admits, limits: Limits = Limits(),
             try:
                 stream = await listener.accept()
             except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue
                 if exc.errno not in ACCEPT_ERRNOS:
                     raise
                 if not failures:
-                    log.error("control socket: out of file descriptors; pausing accepts", error=os.strerror(exc.errno))
+                    log.error(f"{what}: out of file descriptors; pausing accepts", error=os.strerror(exc.errno))
                 failures += 1
                 await trio.sleep(ACCEPT_PAUSE.delay(failures))
                 continue

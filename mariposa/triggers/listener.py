@@ -9,13 +9,11 @@ closed; nothing a client sends ends the listener. Cancelling the daemon's nurser
 
 from __future__ import annotations
 
-import errno
-
 import h11
 import structlog
 import trio
 
-from mariposa.api.http import ACCEPT_ERRNOS, ACCEPT_PAUSE, BodyBudget, Connection, Limits
+from mariposa.api.http import BodyBudget, Connection, Limits, accept_connections
 from mariposa.api.router import Request, Response, Router
 from mariposa.control.caller import Caller
 from mariposa.errors import MariposaError, translate
@@ -94,22 +92,9 @@ async def serve(app: TriggerApp, listener: trio.SocketListener, *,
         finally:
             slots.release()
 
-    async with listener, trio.open_nursery() as nursery:
-        task_status.started()
-        failures = 0
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in ACCEPT_ERRNOS and exc.errno != errno.ECONNABORTED:
-                    raise
-                failures += 1
-                await trio.sleep(ACCEPT_PAUSE.delay(failures))
-                continue
-            failures = 0
-            if slots.value == 0:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-                continue
-            slots.acquire_nowait()
-            nursery.start_soon(handle, stream)
+    async def hang_up(stream: trio.SocketStream) -> None:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+    async with listener:
+        await accept_connections(listener, slots, handle, hang_up, "trigger listener", task_status)
