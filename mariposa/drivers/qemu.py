@@ -70,7 +70,7 @@ from mariposa.model import (
     volume_name,
 )
 from mariposa.vm import accel as accelerators
-from mariposa.vm import console, dhcp, disks, initramfs, kernel
+from mariposa.vm import console, dhcp, disks, guest_agent, initramfs, kernel
 
 log = structlog.get_logger()
 
@@ -492,8 +492,8 @@ class QemuDriver(OwnBooks):
         await self._taps(side, labels)
         found, initrd = await self._boot_files()
         accel = await self.accelerator(side.get("accel") or "auto")
-        for stale in (self._sockets(side) / "qmp.sock", self._sockets(side) / "ctl.sock", home / "qemu.pid",
-                      home / "paused"):
+        for stale in (self._sockets(side) / "qmp.sock", self._sockets(side) / "ctl.sock",
+                      self._sockets(side) / "qga.sock", home / "qemu.pid", home / "paused"):
             await trio.Path(stale).unlink(missing_ok=True)
         offset = await trio.to_thread.run_sync(lambda: (home / "log" / "out").stat().st_size
                                                if (home / "log" / "out").exists() else 0)
@@ -523,7 +523,8 @@ class QemuDriver(OwnBooks):
             volume_disks=volume_disks, console_log=home / "log" / "out",
             control_socket=sockets / "ctl.sock", qmp_socket=sockets / "qmp.sock", tap=side["tap"],
             mac=side["nics"][0]["mac"], memory_mb=side["memory_mb"], cpus=side["cpus"], accel=accel,
-            cmdline=cmdline, console_append=True, machine=machine)
+            cmdline=cmdline, console_append=True, machine=machine,
+            guest_agent=sockets / "qga.sock" if own_os else None)
         for index, nic in enumerate(side["nics"][1:], start=1):  # the other networks: eth1, eth2, ...
             argv += ["-netdev", f"tap,id=net{index},ifname={nic['tap']},script=no,downscript=no",
                      "-device", f"virtio-net-{console.virtio_kind(machine)},netdev=net{index},mac={nic['mac']}"]
@@ -796,9 +797,13 @@ class QemuDriver(OwnBooks):
         name = inst.runtime_id
         if await trio.to_thread.run_sync(_pid_of, self._dir(name)) is None:
             raise DriverError(f"qemu: exec in {inst.name}: it is not running")
-        if ((await self._side(name)) or {}).get("boot") == "disk":
-            raise DriverError(f"qemu: exec in {inst.name}: unsupported: it boots its own OS from a disk image, "
-                              "without Mariposa's init to run commands (use an http or tcp health check)")
+        side = await self._side(name) or {}
+        if side.get("boot") == "disk":  # its own OS: the QEMU guest agent runs it, when the image has one
+            if user is not None:
+                raise DriverError(f"qemu: exec in {inst.name} as {user}: unsupported: the QEMU guest agent "
+                                  "runs commands as its own user")
+            with trio.fail_after(timeout):
+                return await guest_agent.run(self._sockets(side) / "qga.sock", list(argv), inst.name)
         token = os.urandom(6).hex()
         line = console.control_line("EXEC", token, list(argv))
         if user is not None:

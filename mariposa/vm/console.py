@@ -153,7 +153,7 @@ def qemu_argv(*, vmlinux: Path | None, initrd: Path | None, root_disk: Path, con
               volume_disks: list[Path], console_log: Path, control_socket: Path, qmp_socket: Path,
               tap: str | None, mac: str | None, memory_mb: int, cpus: int, accel: str, cmdline: str | None,
               root_format: str = "qcow2", console_append: bool = False, machine: str = "microvm",
-              qemu: str = "qemu-system-x86_64") -> list[str]:
+              guest_agent: Path | None = None, qemu: str = "qemu-system-x86_64") -> list[str]:
     """The whole ``qemu-system-x86_64`` command of one VM. Disks appear in the guest in the order
     given: root ``/dev/vda``, config ``/dev/vdb``, volumes from ``/dev/vdc`` on. The console log
     is truncated at start unless ``console_append``.
@@ -208,6 +208,10 @@ def qemu_argv(*, vmlinux: Path | None, initrd: Path | None, root_disk: Path, con
         if read_only:
             drive += ",read-only=on"
         argv += ["-drive", drive, "-device", f"virtio-blk-{kind},drive={name}"]
+    if guest_agent is not None:  # the port a QEMU guest agent in the guest listens on (its standard name)
+        argv += ["-chardev", f"socket,id=qga,path={_socket(guest_agent, 'guest agent')},server=on,wait=off",
+                 "-device", f"virtio-serial-{kind},id=vser", "-device",
+                 "virtserialport,bus=vser.0,chardev=qga,name=org.qemu.guest_agent.0"]
     if tap is not None:
         argv += ["-netdev", f"tap,id=n0,ifname={_opt(tap)},script=no,downscript=no",
                  "-device", f"virtio-net-{kind},netdev=n0,mac={mac}"]

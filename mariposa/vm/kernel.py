@@ -21,6 +21,7 @@ Layout of the directory (``DEFAULT_DIR``)::
     vmlinuz            the package's bzImage as it came (for bootloaders and ``-M q35``)
     modules/NAME.ko    the modules, uncompressed
     modules/order      their load order, one name a line
+    modules/wanted     the ``MODULES`` they were extracted for (another list: extracted again)
     version            the kernel release (written last: its presence means complete)
 
 Run ``python -m mariposa.vm.kernel fetch [DIR]`` (the set-up script does) to make it.
@@ -54,6 +55,7 @@ PACKAGE = "linux-image-cloud-amd64"
 MODULES = (
     "virtio_ring", "virtio", "virtio_mmio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
     "failover", "net_failover", "virtio_net", "virtio_blk",
+    "virtio_console",  # the QEMU guest agent's port, for guests that boot their own OS
     "crc16", "crc32c_generic", "mbcache", "jbd2", "ext4",
 )
 
@@ -226,8 +228,10 @@ def fetch(dest: Path) -> None:
     """Download the cloud kernel package and extract ``vmlinux`` and the modules into ``dest``.
     Does nothing when ``dest`` already holds a complete kernel."""
     dest = Path(dest)
-    if all((dest / name).is_file() for name in ("version", "vmlinux", "vmlinuz", "modules/order")):
-        return
+    if all((dest / name).is_file() for name in ("version", "vmlinux", "vmlinuz", "modules/order")) \
+            and (dest / "modules" / "wanted").is_file() \
+            and (dest / "modules" / "wanted").read_text().split() == list(MODULES):
+        return  # complete, for the modules this Mariposa wants (a new one: extracted again)
     dest.mkdir(parents=True, exist_ok=True)
     package = _package()
     with tempfile.TemporaryDirectory(prefix="mariposa-kernel-", dir=dest) as tmp:
@@ -263,6 +267,7 @@ def fetch(dest: Path) -> None:
         for name, ko in order:
             (modules / f"{name}.ko").write_bytes(ko)
         (modules / "order").write_text("".join(f"{name}\n" for name, _ in order))
+        (modules / "wanted").write_text("".join(f"{name}\n" for name in MODULES))
 
         (dest / "version").unlink(missing_ok=True)
         os.replace(work / "vmlinux", dest / "vmlinux")

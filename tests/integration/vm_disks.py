@@ -1,11 +1,13 @@
 """Disk images of guests that boot an OS of their own (issue 15), built here from the host's
 busybox-static and Mariposa's kernel, since no image can be downloaded:
 
-- ``kernel_boot_disk``: a raw ext4 root disk whose ``/sbin/init`` is the guest's OS, plus the
+- ``kernel_boot_disk``: a raw ext4 root disk whose ``/sbin/init`` is the guest's OS, with the
+  host's QEMU guest agent (``qemu-ga`` and its libraries, Debian's ``qemu-guest-agent``), plus the
   kernel and an initrd that mounts ``/dev/vda`` and switches to it (``kernel:``/``initrd:``/
   ``cmdline:`` in the manifest);
 - ``firmware_boot_disk``: an MBR disk with a FAT partition holding syslinux, the kernel and an
-  initrd that is the whole OS: SeaBIOS under ``machine: q35`` boots it as it would any PC disk.
+  initrd that is the whole OS, without an agent: SeaBIOS under ``machine: q35`` boots it as it
+  would any PC disk.
 
 The guest's OS takes its address by DHCP (udhcpc: Mariposa's DHCP server, mariposa/vm/dhcp.py)
 and serves ``hello from HOSTNAME on ROOT`` over HTTP on port 80, ROOT saying which disk it runs
@@ -47,6 +49,13 @@ EOS
   chmod +x /tmp/lease.sh
   ip link set lo up; ip link set eth0 up
   udhcpc -i eth0 -q -t 30 -T 1 -s /tmp/lease.sh || echo "guest: no lease"
+  if [ -x /usr/sbin/qemu-ga ]; then  # the QEMU guest agent, on the port QEMU names for it
+    for p in /sys/class/virtio-ports/*; do
+      [ "$(cat $p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+    done
+    [ -n "$port" ] && /usr/sbin/qemu-ga -d -m virtio-serial -p "$port" -f /tmp/qga.pid -t /tmp \
+      && echo "guest: agent on $port"
+  fi
   echo "hello from $(hostname) on $where" > /www/index.html
   httpd -p 80 -h /www
   echo "guest: serving on $where"
@@ -75,6 +84,16 @@ def _run(*argv: str, **kwargs) -> None:
     subprocess.run(argv, check=True, capture_output=True, **kwargs)
 
 
+def _copy_with_libraries(binary: Path, root: Path) -> None:
+    """``binary`` and the shared libraries ``ldd`` names, at their own paths under ``root``."""
+    listing = subprocess.run(["ldd", str(binary)], check=True, capture_output=True, text=True).stdout
+    paths = [binary] + [Path(word) for line in listing.splitlines() for word in line.split() if word.startswith("/")]
+    for path in paths:
+        target = root / path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path.resolve(), target)
+
+
 def guest_initrd(out: Path) -> Path:
     """The guests' initrd: Mariposa's kernel modules, busybox and ``INITRD_INIT`` as ``/init``."""
     return initramfs.build(kernel.find(), out, init=INITRD_INIT.encode())
@@ -94,6 +113,7 @@ def kernel_boot_disk(out: Path) -> dict[str, Path]:
         (root / "sbin" / "init").write_text(DISK_INIT)
         (root / "sbin" / "init").chmod(0o755)
         (root / "etc" / "guest").write_text("the disk image's own root\n")
+        _copy_with_libraries(Path("/usr/sbin/qemu-ga"), root)
         raw.unlink(missing_ok=True)
         with open(raw, "wb") as f:
             f.truncate(32 << 20)

@@ -150,6 +150,11 @@ def test_qemu_argv_on_q35_with_a_kernel_and_through_the_firmware():
     firmware = argv(machine="q35", vmlinux=None, initrd=None, cmdline=None)
     assert "-kernel" not in firmware and "-initrd" not in firmware and "-append" not in firmware
     assert "isa-serial,chardev=control,index=1" in options(firmware, "-device")
+    agent = argv(machine="q35", guest_agent=Path("/r/qga.sock"))
+    assert "socket,id=qga,path=/r/qga.sock,server=on,wait=off" in options(agent, "-chardev")
+    assert {"virtio-serial-pci,id=vser", "virtserialport,bus=vser.0,chardev=qga,name=org.qemu.guest_agent.0"} \
+        <= set(options(agent, "-device"))
+    assert "virtio-serial-device,id=vser" in options(argv(guest_agent=Path("/r/qga.sock")), "-device")
 
 
 @pytest.mark.parametrize(("over", "message"), [
@@ -324,3 +329,63 @@ def test_find_says_how_to_fetch(tmp_path):
     assert kernel.find(tmp_path) == kernel.Kernel(vmlinux=tmp_path / "vmlinux", modules=tmp_path / "modules",
                                                   version="6.1.0-x")
     assert kernel.find(tmp_path).module_order == ["virtio"]
+
+
+async def _agent_server(path, answers: bool, stale: bool = False) -> None:
+    """A stand-in for qemu-ga on a unix socket: answers guest-sync (after a stale answer of a
+    client before, when ``stale``), guest-exec and guest-exec-status (running once, then exited)."""
+    import json as _json
+    import socket as _socket
+
+    import trio
+
+    sock = trio.socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen(1)
+    conn, _ = await sock.accept()
+    polls = 0
+    buffer = b""
+    with conn:
+        while True:
+            data = await conn.recv(65536)
+            if not data:
+                return
+            buffer += data
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                msg = _json.loads(raw)
+                if not answers:
+                    continue
+                if msg["execute"] == "guest-sync":
+                    out = ([{"return": 7}] if stale else []) + [{"return": msg["arguments"]["id"]}]
+                elif msg["execute"] == "guest-exec":
+                    assert msg["arguments"] == {"path": "sh", "arg": ["-c", "exit 3"], "capture-output": True}
+                    out = [{"return": {"pid": 42}}]
+                else:
+                    polls += 1
+                    out = [{"return": {"exited": False}}] if polls == 1 else [{"return": {
+                        "exited": True, "exitcode": 3, "out-data": base64.b64encode(b"out ").decode(),
+                        "err-data": base64.b64encode(b"err").decode()}}]
+                for o in out:
+                    await conn.send(_json.dumps(o).encode() + b"\n")
+
+
+async def test_the_guest_agent_runs_a_command_and_says_unsupported_when_none_answers(tmp_path, monkeypatch):
+    import trio
+
+    from mariposa.drivers.base import DriverError
+    from mariposa.vm import guest_agent
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_agent_server, tmp_path / "a.sock", True, True)
+        await trio.sleep(0.05)
+        assert await guest_agent.run(tmp_path / "a.sock", ["sh", "-c", "exit 3"], "vm") == (3, b"out err")
+    monkeypatch.setattr(guest_agent, "SYNC_TIMEOUT", 0.2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_agent_server, tmp_path / "b.sock", False)
+        await trio.sleep(0.05)
+        with pytest.raises(DriverError, match="no QEMU guest agent answers"):
+            await guest_agent.run(tmp_path / "b.sock", ["true"], "vm")
+        nursery.cancel_scope.cancel()
+    with pytest.raises(DriverError, match="unsupported"):
+        await guest_agent.run(tmp_path / "none.sock", ["true"], "vm")
