@@ -115,6 +115,7 @@ class GoalReader:
         self.packages = packages
         self._specs: dict[str, ProjectSpec] = {}
         self._unreadable: dict[str, str] = {}  # version id -> why it cannot be parsed any more
+        self._with_checks: dict[str, bool] = {}  # version id -> whether a service of it has health checks
 
     def catalogue(self, pinned: str | None) -> Mapping[str, Package]:
         """The packages a stored version is read with: the sizes it pinned; for a version made
@@ -163,6 +164,17 @@ class GoalReader:
                               version=version_id, error=str(exc))
                 self._unreadable[version_id] = str(exc)
         return snap
+
+    def has_checks(self, project: ProjectRow) -> bool:
+        """Whether the project's current version has a service with health checks: what the
+        health monitor asks on every instance change, so kept per version (a version never
+        changes) instead of looking at every service each time."""
+        version = project.current_version
+        if version is None or project.desired == "deleting" or version not in self._specs:
+            return False
+        if version not in self._with_checks:
+            self._with_checks[version] = any(s.healthchecks for s in self._specs[version].services)
+        return self._with_checks[version]
 
     def readable(self, project: ProjectRow) -> bool:
         """Whether the project's current version parsed: planning without it would read as

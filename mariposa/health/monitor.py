@@ -141,10 +141,7 @@ class HealthMonitor:
         projects = {p.id: p for p in snap.projects}
         rows = {(s.project_id, s.name): s for s in snap.services}
         wanted: dict[str, tuple[Instance, tuple[HealthCheck, ...]]] = {}
-        if not self.watching and not any(
-            (goal := self.ctx.goals.goal_from(projects[s.project_id], s)) is not None and goal.spec.healthchecks
-            for s in snap.services if s.project_id in projects and self.ctx.goals.readable(projects[s.project_id])
-        ):
+        if not self.watching and not any(self.ctx.goals.has_checks(p) for p in snap.projects):
             return  # no service has checks: nothing to watch, no need to list instances
         metas: dict[str, dict] = {}  # project id -> its meta, read once a sync for templated checks
         for inst in merge(await self.ctx.inventory(), snap.records, now):

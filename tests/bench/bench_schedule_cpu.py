@@ -32,9 +32,12 @@ for every service on each instance change): 51.22 ms per firing, 51.22 s per min
 services: 12.7 ms per firing. So a run costs the daemon about 3 times what cron's fork and ``sh
 -c true`` cost, and 1,000 every-minute services take under half a core: the work is per run (a
 few store transactions, an instance made and removed, its output read, events and logs), not
-the scheduler's passes (4 a minute, however many services). It still grows faster than the
-number of services: the health monitor's sync (on each instance change) looks at every service
-to find none has checks, the next place to look (cProfile, 300 services: 278k goal_from calls).
+the scheduler's passes (4 a minute, however many services). It grew faster than the
+number of services: the health monitor's sync (on each instance change) looked at every service
+to find none has checks (cProfile, 300 services: 278k goal_from calls). Now it asks each project's
+version once (GoalReader.has_checks, kept per version): 17.74 ms per firing, 17.74 s per minute
+(2 simulated minutes, 1,000 services), from 25.22. What is left on the loop's thread is mostly
+croniter's expansion of each schedule and the run's own store calls.
 """
 
 from __future__ import annotations
