@@ -23,15 +23,18 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import structlog
 import trio
 
 from mariposa.drivers.base import DriverError
 from mariposa.drivers.tools import run_tool
 from mariposa.model import LABEL_NETWORK, LABEL_PROJECT_NAME
+
+log = structlog.get_logger()
 
 Member = tuple[str, str | None]  # an instance on a network: (its project's name, its address there)
 
@@ -99,6 +102,7 @@ class Bridges:
         # chooses and records an address under this lock, from what none of them has (``free``).
         self.allocation = trio.Lock()
         self._users: list[Callable[[str], dict[str, Member]]] = []
+        self._reservations: list[Callable[[], Awaitable[set[str]]]] = []
         self._removals = trio.Lock()
 
     def add_user(self, members: Callable[[str], dict[str, Member]]) -> None:
@@ -106,6 +110,12 @@ class Bridges:
         of its instances are on that network, as name -> (project name, address or None)
         (blocking: called in a worker thread)."""
         self._users.append(members)
+
+    def add_reservations(self, subnets: Callable[[], Awaitable[set[str]]]) -> None:
+        """A runtime that holds subnets no interface shows (Docker: a network whose bridge is
+        gone still holds its subnet in its IPAM, and a new network overlapping it is refused
+        with "Pool overlaps"): ``subnets()`` lists them, asked whenever a subnet is chosen."""
+        self._reservations.append(subnets)
 
     async def members(self, network: str) -> dict[str, Member]:
         found: dict[str, Member] = {}
@@ -158,15 +168,22 @@ class Bridges:
         return len(name) <= 15 and await self.is_up(name)
 
     async def _used_subnets(self) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """Every subnet on a host interface (Docker's bridges included) or recorded here."""
+        """Every subnet on a host interface (Docker's bridges included), recorded here, or held by
+        a runtime (``add_reservations``)."""
         _, out = await run("ip", "-4", "-o", "addr", "show")
         used: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
         for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", out):
             used.add(ipaddress.ip_interface(m.group(1)).network)
-        for rec in await self.records():
+        held: list[str] = [rec.get("subnet", "") for rec in await self.records()]
+        for reserved in self._reservations:
             try:
-                used.add(ipaddress.ip_network(rec["subnet"]))
-            except (ValueError, KeyError):
+                held += sorted(await reserved())
+            except DriverError as exc:  # the runtime away: its own create will say so
+                log.warning("network: subnets held by a runtime not known", error=str(exc))
+        for subnet in held:
+            try:
+                used.add(ipaddress.ip_network(subnet))
+            except ValueError:
                 continue
         return used
 

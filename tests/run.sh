@@ -4,12 +4,13 @@
 # every image it runs (tests/integration/images.py). Extra arguments go to pytest:
 #   bash tests/run.sh -x tests/unit
 set -euo pipefail
-# openssl: the HTTPS test image; docker-registry: the registries the pull tests push to and pull from;
+# openssl: the HTTPS test image; curl: the public-trigger test POSTs as its users do;
+# docker-registry: the registries the pull tests push to and pull from;
 # lxc and tini: the LXC driver (mariposa/drivers/lxc.py) and the init it runs commands under;
 # qemu-system-x86, qemu-utils, e2fsprogs and lz4: the QEMU driver's VMs and their disks and kernel (mariposa/vm/);
 # syslinux, syslinux-common, mtools and dosfstools: the bootable disk images of the tests' own-OS guests;
 # qemu-guest-agent: the agent those guests run (its binary and libraries copied into one of them)
-MARIPOSA_PACKAGES="openssl docker-registry lxc tini qemu-system-x86 qemu-utils e2fsprogs lz4 syslinux syslinux-common mtools dosfstools qemu-guest-agent" \
+MARIPOSA_PACKAGES="openssl curl docker-registry lxc tini qemu-system-x86 qemu-utils e2fsprogs lz4 syslinux syslinux-common mtools dosfstools qemu-guest-agent" \
   source "$(dirname "${BASH_SOURCE[0]}")/../.ci/setup.sh"
 cd "$MARIPOSA_ROOT"
 # the VMs' kernel, extracted once from Debian's cloud kernel package (a no-op when it is there)

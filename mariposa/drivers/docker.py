@@ -511,6 +511,8 @@ class DockerDriver:
         # The daemon's bridges (mariposa/bridges.py): a project network made from now on is on a
         # bridge of Mariposa's, shared with LXC and VMs; without, Docker makes its own (driver tests).
         self.bridges = bridges
+        if bridges is not None:
+            bridges.add_reservations(self._held_subnets)
         self._responders: dict[str, str] = {}  # network name -> its DNS responder's address
 
     @property
@@ -664,6 +666,12 @@ class DockerDriver:
                 self._responders[name] = body["IPAM"]["Config"][0]["Gateway"]
             self._networks.add(name)
             return name
+
+    async def _held_subnets(self) -> set[str]:
+        """Every subnet Docker's networks hold (any owner's): a project bridge must not overlap one."""
+        resp = await self._call("GET", "/networks", "list networks")
+        return {config["Subnet"] for net in resp.json() for config in ((net.get("IPAM") or {}).get("Config") or ())
+                if config.get("Subnet")}
 
     def _note_responder(self, name: str, network: Mapping[str, Any]) -> None:
         """A network on a bridge of Mariposa's has the DNS responder on its gateway; one Docker made
