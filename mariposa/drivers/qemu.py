@@ -689,18 +689,21 @@ class QemuDriver(OwnBooks):
 
     async def status(self, inst: Instance) -> str:
         """QEMU's own word for the VM's run state (QMP ``query-status``: running, paused, ...)."""
-        side = await self._side(inst.runtime_id)
-        if side is None or await trio.to_thread.run_sync(_pid_of, self._dir(inst.runtime_id)) is None:
-            raise DriverError(f"qemu: status of {inst.name}: it is not running")
+        side = await self._running_side(inst, "status of")
         with trio.fail_after(5):
             answer = await _qmp(self._sockets(side) / "qmp.sock", "query-status")
         return str(answer.get("status", "unknown"))
 
-    async def _pause(self, inst: Instance, frozen: bool) -> None:
+    async def _running_side(self, inst: Instance, what: str) -> dict[str, Any]:
+        """The sidecar of a VM whose process runs; ``DriverError`` naming ``what`` otherwise."""
         side = await self._side(inst.runtime_id)
+        if side is None or await trio.to_thread.run_sync(_pid_of, self._dir(inst.runtime_id)) is None:
+            raise DriverError(f"qemu: {what} {inst.name}: it is not running")
+        return side
+
+    async def _pause(self, inst: Instance, frozen: bool) -> None:
+        side = await self._running_side(inst, "pause" if frozen else "unpause")
         home = self._dir(inst.runtime_id)
-        if side is None or await trio.to_thread.run_sync(_pid_of, home) is None:
-            raise DriverError(f"qemu: {'pause' if frozen else 'unpause'} {inst.name}: it is not running")
         with trio.fail_after(5):
             await _qmp(self._sockets(side) / "qmp.sock", "stop" if frozen else "cont")
         if frozen:
