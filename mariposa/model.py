@@ -125,6 +125,9 @@ SUPERVISION_FIELDS = frozenset({
     "schedule", "time_zone", "concurrency", "catch_up", "catch_up_limit", "starting_deadline", "timeout", "retries",
     "history_succeeded", "history_failed", "queue_limit", "on_meta",
     "triggers",  # public trigger URLs (mariposa/triggers/): what a POST does, never what an instance is
+    # autoscale and webhooks (mariposa/metrics/, mariposa/webhooks/): what the daemon does about an
+    # instance's numbers and events, never what an instance is
+    "metric_triggers", "autoscale", "webhooks",
 })
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -140,6 +143,72 @@ class TriggerSpec:
     name: str
     action: str
     scale: str | None = None
+
+
+METRIC_TRIGGER_ACTIONS = ("increment", "decrement")  # the spec's incr/decr are read as these
+METRIC_OPERATORS = (">", ">=", "<", "<=")
+WEBHOOK_EVENTS = ("start", "stop", "health", "down", "rollout_failed", "autoscale", "run_failed")
+
+
+@attrs.frozen
+class MetricTriggerSpec:
+    """One entry of a service's ``triggers`` that has a ``metric``: a threshold that scales the
+    service (mariposa/metrics/autoscale.py), as opposed to a public trigger URL (``TriggerSpec``).
+
+    ``metric`` is "cpu" or "memory" of this service's instances, or "service.NAME.cpu|memory" of
+    another service of the project. ``value`` is a percentage: of one core for cpu (of the cpus
+    limit when ``of_limit``), of the memory limit for memory; ``value_bytes`` an absolute memory
+    threshold instead (``value: 512M``). The condition must hold over ``time`` seconds."""
+
+    name: str
+    metric: str
+    operator: str
+    value: float | None = None  # percent
+    value_bytes: int | None = None  # memory only
+    of_limit: bool = False
+    time: float = 60.0
+    action: str = "increment"
+    instances: int = 1
+
+
+@attrs.frozen
+class AutoscaleSpec:
+    """``autoscale``: whether metric triggers scale the service (``enable: true``), only announce
+    what they would do (``notify``, the spec's default) or do nothing, and the range they keep to."""
+
+    enable: str = "notify"  # notify | true | false
+    min: int = 1
+    max: int | None = None
+    retrigger_delay: float = 60.0
+
+
+@attrs.frozen
+class WebhookSpec:
+    """One outgoing webhook (mariposa/webhooks/): the events of a service POSTed to ``url``,
+    signed with the project secret ``secret_from`` when given. A project-level ``webhooks:``
+    entry is copied into every service's."""
+
+    url: str
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+    secret_from: str | None = None
+
+
+@attrs.frozen
+class InstanceStats:
+    """One reading of an instance's counters, as its runtime keeps them (``Driver.stats``).
+
+    Counters are cumulative (CPU time, bytes) so the collector turns two readings into rates
+    and a missed reading loses resolution, never a total. None: the runtime cannot tell."""
+
+    when: float  # epoch seconds of the reading
+    cpu_ns: int  # CPU time used since the instance started, all cores, nanoseconds
+    memory: int  # bytes in use now
+    memory_limit: int | None = None  # bytes; None without a limit
+    cpu_limit: float | None = None  # cores; None without a limit
+    net_rx: int = 0  # bytes received since start
+    net_tx: int = 0
+    block_read: int = 0  # bytes read from block devices since start
+    block_write: int = 0
 
 
 @attrs.frozen
@@ -291,6 +360,9 @@ class ServiceSpec:
     queue_limit: int = 100
     on_meta: tuple[str, ...] = ()  # event services: the meta keys whose change queues a run (runs/on_meta.py)
     triggers: tuple[TriggerSpec, ...] = ()  # public trigger URLs (mariposa/triggers/)
+    metric_triggers: tuple[MetricTriggerSpec, ...] = ()  # `triggers` entries with a `metric` (autoscale)
+    autoscale: AutoscaleSpec | None = None
+    webhooks: tuple[WebhookSpec, ...] = ()  # the service's and the project's (mariposa/webhooks/)
 
     @property
     def runs(self) -> bool:

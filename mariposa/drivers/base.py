@@ -37,6 +37,7 @@ from mariposa.model import (
     CreateRequest,
     Instance,
     InstanceState,
+    InstanceStats,
     VolumeInfo,
 )
 
@@ -286,6 +287,12 @@ class Driver(Protocol):
         A stopped instance's output stays readable until it is removed. A line longer than
         ``MAX_LOG_LINE`` comes in pieces; a last line without a newline comes as it is. An
         instance that does not exist raises ``DriverError``."""
+        ...
+
+    async def stats(self, inst: Instance) -> InstanceStats | None:
+        """One reading of a running instance's counters (CPU time, memory, network, block I/O),
+        cheap enough to take for a hundred instances every ``metrics_interval``; None for an
+        instance that is not running or gone (no error: it may have stopped a moment ago)."""
         ...
 
     async def aclose(self) -> None:

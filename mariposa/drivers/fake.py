@@ -57,6 +57,7 @@ from mariposa.model import (
     CreateRequest,
     Instance,
     InstanceState,
+    InstanceStats,
     VolumeInfo,
     volume_name,
 )
@@ -138,6 +139,12 @@ class _Box:
     mdata_dir: str | None = None  # the host directory mounted at /run/mariposa/mdata (mdata/files.py)
     signals: list[str] = attrs.field(factory=list)  # every signal sent to it while it ran, in order
     environment: dict[str, str] = attrs.field(factory=dict)  # as rendered when it was made (tests read it)
+    # what ``stats`` reports: a load in cores that CPU time accrues at while it runs (``set_load``)
+    cpu_load: float = 0.0
+    memory: int = 4 << 20
+    memory_limit: int | None = None
+    cpu_ns: float = 0.0
+    cpu_read_at: float | None = None  # trio time of the last reading
 
 
 class FakeRuntime:
@@ -489,6 +496,30 @@ class FakeDriver:
                 for piece in _pieces(when, line):
                     yield piece
             seen = len(box.output)
+
+    def set_load(self, instance_id: str, cores: float | None = None, memory: int | None = None) -> None:
+        """What the instance uses from now on, for ``stats``: ``cores`` of CPU, ``memory`` bytes."""
+        box = self._box_of(instance_id)
+        assert box is not None, f"no instance {instance_id}"
+        self._accrue(box)
+        if cores is not None:
+            box.cpu_load = cores
+        if memory is not None:
+            box.memory = memory
+
+    def _accrue(self, box: _Box) -> None:
+        now = trio.current_time()
+        if box.cpu_read_at is not None and box.state == InstanceState.RUNNING:
+            box.cpu_ns += box.cpu_load * (now - box.cpu_read_at) * 1e9
+        box.cpu_read_at = now
+
+    async def stats(self, inst: Instance) -> InstanceStats | None:
+        box = self._box(inst)
+        if box is None or box.state != InstanceState.RUNNING:
+            return None
+        self._accrue(box)
+        return InstanceStats(when=wall_clock(), cpu_ns=int(box.cpu_ns), memory=box.memory,
+                             memory_limit=box.memory_limit)
 
     async def aclose(self) -> None:
         return None
