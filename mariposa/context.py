@@ -23,6 +23,7 @@ from mariposa.wakeup import Broadcast, Wakeup
 if TYPE_CHECKING:
     from mariposa.health.monitor import HealthMonitor
     from mariposa.mdata.keeper import MdataKeeper
+    from mariposa.metrics.history import MetricsHistory
     from mariposa.runs.scheduler import Scheduler
     from mariposa.vault import Vault
     from mariposa.vault.delivery import SecretFiles
@@ -51,6 +52,8 @@ class Context:
     monitor: HealthMonitor | None = None  # for the API to read instance health from
     scheduler: Scheduler | None = None  # scheduled and event services' runs (mariposa/runs/)
     trigger_base: str | None = None  # http://HOST:PORT of the triggers' listener, once bound (mariposa/triggers/)
+    # the last hour of every instance's numbers, filled by the metrics collector (mariposa/metrics/)
+    metrics: MetricsHistory | None = None
     # Secrets (mariposa/vault/): made by the daemon (and tests) after the store, so see ``vault``.
     _vault: Vault | None = None
     _secret_files: SecretFiles | None = None
