@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mariposa.runs.scheduler import Scheduler
     from mariposa.vault import Vault
     from mariposa.vault.delivery import SecretFiles
+    from mariposa.webhooks.dispatcher import Dispatcher
 
 
 @attrs.define
@@ -52,6 +53,7 @@ class Context:
     monitor: HealthMonitor | None = None  # for the API to read instance health from
     scheduler: Scheduler | None = None  # scheduled and event services' runs (mariposa/runs/)
     trigger_base: str | None = None  # http://HOST:PORT of the triggers' listener, once bound (mariposa/triggers/)
+    webhooks: Dispatcher | None = None  # outgoing webhooks (mariposa/webhooks/): a redelivery wakes its URL's queue
     # the last hour of every instance's numbers, filled by the metrics collector (mariposa/metrics/)
     metrics: MetricsHistory | None = None
     # Secrets (mariposa/vault/): made by the daemon (and tests) after the store, so see ``vault``.

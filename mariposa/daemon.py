@@ -43,6 +43,7 @@ from mariposa.vault import KeyRing, Vault
 from mariposa.vault.delivery import SecretFiles
 from mariposa.vm.dhcp import DhcpServer
 from mariposa.watch import ManifestDirectory
+from mariposa.webhooks.dispatcher import Dispatcher
 
 log = structlog.get_logger()
 
@@ -274,6 +275,8 @@ async def run_daemon(
             await nursery.start(ctx.mdata.run)
             ctx.scheduler = Scheduler(ctx)
             await nursery.start(ctx.scheduler.run)
+            ctx.webhooks = Dispatcher(ctx)
+            await nursery.start(ctx.webhooks.run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             bridges = next((b for d in drivers.values() if (b := getattr(d, "bridges", None)) is not None), None)

@@ -186,11 +186,13 @@ class AutoscaleSpec:
 class WebhookSpec:
     """One outgoing webhook (mariposa/webhooks/): the events of a service POSTed to ``url``,
     signed with the project secret ``secret_from`` when given. A project-level ``webhooks:``
-    entry is copied into every service's."""
+    entry is copied into every service's, with ``scope`` "project": the events of no service (and
+    of a service the current version no longer has) go to those."""
 
     url: str
     events: tuple[str, ...] = WEBHOOK_EVENTS
     secret_from: str | None = None
+    scope: str = "service"  # service | project (the manifest's top-level `webhooks:`)
 
 
 @attrs.frozen

@@ -218,6 +218,11 @@ def build_router(control: Control) -> Router:
         ("POST", P + "/triggers/reveal", lambda q: control.triggers.reveal(q.caller, q.params["project"])),
         ("POST", P + "/triggers/{name}/rotate", lambda q: control.triggers.rotate(
             q.caller, q.params["project"], q.params["name"])),
+        # outgoing webhooks: the deliveries, and one queued again (same id)
+        ("GET", P + "/webhooks/deliveries", lambda q: control.webhooks.deliveries(
+            q.caller, q.params["project"], failed=_flag(q, "failed"), limit=_int(q, "limit", 100))),
+        ("POST", P + "/webhooks/deliveries/{delivery}/redeliver", lambda q: control.webhooks.redeliver(
+            q.caller, q.params["project"], q.params["delivery"])),
         # before the catch-all below, which "/services" would match too
         ("POST", P + "/services", add_service),
         ("POST", P + "/copy", lambda q: projects.copy(

@@ -931,6 +931,56 @@ def trigger_rotate(state: State, name: str, as_json: bool) -> None:
     click.echo(r["url"] or r["path"])
 
 
+# ---- outgoing webhooks --------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT)
+def webhook() -> None:
+    """Outgoing webhooks (`webhooks:` of a service or the project): their deliveries."""
+
+
+def _last(r: dict) -> str:
+    if r["last_error"] and not (r["last_status"] and r["last_error"] == f"HTTP {r['last_status']}"):
+        return r["last_error"]
+    return str(r["last_status"]) if r["last_status"] is not None else "-"
+
+
+def _until(stamp: float | None) -> str:
+    if stamp is None:
+        return "-"
+    delta = stamp - wall_clock()
+    return "now" if delta <= 0 else f"in {delta:.0f}s" if delta < 120 else _when(stamp)
+
+
+@webhook.command("deliveries", context_settings=CONTEXT)
+@click.option("--failed", is_flag=True, help="Only deliveries given up (after 24 h) or dropped (outbox full).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Newest N.")
+@json_option
+@pass_state
+def webhook_deliveries(state: State, failed: bool, limit: int, as_json: bool) -> None:
+    """The project's webhook deliveries, newest first: state, attempts, the last answer."""
+    rows = state.client.get(f"/v1/projects/{state.project()}/webhooks/deliveries", failed="1" if failed else "",
+                            limit=limit)
+    if as_json:
+        return print_json(rows)
+    table(rows, [("ID", lambda r: short(r["id"])), ("TIME", lambda r: _when(r["created"])),
+                 ("URL", lambda r: r["url"]), ("EVENT", lambda r: r["event"]), ("STATE", lambda r: r["state"]),
+                 ("ATTEMPTS", lambda r: r["attempts"]), ("LAST", _last),
+                 ("NEXT", lambda r: _until(r["next_attempt"]))])
+
+
+@webhook.command("redeliver", context_settings=CONTEXT)
+@click.argument("delivery")
+@json_option
+@pass_state
+def webhook_redeliver(state: State, delivery: str, as_json: bool) -> None:
+    """Send delivery DELIVERY (id or prefix) again, under the same id: a receiver that has it drops it."""
+    r = state.client.post(f"/v1/projects/{state.project()}/webhooks/deliveries/{delivery}/redeliver")
+    if as_json:
+        return print_json(r)
+    click.echo(f"delivery {short(r['id'])} ({r['event']} to {r['url']}) queued again")
+
+
 @cli.group(context_settings=CONTEXT)
 def run() -> None:
     """Runs of scheduled and event services, by id or id prefix."""

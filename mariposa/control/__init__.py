@@ -30,6 +30,7 @@ from mariposa.control.services import Services
 from mariposa.control.system import System
 from mariposa.control.triggers import Triggers
 from mariposa.control.volumes import Volumes
+from mariposa.control.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from mariposa.context import Context
@@ -54,3 +55,4 @@ class Control:
         self.meta = Meta(ctx, policy, executor)
         self.runs = Runs(ctx, policy, executor)
         self.triggers = Triggers(ctx, policy, executor)
+        self.webhooks = Webhooks(ctx, policy, executor)

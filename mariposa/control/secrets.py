@@ -125,14 +125,15 @@ class Secrets(Area):
         return {"project": scope, "name": key, "removed": True}
 
     async def _users(self, project_id: str, key: str) -> builtins.list[str]:
-        """Services of the project's current version that name the secret (as a file, or in
-        environment as {{ .secret.NAME }})."""
+        """Services of the project's current version that name the secret (as a file, in
+        environment as {{ .secret.NAME }}, or to sign a webhook's POSTs)."""
         from mariposa.converge.render import env_secrets
 
         p = await self._project(project_id)
         version = await self.ctx.store.call(goal_store.current_version, p)
         spec = await self.ctx.goals.spec_of(version)
-        return [s.name for s in (spec.services if spec else ()) if key in s.secrets or key in env_secrets(s)]
+        return [s.name for s in (spec.services if spec else ()) if key in s.secrets or key in env_secrets(s)
+                or any(h.secret_from == key for h in s.webhooks)]
 
     @operation("secret.reveal", target="project")
     async def reveal(self, caller: Caller, project: str, name: object) -> dict:

@@ -16,7 +16,7 @@ from mariposa.manifest.errors import ManifestProblem
 from mariposa.manifest.parse import Pos, item_pos, key_pos, value_pos
 from mariposa.manifest.units import MIB
 
-TOP_LEVEL_KEYS = ("services", "volumes", "networks")
+TOP_LEVEL_KEYS = ("services", "volumes", "networks", "webhooks")
 SERVICE_TYPES = ("continuous", "scheduled", "event")
 COMPUTE_TYPES = {
     "docker": "docker",

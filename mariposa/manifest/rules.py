@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from mariposa.model import NetworkRef
+from mariposa.model import NetworkRef, WebhookSpec
 from mariposa.packages import Package
 
 DEFAULT_BIND_ROOTS = ("/srv", "/var/lib/mariposa-data")
@@ -36,3 +36,5 @@ class Rules:
     # The project's meta when the version is made: a template naming a key not in it is refused.
     # None: not checked (a stored version, judged when it was made).
     meta: Mapping[str, str | None] | None = None
+    # The project's top-level `webhooks:` (manifest/webhooks.py), copied into every service's.
+    webhooks: tuple[WebhookSpec, ...] = ()

@@ -39,6 +39,7 @@ from mariposa.manifest.triggers import _TriggerChecks
 from mariposa.manifest.units import format_size
 from mariposa.manifest.vm import _VmChecks
 from mariposa.manifest.volumes import _VolumeChecks
+from mariposa.manifest.webhooks import _WebhookChecks
 from mariposa.model import PULL_POLICIES, PortSpec
 from mariposa.packages import package_names, resolve_package
 
@@ -47,7 +48,7 @@ MDATA_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 
 
 class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _SupervisionChecks, _SchedulingChecks,
-                     _VmChecks, _TriggerChecks):
+                     _VmChecks, _TriggerChecks, _WebhookChecks):
     """Checks the options of one service; ``run`` gives ``ServiceSpec`` fields or ``None``."""
 
     def run(self) -> dict[str, Any] | None:
@@ -412,9 +413,6 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
 
     def autoscale(self, at: _At) -> None:
         self.unsupported(at, "'autoscale' is not supported yet")
-
-    def webhooks(self, at: _At) -> None:
-        self.unsupported(at, "'webhooks' are not supported yet")
 
     def scale(self, at: _At) -> None:
         value = self.integer(at, 0, MAX_SCALE)

@@ -21,6 +21,7 @@ from mariposa.manifest.rules import Rules
 from mariposa.manifest.service import _ServiceChecks
 from mariposa.manifest.triggers import trigger_names
 from mariposa.manifest.volumes import top_level_volumes
+from mariposa.manifest.webhooks import project_webhooks, with_project_webhooks
 from mariposa.model import ProjectSpec, ServiceSpec
 
 # ---- the project --------------------------------------------------------------------------------
@@ -55,6 +56,8 @@ def _project(doc: Any, report: _Report, rules: Rules) -> list[ServiceSpec] | Non
             rules = attrs.evolve(rules, volumes=top_level_volumes(at, report))
         elif key == "networks":
             rules = attrs.evolve(rules, networks=top_level_networks(at, report))
+        elif key == "webhooks":
+            rules = attrs.evolve(rules, webhooks=project_webhooks(at, report, rules))
         else:
             hint = _did_you_mean(key, TOP_LEVEL_KEYS)
             suggested_services |= bool(hint)
@@ -125,6 +128,8 @@ def _service(name: Any, at: _At, report: _Report, rules: Rules) -> ServiceSpec |
     fields = _ServiceChecks(report, rules, at).run()
     if not ok or fields is None:
         return None
+    if rules.webhooks:
+        fields["webhooks"] = with_project_webhooks(fields.get("webhooks", ()), rules.webhooks)
     return ServiceSpec(name=name, **fields)
 
 

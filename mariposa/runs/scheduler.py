@@ -325,7 +325,9 @@ class Scheduler:
                 run_store.prune(db, run.project_id, run.service, goal.spec.history_succeeded,
                                 goal.spec.history_failed)
             what = f"exit code {code}" if code is not None else (reason or state)
-            event_store.record(db, "run.end", f"{run.service}: run {run.id[:12]} {state} ({what})",
+            # a failed run is a type of its own, for webhooks' run_failed (`events --type run` shows all ends)
+            kind = "run.failed" if state == "failed" else "run.end"
+            event_store.record(db, kind, f"{run.service}: run {run.id[:12]} {state} ({what})",
                                project_id=run.project_id, service=run.service, instance=run.instance_id)
             return True
 

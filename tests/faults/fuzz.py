@@ -195,6 +195,16 @@ _crons = st.one_of(st.sampled_from([
 ]), words)
 _durations = st.one_of(st.sampled_from(["5m", "1h", "1h30m", "90s", "2d", "0s", "-5m", "5 minutes", "1e400", ""]),
                        numbers, st.booleans())
+# outgoing webhooks (issue 17, manifest/webhooks.py): of a service, and the project's top-level key
+webhook_lists = st.one_of(st.lists(st.one_of(st.fixed_dictionaries({}, optional={
+    "url": st.one_of(st.sampled_from(["http://127.0.0.1:9000/hook", "https://h.example/a", "ftp://x/y", "http://",
+                                      "http://u:p@h/", "http://h:99999/", "h.example/a", "", "http://a b/",
+                                      "http://h/" + "x" * 3000, "http://[::1/"]), numbers),
+    "events": st.one_of(st.lists(st.sampled_from(["start", "stop", "health", "down", "rollout_failed", "autoscale",
+                                                  "run_failed", "helth", "", "Start"]), max_size=4), words),
+    "secret_from": st.one_of(st.sampled_from(["webhook_secret", "a/b", "", "x" * 200]), numbers)}), words),
+    max_size=3), words, numbers)
+
 OPTION_VALUES: dict[str, st.SearchStrategy] = {
     "service_type": st.sampled_from(["continuous", "scheduled", "event", "cron", "Continuous"]),
     "compute_type": st.sampled_from(["docker", "lx", "infrastructure", "smartmachine", "kvm", "vm", "hvm",
@@ -227,7 +237,7 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
         st.lists(st.dictionaries(st.sampled_from(["timeout", "preservestopped", "signal"]), numbers,
                                  min_size=1, max_size=2), max_size=3)),
     "autoscale": any_value,
-    "webhooks": any_value,
+    "webhooks": webhook_lists,
     "scale": numbers,
     "min_healthy_time": seconds,
     "progress_deadline": seconds,
@@ -326,7 +336,7 @@ documents = st.one_of(
                                                                                 any_value), max_size=4)}),
     st.fixed_dictionaries({"services": st.dictionaries(service_names, service_bodies, max_size=3)},
                           optional={"version": any_value, "service": any_value, "x-extra": any_value,
-                                    "networks": top_level_networks}),
+                                    "networks": top_level_networks, "webhooks": webhook_lists}),
     any_value,
 )
 

@@ -50,7 +50,7 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets", "meta", "runs", "triggers"):
+                     "secrets", "meta", "runs", "triggers", "webhooks"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -71,6 +71,12 @@ CASES = [
     ("GET", "/v1/projects/p/triggers", None, None, "triggers.list", ("p",), {}),
     ("POST", "/v1/projects/p/triggers/reveal", None, None, "triggers.reveal", ("p",), {}),
     ("POST", "/v1/projects/p/triggers/deploy-hook/rotate", None, None, "triggers.rotate", ("p", "deploy-hook"), {}),
+    ("GET", "/v1/projects/p/webhooks/deliveries", None, {"failed": "1", "limit": "5"}, "webhooks.deliveries",
+     ("p",), {"failed": True, "limit": 5}),
+    ("GET", "/v1/projects/p/webhooks/deliveries", None, None, "webhooks.deliveries", ("p",),
+     {"failed": False, "limit": 100}),
+    ("POST", "/v1/projects/p/webhooks/deliveries/d1234/redeliver", None, None, "webhooks.redeliver",
+     ("p", "d1234"), {}),
     ("GET", "/v1/projects", None, None, "projects.list", (), {}),
     ("POST", "/v1/projects", {"name": "p", **MANIFEST, "env_files": {"a.env": "A=1"}}, None, "projects.add",
      ("p", "services: {}", "x.yaml"), {"env_files": {"a.env": "A=1"}, "base_dir": None, "meta": None}),
