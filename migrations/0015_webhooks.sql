@@ -14,7 +14,7 @@ INSERT INTO webhook_cursor (id, event_id) SELECT 1, COALESCE(MAX(id), 0) FROM ev
 -- attempt (and a redelivery) sends the same bytes under the same delivery id: the receiver drops
 -- repeats by id. The secret is named, never copied: it is read from the vault at each attempt.
 CREATE TABLE webhook_deliveries (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- order of making: one URL's queue is sent oldest first
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- order of making: of those due, the oldest goes first
     id           TEXT NOT NULL UNIQUE,   -- the delivery id (X-Mariposa-Delivery, "delivery" in the body)
     project_id   TEXT REFERENCES projects(id) ON DELETE CASCADE,
     event_id     INTEGER NOT NULL,
@@ -32,5 +32,5 @@ CREATE TABLE webhook_deliveries (
     last_error   TEXT,                   -- or why the last attempt got none (refused, timed out)
     delivered    REAL
 );
-CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (url, seq) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (url, next_attempt, seq) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_by_project ON webhook_deliveries (project_id, seq);

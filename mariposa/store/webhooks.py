@@ -147,15 +147,18 @@ def pending_urls(db: sqlite_utils.Database) -> list[str]:
 
 
 def next_due(db: sqlite_utils.Database, url: str) -> tuple[DeliveryRow | None, float | None]:
-    """The oldest pending delivery of ``url`` that is due now, or (None, when the next one is
-    due; None: the queue is empty)."""
+    """The pending delivery of ``url`` that has been due longest (the oldest first among those
+    due since the same time: all of them, while the receiver answers), or (None, seconds until
+    the next one is due; None: the queue is empty). One that keeps failing waits out its own
+    back-off while the others go: it never holds up the rest of its queue. Seconds, not a time:
+    the caller sleeps on its own clock, which need not read the same as the store's."""
     stamp = now()
     for row in db.query(_SELECT + " WHERE d.url = ? AND d.state = 'pending' AND d.next_attempt <= ? "
-                        "ORDER BY d.seq LIMIT 1", [url, stamp]):
+                        "ORDER BY d.next_attempt, d.seq LIMIT 1", [url, stamp]):
         return DeliveryRow.from_row(row), None
     soonest = db.execute("SELECT MIN(next_attempt) FROM webhook_deliveries WHERE url = ? AND state = 'pending'",
                          [url]).fetchone()[0]
-    return None, soonest
+    return None, None if soonest is None else max(0.0, soonest - stamp)
 
 
 def delivered(db: sqlite_utils.Database, delivery_id: str, status: int, after_failures: bool) -> None:
@@ -171,10 +174,11 @@ def delivered(db: sqlite_utils.Database, delivery_id: str, status: int, after_fa
 
 
 def attempt_failed(db: sqlite_utils.Database, delivery_id: str, status: int | None, error: str | None,
-                   retry_at: float) -> str:
-    """An attempt that got no 2xx: tried again at ``retry_at``, or failed once past its
-    deadline. Returns the state it is left in."""
+                   retry_in: float) -> str:
+    """An attempt that got no 2xx: tried again in ``retry_in`` seconds, or failed once that is
+    past its deadline. Returns the state it is left in."""
     stamp = now()
+    retry_at = stamp + retry_in
     row = db.execute("SELECT deadline FROM webhook_deliveries WHERE id = ? AND state = 'pending'",
                      [delivery_id]).fetchone()
     if row is None:

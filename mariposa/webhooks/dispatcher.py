@@ -53,8 +53,9 @@ def hooks_for(spec: ProjectSpec | None, service: str | None) -> tuple[WebhookSpe
 
 
 class Dispatcher:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.ctx = ctx
+        self.transport = transport  # None: the network (tests give an httpx.MockTransport)
         self.senders: dict[str, Sender] = {}
         self._nursery: trio.Nursery | None = None
         self._client: httpx.AsyncClient | None = None
@@ -81,6 +82,7 @@ class Dispatcher:
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         timeout = httpx.Timeout(TIMEOUT)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT},
+                                     transport=self.transport,
                                      limits=httpx.Limits(max_keepalive_connections=8)) as client, \
                 trio.open_nursery() as nursery:
             self._client, self._nursery = client, nursery

@@ -3,7 +3,8 @@
 Pure (no I/O, no clock): the dispatcher (dispatcher.py) reads the log and the specs, this
 decides, the store writes. The mapping, from the types the daemon records:
 
-    start           instance.start (a first start or a restart)
+    start           instance.create (made and started: drivers/base.py ``create``), instance.start
+                    (a restart, or the start of one made but not started)
     stop            instance.stop (stopped by the daemon), instance.exit (exited by itself),
                     instance.remove (taken out: scale down, replaced, service stopped)
     health          health.unhealthy (a health check failed past its retries)
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 from mariposa.model import WebhookSpec
 
 _BY_TYPE = {
+    "instance.create": "start",
     "instance.start": "start",
     "instance.stop": "stop",
     "instance.exit": "stop",

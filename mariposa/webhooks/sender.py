@@ -61,14 +61,13 @@ class Sender:
     async def run(self) -> None:
         while True:
             try:
-                row, soonest = await self.ctx.store.call(webhook_store.next_due, self.url)
+                row, due_in = await self.ctx.store.call(webhook_store.next_due, self.url)
             except StoreUnavailable as exc:
                 log.warning("webhook queue: store unavailable", url=self.url, error=exc.message)
                 await self.ctx.clock.sleep(1.0)
                 continue
             if row is None:
-                wait = IDLE if soonest is None else max(0.0, soonest - self.ctx.clock.now())
-                if not await self.wakeup.wait(wait) and soonest is None:
+                if not await self.wakeup.wait(IDLE if due_in is None else due_in) and due_in is None:
                     self.on_idle(self)
                     return
                 continue
@@ -99,11 +98,11 @@ class Sender:
                          status=status, attempts=row.attempts + 1)
                 return True
             self.failures += 1
-            retry_at = self.ctx.clock.now() + DELIVERY.delay(row.attempts + 1)
-            state = await self.ctx.store.call(webhook_store.attempt_failed, row.id, status, error, retry_at)
+            retry_in = DELIVERY.delay(row.attempts + 1)
+            state = await self.ctx.store.call(webhook_store.attempt_failed, row.id, status, error, retry_in)
         log.warning("webhook attempt failed", url=self.url, delivery=row.id[:12], webhook_event=row.event,
                     status=status, error=error, attempts=row.attempts + 1, state=state,
-                    retry_in=round(retry_at - self.ctx.clock.now(), 1) if state == "pending" else None)
+                    retry_in=retry_in if state == "pending" else None)
         return False
 
     async def _secret(self, row: webhook_store.DeliveryRow) -> tuple[bytes | None, str | None]:
