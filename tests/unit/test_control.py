@@ -46,7 +46,7 @@ UNKNOWN = Caller(transport="unix")  # the kernel gave no credentials
 
 def areas(control: Control) -> list[Area]:
     return [control.system, control.projects, control.services, control.instances, control.queue, control.events,
-            control.volumes, control.registry, control.secrets, control.meta, control.runs]
+            control.volumes, control.registry, control.secrets, control.meta, control.runs, control.webhooks]
 
 
 def control_methods(control: Control):
