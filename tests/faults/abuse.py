@@ -293,7 +293,7 @@ def route_abuse(table: list[tuple[str, str]], real: dict[str, str]) -> Iterator[
                 if key != "name" and "name" in BODY_KEYS[(method, template)]:
                     body["name"] = "fresh"
                 yield "wrong-type", request(method, target, json.dumps(body).encode())
-        slots = [s for s in ("project", "service", "version", "instance", "task", "action")
+        slots = [s for s in ("project", "service", "version", "instance", "task", "action", "delivery")
                  if "{" + s + "}" in template]
         for slot in slots:
             for name in BAD_NAMES:
@@ -451,7 +451,8 @@ def run(tmp: Path, scale: int = 1) -> dict:
         task = daemon.api("/v1/queue")[0]["id"]
         instance = daemon.api(f"/v1/projects/{PROJECT}/instances")[0]["id"]
         real = {"project": PROJECT, "service": SERVICE, "version": version, "instance": instance,
-                "task": task, "action": "start"}
+                "task": task, "action": "start",
+                "delivery": "0" * 32}  # no webhooks in the project: a redelivery of it is a 404 that changes nothing
         db = daemon.state_dir / "mariposa.db"
         before, before_api = store_fingerprint(db), api_view(daemon)
 

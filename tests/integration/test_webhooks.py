@@ -40,7 +40,7 @@ class Receiver:
                 expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
                 entry = {"delivery": self.headers["X-Mariposa-Delivery"], "body": json.loads(body),
                          "signed": hmac.compare_digest(self.headers.get("X-Mariposa-Signature", ""), expected),
-                         "path": self.path}
+                         "path": self.path, "at": time.time()}
                 with lock:
                     got.append(entry)
                 self.send_response(204)
@@ -127,6 +127,11 @@ services:
     assert health["body"]["instance"] == victim["id"] and health["body"]["type"] == "health.unhealthy"
     assert "404" in health["body"]["message"]
     assert receiver.got and all(g["signed"] and g["path"] == "/hook" for g in receiver.got)
+    # from the event's record to the receiver: the dispatcher looks every 0.5 s, then one POST
+    lags = sorted(g["at"] - g["body"]["time"] for g in receiver.got)
+    print(f"event to receiver: median {lags[len(lags) // 2] * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms "
+          f"({len(lags)} deliveries)")
+    assert lags[-1] <= 1.0 + LATE
     assert all(g["delivery"] == g["body"]["delivery"] and g["body"]["project"] == "wh" for g in receiver.got)
     # what the operator sees: every delivery delivered at the first attempt, the secret nowhere
     rows = daemon.json("-j", "wh", "webhook", "deliveries")
