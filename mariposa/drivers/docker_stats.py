@@ -107,6 +107,8 @@ class DockerStats:
         self._pids: dict[str, int] = {}  # runtime id -> init pid, checked at each reading
         self._limits: dict[str, float | None] = {}  # runtime id -> cores, for the API's readings
         self._host_memory: int | None = None
+        self._files_work = False  # a reading came from the cgroup files
+        self._misses = 0  # fresh pids that did not lead to the files while the container ran
         self._read = kernelstats.Batched(kernelstats.read_cgroup, None)
 
     async def read(self, runtime_id: str) -> InstanceStats | None:
@@ -116,7 +118,9 @@ class DockerStats:
                 got = await self._read(pid, runtime_id)
                 if isinstance(got, InstanceStats):
                     return got
-                self._pids.pop(runtime_id, None)  # restarted, paused or gone: ask the Engine again
+                if got is kernelstats.FROZEN:
+                    return None  # paused
+                self._pids.pop(runtime_id, None)  # restarted or gone: ask the Engine again
             inspect = await self._inspect(runtime_id)
             if inspect is None:
                 return None
@@ -127,15 +131,19 @@ class DockerStats:
             got = await self._read(pid, runtime_id)
             if isinstance(got, InstanceStats):
                 self._pids[runtime_id] = pid
+                self._files_work = True
                 return got
-            if self.source == "cgroup":
+            if self.source == "cgroup" or got is kernelstats.FROZEN:
                 return None
             # A pid the Engine has just given that does not lead to the container's files: the
-            # Engine's containers are not where this process can see them (or it stopped a moment
-            # ago, which the API's answer below tells apart).
+            # Engine's containers are not where this process can see them (another pid or cgroup
+            # namespace), or it restarted a moment ago. Three of those, and never a reading from
+            # the files, and the API it is.
             reading = await self._from_api(runtime_id, _inspect_limit(inspect.get("HostConfig") or {}))
-            if reading is not None and self.source == "auto" and got is not kernelstats.GONE:
-                self.source = "api"
+            if reading is not None and not self._files_work:
+                self._misses += 1
+                if self._misses >= 3:
+                    self.source = "api"
             return reading
         if runtime_id not in self._limits:
             inspect = await self._inspect(runtime_id)

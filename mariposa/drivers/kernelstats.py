@@ -77,13 +77,33 @@ class Batched(Generic[T]):
 
 
 class Gone:
-    """The process is not there, or not the instance's any more (see the module docstring)."""
+    """The process is not there, or not the instance's any more (see the module docstring); or,
+    as ``FROZEN``, its cgroup is frozen (a paused instance: no reading, and the pid stays good)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def __repr__(self) -> str:
-        return "GONE"
+        return self.name
 
 
-GONE = Gone()
+GONE = Gone("GONE")
+FROZEN = Gone("FROZEN")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def names(path: str, marker: str) -> bool:
+    """Whether a component of cgroup ``path`` names ``marker``: is it, or holds it followed by
+    no more name characters (``docker/ID``, ``docker-ID.scope``, ``lxc.payload.NAME``; not
+    ``lxc.payload.NAME0``, another container's)."""
+    for part in path.split("/"):
+        at = part.find(marker)
+        while at >= 0:
+            end = at + len(marker)
+            if end == len(part) or part[end] not in _NAME_CHARS:
+                return True
+            at = part.find(marker, at + 1)
+    return False
 
 
 @attrs.frozen
@@ -233,11 +253,12 @@ def _cores(quota: str, period: str) -> float | None:
 
 
 def read_cgroup(pid: int, marker: str) -> InstanceStats | Gone | None:
-    """One reading of the cgroup that process ``pid`` is in, which must name ``marker`` (the
-    container's id or name: a pid used again by another process is not the instance's).
+    """One reading of the cgroup that process ``pid`` is in, which must name ``marker`` (see
+    ``names``: the container's id, ``lxc.payload.NAME``; a pid used again by another process is
+    not the instance's).
     ``GONE``: the process is not there or not the instance's; None: the cgroup's files cannot be
     read from here (another cgroup namespace, no such controller): the caller asks its runtime.
-    A frozen (paused) cgroup gives ``GONE`` too: a paused instance is not running. Blocking."""
+    A frozen (paused) cgroup gives ``FROZEN``: a paused instance is not running. Blocking."""
     try:
         groups = parse_proc_cgroup(_read(f"/proc/{pid}/cgroup"))
     except (FileNotFoundError, ProcessLookupError):
@@ -245,7 +266,7 @@ def read_cgroup(pid: int, marker: str) -> InstanceStats | Gone | None:
     except OSError:
         return None
     v2path = groups.get("")
-    if not any(marker in path for path in groups.values() if path):
+    if not any(names(path, marker) for path in groups.values() if path):
         return GONE
     mounts = host_mounts()
     when = time.time()
@@ -258,9 +279,9 @@ def read_cgroup(pid: int, marker: str) -> InstanceStats | Gone | None:
         freezer = v1("freezer")
         if freezer is not None:
             if _read(f"{freezer}/freezer.state").strip() != "THAWED":
-                return GONE
+                return FROZEN
         elif v2 is not None and "frozen 1" in _read(f"{v2}/cgroup.events"):
-            return GONE
+            return FROZEN
         if (d := v1("cpuacct")) is not None:
             cpu_ns = int(_read(f"{d}/cpuacct.usage"))
         elif v2 is not None:
