@@ -171,6 +171,7 @@ services:
     daemon.cli("-j", "away", "service", "scale", "web", "2", "--wait")  # a stop, made after the restart
     time.sleep(max(0.0, 10 - (time.monotonic() - away_at)))
     receiver.start()  # the same port, back after 10 s
+    back_at = time.monotonic()
 
     events = [e for e in daemon.json("-j", "away", "events")
               if e["type"] in ("instance.create", "instance.start", "instance.stop", "instance.exit",
@@ -182,6 +183,7 @@ services:
             return {g["body"]["id"] for g in receiver.got} >= {e["id"] for e in events}
 
     wait_until(all_arrived, timeout=5 * 60 + LATE, interval=0.5, what="every event at the receiver")
+    caught_up = time.monotonic() - back_at
     time.sleep(3)  # anything sent twice would be here by now
     with receiver.lock:
         got = list(receiver.got)
@@ -190,6 +192,8 @@ services:
         assert by_id.setdefault(g["delivery"], g)["body"] == g["body"]
     per_event = [g["body"]["id"] for g in by_id.values()]
     assert sorted(per_event) == sorted({e["id"] for e in events}), "each event once, after dropping repeats by id"
+    print(f"receiver back: all {len(per_event)} events there {caught_up:.1f} s later; {len(got) - len(by_id)} "
+          f"repeats by id; away {back_at - away_at:.1f} s")
     assert all(g["signed"] for g in got)
     rows = daemon.json("-j", "away", "webhook", "deliveries")
     assert {r["state"] for r in rows} == {"delivered"} and {r["id"] for r in rows} == set(by_id)
