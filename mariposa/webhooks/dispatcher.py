@@ -15,6 +15,7 @@ seconds: the look is skipped without a worker thread when nothing was written.
 
 from __future__ import annotations
 
+import traceback
 from typing import TYPE_CHECKING
 
 import httpx
@@ -62,17 +63,20 @@ class Dispatcher:
         self._seen = -1  # the store generation last looked at
         self._pruned = 0.0
 
-    def wake(self, url: str | None = None) -> None:
-        """A delivery of ``url`` is due now (a redelivery): its sender looks (and is started if idle)."""
-        if url is not None:
+    def wake(self, url: str) -> None:
+        """A delivery of ``url`` is due now (a redelivery): its sender looks (and is started if
+        idle). Before the dispatcher runs, or after it stopped, nothing: the delivery is pending
+        in the store, and the next start resumes it."""
+        if self._nursery is not None and self._client is not None:
             self._sender(url).wake()
 
     def _sender(self, url: str) -> Sender:
         sender = self.senders.get(url)
         if sender is None:
             assert self._nursery is not None and self._client is not None
-            sender = self.senders[url] = Sender(self.ctx, url, self._client, self._idle)
+            sender = Sender(self.ctx, url, self._client, self._idle)
             self._nursery.start_soon(sender.run, name=f"webhook {url}")
+            self.senders[url] = sender
         return sender
 
     def _idle(self, sender: Sender) -> None:
@@ -89,12 +93,22 @@ class Dispatcher:
             for url in await self._resume():
                 self._sender(url)
             task_status.started()
-            while True:
-                try:
-                    await self.step()
-                except StoreUnavailable as exc:
-                    log.warning("webhooks: store unavailable", error=exc.message)
-                await self.ctx.clock.sleep(POLL)
+            try:
+                await self._follow()
+            finally:  # a redelivery asked for from now on waits for the next start
+                self._nursery = self._client = None
+                self.senders.clear()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except StoreUnavailable as exc:
+                log.warning("webhooks: store unavailable", error=exc.message)
+            except Exception as exc:  # a bug: logged, and the next look tries again (the cursor did not move)
+                log.error("webhooks: dispatch failed", error=repr(exc), traceback=traceback.format_exc())
+                self._seen = -1
+            await self.ctx.clock.sleep(POLL)
 
     async def _resume(self) -> list[str]:
         while True:

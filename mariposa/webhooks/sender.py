@@ -20,6 +20,7 @@ unsigned).
 
 from __future__ import annotations
 
+import traceback
 from typing import TYPE_CHECKING
 
 import httpx
@@ -71,7 +72,16 @@ class Sender:
                     self.on_idle(self)
                     return
                 continue
-            ok = await self.attempt(row)
+            try:
+                ok = await self.attempt(row)
+            except StoreUnavailable as exc:  # the attempt's outcome is not recorded: it is made again
+                log.warning("webhook attempt not recorded: store unavailable", url=self.url, error=exc.message)
+                ok = False
+            except Exception as exc:  # a bug must not end the queue (or, through the nursery, the daemon)
+                log.error("webhook attempt failed unexpectedly", url=self.url, delivery=row.id[:12], error=repr(exc),
+                          traceback=traceback.format_exc())
+                self.failures += 1
+                ok = False
             if not ok:
                 await self.ctx.clock.sleep(DELIVERY.delay(self.failures))
 
@@ -126,7 +136,7 @@ class Sender:
             return None, f"no answer in {TIMEOUT:g} s"
         except httpx.TimeoutException:
             return None, f"no answer in {TIMEOUT:g} s"
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
             return None, _short(exc)
 
 

@@ -281,3 +281,37 @@ def test_the_webhooks_area_is_a_control_area():
 
     assert issubclass(Webhooks, Area)
     assert Webhooks.deliveries.action == "webhook.deliveries"  # type: ignore[attr-defined]
+
+
+async def test_an_unexpected_error_in_an_attempt_ends_neither_the_queue_nor_the_daemon(core: Core, nursery):
+    receiver = Receiver()
+    broken = {"times": 1}
+    handle = receiver.handle
+
+    async def flaky(request: httpx.Request) -> httpx.Response:
+        if broken["times"]:
+            broken["times"] -= 1
+            raise RuntimeError("a bug in the transport")
+        return await handle(request)
+
+    receiver.handle = flaky  # type: ignore[method-assign]
+    await start_dispatcher(core, nursery, receiver)
+    await add(core, manifest(scale=1))
+    await until(lambda: len(receiver.events()) == 1)
+    [row] = await core.control.webhooks.deliveries(ROOT, "p")
+    assert row["state"] == "delivered"
+
+
+async def test_a_redelivery_asked_while_the_dispatcher_is_stopped_waits_for_its_start(core: Core, nursery):
+    receiver = Receiver()
+    scope = await start_dispatcher(core, nursery, receiver)
+    await add(core, manifest(scale=1))
+    await until(lambda: len(receiver.events()) == 1)
+    scope.cancel()
+    await trio.sleep(1)
+    [row] = await core.control.webhooks.deliveries(ROOT, "p")
+    again = await core.control.webhooks.redeliver(ROOT, "p", row["id"])  # the old dispatcher: stopped
+    assert again["state"] == "pending"
+    await start_dispatcher(core, nursery, receiver)
+    await until(lambda: len(receiver.events()) == 2)
+    assert receiver.got[0][2] == receiver.got[1][2]  # the same body, delivery id included
