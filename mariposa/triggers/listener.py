@@ -31,11 +31,11 @@ class ListenError(MariposaError):
     kind = "invalid-config"
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8787`` for IPv6) as (host, port); ``ValueError`` otherwise."""
+def parse_listen(text: str, key: str = "triggers_listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8787`` for IPv6) as (host, port); ``ValueError`` (naming ``key``) otherwise."""
     host, sep, port = text.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"triggers_listen must be HOST:PORT (e.g. \"127.0.0.1:8787\"), not {text!r}")
+        raise ValueError(f"{key} must be HOST:PORT (e.g. \"127.0.0.1:8787\"), not {text!r}")
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
