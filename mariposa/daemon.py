@@ -33,6 +33,7 @@ from mariposa.errors import StateDirLocked, StoreUnavailable
 from mariposa.health.monitor import HealthMonitor
 from mariposa.mdata.files import MdataFiles
 from mariposa.mdata.keeper import MdataKeeper
+from mariposa.metrics import listener as metrics_listener
 from mariposa.metrics.collector import Collector
 from mariposa.metrics.history import MetricsHistory
 from mariposa.queue.executor import Executor
@@ -271,10 +272,13 @@ async def run_daemon(
     policy = SocketPolicy(config.socket_gid())
     control = Control(ctx, policy, executor)
     sock = bind_unix_socket(config.socket, config.socket_mode, config.socket_gid())
-    triggers = None
+    triggers = scrapes = None
     try:
         if config.triggers_listen:  # bound before anything starts: a port taken is a refusal to start
             triggers, ctx.trigger_base = await trigger_listener.bind(config.triggers_listen)
+        if config.metrics_listen:
+            scrapes, metrics_base = await metrics_listener.bind(config.metrics_listen)
+            log.info("metrics listener bound", url=metrics_base + "/metrics")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daemon.signals, nursery.cancel_scope)
             await nursery.start(executor.run)
@@ -299,6 +303,8 @@ async def run_daemon(
             await nursery.start(serve, build_router(control), sock, policy.admits)
             if triggers is not None:
                 await nursery.start(trigger_listener.serve, TriggerApp(control), triggers)
+            if scrapes is not None:
+                await nursery.start(metrics_listener.serve, control, scrapes)
             nursery.start_soon(systemd.watchdog)
             nursery.start_soon(daemon.status)
             systemd.notify("READY=1\nSTATUS=" + await summary(ctx))

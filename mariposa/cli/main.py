@@ -92,6 +92,8 @@ def cli(ctx: click.Context, socket: str | None, project: str | None) -> None:
 @click.option("--secret-key-file", help="Key file that encrypts secrets at rest [/etc/mariposa/secret.key].")
 @click.option("--run-dir", help="Directory on a tmpfs for instances' secret files [/run/mariposa].")
 @click.option("--triggers-listen", help="HOST:PORT of the public triggers' HTTP listener [none].")
+@click.option("--metrics-interval", type=float, help="Seconds between two samples of every instance's numbers [10].")
+@click.option("--metrics-listen", help="HOST:PORT of a TCP listener serving GET /metrics only [none].")
 @click.option("--delete-removed-projects/--keep-removed-projects", default=None,
               help="Whether deleting NAME.yaml deletes the project [keep].")
 @click.option("--docker-host", help="Docker Engine socket (default: DOCKER_HOST or /var/run/docker.sock).")

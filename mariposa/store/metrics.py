@@ -31,3 +31,8 @@ def minutes(db: sqlite_utils.Database, project_id: str, service: str, since: flo
 
 def count(db: sqlite_utils.Database) -> int:
     return db.execute("SELECT count(*) FROM metric_minutes").fetchone()[0]
+
+
+def tasks_by_state(db: sqlite_utils.Database) -> dict[str, int]:
+    """How many tasks are in each state (for /metrics; the index tasks_by_state serves it)."""
+    return {state: n for state, n in db.execute("SELECT state, count(*) FROM tasks GROUP BY state").fetchall()}

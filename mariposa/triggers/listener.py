@@ -39,14 +39,14 @@ def parse_listen(text: str, key: str = "triggers_listen") -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-async def bind(text: str) -> tuple[trio.SocketListener, str]:
-    """The listening socket for ``triggers_listen`` and the base of its URLs (``http://HOST:PORT``,
-    with the port the kernel gave when 0 was asked)."""
-    host, port = parse_listen(text)
+async def bind(text: str, key: str = "triggers_listen") -> tuple[trio.SocketListener, str]:
+    """The listening socket for ``triggers_listen`` (or another ``key``'s) and the base of its URLs
+    (``http://HOST:PORT``, with the port the kernel gave when 0 was asked)."""
+    host, port = parse_listen(text, key)
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
-        raise ListenError(f"triggers_listen {text}: cannot listen there: {exc.strerror or exc}") from None
+        raise ListenError(f"{key} {text}: cannot listen there: {exc.strerror or exc}") from None
     for extra in listeners[1:]:
         await extra.aclose()
     listener = listeners[0]
