@@ -22,6 +22,9 @@ from mariposa.model import Instance
 from mariposa.store import metrics as metric_store
 
 MINUTE = 60
+# Finished minutes held while the store refuses writes (a full disk): past this many the oldest
+# go, so a store down for hours costs the oldest minutes of the day, never the daemon's memory.
+MAX_PENDING = 100_000
 
 
 @attrs.define
@@ -89,6 +92,6 @@ class MinuteRollup:
         try:
             await self.ctx.store.call(metric_store.write_minutes, rows, now)
         except BaseException:
-            self._done = rows + self._done  # the next minute tries again
+            self._done = (rows + self._done)[-MAX_PENDING:]  # the next minute tries again
             raise
         self.written += len(rows)

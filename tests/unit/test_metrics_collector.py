@@ -138,3 +138,26 @@ async def test_minute_rows(mock_clock, core, nursery):
     assert deleted >= len(rows)  # the idle ones too
     left = [r["minute"] for r in await core.ctx.store.call(metric_store.minutes, project.id, "burner", 0)]
     assert later in left and min(left) >= later + 30 - 86400  # (the collector goes on writing meanwhile)
+
+
+async def test_a_store_that_refuses_costs_no_round_and_the_minutes_wait(mock_clock, core, nursery, monkeypatch):
+    from mariposa.errors import StoreFull
+
+    collector = await started(core, nursery)
+    real = core.ctx.store.call
+    refusing = True
+
+    async def call(fn, *args):
+        if fn is metric_store.write_minutes and refusing:
+            raise StoreFull("the store's disk is full")
+        return await real(fn, *args)
+
+    monkeypatch.setattr(core.ctx.store, "call", call)
+    before = collector.rounds
+    await rounds(collector, 15)  # two minute boundaries or more, every write refused
+    assert collector.rounds >= before + 15 and collector.rollup.written == 0
+    refusing = False
+    await rounds(collector, 7)
+    project = await core.ctx.projects.project("p")
+    rows = await core.ctx.store.call(metric_store.minutes, project.id, "burner", 0)
+    assert len({r["minute"] for r in rows}) >= 3  # the minutes held while it refused were written after
