@@ -17,6 +17,7 @@ from mariposa.errors import BadRequest
 from mariposa.metrics import exposition
 from mariposa.metrics.exposition import Family
 from mariposa.metrics.history import HOUR, Sample
+from mariposa.store import goal as goal_store
 from mariposa.store import instances as instance_store
 from mariposa.store import metrics as metric_store
 from mariposa.store.metrics import DAY
@@ -62,6 +63,10 @@ class Metrics(Area):
     async def top(self, caller: Caller, project: str | None = None, service: str | None = None) -> list[dict]:
         """Every instance (of a project, of a service), its latest sample and how it is."""
         project_id = await self._project_id(project)
+        if service is not None:
+            if project is None:
+                raise BadRequest("a service is named within its project: give the project too")
+            service = (await self.ctx.store.call(goal_store.get_service, await self._project(project), service)).name
         found = [i for i in await self.ctx.inventory(project_id) if service is None or i.service == service]
         found.sort(key=lambda i: (i.project_name, i.service, i.name))
         records = await self.ctx.store.call(instance_store.for_project, project_id)
@@ -85,6 +90,7 @@ class Metrics(Area):
         one's averages, and their sum (the average CPU too), with the samples they are of."""
         window = parse_window(since)
         row = await self._project(project)
+        service = (await self.ctx.store.call(goal_store.get_service, row, service)).name  # NotFound, by name or id
         now = self.ctx.clock.now()
         start = now - window
         names = {i.id: i.name for i in await self.ctx.inventory(row.id) if i.service == service}

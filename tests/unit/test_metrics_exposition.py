@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mariposa.control import Caller
-from mariposa.errors import BadRequest, Forbidden
+from mariposa.errors import BadRequest, Forbidden, NotFound
 from mariposa.metrics import exposition
 from mariposa.metrics.collector import Collector
 from mariposa.metrics.exposition import Family
@@ -74,6 +74,10 @@ async def test_scrape_top_and_stats(mock_clock, core, nursery):
     assert stats["total"]["cpu_average"] == pytest.approx(10.0, rel=0.02)
     assert stats["total"]["memory"] == 16 << 20
     assert all(i["count"] == len(i["samples"]) >= 2 for i in stats["instances"])
+    with pytest.raises(NotFound, match="no service 'nothing'|nothing"):
+        await core.control.metrics.service_stats(ROOT, "p", "nothing")
+    with pytest.raises(NotFound):
+        await core.control.metrics.top(ROOT, "p", "nothing")
     with pytest.raises(BadRequest, match="at most 24h"):
         await core.control.metrics.service_stats(ROOT, "p", "idle", since="2d")
     with pytest.raises(BadRequest, match="duration"):
