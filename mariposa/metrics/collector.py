@@ -58,6 +58,7 @@ class Collector:
         self._last: dict[str, InstanceStats] = {}  # instance id -> its previous reading
         self._failing: set[str] = set()  # instances whose failing reading was logged (once)
         self._known: dict[str, set[str]] = {}  # compute type -> instance ids last listed running
+        self._sleep = trio.CancelScope()  # the sleep between rounds, for set_interval to end
 
     @property
     def sampled(self) -> trio.Event:
@@ -65,10 +66,12 @@ class Collector:
         return self.history.sampled.event
 
     def set_interval(self, interval: float) -> None:
-        """SIGHUP: the next sleep is the new interval's; the hour in memory is resized to it."""
+        """SIGHUP: the hour in memory is resized to the new interval, and the sleep in progress
+        ends at once (an hour's interval turned to 10 s does not wait out the hour)."""
         if interval != self.interval:
             self.interval = interval
             self.history.resize(interval)
+            self._sleep.cancel()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -85,7 +88,10 @@ class Collector:
             next_at += self.interval
             if next_at <= now:  # a round longer than the interval: start afresh, do not catch up
                 next_at = now + self.interval
-            await clock.sleep_until(next_at)
+            with trio.CancelScope() as self._sleep:
+                await clock.sleep_until(next_at)
+            if self._sleep.cancelled_caught:  # a new interval: the next round at once, then its pace
+                next_at = clock.now()
 
     async def collect_once(self) -> None:
         """One round: list, read, sample, forget the gone, then the minute rows when a minute ended."""

@@ -161,3 +161,24 @@ async def test_a_store_that_refuses_costs_no_round_and_the_minutes_wait(mock_clo
     project = await core.ctx.projects.project("p")
     rows = await core.ctx.store.call(metric_store.minutes, project.id, "burner", 0)
     assert len({r["minute"] for r in rows}) >= 3  # the minutes held while it refused were written after
+
+
+async def test_sighup_changes_the_interval_at_once(mock_clock, core, nursery, tmp_path):
+    from mariposa.config import load
+    from mariposa.converge.reconciler import Reconciler
+    from mariposa.daemon import Daemon
+
+    collector = await started(core, nursery, interval=600.0)
+    await rounds(collector, 1)  # now asleep for ten minutes
+    config_file = tmp_path / "mariposa.toml"
+    config_file.write_text("metrics_interval = 600\n")
+    daemon = Daemon(load(str(config_file)), core.ctx, Reconciler(core.ctx), str(config_file), None, collector)
+    config_file.write_text("metrics_interval = 5\n")
+    at = core.ctx.clock.now()
+    await daemon.reload()
+    await rounds(collector, 3)
+    assert collector.interval == 5.0 and core.ctx.metrics.interval == 5.0 and core.ctx.metrics.capacity == 721
+    assert core.ctx.clock.now() - at < 30  # three rounds at 5 s, not one at 600 s
+    [burner] = by_service(core, "burner")
+    samples = core.ctx.metrics.series(burner.id).samples()
+    assert samples[-1].when - samples[-2].when == pytest.approx(5.0, abs=0.1)
