@@ -528,14 +528,14 @@ def top(state: State, project: str | None, service: str | None, once: bool, as_j
 
     if as_json:
         return print_json(rows())
-    if once:
-        from mariposa.cli.output import console
+    from mariposa.cli.output import console
 
+    if once:
         return console().print(shown.top_table(rows()))
     from rich.live import Live
 
     try:
-        with Live(shown.top_table(rows()), auto_refresh=False, screen=False) as live:
+        with Live(shown.top_table(rows()), console=console(), auto_refresh=False, screen=False) as live:
             while True:
                 time.sleep(2)
                 live.update(shown.top_table(rows()), refresh=True)

@@ -6,7 +6,11 @@ here (metrics_interval = 1 in the daemon's configuration file)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -14,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import IMAGE, Daemon, wait_until
+from tests.integration.harness import IMAGE, MARIPOSA, Daemon, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -94,6 +98,13 @@ def test_top_metrics_and_service_stats(daemon: Daemon, tmp_path):
     text = wait_until(frame, timeout=60, interval=1, what="top showing the burner near a core, the idle ones near 0")
     for title in ("CPU", "MEMORY", "NET RX", "HEALTH", "RESTARTS", "AGE"):
         assert title in text
+    # the live table refreshes every 2 s until Ctrl-C, which ends it quietly
+    live = subprocess.Popen([MARIPOSA, "top", "-j", "m"], env={**os.environ, "MARIPOSA_SOCKET": daemon.socket},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)
+    live.send_signal(signal.SIGINT)
+    out, err = live.communicate(timeout=60)
+    assert live.returncode == 0 and not err and len(cpu_column(out, "idle")) >= 2, (out, err)
     just_idle = daemon.json("top", "-j", "m", "--service", "idle")
     assert len(just_idle) == 2 and {r["service"] for r in just_idle} == {"idle"}
 
