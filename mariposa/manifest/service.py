@@ -410,9 +410,6 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
             self.integer(opts["port"], 1, 65535)
         self.unsupported(at, "'containerpilot' is not supported yet")
 
-    def autoscale(self, at: _At) -> None:
-        self.unsupported(at, "'autoscale' is not supported yet")
-
     def webhooks(self, at: _At) -> None:
         self.unsupported(at, "'webhooks' are not supported yet")
 
