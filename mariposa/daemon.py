@@ -33,6 +33,7 @@ from mariposa.errors import StateDirLocked, StoreUnavailable
 from mariposa.health.monitor import HealthMonitor
 from mariposa.mdata.files import MdataFiles
 from mariposa.mdata.keeper import MdataKeeper
+from mariposa.metrics.autoscaler import Autoscaler
 from mariposa.queue.executor import Executor
 from mariposa.registries import FILE_NAME, Credentials
 from mariposa.runs.scheduler import Scheduler
@@ -274,6 +275,8 @@ async def run_daemon(
             await nursery.start(ctx.mdata.run)
             ctx.scheduler = Scheduler(ctx)
             await nursery.start(ctx.scheduler.run)
+            # metric triggers: judged after each collector round (mariposa/metrics/autoscaler.py)
+            await nursery.start(Autoscaler(ctx, getattr(config, "metrics_interval", 10.0)).run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             bridges = next((b for d in drivers.values() if (b := getattr(d, "bridges", None)) is not None), None)

@@ -5,6 +5,7 @@ revert them, and their versions and health."""
 from __future__ import annotations
 
 import builtins
+import functools
 
 import attrs
 
@@ -115,7 +116,11 @@ class Services(Area):
         if isinstance(amount, int) and amount < 0:  # str(-1) would read as the relative '-1'
             raise BadRequest(f"scale is at least 0, not {amount} (a relative change is a string: \"{amount}\")")
         p, svc = await self.rows(project, service)
-        return self._queued(await self.ctx.store.call(goal_store.scale_service, p, svc, str(amount), caller.author))
+        # the current spec's autoscale range: a scale outside it is refused while autoscale scales
+        version = await self.ctx.store.call(goal_store.current_version, p)
+        spec = (await self.ctx.goals.spec_of(version)).service(svc.name)
+        scale = functools.partial(goal_store.scale_service, spec=spec)
+        return self._queued(await self.ctx.store.call(scale, p, svc, str(amount), caller.author))
 
     @operation("service.start", target="project")
     async def start(self, caller: Caller, project: str, service: str) -> dict:

@@ -259,11 +259,11 @@ class _MetricTriggerChecks(_Shapes):
         if kind != "continuous":
             for key in ("autoscale",):
                 if key in self.seen and self.seen[key].value is not None:
-                    self.problem(self.seen[key], f"'autoscale' is only for continuous services (a {kind} service's "
-                                 "instances are runs, started by its schedule or trigger)", on_key=True)
+                    self.problem(self.seen[key], f"'autoscale' is only for continuous services (service_type {kind}: "
+                                 "its instances are runs, started by its schedule or trigger)", on_key=True)
             if triggers:
-                self.problem(self.seen["triggers"], f"metric triggers are only for continuous services (a {kind} "
-                             "service's instances are runs, not a scale to change)", on_key=True)
+                self.problem(self.seen["triggers"], f"metric triggers are only for continuous services (service_type "
+                             f"{kind}: its instances are runs, not a scale to change)", on_key=True)
             return
         for trigger in triggers:
             where = self.metric_trigger_at(trigger.name)

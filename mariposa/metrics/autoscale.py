@@ -175,3 +175,28 @@ def _duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 3600:g}h" if seconds % 3600 == 0 else f"{seconds / 60:g}m"
     return f"{seconds:g}s"
+
+
+def enforced_range(spec: ServiceSpec | None) -> tuple[int, int] | None:
+    """``[min, max]`` when autoscale scales the service (``enable: true``): the range its scale
+    keeps to whoever sets it; None when it only announces (or is off)."""
+    if spec is None or spec.autoscale is None or spec.autoscale.enable != "true" or spec.autoscale.max is None:
+        return None
+    return spec.autoscale.min, spec.autoscale.max
+
+
+def clamped(scale: int, spec: ServiceSpec | None) -> int:
+    """``scale`` moved into the enforced range, if any (a new version's range, a first start)."""
+    bounds = enforced_range(spec)
+    return scale if bounds is None else min(max(scale, bounds[0]), bounds[1])
+
+
+def outside_range(spec: ServiceSpec | None, target: int) -> str | None:
+    """Why an operator's scale to ``target`` is refused, or None: inside the range it is kept
+    until the next trigger; outside it the autoscaler and the operator would fight."""
+    bounds = enforced_range(spec)
+    if bounds is None or bounds[0] <= target <= bounds[1]:
+        return None
+    assert spec is not None
+    return (f"{spec.name} autoscales between {bounds[0]} and {bounds[1]} (autoscale.min/max); scale within that "
+            "range or set autoscale.enable: false")

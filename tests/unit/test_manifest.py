@@ -884,8 +884,6 @@ def test_bad_restart_policies(policy, start):
     [
         ("containerpilot: true", "'containerpilot' is not supported yet"),
         ("containerpilot:\n  - network: default\n  - port: 9090", "'containerpilot' is not supported yet"),
-        ("autoscale: XXX", "'autoscale' is not supported yet"),
-        ("autoscale: {min: 1, max: 3}", "'autoscale' is not supported yet"),
         ("webhooks: XXX", "'webhooks' are not supported yet"),
         ("schedule: '* * * * *'", "'schedule' is only valid with service_type scheduled"),
     ],
