@@ -8,13 +8,21 @@ import attrs
 import pytest
 import trio
 
+from mariposa.clock import TrioClock
+from mariposa.context import Context
+from mariposa.control import Control, SocketPolicy
+from mariposa.converge.goals import GoalReader
+from mariposa.converge.reconciler import Reconciler
+from mariposa.drivers.fake import FakeDriver
 from mariposa.errors import Conflict
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.metrics.autoscale import decide, reason
 from mariposa.metrics.autoscaler import Autoscaler
 from mariposa.metrics.history import MetricsHistory, Sample, to_sample
 from mariposa.model import MetricTriggerSpec
-from tests.unit.conftest import ROOT
+from mariposa.queue.executor import Executor
+from mariposa.store.db import Store
+from tests.unit.conftest import ROOT, Core
 
 BURNER = """services:
   web:
@@ -155,7 +163,8 @@ def test_limits_a_percentage_needs():
     assert problems(no_package) == [
         "m.yaml:7:9: services.web.triggers[0]: trigger 'highcpu': of_limit needs a cpu limit, and this service has "
         "none: give it a 'package'"]
-    no_memory = BURNER.replace("    package: small\n    memory: 256m\n", "").replace("metric: cpu\n", "metric: memory\n")
+    no_memory = BURNER.replace("    package: small\n    memory: 256m\n", "")
+    no_memory = no_memory.replace("metric: cpu\n", "metric: memory\n")
     assert problems(no_memory)[0].startswith(
         "m.yaml:6:9: services.web.triggers[0]: trigger 'highcpu': a memory percentage is of the memory limit, and "
         "this service has none")
@@ -174,7 +183,8 @@ def test_limits_a_percentage_needs():
 
 
 def test_only_continuous_services_autoscale():
-    text = BURNER.replace("    image: busybox\n    command:", "    service_type: event\n    image: busybox\n    command:", 1)
+    text = BURNER.replace("    image: busybox\n    command:",
+                          "    service_type: event\n    image: busybox\n    command:", 1)
     found = problems(text)
     assert found == [
         "m.yaml:8:5: services.web.triggers: metric triggers are only for continuous services (service_type event: its "
@@ -288,6 +298,23 @@ async def test_manual_scale_keeps_to_the_range_while_autoscale_scales(core):
 # ---- the loop, end to end on the fake driver ------------------------------------------------------
 
 
+@pytest.fixture
+async def timed_core(tmp_path, nursery, mock_clock):
+    """``core`` with the store on the context's clock, as the daemon has it: retrigger_delay
+    compares the store's stamp of the last scale with the samples' times."""
+    mock_clock.autojump_threshold = 0.02
+    clock = TrioClock()
+    store = await trio.to_thread.run_sync(Store, tmp_path / "mariposa.db", clock)
+    driver = FakeDriver(images=("busybox",))
+    ctx = Context(store=store, drivers={"docker": driver}, goals=GoalReader(store, {}), packages={}, clock=clock)
+    executor = Executor(ctx)
+    control = Control(ctx, SocketPolicy(socket_gid=4242, daemon_uid=0), executor)
+    await nursery.start(executor.run)
+    await nursery.start(Reconciler(ctx, resync=1.0).run)
+    yield Core(control, ctx, driver, mock_clock)
+    nursery.cancel_scope.cancel()
+
+
 async def collect(core, history: MetricsHistory) -> None:
     """A stand-in for the collector (branch metrics): every interval, every running instance."""
     last = {}
@@ -297,6 +324,7 @@ async def collect(core, history: MetricsHistory) -> None:
             stats = await core.driver.stats(inst)
             if stats is None:
                 continue
+            stats = attrs.evolve(stats, when=now)  # the fake stamps the wall clock; its CPU accrues on trio's
             if inst.id in last:
                 history.record(inst.id, inst.project_id, inst.service, to_sample(last[inst.id], stats, now))
             last[inst.id] = stats
@@ -307,7 +335,8 @@ def web_ids(core) -> list[str]:
     return [i.id for i in core.driver.instances.values() if i.service == "web" and i.running]
 
 
-async def test_burners_scale_up_to_max_then_down_to_min(core, nursery):
+async def test_burners_scale_up_to_max_then_down_to_min(timed_core, nursery, mock_clock):
+    core = timed_core
     history = core.ctx.metrics = MetricsHistory(2.0)
     await core.settle(await core.control.projects.add(ROOT, "p", PLAIN))
     nursery.start_soon(collect, core, history)
@@ -342,7 +371,8 @@ async def test_burners_scale_up_to_max_then_down_to_min(core, nursery):
     assert sorted(t["params"]["to"] for t in downs) == [1, 2]
 
 
-async def test_notify_announces_and_scales_nothing(core, nursery):
+async def test_notify_announces_and_scales_nothing(timed_core, nursery, mock_clock):
+    core = timed_core
     history = core.ctx.metrics = MetricsHistory(2.0)
     await core.settle(await core.control.projects.add(ROOT, "p", PLAIN.replace("enable: true", "enable: notify")))
     nursery.start_soon(collect, core, history)
