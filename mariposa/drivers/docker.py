@@ -49,6 +49,7 @@ from mariposa.drivers.base import (
     VolumeInUse,
     identity_from_labels,
 )
+from mariposa.drivers.docker_stats import DockerStats
 from mariposa.model import (
     LABEL_INSTANCE,
     LABEL_NETWORK,
@@ -60,6 +61,7 @@ from mariposa.model import (
     CreateRequest,
     Instance,
     InstanceState,
+    InstanceStats,
     MountSpec,
     NetworkRef,
     PublishedPort,
@@ -487,7 +489,8 @@ class DockerDriver:
 
     compute_type = "docker"
 
-    def __init__(self, owner: str, docker_host: str | None = None, bridges: Bridges | None = None) -> None:
+    def __init__(self, owner: str, docker_host: str | None = None, bridges: Bridges | None = None,
+                 stats_source: str = "auto") -> None:
         if not owner:
             raise ValueError("owner must not be empty: it is what keeps daemons apart")
         self.owner = owner
@@ -514,6 +517,8 @@ class DockerDriver:
         if bridges is not None:
             bridges.add_reservations(self._held_subnets)
         self._responders: dict[str, str] = {}  # network name -> its DNS responder's address
+        # stats: cgroup files when the Engine is local, else its one-shot stats (docker_stats.py)
+        self._stats = DockerStats(self._call, self._socket is not None, stats_source)
 
     @property
     def _owner_label(self) -> str:
@@ -971,6 +976,7 @@ class DockerDriver:
 
     async def remove(self, inst: Instance) -> None:
         await self._force_remove(inst.runtime_id, inst.name)
+        self._stats.forget(inst.runtime_id)
 
     async def inventory(self, project_id: str | None = None) -> list[Instance]:
         labels = [self._owner_label]
@@ -1098,6 +1104,10 @@ class DockerDriver:
             raise self._unavailable(exc) from None
         for line in lines.rest():
             yield line
+
+    async def stats(self, inst: Instance) -> InstanceStats | None:
+        """See the protocol; where the numbers come from and why: drivers/docker_stats.py."""
+        return await self._stats.read(inst.runtime_id)
 
     async def _connect(self) -> trio.abc.Stream:
         if self._socket:

@@ -10,8 +10,9 @@ It keeps the contract honestly, so the contract suite (``tests/contract/``) runs
   SCRIPT``, or the argv itself), statement by statement (``;``, ``&&`` or new lines between):
   ``echo WORDS`` (``>&2`` allowed) prints a line of output, ``trap "" TERM`` makes it ignore
   SIGTERM, ``exit N`` exits with N, ``true``/``:`` do nothing; any other statement is where the
-  program runs until stopped. A script that runs out of statements exits 0; no command runs
-  until stopped. An image in ``crash_images`` exits 1 right after every start.
+  program runs until stopped (a ``while`` loop busy, using one core: ``stats``). A script that
+  runs out of statements exits 0; no command runs until stopped. An image in ``crash_images``
+  exits 1 right after every start.
 - **Exec** runs ``argv`` through the same reading, except that ``sleep N`` sleeps N seconds and
   any other command exits 127, "not found". ``exec_handler`` replaces that when a test needs more.
 - **A registry** in the runtime: ``registry`` maps the images it holds to their content ids, and
@@ -76,6 +77,7 @@ class Program:
     exit_code: int | None = None  # exits at once with this; None: runs until stopped
     ignores_term: bool = False
     sleeps: float = 0.0  # exec only: seconds slept before exiting
+    busy: bool = False  # a ``while`` loop: one core of CPU while it runs (``stats``)
 
 
 def _statements(script: str) -> list[list[str]]:
@@ -112,8 +114,8 @@ def read_program(argv: tuple[str, ...] | list[str] | None, *, exec_: bool = Fals
         elif exec_:
             output.append(f"sh: {verb}: not found\n".encode())
             return Program(tuple(output), 127, ignores_term, slept)
-        else:
-            return Program(tuple(output), None, ignores_term)  # the program runs from here on
+        else:  # the program runs from here on
+            return Program(tuple(output), None, ignores_term, busy=verb == "while")
     return Program(tuple(output), 0, ignores_term, slept)
 
 
@@ -266,7 +268,8 @@ class FakeDriver:
                 mounted.append(name)
         box = _Box(self.runtime.new_runtime_id(), req.name, req.labels(), program, req.spec.stop_timeout,
                    req.spec.user, tuple(mounted), joined, secrets_dir=req.secrets_dir, mdata_dir=req.mdata_dir,
-                   environment=dict(req.spec.environment))
+                   environment=dict(req.spec.environment), cpu_load=1.0 if program.busy else 0.0,
+                   memory_limit=req.spec.memory)
         self.runtime.boxes[box.runtime_id] = box
         self._emit("create", box)
         return box

@@ -68,6 +68,7 @@ import structlog
 import trio
 
 from mariposa.bridges import Bridges, gateway, mac_for, prefix, project_network
+from mariposa.drivers import kernelstats
 from mariposa.drivers.base import (
     DriverError,
     DriverEvent,
@@ -91,6 +92,7 @@ from mariposa.model import (
     CreateRequest,
     Instance,
     InstanceState,
+    InstanceStats,
     MountSpec,
     VolumeInfo,
     volume_name,
@@ -213,6 +215,10 @@ class LxcDriver(OwnBooks):
         # when the daemon's state dir is inside a container: then each instance gets a copy of
         # the base of its own (a dir: rootfs no other instance shares). None: found out when needed.
         self._copy_rootfs = copy_rootfs
+        # stats: each container's init pid (``lxc-info -p``, a fork and exec: asked once per run),
+        # checked at every reading against the cgroup it is in (kernelstats.read_cgroup)
+        self._pids: dict[str, int] = {}
+        self._read = kernelstats.Batched(kernelstats.read_cgroup, None)
 
     # ---- plumbing -----------------------------------------------------------------------------
 
@@ -639,6 +645,7 @@ class LxcDriver(OwnBooks):
         if await self._side(inst.runtime_id) is None and not await trio.Path(self._dir(inst.runtime_id)).exists():
             return
         await self._destroy(inst.runtime_id)
+        self._pids.pop(inst.runtime_id, None)
 
     async def inventory(self, project_id: str | None = None) -> list[Instance]:
         sides = await trio.to_thread.run_sync(self._all_sidecars)
@@ -691,6 +698,27 @@ class LxcDriver(OwnBooks):
         if side is None or await self._state(inst.runtime_id) != "RUNNING":
             return None
         return side.get("address")
+
+    async def stats(self, inst: Instance) -> InstanceStats | None:
+        """From the container's cgroup (``lxc.payload.NAME``: CPU, memory and its limits, block
+        I/O) and its init's network namespace (drivers/kernelstats.py); None when it is not
+        running, is frozen or is gone."""
+        name = inst.runtime_id
+        marker = f"lxc.payload.{name}"
+        pid = self._pids.get(name)
+        if pid is not None:
+            got = await self._read(pid, marker)
+            if isinstance(got, InstanceStats) or got is kernelstats.FROZEN:
+                return got if isinstance(got, InstanceStats) else None
+            self._pids.pop(name, None)  # stopped, or started again since: a new init
+        code, out = await self._run("lxc-info", "-P", str(self.path), "-n", name, "-p", "-H", check=False)
+        if code != 0 or not out.strip().isdigit():
+            return None  # not running (no init pid) or no such container
+        got = await self._read(int(out.strip()), marker)
+        if got is None or got is kernelstats.GONE:
+            return None
+        self._pids[name] = int(out.strip())
+        return got if isinstance(got, InstanceStats) else None
 
     async def logs(self, inst: Instance, since: float | None = None, tail: int | None = None,
                    follow: bool = False) -> AsyncGenerator[LogLine, None]:

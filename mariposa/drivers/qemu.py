@@ -34,14 +34,17 @@ import shutil
 import signal as signals
 import stat
 import tarfile
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import structlog
 import trio
 
 from mariposa.bridges import Bridges, gateway, mac_for, prefix, project_network
+from mariposa.drivers import kernelstats
 from mariposa.drivers.base import (
     DriverError,
     DriverEvent,
@@ -66,6 +69,7 @@ from mariposa.model import (
     CreateRequest,
     Instance,
     InstanceState,
+    InstanceStats,
     VolumeInfo,
     volume_name,
 )
@@ -111,6 +115,25 @@ def _pid_of(home: Path) -> int | None:
         return pid
     except (OSError, ValueError):
         return None
+
+
+def _vm_reading(home: Path, taps: list[str], memory: int, cpus: float) -> InstanceStats | None:
+    """The QEMU process's CPU and resident memory and its taps' bytes (see ``QemuDriver.stats``);
+    None when it is not running or is paused. Blocking."""
+    pid = _pid_of(home)
+    if pid is None or (home / "paused").exists():
+        return None
+    got = kernelstats.read_process(pid)
+    if got is kernelstats.GONE or not isinstance(got, tuple):
+        return None
+    rx = tx = 0
+    for tap in taps:
+        counters = kernelstats.read_iface(tap)
+        if counters is not None:  # the host's side of a tap receives what the guest sends
+            tx += counters[0]
+            rx += counters[1]
+    return InstanceStats(when=time.time(), cpu_ns=got[0], memory=got[1], memory_limit=memory, cpu_limit=cpus,
+                         net_rx=rx, net_tx=tx)
 
 
 def _sent_a_frame(tap: str) -> bool:
@@ -172,6 +195,10 @@ class QemuDriver(OwnBooks):
         self._initrd: Path | None = None
         self._working_kvm: bool | None = None
         self._digests: dict[tuple[str, int, int, int], str] = {}
+        # stats: the readings of one moment share a worker thread; the last block counters of
+        # each VM stand in when QMP does not answer in time, so no counter ever goes down
+        self._read = kernelstats.Batched(_vm_reading, None)
+        self._blocks: dict[str, tuple[int, int]] = {}
 
     # ---- plumbing -----------------------------------------------------------------------------
 
@@ -712,9 +739,35 @@ class QemuDriver(OwnBooks):
             await trio.Path(home / "paused").unlink(missing_ok=True)
 
     async def remove(self, inst: Instance) -> None:
+        self._blocks.pop(inst.runtime_id, None)
         if await self._side(inst.runtime_id) is None and not await trio.Path(self._dir(inst.runtime_id)).exists():
             return
         await self._destroy(inst.runtime_id)
+
+    async def stats(self, inst: Instance) -> InstanceStats | None:
+        """The VM as the host sees it: CPU is the QEMU process's (utime + stime: the guest's
+        vCPUs and QEMU's own work for it, which under TCG is the emulation), memory its resident
+        set (what the guest touched, out of ``memory_limit``, the VM's configured memory),
+        ``cpu_limit`` its vCPUs. Network from its taps, turned round to the guest's point of view
+        (what the tap sends, the guest receives). Block I/O from QMP ``query-blockstats`` (every
+        disk: root, config, volumes), about 1 ms of a unix-socket exchange; when QMP does not
+        answer within a second the last figures stand. None when it is not running or paused."""
+        name = inst.runtime_id
+        side = await self._side(name)
+        if side is None:
+            return None
+        taps = [nic["tap"] for nic in side.get("nics", ())]
+        got = await self._read(self._dir(name), taps, int(side.get("memory_mb") or 128) << 20,
+                               float(side.get("cpus") or 1))
+        if got is None:
+            return None
+        block = self._blocks.get(name, (0, 0))
+        with trio.move_on_after(1), contextlib.suppress(DriverError, OSError, trio.BrokenResourceError, ValueError):
+            devices: Any = await _qmp(self._sockets(side) / "qmp.sock", "query-blockstats")  # a list
+            block = (sum(int((d.get("stats") or {}).get("rd_bytes", 0)) for d in devices),
+                     sum(int((d.get("stats") or {}).get("wr_bytes", 0)) for d in devices))
+        self._blocks[name] = block
+        return attrs.evolve(got, block_read=block[0], block_write=block[1])
 
     async def inventory(self, project_id: str | None = None) -> list[Instance]:
         def build() -> list[Instance]:

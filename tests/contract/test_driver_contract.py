@@ -472,3 +472,45 @@ async def test_shared_networks_are_made_joined_and_removed_only_when_unused(kit)
     assert await kit.driver.remove_network(a.project_id, alpha) == []
     assert not await kit.driver.network_exists(f"{alpha}_shared")
     assert await kit.driver.network_exists(outside)  # external: never removed
+
+
+BURNER = "while :; do :; done"
+
+
+async def test_stats_counters_never_go_down_and_a_busy_instance_uses_cpu(kit):
+    mib = 1 << 20
+    busy = await kit.driver.create(kit.request("burn", BURNER))
+    idle = await kit.driver.create(kit.request("idle", SLEEPER, memory=128 * mib))  # a VM boots in it
+    first = {i.id: await kit.driver.stats(i) for i in (busy, idle)}
+    t0 = time.monotonic()
+    await trio.sleep(2)
+    second = {i.id: await kit.driver.stats(i) for i in (busy, idle)}
+    elapsed = time.monotonic() - t0
+    for inst in (busy, idle):
+        a, b = first[inst.id], second[inst.id]
+        assert a is not None and b is not None, inst.service
+        assert b.when > a.when
+        for counter in ("cpu_ns", "net_rx", "net_tx", "block_read", "block_write"):
+            assert getattr(b, counter) >= getattr(a, counter) >= 0, (inst.service, counter, a, b)
+        assert b.memory > 0
+    assert second[idle.id].memory_limit == 128 * mib
+    # a loaded 2-core machine: a busy loop gets well over a fifth of a core
+    burned = (second[busy.id].cpu_ns - first[busy.id].cpu_ns) / 1e9 / elapsed
+    assert burned > 0.2, f"the busy instance used {burned:.0%} of a core"
+
+
+async def test_stats_of_a_stopped_or_removed_instance_are_none(kit):
+    inst = await kit.driver.create(kit.request("web", SLEEPER))
+    assert await kit.driver.stats(inst) is not None
+    await kit.driver.stop(inst, timeout=5)
+    assert await kit.driver.stats(inst) is None
+    await kit.driver.start(inst)
+    assert await eventually(lambda: kit.driver.stats(inst), what="a reading after a start again")
+    await kit.kill(inst)
+    assert await eventually(lambda: _none(kit.driver.stats(inst)), what="no reading once killed")
+    await kit.driver.remove(inst)
+    assert await kit.driver.stats(inst) is None
+
+
+async def _none(reading) -> bool:
+    return await reading is None

@@ -11,6 +11,7 @@ whatever carries that label, pass or fail.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import uuid
@@ -429,3 +430,80 @@ async def test_event_stream_drop_raises_and_survives_chunk_splits(tmp_path):
         listener.close()
         await d.aclose()
     assert [(e.action, e.instance_id, e.exit_code) for e in seen] == [("die", "abc", 3)]
+
+
+BURNER = ("sh", "-c", "while :; do :; done")
+
+
+async def _cores_used(driver, inst, seconds: float = 3.0) -> float:
+    first = await driver.stats(inst)
+    await trio.sleep(seconds)
+    second = await driver.stats(inst)
+    assert first is not None and second is not None
+    return (second.cpu_ns - first.cpu_ns) / 1e9 / (second.when - first.when)
+
+
+async def test_stats_show_a_burner_near_a_core_an_idle_one_near_none_and_the_limits(driver, owner, project):
+    burner = await driver.create(request(owner, project, ServiceSpec(name="burn", image=IMAGE, command=BURNER)))
+    idle = await driver.create(request(owner, project, ServiceSpec(name="idle", image=IMAGE, command=SLEEPER,
+                                                                   memory=48 << 20, cpus=0.5)))
+    async with trio.open_nursery() as nursery:  # side by side: the same few seconds of a loaded host
+        used: dict[str, float] = {}
+
+        async def measure(inst) -> None:
+            used[inst.service] = await _cores_used(driver, inst)
+
+        nursery.start_soon(measure, burner)
+        nursery.start_soon(measure, idle)
+    assert used["burn"] > 0.5, used  # ~1.0 of a core; others' tests share the 2 cores
+    assert used["idle"] < 0.1, used
+    reading = await driver.stats(idle)
+    assert reading is not None
+    assert (reading.memory_limit, reading.cpu_limit) == (48 << 20, 0.5)
+    assert 0 < reading.memory < 48 << 20
+    # ten datagrams of 1000 bytes to it: the container's received bytes, and its answers
+    # (ICMP port unreachable, rate-limited: one at least) its sent bytes
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(10):
+            s.sendto(b"x" * 1000, (idle.address, 9))
+    await trio.sleep(0.5)
+    after = await driver.stats(idle)
+    assert after is not None
+    assert after.net_rx - reading.net_rx >= 10_000 and after.net_tx > reading.net_tx
+    free = await driver.stats(burner)
+    assert free is not None and (free.memory_limit, free.cpu_limit) == (None, None)
+
+
+async def test_engine_api_stats_agree_with_the_cgroup_files(driver, owner, project):
+    """The fallback (a remote Engine) reads the same counters, through the Engine's one-shot stats."""
+    inst = await driver.create(request(owner, project, ServiceSpec(name="idle", image=IMAGE, command=SLEEPER,
+                                                                   memory=48 << 20, cpus=0.5)))
+    api = DockerDriver(owner, stats_source="api")
+    try:
+        files, engine = await driver.stats(inst), await api.stats(inst)
+        assert files is not None and engine is not None
+        assert (engine.memory_limit, engine.cpu_limit) == (files.memory_limit, files.cpu_limit) == (48 << 20, 0.5)
+        assert abs(engine.cpu_ns - files.cpu_ns) < 50_000_000  # idle: the same counter, read 1 s apart at most
+        assert engine.net_rx >= files.net_rx and abs(engine.memory - files.memory) < 4 << 20
+        await driver.stop(inst, timeout=1)
+        assert await api.stats(inst) is None and await driver.stats(inst) is None
+    finally:
+        await api.aclose()
+
+
+async def test_stats_follow_a_restart_and_skip_a_pause(driver, owner, project):
+    inst = await driver.create(request(owner, project, ServiceSpec(name="idle", image=IMAGE, command=SLEEPER)))
+    assert await driver.stats(inst) is not None
+    first_pid = inspect(inst.runtime_id)["State"]["Pid"]
+    docker("pause", inst.runtime_id)
+    assert await driver.stats(inst) is None  # paused is not running
+    docker("unpause", inst.runtime_id)
+    assert await driver.stats(inst) is not None
+    docker("restart", "-t", "0", inst.runtime_id)
+    assert inspect(inst.runtime_id)["State"]["Pid"] != first_pid
+    after = await driver.stats(inst)  # the cached pid is dead: the driver asks the Engine again
+    assert after is not None and after.memory > 0
+    docker("kill", inst.runtime_id)
+    assert await driver.stats(inst) is None
+    await driver.remove(inst)
+    assert await driver.stats(inst) is None

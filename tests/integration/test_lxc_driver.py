@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -153,6 +154,26 @@ async def test_memory_and_cpus_become_cgroup_limits_and_no_cgroup_outlives_the_i
         assert cgroup("cpu.cfs_quota_us") == "50000"
     await lxc.remove(inst)
     assert [str(p) for p in root.glob(f"**/lxc.*.{inst.name}")] == []  # neither payload nor monitor
+
+
+async def test_stats_from_its_cgroup_and_network_namespace(lxc):
+    """Limits as LXC set them in its cgroup, bytes sent to its address counted as received, and
+    a start again (a new init, another pid) read as well."""
+    inst = await lxc.create(request(lxc, IMAGE, memory=64 * 1024 * 1024, cpus=0.5))
+    first = await lxc.stats(inst)
+    assert first is not None and (first.memory_limit, first.cpu_limit) == (64 << 20, 0.5)
+    assert 0 < first.memory < 64 << 20 and first.cpu_ns > 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(10):
+            s.sendto(b"x" * 1000, (inst.address, 9))
+    await trio.sleep(0.5)
+    second = await lxc.stats(inst)
+    assert second is not None and second.net_rx - first.net_rx >= 10_000 and second.cpu_ns >= first.cpu_ns
+    await lxc.stop(inst, timeout=1)
+    assert await lxc.stats(inst) is None
+    await lxc.start(inst)
+    again = await lxc.stats(inst)
+    assert again is not None and again.memory_limit == 64 << 20
 
 
 async def test_two_instances_reach_each_other_over_the_project_bridge(lxc):

@@ -365,3 +365,35 @@ services:
     wait_until(lambda: len(daemon.json("-j", "frozen", "service", "instances", "box")) == 1, timeout=120,
                what="back to scale 1")
     daemon.cli("project", "delete", "frozen", "--wait", timeout=300)
+
+
+async def test_a_vms_stats_are_its_process_its_taps_turned_round_and_its_disks(registries, tmp_path):
+    """The driver's reading of a VM (no daemon): the QEMU process's CPU and memory, limited by the
+    VM's configured memory and vCPUs; what the host sends to the guest's address is what the guest
+    received; its disks' bytes from QMP (the guest read its root disk to boot); paused, none."""
+    import socket
+
+    import trio
+
+    from tests.contract.conftest import _qemu_kit
+
+    async with _qemu_kit(IMAGE, registries, tmp_path) as kit:
+        inst = await kit.driver.create(kit.request("vm", "exec sleep 3600", memory=256 << 20))
+        first = await kit.driver.stats(inst)
+        assert first is not None
+        assert (first.memory_limit, first.cpu_limit) == (256 << 20, 1.0)
+        assert first.cpu_ns > 0 and first.memory > 0 and first.block_read > 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(10):
+                s.sendto(b"x" * 1000, (inst.address, 9))
+        await trio.sleep(0.5)
+        second = await kit.driver.stats(inst)
+        assert second is not None
+        assert second.net_rx - first.net_rx >= 10_000  # the tap sent them: the guest received them
+        assert second.net_tx >= first.net_tx and second.block_read >= first.block_read
+        await kit.driver.pause(inst)  # type: ignore[attr-defined]
+        assert await kit.driver.stats(inst) is None
+        await kit.driver.unpause(inst)  # type: ignore[attr-defined]
+        assert await kit.driver.stats(inst) is not None
+        await kit.driver.stop(inst, timeout=1)
+        assert await kit.driver.stats(inst) is None
