@@ -91,14 +91,14 @@ def decide(
 
 
 def _target(trigger: MetricTriggerSpec, scale: int, auto: AutoscaleSpec) -> int | None:
-    """The scale the trigger would set, kept in ``[min, max]``; None when that moves nothing."""
-    if trigger.action == "increment":
-        target = scale + trigger.instances
-        if auto.max is not None:
-            target = min(target, auto.max)
-        return target if target > scale else None
-    target = max(scale - trigger.instances, auto.min)
-    return target if target < scale else None
+    """The scale the trigger would set, clamped to ``[min, max]``; None when that does not move
+    the scale the trigger's way (at the bound already, or outside the range on the far side)."""
+    step = trigger.instances if trigger.action == "increment" else -trigger.instances
+    target = max(scale + step, auto.min)
+    if auto.max is not None:
+        target = min(target, auto.max)
+    moves = target > scale if trigger.action == "increment" else target < scale
+    return target if moves else None
 
 
 def _value(trigger: MetricTriggerSpec, sample: Sample) -> float | None | str:
