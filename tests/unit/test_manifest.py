@@ -1159,7 +1159,7 @@ def test_odd_yaml_values_are_named_in_messages():
         "expected a list of KEY=VALUE strings or a mapping, got a set"
     )
     assert service_problem("image: 2024-01-01").message == "expected a string, got a date"
-    assert service_problem("image: x\nautoscale: 0").message == "'autoscale' is not supported yet"
+    assert service_problem("image: x\nautoscale: 0").message == "expected a mapping of autoscale options, got an integer"
 
 
 def test_aliases_and_merge_keys_are_followed():
