@@ -386,3 +386,19 @@ async def test_notify_announces_and_scales_nothing(timed_core, nursery, mock_clo
                                    "for 20s")
     assert len(notes) <= 3  # once per retrigger_delay, not every round
     assert len(web_ids(core)) == 1
+
+
+async def test_a_trigger_that_cannot_apply_says_so_once(timed_core, nursery, mock_clock):
+    core = timed_core
+    history = core.ctx.metrics = MetricsHistory(2.0)
+    text = PLAIN.replace("metric: cpu\n", "metric: memory\n")
+    await core.settle(await core.control.projects.add(ROOT, "p", text))
+    for i in web_ids(core):
+        core.driver._box_of(i).memory_limit = None  # a runtime that cannot tell the limit
+    nursery.start_soon(collect, core, history)
+    await nursery.start(Autoscaler(core.ctx).run)
+    await trio.sleep(60)
+    said = await core.control.events.list(ROOT, "p", types=("trigger.unusable",))
+    assert [e["message"] for e in said] == [
+        "trigger 'highcpu' of web cannot apply: its instances have no memory limit to be a percentage of"]
+    assert await core.control.events.list(ROOT, "p", types=("autoscale",)) == []
