@@ -294,10 +294,13 @@ def update_project(
             queue(service, kind)
     for spec in new.services:  # a new autoscale range moves a scale outside it to its nearest bound
         row = existing.get(spec.name)
-        if row is None or row.desired == "absent" or autoscale.clamped(row.scale, spec) == row.scale:
+        if row is None or autoscale.enforced_range(spec) is None:
+            continue
+        scale = db.execute("SELECT scale FROM services WHERE id = ?", [row.id]).fetchone()[0]  # as set above
+        if autoscale.clamped(scale, spec) == scale:
             continue
         db.execute("UPDATE services SET scale = ?, last_scaled = ? WHERE id = ?",
-                   [autoscale.clamped(row.scale, spec), now(), row.id])
+                   [autoscale.clamped(scale, spec), now(), row.id])
         if not any(t.service == spec.name for t in queued):
             queue(spec.name, "scale")
     events.record(

@@ -293,6 +293,17 @@ async def test_manual_scale_keeps_to_the_range_while_autoscale_scales(core):
     result = await core.control.projects.update(ROOT, "p", PLAIN)
     await core.settle(result)
     assert (await core.control.services.get(ROOT, "p", "web"))["scale"] == 3
+    # a version that sets scale: inside its range sets it, whatever the scale was
+    await core.settle(await core.control.projects.update(ROOT, "p", PLAIN.replace("enable: true", "enable: notify")))
+    await core.settle(await core.control.services.scale(ROOT, "p", "web", "7"))
+    with_scale = PLAIN.replace("    command: sh", "    scale: 2\n    command: sh")
+    await core.settle(await core.control.projects.update(ROOT, "p", with_scale))
+    assert (await core.control.services.get(ROOT, "p", "web"))["scale"] == 2
+    # and a later version that keeps scale: 2 keeps what the autoscaler (here: an operator) set since
+    await core.settle(await core.control.services.scale(ROOT, "p", "web", "3"))
+    await core.settle(await core.control.projects.update(ROOT, "p", with_scale.replace("retrigger_delay: 20s",
+                                                                                        "retrigger_delay: 30s")))
+    assert (await core.control.services.get(ROOT, "p", "web"))["scale"] == 3
 
 
 # ---- the loop, end to end on the fake driver ------------------------------------------------------
