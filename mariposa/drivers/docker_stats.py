@@ -2,23 +2,28 @@
 on this host, else from the Engine's one-shot stats.
 
 Why the cgroup files by default: measured on this project's 2-core test host (Engine 20.10,
-cgroup v1, 20 idle containers, ``tests/bench/bench_metrics.py``), a reading costs
+cgroup v1, idle busybox containers, ``tests/bench/bench_metrics.py``, medians), a round of
+readings of all of them at once costs
 
-- from the cgroup files: 0.2 ms of the daemon's CPU and nothing of the Engine's, 0.3 ms of wall
-  time;
-- from ``GET /containers/ID/stats?stream=false&one-shot=true``: 0.6 ms of the daemon's CPU (HTTP
-  and JSON) plus 2.6 ms of ``dockerd``'s, 12 ms of wall time;
+- from the cgroup files: 0.34-0.36 ms of the daemon's CPU a container (20 and 100 containers) and
+  nothing of the Engine's; 0.03 s of wall time for 100;
+- from ``GET /containers/ID/stats?stream=false&one-shot=true``: 6.1-8.7 ms a container (2-3 ms
+  the daemon's HTTP and JSON, the rest dockerd's, containerd's and the shims'), and 1.1 s (20)
+  to 4.4 s (100) of wall time: the Engine's collector ticks once a second and every one-shot call
+  waits for a tick, holding one of the driver's 32 pooled connections meanwhile;
+- (the peer, ``docker stats --no-stream`` of the same 100: 6.8 ms a container, 3 s);
 
-so the files are about 15 times cheaper in CPU, and the Engine is left alone. The numbers are the
-same ones ``docker stats`` shows, read from the same files (drivers/kernelstats.py).
+so the files are about 20 times cheaper, leave the Engine and the connection pool alone, and are
+the default. The numbers are the same ones ``docker stats`` shows, read from the same files
+(drivers/kernelstats.py).
 
 Finding the cgroup: the container's init pid (``State.Pid`` of an inspect) is cached per container;
 each reading checks that the pid is still alive and still in a cgroup that names the container
 (``/proc/PID/cgroup``), so a restart (a new pid) or a pid used again by another process is
 noticed at the next reading, which inspects again. The Engine is asked for stats instead when the
 Engine is not local (``tcp://``), or when the files cannot be read from here (the daemon in
-another cgroup or pid namespace than the Engine's containers): a fresh pid that does not lead to
-the container's cgroup switches the driver to the API for good.
+another cgroup or pid namespace than the Engine's containers): three fresh pids that do not lead
+to a running container's cgroup, with none that ever did, switch the driver to the API for good.
 
 A container that is not running, paused, or that vanishes half way through a reading gives None,
 never an error: it may have stopped a moment ago. (Through the API, a container paused after its

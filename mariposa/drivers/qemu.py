@@ -747,11 +747,13 @@ class QemuDriver(OwnBooks):
     async def stats(self, inst: Instance) -> InstanceStats | None:
         """The VM as the host sees it: CPU is the QEMU process's (utime + stime: the guest's
         vCPUs and QEMU's own work for it, which under TCG is the emulation), memory its resident
-        set (what the guest touched, out of ``memory_limit``, the VM's configured memory),
-        ``cpu_limit`` its vCPUs. Network from its taps, turned round to the guest's point of view
-        (what the tap sends, the guest receives). Block I/O from QMP ``query-blockstats`` (every
-        disk: root, config, volumes), about 1 ms of a unix-socket exchange; when QMP does not
-        answer within a second the last figures stand. None when it is not running or paused."""
+        set (the guest memory it touched plus QEMU's own, so it can pass ``memory_limit``, the
+        VM's configured memory), ``cpu_limit`` its vCPUs. Network from its taps, turned round to
+        the guest's point of view (what the tap sends, the guest receives). Block I/O from QMP
+        ``query-blockstats`` (every disk: root, config, volumes). Measured on this host (TCG), a
+        reading costs 1.2 ms of the daemon's CPU, 0.45 ms of it the QMP exchange, and about
+        0.6 ms of QEMU's. When QMP does not answer within a second (another client holds the
+        monitor) the last figures stand. None when it is not running or paused."""
         name = inst.runtime_id
         side = await self._side(name)
         if side is None:

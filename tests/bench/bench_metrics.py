@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mariposa.drivers.docker import DockerDriver  # noqa: E402
+from mariposa.logs import configure as configure_logs  # noqa: E402
 from mariposa.model import LABEL_INSTANCE, LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, Instance  # noqa: E402
 from tests.bench.procstat import cpu_seconds  # noqa: E402
 from tests.integration.harness import IMAGE  # noqa: E402
@@ -153,6 +154,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--interval", type=float, default=10.0)
     args = ap.parse_args()
+    configure_logs(level="info")  # as the daemon runs: no debug line per Engine call
     n = args.instances
     owner = f"mbench{uuid.uuid4().hex[:8]}"
     results: dict[str, list[tuple[float, float, float, int]]] = {}

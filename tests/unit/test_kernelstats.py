@@ -10,6 +10,7 @@ import trio
 
 from mariposa.drivers import kernelstats as k
 from mariposa.drivers.docker_stats import from_api
+from mariposa.model import InstanceStats
 
 HYBRID = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -122,3 +123,63 @@ async def test_readings_of_one_moment_share_one_worker_thread(monkeypatch):
     assert len(handoffs) == 1  # one hand-off for the twenty
     assert await batched(5) == 10  # and the next moment's is a batch of its own
     assert len(handoffs) == 2
+
+
+NET_DEV = ("Inter-|   Receive\n face |bytes\n"
+           "    lo:     500  5 0 0 0 0 0 0      500  5 0 0 0 0 0 0\n"
+           "  eth0:     876 10 0 0 0 0 0 0       42  1 0 0 0 0 0 0\n")
+
+
+def _tree(tmp_path, files: dict[str, str]):
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    (tmp_path / "proc/7/ns").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "proc/7/ns/net").symlink_to("net:[4026532186]")  # not the host's
+    return str(tmp_path / "proc")
+
+
+def test_a_pure_v2_cgroup_read_whole(tmp_path):
+    cid = "ab" * 32
+    proc = _tree(tmp_path, {
+        "proc/7/cgroup": f"0::/system.slice/docker-{cid}.scope\n",
+        "proc/7/net/dev": NET_DEV,
+        f"cg/system.slice/docker-{cid}.scope/cgroup.events": "populated 1\nfrozen 0\n",
+        f"cg/system.slice/docker-{cid}.scope/cpu.stat": "usage_usec 2500\nuser_usec 2000\n",
+        f"cg/system.slice/docker-{cid}.scope/cpu.max": "150000 100000\n",
+        f"cg/system.slice/docker-{cid}.scope/memory.current": "1000000\n",
+        f"cg/system.slice/docker-{cid}.scope/memory.stat": "anon 10\ninactive_file 400000\nactive_file 1\n",
+        f"cg/system.slice/docker-{cid}.scope/memory.max": "max\n",
+        f"cg/system.slice/docker-{cid}.scope/io.stat": "8:0 rbytes=4096 wbytes=512 rios=1 wios=1\n",
+    })
+    mounts = k.Mounts({}, (str(tmp_path / "cg"), "/"))
+    got = k.read_cgroup(7, cid, mounts, proc)
+    assert isinstance(got, InstanceStats)
+    assert (got.cpu_ns, got.memory, got.memory_limit, got.cpu_limit) == (2_500_000, 600_000, None, 1.5)
+    assert (got.net_rx, got.net_tx, got.block_read, got.block_write) == (876, 42, 4096, 512)
+    assert k.read_cgroup(7, "cd" * 32, mounts, proc) is k.GONE  # the pid is someone else's now
+    (tmp_path / f"cg/system.slice/docker-{cid}.scope/cgroup.events").write_text("populated 1\nfrozen 1\n")
+    assert k.read_cgroup(7, cid, mounts, proc) is k.FROZEN
+
+
+def test_v1_a_container_that_stops_half_way_and_files_out_of_reach(tmp_path):
+    proc = _tree(tmp_path, {
+        "proc/7/cgroup": "4:memory:/lxc.payload.web\n2:cpu,cpuacct:/lxc.payload.web\n1:freezer:/lxc.payload.web\n",
+        "proc/7/net/dev": NET_DEV,
+        "freezer/lxc.payload.web/freezer.state": "THAWED\n",
+        "cpuacct/lxc.payload.web/cpuacct.usage": "123456789\n",
+        "cpu/lxc.payload.web/cpu.cfs_quota_us": "-1\n",
+        "cpu/lxc.payload.web/cpu.cfs_period_us": "100000\n",
+        "memory/lxc.payload.web/memory.usage_in_bytes": "5000\n",
+        "memory/lxc.payload.web/memory.stat": "inactive_file 1\ntotal_inactive_file 1000\n",
+        "memory/lxc.payload.web/memory.limit_in_bytes": "67108864\n",
+    })
+    mounts = k.Mounts({c: (str(tmp_path / c), "/") for c in ("cpu", "cpuacct", "memory", "freezer")}, None)
+    got = k.read_cgroup(7, "lxc.payload.web", mounts, proc)
+    assert isinstance(got, InstanceStats)
+    assert (got.cpu_ns, got.memory, got.memory_limit, got.cpu_limit) == (123456789, 4000, 64 << 20, None)
+    assert (got.block_read, got.block_write) == (0, 0)  # no blkio controller mounted: none to read
+    (tmp_path / "memory/lxc.payload.web/memory.usage_in_bytes").unlink()  # its cgroup went
+    assert k.read_cgroup(7, "lxc.payload.web", mounts, proc) is k.GONE
+    outside = k.Mounts({c: (str(tmp_path / c), "/nested") for c in ("cpu", "cpuacct", "memory")}, None)
+    assert k.read_cgroup(7, "lxc.payload.web", outside, proc) is None  # not below our mounts: ask the runtime
