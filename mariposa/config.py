@@ -70,6 +70,11 @@ class DaemonConfig:
     # The public triggers' HTTP listener (mariposa/triggers/), "HOST:PORT"; None: no listener
     # (triggers still get their tokens; their URLs have no host until one is configured).
     triggers_listen: str | None = None
+    # Seconds between two readings of every running instance's numbers (mariposa/metrics/); live on SIGHUP.
+    metrics_interval: float = 10.0
+    # A TCP listener serving GET /metrics only, "HOST:PORT", for a Prometheus (which cannot scrape
+    # the unix socket); None: /metrics on the control socket only.
+    metrics_listen: str | None = None
     source: str | None = None  # the file it was read from
 
     def socket_gid(self) -> int | None:
@@ -167,10 +172,11 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     kinds: dict[str, type | tuple[type, ...]] = {
         "state_dir": str, "socket": str, "secret_key_file": str, "run_dir": str,
         "manifest_dir": str, "docker_host": str, "lxc_path": str, "log_format": str,
-        "qemu_path": str, "kernel_dir": str, "qemu_accel": str, "triggers_listen": str,
+        "qemu_path": str, "kernel_dir": str, "qemu_accel": str, "triggers_listen": str, "metrics_listen": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
         "allow_privileged": bool,
-        "resync": (int, float), "rescan": (int, float), "parallelism": int, "socket_group": (str, int),
+        "resync": (int, float), "rescan": (int, float), "metrics_interval": (int, float), "parallelism": int,
+        "socket_group": (str, int),
         "socket_mode": (str, int),
     }
     for key, kind in kinds.items():
@@ -194,6 +200,8 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     for key in ("resync", "rescan", "parallelism"):
         if key in values and values[key] <= 0:
             raise _problem(path, text, key, "must be above 0")
+    if "metrics_interval" in values and not 0.1 <= values["metrics_interval"] <= 3600:
+        raise _problem(path, text, "metrics_interval", "must be from 0.1 to 3600 seconds")
     if values.get("triggers_listen"):
         from mariposa.triggers.listener import parse_listen
 
@@ -203,6 +211,15 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
             raise _problem(path, text, "triggers_listen", str(exc)) from None
     elif "triggers_listen" in values:
         values["triggers_listen"] = None
+    if values.get("metrics_listen"):
+        from mariposa.triggers.listener import parse_listen
+
+        try:
+            parse_listen(values["metrics_listen"], "metrics_listen")
+        except ValueError as exc:
+            raise _problem(path, text, "metrics_listen", str(exc)) from None
+    elif "metrics_listen" in values:
+        values["metrics_listen"] = None
     if values.get("manifest_dir") == "":
         values["manifest_dir"] = None
     return values

@@ -14,6 +14,7 @@ from mariposa.coalesce import Coalesced
 from mariposa.converge.goals import GoalReader
 from mariposa.drivers.base import Driver, DriverError
 from mariposa.manifest.rules import DEFAULT_BIND_ROOTS
+from mariposa.metrics.own import DaemonGauges
 from mariposa.packages import Package
 from mariposa.registries import Credentials
 from mariposa.store.db import Store
@@ -54,6 +55,8 @@ class Context:
     trigger_base: str | None = None  # http://HOST:PORT of the triggers' listener, once bound (mariposa/triggers/)
     # the last hour of every instance's numbers, filled by the metrics collector (mariposa/metrics/)
     metrics: MetricsHistory | None = None
+    # the daemon's own numbers for GET /metrics: reconcile durations, health checks, event lag
+    gauges: DaemonGauges = attrs.field(factory=DaemonGauges)
     # Secrets (mariposa/vault/): made by the daemon (and tests) after the store, so see ``vault``.
     _vault: Vault | None = None
     _secret_files: SecretFiles | None = None

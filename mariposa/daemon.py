@@ -33,7 +33,10 @@ from mariposa.errors import StateDirLocked, StoreUnavailable
 from mariposa.health.monitor import HealthMonitor
 from mariposa.mdata.files import MdataFiles
 from mariposa.mdata.keeper import MdataKeeper
+from mariposa.metrics import listener as metrics_listener
 from mariposa.metrics.autoscaler import Autoscaler
+from mariposa.metrics.collector import Collector
+from mariposa.metrics.history import MetricsHistory
 from mariposa.queue.executor import Executor
 from mariposa.registries import FILE_NAME, Credentials
 from mariposa.runs.scheduler import Scheduler
@@ -85,6 +88,7 @@ async def watch_driver_events(ctx: Context, driver: Driver) -> None:
                 ctx.wake_health()
             async for event in driver.events(since=cursor):
                 cursor = event.cursor or cursor
+                ctx.gauges.note_event(ctx.clock.now(), event.time)
                 log.debug("runtime event", action=event.action, instance=(event.instance_id or "")[:12])
                 if event.instance_id and event.action == "die":
                     ctx.died[event.instance_id] = trio.current_time()
@@ -134,10 +138,11 @@ class Daemon:
     """The running daemon's parts, so signals (SIGHUP) and shutdown can reach them."""
 
     def __init__(self, config: DaemonConfig, ctx: Context, reconciler: Reconciler, config_path: str | None,
-                 overrides: dict | None):
+                 overrides: dict | None, collector: Collector | None = None):
         self.config = config
         self.ctx = ctx
         self.reconciler = reconciler
+        self.collector = collector
         self.config_path = config_path
         self.overrides = overrides or {}
         self.directory: ManifestDirectory | None = None
@@ -153,7 +158,7 @@ class Daemon:
             systemd.notify("READY=1")
             return
         for key in ("state_dir", "socket", "manifest_dir", "docker_host", "lxc_path", "qemu_path", "kernel_dir",
-                    "secret_key_file", "run_dir", "triggers_listen"):
+                    "secret_key_file", "run_dir", "triggers_listen", "metrics_listen"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))
@@ -164,6 +169,8 @@ class Daemon:
         self.ctx.goals.packages = new.packages
         self.ctx.allow_privileged = new.allow_privileged
         self.ctx.bind_roots = new.bind_roots
+        if self.collector is not None:
+            self.collector.set_interval(new.metrics_interval)
         if self.directory is not None:
             self.directory.rescan = new.rescan
             self.directory.delete_removed = new.delete_removed_projects
@@ -171,7 +178,8 @@ class Daemon:
         self.config = attrs.evolve(new, state_dir=self.config.state_dir, socket=self.config.socket,
                                    manifest_dir=self.config.manifest_dir, docker_host=self.config.docker_host,
                                    secret_key_file=self.config.secret_key_file, run_dir=self.config.run_dir,
-                                   triggers_listen=self.config.triggers_listen)
+                                   triggers_listen=self.config.triggers_listen,
+                                   metrics_listen=self.config.metrics_listen)
         self.ctx.wake_reconciler()
         log.info("configuration reloaded", source=new.source or "defaults")
         systemd.notify("READY=1")
@@ -259,24 +267,30 @@ async def run_daemon(
     executor = Executor(ctx)
     reconciler = Reconciler(ctx, resync=config.resync)
     ctx.monitor = HealthMonitor(ctx)
-    daemon = Daemon(config, ctx, reconciler, config_path, overrides)
+    ctx.metrics = MetricsHistory(config.metrics_interval)
+    collector = Collector(ctx, config.metrics_interval)
+    daemon = Daemon(config, ctx, reconciler, config_path, overrides, collector)
     policy = SocketPolicy(config.socket_gid())
     control = Control(ctx, policy, executor)
     sock = bind_unix_socket(config.socket, config.socket_mode, config.socket_gid())
-    triggers = None
+    triggers = scrapes = None
     try:
         if config.triggers_listen:  # bound before anything starts: a port taken is a refusal to start
             triggers, ctx.trigger_base = await trigger_listener.bind(config.triggers_listen)
+        if config.metrics_listen:
+            scrapes, metrics_base = await metrics_listener.bind(config.metrics_listen)
+            log.info("metrics listener bound", url=metrics_base + "/metrics")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daemon.signals, nursery.cancel_scope)
             await nursery.start(executor.run)
             await nursery.start(reconciler.run)
             await nursery.start(ctx.monitor.run)
             await nursery.start(ctx.mdata.run)
+            await nursery.start(collector.run)
             ctx.scheduler = Scheduler(ctx)
             await nursery.start(ctx.scheduler.run)
             # metric triggers: judged after each collector round (mariposa/metrics/autoscaler.py)
-            await nursery.start(Autoscaler(ctx, getattr(config, "metrics_interval", 10.0)).run)
+            await nursery.start(Autoscaler(ctx, config.metrics_interval).run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             bridges = next((b for d in drivers.values() if (b := getattr(d, "bridges", None)) is not None), None)
@@ -292,6 +306,8 @@ async def run_daemon(
             await nursery.start(serve, build_router(control), sock, policy.admits)
             if triggers is not None:
                 await nursery.start(trigger_listener.serve, TriggerApp(control), triggers)
+            if scrapes is not None:
+                await nursery.start(metrics_listener.serve, control, scrapes)
             nursery.start_soon(systemd.watchdog)
             nursery.start_soon(daemon.status)
             systemd.notify("READY=1\nSTATUS=" + await summary(ctx))

@@ -102,6 +102,13 @@ def _reason(status: int) -> bytes:
         return b""
 
 
+def _encode(resp: Response) -> bytes:
+    """The body's bytes: JSON, or text as it is when the response has a content type of its own."""
+    if resp.content_type is not None:
+        return resp.body.encode() if isinstance(resp.body, str) else bytes(resp.body or b"")
+    return _JSON.encode(resp.body).encode()
+
+
 def _error(exc: MariposaError) -> Response:
     return Response(exc.status, exc.to_json())
 
@@ -150,14 +157,14 @@ class Connection:
         self.held = 0
 
     async def send(self, resp: Response, head_only: bool = False) -> None:
-        body = b"" if resp.streamed else _JSON.encode(resp.body).encode()
+        body = b"" if resp.streamed else _encode(resp)
         if self.simple is not None:
             await self._send_simple(resp, body, head_only, self.simple.close)
             return
         if resp.streamed:
             headers = [("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]
         else:
-            headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+            headers = [("content-type", resp.content_type or "application/json"), ("content-length", str(len(body)))]
         head = self.conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
         if resp.streamed and not head_only:
             await self.stream.send_all(head)
@@ -176,7 +183,8 @@ class Connection:
             # spelled as h11 spells it
             headers = [(b"content-type", b"application/x-ndjson"), (b"Transfer-Encoding", b"chunked")]
         else:
-            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+            headers = [(b"content-type", (resp.content_type or "application/json").encode()),
+                       (b"content-length", b"%d" % len(body))]
         head = simple.response_head(resp.status, _reason(resp.status), headers, close)
         if resp.streamed and not head_only:
             await self.stream.send_all(head)

@@ -60,12 +60,18 @@ Producer = Callable[[Write], Awaitable[None]]  # writes the body, chunk by chunk
 class Response:
     """A JSON ``body``, or a streamed one (newline-delimited JSON, for --follow and logs): a
     ``stream`` to iterate or a ``produce`` to run with a ``write`` (a stream with tasks of its
-    own, see ``control.base.Feed``)."""
+    own, see ``control.base.Feed``). With a ``content_type`` the body is text sent as it is
+    (``GET /metrics``: Prometheus' text format), see ``text``."""
 
     status: int = 200
     body: Any = None
     stream: AsyncIterator[bytes] | None = None
     produce: Producer | None = None
+    content_type: str | None = None  # None: JSON
+
+    @classmethod
+    def text(cls, body: str, content_type: str, status: int = 200) -> Response:
+        return cls(status, body, content_type=content_type)
 
     @property
     def streamed(self) -> bool:

@@ -14,6 +14,7 @@ from mariposa.api.router import Write
 from mariposa.control import Control
 from mariposa.control.base import Feed
 from mariposa.errors import BadRequest, MariposaError
+from mariposa.metrics.exposition import CONTENT_TYPE
 
 PROJECT_ACTIONS = "start, stop, revert, diff or copy"
 SERVICE_ACTIONS = "scale, start, stop, thaw, reprovision, revert or runs"
@@ -180,8 +181,15 @@ def build_router(control: Control) -> Router:
         return _with_progress(q, lambda **more: services.update(
             *args, rolling=rollout["rolling"], count=rollout["count"], **more))
 
+    async def scrape(req: Request) -> Response:
+        return Response.text(await control.metrics.exposition(req.caller), CONTENT_TYPE)
+
     table: list[tuple[str, str, Callable[[Request], Awaitable[Any]]]] = [
         ("GET", "/v1/ping", lambda q: control.system.ping(q.caller)),
+        # metrics (mariposa/metrics/): Prometheus' text format, top's rows, a service's window
+        ("GET", "/metrics", scrape),
+        ("GET", "/v1/top", lambda q: control.metrics.top(q.caller, q.query.get("project") or None,
+                                                         q.query.get("service") or None)),
         # projects
         ("GET", "/v1/projects", lambda q: projects.list(q.caller)),
         ("POST", "/v1/projects", add_project),
@@ -247,6 +255,8 @@ def build_router(control: Control) -> Router:
             q.caller, q.params["project"], q.params["service"], q.params["version"])),
         ("GET", S + "/health", lambda q: services.health(q.caller, q.params["project"], q.params["service"])),
         ("GET", S + "/logs", service_logs),
+        ("GET", S + "/stats", lambda q: control.metrics.service_stats(
+            q.caller, q.params["project"], q.params["service"], since=q.query.get("since"))),
         ("POST", S + "/scale", lambda q: services.scale(
             q.caller, q.params["project"], q.params["service"], q.json().get("scale"))),
         ("POST", S + "/start", lambda q: services.start(q.caller, q.params["project"], q.params["service"])),

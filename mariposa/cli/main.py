@@ -92,6 +92,8 @@ def cli(ctx: click.Context, socket: str | None, project: str | None) -> None:
 @click.option("--secret-key-file", help="Key file that encrypts secrets at rest [/etc/mariposa/secret.key].")
 @click.option("--run-dir", help="Directory on a tmpfs for instances' secret files [/run/mariposa].")
 @click.option("--triggers-listen", help="HOST:PORT of the public triggers' HTTP listener [none].")
+@click.option("--metrics-interval", type=float, help="Seconds between two samples of every instance's numbers [10].")
+@click.option("--metrics-listen", help="HOST:PORT of a TCP listener serving GET /metrics only [none].")
 @click.option("--delete-removed-projects/--keep-removed-projects", default=None,
               help="Whether deleting NAME.yaml deletes the project [keep].")
 @click.option("--docker-host", help="Docker Engine socket (default: DOCKER_HOST or /var/run/docker.sock).")
@@ -502,6 +504,45 @@ STOP_KEEPS = ("unless stop.preservestopped keeps them, stopped and retired, for 
 _project_action("stop", f"Stop every instance of the project and remove them, {STOP_KEEPS}.")
 
 
+# ---- metrics --------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-j", "--project", "project", help="Only this project's instances (as the global -j).")
+@click.option("--service", help="Only this service's instances (with -j).")
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@json_option
+@pass_state
+def top(state: State, project: str | None, service: str | None, once: bool, as_json: bool) -> None:
+    """A live table of every instance: CPU (percent of one core), memory, network and block
+    rates, health, restarts and age, refreshed every 2 s (Ctrl-C ends it). --json prints the
+    rows with their latest samples once."""
+    from mariposa.cli import top as shown
+
+    project = project or state.project_ref
+    if service and not project:
+        raise click.UsageError("--service needs a project: mariposa top -j PROJECT --service NAME")
+
+    def rows() -> list[dict]:
+        return state.client.get("/v1/top", project=project, service=service)
+
+    if as_json:
+        return print_json(rows())
+    if once:
+        from mariposa.cli.output import console
+
+        return console().print(shown.top_table(rows()))
+    from rich.live import Live
+
+    try:
+        with Live(shown.top_table(rows()), auto_refresh=False, screen=False) as live:
+            while True:
+                time.sleep(2)
+                live.update(shown.top_table(rows()), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
 # ---- services ---------------------------------------------------------------------------------
 
 
@@ -784,6 +825,33 @@ def service_logs(state: State, ref: str, instance: str | None, no_log_prefix: bo
     records = state.client.follow(f"/v1/projects/{state.project()}/services/{ref}/logs", params)
     log_output.show(records, prefix=not no_log_prefix, follow=follow, timestamps=timestamps, no_color=no_color,
                     as_json=as_json)
+
+
+@service.command("stats", context_settings=CONTEXT)
+@click.argument("ref")
+@click.option("--since", default="1h", show_default=True,
+              help="The window: a duration back from now (90s, 30m, 6h), at most 24h.")
+@json_option
+@pass_state
+def service_stats(state: State, ref: str, since: str, as_json: bool) -> None:
+    """The service's instances over the window (CPU as percent of one core, memory, network and
+    block rates a second: averages, and the most), then their sum. The last hour is at full
+    resolution; beyond it, one-minute averages. --json gives the samples too."""
+    from mariposa.cli import top as shown
+
+    result = state.client.get(f"/v1/projects/{state.project()}/services/{ref}/stats", since=since)
+    if as_json:
+        return print_json(result)
+    if not result["instances"]:
+        sys.stdout.write(f"no samples of {result['service']} in the last {since} "
+                         f"(one every {result['interval'] or '-'} s once an instance runs)\n")
+        return
+    total = result["total"]
+    rows = [*result["instances"], {"instance": f"total ({total['instances']})", "count": "",
+                                   "cpu_max": None, **total}]
+    table(rows, shown.STATS_COLUMNS)
+    sys.stdout.write(f"average CPU per instance: {shown.percent(total['cpu_average'])} "
+                     f"({'one-minute rows' if result['source'] == 'minutes' else 'full resolution'})\n")
 
 
 # ---- runs of scheduled and event services ----------------------------------------------------

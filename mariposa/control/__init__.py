@@ -20,6 +20,7 @@ from mariposa.control.caller import Caller as Caller
 from mariposa.control.events import Events
 from mariposa.control.instances import Instances
 from mariposa.control.meta import Meta
+from mariposa.control.metrics import Metrics
 from mariposa.control.projects import Projects
 from mariposa.control.queue import Queue
 from mariposa.control.redact import redact as redact
@@ -54,3 +55,4 @@ class Control:
         self.meta = Meta(ctx, policy, executor)
         self.runs = Runs(ctx, policy, executor)
         self.triggers = Triggers(ctx, policy, executor)
+        self.metrics = Metrics(ctx, policy, executor)

@@ -23,6 +23,9 @@ log = structlog.get_logger()
 # The daemon's own callers; "trigger" is a public trigger's POST (mariposa/triggers/), made a
 # caller only once its token was found: the token is its credential.
 DAEMON_TRANSPORTS = frozenset({"watch", "internal", "trigger"})
+# The metrics listener's callers (``metrics_listen``, mariposa/metrics/listener.py): anyone who can
+# reach its port may read /metrics, and do nothing else.
+SCRAPER, SCRAPE = "metrics-http", "metrics.scrape"
 
 
 class Policy(Protocol):
@@ -47,6 +50,8 @@ class SocketPolicy:
         return caller.gid == self.socket_gid or self.socket_gid in caller.groups
 
     def allows(self, caller: Caller, action: str, target: str | None) -> bool:
+        if caller.transport == SCRAPER:
+            return action == SCRAPE
         return self.admits(caller)
 
 

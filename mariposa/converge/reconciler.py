@@ -61,6 +61,7 @@ class Reconciler:
             started = trio.current_time()
             try:
                 await self.reconcile_once()
+                self.ctx.gauges.note_reconcile(trio.current_time() - started)
             except (DriverError, RuntimeUnavailable) as exc:
                 log.warning("reconcile pass skipped: runtime unavailable", error=str(exc))
             except StoreUnavailable as exc:  # a full disk, a lock held elsewhere: the next pass retries

@@ -118,6 +118,7 @@ class DriverEvent:
     service: str | None
     exit_code: int | None = None
     cursor: str | None = None
+    time: float | None = None  # epoch seconds the runtime stamped it, when it does (the daemon's event lag)
 
 
 @attrs.frozen

@@ -1040,6 +1040,7 @@ class DockerDriver:
         # "exec_start: sh -c ..." carries a command line; keep the verb only.
         action = (data.get("Action") or data.get("status") or "").split(":", 1)[0]
         code = attrs_.get("exitCode")
+        stamped = data.get("timeNano")
         return DriverEvent(
             action=action,
             instance_id=attrs_.get(LABEL_INSTANCE),
@@ -1047,6 +1048,7 @@ class DockerDriver:
             service=attrs_.get(LABEL_SERVICE),
             exit_code=int(code) if code is not None and code.lstrip("-").isdigit() else None,
             cursor=cursor,
+            time=stamped / 1e9 if isinstance(stamped, int) else None,
         )
 
     async def exec(

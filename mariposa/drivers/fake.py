@@ -160,6 +160,7 @@ class FakeRuntime:
         self.shared: dict[str, dict[str, str]] = {}  # runtime name -> labels: other networks (external or a project's)
         self.volumes: dict[str, dict[str, str]] = {}  # runtime name -> labels
         self.events: list[tuple[str, DriverEvent]] = []  # (owner, event); cursor = position
+        self.epoch: float | None = None  # wall time at trio time 0, for stats readings (set at the first)
         self.image_ids: dict[str, str] = {}  # content ids of pulled images (others: from the name)
         self.registry: dict[str, str] = {}  # image -> content id, what a pull can fetch
         self.registry_users: dict[str, tuple[str, str]] = {}  # registry host -> (username, password)
@@ -521,8 +522,12 @@ class FakeDriver:
         if box is None or box.state != InstanceState.RUNNING:
             return None
         self._accrue(box)
-        return InstanceStats(when=wall_clock(), cpu_ns=int(box.cpu_ns), memory=box.memory,
-                             memory_limit=box.memory_limit)
+        # Stamped by trio's clock (anchored to the wall clock once): the CPU time accrues by it,
+        # so under a MockClock the rates come out as set_load said, not divided by real time.
+        if self.runtime.epoch is None:
+            self.runtime.epoch = wall_clock() - trio.current_time()
+        return InstanceStats(when=self.runtime.epoch + trio.current_time(), cpu_ns=int(box.cpu_ns),
+                             memory=box.memory, memory_limit=box.memory_limit)
 
     async def aclose(self) -> None:
         return None

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import attrs
 
 from mariposa.model import InstanceStats
+from mariposa.wakeup import Broadcast
 
 HOUR = 3600.0
 
@@ -135,6 +136,22 @@ class MetricsHistory:
         self.interval = interval
         self.capacity = math.ceil(HOUR / interval) + 1
         self._series: dict[str, Series] = {}
+        # set after each of the collector's rounds (take ``sampled.next()`` before looking, then wait)
+        self.sampled = Broadcast()
+
+    def resize(self, interval: float) -> None:
+        """A new ``metrics_interval`` (SIGHUP): every ring holds an hour of the new interval,
+        keeping the newest samples it had."""
+        self.interval = interval
+        self.capacity = math.ceil(HOUR / interval) + 1
+        for instance_id, old in list(self._series.items()):
+            new = Series(old.project_id, old.service, self.capacity)
+            for sample in old.samples()[-self.capacity:]:
+                new.add(sample)
+            self._series[instance_id] = new
+
+    def __len__(self) -> int:
+        return len(self._series)
 
     def record(self, instance_id: str, project_id: str, service: str, sample: Sample) -> None:
         series = self._series.get(instance_id)

@@ -31,22 +31,22 @@ class ListenError(MariposaError):
     kind = "invalid-config"
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8787`` for IPv6) as (host, port); ``ValueError`` otherwise."""
+def parse_listen(text: str, key: str = "triggers_listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8787`` for IPv6) as (host, port); ``ValueError`` (naming ``key``) otherwise."""
     host, sep, port = text.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"triggers_listen must be HOST:PORT (e.g. \"127.0.0.1:8787\"), not {text!r}")
+        raise ValueError(f"{key} must be HOST:PORT (e.g. \"127.0.0.1:8787\"), not {text!r}")
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-async def bind(text: str) -> tuple[trio.SocketListener, str]:
-    """The listening socket for ``triggers_listen`` and the base of its URLs (``http://HOST:PORT``,
-    with the port the kernel gave when 0 was asked)."""
-    host, port = parse_listen(text)
+async def bind(text: str, key: str = "triggers_listen") -> tuple[trio.SocketListener, str]:
+    """The listening socket for ``triggers_listen`` (or another ``key``'s) and the base of its URLs
+    (``http://HOST:PORT``, with the port the kernel gave when 0 was asked)."""
+    host, port = parse_listen(text, key)
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
-        raise ListenError(f"triggers_listen {text}: cannot listen there: {exc.strerror or exc}") from None
+        raise ListenError(f"{key} {text}: cannot listen there: {exc.strerror or exc}") from None
     for extra in listeners[1:]:
         await extra.aclose()
     listener = listeners[0]

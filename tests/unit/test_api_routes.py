@@ -50,7 +50,7 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets", "meta", "runs", "triggers"):
+                     "secrets", "meta", "runs", "triggers", "metrics"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -61,6 +61,9 @@ def request(method: str, path: str, body: dict | None = None, query: dict | None
 MANIFEST = {"manifest": "services: {}", "filename": "x.yaml"}
 CASES = [
     ("GET", "/v1/ping", None, None, "system.ping", (), {}),
+    ("GET", "/v1/top", None, {"project": "p", "service": "web"}, "metrics.top", ("p", "web"), {}),
+    ("GET", "/v1/projects/p/services/web/stats", None, {"since": "6h"}, "metrics.service_stats", ("p", "web"),
+     {"since": "6h"}),
     ("POST", "/v1/projects/p/services/job/runs", {"env": ["A=1"], "idempotency_key": "k1"}, None, "runs.start",
      ("p", "job"), {"env": ["A=1"], "idempotency_key": "k1"}),
     ("GET", "/v1/projects/p/services/job/runs", None, {"state": "failed", "limit": "5"}, "runs.list", ("p", "job"),
@@ -188,7 +191,7 @@ async def test_each_route_is_one_control_call(method, path, body, query, called,
 async def test_every_route_is_covered_by_the_table_test():
     routes = build_router(FakeControl()).routes
     hit = {next(i for i, (m, regex, _) in enumerate(routes) if m == c[0] and regex.match(c[1]))
-           for c in CASES + LOG_CASES}
+           for c in CASES + LOG_CASES + [("GET", "/metrics")]}  # /metrics: test_metrics_is_text_in_...
     untested = [f"{m} {regex.pattern}" for i, (m, regex, _) in enumerate(routes) if i not in hit]
     assert untested == ["POST ^/v1/projects/(?P<project>[^/]+)/(?P<action>[^/]+)$",
                         "POST ^/v1/projects/(?P<project>[^/]+)/services/(?P<service>[^/]+)/(?P<action>[^/]+)$"]
@@ -328,3 +331,23 @@ async def test_the_connection_gate_uses_peer_credentials():
     assert (await _exchange(lambda c: True)).startswith(b"HTTP/1.1 200")
     refused = await _exchange(lambda c: False)
     assert refused.startswith(b"HTTP/1.1 403") and b"permission denied: uid=" in refused
+
+
+async def test_metrics_is_text_in_prometheus_format():
+    """GET /metrics answers text with Prometheus' content type; the HTTP layer sends it as it is."""
+    control = FakeControl()
+
+    class Scrape(Recorder):
+        def __getattr__(self, name: str):
+            async def method(caller, *args, **kwargs):
+                self.calls.append((f"{self.area}.{name}", caller, args, kwargs))
+                return '# HELP m x\n# TYPE m gauge\nm{a="b"} 1\n'
+            return method
+
+    control.metrics = Scrape("metrics", control.calls)
+    resp = await build_router(control).dispatch(request("GET", "/metrics"))
+    assert resp.status == 200 and resp.content_type == "text/plain; version=0.0.4; charset=utf-8"
+    assert resp.body.endswith('m{a="b"} 1\n') and [c[0] for c in control.calls] == ["metrics.exposition"]
+    from mariposa.api.http import _encode
+
+    assert _encode(resp) == resp.body.encode()
