@@ -18,7 +18,8 @@ from mariposa.errors import Conflict
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.metrics.autoscale import decide, reason
 from mariposa.metrics.autoscaler import Autoscaler
-from mariposa.metrics.history import MetricsHistory, Sample, to_sample
+from mariposa.metrics.collector import Collector
+from mariposa.metrics.history import MetricsHistory, Sample
 from mariposa.model import MetricTriggerSpec
 from mariposa.queue.executor import Executor
 from mariposa.store.db import Store
@@ -327,19 +328,8 @@ async def timed_core(tmp_path, nursery, mock_clock):
 
 
 async def collect(core, history: MetricsHistory) -> None:
-    """A stand-in for the collector (branch metrics): every interval, every running instance."""
-    last = {}
-    while True:
-        now = core.ctx.clock.now()
-        for inst in list(core.driver.instances.values()):
-            stats = await core.driver.stats(inst)
-            if stats is None:
-                continue
-            stats = attrs.evolve(stats, when=now)  # the fake stamps the wall clock; its CPU accrues on trio's
-            if inst.id in last:
-                history.record(inst.id, inst.project_id, inst.service, to_sample(last[inst.id], stats, now))
-            last[inst.id] = stats
-        await core.ctx.clock.sleep(history.interval)
+    """The daemon's collector (mariposa/metrics/collector.py) at the history's interval."""
+    await Collector(core.ctx, history.interval).run()
 
 
 def web_ids(core) -> list[str]:
