@@ -34,6 +34,7 @@ from mariposa.health.monitor import HealthMonitor
 from mariposa.mdata.files import MdataFiles
 from mariposa.mdata.keeper import MdataKeeper
 from mariposa.metrics import listener as metrics_listener
+from mariposa.metrics.autoscaler import Autoscaler
 from mariposa.metrics.collector import Collector
 from mariposa.metrics.history import MetricsHistory
 from mariposa.queue.executor import Executor
@@ -291,6 +292,8 @@ async def run_daemon(
             await nursery.start(ctx.scheduler.run)
             ctx.webhooks = Dispatcher(ctx)
             await nursery.start(ctx.webhooks.run)
+            # metric triggers: judged after each collector round (mariposa/metrics/autoscaler.py)
+            await nursery.start(Autoscaler(ctx, config.metrics_interval).run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
             bridges = next((b for d in drivers.values() if (b := getattr(d, "bridges", None)) is not None), None)

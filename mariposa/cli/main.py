@@ -1442,7 +1442,8 @@ def queue_list(state: State, only_open: bool, limit: int, as_json: bool) -> None
         ("UUID", lambda r: short(r["id"])), ("COMPONENT", lambda r: "service" if r["service"] else "project"),
         ("TASK", lambda r: r["kind"]), ("STATE", lambda r: r["state"]), ("TARGET", lambda r: r["target"]),
         ("PROGRESS", lambda r: (r.get("progress") or {}).get("step", "-") if r["state"] == "active" else "-"),
-        ("CREATED", lambda r: ago(r["created"])), ("MESSAGE", lambda r: r["message"] or ""),
+        ("CREATED", lambda r: ago(r["created"])),
+        ("MESSAGE", lambda r: r["message"] or (r.get("params") or {}).get("reason") or ""),  # an autoscale's why
     ])
 
 
@@ -1457,7 +1458,9 @@ def queue_get(state: State, task: str, as_json: bool) -> None:
         return print_json(t)
     fields([("id", t["id"]), ("task", t["kind"]), ("target", t["target"]), ("state", t["state"]),
             ("created", ago(t["created"])), ("started", ago(t["started"])), ("ended", ago(t["ended"])),
-            ("progress", t.get("progress") or "-"), ("by", t.get("author") or "-"), ("message", t["message"] or "-")])
+            ("progress", t.get("progress") or "-"), ("by", t.get("author") or "-"),
+            *([("reason", t["params"]["reason"])] if (t.get("params") or {}).get("reason") else []),
+            ("message", t["message"] or "-")])
 
 
 @queue.command("stop", context_settings=CONTEXT)

@@ -5,6 +5,7 @@ revert them, and their versions and health."""
 from __future__ import annotations
 
 import builtins
+import functools
 
 import attrs
 
@@ -15,6 +16,7 @@ from mariposa.control.manifests import refuse_if_file_managed
 from mariposa.control.projects import tasks_json, version_made
 from mariposa.control.pulls import Report
 from mariposa.errors import BadRequest, Conflict, NotFound
+from mariposa.manifest import ManifestError
 from mariposa.manifest.report import SERVICE_NAME_RE
 from mariposa.store import goal as goal_store
 from mariposa.store.rows import ProjectRow, ServiceRow
@@ -96,7 +98,10 @@ class Services(Area):
         p, svc = await self.rows(project, service)
         summary = next(s for s in await views.services(self.ctx, p) if s["id"] == svc.id)
         version = await self.ctx.store.call(goal_store.current_version, p)
-        spec = (await self.ctx.goals.spec_of(version)).service(svc.name)
+        try:
+            spec = (await self.ctx.goals.spec_of(version)).service(svc.name)
+        except ManifestError:  # a version today's parser refuses: no range to keep to, the scale stands
+            spec = None
         return {**summary, "project": p.name, "version": version.seq,
                 "spec": attrs.asdict(spec) if spec else None, "spec_hash": spec.spec_hash if spec else None}
 
@@ -115,7 +120,14 @@ class Services(Area):
         if isinstance(amount, int) and amount < 0:  # str(-1) would read as the relative '-1'
             raise BadRequest(f"scale is at least 0, not {amount} (a relative change is a string: \"{amount}\")")
         p, svc = await self.rows(project, service)
-        return self._queued(await self.ctx.store.call(goal_store.scale_service, p, svc, str(amount), caller.author))
+        # the current spec's autoscale range: a scale outside it is refused while autoscale scales
+        version = await self.ctx.store.call(goal_store.current_version, p)
+        try:
+            spec = (await self.ctx.goals.spec_of(version)).service(svc.name)
+        except ManifestError:  # a version today's parser refuses: no range to keep to, the scale stands
+            spec = None
+        scale = functools.partial(goal_store.scale_service, spec=spec)
+        return self._queued(await self.ctx.store.call(scale, p, svc, str(amount), caller.author))
 
     @operation("service.start", target="project")
     async def start(self, caller: Caller, project: str, service: str) -> dict:

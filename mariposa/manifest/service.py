@@ -411,9 +411,6 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
             self.integer(opts["port"], 1, 65535)
         self.unsupported(at, "'containerpilot' is not supported yet")
 
-    def autoscale(self, at: _At) -> None:
-        self.unsupported(at, "'autoscale' is not supported yet")
-
     def scale(self, at: _At) -> None:
         value = self.integer(at, 0, MAX_SCALE)
         if value is not None:

@@ -1,15 +1,18 @@
-"""A service's public triggers (``triggers:``): each a name and what a POST on its URL does
-(mariposa/triggers/). Names are unique in the project, since ``trigger rotate NAME`` names one
-with the project alone; that check is the project's (manifest/validate.py)."""
+"""A service's ``triggers:``: public triggers, each a name and what a POST on its URL does
+(mariposa/triggers/), and metric triggers, an entry with a ``metric`` (manifest/autoscale.py), in
+one list as the spec has them. Names are unique in the project across both kinds, since
+``trigger rotate NAME`` names one with the project alone; that check is the project's
+(manifest/validate.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 
+from mariposa.manifest.autoscale import _MetricTriggerChecks, is_metric_trigger
 from mariposa.manifest.report import MAX_SCALE, _At, _is_int
-from mariposa.manifest.shapes import _Shapes, _shown
-from mariposa.model import TRIGGER_ACTIONS, TriggerSpec
+from mariposa.manifest.shapes import _shown
+from mariposa.model import TRIGGER_ACTIONS, MetricTriggerSpec, TriggerSpec
 
 TRIGGER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 SCALE_RE = re.compile(r"[+-]?\d{1,5}")
@@ -30,7 +33,7 @@ def trigger_names(at: _At) -> list[tuple[str, _At]]:
     return found
 
 
-class _TriggerChecks(_Shapes):
+class _TriggerChecks(_MetricTriggerChecks):
     def triggers(self, at: _At) -> None:
         items = self.list_of(at, "triggers ({name: ..., action: run | start | stop | scale})")
         if items is None:
@@ -39,6 +42,7 @@ class _TriggerChecks(_Shapes):
             self.problem(at, f"lists {len(items)} triggers; a service has at most {MAX_TRIGGERS}")
             return
         found: list[TriggerSpec] = []
+        metric: list[MetricTriggerSpec] = []
         names: set[str] = set()
         for item in items:
             if not isinstance(item.value, Mapping):
@@ -50,10 +54,29 @@ class _TriggerChecks(_Shapes):
                 continue
             if isinstance(named, str):
                 names.add(named)
+            if is_metric_trigger(item.value):
+                by_metric = self.metric_trigger(item, self.trigger_name(item))
+                if by_metric is not None:
+                    metric.append(by_metric)
+                continue
             trigger = self.trigger(item)
             if trigger is not None:
                 found.append(trigger)
         self.fields["triggers"] = tuple(found)
+        self.fields["metric_triggers"] = tuple(metric)
+
+    def trigger_name(self, at: _At) -> str | None:
+        """The entry's checked ``name`` (None, and a problem recorded, when it has none or a bad one)."""
+        named = next((entry for key, entry in at.entries() if key == "name"), None)
+        if named is None:
+            self.problem(at, "a trigger needs a 'name'")
+            return None
+        name = self.string(named)
+        if name is not None and not TRIGGER_NAME_RE.fullmatch(name):
+            self.problem(named, f"invalid trigger name {name!r}: letters, digits, '.', '_' and '-', "
+                                "starting with a letter or digit, at most 63 characters")
+            return None
+        return name
 
     def trigger(self, at: _At) -> TriggerSpec | None:
         opts = self.options(at, ("name", "action", "scale"), "trigger") or {}
@@ -106,12 +129,13 @@ class _TriggerChecks(_Shapes):
 
     def trigger_cross_checks(self) -> None:
         """``action: run`` asks for a run, which only scheduled and event services have."""
+        self.autoscale_cross_checks()
         kind = self.fields.get("service_type", "continuous")
         at = self.seen.get("triggers")
         if kind != "continuous" or at is None or not isinstance(at.value, list):
             return
         for item in at.items():
-            if not isinstance(item.value, Mapping):
+            if not isinstance(item.value, Mapping) or is_metric_trigger(item.value):
                 continue
             for key, entry in item.entries():
                 if key == "action" and entry.value == "run":

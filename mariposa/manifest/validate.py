@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from mariposa.manifest.autoscale import metric_kind, metric_service
 from mariposa.manifest.errors import ManifestError
 from mariposa.manifest.networks import dependency_cycle, depends_on_at, top_level_networks
 from mariposa.manifest.parse import START, node_pos
@@ -82,6 +83,7 @@ def _project(doc: Any, report: _Report, rules: Rules) -> list[ServiceSpec] | Non
         if spec is not None:
             specs.append(spec)
     _duplicate_triggers(services_at, report)
+    _other_services_limits(services_at, specs, report)
     cycle = dependency_cycle({s.name: s.depends_on for s in specs})
     if cycle:
         report.add(depends_on_at(services_at, cycle[0]), f"depends_on cycle: {' -> '.join(cycle)}", on_key=True)
@@ -103,6 +105,29 @@ def _duplicate_triggers(services_at: _At, report: _Report) -> None:
                                   "unique in a project")
             owner.setdefault(name, str(service))
             mine.add(name)
+
+
+def _other_services_limits(services_at: _At, specs: list[ServiceSpec], report: _Report) -> None:
+    """A metric trigger on another service's percentage of a limit (``service.db.memory: 80%``,
+    ``of_limit``) needs that service to have the limit; only the project sees both."""
+    by_name = {s.name: s for s in specs}
+    for spec in specs:
+        for trigger in spec.metric_triggers:
+            other = by_name.get(metric_service(trigger.metric) or "")
+            if other is None:
+                continue
+            if trigger.of_limit and not other.cpus:
+                why = f"of_limit needs a cpu limit, and service {other.name!r} has none: give it a 'package'"
+            elif metric_kind(trigger.metric) == "memory" and trigger.value is not None and not other.memory:
+                why = (f"a memory percentage is of the memory limit, and service {other.name!r} has none: give it "
+                       "'memory' (or a 'package'), or use a size (value: 512m)")
+            else:
+                continue
+            service_at = next(at for key, at in services_at.entries() if key == spec.name)
+            triggers_at = next(at for key, at in service_at.entries() if key == "triggers")
+            where = next(i for i in triggers_at.items() if isinstance(i.value, Mapping)
+                         and i.value.get("name") == trigger.name)
+            report.add(where, f"trigger {trigger.name!r}: {why}")
 
 
 def _service(name: Any, at: _At, report: _Report, rules: Rules) -> ServiceSpec | None:

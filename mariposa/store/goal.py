@@ -16,6 +16,7 @@ import sqlite_utils
 from mariposa.errors import BadRequest, Conflict
 from mariposa.manifest.env_files import dumps as env_files_json
 from mariposa.manifest.report import MAX_SCALE
+from mariposa.metrics import autoscale
 from mariposa.model import ProjectSpec, ServiceSpec
 from mariposa.packages import Package, dumps
 from mariposa.store import events, tasks
@@ -134,7 +135,7 @@ def _insert_service(db: sqlite_utils.Database, project_id: str, spec: ServiceSpe
             "id": new_id(),
             "project_id": project_id,
             "name": spec.name,
-            "scale": spec.scale if spec.scale is not None else 1,
+            "scale": autoscale.clamped(spec.scale if spec.scale is not None else 1, spec),
             "desired": desired,
             "frozen": 0,
             "frozen_reason": None,
@@ -282,6 +283,7 @@ def update_project(
                 row.desired == "absent" or spec.scale != (old.service(service) or spec).scale
             ):
                 updates["scale"] = spec.scale
+                updates["last_scaled"] = now()
             db.table("services").update(row.id, updates)
         if change == "changed":
             # a canary leaves the rest on the old version until the next reprovision
@@ -290,6 +292,17 @@ def update_project(
         if service_desired == "running" or change != "added":
             kind = {"added": "start", "changed": "reprovision"}.get(change, "scale")
             queue(service, kind)
+    for spec in new.services:  # a new autoscale range moves a scale outside it to its nearest bound
+        row = existing.get(spec.name)
+        if row is None or autoscale.enforced_range(spec) is None:
+            continue
+        scale = db.execute("SELECT scale FROM services WHERE id = ?", [row.id]).fetchone()[0]  # as set above
+        if autoscale.clamped(scale, spec) == scale:
+            continue
+        db.execute("UPDATE services SET scale = ?, last_scaled = ? WHERE id = ?",
+                   [autoscale.clamped(scale, spec), now(), row.id])
+        if not any(t.service == spec.name for t in queued):
+            queue(spec.name, "scale")
     events.record(
         db, "project.update", f"project {project.name} updated to version {version.seq}: {summary}",
         project_id=project.id, author=author,
@@ -358,8 +371,12 @@ def _thawed_task(
 
 
 def scale_service(
-    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, amount: str, author: str | None = None
+    db: sqlite_utils.Database, project: ProjectRow, svc: ServiceRow, amount: str, author: str | None = None, *,
+    spec: ServiceSpec | None = None, reason: str | None = None,
 ) -> TaskRow:
+    """``spec``: the service's current spec, whose autoscale range an operator's scale keeps to;
+    ``reason``: why the autoscaler scales (then the range is its own to keep), kept in the task's
+    params and the event."""
     text = str(amount).strip()
     try:
         value = int(text)
@@ -372,10 +389,15 @@ def scale_service(
         raise BadRequest(f"cannot scale {svc.name} to {target}: one service runs at most {MAX_SCALE:,} instances")
     if project.desired == "deleting":
         raise Conflict(f"project '{project.name}' is being deleted")
-    db.execute("UPDATE services SET scale = ? WHERE id = ?", [target, svc.id])
-    events.record(db, "service.scale", f"{svc.name} scale {svc.scale} -> {target}", project_id=project.id,
+    refusal = None if reason is not None else autoscale.outside_range(spec, target)
+    if refusal is not None:
+        raise Conflict(refusal)
+    db.execute("UPDATE services SET scale = ?, last_scaled = ? WHERE id = ?", [target, now(), svc.id])
+    because = f" ({reason})" if reason else ""
+    events.record(db, "service.scale", f"{svc.name} scale {svc.scale} -> {target}{because}", project_id=project.id,
                   service=svc.name, author=author)
-    return _thawed_task(db, project, svc, "scale", author, {"from": svc.scale, "to": target})
+    params = {"from": svc.scale, "to": target, **({"reason": reason} if reason else {})}
+    return _thawed_task(db, project, svc, "scale", author, params)
 
 
 def set_service_desired(

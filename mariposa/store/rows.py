@@ -76,6 +76,7 @@ class ServiceRow:
     replacements: int = 0
     last_replacement_at: float | None = None
     keep_stale: bool = False
+    last_scaled: float | None = None  # when its scale was last set, or an autoscale announced (0016)
 
     def to_json(self) -> dict:
         return attrs.asdict(self)

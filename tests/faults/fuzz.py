@@ -236,7 +236,12 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
             ["on-failure", "no", "always", "never"])}),
         st.lists(st.dictionaries(st.sampled_from(["timeout", "preservestopped", "signal"]), numbers,
                                  min_size=1, max_size=2), max_size=3)),
-    "autoscale": any_value,
+    # autoscale (issue 17, manifest/autoscale.py)
+    "autoscale": st.one_of(st.fixed_dictionaries({}, optional={
+        "enable": st.one_of(st.sampled_from(["notify", "notify-only", "true", "1", "false", "0", "yes", ""]),
+                            st.booleans(), numbers),
+        "min": numbers, "max": numbers, "retrigger_delay": _durations,
+        "notify_email": st.sampled_from(["ops@example.com", ""])}), any_value),
     "webhooks": webhook_lists,
     "scale": numbers,
     "min_healthy_time": seconds,
@@ -316,7 +321,17 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
     "triggers": st.one_of(st.lists(st.one_of(st.fixed_dictionaries({}, optional={
         "name": st.one_of(st.sampled_from(["deploy-hook", "up", "a b", "", "x" * 70, "-x"]), numbers),
         "action": st.one_of(st.sampled_from(["run", "start", "stop", "scale", "Run", "explode", ""]), numbers),
-        "scale": st.one_of(st.sampled_from(["+1", "-1", "3", "x", "+", "1e3"]), numbers)}), words), max_size=3),
+        "scale": st.one_of(st.sampled_from(["+1", "-1", "3", "x", "+", "1e3"]), numbers)}),
+        # metric triggers (issue 17, manifest/autoscale.py): an entry with a metric
+        st.fixed_dictionaries({"name": st.sampled_from(["highcpu", "up", "a b"]), "metric": st.one_of(st.sampled_from(
+            ["cpu", "memory", "service.web.cpu", "service.db.memory", "service.x.cpu", "disk", "containerpilot.tps",
+             ""]), numbers)}, optional={
+            "operator": st.one_of(st.sampled_from([">", ">=", "<", "<=", "==", "", "gt"]), numbers),
+            "value": st.one_of(st.sampled_from(["80%", "80", "512m", "150%", "-1%", "%", "1e400", "x"]), numbers,
+                               st.floats()),
+            "of_limit": st.one_of(st.booleans(), words), "time": _durations,
+            "action": st.one_of(st.sampled_from(["increment", "incr", "decrement", "decr", "scale", ""]), numbers),
+            "instances": numbers, "source": words}), words), max_size=3),
         words, numbers),
 }
 top_level_networks = st.one_of(st.dictionaries(st.sampled_from(["shared", "ext", "default", "bad name"]), st.one_of(

@@ -884,8 +884,6 @@ def test_bad_restart_policies(policy, start):
     [
         ("containerpilot: true", "'containerpilot' is not supported yet"),
         ("containerpilot:\n  - network: default\n  - port: 9090", "'containerpilot' is not supported yet"),
-        ("autoscale: XXX", "'autoscale' is not supported yet"),
-        ("autoscale: {min: 1, max: 3}", "'autoscale' is not supported yet"),
         ("schedule: '* * * * *'", "'schedule' is only valid with service_type scheduled"),
     ],
 )
@@ -1160,7 +1158,7 @@ def test_odd_yaml_values_are_named_in_messages():
         "expected a list of KEY=VALUE strings or a mapping, got a set"
     )
     assert service_problem("image: 2024-01-01").message == "expected a string, got a date"
-    assert service_problem("image: x\nautoscale: 0").message == "'autoscale' is not supported yet"
+    assert service_problem("image: x\nautoscale: 0").message == "expected a mapping of autoscale options, got an integer"
 
 
 def test_aliases_and_merge_keys_are_followed():
