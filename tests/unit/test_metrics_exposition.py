@@ -65,7 +65,7 @@ async def test_scrape_top_and_stats(mock_clock, core, nursery):
     rows = await core.control.metrics.top(ROOT, "p")
     assert [r["service"] for r in rows] == ["burner", "idle", "idle"]
     assert rows[0]["cpu"] == pytest.approx(100.0, rel=0.01) and rows[0]["memory"] == 64 << 20
-    assert rows[0]["state"] == "running" and rows[0]["restarts"] == 0 and rows[0]["age"] > 19  # three 10 s rounds, less the instant between made and first round
+    assert rows[0]["state"] == "running" and rows[0]["restarts"] == 0 and rows[0]["age"] > 19  # 3 rounds of 10 s, less an instant
     assert len(await core.control.metrics.top(ROOT, "p", "idle")) == 2
 
     stats = await core.control.metrics.service_stats(ROOT, "p", "idle", since="1h")
