@@ -36,15 +36,10 @@ class NewDelivery:
 
 
 @attrs.frozen
-class DeliveryRow:
+class DeliveryRow(NewDelivery):
+    """A delivery as stored: what was made (``NewDelivery``) and how sending it went."""
+
     seq: int
-    id: str
-    project_id: str | None
-    event_id: int
-    event: str
-    url: str
-    secret_from: str | None
-    body: str
     state: str
     attempts: int
     created: float
