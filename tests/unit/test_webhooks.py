@@ -134,7 +134,7 @@ async def test_each_start_is_posted_signed_with_its_delivery_id_in_body_and_head
     assert receiver.events().count("start") == 2
 
 
-async def test_a_failing_receiver_is_retried_on_the_backoff_then_gets_each_once(core: Core, nursery):
+async def test_a_failing_receiver_is_retried_on_the_backoff_then_gets_each_once(core: Core, nursery, mock_clock):
     receiver = Receiver()
     receiver.status[HOOK] = 503
     await start_dispatcher(core, nursery, receiver)
@@ -156,7 +156,7 @@ async def test_a_failing_receiver_is_retried_on_the_backoff_then_gets_each_once(
     assert {r["state"] for r in await core.control.webhooks.deliveries(ROOT, "p")} == {"delivered"}
 
 
-async def test_a_restart_neither_skips_nor_repeats_and_resumes_pending(core: Core, nursery):
+async def test_a_restart_neither_skips_nor_repeats_and_resumes_pending(core: Core, nursery, mock_clock):
     receiver = Receiver()
     receiver.status[HOOK] = 500
     scope = await start_dispatcher(core, nursery, receiver)
@@ -178,7 +178,7 @@ async def deliveries_count(core: Core, n: int) -> bool:
     return len(await core.control.webhooks.deliveries(ROOT, "p")) >= n
 
 
-async def test_a_hanging_receiver_delays_no_other_url(core: Core, nursery):
+async def test_a_hanging_receiver_delays_no_other_url(core: Core, nursery, mock_clock):
     receiver = Receiver()
     receiver.hang.add(HOOK)
     await start_dispatcher(core, nursery, receiver)
@@ -211,7 +211,7 @@ async def test_a_full_outbox_drops_the_oldest_with_an_event(core: Core, nursery,
     assert {r["id"] for r in failed} == {r["id"] for r in rows[3:]}
 
 
-async def test_given_up_at_its_deadline_then_redelivered_under_the_same_id(core: Core, nursery):
+async def test_given_up_at_its_deadline_then_redelivered_under_the_same_id(core: Core, nursery, mock_clock):
     receiver = Receiver()
     receiver.status[HOOK] = 404
     await start_dispatcher(core, nursery, receiver)
@@ -263,7 +263,7 @@ async def attempted_unsigned(core: Core) -> dict | None:
     return next((r for r in await core.control.webhooks.deliveries(ROOT, "p") if r["last_error"]), None)
 
 
-async def test_events_of_no_service_go_to_the_project_webhooks_only(core: Core, nursery):
+async def test_events_of_no_service_go_to_the_project_webhooks_only(core: Core, nursery, mock_clock):
     receiver = Receiver()
     await start_dispatcher(core, nursery, receiver)
     extra = f"    webhooks: [{{url: '{OTHER}', events: [down]}}]\n"
