@@ -26,6 +26,7 @@ tested without sockets; ``DhcpServer`` is the thin loop around them.
 
 from __future__ import annotations
 
+import collections
 import errno
 import ipaddress
 import os
@@ -252,6 +253,9 @@ class DhcpServer:
         self._current: dict[str, tuple[str, dict[str, Lease]]] = {}  # the last answer of leases()
         self._serving: dict[str, trio.CancelScope] = {}  # bridge -> its socket's task
         self._failing: dict[str, str] = {}  # bridge -> why its socket could not be opened last time
+        # requests heard and left unanswered (a MAC that is none of ours), by (mac, kind): what the
+        # debug log says, countable when the log level hides it
+        self.unanswered: collections.Counter[tuple[str, str]] = collections.Counter()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Every ``interval`` s: ask ``leases()``, open a socket for each bridge that has leases and is
@@ -334,6 +338,8 @@ class DhcpServer:
                         continue
                     answer = decide(request, leases, server_ip) if server_ip else None
                     if answer is None:
+                        if len(self.unanswered) < 1024 or (request.mac, request.kind.name) in self.unanswered:
+                            self.unanswered[request.mac, request.kind.name] += 1
                         log.debug("dhcp: no answer", bridge=bridge, mac=request.mac, kind=request.kind.name)
                         continue
                     kind, lease = answer

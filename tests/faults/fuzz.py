@@ -797,7 +797,8 @@ def _verdict(text: str, result: Any) -> str | None:
     if isinstance(result, ManifestError):
         if not result.problems:
             return "ManifestError without problems"
-        last_line = text.count("\n") + text.count("\r") + text.count("\u2028") + text.count("\x85") + 2
+        # every line break YAML knows (ruamel counts U+2028 and U+2029 as YAML 1.1 does)
+        last_line = sum(text.count(c) for c in ("\n", "\r", "\u2028", "\u2029", "\x85")) + 2
         for p in result.problems:
             if not (isinstance(p.line, int) and isinstance(p.column, int) and 1 <= p.line <= last_line
                     and p.column >= 1):

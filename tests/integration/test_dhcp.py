@@ -173,8 +173,9 @@ async def test_an_unknown_mac_gets_nothing(net: Net, tmp_path: Path) -> None:
     assert code != 0
     assert not [r for r in records if r.startswith("bound|")], records
     assert any(r.startswith("leasefail|") for r in records), records
-    no_answer = [e for e in logs if e["event"] == "dhcp: no answer" and e.get("mac") == net.mac]
-    assert no_answer and no_answer[0]["kind"] == "DISCOVER"  # it asked, and was heard, and was not answered
+    # it asked, and was heard, and was not answered (counted: the debug log line is filtered out
+    # once any test of this process configured the log level, as a CLI test does)
+    assert server.unanswered[net.mac, "DISCOVER"] >= 1, server.unanswered
     assert not [e for e in logs if e["event"] in ("dhcp: offer", "dhcp: ack")]
 
 
