@@ -36,17 +36,28 @@ class Core:
         return done
 
 
-@pytest.fixture
-async def core(tmp_path, nursery, mock_clock):
+async def start_core(tmp_path, nursery, mock_clock, clock=None) -> Core:
+    """The control layer, executor and reconciler on a fake driver in ``nursery``; ``clock`` (None:
+    the store's own) is the one clock the store and the context share."""
     # Store calls run in worker threads; a small threshold keeps the clock from jumping while one
     # is in flight, and still skips every back-off and resync wait at once.
     mock_clock.autojump_threshold = 0.02
-    store = await trio.to_thread.run_sync(Store, tmp_path / "mariposa.db")
+    if clock is None:
+        store = await trio.to_thread.run_sync(Store, tmp_path / "mariposa.db")
+        extra = {}
+    else:
+        store = await trio.to_thread.run_sync(Store, tmp_path / "mariposa.db", clock)
+        extra = {"clock": clock}
     driver = FakeDriver(images=("busybox", "crashy"), crash_images=("crashy",))
-    ctx = Context(store=store, drivers={"docker": driver}, goals=GoalReader(store, {}), packages={})
+    ctx = Context(store=store, drivers={"docker": driver}, goals=GoalReader(store, {}), packages={}, **extra)
     executor = Executor(ctx)
     control = Control(ctx, SocketPolicy(socket_gid=4242, daemon_uid=0), executor)
     await nursery.start(executor.run)
     await nursery.start(Reconciler(ctx, resync=1.0).run)
-    yield Core(control, ctx, driver, mock_clock)
+    return Core(control, ctx, driver, mock_clock)
+
+
+@pytest.fixture
+async def core(tmp_path, nursery, mock_clock):
+    yield await start_core(tmp_path, nursery, mock_clock)
     nursery.cancel_scope.cancel()

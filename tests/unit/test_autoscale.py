@@ -9,11 +9,6 @@ import pytest
 import trio
 
 from mariposa.clock import TrioClock
-from mariposa.context import Context
-from mariposa.control import Control, SocketPolicy
-from mariposa.converge.goals import GoalReader
-from mariposa.converge.reconciler import Reconciler
-from mariposa.drivers.fake import FakeDriver
 from mariposa.errors import Conflict
 from mariposa.manifest import ManifestError, parse_manifest
 from mariposa.metrics.autoscale import decide, reason
@@ -21,9 +16,7 @@ from mariposa.metrics.autoscaler import Autoscaler
 from mariposa.metrics.collector import Collector
 from mariposa.metrics.history import MetricsHistory, Sample
 from mariposa.model import MetricTriggerSpec
-from mariposa.queue.executor import Executor
-from mariposa.store.db import Store
-from tests.unit.conftest import ROOT, Core
+from tests.unit.conftest import ROOT, start_core
 
 BURNER = """services:
   web:
@@ -314,16 +307,7 @@ async def test_manual_scale_keeps_to_the_range_while_autoscale_scales(core):
 async def timed_core(tmp_path, nursery, mock_clock):
     """``core`` with the store on the context's clock, as the daemon has it: retrigger_delay
     compares the store's stamp of the last scale with the samples' times."""
-    mock_clock.autojump_threshold = 0.02
-    clock = TrioClock()
-    store = await trio.to_thread.run_sync(Store, tmp_path / "mariposa.db", clock)
-    driver = FakeDriver(images=("busybox",))
-    ctx = Context(store=store, drivers={"docker": driver}, goals=GoalReader(store, {}), packages={}, clock=clock)
-    executor = Executor(ctx)
-    control = Control(ctx, SocketPolicy(socket_gid=4242, daemon_uid=0), executor)
-    await nursery.start(executor.run)
-    await nursery.start(Reconciler(ctx, resync=1.0).run)
-    yield Core(control, ctx, driver, mock_clock)
+    yield await start_core(tmp_path, nursery, mock_clock, TrioClock())
     nursery.cancel_scope.cancel()
 
 
