@@ -151,6 +151,21 @@ class GoalReader:
     def cached_spec(self, version_id: str) -> ProjectSpec | None:
         return self._specs.get(version_id)
 
+    async def current_spec(self, project: ProjectRow) -> ProjectSpec | None:
+        """The spec of the project's current version, from the cache when it is there (no store
+        call); None when the version cannot be read, for the loops that judge every project on
+        each round (autoscale, meta watchers) and must go on with the others."""
+        if project.current_version is None:
+            return None
+        cached = self._specs.get(project.current_version)
+        if cached is not None:
+            return cached
+        version = await self.store.call(goal_store.current_version, project)
+        try:
+            return await self.spec_of(version)
+        except ManifestError:
+            return None
+
     async def snapshot(self) -> GoalSnapshot:
         snap = await self.store.call(_read_snapshot, frozenset(self._specs))
         for version_id, (version, images) in snap.manifests.items():

@@ -75,12 +75,8 @@ class Autoscaler:
         return queued
 
     async def _spec(self, project: ProjectRow) -> tuple[ServiceSpec, ...]:
-        assert project.current_version is not None
-        spec = self.ctx.goals.cached_spec(project.current_version)
-        if spec is None:
-            version = await self.ctx.store.call(goal_store.get_version, project.current_version)
-            spec = await self.ctx.goals.spec_of(version)
-        return spec.services
+        spec = await self.ctx.goals.current_spec(project)  # None: unreadable, nothing to judge
+        return spec.services if spec is not None else ()
 
     async def _project(self, project: ProjectRow, services: list[ServiceSpec],
                        history: MetricsHistory) -> list[TaskRow]:

@@ -44,15 +44,8 @@ class Watcher:
 async def watchers(ctx: Any, project: ProjectRow) -> list[Watcher]:
     """The event services of the project's current version that watch meta keys (none when the
     version cannot be read: the meta change goes on as it would without them)."""
-    from mariposa.manifest import ManifestError
-    from mariposa.store import goal as goal_store
-
-    if project.current_version is None:
-        return []
-    version = await ctx.store.call(goal_store.current_version, project)
-    try:
-        spec = await ctx.goals.spec_of(version)
-    except ManifestError:
+    spec = await ctx.goals.current_spec(project)
+    if spec is None:
         return []
     return [Watcher(s.name, frozenset(s.on_meta), s.queue_limit) for s in spec.services
             if s.service_type == "event" and s.on_meta]
