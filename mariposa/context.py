@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from mariposa.access.audit import AuditTrail
 from mariposa.clock import Clock, TrioClock
 from mariposa.coalesce import Coalesced
 from mariposa.converge.goals import GoalReader
@@ -69,6 +70,9 @@ class Context:
     # The projects table in memory, current by the store's generation (store/index.py)
     projects: ProjectIndex = attrs.field(init=False, default=attrs.Factory(
         lambda self: ProjectIndex(self.store), takes_self=True))
+    # Every decision of authorize(), written in batches by its own task (access/audit.py)
+    audit: AuditTrail = attrs.field(init=False, default=attrs.Factory(
+        lambda self: AuditTrail(self.store), takes_self=True))
     _inventory: Coalesced[list] = attrs.field(init=False, default=attrs.Factory(
         lambda self: Coalesced(self._list_instances), takes_self=True))
 

@@ -24,7 +24,7 @@ from mariposa.api.routes import build_router
 from mariposa.clock import Clock, TrioClock
 from mariposa.config import DaemonConfig
 from mariposa.context import Context
-from mariposa.control import Control, SocketPolicy
+from mariposa.control import AccessPolicy, Control
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
 from mariposa.dns.keeper import NameKeeper
@@ -271,7 +271,7 @@ async def run_daemon(
     ctx.metrics = MetricsHistory(config.metrics_interval)
     collector = Collector(ctx, config.metrics_interval)
     daemon = Daemon(config, ctx, reconciler, config_path, overrides, collector)
-    policy = SocketPolicy(config.socket_gid())
+    policy = AccessPolicy(config.socket_gid())
     control = Control(ctx, policy, executor)
     sock = bind_unix_socket(config.socket, config.socket_mode, config.socket_gid())
     triggers = scrapes = None
@@ -283,6 +283,7 @@ async def run_daemon(
             log.info("metrics listener bound", url=metrics_base + "/metrics")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daemon.signals, nursery.cancel_scope)
+            await nursery.start(ctx.audit.run)
             await nursery.start(executor.run)
             await nursery.start(reconciler.run)
             await nursery.start(ctx.monitor.run)

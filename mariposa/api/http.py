@@ -288,7 +288,10 @@ class Connection:
             query = {k: v[-1] for k, v in parse_qs(target.query).items()}
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"bad request target: {exc}") from None
-        return Request(request.method.decode("ascii"), target.path, query, body, {}, self.caller)
+        caller = self.caller
+        if query.get("org"):  # -o ORG: every request may carry it; it narrows what the caller names and sees
+            caller = attrs.evolve(caller, org=query.pop("org"))
+        return Request(request.method.decode("ascii"), target.path, query, body, {}, caller)
 
     async def serve(self) -> None:
         try:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mariposa.control.authorize import AccessPolicy as AccessPolicy
 from mariposa.control.authorize import AllowAll as AllowAll
 from mariposa.control.authorize import Policy as Policy
-from mariposa.control.authorize import SocketPolicy as SocketPolicy
 from mariposa.control.authorize import authorize as authorize
 from mariposa.control.caller import WATCHER as WATCHER
 from mariposa.control.caller import Caller as Caller

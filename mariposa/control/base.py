@@ -1,6 +1,12 @@
 """What every control method shares: authorize first, translate every exception once, redact
 what leaves. ``@operation`` does the three, so an area's method holds only its own logic.
 
+Authorizing needs to know where an action lands: ``@operation`` names the argument that says so
+and what kind of thing it names (a project, a task, an instance, a run, the host), and resolves
+it to a ``Scope`` (an organisation and a project) before ``authorize``. A listing asked with no
+project is allowed to whoever may read somewhere and its items (``each`` names their project id)
+are then filtered to the projects the caller may read, in the organisation it chose with -o.
+
 The model is supervisor's ``rpcinterface.py``: the whole control API as classes with no
 transport in them, raising errors with stable codes, tested without HTTP.
 """
@@ -14,11 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from mariposa.access.model import ANYWHERE, DEFAULT_ORG, HOST, Scope
 from mariposa.control.authorize import Policy, authorize
 from mariposa.control.caller import Caller
 from mariposa.control.redact import redact, redact_stream
-from mariposa.errors import translate
+from mariposa.errors import NotFound, translate
 from mariposa.store import goal as goal_store
+from mariposa.store import runs as run_store
+from mariposa.store import tasks as task_store
 from mariposa.store.rows import ProjectRow
 
 if TYPE_CHECKING:
@@ -58,10 +67,60 @@ class Area:
         """The project's id, or None when no project is given (a filter left open)."""
         return (await self._project(ref)).id if ref else None
 
+    async def _access_scope(self, caller: Caller, kind: str, what: Any) -> Scope:
+        """Where an action on ``what`` (a ``kind`` of thing) lands, for authorizing it."""
+        if kind == "host":
+            return HOST
+        if what is None:
+            return Scope(org=caller.org, anywhere=True) if caller.org else ANYWHERE
+        ref = str(what)
+        if caller.org is None and self.policy.is_root(caller):
+            return Scope(ref=ref)  # root may do anything anywhere: no need to look it up
+        if kind == "project":
+            return self.project_scope(caller, await self._project(ref))
+        if kind == "new-project":
+            try:
+                return self.project_scope(caller, await self._project(ref))
+            except NotFound:
+                return Scope(org=caller.org or DEFAULT_ORG, project=ref)
+        if kind == "task":
+            project_id = (await self.ctx.store.call(task_store.get, ref)).project_id
+        elif kind == "run":
+            project_id = (await self.ctx.store.call(run_store.get, ref)).project_id
+        elif kind == "instance":
+            from mariposa.control.views import find_instance  # views imports this module
 
-def operation(action: str, target: str | None = None) -> Callable[[F], F]:
+            project_id = (await find_instance(self.ctx, ref)).project_id
+        else:
+            raise AssertionError(f"no such target kind: {kind}")
+        row = (await self.ctx.projects.current()).by_id.get(project_id)
+        if row is None:  # a task or run of a deleted project: only bindings on every organisation cover it
+            return Scope(org="", project=ref)
+        return self.project_scope(caller, row)
+
+    @staticmethod
+    def project_scope(caller: Caller, row: ProjectRow) -> Scope:
+        if caller.org is not None and row.org != caller.org:
+            raise NotFound(f"no project '{row.name}' in organisation '{caller.org}'")
+        return Scope(org=row.org, project=row.name, project_id=row.id)
+
+    async def _may_see(self, caller: Caller, action: str, project_id: str | None) -> bool:
+        """Whether a listing's item of project ``project_id`` is the caller's to see."""
+        row = (await self.ctx.projects.current()).by_id.get(project_id or "")
+        if row is None:
+            return caller.org is None and self.policy.is_root(caller)
+        if caller.org is not None and row.org != caller.org:
+            return False
+        return self.policy.decide(caller, action, Scope(org=row.org, project=row.name, project_id=row.id)).allowed
+
+
+def operation(action: str, target: str | None = None, *, kind: str = "project",
+              each: str | None = None) -> Callable[[F], F]:
     """Mark a control method: ``action`` names it for authorization (``project.update``);
-    ``target`` names the argument that says what it acts on (a project or instance ref)."""
+    ``target`` names the argument that says what it acts on, a ``kind`` of thing: "project" (a
+    project ref), "new-project" (a name that may be new), "task", "run", "instance" or "host".
+    ``each`` names the key of a listing's items that holds their project id: such a listing,
+    asked with no target, is filtered to what the caller may see."""
 
     def wrap(fn: F) -> F:
         signature = inspect.signature(fn)
@@ -78,11 +137,17 @@ def operation(action: str, target: str | None = None) -> Callable[[F], F]:
         @functools.wraps(fn)
         async def method(self: Area, caller: Caller, *args: Any, **kwargs: Any) -> Any:
             what = target_of(args, kwargs)
-            authorize(self.policy, caller, action, None if what is None else str(what))
+            try:
+                scope = await self._access_scope(caller, kind, what)
+            except Exception as exc:
+                raise translate(exc, action) from exc
+            authorize(self.policy, caller, action, scope, self.ctx.audit)
             try:
                 result = await fn(self, caller, *args, **kwargs)
             except Exception as exc:
                 raise translate(exc, action) from exc
+            if each is not None and scope.anywhere and (caller.org is not None or not self.policy.is_root(caller)):
+                result = await _filtered(self, caller, action, each, result)
             if isinstance(result, AsyncIterator):
                 return _translated(redact_stream(result), action)
             if isinstance(result, Feed):
@@ -93,6 +158,22 @@ def operation(action: str, target: str | None = None) -> Callable[[F], F]:
         return method  # type: ignore[return-value]
 
     return wrap
+
+
+async def _filtered(area: Area, caller: Caller, action: str, each: str, result: Any) -> Any:
+    """A listing's items the caller may see (a list, or a stream as it comes)."""
+    if isinstance(result, list):
+        return [item for item in result if await area._may_see(caller, action, item.get(each))]
+    if isinstance(result, AsyncIterator):
+        return _filtered_stream(area, caller, action, each, result)
+    return result
+
+
+async def _filtered_stream(area: Area, caller: Caller, action: str, each: str,
+                           items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for item in items:
+        if not isinstance(item, dict) or await area._may_see(caller, action, item.get(each)):
+            yield item
 
 
 async def _translated(items: AsyncIterator[Any], action: str) -> AsyncIterator[Any]:

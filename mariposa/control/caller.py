@@ -1,8 +1,9 @@
 """Who is asking: the one value every control method receives, whatever the transport.
 
-Users and roles (a later issue) attach here; until then a caller is what the kernel says about
-the process at the other end of the unix socket (``SO_PEERCRED``), or the daemon itself acting
-for the manifest directory.
+A local caller is what the kernel says about the process at the other end of the unix socket
+(``SO_PEERCRED``), whose uid the policy maps to a user (access/policy.py); a remote caller is the
+user its token names (api/remote.py); the daemon itself acts for the manifest directory. ``org``
+is the organisation the caller chose (``-o``), which narrows what it names and lists.
 """
 
 from __future__ import annotations
@@ -23,12 +24,19 @@ class Caller:
     groups: frozenset[int] = frozenset()  # supplementary groups, read when the caller connected
     pid: int | None = None
     name: str | None = None  # how the daemon's own callers sign the audit trail ("file")
+    user: str | None = None  # a remote caller's, from its token (a unix caller's comes from its uid)
+    token: str | None = None  # the id of the token a remote caller showed
+    fresh: bool = False  # re-authenticated just now (a token made minutes ago): project move asks it
+    address: str | None = None  # a remote caller's address
+    org: str | None = None  # the organisation chosen with -o/--org
 
     @property
     def author(self) -> str:
         """What the audit trail records: ``uid=N`` for a peer, the name for the daemon itself."""
         if self.name:
             return self.name
+        if self.user:
+            return self.user
         return f"uid={self.uid}" if self.uid is not None else "unknown"
 
     def __str__(self) -> str:

@@ -23,13 +23,13 @@ class Events(Area):
         rows = await self.ctx.store.call(event_store.listing, project_id, service, after)
         return [e for e in rows if not types or any(e["type"] == t or e["type"].startswith(t + ".") for t in types)]
 
-    @operation("events.list", target="project")
+    @operation("events.list", target="project", each="project_id")
     async def list(self, caller: Caller, project: str | None = None, service: str | None = None,
                    types: tuple[str, ...] = (), since: int = 0) -> list[dict]:
         """Events after id ``since``; ``types`` match a type or its prefix (``service`` takes ``service.scale``)."""
         return await self._read(await self._project_id(project), service, types, since)
 
-    @operation("events.follow", target="project")
+    @operation("events.follow", target="project", each="project_id")
     async def follow(self, caller: Caller, project: str | None = None, service: str | None = None,
                      types: tuple[str, ...] = (), since: int = 0) -> AsyncIterator[dict]:
         """The matching events after ``since``, then every new one as it is written, until the

@@ -10,7 +10,7 @@ from mariposa.store import instances as instance_store
 
 
 class Instances(Area):
-    @operation("instance.get", target="ref")
+    @operation("instance.get", target="ref", kind="instance")
     async def get(self, caller: Caller, ref: str) -> dict:
         inst = await views.find_instance(self.ctx, ref)
         record = await self.ctx.store.call(instance_store.get, inst.id)
@@ -20,7 +20,7 @@ class Instances(Area):
         data["record"] = record
         return data
 
-    @operation("instance.remove", target="ref")
+    @operation("instance.remove", target="ref", kind="instance")
     async def remove(self, caller: Caller, ref: str) -> dict:
         """Remove one instance now (a retired one, usually); the reconciler replaces it if its
         service still wants it."""
@@ -37,7 +37,7 @@ class Instances(Area):
         self.ctx.wake_reconciler()
         return {"removed": inst.id, "name": inst.name, "was": inst.state}
 
-    @operation("instance.logs", target="ref")
+    @operation("instance.logs", target="ref", kind="instance")
     async def logs(self, caller: Caller, ref: str, *, follow: bool = False, since: object = None,
                    tail: object = None) -> Feed:
         """One instance's output, a retired one's too until it is removed; ``follow`` goes on

@@ -59,7 +59,7 @@ def _summary(samples: list[dict]) -> dict:
 
 
 class Metrics(Area):
-    @operation("metrics.top", target="project")
+    @operation("metrics.top", target="project", each="project_id")
     async def top(self, caller: Caller, project: str | None = None, service: str | None = None) -> list[dict]:
         """Every instance (of a project, of a service), its latest sample and how it is."""
         project_id = await self._project_id(project)
@@ -77,7 +77,8 @@ class Metrics(Area):
             sample = self.ctx.metrics.latest(inst.id) if self.ctx.metrics is not None and inst.running else None
             started = (records.get(inst.id) or {}).get("last_start_at") or inst.created
             rows.append({
-                "project": inst.project_name, "service": inst.service, "instance": inst.name, "id": inst.id,
+                "project": inst.project_name, "project_id": inst.project_id, "service": inst.service,
+                "instance": inst.name, "id": inst.id,
                 "compute_type": inst.compute_type, "state": inst.state, "health": data["health"],
                 "restarts": data["restarts"], "age": max(0.0, now - started) if inst.running else None,
                 **_levels(sample), "sample": sample.to_json() if sample else None,
@@ -120,7 +121,7 @@ class Metrics(Area):
                 "source": source, "interval": self.ctx.metrics.interval if self.ctx.metrics else None,
                 "instances": instances, "total": total}
 
-    @operation("metrics.scrape")
+    @operation("metrics.scrape", kind="host")
     async def exposition(self, caller: Caller) -> str:
         """Everything in the Prometheus text format."""
         return exposition.render(await self._families())

@@ -37,7 +37,7 @@ def version_made(made: tuple[VersionRow | None, VersionRow, list[TaskRow]]) -> d
 
 
 class Projects(Area):
-    @operation("project.list")
+    @operation("project.list", each="id")
     async def list(self, caller: Caller) -> list[dict]:
         """Projects from the store, with their instance counts from the runtime. A runtime that
         does not answer (an Engine restarting) leaves the counts unknown (null) instead of
@@ -57,7 +57,7 @@ class Projects(Area):
                         **_runs_summary(self.ctx, p, newest.get(p.id), suspended, now)})
         return out
 
-    @operation("project.add", target="name")
+    @operation("project.add", target="name", kind="new-project")
     async def add(self, caller: Caller, name: str, manifest: object, filename: str = "<manifest>",
                   source: str = "api", env_files: object = None, base_dir: object = None,
                   report: Report | None = None, meta: object = None) -> dict:

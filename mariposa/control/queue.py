@@ -18,17 +18,17 @@ MAX_FOLLOWED = 1000
 
 
 class Queue(Area):
-    @operation("queue.list", target="project")
+    @operation("queue.list", target="project", each="project_id")
     async def list(self, caller: Caller, project: str | None = None, states: tuple[str, ...] | None = None,
                    limit: int = 200) -> list[dict]:
         project_id = await self._project_id(project)
         return [t.to_json() for t in await self.ctx.store.call(task_store.listing, project_id, states or None, limit)]
 
-    @operation("queue.get", target="task")
+    @operation("queue.get", target="task", kind="task")
     async def get(self, caller: Caller, task: str) -> dict:
         return (await self.ctx.store.call(task_store.get, task)).to_json()
 
-    @operation("queue.follow")
+    @operation("queue.follow", each="project_id")
     async def follow(self, caller: Caller, tasks: tuple[str, ...]) -> AsyncIterator[dict]:
         """Each task as it is now, then again every time it changes, until all have ended
         (``--wait``): the CLI learns of an end as it happens, instead of polling for it."""
@@ -54,7 +54,7 @@ class Queue(Area):
             with trio.move_on_after(FOLLOW_RESYNC):
                 await changed.wait()
 
-    @operation("queue.stop", target="task")
+    @operation("queue.stop", target="task", kind="task")
     async def stop(self, caller: Caller, task: str, project: str | None = None) -> dict:
         """End the task now and freeze what it was doing, so the reconciler does not undo it."""
         assert self.executor is not None, "the queue area needs the executor"

@@ -54,7 +54,7 @@ class Registry(Area):
         drivers = self.ctx.drivers
         return drivers.get("docker") or next(iter(drivers.values()))
 
-    @operation("registry.login", target="host")
+    @operation("registry.login", target="host", kind="host")
     async def login(self, caller: Caller, host: object, username: object, password: object) -> dict:
         server = _host(host)
         auth = RegistryAuth(server, _field(username, "username"), _field(password, "password"))
@@ -65,7 +65,7 @@ class Registry(Area):
             db, "registry.login", f"logged in to {server} as {auth.username}", author=caller.author))
         return {"host": server, "username": auth.username}
 
-    @operation("registry.logout", target="host")
+    @operation("registry.logout", target="host", kind="host")
     async def logout(self, caller: Caller, host: object) -> dict:
         server = _host(host)
         async with self.lock:
@@ -77,7 +77,7 @@ class Registry(Area):
         return {"host": server}
 
     # builtins.list: in this class body, `list` names the method
-    @operation("registry.list")
+    @operation("registry.list", kind="host")
     async def list(self, caller: Caller) -> builtins.list[dict]:
         """Hosts and usernames; never a password."""
         return self.ctx.credentials.listing()

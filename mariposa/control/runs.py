@@ -102,11 +102,11 @@ class Runs(Area):
         rows = await self.ctx.store.call(run_store.listing, p.id, svc.name, states, limit)
         return [run_json(r) for r in rows]
 
-    @operation("run.get")
+    @operation("run.get", target="run", kind="run")
     async def get(self, caller: Caller, run: str) -> dict:
         return run_json(await self.ctx.store.call(run_store.get, run))
 
-    @operation("run.stop")
+    @operation("run.stop", target="run", kind="run")
     async def stop(self, caller: Caller, run: str) -> dict:
         row = await self.ctx.store.call(run_store.get, run)
         if row.state in DONE:
@@ -133,7 +133,7 @@ class Runs(Area):
                           "utc": dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")}
                          for t in times]}
 
-    @operation("run.logs")
+    @operation("run.logs", target="run", kind="run")
     async def logs(self, caller: Caller, run: str, follow: bool = False) -> Feed:
         """The run's output: while it runs, its instance's (followed until it ends, with
         ``follow``); once it ended, what was kept with it. A queued run is waited for (``follow``)."""

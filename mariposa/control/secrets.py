@@ -152,7 +152,7 @@ class Secrets(Area):
             raise BadRequest(f"secret {key} is not text; it can only be delivered as a file") from None
         return {"project": scope, "name": key, "value": Revealed(text)}
 
-    @operation("secret.rotate-key")
+    @operation("secret.rotate-key", kind="host")
     async def rotate_key(self, caller: Caller) -> dict:
         result = await self.ctx.vault.rotate()
         await self._audit(caller, None, "secret.rotate-key",

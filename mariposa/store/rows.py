@@ -27,6 +27,7 @@ class ProjectRow:
     desired: str
     source: str | None
     source_state: str | None = None
+    org: str = "default"
 
     def to_json(self) -> dict:
         return attrs.asdict(self)

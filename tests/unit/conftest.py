@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from mariposa.context import Context
-from mariposa.control import Caller, Control, SocketPolicy
+from mariposa.control import AccessPolicy, Caller, Control
 from mariposa.converge.goals import GoalReader
 from mariposa.converge.reconciler import Reconciler
 from mariposa.drivers.fake import FakeDriver
@@ -51,7 +51,7 @@ async def start_core(tmp_path, nursery, mock_clock, clock=None) -> Core:
     driver = FakeDriver(images=("busybox", "crashy"), crash_images=("crashy",))
     ctx = Context(store=store, drivers={"docker": driver}, goals=GoalReader(store, {}), packages={}, **extra)
     executor = Executor(ctx)
-    control = Control(ctx, SocketPolicy(socket_gid=4242, daemon_uid=0), executor)
+    control = Control(ctx, AccessPolicy(socket_gid=4242, daemon_uid=0), executor)
     await nursery.start(executor.run)
     await nursery.start(Reconciler(ctx, resync=1.0).run)
     return Core(control, ctx, driver, mock_clock)

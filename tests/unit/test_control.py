@@ -234,7 +234,7 @@ def test_redact_hides_environment_values_wherever_they_are():
 
 
 def test_the_package_says_what_the_rest_may_use():
-    assert {"Control", "Caller", "SocketPolicy", "authorize", "redact", "WATCHER"} <= set(dir(control_pkg))
+    assert {"Control", "Caller", "AccessPolicy", "authorize", "redact", "WATCHER"} <= set(dir(control_pkg))
 
 
 def running(core: Core, service: str) -> list:

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from mariposa.access.model import Scope
 from mariposa.control.caller import Caller
 from mariposa.errors import NotFound
 from mariposa.manifest import ManifestError, parse_manifest
@@ -239,8 +240,9 @@ async def test_wrong_tokens_get_the_unknown_paths_404_then_429(core):
 
 async def test_a_trigger_caller_is_no_socket_caller(core):
     """``trigger:NAME`` is admitted as the daemon's own callers are; nobody else gets that transport."""
-    assert core.control.policy.allows(Caller(transport="trigger", name="trigger:x"), "service.run", "p")
-    assert not core.control.policy.allows(Caller(transport="unix"), "service.run", "p")
+    where = Scope(org="default", project="p")
+    assert core.control.policy.allows(Caller(transport="trigger", name="trigger:x"), "service.run", where)
+    assert not core.control.policy.allows(Caller(transport="unix"), "service.run", where)
 
 
 # ---- the configuration ----------------------------------------------------------------------------
