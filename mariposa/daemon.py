@@ -40,6 +40,7 @@ from mariposa.metrics.history import MetricsHistory
 from mariposa.queue.executor import Executor
 from mariposa.registries import FILE_NAME, Credentials
 from mariposa.runs.scheduler import Scheduler
+from mariposa.store import access as access_store
 from mariposa.store.db import Store
 from mariposa.triggers import listener as trigger_listener
 from mariposa.triggers.app import TriggerApp
@@ -271,7 +272,8 @@ async def run_daemon(
     ctx.metrics = MetricsHistory(config.metrics_interval)
     collector = Collector(ctx, config.metrics_interval)
     daemon = Daemon(config, ctx, reconciler, config_path, overrides, collector)
-    policy = AccessPolicy(config.socket_gid())
+    # who may do what, read once here and replaced by the control layer after each change to it
+    policy = AccessPolicy(config.socket_gid(), state=await ctx.store.call(access_store.load_state))
     control = Control(ctx, policy, executor)
     sock = bind_unix_socket(config.socket, config.socket_mode, config.socket_gid())
     triggers = scrapes = None

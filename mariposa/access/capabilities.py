@@ -88,7 +88,7 @@ ACTIONS: dict[str, str] = {
     **{a: "user:admin" for a in (
         "user.add", "user.list", "user.get", "user.remove", "org.add", "org.remove", "role.define",
         "role.remove", "access.grant", "access.revoke", "access.deny", "token.create", "token.list",
-        "token.revoke")},
+        "token.revoke", "access.can-i-as")},
 }
 
 # What any known user may do, whatever their bindings: ask who they are and what they may do,

@@ -124,6 +124,7 @@ def build_router(control: Control) -> Router:
     projects, services, instances, queue, events, volumes, registry, secrets, meta = (
         control.projects, control.services, control.instances, control.queue, control.events, control.volumes,
         control.registry, control.secrets, control.meta)
+    access = control.access
     P = "/v1/projects/{project}"
     S = P + "/services/{service}"
 
@@ -248,6 +249,7 @@ def build_router(control: Control) -> Router:
             q.caller, q.params["project"], q.params["key"], cas=q.query.get("cas"))),
         ("POST", P + "/meta/{key}/increment", lambda q: meta.increment(
             q.caller, q.params["project"], q.params["key"], q.json().get("by", 1))),
+        ("POST", P + "/move", lambda q: projects.move(q.caller, q.params["project"], _text(q, "to_org"))),
         ("POST", P + "/{action}", _unknown("project", PROJECT_ACTIONS)),
         # services
         ("GET", P + "/services", lambda q: services.list(q.caller, q.params["project"])),
@@ -300,6 +302,32 @@ def build_router(control: Control) -> Router:
         ("POST", "/v1/registries", lambda q: registry.login(
             q.caller, _text(q, "host", ""), _text(q, "username", ""), _text(q, "password", ""))),
         ("DELETE", "/v1/registries/{host}", lambda q: registry.logout(q.caller, q.params["host"])),
+        # users, organisations, roles, bindings and the questions about them (control/access.py)
+        ("GET", "/v1/whoami", lambda q: access.whoami(q.caller)),
+        ("GET", "/v1/users", lambda q: access.user_list(q.caller)),
+        ("POST", "/v1/users", lambda q: access.user_add(q.caller, _text(q, "name", ""), q.json().get("uids"))),
+        ("GET", "/v1/users/{user}", lambda q: access.user_get(q.caller, q.params["user"])),
+        ("DELETE", "/v1/users/{user}", lambda q: access.user_remove(q.caller, q.params["user"])),
+        ("GET", "/v1/orgs", lambda q: access.org_list(q.caller)),
+        ("POST", "/v1/orgs", lambda q: access.org_add(q.caller, _text(q, "name", ""))),
+        ("DELETE", "/v1/orgs/{name}", lambda q: access.org_remove(q.caller, q.params["name"])),
+        ("GET", "/v1/roles", lambda q: access.role_list(q.caller)),
+        ("POST", "/v1/roles", lambda q: access.role_define(q.caller, _text(q, "text"), _text(q, "filename", "<role>"))),
+        ("GET", "/v1/roles/{role}", lambda q: access.role_get(q.caller, q.params["role"])),
+        ("POST", "/v1/grants", lambda q: access.grant(
+            q.caller, _text(q, "user", ""), _text(q, "role", ""), org=_text(q, "org"), project=_text(q, "project"))),
+        ("POST", "/v1/denies", lambda q: access.deny(
+            q.caller, _text(q, "user", ""), _text(q, "capability", ""), org=_text(q, "org"),
+            project=_text(q, "project"))),
+        ("POST", "/v1/revoke", lambda q: access.revoke(
+            q.caller, _text(q, "user"), _text(q, "what"), org=_text(q, "org"), project=_text(q, "project"),
+            binding=_text(q, "id"))),
+        ("GET", "/v1/can-i", lambda q: access.can_i(
+            q.caller, q.query.get("project") or None, q.query.get("action") or "", as_user=q.query.get("as") or None)),
+        ("GET", "/v1/who-can", lambda q: access.who_can(
+            q.caller, q.query.get("project") or None, q.query.get("action") or "")),
+        ("GET", "/v1/audit", lambda q: access.audit(
+            q.caller, user=q.query.get("user") or None, denied=_flag(q, "denied"), limit=_int(q, "limit", 200))),
     ]
     for method, path, handler in table:
         r.add(method, path, handler)

@@ -110,9 +110,10 @@ def _error(status: int, raw: bytes) -> MariposaError:
 
 
 class Client:
-    def __init__(self, socket: str, timeout: float = 60.0):
+    def __init__(self, socket: str, timeout: float = 60.0, org: str | None = None):
         self.socket = socket
         self.timeout = timeout
+        self.org = org  # -o ORG: sent on every request, it narrows what the daemon names and lists
 
     def _unreachable(self, exc: BaseException) -> DaemonUnreachable:
         if isinstance(exc, PermissionError) or (isinstance(exc, _Closed) and str(exc) == "no answer"):
@@ -127,7 +128,7 @@ class Client:
         )
 
     def _open(self, method: str, path: str, json: Any, params: dict | None, timeout: float | None) -> _Response:
-        query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
+        query = urlencode({k: v for k, v in {**(params or {}), "org": self.org}.items() if v is not None})
         head = [f"{method} {path}{'?' + query if query else ''} HTTP/1.1", "Host: mariposa",
                 "Accept: application/json", "Connection: close"]
         body = b""

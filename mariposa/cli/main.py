@@ -48,16 +48,18 @@ class ServiceGroup(AliasedGroup):
 
 
 class State:
-    def __init__(self, socket: str | None, project: str | None):
+    def __init__(self, socket: str | None, project: str | None, org: str | None = None):
         self.socket_given = socket is not None
         self.socket = socket_path(socket)
         self.project_ref = project
+        self.org = org
         self._client: Client | None = None
 
     @property
     def client(self) -> Client:
         if self._client is None:
             self._client = Client(self.socket)
+            self._client.org = self.org  # -o ORG rides on every request
         return self._client
 
     def project(self) -> str:
@@ -75,11 +77,13 @@ wait_option = click.option("--wait", is_flag=True,
 @click.group(cls=TopGroup, context_settings=CONTEXT)
 @click.option("--socket", envvar="MARIPOSA_SOCKET", help="Control socket (default /run/mariposa/mariposa.sock).")
 @click.option("-j", "--project", "project", help="Project name or id for service and queue commands.")
+@click.option("-o", "--org", "org",
+              help="Organisation: new projects go in it, and only its projects are named and listed.")
 @click.version_option(package_name="mariposa")
 @click.pass_context
-def cli(ctx: click.Context, socket: str | None, project: str | None) -> None:
+def cli(ctx: click.Context, socket: str | None, project: str | None, org: str | None) -> None:
     """Mariposa: keep the services of your projects running on this host."""
-    ctx.obj = State(socket, project)
+    ctx.obj = State(socket, project, org)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -218,8 +222,8 @@ def project_list(state: State, as_json: bool) -> None:
     if as_json:
         return print_json(rows)
     table(rows, [
-        ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("VERSION", lambda r: r["version"]),
-        ("STATE", lambda r: r["desired"]), ("SERVICES", lambda r: r["services"]),
+        ("ID", lambda r: short(r["id"])), ("NAME", lambda r: r["name"]), ("ORG", lambda r: r.get("org") or "-"),
+        ("VERSION", lambda r: r["version"]), ("STATE", lambda r: r["desired"]), ("SERVICES", lambda r: r["services"]),
         ("RUNNING", lambda r: "?" if r["instances"] is None else f"{r['running']}/{r['instances']}"),
         ("SOURCE", lambda r: (r["source"] or "-") + (" (orphaned)" if r.get("source_state") == "orphaned" else "")),
         ("CREATED", lambda r: ago(r["created"])),
@@ -253,6 +257,22 @@ def project_add(state: State, name: str, manifest: str, meta_file: str | None, w
     if not as_json:
         click.echo(f"project {name} added ({short(result['project']['id'])})")
     _report_tasks(state, result["tasks"], wait, as_json)
+
+
+@project.command("move", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--to-org", "to_org", required=True, metavar="ORG", help="The organisation to move it to.")
+@json_option
+@pass_state
+def project_move(state: State, name: str, to_org: str, as_json: bool) -> None:
+    """Move project NAME to organisation ORG, with its meta and secrets (admin of both; root or a fresh token)."""
+    r = state.client.post(f"/v1/projects/{name}/move", {"to_org": to_org})
+    if as_json:
+        return print_json(r)
+    click.echo(f"project {r['project']} moved from organisation {r['from']} to {r['to']}: {r['note']}")
+    for b in r["bindings_dropped"]:
+        click.echo(f"  dropped: {b['text']}")
+
 
 
 @project.command("copy", context_settings=CONTEXT)
@@ -326,7 +346,7 @@ def project_get(state: State, ref: str, as_json: bool) -> None:
         return print_json(p)
     v = p["version"]
     orphaned = " (orphaned: the file was removed)" if p.get("source_state") == "orphaned" else ""
-    rows = [("name", p["name"]), ("id", p["id"]), ("state", p["desired"]),
+    rows = [("name", p["name"]), ("id", p["id"]), ("org", p.get("org") or "-"), ("state", p["desired"]),
             ("version", f"{v['seq']} ({short(v['id'])}, {ago(v['created'])})"),
             ("source", (p["source"] or "-") + orphaned),
             ("services", ", ".join(f"{s['name']} {s['running']}/{s['scale']}" for s in p["services"]))]
@@ -1576,6 +1596,325 @@ def doctor(state: State, config_path: str | None, state_dir: str | None, as_json
                         ("DETAIL", lambda r: r["detail"]), ("FIX", lambda r: r.get("fix") or "")])
     if any(r["status"] == "fail" for r in results):
         sys.exit(1)
+
+
+# ---- users, organisations, roles and bindings (control/access.py) ------------------------------
+
+
+class UserGroup(AliasedGroup):
+    aliases = {"ls": "list", "show": "get", "remove": "rm", "delete": "rm"}
+
+
+@cli.group(cls=UserGroup, context_settings=CONTEXT)
+def user() -> None:
+    """Users: names that unix uids (and tokens) act as; root (uid 0) is built in."""
+
+
+@user.command("add", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--uid", "uids", type=int, multiple=True, help="A unix uid that acts as NAME (repeatable).")
+@json_option
+@pass_state
+def user_add(state: State, name: str, uids: tuple[int, ...], as_json: bool) -> None:
+    """Add user NAME, mapping the unix uids given with --uid to it."""
+    r = state.client.post("/v1/users", {"name": name, "uids": list(uids)})
+    if as_json:
+        return print_json(r)
+    click.echo(f"user {r['name']} added" + (f" (uid {', '.join(map(str, r['uids']))})" if r["uids"] else ""))
+
+
+@user.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def user_list(state: State, as_json: bool) -> None:
+    """List users, their uids and how many bindings each has."""
+    rows = state.client.get("/v1/users")
+    if as_json:
+        return print_json(rows)
+    table(rows, [("NAME", lambda r: r["name"]), ("UIDS", lambda r: ", ".join(map(str, r["uids"])) or "-"),
+                 ("BINDINGS", lambda r: r["bindings"]), ("CREATED", lambda r: ago(r["created"]))])
+
+
+def _binding_text(b: dict) -> str:
+    return b["text"]
+
+
+@user.command("get", context_settings=CONTEXT)
+@click.argument("name")
+@json_option
+@pass_state
+def user_get(state: State, name: str, as_json: bool) -> None:
+    """Show user NAME: its uids and its bindings."""
+    r = state.client.get(f"/v1/users/{name}")
+    if as_json:
+        return print_json(r)
+    fields([("name", r["name"]), ("uids", ", ".join(map(str, r["uids"])) or "-")]
+           + ([("note", r["note"])] if r.get("note") else []))
+    for b in r["bindings"]:
+        click.echo(f"  {short(b['id'])} {b['effect']} {b['role'] or b['capability']} on {_on(b)}")
+
+
+def _on(b: dict) -> str:
+    where = "*" if b["org"] == "*" else b["org"]
+    return f"{where}.{b['project']}" if b.get("project_id") else where
+
+
+@user.command("rm", context_settings=CONTEXT)
+@click.argument("name")
+@json_option
+@pass_state
+def user_rm(state: State, name: str, as_json: bool) -> None:
+    """Remove user NAME (its uids, bindings and tokens go with it)."""
+    r = state.client.request("DELETE", f"/v1/users/{name}")
+    if as_json:
+        return print_json(r)
+    click.echo(f"user {name} removed ({r['bindings_removed']} binding(s))")
+
+
+class OrgGroup(AliasedGroup):
+    aliases = {"ls": "list", "remove": "rm", "delete": "rm", "create": "add"}
+
+
+@cli.group(cls=OrgGroup, context_settings=CONTEXT)
+def org() -> None:
+    """Organisations: every project belongs to one (default: 'default')."""
+
+
+@org.command("add", context_settings=CONTEXT)
+@click.argument("name")
+@json_option
+@pass_state
+def org_add(state: State, name: str, as_json: bool) -> None:
+    """Add organisation NAME."""
+    r = state.client.post("/v1/orgs", {"name": name})
+    if as_json:
+        return print_json(r)
+    click.echo(f"organisation {r['name']} added")
+
+
+@org.command("list", context_settings=CONTEXT)
+@json_option
+@pass_state
+def org_list(state: State, as_json: bool) -> None:
+    """List organisations and how many projects each has."""
+    rows = state.client.get("/v1/orgs")
+    if as_json:
+        return print_json(rows)
+    table(rows, [("NAME", lambda r: r["name"]), ("PROJECTS", lambda r: r["projects"]),
+                 ("CREATED", lambda r: ago(r["created"]))])
+
+
+@org.command("rm", context_settings=CONTEXT)
+@click.argument("name")
+@json_option
+@pass_state
+def org_rm(state: State, name: str, as_json: bool) -> None:
+    """Remove organisation NAME (refused while it has projects; 'default' always stays)."""
+    r = state.client.request("DELETE", f"/v1/orgs/{name}")
+    if as_json:
+        return print_json(r)
+    click.echo(f"organisation {name} removed")
+
+
+class RoleGroup(AliasedGroup):
+    aliases = {"ls": "list", "show": "get"}
+
+
+@cli.group(cls=RoleGroup, context_settings=CONTEXT)
+def role() -> None:
+    """Roles: viewer, operator, developer and admin built in, and custom ones (role define)."""
+
+
+@role.command("list", context_settings=CONTEXT)
+@click.option("--capabilities", "capabilities", is_flag=True, help="List the capabilities a role may name instead.")
+@json_option
+@pass_state
+def role_list(state: State, capabilities: bool, as_json: bool) -> None:
+    """List roles (or, with --capabilities, every capability and what it allows)."""
+    if capabilities:
+        from mariposa.access.capabilities import CAPABILITIES, NAMED_ONLY
+
+        rows = [{"capability": c, "allows": text, "named_only": c in NAMED_ONLY} for c, text in CAPABILITIES.items()]
+        if as_json:
+            return print_json(rows)
+        return table(rows, [("CAPABILITY", lambda r: r["capability"] + (" *" if r["named_only"] else "")),
+                            ("ALLOWS", lambda r: r["allows"])])
+    rows = state.client.get("/v1/roles")
+    if as_json:
+        return print_json(rows)
+    table(rows, [("NAME", lambda r: r["name"]), ("BUILT IN", lambda r: "yes" if r["builtin"] else "no"),
+                 ("DESCRIPTION", lambda r: r["description"] or "-")])
+
+
+@role.command("get", context_settings=CONTEXT)
+@click.argument("name")
+@json_option
+@pass_state
+def role_get(state: State, name: str, as_json: bool) -> None:
+    """Show role NAME and its capabilities."""
+    r = state.client.get(f"/v1/roles/{name}")
+    if as_json:
+        return print_json(r)
+    fields([("name", r["name"]), ("description", r["description"] or "-"),
+            ("built in", "yes" if r["builtin"] else "no"), ("capabilities", ", ".join(r["capabilities"]))])
+
+
+@role.command("define", context_settings=CONTEXT)
+@click.argument("file")
+@json_option
+@pass_state
+def role_define(state: State, file: str, as_json: bool) -> None:
+    """Add or replace a custom role from FILE (TOML or YAML: name, description, capabilities)."""
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+    except OSError as exc:
+        raise MariposaError(f"cannot read {file}: {exc.strerror}") from None
+    r = state.client.post("/v1/roles", {"text": text, "filename": "<stdin>" if file == "-" else file})
+    if as_json:
+        return print_json(r)
+    click.echo(f"role {r['name']} {'replaced' if r['replaced'] else 'defined'}: {', '.join(r['capabilities'])}")
+
+
+def _where(state: State, org_name: str | None, project_ref: str | None) -> dict:
+    """--org O or -j P (given after the command, or before it as the global options)."""
+    project_ref = project_ref or (None if org_name else state.project_ref)
+    org_name = org_name or (None if project_ref else state.org)
+    if bool(org_name) == bool(project_ref):
+        raise click.UsageError("say where: --org ORG (or '*', every organisation and the host) or -j PROJECT")
+    return {"org": org_name, "project": project_ref}
+
+
+where_options = [click.option("--org", "org_name", metavar="ORG", help="On organisation ORG ('*': all, and the host)."),
+                 click.option("-j", "--project", "project_ref", metavar="PROJECT", help="On project PROJECT only.")]
+
+
+def _with_where(fn):
+    for option in reversed(where_options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("user_name", metavar="USER")
+@click.argument("role_name", metavar="ROLE")
+@_with_where
+@json_option
+@pass_state
+def grant(state: State, user_name: str, role_name: str, org_name: str | None, project_ref: str | None,
+          as_json: bool) -> None:
+    """Grant ROLE to USER on an organisation (--org) or one project (-j)."""
+    r = state.client.post("/v1/grants", {"user": user_name, "role": role_name,
+                                         **_where(state, org_name, project_ref)})
+    if as_json:
+        return print_json(r)
+    click.echo(f"granted: {r['binding']['text']}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("user_name", metavar="USER")
+@click.argument("capability")
+@_with_where
+@json_option
+@pass_state
+def deny(state: State, user_name: str, capability: str, org_name: str | None, project_ref: str | None,
+         as_json: bool) -> None:
+    """Deny USER a CAPABILITY (service:scale, area:*, or *) on --org or -j: a deny beats every grant."""
+    r = state.client.post("/v1/denies", {"user": user_name, "capability": capability,
+                                         **_where(state, org_name, project_ref)})
+    if as_json:
+        return print_json(r)
+    click.echo(f"denied: {r['binding']['text']}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("user_name", metavar="USER", required=False)
+@click.argument("what", metavar="ROLE|CAPABILITY", required=False)
+@_with_where
+@click.option("--id", "binding_id", metavar="ID", help="The binding's id (user get shows it) instead.")
+@json_option
+@pass_state
+def revoke(state: State, user_name: str | None, what: str | None, org_name: str | None, project_ref: str | None,
+           binding_id: str | None, as_json: bool) -> None:
+    """Take back a grant (USER ROLE) or a deny (USER CAPABILITY) on --org or -j, or a binding by --id."""
+    if binding_id:
+        body: dict = {"id": binding_id}
+    elif user_name and what:
+        body = {"user": user_name, "what": what, **_where(state, org_name, project_ref)}
+    else:
+        raise click.UsageError("say what to revoke: USER ROLE (or USER CAPABILITY) with --org or -j, or --id ID")
+    r = state.client.post("/v1/revoke", body)
+    if as_json:
+        return print_json(r)
+    for b in r["removed"]:
+        click.echo(f"revoked: {b['text']}")
+
+
+@cli.command("can-i", context_settings=CONTEXT)
+@click.argument("action")
+@click.option("-j", "--project", "project_ref", metavar="PROJECT", help="On project PROJECT.")
+@click.option("--as", "as_user", metavar="USER", help="Ask for another user (needs user:admin).")
+@json_option
+@pass_state
+def can_i(state: State, action: str, project_ref: str | None, as_user: str | None, as_json: bool) -> None:
+    """Whether you (or USER) may do ACTION (service.scale, or a capability: service:scale): yes or no and the
+    binding that decided. Exit 0 for yes, 1 for no."""
+    r = state.client.get("/v1/can-i", action=action, project=project_ref or state.project_ref, **{"as": as_user})
+    if as_json:
+        print_json(r)
+    else:
+        click.echo(f"{'yes' if r['allowed'] else 'no'}: {r['why']}")
+    sys.exit(0 if r["allowed"] else 1)
+
+
+@cli.command("who-can", context_settings=CONTEXT)
+@click.argument("action")
+@click.option("-j", "--project", "project_ref", metavar="PROJECT", help="On project PROJECT.")
+@json_option
+@pass_state
+def who_can(state: State, action: str, project_ref: str | None, as_json: bool) -> None:
+    """The users who may do ACTION on a project, with the bindings that allow, and the denies that block."""
+    project_ref = project_ref or state.project_ref
+    if not project_ref:
+        raise click.UsageError("who-can needs a project: mariposa who-can ACTION -j PROJECT")
+    r = state.client.get("/v1/who-can", action=action, project=project_ref)
+    if as_json:
+        return print_json(r)
+    click.echo(f"{r['capability'] or r['action']} on {r['on']}:")
+    for a in r["allowed"]:
+        click.echo(f"  {a['user']}: yes, {a['why']}")
+    for d in r["denied"]:
+        click.echo(f"  {d['user']}: no, {d['why']}")
+
+
+@cli.command(context_settings=CONTEXT)
+@json_option
+@pass_state
+def whoami(state: State, as_json: bool) -> None:
+    """Who the daemon takes you for, and your bindings."""
+    r = state.client.get("/v1/whoami")
+    if as_json:
+        return print_json(r)
+    click.echo(f"{r['user']}" + (f" (uid {r['uid']})" if r.get("uid") is not None else "") + f" via {r['via']}"
+               + (f", organisation {r['org']}" if r.get("org") else ""))
+    for b in r["bindings"]:
+        click.echo(f"  {b['text']}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--user", "user_name", metavar="USER", help="Only USER's.")
+@click.option("--denied", is_flag=True, help="Only refusals.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Newest N.")
+@json_option
+@pass_state
+def audit(state: State, user_name: str | None, denied: bool, limit: int, as_json: bool) -> None:
+    """The audit trail, newest first: who asked for what, on what, and why it was allowed or refused."""
+    rows = state.client.get("/v1/audit", user=user_name, denied="1" if denied else None, limit=limit)
+    if as_json:
+        return print_json(rows)
+    table(rows, [("TIME", lambda r: _when(r["time"])), ("USER", lambda r: r["user"] or f"uid={r['uid']}"),
+                 ("ACTION", lambda r: r["action"]), ("TARGET", lambda r: r["target"] or "-"),
+                 ("", lambda r: "allowed" if r["allowed"] else "DENIED"), ("WHY", lambda r: r["why"])])
+
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mariposa.control.access import Access
 from mariposa.control.authorize import AccessPolicy as AccessPolicy
 from mariposa.control.authorize import AllowAll as AllowAll
 from mariposa.control.authorize import Policy as Policy
@@ -58,3 +59,4 @@ class Control:
         self.triggers = Triggers(ctx, policy, executor)
         self.webhooks = Webhooks(ctx, policy, executor)
         self.metrics = Metrics(ctx, policy, executor)
+        self.access = Access(ctx, policy, executor)

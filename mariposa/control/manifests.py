@@ -152,7 +152,7 @@ async def check_networks(ctx: Context, spec: ProjectSpec) -> None:
 async def add(
     ctx: Context, name: str, text: str, filename: str, author: str, source: str = "api",
     env_files: Mapping[str, Any] | None = None, base_dir: str | None = None, report: Report | None = None,
-    meta: Mapping[str, str | None] | None = None, secrets_from: str | None = None,
+    meta: Mapping[str, str | None] | None = None, secrets_from: str | None = None, org: str = "default",
 ) -> tuple[ProjectRow, list[TaskRow]]:
     """``meta`` is the new project's meta, set with it in one transaction (its templates may use
     it); so are the secrets of project ``secrets_from`` (`project copy --with-secrets`), copied as
@@ -185,7 +185,7 @@ async def add(
         lambda db: goal_store.add_project(db, name, text, spec, filename=filename, author=author, source=source,
                                           images=images, packages=packages, env_files=files, base_dir=base_dir,
                                           meta=meta, meta_used=used, also=copy_secrets if tokens else None,
-                                          triggers=fresh)
+                                          triggers=fresh, org=org)
     )
     ctx.wake_queue()
     return result

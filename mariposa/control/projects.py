@@ -9,12 +9,13 @@ from __future__ import annotations
 import builtins
 import re
 
+from mariposa.access.model import DEFAULT_ORG
 from mariposa.control import manifests, rollouts, views
 from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
 from mariposa.control.pulls import Report
 from mariposa.drivers.base import RuntimeUnavailable
-from mariposa.errors import BadRequest, NotFound
+from mariposa.errors import BadRequest, Forbidden, NotFound
 from mariposa.runs.policy import schedule_of
 from mariposa.store import goal as goal_store
 from mariposa.store import runs as run_store
@@ -69,9 +70,10 @@ class Projects(Area):
         manifest = manifests.require_text(manifest)
         files = manifests.require_env_files(env_files)
         values = await manifests.require_meta(meta)
+        org = await self._org(caller.org or DEFAULT_ORG)
         p, tasks = await manifests.add(self.ctx, name, manifest, filename, caller.author, source=source,
                                        env_files=files, base_dir=manifests.require_base_dir(base_dir),
-                                       report=report, meta=values)
+                                       report=report, meta=values, org=org)
         return {"project": p.to_json(), "tasks": tasks_json(tasks)}
 
     @operation("project.copy", target="ref")
@@ -118,7 +120,7 @@ class Projects(Area):
         p, tasks = await manifests.add(
             self.ctx, name, current.manifest, current.filename or f"<copy of {src.name}>", caller.author,
             env_files=env_file_texts.loads(current.env_files), base_dir=current.base_dir, meta=meta,
-            secrets_from=src.name if with_secrets else None)
+            secrets_from=src.name if with_secrets else None, org=await self._org(caller.org or src.org))
         return {"project": p.to_json(), "tasks": tasks_json(tasks), "from": src.name,
                 "meta": sorted(meta), "secrets": sorted(copied)}
 
@@ -167,6 +169,43 @@ class Projects(Area):
         task = await self.ctx.store.call(goal_store.mark_deleting, p, caller.author, purge_volumes)
         self.ctx.wake_queue()
         return {"tasks": tasks_json([task]), "volumes_kept": kept}
+
+    async def _org(self, name: str) -> str:
+        """An organisation that exists, before any work (a pull) is done for a new project."""
+        from mariposa.store import access as access_store
+
+        return await self.ctx.store.call(access_store.require_org, name)
+
+    @operation("project.move", target="ref")
+    async def move(self, caller: Caller, ref: str, to_org: object) -> dict:
+        """Move a project to another organisation: the caller is admin (project:move) of the
+        project, which ``@operation`` asked, and of the target organisation, asked here; and it
+        re-authenticated just now (a fresh token) or is root, the spec's "password re-check".
+        Meta and secrets go with it (keyed by its id and its name, neither of which changes), so
+        do its versions and tasks; bindings on the project itself are dropped, as they were
+        given in the organisation it leaves."""
+        from mariposa.access.model import Scope
+        from mariposa.access.policy import REMOTE
+        from mariposa.control.access import reload
+        from mariposa.control.authorize import authorize
+        from mariposa.store import access as access_store
+
+        if not isinstance(to_org, str) or not to_org:
+            raise BadRequest("'to_org' (the organisation to move the project to) is required")
+        p = await self._project(ref)
+        await self._org(to_org)
+        authorize(self.policy, caller, "project.move", Scope(org=to_org), self.ctx.audit)
+        # root on the socket (or the daemon itself); a remote caller is never root by its token alone
+        root = caller.transport != REMOTE and self.policy.is_root(caller)
+        if not (root or caller.fresh):
+            raise Forbidden(f"moving project {p.name} needs a fresh authentication: run it as root, or with a "
+                            "token made in the last 10 minutes (mariposa token create --user U --expires 10m)")
+        source, dropped = await self.ctx.store.call(access_store.move_project, p.id, to_org, caller.author)
+        await reload(self.ctx, self.policy)
+        return {"project": p.name, "from": source, "to": to_org,
+                "bindings_dropped": [{**b.to_json(), "text": str(b)} for b in dropped],
+                "note": "meta, secrets, versions and tasks moved with it"
+                        + (f"; {len(dropped)} binding(s) on the project were dropped" if dropped else "")}
 
     async def _set_desired(self, caller: Caller, ref: str, desired: str) -> dict:
         p = await self._project(ref)

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
-from mariposa.errors import BadRequest, Conflict
+from mariposa.errors import BadRequest, Conflict, NotFound
 from mariposa.manifest.env_files import dumps as env_files_json
 from mariposa.manifest.report import MAX_SCALE
 from mariposa.metrics import autoscale
@@ -161,15 +161,19 @@ def add_project(
     meta_used: Mapping[str, str | None] | None = None,
     also: Callable[[sqlite_utils.Database, ProjectRow], None] | None = None,
     triggers: trigger_store.Fresh | None = None,
+    org: str = "default",
 ) -> tuple[ProjectRow, list[TaskRow]]:
-    """``meta`` (project add --meta, project copy --with-meta) is set in the same transaction,
+    """``org`` is the organisation it belongs to (checked to exist in this transaction).
+    ``meta`` (project add --meta, project copy --with-meta) is set in the same transaction,
     and ``also`` is done in it (project copy --with-secrets: the secrets its version may use)."""
     if project_exists(db, name):
         raise Conflict(f"project '{name}' already exists; use 'mariposa project update {name} FILE'")
+    if db.execute("SELECT 1 FROM orgs WHERE name = ?", [org]).fetchone() is None:
+        raise NotFound(f"no organisation '{org}' (mariposa org list shows them; mariposa org add {org} makes it)")
     project_id = new_id()
     db.table("projects").insert(
         {"id": project_id, "name": name, "created": now(), "current_version": None, "desired": "running",
-         "source": source}
+         "source": source, "org": org}
     )
     summary = "created: " + ", ".join(spec.service_names)
     version = _insert_version(db, project_id, text, filename, author, summary, images, packages, env_files,

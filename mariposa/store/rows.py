@@ -98,10 +98,13 @@ class TaskRow:
     message: str | None = None
     progress: dict = attrs.field(converter=_json_dict, default=None)
     author: str | None = None
+    org: str | None = None  # the project's organisation, where the read joined it (the queue's output)
 
     @property
     def target(self) -> str:
-        return f"{self.project_name}.{self.service}" if self.service else self.project_name
+        """``org.project.service`` (or ``org.project``), as the spec's queue documents them."""
+        where = f"{self.org}.{self.project_name}" if self.org else self.project_name
+        return f"{where}.{self.service}" if self.service else where
 
     def to_json(self) -> dict:
         data = attrs.asdict(self)

@@ -49,7 +49,13 @@ def enqueue(
 
 def get(db: sqlite_utils.Database, ref: str, project_id: str | None = None) -> TaskRow:
     where, args = ("project_id = ?", [project_id]) if project_id else ("1=1", [])
-    return row_to(TaskRow, resolve(db, "tasks", ref, what="task", where=where, where_args=args, by_name=False))
+    row = resolve(db, "tasks", ref, what="task", where=where, where_args=args, by_name=False)
+    return row_to(TaskRow, {**row, "org": _org_of(db, row["project_id"])})
+
+
+def _org_of(db: sqlite_utils.Database, project_id: str) -> str | None:
+    found = db.execute("SELECT org FROM projects WHERE id = ?", [project_id]).fetchone()
+    return found[0] if found else None
 
 
 def listing(
@@ -62,8 +68,9 @@ def listing(
     if states:
         clauses.append(f"state IN ({','.join('?' * len(states))})")
         args.extend(states)
-    where = " AND ".join(clauses) or "1=1"
-    rows = db.query(f"SELECT * FROM tasks WHERE {where} ORDER BY created DESC, rowid DESC LIMIT ?", args + [limit])
+    where = " AND ".join(f"t.{c}" for c in clauses) or "1=1"
+    rows = db.query(f"SELECT t.*, p.org AS org FROM tasks t LEFT JOIN projects p ON p.id = t.project_id "
+                    f"WHERE {where} ORDER BY t.created DESC, t.rowid DESC LIMIT ?", args + [limit])
     return [row_to(TaskRow, r) for r in rows]
 
 

@@ -86,7 +86,14 @@ KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "ver
         # a run asked for: env as KEY=VALUE strings or an object, a key of at most 200 characters
         "env": [1.5, True, "A=1", [1], ["no equals"], {"A": 1}, {"bad name": "x"}, ["A=\u0000"],
                 [f"K{i}=v" for i in range(200)]],
-        "idempotency_key": WRONG_TEXT + ["k" * 300]}
+        "idempotency_key": WRONG_TEXT + ["k" * 300],
+        # users, organisations, roles and bindings (control/access.py): names are checked, uids are
+        # whole numbers other than 0, a role file is text whose errors name its field
+        "uids": [1.5, True, "1000", {"a": 1}, [0], [-1], [2 ** 40], ["x"], [1.5], [[1]]],
+        "text": WRONG_TEXT + ["name: x\ncapabilities: [nope]\n", "[", "x" * 100_000],
+        "user": WRONG_TEXT + ["Bad Name", "root"], "role": WRONG_TEXT + ["nope"],
+        "capability": WRONG_TEXT + ["nope", "nope:*"], "org": WRONG_TEXT + ["Bad Org"],
+        "project": WRONG_TEXT, "what": WRONG_TEXT, "id": WRONG_TEXT + ["%"], "to_org": WRONG_TEXT + ["nope"]}
 ROLLOUT = {"rolling", "count", "canary"}
 P, S = "/v1/projects/{project}", "/v1/projects/{project}/services/{service}"
 # The JSON keys each route reads. Every route of the table must be here (run() checks), so a new
@@ -108,6 +115,13 @@ BODY_KEYS: dict[tuple[str, str], set[str]] = {
     ("PUT", P + "/meta/{key}"): {"value", "cas"},
     ("POST", P + "/meta/{key}/increment"): {"by"},
     ("POST", S + "/runs"): {"env", "idempotency_key"},
+    ("POST", P + "/move"): {"to_org"},
+    ("POST", "/v1/users"): {"name", "uids"},
+    ("POST", "/v1/orgs"): {"name"},
+    ("POST", "/v1/roles"): {"text", "filename"},
+    ("POST", "/v1/grants"): {"user", "role", "org", "project"},
+    ("POST", "/v1/denies"): {"user", "capability", "org", "project"},
+    ("POST", "/v1/revoke"): {"user", "what", "org", "project", "id"},
 }
 
 MALFORMED = [
@@ -257,7 +271,8 @@ def route_table() -> list[tuple[str, str]]:
 
     control = types.SimpleNamespace(projects=None, services=None, instances=None, queue=None, events=None,
                                     system=None, volumes=None, registry=None, secrets=None, meta=None,
-                                    runs=None, triggers=None, webhooks=None, metrics=None)
+                                    runs=None, triggers=None, webhooks=None, metrics=None,
+                                    access=None)
     router = build_router(control)  # type: ignore[arg-type]  # only the table is read, nothing is called
     table = []
     for method, regex, handler in router.routes:

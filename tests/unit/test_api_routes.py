@@ -50,7 +50,7 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics"):
+                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics", "access"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -147,6 +147,32 @@ CASES = [
     ("PUT", "/v1/projects/p/meta/k", {"value": "v", "cas": "c1"}, None, "meta.set", ("p", "k", "v"), {"cas": "c1"}),
     ("DELETE", "/v1/projects/p/meta/k", None, {"cas": "c1"}, "meta.remove", ("p", "k"), {"cas": "c1"}),
     ("POST", "/v1/projects/p/meta/k/increment", {"by": -2}, None, "meta.increment", ("p", "k", -2), {}),
+    # users, organisations, roles and bindings
+    ("POST", "/v1/projects/p/move", {"to_org": "acme"}, None, "projects.move", ("p", "acme"), {}),
+    ("GET", "/v1/whoami", None, None, "access.whoami", (), {}),
+    ("GET", "/v1/users", None, None, "access.user_list", (), {}),
+    ("POST", "/v1/users", {"name": "ann", "uids": [1001]}, None, "access.user_add", ("ann", [1001]), {}),
+    ("GET", "/v1/users/ann", None, None, "access.user_get", ("ann",), {}),
+    ("DELETE", "/v1/users/ann", None, None, "access.user_remove", ("ann",), {}),
+    ("GET", "/v1/orgs", None, None, "access.org_list", (), {}),
+    ("POST", "/v1/orgs", {"name": "acme"}, None, "access.org_add", ("acme",), {}),
+    ("DELETE", "/v1/orgs/acme", None, None, "access.org_remove", ("acme",), {}),
+    ("GET", "/v1/roles", None, None, "access.role_list", (), {}),
+    ("POST", "/v1/roles", {"text": "name: r", "filename": "r.yaml"}, None, "access.role_define",
+     ("name: r", "r.yaml"), {}),
+    ("GET", "/v1/roles/viewer", None, None, "access.role_get", ("viewer",), {}),
+    ("POST", "/v1/grants", {"user": "ann", "role": "viewer", "org": "acme"}, None, "access.grant",
+     ("ann", "viewer"), {"org": "acme", "project": None}),
+    ("POST", "/v1/denies", {"user": "ann", "capability": "service:scale", "project": "p"}, None, "access.deny",
+     ("ann", "service:scale"), {"org": None, "project": "p"}),
+    ("POST", "/v1/revoke", {"id": "b123"}, None, "access.revoke", (None, None),
+     {"org": None, "project": None, "binding": "b123"}),
+    ("GET", "/v1/can-i", None, {"action": "service.scale", "project": "p", "as": "ann"}, "access.can_i",
+     ("p", "service.scale"), {"as_user": "ann"}),
+    ("GET", "/v1/who-can", None, {"action": "service:scale", "project": "p"}, "access.who_can",
+     ("p", "service:scale"), {}),
+    ("GET", "/v1/audit", None, {"user": "ann", "denied": "1", "limit": "5"}, "access.audit", (),
+     {"user": "ann", "denied": True, "limit": 5}),
 ]
 
 

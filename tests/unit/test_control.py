@@ -46,7 +46,8 @@ UNKNOWN = Caller(transport="unix")  # the kernel gave no credentials
 
 def areas(control: Control) -> list[Area]:
     return [control.system, control.projects, control.services, control.instances, control.queue, control.events,
-            control.volumes, control.registry, control.secrets, control.meta, control.runs, control.webhooks]
+            control.volumes, control.registry, control.secrets, control.meta, control.runs, control.webhooks,
+            control.access]
 
 
 def control_methods(control: Control):
@@ -75,9 +76,13 @@ async def test_refused_callers_change_nothing(core: Core, caller: Caller):
     assert core.driver.calls == []
 
 
-async def test_group_members_and_the_watcher_are_let_in(core: Core):
+async def test_group_members_are_judged_by_their_bindings_and_the_watcher_is_let_in(core: Core):
+    with pytest.raises(Forbidden, match="mariposa user add NAME --uid 1000"):
+        await core.control.projects.add(GROUP_MEMBER, "p", MANIFEST)
+    await core.control.access.user_add(ROOT, "dev", [1000])
+    await core.control.access.grant(ROOT, "dev", "developer", org="default")
     added = await core.control.projects.add(GROUP_MEMBER, "p", MANIFEST)
-    assert added["project"]["name"] == "p"
+    assert added["project"]["name"] == "p" and added["project"]["org"] == "default"
     assert (await core.control.system.ping(GROUP_MEMBER))["you"] == "uid=1000"
     assert (await core.control.system.ping(WATCHER))["you"] == "file"
 

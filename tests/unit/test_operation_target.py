@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import types
+
+from mariposa.access.model import Decision
 from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
 
@@ -9,11 +12,16 @@ WHO = Caller(transport="unix", uid=0, gid=0, pid=1)
 
 
 class Recorder:
+    """A policy that takes everyone for root (so the target is passed on unresolved, as given)."""
+
     def __init__(self):
         self.asked = []
 
-    def allows(self, caller, action, target):
-        self.asked.append((action, target))
+    def decide(self, caller, action, scope):
+        self.asked.append((action, scope.ref))
+        return Decision(True, "recorded")
+
+    def is_root(self, caller):
         return True
 
 
@@ -33,7 +41,7 @@ class Things(Area):
 
 async def test_the_policy_sees_the_target_however_it_was_passed():
     policy = Recorder()
-    things = Things(None, policy)  # type: ignore[arg-type]
+    things = Things(types.SimpleNamespace(audit=None), policy)  # type: ignore[arg-type]
     assert await things.get(WHO, "a") == "a"
     await things.get(WHO, ref="b", detail=True)
     await things.copy(WHO, "c", "d")

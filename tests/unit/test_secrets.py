@@ -142,13 +142,18 @@ async def test_list_shows_names_versions_who_and_when_only(vaulted: Core):
     assert await vaulted.control.secrets.list(ROOT, "q") == []  # another project's are its own
 
 
-async def test_reveal_is_root_only_and_audited(vaulted: Core):
+async def test_reveal_needs_secret_reveal_by_name_and_is_audited(vaulted: Core):
     c = vaulted.control
+    await c.access.user_add(ROOT, "dev", [1000])
+    await c.access.grant(ROOT, "dev", "developer", org="*")
     await c.secrets.set(MEMBER, "p", "db", CANARY)
-    with pytest.raises(Forbidden, match="only root"):
+    with pytest.raises(Forbidden, match="permission denied: secret:reveal on"):
         await c.secrets.reveal(MEMBER, "p", "db")
+    await c.access.grant(ROOT, "dev", "admin", org="*")
+    assert (await c.secrets.reveal(MEMBER, "p", "db"))["value"] == CANARY
+    await c.access.revoke(ROOT, "dev", "admin", org="*")
     assert (await c.secrets.reveal(ROOT, "p", "db"))["value"] == CANARY
-    assert [e["author"] for e in await c.events.list(ROOT) if e["type"] == "secret.reveal"] == ["uid=0"]
+    assert [e["author"] for e in await c.events.list(ROOT) if e["type"] == "secret.reveal"] == ["uid=1000", "uid=0"]
     with pytest.raises(NotFound):
         await c.secrets.reveal(ROOT, "p", "nope")
 
