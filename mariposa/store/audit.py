@@ -11,16 +11,15 @@ COLUMNS = ("time", "user", "uid", "address", "via", "action", "capability", "tar
 
 
 def append(db: sqlite_utils.Database, rows: list[tuple]) -> None:
-    with db.conn:
-        db.conn.executemany(f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                            rows)
+    """In the store call's own transaction (``Store.call_sync``): a ``with db.conn`` here committed
+    it early, the call's COMMIT then failed, and the batch, written, was kept to be written again."""
+    db.conn.executemany(f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
 
 
 def prune(db: sqlite_utils.Database, now: float) -> int:
-    with db.conn:
-        cur = db.conn.execute("DELETE FROM audit WHERE time < ? OR seq <= (SELECT MAX(seq) FROM audit) - ?",
-                              (now - AUDIT_DAYS * 86400, AUDIT_ROWS))
-        return cur.rowcount
+    cur = db.conn.execute("DELETE FROM audit WHERE time < ? OR seq <= (SELECT MAX(seq) FROM audit) - ?",
+                          (now - AUDIT_DAYS * 86400, AUDIT_ROWS))
+    return cur.rowcount
 
 
 def listing(db: sqlite_utils.Database, *, user: str | None = None, denied: bool = False, action: str | None = None,
