@@ -1,7 +1,11 @@
 """Who the control socket admits, asked as another user would: root and the daemon's user by
 their uid alone, anybody else by the socket's group, primary or supplementary. The groups are
 read only for the callers whose uid does not decide (so 500 root connections at once cost no
-worker thread each): this shows they are still read for the others."""
+worker thread each): this shows they are still read for the others. The group is the first gate
+only: a member whose uid no Mariposa user is mapped to is refused, told how to map it, and a
+mapped one is judged by its user's bindings (tests/integration/test_access_users.py shows more).
+
+Nothing here runs a container: the module needs no Docker Engine (its ``docker_engine`` below)."""
 
 from __future__ import annotations
 
@@ -15,9 +19,13 @@ import pytest
 
 from tests.integration.harness import Daemon
 
-pytestmark = pytest.mark.docker
 NOBODY = 65534
 SOCKET_GID = 4242  # no group needs to exist: the kernel and the daemon compare numbers
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """Overrides the integration suite's: nothing here needs a container."""
 
 
 @pytest.fixture
@@ -30,7 +38,8 @@ def open_daemon():
     try:
         yield daemon.start("--socket-group", str(SOCKET_GID), "--socket-mode", "0666")
     finally:
-        daemon.cleanup()
+        daemon.kill()
+        shutil.rmtree(daemon.run_dir, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -65,8 +74,16 @@ def as_nobody(daemon: Daemon, groups: list[int]) -> str:
     return done.stdout
 
 
-def test_a_supplementary_member_of_the_socket_group_is_admitted(open_daemon):
+def test_a_supplementary_member_of_the_socket_group_is_admitted_then_judged_by_its_user(open_daemon):
     assert os.stat(open_daemon.socket).st_gid == SOCKET_GID
+    answer = as_nobody(open_daemon, [SOCKET_GID])
+    assert answer.startswith("HTTP/1.1 403"), answer
+    assert (f"uid {NOBODY} is not a Mariposa user; an admin maps it with: mariposa user add NAME --uid {NOBODY}"
+            in answer), answer
+    open_daemon.cli("user", "add", "nob", "--uid", str(NOBODY))
+    answer = as_nobody(open_daemon, [SOCKET_GID])
+    assert answer.startswith("HTTP/1.1 403") and "no binding of nob grants project:read" in answer, answer
+    open_daemon.cli("grant", "nob", "viewer", "--org", "default")
     answer = as_nobody(open_daemon, [SOCKET_GID])
     assert answer.startswith("HTTP/1.1 200"), answer
 
