@@ -115,18 +115,25 @@ class AccessState:
     roles: Mapping[str, Role] = attrs.Factory(lambda: dict(BUILTIN))
     by_user: Mapping[str, tuple[Binding, ...]] = attrs.Factory(dict)
     orgs: frozenset[str] = frozenset({DEFAULT_ORG})
+    # each user's bindings by where they apply, (org, project id or None), '*' under ('*', None):
+    # a check finds the few that cover its scope in three lookups, however many the user has
+    scoped: Mapping[str, Mapping[tuple[str, str | None], tuple[Binding, ...]]] = attrs.Factory(dict)
 
     @classmethod
     def build(cls, users: list[User], roles: list[Role], bindings: list[Binding], orgs: list[str]) -> AccessState:
         by_user: dict[str, list[Binding]] = {}
+        scoped: dict[str, dict[tuple[str, str | None], list[Binding]]] = {}
         for b in bindings:
             by_user.setdefault(b.user, []).append(b)
+            where = (ALL_ORGS, None) if b.org == ALL_ORGS else (b.org, b.project_id)
+            scoped.setdefault(b.user, {}).setdefault(where, []).append(b)
         return cls(
             users={u.name: u for u in users},
             uid_user={uid: u.name for u in users for uid in u.uids},
             roles={**{r.name: r for r in roles}, **BUILTIN},
             by_user={k: tuple(v) for k, v in by_user.items()},
             orgs=frozenset(orgs) | {DEFAULT_ORG},
+            scoped={u: {k: tuple(v) for k, v in index.items()} for u, index in scoped.items()},
         )
 
     @property

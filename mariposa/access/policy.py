@@ -11,8 +11,8 @@ The order is what makes it one that people can reason about (and ``can-i`` expla
 5. a grant whose role has the capability allows; nothing else does.
 
 ``decide`` reads an immutable ``AccessState`` replaced after each change, with the user's own
-bindings found by one dict lookup: its cost does not grow with the bindings of other users
-(tests/bench/bench_authorize.py).
+bindings found by dict lookups (by user, then by where they apply): its cost grows neither with
+the bindings of other users nor with the user's own on other projects (tests/bench/bench_authorize.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import os
 from typing import TYPE_CHECKING
 
 from mariposa.access.capabilities import ACTIONS, OPEN_ACTIONS, matches
-from mariposa.access.model import ROOT, AccessState, Decision, Scope
+from mariposa.access.model import ALL_ORGS, ROOT, AccessState, Binding, Decision, Scope
 from mariposa.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class AccessPolicy:
 
     def judge(self, user: str, capability: str, scope: Scope) -> Decision:
         """A user's bindings on a capability at a scope: deny first, then the first grant."""
-        bindings = [b for b in self.state.by_user.get(user, ()) if b.covers(scope)]
+        bindings = self.covering(user, scope)
         for b in bindings:
             if b.effect == "deny" and b.capability is not None and matches(b.capability, capability):
                 return Decision(False, f"denied by {b}", b, user, capability)
@@ -105,6 +105,18 @@ class AccessPolicy:
                 if role is not None and capability in role.capabilities:
                     return Decision(True, f"granted by {b}", b, user, capability)
         return Decision(False, f"no binding of {user} grants {capability} on {scope}", None, user, capability)
+
+    def covering(self, user: str, scope: Scope) -> list[Binding]:
+        """The user's bindings that cover ``scope``: looked up by where they apply (a project's
+        scope needs those on every organisation, on its organisation and on it), so one user's
+        thousand project grants cost no more than one; a listing's ``anywhere`` scans them."""
+        index = self.state.scoped.get(user)
+        if index is None or scope.anywhere or scope.org is None:
+            return [b for b in self.state.by_user.get(user, ()) if b.covers(scope)]
+        found = [*index.get((ALL_ORGS, None), ()), *index.get((scope.org, None), ())]
+        if scope.project_id is not None:
+            found += index.get((scope.org, scope.project_id), ())
+        return found
 
     def allows(self, caller: Caller, action: str, scope: Scope) -> bool:
         return self.decide(caller, action, scope).allowed

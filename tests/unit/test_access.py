@@ -199,3 +199,24 @@ async def test_the_audit_trail_is_written_once(core: Core):
     await core.ctx.audit.flush()
     rows = await core.control.access.audit(ROOT, user="ann")
     assert [(r["action"], r["allowed"], r["target"]) for r in rows] == [("service.scale", False, "default.a")]
+
+
+def test_the_scoped_lookup_finds_exactly_the_bindings_that_cover():
+    """``covering`` (three lookups) against the plain scan with ``Binding.covers``."""
+    import itertools
+    import random
+
+    from mariposa.access.model import ANYWHERE, HOST, AccessState, Binding, Scope
+    from mariposa.access.policy import AccessPolicy
+
+    rng = random.Random(18)
+    orgs, projects = ["default", "acme", "*"], ["p1", "p2", None]
+    bindings = [Binding(f"b{i}", rng.choice(["ann", "bob"]), "grant", org, role="viewer",
+                        project_id=None if org == "*" else project)
+                for i, (org, project) in enumerate(rng.choices(list(itertools.product(orgs, projects)), k=60))]
+    policy = AccessPolicy(None, daemon_uid=0, state=AccessState.build([], [], bindings, ["acme"]))
+    scopes = [HOST, ANYWHERE, Scope(org="acme", anywhere=True), Scope(org=""), Scope(org="acme"),
+              *(Scope(org=o, project=p, project_id=p) for o in ("default", "acme") for p in ("p1", "p2", "p3"))]
+    for user, scope in itertools.product(("ann", "bob", "cyd"), scopes):
+        scan = {b.id for b in policy.state.by_user.get(user, ()) if b.covers(scope)}
+        assert {b.id for b in policy.covering(user, scope)} == scan, (user, scope)
