@@ -137,3 +137,29 @@ def matches(pattern: str, capability: str) -> bool:
     if pattern.endswith(":*"):
         return capability.startswith(pattern[:-1])
     return pattern == capability
+
+
+def markdown() -> str:
+    """docs/capabilities.md, made from the tables above (a unit test keeps the file equal to it):
+    ``python -m mariposa.access.capabilities > docs/capabilities.md``."""
+    by_capability: dict[str, list[str]] = {}
+    for action, capability in ACTIONS.items():
+        by_capability.setdefault(capability, []).append(action)
+    lines = ["# Capabilities", "",
+             "What a custom role (`mariposa role define FILE`) and a deny (`mariposa deny USER CAPABILITY`) name.",
+             "`*` and `area:*` in a role give every capability they match except the two marked named only;",
+             "in a deny they match those too. Generated from `mariposa/access/capabilities.py`.", "",
+             "| capability | allows | actions | " + " | ".join(BUILTIN_ROLES) + " |",
+             "|---|---|---|" + "---|" * len(BUILTIN_ROLES)]
+    for capability, text in CAPABILITIES.items():
+        named = " (named only)" if capability in NAMED_ONLY else ""
+        actions = ", ".join(f"`{a}`" for a in sorted(by_capability.get(capability, ())))
+        roles = " | ".join("yes" if capability in caps else "" for _, caps in BUILTIN_ROLES.values())
+        lines.append(f"| `{capability}`{named} | {text} | {actions} | {roles} |")
+    lines += ["", "Open to every user, whatever their bindings: " + ", ".join(f"`{a}`" for a in sorted(OPEN_ACTIONS))
+              + ".", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -220,3 +220,12 @@ def test_the_scoped_lookup_finds_exactly_the_bindings_that_cover():
     for user, scope in itertools.product(("ann", "bob", "cyd"), scopes):
         scan = {b.id for b in policy.state.by_user.get(user, ()) if b.covers(scope)}
         assert {b.id for b in policy.covering(user, scope)} == scan, (user, scope)
+
+
+def test_the_capabilities_doc_is_the_table_in_code():
+    from pathlib import Path
+
+    from mariposa.access.capabilities import markdown
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "capabilities.md"
+    assert doc.read_text() == markdown(), "run: python -m mariposa.access.capabilities > docs/capabilities.md"
