@@ -216,8 +216,9 @@ def _binding(row: dict) -> Binding:
 
 
 def get_binding(db: sqlite_utils.Database, binding_id: str) -> Binding:
-    rows = list(db.query(_BINDINGS + " WHERE b.id = ? OR b.id LIKE ? ORDER BY b.id",
-                         [binding_id, binding_id.replace("%", "").replace("_", "") + "%"]))
+    """By id, or a unique prefix of 4 or more characters (compared as text, never as a pattern)."""
+    rows = list(db.query(_BINDINGS + " WHERE substr(b.id, 1, length(?)) = ? ORDER BY b.id LIMIT 2",
+                         [binding_id, binding_id]))
     exact = [r for r in rows if r["id"] == binding_id]
     if exact:
         return _binding(exact[0])

@@ -229,3 +229,12 @@ def test_the_capabilities_doc_is_the_table_in_code():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "capabilities.md"
     assert doc.read_text() == markdown(), "run: python -m mariposa.access.capabilities > docs/capabilities.md"
+
+
+async def test_a_binding_id_prefix_is_text_never_a_pattern(core: Core):
+    await setup(core)
+    await core.control.access.grant(ROOT, "ann", "viewer", org="default")
+    for ref in ("____", "%%%%", "%", ""):
+        with pytest.raises((NotFound, BadRequest)):
+            await core.control.access.revoke(ROOT, binding=ref)
+    assert len((await core.control.access.user_get(ROOT, "ann"))["bindings"]) == 1
