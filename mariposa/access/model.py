@@ -89,7 +89,8 @@ class Binding:
     @property
     def on(self) -> str:
         where = "every organisation" if self.org == ALL_ORGS else self.org
-        return f"{where}.{self.project}" if self.project_id else where
+        # a project deleted since the state was read has no name any more: its id says which it was
+        return f"{where}.{self.project or 'project ' + self.project_id[:12]}" if self.project_id else where
 
     def __str__(self) -> str:
         what = f"role {self.role}" if self.effect == "grant" else f"deny {self.capability}"
