@@ -157,3 +157,11 @@ def test_users_viewer_operator_deny_can_i_who_can_and_project_move(daemon, peopl
     assert all(t["target"].startswith("acme.pa") for t in daemon.json("-j", "pa", "queue", "list"))
     r = daemon.cli("org", "rm", "acme", check=False)
     assert r.returncode == 5 and "still has projects: pa" in r.stderr
+    # the daemon reads the tables at start: a restart keeps who may do what
+    gid, _ = people
+    daemon.kill()
+    daemon.start("--socket-group", str(gid), "--socket-mode", "0660")
+    r = as_user(daemon, alice, "project", "list", "--json")
+    assert r.returncode == 0 and {p["name"] for p in json.loads(r.stdout)} == {"pb"}, r.stderr
+    r = as_user(daemon, bob, "can-i", "service.scale", "-j", "pa")
+    assert r.returncode == 1 and "no binding of bob grants service:scale on acme.pa" in r.stdout, r.stdout
