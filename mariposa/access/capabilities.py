@@ -125,7 +125,7 @@ def expand(patterns: Iterable[str]) -> frozenset[str]:
         elif pattern in CAPABILITIES:
             out.add(pattern)
         else:
-            raise ValueError(f"unknown capability '{pattern}' (mariposa role list shows them)")
+            raise ValueError(f"unknown capability '{pattern}' (mariposa role list --capabilities shows them)")
     return frozenset(out)
 
 
