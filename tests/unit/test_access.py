@@ -23,15 +23,17 @@ ANN_IN_ACME = Caller(transport="unix", uid=1001, gid=4242, pid=11, org="acme")
 def test_every_operation_names_an_action_the_policy_knows():
     """An action missing from ACTIONS is refused to all but root: a typo would fail closed, and
     silently; this finds it first."""
-    unknown = []
+    unknown, seen = [], set()
     for _, module in inspect.getmembers(control_pkg, inspect.ismodule):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, Area):
                 for name, fn in inspect.getmembers(cls, inspect.iscoroutinefunction):
                     action = getattr(fn, "action", None)
+                    seen.add(action)
                     if action is not None and action not in ACTIONS and action not in OPEN_ACTIONS:
                         unknown.append(f"{cls.__name__}.{name}: {action}")
     assert unknown == []
+    assert {"user.add", "access.grant", "access.can-i", "project.move", "service.scale"} <= seen and len(seen) > 80
 
 
 async def setup(core: Core) -> None:
