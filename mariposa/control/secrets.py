@@ -81,7 +81,7 @@ class Secrets(Area):
         await self.ctx.store.call(lambda db: event_store.record(
             db, type, message, project_id=project_id, author=caller.author))
 
-    @operation("secret.set", target="project")
+    @operation("secret.set", target="project", kind="new-project")
     async def set(self, caller: Caller, project: str, name: object, value: object) -> dict:
         key = new_secret_name(name)
         data = secret_value(value)
@@ -105,12 +105,12 @@ class Secrets(Area):
 
         return await roll_out(self.ctx, await self._project(project_id), frozenset({secret_key(key)}), caller.author)
 
-    @operation("secret.list", target="project")
+    @operation("secret.list", target="project", kind="new-project")
     async def list(self, caller: Caller, project: str) -> builtins.list[dict]:
         scope, _ = await self._scope(project)
         return await self.ctx.store.call(secret_store.listing, PROJECT, scope)
 
-    @operation("secret.remove", target="project")
+    @operation("secret.remove", target="project", kind="new-project")
     async def remove(self, caller: Caller, project: str, name: object) -> dict:
         key = secret_name(name)
         scope, project_id = await self._scope(project)
@@ -135,11 +135,12 @@ class Secrets(Area):
         return [s.name for s in (spec.services if spec else ()) if key in s.secrets or key in env_secrets(s)
                 or any(h.secret_from == key for h in s.webhooks)]
 
-    @operation("secret.reveal", target="project")
+    @operation("secret.reveal", target="project", kind="new-project")
     async def reveal(self, caller: Caller, project: str, name: object) -> dict:
-        """The value itself: root only (the users issue will make this a permission of its own)."""
-        if caller.uid != 0 or caller.name is not None:
-            raise Forbidden(f"{caller.author} may not reveal a secret: only root may")
+        """The value itself: ``secret:reveal``, which no wildcard gives (access/capabilities.py),
+        and never to the daemon's own callers (the watched directory has no use for a value)."""
+        if caller.name is not None:
+            raise Forbidden(f"{caller.author} may not reveal a secret")
         key = secret_name(name)
         scope, project_id = await self._scope(project)
         data = await self.ctx.vault.get(PROJECT, scope, key)

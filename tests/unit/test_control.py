@@ -75,10 +75,12 @@ async def test_refused_callers_change_nothing(core: Core, caller: Caller):
     assert core.driver.calls == []
 
 
-async def test_group_members_and_the_watcher_are_let_in(core: Core):
-    added = await core.control.projects.add(GROUP_MEMBER, "p", MANIFEST)
+async def test_a_group_member_needs_a_user_and_the_watcher_is_let_in(core: Core):
+    """The socket's group is the first gate only: past it a uid is a user's, or refused."""
+    with pytest.raises(Forbidden, match="mariposa user add NAME --uid 1000"):
+        await core.control.system.ping(GROUP_MEMBER)
+    added = await core.control.projects.add(WATCHER, "p", MANIFEST)
     assert added["project"]["name"] == "p"
-    assert (await core.control.system.ping(GROUP_MEMBER))["you"] == "uid=1000"
     assert (await core.control.system.ping(WATCHER))["you"] == "file"
 
 

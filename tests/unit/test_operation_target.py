@@ -1,7 +1,11 @@
-"""``@operation`` hands the policy the target as it was given, positional or by keyword."""
+"""``@operation`` hands the policy the target as it was given, positional or by keyword (as root,
+whose targets are not looked up: the scope carries the ref as given)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from mariposa.access.model import Decision
 from mariposa.control.base import Area, operation
 from mariposa.control.caller import Caller
 
@@ -12,8 +16,11 @@ class Recorder:
     def __init__(self):
         self.asked = []
 
-    def allows(self, caller, action, target):
-        self.asked.append((action, target))
+    def decide(self, caller, action, scope):
+        self.asked.append((action, None if scope.anywhere else str(scope)))
+        return Decision(True, "recorded")
+
+    def is_root(self, caller):
         return True
 
 
@@ -33,7 +40,7 @@ class Things(Area):
 
 async def test_the_policy_sees_the_target_however_it_was_passed():
     policy = Recorder()
-    things = Things(None, policy)  # type: ignore[arg-type]
+    things = Things(SimpleNamespace(audit=None), policy)  # type: ignore[arg-type]
     assert await things.get(WHO, "a") == "a"
     await things.get(WHO, ref="b", detail=True)
     await things.copy(WHO, "c", "d")

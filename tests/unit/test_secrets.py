@@ -142,10 +142,10 @@ async def test_list_shows_names_versions_who_and_when_only(vaulted: Core):
     assert await vaulted.control.secrets.list(ROOT, "q") == []  # another project's are its own
 
 
-async def test_reveal_is_root_only_and_audited(vaulted: Core):
+async def test_reveal_needs_secret_reveal_and_is_audited(vaulted: Core):
     c = vaulted.control
-    await c.secrets.set(MEMBER, "p", "db", CANARY)
-    with pytest.raises(Forbidden, match="only root"):
+    await c.secrets.set(ROOT, "p", "db", CANARY)
+    with pytest.raises(Forbidden, match="not a Mariposa user"):
         await c.secrets.reveal(MEMBER, "p", "db")
     assert (await c.secrets.reveal(ROOT, "p", "db"))["value"] == CANARY
     assert [e["author"] for e in await c.events.list(ROOT) if e["type"] == "secret.reveal"] == ["uid=0"]
