@@ -42,6 +42,8 @@ from mariposa.errors import (
     MariposaError,
     PayloadTooLarge,
     RequestTimeout,
+    TooManyFailures,
+    Unauthorized,
     translate,
 )
 
@@ -110,7 +112,16 @@ def _encode(resp: Response) -> bytes:
 
 
 def _error(exc: MariposaError) -> Response:
+    if isinstance(exc, TooManyFailures):
+        return Response(exc.status, exc.to_json(), headers=(("retry-after", str(exc.retry_after)),))
+    if isinstance(exc, Unauthorized):
+        return Response(exc.status, exc.to_json(), headers=(("www-authenticate", 'Bearer realm="mariposa"'),))
     return Response(exc.status, exc.to_json())
+
+
+def _authorization(request: h11.Request) -> bytes | None:
+    values = [v for k, v in request.headers if k == b"authorization"]
+    return values[0] if len(values) == 1 else None
 
 
 class BodyBudget:
@@ -165,6 +176,7 @@ class Connection:
             headers = [("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]
         else:
             headers = [("content-type", resp.content_type or "application/json"), ("content-length", str(len(body)))]
+        headers += resp.headers
         head = self.conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
         if resp.streamed and not head_only:
             await self.stream.send_all(head)
@@ -185,6 +197,7 @@ class Connection:
         else:
             headers = [(b"content-type", (resp.content_type or "application/json").encode()),
                        (b"content-length", b"%d" % len(body))]
+        headers += [(k.encode(), v.encode()) for k, v in resp.headers]
         head = simple.response_head(resp.status, _reason(resp.status), headers, close)
         if resp.streamed and not head_only:
             await self.stream.send_all(head)
@@ -253,6 +266,7 @@ class Connection:
                         may_be_simple = False
                         self.simple = simple.parse(data)
                         if self.simple is not None:
+                            self.on_head(self.simple.authorization)
                             return self.simple, b""
                     self.conn.receive_data(data)
                     continue
@@ -263,6 +277,7 @@ class Connection:
                 return None
             if isinstance(event, h11.Request):
                 request = event
+                self.on_head(_authorization(event))  # before any of its body is read
                 if not begun:  # pipelined: it was already in h11's buffer
                     begun, deadline = True, trio.current_time() + self.limits.request_timeout
                 length = dict(event.headers).get(b"content-length")
@@ -278,6 +293,11 @@ class Connection:
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
                 return request, bytes(body)
+
+    def on_head(self, authorization: bytes | None) -> None:
+        """A request's head has come, with its ``Authorization`` (None: none, or several): the
+        remote listener's connection authenticates it here (api/remote.py), before its body is
+        read or held, and raises to refuse it. The control socket's callers are the kernel's."""
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body too large: the limit is {self.limits.max_body // (1024 * 1024)} MiB")

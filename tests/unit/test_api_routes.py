@@ -50,7 +50,7 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics"):
+                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics", "tokens"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
