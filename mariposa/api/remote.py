@@ -25,9 +25,9 @@ import trio
 
 from mariposa.access.policy import REMOTE
 from mariposa.access.tokens import TokenBook
-from mariposa.api.http import BodyBudget, Connection, Limits, Router, accept_connections
+from mariposa.api.http import BodyBudget, Connection, Limits, Request, Router, accept_connections
 from mariposa.control.caller import Caller
-from mariposa.errors import TooManyFailures, Unauthorized, translate
+from mariposa.errors import MariposaError, TooManyFailures, Unauthorized, translate
 from mariposa.triggers.limit import BLOCK, FailureLimit
 
 log = structlog.get_logger()
@@ -73,15 +73,31 @@ class Authenticator:
 
 
 class RemoteConnection(Connection):
-    """The socket's connection, with the caller taken from each request's token."""
+    """The socket's connection, with the caller taken from each request's token. A refused
+    request without a body is answered on a connection that stays open (a kept-alive client's
+    next request must not meet a closed one); one with a body is refused before it is read, and
+    the connection closed."""
 
     def __init__(self, router: Router, stream: trio.abc.Stream, address: str, auth: Authenticator,
                  limits: Limits, budget: BodyBudget) -> None:
         super().__init__(router, stream, Caller(transport=REMOTE, address=address), limits, budget)  # type: ignore[arg-type]
         self.address, self.auth = address, auth
+        self.refused: MariposaError | None = None
 
-    def on_head(self, authorization: bytes | None) -> None:
-        self.caller = self.auth.caller(authorization, self.address)
+    def on_head(self, authorization: bytes | None, has_body: bool) -> None:
+        self.refused = None
+        try:
+            self.caller = self.auth.caller(authorization, self.address)
+        except (Unauthorized, TooManyFailures) as exc:
+            if has_body:
+                raise
+            self.refused = exc
+
+    def request_of(self, request, body: bytes) -> Request:
+        if self.refused is not None:
+            refused, self.refused = self.refused, None
+            raise refused
+        return super().request_of(request, body)
 
 
 def listen_host(text: str) -> str:

@@ -69,7 +69,7 @@ class State:
     @property
     def client(self) -> Client:
         if self._client is None:
-            remote, defaults = None, {}
+            remote, defaults = None, dict[str, str]()
             if self.remote:
                 from mariposa.cli.profiles import resolve
 
