@@ -1,7 +1,8 @@
 """Where the CLI sends its requests: the local control socket, or a remote daemon's API.
 
 Remote when a host is given, by (first found) ``--host``/``--token``, ``MARIPOSA_HOST`` and
-``MARIPOSA_TOKEN``, or a named profile of ``~/.config/mariposa/profiles.toml`` chosen with
+``MARIPOSA_TOKEN``, or a named profile (whose token goes to its own host only, never to a host
+named otherwise) of ``~/.config/mariposa/profiles.toml`` chosen with
 ``-p/--profile NAME`` (or ``MARIPOSA_PROFILE``), as ``triton -p`` does::
 
     [ci]
@@ -90,8 +91,8 @@ def parse_host(text: str) -> tuple[str, int]:
 def resolve(host: str | None, token: str | None, profile_name: str | None) -> tuple[Remote | None, dict[str, str]]:
     """The remote daemon (None: the local socket) and the profile's defaults (org, project)."""
     chosen = profile(profile_name) if profile_name else {}
-    host = host or chosen.get("host")
-    token = token or chosen.get("token")
+    if not host:  # a host and its token go together: a profile's token only ever goes to its own host
+        host, token = chosen.get("host"), chosen.get("token")
     if not host:
         if profile_name:  # a token alone (MARIPOSA_TOKEN left set) does not make the local socket remote
             raise BadRequest("a token needs a host: set MARIPOSA_HOST (or --host, or host in the profile)")

@@ -206,6 +206,8 @@ def test_hosts_and_profiles(tmp_path, monkeypatch):
     assert "mrp_x" not in repr(remote)
     remote, _ = profiles.resolve("https://other:1", "t2", "ci")  # the options beat the profile
     assert remote is not None and (remote.url, remote.token) == ("https://other:1", "t2")
+    remote, _ = profiles.resolve(None, "left-set", "ci")  # a profile's host gets the profile's token only
+    assert remote is not None and remote.token == "mrp_x"
     assert profiles.resolve(None, "left-set", None) == (None, {})
     with pytest.raises(BadRequest, match="unknown key 'hots'"):
         profiles.resolve(None, None, "bad")
