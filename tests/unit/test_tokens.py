@@ -213,3 +213,36 @@ def test_hosts_and_profiles(tmp_path, monkeypatch):
         profiles.resolve(None, None, "bad")
     with pytest.raises(BadRequest, match=r"no profile 'nope'.*profiles: ci, bad"):
         profiles.resolve(None, None, "nope")
+
+
+def test_the_listener_s_configuration(tmp_path):
+    from mariposa import config
+
+    assert config.load(None, {"listen": "0.0.0.0:8443"}).listen == "0.0.0.0:8443"
+    assert config.load(None, {}).listen is None  # off by default
+    path = tmp_path / "m.toml"
+    path.write_text('listen = "8443"\n')
+    with pytest.raises(config.ConfigError, match=r"m.toml:1.*listen must be HOST:PORT"):
+        config.load(str(path))
+    path.write_text('listen = "127.0.0.1:8443"\ntls_cert = "/etc/c.pem"\n')
+    with pytest.raises(config.ConfigError, match="tls_cert and tls_key go together"):
+        config.load(str(path))
+
+
+def test_a_self_signed_certificate_is_made_once_and_kept(tmp_path):
+    import ssl
+
+    from cryptography import x509
+
+    from mariposa.api import tls
+
+    cert, key = tls.ensure_self_signed(str(tmp_path), "10.1.2.3")
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    first = tls.fingerprint(cert)
+    assert tls.ensure_self_signed(str(tmp_path), "10.1.2.3") == (cert, key) and tls.fingerprint(cert) == first
+    parsed = x509.load_pem_x509_certificate(cert.read_bytes())
+    names = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(a) for a in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.1.2.3"}
+    assert parsed.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    assert isinstance(tls.server_context(cert, key), ssl.SSLContext)
+    assert len(first.split(":")) == 32
