@@ -68,6 +68,12 @@ class TokenBook:
     def add(self, row: dict) -> None:
         self.rows[row["id"]] = dict(row)
 
+    def forget_user(self, user: str) -> None:
+        """A user removed (``user rm``: the store's rows go with it, ON DELETE CASCADE)."""
+        for token_id in [i for i, r in self.rows.items() if r["user"] == user]:
+            del self.rows[token_id]
+            self.used.pop(token_id, None)
+
     def revoked(self, token_id: str, when: float) -> None:
         if token_id in self.rows:
             self.rows[token_id]["revoked"] = when

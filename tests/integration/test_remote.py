@@ -214,10 +214,13 @@ def test_a_changed_certificate_is_refused_and_bad_tokens_are_rate_limited(remote
 
     # bad tokens from one address: 401s, then 429 with Retry-After, the right token included
     url = f"https://127.0.0.1:{d.port}/v1/projects"
+    bad = {"Authorization": f"Bearer mrp_000000000000_{'x' * 43}"}
     with httpx.Client(verify=False, timeout=30) as http:
-        statuses = [http.get(url, headers={"Authorization": f"Bearer mrp_000000000000_{'x' * 43}"}).status_code
-                    for _ in range(12)]
-        assert statuses[:9] == [401] * 9 and statuses[9:] == [429] * 3
+        # a body with a bad token is refused before it is read, and the connection closed
+        r = http.post(url, headers=bad, content=b"{" + b" " * 100_000 + b"}")
+        assert r.status_code == 401 and r.headers["connection"] == "close" and "www-authenticate" in r.headers
+        statuses = [http.get(url, headers=bad).status_code for _ in range(11)]
+        assert statuses[:8] == [401] * 8 and statuses[8:] == [429] * 3
         r = http.get(url, headers={"Authorization": f"Bearer {client.token}"})
         assert r.status_code == 429 and r.headers["retry-after"] == "60"
     limited = client.cli("project", "list", check=False)

@@ -60,6 +60,10 @@ def test_the_book_admits_a_right_token_and_notes_its_use_and_refuses_the_rest_wi
         tokens.check(token, 2600.0)
     assert tokens.is_fresh(tokens.rows[token_id], 1000.0 + book.FRESH - 1)
     assert not tokens.is_fresh(tokens.rows[token_id], 1000.0 + book.FRESH)
+    tokens.rows[token_id]["revoked"] = None
+    tokens.forget_user("alice")
+    with pytest.raises(Unauthorized, match="not valid"):
+        tokens.check(token, 2600.0)
 
 
 @pytest.mark.parametrize("text, seconds", [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("45s", 45),
@@ -164,6 +168,7 @@ async def test_tokens_area_own_tokens_for_anyone_another_s_for_user_admin(core):
     fresh = book.TokenBook(core.ctx.store)
     await fresh.load()
     assert set(fresh.rows) == {made["id"], bobs["id"]} and fresh.rows[bobs["id"]]["revoked"] is not None
+    assert fresh.rows[made["id"]]["last_used"] == made["created"] + 1  # noted in memory, written by flush
 
 
 async def test_a_remote_developer_is_judged_by_its_bindings(core):
