@@ -327,14 +327,15 @@ async def run_daemon(
                 daemon.directory = ManifestDirectory(ctx, control, config.manifest_dir, config.rescan,
                                                      config.delete_removed_projects)
                 await nursery.start(daemon.directory.run)
-            await nursery.start(serve, build_router(control), sock, policy.admits)
+            router = build_router(control)  # one API, on the socket and on the remote listener
+            await nursery.start(serve, router, sock, policy.admits)
             if triggers is not None:
                 await nursery.start(trigger_listener.serve, TriggerApp(control), triggers)
             if scrapes is not None:
                 await nursery.start(metrics_listener.serve, control, scrapes)
             if remote_listener is not None:
                 auth = remote.Authenticator(ctx.tokens, lambda: policy.state.users, clock.now)
-                await nursery.start(remote.serve, build_router(control), remote_listener, context, auth)
+                await nursery.start(remote.serve, router, remote_listener, context, auth)
             nursery.start_soon(systemd.watchdog)
             nursery.start_soon(daemon.status)
             systemd.notify("READY=1\nSTATUS=" + await summary(ctx))

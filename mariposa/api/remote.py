@@ -17,7 +17,7 @@ expired or revoked token gets 401. Failures are counted per address (triggers/li
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 import h11
 import structlog
@@ -41,7 +41,7 @@ BEARER = b"bearer "
 class Authenticator:
     """Token to caller, with the failure limit; one per listener."""
 
-    def __init__(self, tokens: TokenBook, users: Callable[[], object], now: Callable[[], float],
+    def __init__(self, tokens: TokenBook, users: Callable[[], Container[str]], now: Callable[[], float],
                  failures: FailureLimit | None = None) -> None:
         self.tokens, self.users, self.now = tokens, users, now
         self.failures = failures or FailureLimit()
@@ -56,7 +56,7 @@ class Authenticator:
                                    "(mariposa token create makes one)")
             now = self.now()
             row = self.tokens.check(authorization[len(BEARER):].strip().decode("ascii", "replace"), now)
-            if row["user"] not in self.users():  # type: ignore[operator]
+            if row["user"] not in self.users():  # a user removed since: its tokens went with it
                 raise Unauthorized(f"unauthorized: the user of token {row['id']} no longer exists")
         except Unauthorized:
             if self.failures.failed(address, tick):
