@@ -300,6 +300,11 @@ def build_router(control: Control) -> Router:
         ("POST", "/v1/registries", lambda q: registry.login(
             q.caller, _text(q, "host", ""), _text(q, "username", ""), _text(q, "password", ""))),
         ("DELETE", "/v1/registries/{host}", lambda q: registry.logout(q.caller, q.params["host"])),
+        # API tokens of the remote listener (the token itself only ever goes out, once, from POST)
+        ("GET", "/v1/tokens", lambda q: control.tokens.list(q.caller, q.query.get("user") or None)),
+        ("POST", "/v1/tokens", lambda q: control.tokens.create(
+            q.caller, _text(q, "user"), q.json().get("expires"), _text(q, "name"))),
+        ("DELETE", "/v1/tokens/{token}", lambda q: control.tokens.revoke(q.caller, q.params["token"])),
     ]
     for method, path, handler in table:
         r.add(method, path, handler)

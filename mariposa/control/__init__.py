@@ -29,6 +29,7 @@ from mariposa.control.runs import Runs
 from mariposa.control.secrets import Secrets
 from mariposa.control.services import Services
 from mariposa.control.system import System
+from mariposa.control.tokens import Tokens
 from mariposa.control.triggers import Triggers
 from mariposa.control.volumes import Volumes
 from mariposa.control.webhooks import Webhooks
@@ -58,3 +59,4 @@ class Control:
         self.triggers = Triggers(ctx, policy, executor)
         self.webhooks = Webhooks(ctx, policy, executor)
         self.metrics = Metrics(ctx, policy, executor)
+        self.tokens = Tokens(ctx, policy, executor)

@@ -86,7 +86,9 @@ KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "ver
         # a run asked for: env as KEY=VALUE strings or an object, a key of at most 200 characters
         "env": [1.5, True, "A=1", [1], ["no equals"], {"A": 1}, {"bad name": "x"}, ["A=\u0000"],
                 [f"K{i}=v" for i in range(200)]],
-        "idempotency_key": WRONG_TEXT + ["k" * 300]}
+        "idempotency_key": WRONG_TEXT + ["k" * 300],
+        # an API token: its user's name, and a duration
+        "user": WRONG_TEXT, "expires": [[1], {"a": 1}, True, "soon", -1, 0, "30x"]}
 ROLLOUT = {"rolling", "count", "canary"}
 P, S = "/v1/projects/{project}", "/v1/projects/{project}/services/{service}"
 # The JSON keys each route reads. Every route of the table must be here (run() checks), so a new
@@ -108,6 +110,7 @@ BODY_KEYS: dict[tuple[str, str], set[str]] = {
     ("PUT", P + "/meta/{key}"): {"value", "cas"},
     ("POST", P + "/meta/{key}/increment"): {"by"},
     ("POST", S + "/runs"): {"env", "idempotency_key"},
+    ("POST", "/v1/tokens"): {"user", "expires", "name"},
 }
 
 MALFORMED = [
@@ -257,7 +260,7 @@ def route_table() -> list[tuple[str, str]]:
 
     control = types.SimpleNamespace(projects=None, services=None, instances=None, queue=None, events=None,
                                     system=None, volumes=None, registry=None, secrets=None, meta=None,
-                                    runs=None, triggers=None, webhooks=None, metrics=None)
+                                    runs=None, triggers=None, webhooks=None, metrics=None, tokens=None)
     router = build_router(control)  # type: ignore[arg-type]  # only the table is read, nothing is called
     table = []
     for method, regex, handler in router.routes:

@@ -263,7 +263,7 @@ def test_delivery_refuses_a_directory_that_is_not_a_tmpfs(tmp_path, monkeypatch)
 class _Client:
     sent: list = []
 
-    def __init__(self, socket):
+    def __init__(self, socket, **_):
         pass
 
     def request(self, method, path, *, json=None, params=None):
