@@ -75,6 +75,12 @@ class DaemonConfig:
     # A TCP listener serving GET /metrics only, "HOST:PORT", for a Prometheus (which cannot scrape
     # the unix socket); None: /metrics on the control socket only.
     metrics_listen: str | None = None
+    # The remote API (api/remote.py): the control API over HTTPS for callers with a token,
+    # "HOST:PORT" (e.g. "0.0.0.0:8443"); None: the unix socket only. Its certificate and key are
+    # tls_cert/tls_key, or a self-signed pair made at first start in STATE_DIR/tls.
+    listen: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     source: str | None = None  # the file it was read from
 
     def socket_gid(self) -> int | None:
@@ -173,6 +179,7 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
         "state_dir": str, "socket": str, "secret_key_file": str, "run_dir": str,
         "manifest_dir": str, "docker_host": str, "lxc_path": str, "log_format": str,
         "qemu_path": str, "kernel_dir": str, "qemu_accel": str, "triggers_listen": str, "metrics_listen": str,
+        "listen": str, "tls_cert": str, "tls_key": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
         "allow_privileged": bool,
         "resync": (int, float), "rescan": (int, float), "metrics_interval": (int, float), "parallelism": int,
@@ -220,6 +227,22 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
             raise _problem(path, text, "metrics_listen", str(exc)) from None
     elif "metrics_listen" in values:
         values["metrics_listen"] = None
+    if values.get("listen"):
+        from mariposa.triggers.listener import parse_listen
+
+        try:
+            parse_listen(values["listen"], "listen")
+        except ValueError as exc:
+            raise _problem(path, text, "listen", str(exc)) from None
+    elif "listen" in values:
+        values["listen"] = None
+    for key in ("tls_cert", "tls_key"):
+        if values.get(key) == "":
+            values[key] = None
+    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
+        key = "tls_key" if values.get("tls_cert") else "tls_cert"
+        raise _problem(path, text, key, "tls_cert and tls_key go together: give both, or neither for a "
+                       "self-signed certificate")
     if values.get("manifest_dir") == "":
         values["manifest_dir"] = None
     return values

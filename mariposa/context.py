@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from mariposa.access.audit import AuditTrail
+from mariposa.access.tokens import TokenBook
 from mariposa.clock import Clock, TrioClock
 from mariposa.coalesce import Coalesced
 from mariposa.converge.goals import GoalReader
@@ -73,6 +74,9 @@ class Context:
     # Every decision of authorize(), written in batches by its own task (access/audit.py)
     audit: AuditTrail = attrs.field(init=False, default=attrs.Factory(
         lambda self: AuditTrail(self.store), takes_self=True))
+    # The remote listener's API tokens, in memory (access/tokens.py): loaded by its task at start
+    tokens: TokenBook = attrs.field(init=False, default=attrs.Factory(
+        lambda self: TokenBook(self.store), takes_self=True))
     _inventory: Coalesced[list] = attrs.field(init=False, default=attrs.Factory(
         lambda self: Coalesced(self._list_instances), takes_self=True))
 

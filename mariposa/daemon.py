@@ -19,6 +19,7 @@ import trio
 
 from mariposa import config as configuration
 from mariposa import logs, systemd
+from mariposa.api import remote
 from mariposa.api.http import bind_unix_socket, serve
 from mariposa.api.routes import build_router
 from mariposa.clock import Clock, TrioClock
@@ -40,7 +41,7 @@ from mariposa.metrics.history import MetricsHistory
 from mariposa.queue.executor import Executor
 from mariposa.registries import FILE_NAME, Credentials
 from mariposa.runs.scheduler import Scheduler
-from mariposa.store import access as access_store
+from mariposa.store.access import load_state
 from mariposa.store.db import Store
 from mariposa.triggers import listener as trigger_listener
 from mariposa.triggers.app import TriggerApp
@@ -160,7 +161,8 @@ class Daemon:
             systemd.notify("READY=1")
             return
         for key in ("state_dir", "socket", "manifest_dir", "docker_host", "lxc_path", "qemu_path", "kernel_dir",
-                    "secret_key_file", "run_dir", "triggers_listen", "metrics_listen"):
+                    "secret_key_file", "run_dir", "triggers_listen", "metrics_listen", "listen", "tls_cert",
+                    "tls_key"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))
@@ -181,7 +183,8 @@ class Daemon:
                                    manifest_dir=self.config.manifest_dir, docker_host=self.config.docker_host,
                                    secret_key_file=self.config.secret_key_file, run_dir=self.config.run_dir,
                                    triggers_listen=self.config.triggers_listen,
-                                   metrics_listen=self.config.metrics_listen)
+                                   metrics_listen=self.config.metrics_listen, listen=self.config.listen,
+                                   tls_cert=self.config.tls_cert, tls_key=self.config.tls_key)
         self.ctx.wake_reconciler()
         log.info("configuration reloaded", source=new.source or "defaults")
         systemd.notify("READY=1")
@@ -272,12 +275,26 @@ async def run_daemon(
     ctx.metrics = MetricsHistory(config.metrics_interval)
     collector = Collector(ctx, config.metrics_interval)
     daemon = Daemon(config, ctx, reconciler, config_path, overrides, collector)
-    # who may do what, read once here and replaced by the control layer after each change to it
-    policy = AccessPolicy(config.socket_gid(), state=await ctx.store.call(access_store.load_state))
+    policy = AccessPolicy(config.socket_gid(), state=await store.call(load_state))
     control = Control(ctx, policy, executor)
     sock = bind_unix_socket(config.socket, config.socket_mode, config.socket_gid())
-    triggers = scrapes = None
+    triggers = scrapes = remote_listener = None
     try:
+        if config.listen:  # bound before anything starts, as the other listeners
+            from mariposa.api import tls
+
+            remote_listener, remote_base = await remote.bind(config.listen)
+            if config.tls_cert and config.tls_key:
+                cert, key = tls.paths(config.state_dir, config.tls_cert, config.tls_key)
+            else:
+                host = remote.listen_host(config.listen)
+                cert, key = await trio.to_thread.run_sync(tls.ensure_self_signed, config.state_dir, host)
+            try:
+                context = tls.server_context(cert, key)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise configuration.ConfigError(f"tls_cert/tls_key: cannot load {cert} and {key}: {exc}") from None
+            log.info("remote listener bound", url=remote_base, certificate=str(cert),
+                     fingerprint=tls.fingerprint(cert))
         if config.triggers_listen:  # bound before anything starts: a port taken is a refusal to start
             triggers, ctx.trigger_base = await trigger_listener.bind(config.triggers_listen)
         if config.metrics_listen:
@@ -286,6 +303,7 @@ async def run_daemon(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(daemon.signals, nursery.cancel_scope)
             await nursery.start(ctx.audit.run)
+            await nursery.start(ctx.tokens.run)
             await nursery.start(executor.run)
             await nursery.start(reconciler.run)
             await nursery.start(ctx.monitor.run)
@@ -309,11 +327,15 @@ async def run_daemon(
                 daemon.directory = ManifestDirectory(ctx, control, config.manifest_dir, config.rescan,
                                                      config.delete_removed_projects)
                 await nursery.start(daemon.directory.run)
-            await nursery.start(serve, build_router(control), sock, policy.admits)
+            router = build_router(control)  # one API, on the socket and on the remote listener
+            await nursery.start(serve, router, sock, policy.admits)
             if triggers is not None:
                 await nursery.start(trigger_listener.serve, TriggerApp(control), triggers)
             if scrapes is not None:
                 await nursery.start(metrics_listener.serve, control, scrapes)
+            if remote_listener is not None:
+                auth = remote.Authenticator(ctx.tokens, lambda: policy.state.users, clock.now)
+                await nursery.start(remote.serve, router, remote_listener, context, auth)
             nursery.start_soon(systemd.watchdog)
             nursery.start_soon(daemon.status)
             systemd.notify("READY=1\nSTATUS=" + await summary(ctx))

@@ -127,6 +127,24 @@ def _state_dir(path: str) -> dict:
     return _check("state dir", "ok", f"{path}" + store)
 
 
+def _remote(cfg: configuration.DaemonConfig) -> dict:
+    """The remote API's certificate and its fingerprint, to compare with what the CLI pins on
+    first use (``~/.config/mariposa/known_hosts``)."""
+    from mariposa.api import tls
+
+    cert, _key = tls.paths(cfg.state_dir, cfg.tls_cert, cfg.tls_key)
+    if not cert.exists():
+        return _check("remote api", "warn" if cfg.listen else "ok",
+                      f"listen {cfg.listen}: no certificate yet at {cert} (made at the daemon's first start)"
+                      if cfg.listen else "off (listen is not set)")
+    try:
+        print_ = tls.fingerprint(cert)
+    except (OSError, ValueError) as exc:
+        return _check("remote api", "fail", f"{cert}: {exc}", "give tls_cert a PEM certificate")
+    where = f"listen {cfg.listen}" if cfg.listen else "listen is not set"
+    return _check("remote api", "ok", f"{where}; certificate {cert} SHA-256 fingerprint {print_}")
+
+
 def _socket(path: str) -> dict:
     if not Path(path).exists():
         return _check("daemon", "warn", f"no socket at {path}: the daemon is not running",
@@ -165,5 +183,6 @@ def run_checks(config_path: str | None, state_dir: str | None, socket: str) -> l
         exists = Path(cfg.manifest_dir).is_dir()
         results.append(_check("manifest dir", "ok" if exists else "warn",
                               cfg.manifest_dir + ("" if exists else " does not exist yet (created on start)")))
+    results.append(_remote(cfg))
     results.append(_socket(socket))
     return results

@@ -7,11 +7,14 @@ scripts can test, so both ends agree on what went wrong. The tree::
     ├── BadRequest
     ├── InvalidManifest (422)          ← ManifestError (details: file, line, column, field)
     ├── ConfigError (mariposa.config)
+    ├── Unauthorized (401, exit 9)     a remote caller's token is missing, wrong, expired or revoked
     ├── Forbidden (403)                the caller may not do this
     ├── NotFound (404, exit 4)         ← ImageNotFound
     ├── Conflict (409, exit 5)
     ├── RequestTimeout (408), PayloadTooLarge (413)   the control socket's bounds (api/http.py)
     ├── Busy (503, exit 3)             the control socket is at a bound shared by all: try again
+    ├── TooManyFailures (429, exit 3)  an address with too many bad tokens: refused for a while
+    ├── CertificateChanged (exit 10)   the CLI: a remote daemon's certificate is not the pinned one
     ├── StateDirLocked (409)           another daemon owns the state directory
     ├── TaskFailed (409, exit 6)       a task could not reach its goal (or a waited-for one did not)
     ├── DaemonUnreachable (503, exit 3) the CLI cannot reach the daemon
@@ -59,6 +62,15 @@ class InvalidManifest(MariposaError):
     kind = "invalid-manifest"
 
 
+class Unauthorized(MariposaError):
+    """A remote call without a valid token (missing, malformed, wrong, expired or revoked): the
+    message never says which, nor repeats the token."""
+
+    status = 401
+    exit_code = 9
+    kind = "unauthorized"
+
+
 class Forbidden(MariposaError):
     status = 403
     kind = "forbidden"
@@ -90,6 +102,26 @@ class Busy(MariposaError):
     status = 503
     exit_code = 3  # as DaemonUnreachable: scripts that retry when the daemon is away retry this too
     kind = "busy"
+
+
+class TooManyFailures(MariposaError):
+    """An address that showed too many bad tokens is refused for a while (``retry_after`` s),
+    right tokens included: the remote API's answer to guessing (api/remote.py)."""
+
+    status = 429
+    exit_code = 3
+    kind = "too-many-requests"
+
+    def __init__(self, message: str, *, details: list | None = None, retry_after: int = 60):
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class CertificateChanged(MariposaError):
+    """The CLI: a remote daemon shows another certificate than the one pinned for it."""
+
+    exit_code = 10
+    kind = "certificate-changed"
 
 
 class StateDirLocked(MariposaError):
@@ -155,7 +187,8 @@ class InternalError(MariposaError):
 
 
 ERROR_KINDS = {cls.kind: cls for cls in (
-    MariposaError, BadRequest, InvalidManifest, Forbidden, NotFound, Conflict, RequestTimeout, PayloadTooLarge, Busy,
+    MariposaError, BadRequest, InvalidManifest, Unauthorized, Forbidden, TooManyFailures, CertificateChanged,
+    NotFound, Conflict, RequestTimeout, PayloadTooLarge, Busy,
     StateDirLocked, TaskFailed,
     DaemonUnreachable, RegistryRefused, RuntimeUnavailable, StoreUnavailable, StoreFull, StoreBusy, TimedOut,
     InternalError,

@@ -42,6 +42,8 @@ from mariposa.errors import (
     MariposaError,
     PayloadTooLarge,
     RequestTimeout,
+    TooManyFailures,
+    Unauthorized,
     translate,
 )
 
@@ -110,7 +112,21 @@ def _encode(resp: Response) -> bytes:
 
 
 def _error(exc: MariposaError) -> Response:
+    if isinstance(exc, TooManyFailures):
+        return Response(exc.status, exc.to_json(), headers=(("retry-after", str(exc.retry_after)),))
+    if isinstance(exc, Unauthorized):
+        return Response(exc.status, exc.to_json(), headers=(("www-authenticate", 'Bearer realm="mariposa"'),))
     return Response(exc.status, exc.to_json())
+
+
+def _authorization(request: h11.Request) -> bytes | None:
+    values = [v for k, v in request.headers if k == b"authorization"]
+    return values[0] if len(values) == 1 else None
+
+
+def _has_body(request: h11.Request) -> bool:
+    headers = dict(request.headers)
+    return b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b"")
 
 
 class BodyBudget:
@@ -156,15 +172,19 @@ class Connection:
         self.budget.give(self.held)
         self.held = 0
 
-    async def send(self, resp: Response, head_only: bool = False) -> None:
+    async def send(self, resp: Response, head_only: bool = False, close: bool = False) -> None:
+        """Write ``resp``; ``close``: say ``Connection: close`` (the connection ends after it)."""
         body = b"" if resp.streamed else _encode(resp)
         if self.simple is not None:
-            await self._send_simple(resp, body, head_only, self.simple.close)
+            await self._send_simple(resp, body, head_only, self.simple.close or close)
             return
         if resp.streamed:
             headers = [("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]
         else:
             headers = [("content-type", resp.content_type or "application/json"), ("content-length", str(len(body)))]
+        headers += resp.headers
+        if close:
+            headers.append(("connection", "close"))
         head = self.conn.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
         if resp.streamed and not head_only:
             await self.stream.send_all(head)
@@ -185,6 +205,7 @@ class Connection:
         else:
             headers = [(b"content-type", (resp.content_type or "application/json").encode()),
                        (b"content-length", b"%d" % len(body))]
+        headers += [(k.encode(), v.encode()) for k, v in resp.headers]
         head = simple.response_head(resp.status, _reason(resp.status), headers, close)
         if resp.streamed and not head_only:
             await self.stream.send_all(head)
@@ -253,6 +274,7 @@ class Connection:
                         may_be_simple = False
                         self.simple = simple.parse(data)
                         if self.simple is not None:
+                            self.on_head(self.simple.authorization, False)
                             return self.simple, b""
                     self.conn.receive_data(data)
                     continue
@@ -263,6 +285,7 @@ class Connection:
                 return None
             if isinstance(event, h11.Request):
                 request = event
+                self.on_head(_authorization(event), _has_body(event))  # before any of its body is read
                 if not begun:  # pipelined: it was already in h11's buffer
                     begun, deadline = True, trio.current_time() + self.limits.request_timeout
                 length = dict(event.headers).get(b"content-length")
@@ -278,6 +301,12 @@ class Connection:
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
                 return request, bytes(body)
+
+    def on_head(self, authorization: bytes | None, has_body: bool) -> None:
+        """A request's head has come, with its ``Authorization`` (None: none, or several): the
+        remote listener's connection authenticates it here (api/remote.py), before its body is
+        read or held, and raises to refuse it and close the connection. The control socket's
+        callers are the kernel's."""
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body too large: the limit is {self.limits.max_body // (1024 * 1024)} MiB")
@@ -309,7 +338,7 @@ class Connection:
                 got = await self.next_request()
             except MariposaError as exc:  # too large, too slow or busy: answer, then hang up (the rest is unread)
                 if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await self.send(_error(exc))
+                    await self.send(_error(exc), close=True)  # a kept-alive client must not send more
                 return False
             if got is None:
                 return False

@@ -68,6 +68,7 @@ class Response:
     stream: AsyncIterator[bytes] | None = None
     produce: Producer | None = None
     content_type: str | None = None  # None: JSON
+    headers: tuple[tuple[str, str], ...] = ()  # more headers (a 401's WWW-Authenticate, a 429's Retry-After)
 
     @classmethod
     def text(cls, body: str, content_type: str, status: int = 200) -> Response:

@@ -328,6 +328,11 @@ def build_router(control: Control) -> Router:
             q.caller, q.query.get("project") or None, q.query.get("action") or "")),
         ("GET", "/v1/audit", lambda q: access.audit(
             q.caller, user=q.query.get("user") or None, denied=_flag(q, "denied"), limit=_int(q, "limit", 200))),
+        # API tokens of the remote listener (the token itself only ever goes out, once, from POST)
+        ("GET", "/v1/tokens", lambda q: control.tokens.list(q.caller, q.query.get("user") or None)),
+        ("POST", "/v1/tokens", lambda q: control.tokens.create(
+            q.caller, _text(q, "user"), q.json().get("expires"), _text(q, "name"))),
+        ("DELETE", "/v1/tokens/{token}", lambda q: control.tokens.revoke(q.caller, q.params["token"])),
     ]
     for method, path, handler in table:
         r.add(method, path, handler)

@@ -33,6 +33,7 @@ class Head(NamedTuple):
     method: bytes
     target: bytes
     close: bool  # the client said ``Connection: close``
+    authorization: bytes | None = None  # the remote listener's credentials (api/remote.py)
 
 
 def parse(data: bytes) -> Head | None:
@@ -43,7 +44,7 @@ def parse(data: bytes) -> Head | None:
     line = _REQUEST_LINE.fullmatch(lines[0])
     if line is None:
         return None
-    hosts, close = 0, False
+    hosts, close, authorization = 0, False, None
     for raw in lines[1:]:
         header = _HEADER.fullmatch(raw)  # an empty line (a body after the head) fails here too
         if header is None:
@@ -55,9 +56,13 @@ def parse(data: bytes) -> Head | None:
             hosts += 1
         elif name == b"connection":
             close = close or b"close" in (v.strip().lower() for v in header[2].split(b","))
+        elif name == b"authorization":
+            if authorization is not None:
+                return None  # two of them: h11's turn, and the remote listener refuses it
+            authorization = header[2]
     if hosts != 1:
         return None
-    return Head(line[1], line[2], close)
+    return Head(line[1], line[2], close, authorization)
 
 
 def response_head(status: int, reason: bytes, headers: list[tuple[bytes, bytes]], close: bool) -> bytes:

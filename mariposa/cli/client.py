@@ -6,6 +6,11 @@ loaded 2-core host importing httpx costs 0.2-1 s, and ``http.client`` 0.15-0.3 s
 ``email`` package and ``ssl``). The daemon is ours and speaks plain HTTP/1.1 (h11): one request
 per connection (``Connection: close``), answers with a Content-Length or chunked (streams), and
 that is all this client needs to read.
+
+Remote (``MARIPOSA_HOST``, cli/profiles.py) the same requests go over TCP + TLS with
+``Authorization: Bearer``; ``ssl`` is imported then only, so a local command never pays for it.
+The certificate is checked by its pinned fingerprint (cli/pinning.py), not by a CA: the
+daemon's own is self-signed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json as jsonlib
 import os
 import socket as socketlib
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from mariposa import DEFAULT_SOCKET
@@ -26,6 +31,10 @@ TERMINAL_STATES = ("completed", "failed", "terminated")
 # before the CLI gives up; any update in between resets the count.
 FOLLOW_REOPENS = 5
 MAX_HEADER_LINE = 65536
+CONNECT_TIMEOUT = 30.0
+
+if TYPE_CHECKING:
+    from mariposa.cli.profiles import Remote
 
 
 def socket_path(explicit: str | None) -> str:
@@ -110,12 +119,21 @@ def _error(status: int, raw: bytes) -> MariposaError:
 
 
 class Client:
-    def __init__(self, socket: str, timeout: float = 60.0, org: str | None = None):
+    def __init__(self, socket: str, timeout: float = 60.0, remote: Remote | None = None, org: str | None = None):
         self.socket = socket
         self.timeout = timeout
-        self.org = org  # -o ORG: sent on every request, it narrows what the daemon names and lists
+        self.remote = remote
+        self.org = org  # a profile's organisation: sent with every request that names none
+
+    @property
+    def where(self) -> str:
+        return self.remote.url if self.remote else self.socket
 
     def _unreachable(self, exc: BaseException) -> DaemonUnreachable:
+        if self.remote is not None:
+            return DaemonUnreachable(
+                f"cannot reach the mariposa daemon at {self.remote.url} ({exc.__class__.__name__}: {exc}); "
+                f"is its remote API on (listen in mariposa.toml)? (set --host or MARIPOSA_HOST)")
         if isinstance(exc, PermissionError) or (isinstance(exc, _Closed) and str(exc) == "no answer"):
             # the socket's mode, or the daemon's policy hanging up, refused us
             return DaemonUnreachable(
@@ -128,19 +146,29 @@ class Client:
         )
 
     def _open(self, method: str, path: str, json: Any, params: dict | None, timeout: float | None) -> _Response:
-        query = urlencode({k: v for k, v in {**(params or {}), "org": self.org}.items() if v is not None})
-        head = [f"{method} {path}{'?' + query if query else ''} HTTP/1.1", "Host: mariposa",
+        params = dict(params or {})
+        if self.org and not params.get("org"):
+            params["org"] = self.org
+        query = urlencode({k: v for k, v in params.items() if v is not None})
+        host = f"{self.remote.host}:{self.remote.port}" if self.remote else "mariposa"
+        head = [f"{method} {path}{'?' + query if query else ''} HTTP/1.1", f"Host: {host}",
                 "Accept: application/json", "Connection: close"]
+        if self.remote is not None and self.remote.token:
+            head.append(f"Authorization: Bearer {self.remote.token}")
         body = b""
         if json is not None:
             body = jsonlib.dumps(json).encode()
             head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
         elif method in ("POST", "PUT"):
             head.append("Content-Length: 0")
-        sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        if self.remote is not None:
+            sock = self._connect_remote(self.remote, timeout)
+        else:
+            sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
-            sock.connect(self.socket)
+            if self.remote is None:
+                sock.settimeout(timeout)
+                sock.connect(self.socket)
             try:
                 sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
             except (BrokenPipeError, ConnectionResetError):
@@ -149,6 +177,37 @@ class Client:
         except (OSError, ValueError, _Closed) as exc:
             sock.close()
             raise self._unreachable(exc) from None
+
+    def _connect_remote(self, remote: Remote, timeout: float | None) -> socketlib.socket:
+        """A TLS connection to the remote daemon whose certificate is the pinned one (or is
+        pinned now, on first use)."""
+        import ssl
+
+        from mariposa.api.tls import fingerprint_of_der
+        from mariposa.cli import pinning
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False  # trust is the pinned fingerprint (checked below), not a CA
+        context.verify_mode = ssl.CERT_NONE
+        raw = None
+        try:
+            raw = socketlib.create_connection((remote.host, remote.port), timeout=CONNECT_TIMEOUT)
+            sock = context.wrap_socket(raw, server_hostname=remote.host)
+        except (OSError, ValueError) as exc:
+            if raw is not None:
+                raw.close()
+            raise self._unreachable(exc) from None
+        der = sock.getpeercert(binary_form=True)
+        try:
+            if not der:
+                raise self._unreachable(ssl.SSLError("the daemon showed no certificate"))
+            pinning.check(remote.where, fingerprint_of_der(der))
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(timeout)
+        return sock
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> Any:
         resp = self._open(method, path, json, params, self.timeout)
@@ -193,7 +252,7 @@ class Client:
                 return item["result"]
             if isinstance(item, dict) and "pull" in item and on_pull is not None:
                 on_pull(item["pull"])
-        raise DaemonUnreachable(f"the daemon at {self.socket} ended the answer to {method} {path} early")
+        raise DaemonUnreachable(f"the daemon at {self.where} ended the answer to {method} {path} early")
 
     def get(self, path: str, **params) -> Any:
         return self.request("GET", path, params=params)
@@ -220,6 +279,6 @@ class Client:
                     raise
             reopens += 1
             if reopens > FOLLOW_REOPENS:
-                raise DaemonUnreachable(f"the daemon at {self.socket} keeps ending the stream of tasks "
+                raise DaemonUnreachable(f"the daemon at {self.where} keeps ending the stream of tasks "
                                         f"{', '.join(t[:12] for t in pending)} before they end")
         return [finished[t] for t in task_ids]

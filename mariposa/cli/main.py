@@ -1,7 +1,8 @@
 """The ``mariposa`` command: a client of the control API, plus ``mariposa daemon``.
 
 Exit codes: 0 done; 1 refused (bad input, invalid manifest); 2 usage; 3 daemon unreachable;
-4 not found; 5 conflict; 6 a waited-for task failed or was terminated.
+4 not found; 5 conflict; 6 a waited-for task failed or was terminated; 9 a remote call's token
+was refused (401); 10 a remote daemon's certificate is not the one pinned.
 """
 
 from __future__ import annotations
@@ -48,18 +49,32 @@ class ServiceGroup(AliasedGroup):
 
 
 class State:
-    def __init__(self, socket: str | None, project: str | None, org: str | None = None):
+    def __init__(self, socket: str | None, project: str | None, host: str | None = None, token: str | None = None,
+                 profile: str | None = None, org: str | None = None):
         self.socket_given = socket is not None
         self.socket = socket_path(socket)
         self.project_ref = project
-        self.org = org
+        self.host, self.token, self.profile = host, token, profile
+        self.org = org  # -o ORG rides on every request (a profile's org when not given)
         self._client: Client | None = None
+        if profile:  # its project is the default of -j (its host and token are read with the client)
+            from mariposa.cli.profiles import profile as read_profile
+
+            self.project_ref = project or read_profile(profile).get("project")
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.host or self.profile)
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.socket)
-            self._client.org = self.org  # -o ORG rides on every request
+            remote, defaults = None, dict[str, str]()
+            if self.remote:
+                from mariposa.cli.profiles import resolve
+
+                remote, defaults = resolve(self.host, self.token, self.profile)
+            self._client = Client(self.socket, remote=remote, org=self.org or defaults.get("org"))
         return self._client
 
     def project(self) -> str:
@@ -77,13 +92,18 @@ wait_option = click.option("--wait", is_flag=True,
 @click.group(cls=TopGroup, context_settings=CONTEXT)
 @click.option("--socket", envvar="MARIPOSA_SOCKET", help="Control socket (default /run/mariposa/mariposa.sock).")
 @click.option("-j", "--project", "project", help="Project name or id for service and queue commands.")
+@click.option("--host", envvar="MARIPOSA_HOST", help="A remote daemon's API, https://HOST:PORT (default: the socket).")
+@click.option("--token", envvar="MARIPOSA_TOKEN", help="The API token for --host (mariposa token create).")
+@click.option("-p", "--profile", envvar="MARIPOSA_PROFILE",
+              help="A named profile of ~/.config/mariposa/profiles.toml (host, token, org, project).")
 @click.option("-o", "--org", "org",
               help="Organisation: new projects go in it, and only its projects are named and listed.")
 @click.version_option(package_name="mariposa")
 @click.pass_context
-def cli(ctx: click.Context, socket: str | None, project: str | None, org: str | None) -> None:
+def cli(ctx: click.Context, socket: str | None, project: str | None, host: str | None, token: str | None,
+        profile: str | None, org: str | None) -> None:
     """Mariposa: keep the services of your projects running on this host."""
-    ctx.obj = State(socket, project, org)
+    ctx.obj = State(socket, project, host, token, profile, org)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -98,6 +118,9 @@ def cli(ctx: click.Context, socket: str | None, project: str | None, org: str | 
 @click.option("--triggers-listen", help="HOST:PORT of the public triggers' HTTP listener [none].")
 @click.option("--metrics-interval", type=float, help="Seconds between two samples of every instance's numbers [10].")
 @click.option("--metrics-listen", help="HOST:PORT of a TCP listener serving GET /metrics only [none].")
+@click.option("--listen", help="HOST:PORT of the remote API over HTTPS, for callers with a token [none].")
+@click.option("--tls-cert", help="The remote API's certificate (PEM) [a self-signed one in the state dir].")
+@click.option("--tls-key", help="The remote API's private key (PEM), with --tls-cert.")
 @click.option("--delete-removed-projects/--keep-removed-projects", default=None,
               help="Whether deleting NAME.yaml deletes the project [keep].")
 @click.option("--docker-host", help="Docker Engine socket (default: DOCKER_HOST or /var/run/docker.sock).")
@@ -149,10 +172,15 @@ def _read_manifest(path: str) -> tuple[str, str, dict]:
 
 
 def _manifest_body(path: str) -> dict:
+    """The manifest and its env files, read here (on a remote daemon's client too: it never reads
+    the client's disk). Its directory goes along only to the local daemon, for relative bind
+    paths: a remote daemon's host has no such directory, so there they are refused."""
     text, filename, env_files = _read_manifest(path)
-    base_dir = str((Path.cwd() if path == "-" else Path(path).parent).resolve())
-    return {"manifest": text, "filename": filename, "base_dir": base_dir,
-            **({"env_files": env_files} if env_files else {})}
+    body = {"manifest": text, "filename": filename, **({"env_files": env_files} if env_files else {})}
+    state = click.get_current_context().find_object(State)
+    if state is None or not state.remote:
+        body["base_dir"] = str((Path.cwd() if path == "-" else Path(path).parent).resolve())
+    return body
 
 
 def _change(state: State, method: str, path: str, body: dict, wait: bool, as_json: bool) -> dict:
@@ -1915,6 +1943,9 @@ def audit(state: State, user_name: str | None, denied: bool, limit: int, as_json
                  ("ACTION", lambda r: r["action"]), ("TARGET", lambda r: r["target"] or "-"),
                  ("", lambda r: "allowed" if r["allowed"] else "DENIED"), ("WHY", lambda r: r["why"])])
 
+from mariposa.cli.tokens import token  # noqa: E402 - its commands, registered on the group above
+
+cli.add_command(token)
 
 
 def main() -> None:

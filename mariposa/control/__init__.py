@@ -30,6 +30,7 @@ from mariposa.control.runs import Runs
 from mariposa.control.secrets import Secrets
 from mariposa.control.services import Services
 from mariposa.control.system import System
+from mariposa.control.tokens import Tokens
 from mariposa.control.triggers import Triggers
 from mariposa.control.volumes import Volumes
 from mariposa.control.webhooks import Webhooks
@@ -60,3 +61,4 @@ class Control:
         self.webhooks = Webhooks(ctx, policy, executor)
         self.metrics = Metrics(ctx, policy, executor)
         self.access = Access(ctx, policy, executor)
+        self.tokens = Tokens(ctx, policy, executor)

@@ -97,7 +97,10 @@ class Access(Area):
 
     @operation("user.remove", kind="host")
     async def user_remove(self, caller: Caller, name: str) -> dict:
+        """Its uids, bindings and tokens go with it (the tokens' rows by ON DELETE CASCADE, and
+        from the token book in memory here, so the next remote call with one is refused)."""
         result = await self.ctx.store.call(access_store.remove_user, name)
+        self.ctx.tokens.forget_user(name)
         await self._reload()
         return result
 

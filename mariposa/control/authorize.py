@@ -23,6 +23,8 @@ class Policy(Protocol):
 
     def is_root(self, caller: Caller) -> bool: ...
 
+    def user_of(self, caller: Caller) -> str | None: ...
+
 
 class AllowAll:
     """For tests that exercise the control layer as root would."""
@@ -32,6 +34,9 @@ class AllowAll:
 
     def is_root(self, caller: Caller) -> bool:
         return True
+
+    def user_of(self, caller: Caller) -> str | None:
+        return caller.user or "root"
 
 
 def authorize(policy: Policy, caller: Caller, action: str, scope: Scope,

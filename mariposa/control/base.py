@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from mariposa.access.model import ANYWHERE, DEFAULT_ORG, HOST, Scope
+from mariposa.access.model import ANYWHERE, DEFAULT_ORG, HOST, ROOT, Scope
 from mariposa.control.authorize import Policy, authorize
 from mariposa.control.caller import Caller
 from mariposa.control.redact import redact, redact_stream
@@ -141,7 +141,9 @@ def operation(action: str, target: str | None = None, *, kind: str = "project",
                 scope = await self._access_scope(caller, kind, what)
             except Exception as exc:
                 raise translate(exc, action) from exc
-            authorize(self.policy, caller, action, scope, self.ctx.audit)
+            decision = authorize(self.policy, caller, action, scope, self.ctx.audit)
+            if caller.user is None and decision.user not in (None, ROOT):
+                caller = attrs.evolve(caller, user=decision.user)  # what it signs (events, versions) with
             try:
                 result = await fn(self, caller, *args, **kwargs)
             except Exception as exc:

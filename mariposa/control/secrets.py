@@ -137,8 +137,8 @@ class Secrets(Area):
 
     @operation("secret.reveal", target="project", kind="new-project")
     async def reveal(self, caller: Caller, project: str, name: object) -> dict:
-        """The value itself: root, or a user granted ``secret:reveal`` by name (authorize decided);
-        never the daemon's own callers (the watched directory has no business reading one)."""
+        """The value itself: ``secret:reveal``, which no wildcard gives (access/capabilities.py),
+        and never to the daemon's own callers (the watched directory has no use for a value)."""
         if caller.name is not None:
             raise Forbidden(f"{caller.author} may not reveal a secret")
         key = secret_name(name)

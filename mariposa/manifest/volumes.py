@@ -161,7 +161,8 @@ class _VolumeChecks(_Shapes):
             base = self.rules.base_dir
             if base is None:
                 self.problem(at, f"relative path {source!r} needs the manifest's directory: give the manifest "
-                             "through the mariposa CLI or the watched directory")
+                             "through the local mariposa CLI (a remote daemon's host has not your directory) "
+                             "or the watched directory, or give an absolute path")
                 return None
             source = os.path.join(base, source)
         path = os.path.normpath(source)

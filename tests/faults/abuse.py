@@ -87,13 +87,15 @@ KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "ver
         "env": [1.5, True, "A=1", [1], ["no equals"], {"A": 1}, {"bad name": "x"}, ["A=\u0000"],
                 [f"K{i}=v" for i in range(200)]],
         "idempotency_key": WRONG_TEXT + ["k" * 300],
+        # an API token: its user's name, and a duration
+        "expires": [[1], {"a": 1}, True, "soon", -1, 0, "30x"],
         # users, organisations, roles and bindings (control/access.py): names are checked, uids are
         # whole numbers other than 0, a role file is text whose errors name its field
         "uids": [1.5, True, "1000", {"a": 1}, [0], [-1], [2 ** 40], ["x"], [1.5], [[1]]],
         "text": WRONG_TEXT + ["name: x\ncapabilities: [nope]\n", "[", "x" * 100_000],
-        "user": WRONG_TEXT + ["Bad Name", "root"], "role": WRONG_TEXT + ["nope"],
+        "user": WRONG_TEXT + ["Bad Name"], "role": WRONG_TEXT + ["nope"],
         "capability": WRONG_TEXT + ["nope", "nope:*"], "org": WRONG_TEXT + ["Bad Org"],
-        "project": WRONG_TEXT, "what": WRONG_TEXT, "id": WRONG_TEXT + ["%"], "to_org": WRONG_TEXT + ["nope"]}
+        "project": WRONG_TEXT, "what": WRONG_TEXT, "id": WRONG_TEXT + ["%", "____"], "to_org": WRONG_TEXT + ["nope"]}
 ROLLOUT = {"rolling", "count", "canary"}
 P, S = "/v1/projects/{project}", "/v1/projects/{project}/services/{service}"
 # The JSON keys each route reads. Every route of the table must be here (run() checks), so a new
@@ -122,6 +124,7 @@ BODY_KEYS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/grants"): {"user", "role", "org", "project"},
     ("POST", "/v1/denies"): {"user", "capability", "org", "project"},
     ("POST", "/v1/revoke"): {"user", "what", "org", "project", "id"},
+    ("POST", "/v1/tokens"): {"user", "expires", "name"},
 }
 
 MALFORMED = [
@@ -271,7 +274,7 @@ def route_table() -> list[tuple[str, str]]:
 
     control = types.SimpleNamespace(projects=None, services=None, instances=None, queue=None, events=None,
                                     system=None, volumes=None, registry=None, secrets=None, meta=None,
-                                    runs=None, triggers=None, webhooks=None, metrics=None,
+                                    runs=None, triggers=None, webhooks=None, metrics=None, tokens=None,
                                     access=None)
     router = build_router(control)  # type: ignore[arg-type]  # only the table is read, nothing is called
     table = []

@@ -240,3 +240,14 @@ async def test_a_binding_id_prefix_is_text_never_a_pattern(core: Core):
         with pytest.raises((NotFound, BadRequest)):
             await core.control.access.revoke(ROOT, binding=ref)
     assert len((await core.control.access.user_get(ROOT, "ann"))["bindings"]) == 1
+
+
+async def test_removing_a_user_refuses_its_tokens_at_once(core: Core):
+    from mariposa.errors import Unauthorized
+
+    await setup(core)
+    made = await core.control.tokens.create(ROOT, "ann", None, "ci")
+    assert core.ctx.tokens.check(made["token"], made["created"] + 1)["user"] == "ann"
+    await core.control.access.user_remove(ROOT, "ann")
+    with pytest.raises(Unauthorized):
+        core.ctx.tokens.check(made["token"], made["created"] + 2)

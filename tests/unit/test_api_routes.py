@@ -50,7 +50,7 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics", "access"):
+                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics", "tokens", "access"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -138,6 +138,10 @@ CASES = [
     ("POST", "/v1/registries", {"host": "127.0.0.1:5000", "username": "u", "password": "p"}, None, "registry.login",
      ("127.0.0.1:5000", "u", "p"), {}),
     ("DELETE", "/v1/registries/127.0.0.1:5000", None, None, "registry.logout", ("127.0.0.1:5000",), {}),
+    ("GET", "/v1/tokens", None, {"user": "bob"}, "tokens.list", ("bob",), {}),
+    ("POST", "/v1/tokens", {"user": "bob", "expires": "30d", "name": "ci"}, None, "tokens.create",
+     ("bob", "30d", "ci"), {}),
+    ("DELETE", "/v1/tokens/0123456789ab", None, None, "tokens.revoke", ("0123456789ab",), {}),
     ("GET", "/v1/projects/p/meta", None, None, "meta.list", ("p",), {}),
     ("POST", "/v1/projects/p/copy", {"name": "q", "with_meta": True}, None, "projects.copy", ("p", "q"),
      {"with_meta": True, "with_secrets": False}),

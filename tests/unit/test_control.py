@@ -83,7 +83,7 @@ async def test_group_members_are_judged_by_their_bindings_and_the_watcher_is_let
     await core.control.access.grant(ROOT, "dev", "developer", org="default")
     added = await core.control.projects.add(GROUP_MEMBER, "p", MANIFEST)
     assert added["project"]["name"] == "p" and added["project"]["org"] == "default"
-    assert (await core.control.system.ping(GROUP_MEMBER))["you"] == "uid=1000"
+    assert (await core.control.system.ping(GROUP_MEMBER))["you"] == "dev"  # a mapped uid signs with its user
     assert (await core.control.system.ping(WATCHER))["you"] == "file"
 
 

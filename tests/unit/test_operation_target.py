@@ -1,8 +1,9 @@
-"""``@operation`` hands the policy the target as it was given, positional or by keyword."""
+"""``@operation`` hands the policy the target as it was given, positional or by keyword (as root,
+whose targets are not looked up: the scope carries the ref as given)."""
 
 from __future__ import annotations
 
-import types
+from types import SimpleNamespace
 
 from mariposa.access.model import Decision
 from mariposa.control.base import Area, operation
@@ -12,13 +13,11 @@ WHO = Caller(transport="unix", uid=0, gid=0, pid=1)
 
 
 class Recorder:
-    """A policy that takes everyone for root (so the target is passed on unresolved, as given)."""
-
     def __init__(self):
         self.asked = []
 
     def decide(self, caller, action, scope):
-        self.asked.append((action, scope.ref))
+        self.asked.append((action, None if scope.anywhere else str(scope)))
         return Decision(True, "recorded")
 
     def is_root(self, caller):
@@ -41,7 +40,7 @@ class Things(Area):
 
 async def test_the_policy_sees_the_target_however_it_was_passed():
     policy = Recorder()
-    things = Things(types.SimpleNamespace(audit=None), policy)  # type: ignore[arg-type]
+    things = Things(SimpleNamespace(audit=None), policy)  # type: ignore[arg-type]
     assert await things.get(WHO, "a") == "a"
     await things.get(WHO, ref="b", detail=True)
     await things.copy(WHO, "c", "d")

@@ -153,7 +153,7 @@ async def test_reveal_needs_secret_reveal_by_name_and_is_audited(vaulted: Core):
     assert (await c.secrets.reveal(MEMBER, "p", "db"))["value"] == CANARY
     await c.access.revoke(ROOT, "dev", "admin", org="*")
     assert (await c.secrets.reveal(ROOT, "p", "db"))["value"] == CANARY
-    assert [e["author"] for e in await c.events.list(ROOT) if e["type"] == "secret.reveal"] == ["uid=1000", "uid=0"]
+    assert [e["author"] for e in await c.events.list(ROOT) if e["type"] == "secret.reveal"] == ["dev", "uid=0"]
     with pytest.raises(NotFound):
         await c.secrets.reveal(ROOT, "p", "nope")
 
@@ -268,7 +268,7 @@ def test_delivery_refuses_a_directory_that_is_not_a_tmpfs(tmp_path, monkeypatch)
 class _Client:
     sent: list = []
 
-    def __init__(self, socket):
+    def __init__(self, socket, **_):
         pass
 
     def request(self, method, path, *, json=None, params=None):

@@ -137,5 +137,5 @@ def test_what_is_not_plainly_simple_is_left_to_h11(raw):
 
 def test_a_simple_request_is_read_as_h11_reads_it():
     assert simple.parse(b"HEAD /v1/x?y=%20 HTTP/1.1\r\nhOsT:m\r\nConnection:\tfoo, CLOSE \r\nX-E:\r\n\r\n") == (
-        b"HEAD", b"/v1/x?y=%20", True)
-    assert simple.parse(b"DELETE / HTTP/1.1\r\nHost: m\r\n\r\n") == (b"DELETE", b"/", False)
+        b"HEAD", b"/v1/x?y=%20", True, None)
+    assert simple.parse(b"DELETE / HTTP/1.1\r\nHost: m\r\n\r\n") == (b"DELETE", b"/", False, None)
