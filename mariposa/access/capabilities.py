@@ -140,12 +140,13 @@ def matches(pattern: str, capability: str) -> bool:
 
 
 def markdown() -> str:
-    """docs/capabilities.md, made from the tables above (a unit test keeps the file equal to it):
-    ``python -m mariposa.access.capabilities > docs/capabilities.md``."""
+    """The README's table of capabilities (between its ``<!-- capabilities -->`` marks), made from
+    the tables above; a unit test keeps the README equal to it: ``python -m
+    mariposa.access.capabilities`` prints it."""
     by_capability: dict[str, list[str]] = {}
     for action, capability in ACTIONS.items():
         by_capability.setdefault(capability, []).append(action)
-    lines = ["# Capabilities", "",
+    lines = ["#### Capabilities", "",
              "What a custom role (`mariposa role define FILE`) and a deny (`mariposa deny USER CAPABILITY`) name.",
              "`*` and `area:*` in a role give every capability they match except the two marked named only;",
              "in a deny they match those too. Generated from `mariposa/access/capabilities.py`.", "",

@@ -162,7 +162,7 @@ class Access(Area):
             raise BadRequest("'org' must be an organisation name or '*'")
         return org, None
 
-    @operation("access.grant", kind="host")
+    @operation("access.grant", ("org", "project"), kind="binding")
     async def grant(self, caller: Caller, user: str, role: str, org: object = None, project: object = None) -> dict:
         at, project_id = await self._where(org, project)
         if not isinstance(role, str) or not role:
@@ -172,7 +172,7 @@ class Access(Area):
         await self._reload()
         return {"binding": _binding_json(b)}
 
-    @operation("access.deny", kind="host")
+    @operation("access.deny", ("org", "project"), kind="binding")
     async def deny(self, caller: Caller, user: str, capability: str, org: object = None,
                    project: object = None) -> dict:
         at, project_id = await self._where(org, project)
@@ -184,7 +184,7 @@ class Access(Area):
         await self._reload()
         return {"binding": _binding_json(b)}
 
-    @operation("access.revoke", kind="host")
+    @operation("access.revoke", ("org", "project"), kind="binding")
     async def revoke(self, caller: Caller, user: object = None, what: object = None, org: object = None,
                      project: object = None, binding: object = None) -> dict:
         """By binding id, or by the shape it was given with: USER ROLE (a grant) or USER

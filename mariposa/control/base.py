@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from mariposa.access.model import ANYWHERE, DEFAULT_ORG, HOST, ROOT, Scope
+from mariposa.access.model import ALL_ORGS, ANYWHERE, DEFAULT_ORG, HOST, ROOT, Scope
 from mariposa.control.authorize import Policy, authorize
 from mariposa.control.caller import Caller
 from mariposa.control.redact import redact, redact_stream
@@ -71,6 +71,11 @@ class Area:
         """Where an action on ``what`` (a ``kind`` of thing) lands, for authorizing it."""
         if kind == "host":
             return HOST
+        if kind == "binding":  # (org, project): where a grant, deny or revoke lands
+            org, project = what
+            if project is None:
+                return HOST if org in (None, ALL_ORGS) else Scope(org=str(org))
+            kind, what = "project", project
         if what is None:
             return Scope(org=caller.org, anywhere=True) if caller.org else ANYWHERE
         ref = str(what)
@@ -114,25 +119,33 @@ class Area:
         return self.policy.decide(caller, action, Scope(org=row.org, project=row.name, project_id=row.id)).allowed
 
 
-def operation(action: str, target: str | None = None, *, kind: str = "project",
+def operation(action: str, target: str | tuple[str, str] | None = None, *, kind: str = "project",
               each: str | None = None) -> Callable[[F], F]:
     """Mark a control method: ``action`` names it for authorization (``project.update``);
     ``target`` names the argument that says what it acts on, a ``kind`` of thing: "project" (a
-    project ref), "new-project" (a name that may be new), "task", "run", "instance" or "host".
+    project ref), "new-project" (a name that may be new), "task", "run", "instance", "host", or
+    "binding" (``target`` names two arguments, the organisation and the project a binding is on:
+    an organisation's admin manages the bindings of that organisation, a host admin all of them).
     ``each`` names the key of a listing's items that holds their project id: such a listing,
     asked with no target, is filtered to what the caller may see."""
 
     def wrap(fn: F) -> F:
-        signature = inspect.signature(fn)
+        names = list(inspect.signature(fn).parameters)
         # Where the target argument sits after (self, caller), found once: binding the signature
         # on every call cost more than the rest of a small request's control layer.
-        at = list(signature.parameters).index(target) - 2 if target is not None else None
+        targets = () if target is None else (target,) if isinstance(target, str) else target
+        spots = [(names.index(t) - 2, t) for t in targets]
+
+        def one(args: tuple, kwargs: dict, at: int, name: str) -> Any:
+            """An argument as given (None when left to its default, as binding said)."""
+            return args[at] if at < len(args) else kwargs.get(name)
 
         def target_of(args: tuple, kwargs: dict) -> Any:
-            """The target as given (None when left to its default, as binding said)."""
-            if at is None:
+            if not spots:
                 return None
-            return args[at] if at < len(args) else kwargs.get(target)
+            if len(spots) == 1:
+                return one(args, kwargs, *spots[0])
+            return tuple(one(args, kwargs, at, name) for at, name in spots)
 
         @functools.wraps(fn)
         async def method(self: Area, caller: Caller, *args: Any, **kwargs: Any) -> Any:

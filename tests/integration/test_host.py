@@ -263,11 +263,14 @@ def test_socket_refuses_other_users_and_audits_uids(tmp_path):
             return r.stdout.strip()
 
         assert as_nobody() == "DENIED"
+        assert as_nobody(gid) == "HTTP/1.1 403 Forbidden"  # past the group, a uid must be a user's
+        d.cli("user", "add", "nobodyuser", "--uid", "65534")
+        d.cli("grant", "nobodyuser", "developer", "--org", "default")
         assert as_nobody(gid) == "HTTP/1.1 200 OK"
         d.cli("-j", "fromnobody", "service", "scale", "web", "2", "--wait")
         audit = d.json("-j", "fromnobody", "events", "--type", "project", "--type", "service")
         by_type = {e["type"]: e["author"] for e in audit}
-        assert by_type["project.add"] == "uid=65534"
+        assert by_type["project.add"] == "nobodyuser"
         assert by_type["service.scale"] == f"uid={os.getuid()}"
     finally:
         d.cleanup()

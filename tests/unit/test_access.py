@@ -229,8 +229,9 @@ def test_the_capabilities_doc_is_the_table_in_code():
 
     from mariposa.access.capabilities import markdown
 
-    doc = Path(__file__).resolve().parents[2] / "docs" / "capabilities.md"
-    assert doc.read_text() == markdown(), "run: python -m mariposa.access.capabilities > docs/capabilities.md"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("<!-- capabilities -->\n", 1)[1].split("<!-- /capabilities -->", 1)[0]
+    assert table == markdown(), "paste the output of python -m mariposa.access.capabilities into README.md"
 
 
 async def test_a_binding_id_prefix_is_text_never_a_pattern(core: Core):
@@ -251,3 +252,27 @@ async def test_removing_a_user_refuses_its_tokens_at_once(core: Core):
     await core.control.access.user_remove(ROOT, "ann")
     with pytest.raises(Unauthorized):
         core.ctx.tokens.check(made["token"], made["created"] + 2)
+
+
+async def test_an_organisations_admin_manages_its_bindings_and_no_others(core: Core):
+    """Grants, denies and revokes land on an organisation or a project of one: its admin may make
+    them there, not in another organisation and not on '*' (that is the host's admin's)."""
+    await setup(core)
+    a = core.control.access
+    await a.org_add(ROOT, "acme")
+    await core.control.projects.add(Caller(transport="unix", uid=0, gid=0, pid=1, org="acme"), "c", MANIFEST)
+    await a.grant(ROOT, "ann", "admin", org="acme")
+    await a.grant(ANN, "bob", "operator", org="acme")
+    await a.grant(ANN, "bob", "developer", project="c")
+    await a.deny(ANN, "bob", "service:scale", project="c")
+    for refused in (lambda: a.grant(ANN, "bob", "viewer", org="default"),
+                    lambda: a.grant(ANN, "bob", "viewer", project="a"),
+                    lambda: a.grant(ANN, "ann", "admin", org="*"),
+                    lambda: a.deny(ANN, "bob", "*", org="default"),
+                    lambda: a.user_add(ANN, "carl", [1005])):
+        with pytest.raises(Forbidden, match="user:admin on (default|host)"):
+            await refused()
+    removed = await a.revoke(ANN, "bob", "developer", project="c")
+    assert [b["role"] for b in removed["removed"]] == ["developer"]
+    assert {(b["role"] or b["capability"], b["org"]) for b in (await a.user_get(ROOT, "bob"))["bindings"]} == {
+        ("operator", "acme"), ("service:scale", "acme")}
