@@ -209,33 +209,16 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
             raise _problem(path, text, key, "must be above 0")
     if "metrics_interval" in values and not 0.1 <= values["metrics_interval"] <= 3600:
         raise _problem(path, text, "metrics_interval", "must be from 0.1 to 3600 seconds")
-    if values.get("triggers_listen"):
-        from mariposa.triggers.listener import parse_listen
+    for key in ("triggers_listen", "metrics_listen", "listen"):  # HOST:PORT of a TCP listener, or off
+        if values.get(key):
+            from mariposa.triggers.listener import parse_listen
 
-        try:
-            parse_listen(values["triggers_listen"])
-        except ValueError as exc:
-            raise _problem(path, text, "triggers_listen", str(exc)) from None
-    elif "triggers_listen" in values:
-        values["triggers_listen"] = None
-    if values.get("metrics_listen"):
-        from mariposa.triggers.listener import parse_listen
-
-        try:
-            parse_listen(values["metrics_listen"], "metrics_listen")
-        except ValueError as exc:
-            raise _problem(path, text, "metrics_listen", str(exc)) from None
-    elif "metrics_listen" in values:
-        values["metrics_listen"] = None
-    if values.get("listen"):
-        from mariposa.triggers.listener import parse_listen
-
-        try:
-            parse_listen(values["listen"], "listen")
-        except ValueError as exc:
-            raise _problem(path, text, "listen", str(exc)) from None
-    elif "listen" in values:
-        values["listen"] = None
+            try:
+                parse_listen(values[key], key)
+            except ValueError as exc:
+                raise _problem(path, text, key, str(exc)) from None
+        elif key in values:
+            values[key] = None
     for key in ("tls_cert", "tls_key"):
         if values.get(key) == "":
             values[key] = None

@@ -438,6 +438,36 @@ async def serve(router: Router, sock, admits: Admits, limits: Limits = Limits(),
     await accept_connections(listener, slots, handle, turn_away, "control socket", task_status)
 
 
+async def serve_capped(listener: trio.SocketListener, limits: Limits,
+                       connection: Callable[[trio.SocketStream, BodyBudget], Awaitable[None]], what: str,
+                       task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """A TCP listener of ours (triggers, metrics, the remote API) until cancelled: each stream to
+    ``connection`` with the listener's shared body budget, within ``limits.max_connections``;
+    a newcomer over the cap is hung up on (on a public port, answering it would cost more). A
+    client's mistake ends its connection only; a bug is logged with an id, and hangs up too."""
+    slots = trio.Semaphore(limits.max_connections)
+    budget = BodyBudget(limits.max_bodies)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await connection(stream, budget)
+        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
+            pass
+        except Exception as exc:
+            translate(exc, f"serving a connection of the {what}")
+        finally:
+            slots.release()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+    async with listener:
+        await accept_connections(listener, slots, handle, hang_up, what, task_status)
+
+
 async def accept_connections(listener: trio.SocketListener, slots: trio.Semaphore,
                              handle: Callable[[trio.SocketStream], Awaitable[None]],
                              turn_away: Callable[[trio.SocketStream], Awaitable[None]], what: str,

@@ -19,15 +19,14 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Container
 
-import h11
 import structlog
 import trio
 
 from mariposa.access.policy import REMOTE
 from mariposa.access.tokens import TokenBook
-from mariposa.api.http import BodyBudget, Connection, Limits, Request, Router, accept_connections
+from mariposa.api.http import BodyBudget, Connection, Limits, Request, Router, serve_capped
 from mariposa.control.caller import Caller
-from mariposa.errors import MariposaError, TooManyFailures, Unauthorized, translate
+from mariposa.errors import MariposaError, TooManyFailures, Unauthorized
 from mariposa.triggers.limit import BLOCK, FailureLimit
 
 log = structlog.get_logger()
@@ -125,34 +124,17 @@ async def _connection(router: Router, stream: trio.SocketStream, context: ssl.SS
             return
         connection = RemoteConnection(router, tls, address, auth, LIMITS, budget)
         await connection.serve()
-    except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
-        return
-    except Exception as exc:  # a bug: logged with an id, the connection hung up
-        translate(exc, "serving a remote connection")
-    finally:
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                if tls is not None:
-                    await tls.aclose()
-            await stream.aclose()
+    finally:  # a TLS goodbye, briefly (serve_capped closes the stream below it, and logs any error)
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            if tls is not None:
+                await tls.aclose()
 
 
 async def serve(router: Router, listener: trio.SocketListener, context: ssl.SSLContext, auth: Authenticator, *,
                 task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Accept connections until cancelled; over the connection cap a newcomer is hung up on (a
     TLS handshake just to say 503 would cost more than the connection)."""
-    slots = trio.Semaphore(LIMITS.max_connections)
-    budget = BodyBudget(LIMITS.max_bodies)
+    async def connection(stream: trio.SocketStream, budget: BodyBudget) -> None:
+        await _connection(router, stream, context, auth, budget)
 
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            await _connection(router, stream, context, auth, budget)
-        finally:
-            slots.release()
-
-    async def hang_up(stream: trio.SocketStream) -> None:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
-
-    async with listener:
-        await accept_connections(listener, slots, handle, hang_up, "remote listener", task_status)
+    await serve_capped(listener, LIMITS, connection, "remote listener", task_status)

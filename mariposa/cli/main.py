@@ -1831,11 +1831,16 @@ def _with_where(fn):
 def grant(state: State, user_name: str, role_name: str, org_name: str | None, project_ref: str | None,
           as_json: bool) -> None:
     """Grant ROLE to USER on an organisation (--org) or one project (-j)."""
-    r = state.client.post("/v1/grants", {"user": user_name, "role": role_name,
-                                         **_where(state, org_name, project_ref)})
+    _bind(state, "/v1/grants", {"user": user_name, "role": role_name}, org_name, project_ref, as_json, "granted")
+
+
+def _bind(state: State, path: str, body: dict, org_name: str | None, project_ref: str | None, as_json: bool,
+          done: str) -> None:
+    """A grant or a deny, made and said."""
+    r = state.client.post(path, {**body, **_where(state, org_name, project_ref)})
     if as_json:
         return print_json(r)
-    click.echo(f"granted: {r['binding']['text']}")
+    click.echo(f"{done}: {r['binding']['text']}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -1847,11 +1852,8 @@ def grant(state: State, user_name: str, role_name: str, org_name: str | None, pr
 def deny(state: State, user_name: str, capability: str, org_name: str | None, project_ref: str | None,
          as_json: bool) -> None:
     """Deny USER a CAPABILITY (service:scale, area:*, or *) on --org or -j: a deny beats every grant."""
-    r = state.client.post("/v1/denies", {"user": user_name, "capability": capability,
-                                         **_where(state, org_name, project_ref)})
-    if as_json:
-        return print_json(r)
-    click.echo(f"denied: {r['binding']['text']}")
+    _bind(state, "/v1/denies", {"user": user_name, "capability": capability}, org_name, project_ref, as_json,
+          "denied")
 
 
 @cli.command(context_settings=CONTEXT)

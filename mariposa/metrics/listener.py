@@ -7,15 +7,13 @@ already taken refuses the start, as ``triggers_listen`` does.
 
 from __future__ import annotations
 
-import h11
 import trio
 
-from mariposa.api.http import BodyBudget, Connection, Limits, accept_connections
+from mariposa.api.http import BodyBudget, Connection, Limits, serve_capped
 from mariposa.api.router import Request, Response, Router
 from mariposa.control import Control
 from mariposa.control.authorize import SCRAPER
 from mariposa.control.caller import Caller
-from mariposa.errors import translate
 from mariposa.metrics.exposition import CONTENT_TYPE
 from mariposa.triggers.listener import bind as bind_tcp
 
@@ -40,24 +38,8 @@ def router(control: Control) -> Router:
 
 async def serve(control: Control, listener: trio.SocketListener, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     routes = router(control)
-    slots = trio.Semaphore(LIMITS.max_connections)
-    budget = BodyBudget(LIMITS.max_bodies)
 
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            await Connection(routes, stream, Caller(transport=SCRAPER), LIMITS, budget).serve()
-        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
-            pass
-        except Exception as exc:  # a bug: logged with an id, the connection hung up
-            translate(exc, "serving a metrics connection")
-        finally:
-            slots.release()
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+    async def connection(stream: trio.SocketStream, budget: BodyBudget) -> None:
+        await Connection(routes, stream, Caller(transport=SCRAPER), LIMITS, budget).serve()
 
-    async def hang_up(stream: trio.SocketStream) -> None:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
-
-    async with listener:
-        await accept_connections(listener, slots, handle, hang_up, "metrics listener", task_status)
+    await serve_capped(listener, LIMITS, connection, "metrics listener", task_status)

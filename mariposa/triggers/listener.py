@@ -9,14 +9,13 @@ closed; nothing a client sends ends the listener. Cancelling the daemon's nurser
 
 from __future__ import annotations
 
-import h11
 import structlog
 import trio
 
-from mariposa.api.http import BodyBudget, Connection, Limits, accept_connections
+from mariposa.api.http import BodyBudget, Connection, Limits, serve_capped
 from mariposa.api.router import Request, Response, Router
 from mariposa.control.caller import Caller
-from mariposa.errors import MariposaError, translate
+from mariposa.errors import MariposaError
 from mariposa.triggers.app import TriggerApp
 
 log = structlog.get_logger()
@@ -67,34 +66,14 @@ class _PeerRoutes(Router):
 
 
 async def _connection(app: TriggerApp, stream: trio.SocketStream, budget: BodyBudget) -> None:
-    try:
-        peer = stream.socket.getpeername()[0]
-        connection = Connection(_PeerRoutes(app, peer), stream, Caller(transport="trigger-http"), LIMITS, budget)
-        await connection.serve()
-    except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, OSError):
-        return
-    except Exception as exc:  # a bug: logged with an id, the connection hung up
-        translate(exc, "serving a trigger connection")
-    finally:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
+    peer = stream.socket.getpeername()[0]
+    await Connection(_PeerRoutes(app, peer), stream, Caller(transport="trigger-http"), LIMITS, budget).serve()
 
 
 async def serve(app: TriggerApp, listener: trio.SocketListener, *,
                 task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Accept connections until cancelled; over the connection cap a newcomer is hung up on."""
-    slots = trio.Semaphore(LIMITS.max_connections)
-    budget = BodyBudget(LIMITS.max_bodies)
+    async def connection(stream: trio.SocketStream, budget: BodyBudget) -> None:
+        await _connection(app, stream, budget)
 
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            await _connection(app, stream, budget)
-        finally:
-            slots.release()
-
-    async def hang_up(stream: trio.SocketStream) -> None:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
-
-    async with listener:
-        await accept_connections(listener, slots, handle, hang_up, "trigger listener", task_status)
+    await serve_capped(listener, LIMITS, connection, "trigger listener", task_status)
