@@ -251,3 +251,73 @@ def test_a_self_signed_certificate_is_made_once_and_kept(tmp_path):
     assert parsed.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
     assert isinstance(tls.server_context(cert, key), ssl.SSLContext)
     assert len(first.split(":")) == 32
+
+
+async def test_the_remote_listener_drops_a_silent_handshake_and_hangs_up_over_its_cap(monkeypatch):
+    """A client that never finishes its TLS hello holds a slot for HANDSHAKE_TIMEOUT only, and a
+    newcomer over the connection cap is hung up on at once, while a good client is served."""
+    import ssl
+
+    import attrs
+    import trustme
+
+    from mariposa.api import remote
+    from mariposa.api.router import Response, Router
+
+    monkeypatch.setattr(remote, "HANDSHAKE_TIMEOUT", 0.5)
+    monkeypatch.setattr(remote, "LIMITS", attrs.evolve(remote.LIMITS, max_connections=2))
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    tokens = book.TokenBook()
+    token_id, token, hashed = book.new_token()
+    tokens.add(row_of(token_id, hashed))
+    router = Router()
+
+    async def pong(req):
+        return Response(200, {"you": req.caller.user})
+
+    router.add("GET", "/v1/ping", pong)
+    auth = Authenticator(tokens, lambda: {"alice"}, lambda: 1100.0)
+    listener, _ = await remote.bind("127.0.0.1:0")
+    port = listener.socket.getsockname()[1]
+
+    async def closed_within(stream: trio.SocketStream, seconds: float) -> bool:
+        with trio.move_on_after(seconds):
+            try:
+                return await stream.receive_some(1024) == b""
+            except trio.BrokenResourceError:
+                return True
+        return False
+
+    async def ask() -> bytes:
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        tls = trio.SSLStream(tcp, client_ctx, server_hostname="127.0.0.1", https_compatible=True)
+        await tls.send_all(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode()
+                           + b"\r\nConnection: close\r\n\r\n")
+        answer = b""
+        try:
+            while chunk := await tls.receive_some(65536):
+                answer += chunk
+        except trio.BrokenResourceError:
+            pass
+        await tcp.aclose()
+        return answer
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(remote.serve, router, listener, server_ctx, auth)
+        connected = trio.current_time()
+        silent = await trio.open_tcp_stream("127.0.0.1", port)
+        holder = await trio.open_tcp_stream("127.0.0.1", port)
+        await trio.sleep(0.1)
+        extra = await trio.open_tcp_stream("127.0.0.1", port)  # the third: over the cap of 2
+        assert await closed_within(extra, 0.4)
+        assert await closed_within(silent, 5)  # dropped when its handshake time ran out, not before
+        assert trio.current_time() - connected >= 0.45
+        await holder.aclose()
+        await trio.sleep(0.1)
+        answer = await ask()
+        assert answer.startswith(b"HTTP/1.1 200") and b'"you":"alice"' in answer.replace(b" ", b"")
+        nursery.cancel_scope.cancel()
