@@ -32,19 +32,24 @@ _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 _ATOM_RE = re.compile(r"(?P<a>\*|[A-Za-z0-9]+)(?:-(?P<b>[A-Za-z0-9]+))?(?:/(?P<step>[^/]*))?")
+MAX_ZONE_NAME = 128  # the longest IANA name is 32 characters
 _DURATION_RE = re.compile(
     r"P(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?"
     r"(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?")
 
 
 def zone(name: str) -> ZoneInfo:
-    """The IANA zone ``name``; ``ValueError`` naming it when the host's tz database lacks it."""
-    if not name or name.startswith(("/", ".")) or ".." in name:
-        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Berlin or UTC)")
+    """The IANA zone ``name``; ``ValueError`` naming it when the host's tz database lacks it. A
+    name is a path in that database: one too long for the file system (the fuzzer's 14,000
+    characters) is refused before it is looked up, not let out as the OSError the lookup raises."""
+    unknown = ValueError(f"unknown time zone {name[:60]!r}{'...' if len(name) > 60 else ''} "
+                         "(an IANA name such as Europe/Berlin or UTC)")
+    if not name or name.startswith(("/", ".")) or ".." in name or len(name) > MAX_ZONE_NAME:
+        raise unknown
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Berlin or UTC)") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise unknown from None
 
 
 def _number(text: str, field: str) -> int:

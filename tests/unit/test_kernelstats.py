@@ -135,7 +135,7 @@ def _tree(tmp_path, files: dict[str, str]):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     (tmp_path / "proc/7/ns").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "proc/7/ns/net").symlink_to("net:[4026532186]")  # not the host's
+    (tmp_path / "proc/7/ns/net").symlink_to("net:[0]")  # no namespace has inode 0: never the host's
     return str(tmp_path / "proc")
 
 

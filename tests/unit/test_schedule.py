@@ -150,3 +150,12 @@ def test_fall_back_fires_the_repeated_time_in_both_offsets(zone, day, offsets):
     # an hourly schedule neither skips nor doubles an instant: the UTC gaps are all one hour
     hourly = Schedule.checked(["0 * * * *"], zone).upcoming(at(f"{day}T00:00:00", zone), 6)
     assert {b - a for a, b in zip(hourly, hourly[1:], strict=False)} == {3600.0}
+
+
+@pytest.mark.parametrize("name", ["0b" + "1" * 300, "Europe/" + "x" * 5000])
+def test_a_zone_name_too_long_for_a_path_is_an_unknown_zone_not_a_crash(name):
+    """The fuzzer's find (seed 2500781251): a 14,000-character time_zone reached the tz database
+    as a path and let out 'OSError: File name too long'."""
+    found = service_problem(f"image: x\nservice_type: scheduled\nschedule: '* * * * *'\ntime_zone: '{name}'")
+    assert found.message == f"unknown time zone {name[:60]!r}... (an IANA name such as Europe/Berlin or UTC)"
+    assert (found.line, found.field) == (6, "services.web.time_zone")  # the 4th line of the service
