@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from mariposa.access import rolefile
 from mariposa.access.capabilities import ACTIONS, CAPABILITIES, OPEN_ACTIONS
-from mariposa.access.model import HOST, ROOT, Binding, Decision, Scope
+from mariposa.access.model import HOST, ROOT, AccessState, Binding, Decision, Scope
 from mariposa.access.policy import AccessPolicy
 from mariposa.control.authorize import Policy, authorize
 from mariposa.control.base import Area, operation
@@ -60,9 +60,7 @@ class Access(Area):
         await reload(self.ctx, self.policy)
 
     @property
-    def _state(self):
-        from mariposa.access.model import AccessState
-
+    def _state(self) -> AccessState:
         return self.policy.state if isinstance(self.policy, AccessPolicy) else AccessState()
 
     # ---- users ----------------------------------------------------------------------------------
@@ -216,13 +214,11 @@ class Access(Area):
 
     # ---- questions ------------------------------------------------------------------------------
 
-    def _scope_for(self, caller: Caller, project: object) -> Scope:
-        """Where can-i asks without -j: the organisation chosen with -o, else the host."""
-        return Scope(org=caller.org) if caller.org else HOST
-
     async def _asked_scope(self, caller: Caller, project: object) -> Scope:
+        """Where can-i and who-can ask: the project given, else the organisation chosen with -o,
+        else the host."""
         if project is None:
-            return self._scope_for(caller, project)
+            return Scope(org=caller.org) if caller.org else HOST
         if not isinstance(project, str):
             raise BadRequest("'project' must be a project name or id")
         return self.project_scope(caller, await self._project(project))

@@ -107,16 +107,20 @@ class Area:
     def project_scope(caller: Caller, row: ProjectRow) -> Scope:
         if caller.org is not None and row.org != caller.org:
             raise NotFound(f"no project '{row.name}' in organisation '{caller.org}'")
-        return Scope(org=row.org, project=row.name, project_id=row.id)
+        return _scope_of(row)
 
-    async def _may_see(self, caller: Caller, action: str, project_id: str | None) -> bool:
-        """Whether a listing's item of project ``project_id`` is the caller's to see."""
-        row = (await self.ctx.projects.current()).by_id.get(project_id or "")
+    def _may_see(self, caller: Caller, action: str, row: ProjectRow | None) -> bool:
+        """Whether a listing's item of project ``row`` (None: of no project, or a deleted one) is
+        the caller's to see."""
         if row is None:
             return caller.org is None and self.policy.is_root(caller)
         if caller.org is not None and row.org != caller.org:
             return False
-        return self.policy.decide(caller, action, Scope(org=row.org, project=row.name, project_id=row.id)).allowed
+        return self.policy.decide(caller, action, _scope_of(row)).allowed
+
+
+def _scope_of(row: ProjectRow) -> Scope:
+    return Scope(org=row.org, project=row.name, project_id=row.id)
 
 
 def operation(action: str, target: str | tuple[str, str] | None = None, *, kind: str = "project",
@@ -176,9 +180,18 @@ def operation(action: str, target: str | tuple[str, str] | None = None, *, kind:
 
 
 async def _filtered(area: Area, caller: Caller, action: str, each: str, result: Any) -> Any:
-    """A listing's items the caller may see (a list, or a stream as it comes)."""
+    """A listing's items the caller may see (a list, or a stream as it comes). A list is judged on
+    one copy of the projects table, once per project however many items it has."""
     if isinstance(result, list):
-        return [item for item in result if await area._may_see(caller, action, item.get(each))]
+        by_id = (await area.ctx.projects.current()).by_id
+        judged: dict[str | None, bool] = {}
+
+        def sees(project_id: str | None) -> bool:
+            if project_id not in judged:
+                judged[project_id] = area._may_see(caller, action, by_id.get(project_id or ""))
+            return judged[project_id]
+
+        return [item for item in result if sees(item.get(each))]
     if isinstance(result, AsyncIterator):
         return _filtered_stream(area, caller, action, each, result)
     return result
@@ -187,7 +200,8 @@ async def _filtered(area: Area, caller: Caller, action: str, each: str, result: 
 async def _filtered_stream(area: Area, caller: Caller, action: str, each: str,
                            items: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for item in items:
-        if not isinstance(item, dict) or await area._may_see(caller, action, item.get(each)):
+        if not isinstance(item, dict) or area._may_see(
+                caller, action, (await area.ctx.projects.current()).by_id.get(item.get(each) or "")):
             yield item
 
 
