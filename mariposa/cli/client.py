@@ -161,14 +161,8 @@ class Client:
             head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
         elif method in ("POST", "PUT"):
             head.append("Content-Length: 0")
-        if self.remote is not None:
-            sock = self._connect_remote(self.remote, timeout)
-        else:
-            sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        sock = self._connect_remote(self.remote, timeout) if self.remote is not None else self._connect(timeout)
         try:
-            if self.remote is None:
-                sock.settimeout(timeout)
-                sock.connect(self.socket)
             try:
                 sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
             except (BrokenPipeError, ConnectionResetError):
@@ -177,6 +171,17 @@ class Client:
         except (OSError, ValueError, _Closed) as exc:
             sock.close()
             raise self._unreachable(exc) from None
+
+    def _connect(self, timeout: float | None) -> socketlib.socket:
+        """A connection to the local daemon's control socket."""
+        sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(self.socket)
+        except (OSError, ValueError) as exc:
+            sock.close()
+            raise self._unreachable(exc) from None
+        return sock
 
     def _connect_remote(self, remote: Remote, timeout: float | None) -> socketlib.socket:
         """A TLS connection to the remote daemon whose certificate is the pinned one (or is
