@@ -150,21 +150,29 @@ def _parse_created(value: Any) -> float:
 
 
 def _published(entries: Iterable[Mapping[str, Any]]) -> tuple[PublishedPort, ...]:
-    """Docker lists a binding once per address family; keep one, preferring IPv4's 0.0.0.0."""
-    best: dict[tuple[int, str, int], PublishedPort] = {}
-    for e in entries:
-        if not e.get("PublicPort"):
-            continue
-        port = PublishedPort(
+    """Docker lists a binding once per address family; keep one, preferring IPv4's.
+
+    The IPv6 twin is dropped by container port, not by host port: Engine 20.10 can bind an
+    ephemeral port on 0.0.0.0 and a different one on ::, and one binding must stay one port.
+    An IPv6 entry is kept only where the container port has no IPv4 binding at all.
+    """
+    ports = [
+        PublishedPort(
             container=int(e["PrivatePort"]),
             protocol=e.get("Type", "tcp"),
             host_ip=e.get("IP", ""),
             host_port=int(e["PublicPort"]),
         )
-        key = (port.container, port.protocol, port.host_port)
-        if key not in best or ":" in best[key].host_ip:
-            best[key] = port
-    return tuple(sorted(best.values(), key=lambda p: (p.container, p.protocol, p.host_port)))
+        for e in entries
+        if e.get("PublicPort")
+    ]
+    with_ipv4 = {(p.container, p.protocol) for p in ports if ":" not in p.host_ip}
+    kept = {
+        (p.container, p.protocol, p.host_port): p
+        for p in ports
+        if ":" not in p.host_ip or (p.container, p.protocol) not in with_ipv4
+    }
+    return tuple(sorted(kept.values(), key=lambda p: (p.container, p.protocol, p.host_port)))
 
 
 def _inspect_ports(ports: Mapping[str, Any] | None) -> list[dict[str, Any]]:

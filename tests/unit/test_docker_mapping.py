@@ -140,3 +140,31 @@ async def test_a_subscription_starts_when_events_is_called(tmp_path):
         listener.close()
         await driver.aclose()
     assert [e.instance_id for e in seen] == ["new"]
+
+
+def test_one_published_port_per_binding_even_when_families_got_different_host_ports():
+    """Engine 20.10 may bind an ephemeral port on 0.0.0.0 and a different one on ::."""
+    from mariposa.drivers.docker import _published
+
+    entries = [
+        {"IP": "0.0.0.0", "PrivatePort": 8080, "PublicPort": 49153, "Type": "tcp"},
+        {"IP": "::", "PrivatePort": 8080, "PublicPort": 49154, "Type": "tcp"},
+        {"IP": "::", "PrivatePort": 53, "PublicPort": 5353, "Type": "udp"},
+    ]
+    ports = _published(entries)
+    assert [(p.container, p.protocol, p.host_ip, p.host_port) for p in ports] == [
+        (53, "udp", "::", 5353),
+        (8080, "tcp", "0.0.0.0", 49153),
+    ]
+
+
+def test_two_ipv4_bindings_of_one_container_port_both_stay():
+    from mariposa.drivers.docker import _published
+
+    entries = [
+        {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+        {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8081, "Type": "tcp"},
+        {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+        {"IP": "::", "PrivatePort": 80, "PublicPort": 8081, "Type": "tcp"},
+    ]
+    assert [p.host_port for p in _published(entries)] == [8080, 8081]
