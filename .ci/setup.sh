@@ -24,12 +24,12 @@ if [ ! -x "$MARIPOSA_ROOT/.venv/bin/python" ]; then
   echo "== creating the venv"
   python3 -m venv "$MARIPOSA_ROOT/.venv"
 fi
-if ! "$MARIPOSA_ROOT/.venv/bin/python" -c "import mariposa, pytest_trio, pytest_timeout, hypothesis, trustme, ruff, mypy, prometheus_client" 2>/dev/null \
+if ! "$MARIPOSA_ROOT/.venv/bin/python" -c "import mariposa, pytest_trio, pytest_timeout, hypothesis, trustme, ruff, mypy, prometheus_client, starlette, selenium" 2>/dev/null \
    || [ "$MARIPOSA_ROOT/pyproject.toml" -nt "$MARIPOSA_ROOT/.venv/.installed" ]; then
   echo "== installing Mariposa and its test dependencies into .venv"
   "$MARIPOSA_ROOT/.venv/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
   "$MARIPOSA_ROOT/.venv/bin/pip" install -q -e "$MARIPOSA_ROOT[test]" 2>&1 | grep -v "^WARNING" || true
-  "$MARIPOSA_ROOT/.venv/bin/python" -c "import mariposa, pytest_trio, pytest_timeout, hypothesis, trustme, ruff, mypy, prometheus_client"
+  "$MARIPOSA_ROOT/.venv/bin/python" -c "import mariposa, pytest_trio, pytest_timeout, hypothesis, trustme, ruff, mypy, prometheus_client, starlette, selenium"
   touch "$MARIPOSA_ROOT/.venv/.installed"
 fi
 export PATH="$MARIPOSA_ROOT/.venv/bin:$PATH"

@@ -81,6 +81,9 @@ class DaemonConfig:
     listen: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    # The dashboard (/ui/ on the remote listener): seconds a signed-in browser may sit idle before
+    # it must sign in again.
+    ui_idle_timeout: float = 1800.0
     source: str | None = None  # the file it was read from
 
     def socket_gid(self) -> int | None:
@@ -183,6 +186,7 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
         "allow_privileged": bool,
         "resync": (int, float), "rescan": (int, float), "metrics_interval": (int, float), "parallelism": int,
+        "ui_idle_timeout": (int, float),
         "socket_group": (str, int),
         "socket_mode": (str, int),
     }
@@ -207,6 +211,8 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     for key in ("resync", "rescan", "parallelism"):
         if key in values and values[key] <= 0:
             raise _problem(path, text, key, "must be above 0")
+    if "ui_idle_timeout" in values and not 60 <= values["ui_idle_timeout"] <= 7 * 86400:
+        raise _problem(path, text, "ui_idle_timeout", "must be from 60 seconds to 7 days (604800)")
     if "metrics_interval" in values and not 0.1 <= values["metrics_interval"] <= 3600:
         raise _problem(path, text, "metrics_interval", "must be from 0.1 to 3600 seconds")
     for key in ("triggers_listen", "metrics_listen", "listen"):  # HOST:PORT of a TCP listener, or off

@@ -21,6 +21,7 @@ from mariposa.packages import Package
 from mariposa.registries import Credentials
 from mariposa.store.db import Store
 from mariposa.store.index import ProjectIndex
+from mariposa.ui.sessions import Sessions
 from mariposa.wakeup import Broadcast, Wakeup
 
 if TYPE_CHECKING:
@@ -77,6 +78,10 @@ class Context:
     # The remote listener's API tokens, in memory (access/tokens.py): loaded by its task at start
     tokens: TokenBook = attrs.field(init=False, default=attrs.Factory(
         lambda self: TokenBook(self.store), takes_self=True))
+    # The dashboard's sign-in codes and sessions, in memory (ui/sessions.py); its base URL once bound
+    sessions: Sessions = attrs.field(init=False, default=attrs.Factory(
+        lambda self: Sessions(self.clock.now), takes_self=True))
+    dashboard_base: str | None = None
     _inventory: Coalesced[list] = attrs.field(init=False, default=attrs.Factory(
         lambda self: Coalesced(self._list_instances), takes_self=True))
 

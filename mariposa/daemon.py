@@ -167,6 +167,7 @@ class Daemon:
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))
         logs.configure(new.log_format, new.log_level)
+        self.ctx.sessions.idle = new.ui_idle_timeout
         self.reconciler.resync = new.resync
         self.ctx.parallelism = new.parallelism
         self.ctx.packages = new.packages
@@ -334,8 +335,14 @@ async def run_daemon(
             if scrapes is not None:
                 await nursery.start(metrics_listener.serve, control, scrapes)
             if remote_listener is not None:
+                from mariposa.ui import app as dashboard
+                from mariposa.ui.front import Front
+
                 auth = remote.Authenticator(ctx.tokens, lambda: policy.state.users, clock.now)
-                await nursery.start(remote.serve, router, remote_listener, context, auth)
+                ctx.sessions.idle = config.ui_idle_timeout
+                ctx.dashboard_base = remote_base
+                front = Front(router, dashboard.build(control, ctx.sessions, auth))
+                await nursery.start(remote.serve, front, remote_listener, context, auth)
             nursery.start_soon(systemd.watchdog)
             nursery.start_soon(daemon.status)
             systemd.notify("READY=1\nSTATUS=" + await summary(ctx))

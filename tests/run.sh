@@ -9,8 +9,9 @@ set -euo pipefail
 # lxc and tini: the LXC driver (mariposa/drivers/lxc.py) and the init it runs commands under;
 # qemu-system-x86, qemu-utils, e2fsprogs and lz4: the QEMU driver's VMs and their disks and kernel (mariposa/vm/);
 # syslinux, syslinux-common, mtools and dosfstools: the bootable disk images of the tests' own-OS guests;
-# qemu-guest-agent: the agent those guests run (its binary and libraries copied into one of them)
-MARIPOSA_PACKAGES="openssl curl docker-registry lxc tini qemu-system-x86 qemu-utils e2fsprogs lz4 syslinux syslinux-common mtools dosfstools qemu-guest-agent" \
+# qemu-guest-agent: the agent those guests run (its binary and libraries copied into one of them);
+# chromium, chromium-driver and fonts-dejavu-core: the dashboard's tests drive a real headless browser (tests/ui/)
+MARIPOSA_PACKAGES="openssl curl docker-registry lxc tini qemu-system-x86 qemu-utils e2fsprogs lz4 syslinux syslinux-common mtools dosfstools qemu-guest-agent chromium chromium-driver fonts-dejavu-core" \
   source "$(dirname "${BASH_SOURCE[0]}")/../.ci/setup.sh"
 cd "$MARIPOSA_ROOT"
 # the VMs' kernel, extracted once from Debian's cloud kernel package (a no-op when it is there)

@@ -95,7 +95,7 @@ ACTIONS: dict[str, str] = {
 # and look after their own tokens (token.create and token.revoke for oneself are decided by the
 # area, which asks for user:admin only when the token is somebody else's).
 OPEN_ACTIONS = frozenset({"system.ping", "access.whoami", "access.can-i", "token.list-own", "token.create-own",
-                          "token.revoke-own"})
+                          "token.revoke-own", "ui.signin"})
 
 _VIEWER = ("project:read", "meta:read", "secret:list", "logs:read")
 _OPERATOR = (*_VIEWER, "service:scale", "service:lifecycle", "service:revert", "run:create", "queue:stop",

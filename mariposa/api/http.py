@@ -179,7 +179,7 @@ class Connection:
             await self._send_simple(resp, body, head_only, self.simple.close or close)
             return
         if resp.streamed:
-            headers = [("content-type", "application/x-ndjson"), ("transfer-encoding", "chunked")]
+            headers = [("content-type", resp.content_type or "application/x-ndjson"), ("transfer-encoding", "chunked")]
         else:
             headers = [("content-type", resp.content_type or "application/json"), ("content-length", str(len(body)))]
         headers += resp.headers
@@ -201,7 +201,8 @@ class Connection:
         """What ``send`` writes through h11, written by simple.py, for a request it read."""
         if resp.streamed:
             # spelled as h11 spells it
-            headers = [(b"content-type", b"application/x-ndjson"), (b"Transfer-Encoding", b"chunked")]
+            headers = [(b"content-type", (resp.content_type or "application/x-ndjson").encode()),
+                       (b"Transfer-Encoding", b"chunked")]
         else:
             headers = [(b"content-type", (resp.content_type or "application/json").encode()),
                        (b"content-length", b"%d" % len(body))]
@@ -274,7 +275,7 @@ class Connection:
                         may_be_simple = False
                         self.simple = simple.parse(data)
                         if self.simple is not None:
-                            self.on_head(self.simple.authorization, False)
+                            self.on_head(self.simple.authorization, False, self.simple.target)
                             return self.simple, b""
                     self.conn.receive_data(data)
                     continue
@@ -285,7 +286,7 @@ class Connection:
                 return None
             if isinstance(event, h11.Request):
                 request = event
-                self.on_head(_authorization(event), _has_body(event))  # before any of its body is read
+                self.on_head(_authorization(event), _has_body(event), event.target)  # before its body is read
                 if not begun:  # pipelined: it was already in h11's buffer
                     begun, deadline = True, trio.current_time() + self.limits.request_timeout
                 length = dict(event.headers).get(b"content-length")
@@ -302,7 +303,7 @@ class Connection:
                 assert request is not None
                 return request, bytes(body)
 
-    def on_head(self, authorization: bytes | None, has_body: bool) -> None:
+    def on_head(self, authorization: bytes | None, has_body: bool, target: bytes) -> None:
         """A request's head has come, with its ``Authorization`` (None: none, or several): the
         remote listener's connection authenticates it here (api/remote.py), before its body is
         read or held, and raises to refuse it and close the connection. The control socket's
@@ -320,7 +321,10 @@ class Connection:
         caller = self.caller
         if query.get("org"):  # -o ORG: every request may carry it; it narrows what the caller names and sees
             caller = attrs.evolve(caller, org=query.pop("org"))
-        return Request(request.method.decode("ascii"), target.path, query, body, {}, caller)
+        if isinstance(request, simple.Head):
+            return Request(request.method.decode("ascii"), target.path, query, body, {}, caller)
+        return Request(request.method.decode("ascii"), target.path, query, body, {}, caller,
+                       headers=tuple(request.headers), query_string=target.query.encode("ascii"))
 
     async def serve(self) -> None:
         try:

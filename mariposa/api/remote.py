@@ -35,6 +35,7 @@ LIMITS = Limits(max_connections=512)  # the socket's, with fewer connections: th
 HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
 BEARER = b"bearer "
+DASHBOARD = b"/ui"  # the web dashboard (mariposa/ui/): its callers sign in with a cookie, not a token
 
 
 class Authenticator:
@@ -83,8 +84,11 @@ class RemoteConnection(Connection):
         self.address, self.auth = address, auth
         self.refused: MariposaError | None = None
 
-    def on_head(self, authorization: bytes | None, has_body: bool) -> None:
+    def on_head(self, authorization: bytes | None, has_body: bool, target: bytes) -> None:
         self.refused = None
+        if target == DASHBOARD or target.startswith(DASHBOARD + b"/") or target.startswith(DASHBOARD + b"?"):
+            self.caller = Caller(transport=REMOTE, address=self.address)  # the dashboard's cookie says who
+            return
         try:
             self.caller = self.auth.caller(authorization, self.address)
         except (Unauthorized, TooManyFailures) as exc:

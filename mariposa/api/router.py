@@ -46,6 +46,14 @@ class Request:
     params: dict[str, str]
     caller: Caller
     parsed: dict[str, Any] | None = None  # the body, parsed once by Router.dispatch
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # h11's (lower-case names); the dashboard reads them
+    query_string: bytes = b""  # as sent: the dashboard's forms repeat keys
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object ({} when empty); anything else is the caller's mistake."""
@@ -61,7 +69,8 @@ class Response:
     """A JSON ``body``, or a streamed one (newline-delimited JSON, for --follow and logs): a
     ``stream`` to iterate or a ``produce`` to run with a ``write`` (a stream with tasks of its
     own, see ``control.base.Feed``). With a ``content_type`` the body is text sent as it is
-    (``GET /metrics``: Prometheus' text format), see ``text``."""
+    (``GET /metrics``: Prometheus' text format), see ``text``; a streamed body with one is sent
+    in that type (the dashboard's ``text/event-stream``)."""
 
     status: int = 200
     body: Any = None

@@ -304,6 +304,7 @@ def build_router(control: Control) -> Router:
         ("DELETE", "/v1/registries/{host}", lambda q: registry.logout(q.caller, q.params["host"])),
         # users, organisations, roles, bindings and the questions about them (control/access.py)
         ("GET", "/v1/whoami", lambda q: access.whoami(q.caller)),
+        ("POST", "/v1/ui/signin", lambda q: control.dashboard.signin(q.caller)),
         ("GET", "/v1/users", lambda q: access.user_list(q.caller)),
         ("POST", "/v1/users", lambda q: access.user_add(q.caller, _text(q, "name", ""), q.json().get("uids"))),
         ("GET", "/v1/users/{user}", lambda q: access.user_get(q.caller, q.params["user"])),

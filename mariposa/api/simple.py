@@ -27,6 +27,7 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:" + _VISIBLE + rb"(?:[ \t]+" + _VISIBLE + rb")*)?)[ \t]*")
 _NOT_SIMPLE = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
 LAST_CHUNK = b"0\r\n\r\n"
+DASHBOARD = b"/ui"  # the dashboard reads cookies and forms: its requests go to h11, with every header
 
 
 class Head(NamedTuple):
@@ -42,7 +43,7 @@ def parse(data: bytes) -> Head | None:
         return None
     lines = data[:-4].split(b"\r\n")
     line = _REQUEST_LINE.fullmatch(lines[0])
-    if line is None:
+    if line is None or line[2].startswith(DASHBOARD):
         return None
     hosts, close, authorization = 0, False, None
     for raw in lines[1:]:

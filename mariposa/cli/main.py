@@ -1930,6 +1930,18 @@ def whoami(state: State, as_json: bool) -> None:
         click.echo(f"  {b['text']}")
 
 
+@cli.command("ui", context_settings=CONTEXT)
+@json_option
+@pass_state
+def ui_command(state: State, as_json: bool) -> None:
+    """Print a one-time link that signs you in to the web dashboard (good for 5 minutes, once)."""
+    r = state.client.post("/v1/ui/signin", {})
+    if as_json:
+        return print_json(r)
+    click.echo(r["url"])
+    click.echo(f"Signs in {r['user']} once, within {r['expires_in'] // 60} minutes. Open it in a browser.", err=True)
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--user", "user_name", metavar="USER", help="Only USER's.")
 @click.option("--denied", is_flag=True, help="Only refusals.")

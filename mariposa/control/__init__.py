@@ -18,6 +18,7 @@ from mariposa.control.authorize import Policy as Policy
 from mariposa.control.authorize import authorize as authorize
 from mariposa.control.caller import WATCHER as WATCHER
 from mariposa.control.caller import Caller as Caller
+from mariposa.control.dashboard import Dashboard
 from mariposa.control.events import Events
 from mariposa.control.instances import Instances
 from mariposa.control.meta import Meta
@@ -62,3 +63,4 @@ class Control:
         self.metrics = Metrics(ctx, policy, executor)
         self.access = Access(ctx, policy, executor)
         self.tokens = Tokens(ctx, policy, executor)
+        self.dashboard = Dashboard(ctx, policy, executor)

@@ -50,7 +50,7 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics", "tokens", "access"):
+                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics", "tokens", "access", "dashboard"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -154,6 +154,7 @@ CASES = [
     # users, organisations, roles and bindings
     ("POST", "/v1/projects/p/move", {"to_org": "acme"}, None, "projects.move", ("p", "acme"), {}),
     ("GET", "/v1/whoami", None, None, "access.whoami", (), {}),
+    ("POST", "/v1/ui/signin", None, None, "dashboard.signin", (), {}),
     ("GET", "/v1/users", None, None, "access.user_list", (), {}),
     ("POST", "/v1/users", {"name": "ann", "uids": [1001]}, None, "access.user_add", ("ann", [1001]), {}),
     ("GET", "/v1/users/ann", None, None, "access.user_get", ("ann",), {}),
