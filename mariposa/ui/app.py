@@ -22,7 +22,7 @@ from mariposa.access.model import ROOT
 from mariposa.access.policy import REMOTE
 from mariposa.control.caller import Caller
 from mariposa.errors import MariposaError, TooManyFailures, Unauthorized
-from mariposa.ui import pages
+from mariposa.ui import actions, pages
 from mariposa.ui.paths import STATIC, TEMPLATES
 from mariposa.ui.security import SecureHeaders
 from mariposa.ui.sessions import Session, Sessions
@@ -144,6 +144,7 @@ def build(control: Control, sessions: Sessions, auth: Authenticator | None = Non
         Route("/ui/signin", signin_token, methods=["POST"]),
         Route("/ui/signout", signout, methods=["POST"]),
         *pages.routes(board),
+        *actions.routes(board),
         Mount("/ui/static", app=StaticFiles(directory=str(STATIC)), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={
