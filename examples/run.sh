@@ -8,7 +8,8 @@ bash examples/build-image.sh mariposa-example/busybox:latest
 
 if ! mariposa project list >/dev/null 2>&1; then
   echo "== starting the daemon (log: /var/log/mariposa.log)"
-  nohup mariposa daemon >>/var/log/mariposa.log 2>&1 &
+  # --listen: the remote API and the web dashboard, on this host only (MARIPOSA_LISTEN to change it)
+  nohup mariposa daemon --listen "${MARIPOSA_LISTEN:-127.0.0.1:8443}" >>/var/log/mariposa.log 2>&1 &
   for _ in $(seq 1 50); do mariposa project list >/dev/null 2>&1 && break; sleep 0.2; done
 fi
 
@@ -31,3 +32,6 @@ for path in / /cgi-bin/api; do
   done
   echo "GET $path -> ${out:-no answer}"
 done
+echo
+echo "== the web dashboard: this one-time link signs you in (within 5 minutes)"
+mariposa ui || echo "(no dashboard: the running daemon was started without --listen)"
