@@ -8,3 +8,15 @@ document.addEventListener("submit", function (event) {
     event.preventDefault();
   }
 });
+
+// An action's refusal (403, 409, 422 ...) is a fragment with role="alert" (ui/actions.py): htmx
+// swaps only 2xx answers by default, so forms marked data-swap-errors take their errors too.
+document.addEventListener("htmx:beforeSwap", function (event) {
+  var detail = event.detail;
+  var elt = detail.requestConfig && detail.requestConfig.elt;
+  if (detail.xhr && detail.xhr.status >= 400 && detail.xhr.status < 600 && elt && elt.closest &&
+      elt.closest("[data-swap-errors]")) {
+    detail.shouldSwap = true;
+    detail.isError = false;
+  }
+});
