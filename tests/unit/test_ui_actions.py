@@ -203,7 +203,7 @@ async def test_a_manifest_with_errors_shows_each_at_its_line_and_column_and_adds
     assert {int(line) for line, _, _ in items} == {4, 5}
     for line, column, text in items:
         assert re.sub(r"<[^>]+>", "", text).startswith(f"line {line}, column {column}: ")
-    assert "scale: lots" in html and ">services:\n  web:" in html  # the user's text is kept in the textarea
+    assert "scale: lots" in html and ">\nservices:\n  web:" in html  # the user's text is kept in the textarea
     assert re.search(r'<li id="line-4" value="4" class="bad', html) and 'id="line-3" value="3" class="">' in html
     assert [p["name"] for p in await core.control.projects.list(ROOT)] == []
     # a YAML syntax error too, with its position
@@ -291,3 +291,36 @@ async def test_not_signed_in_is_sent_to_sign_in(core: Core, path: str):
     req = Request("POST", path, {}, b"count=1", {}, ROOT, headers=((b"content-type", FORM),))
     r = await call(board.app, req, "127.0.0.1")
     assert r.status == 303 and header(r, "location") == "/ui/signin"
+
+
+async def test_queue_stop_ends_the_task_as_the_signed_in_user(core: Core):
+    await core.settle(await core.control.projects.add(ROOT, "app", MANIFEST))
+    core.driver.latency = 5.0  # every instance operation takes 5 s of virtual time
+    [task] = (await core.control.services.scale(ROOT, "app", "web", "6"))["tasks"]
+    ui = Browser(core)
+    r = await ui.post(f"/ui/tasks/{task['id']}/stop", {"project": "app", "back": "/ui/p/app"})
+    assert r.status == 303 and header(r, "location") == "/ui/p/app"
+    stopped = await core.control.queue.get(ROOT, task["id"])
+    assert stopped["state"] == "terminated" and "root" in stopped["message"]
+    [task] = (await core.control.services.scale(ROOT, "app", "web", "0"))["tasks"]
+    await core.control.access.user_add(ROOT, "ann", [1001])
+    await core.control.access.grant(ROOT, "ann", "viewer", org="default")
+    r = await Browser(core, "ann").post(f"/ui/tasks/{task['id']}/stop", {"project": "app"}, htmx=True)
+    assert r.status == 403 and 'role="alert"' in page(r)
+    assert (await core.control.queue.get(ROOT, task["id"]))["state"] in ("queued", "active")
+
+
+async def test_run_now_asks_for_a_run_of_a_scheduled_service(core: Core):
+    scheduled = ("services:\n  job:\n    image: busybox\n    command: echo hi\n    service_type: scheduled\n"
+                 "    schedule: '0 3 * * *'\n")
+    await core.settle(await core.control.projects.add(ROOT, "cron", scheduled))
+    ui = Browser(core)
+    service = await core.control.services.get(ROOT, "cron", "job")
+    html = ui.board.templates.env.get_template("actions/service.html").render(
+        service=service, can=frozenset({"service.run"}), csrf="t",
+        request=type("R", (), {"query_params": {}})())
+    assert 'id="action-run-now"' in html and 'action="/ui/p/cron/s/job/run"' in html
+    r = await ui.post("/ui/p/cron/s/job/run", {}, htmx=True)
+    assert r.status == 200 and "Run" in page(r), page(r)
+    runs = await core.control.runs.list(ROOT, "cron", "job")
+    assert len(runs) == 1
