@@ -288,8 +288,14 @@ def routes(board: Dashboard) -> list[Route]:
         keys: dict[str, list[int]] = {}
         for m in missing:
             keys.setdefault(m["key"], []).append(int(m.get("line") or 0))
-        message = exc.message if problems or not keys else (
-            f"This manifest uses meta the project does not have yet: give {', '.join(keys)} below")
+        message = exc.message
+        if isinstance(exc, InvalidManifest) and (problems or keys):
+            parts = [f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the manifest, each shown at "
+                     "its line"] if problems else []
+            if keys:
+                parts.append(f"it uses meta the project does not have yet: give {', '.join(keys)} below")
+            message = "; ".join(parts) + "; nothing was changed"
+            message = message[0].upper() + message[1:]
         return manifest_page(request, session, project, name=name, manifest=manifest, problem=message,
                              problems=problems, missing=keys, meta=given, status=exc.status)
 
@@ -300,10 +306,13 @@ def routes(board: Dashboard) -> list[Route]:
         problems = problems or []
         missing = missing or {}
         bad: dict[int, list[str]] = {}
+        columns: dict[int, set[int]] = {}
         for d in problems:
             bad.setdefault(int(d.get("line") or 0), []).append(problem_text(d))
+            columns.setdefault(int(d.get("line") or 0), set()).add(max(1, int(d.get("column") or 1)))
         needs = _by_line(missing)
-        lines = [{"number": i, "text": line, "problems": bad.get(i, []), "needs": needs.get(i, [])}
+        lines = [{"number": i, "text": line, "problems": bad.get(i, []), "needs": needs.get(i, []),
+                  "caret": caret(columns.get(i, set()))}
                  for i, line in enumerate(manifest.splitlines(), start=1)] if (problems or missing) else []
         action = f"/ui/p/{project['name']}/edit" if project else "/ui/new"
         return board.render(request, "manifest_form.html", session, status=status, project=project, name=name,
@@ -333,6 +342,13 @@ def problem_text(d: dict) -> str:
     field = d.get("field") or ""
     where = f"line {d.get('line', 0)}, column {d.get('column', 0)}: "
     return f"{where}{field + ': ' if field else ''}{d.get('message', '')}"
+
+
+def caret(columns: set[int]) -> str:
+    """A line of '^' under the columns a line's problems point at ('' when none)."""
+    if not columns:
+        return ""
+    return "".join("^" if c in columns else " " for c in range(1, min(max(columns), 16 * 1024) + 1))
 
 
 def meta_given(form: FormData) -> dict[str, str]:

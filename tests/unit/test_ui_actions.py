@@ -205,6 +205,7 @@ async def test_a_manifest_with_errors_shows_each_at_its_line_and_column_and_adds
         assert re.sub(r"<[^>]+>", "", text).startswith(f"line {line}, column {column}: ")
     assert "scale: lots" in html and ">\nservices:\n  web:" in html  # the user's text is kept in the textarea
     assert re.search(r'<li id="line-4" value="4" class="bad', html) and 'id="line-3" value="3" class="">' in html
+    assert re.search(r'<code class="caret" aria-hidden="true"> {11}\^</code>', html)  # under column 12
     assert [p["name"] for p in await core.control.projects.list(ROOT)] == []
     # a YAML syntax error too, with its position
     r = await ui.post("/ui/new", {"name": "broken", "manifest": "services:\n  web: [\n"})
