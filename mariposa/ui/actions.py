@@ -45,9 +45,6 @@ WHOLE = re.compile(r"[0-9]{1,9}")
 RELATIVE = re.compile(r"[+-][0-9]{1,9}")
 META_INPUT = "meta."  # the inputs of the required meta: meta.KEY
 
-Call = Callable[[Caller, FormData], Awaitable[Any]]
-
-
 def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
@@ -106,17 +103,45 @@ def routes(board: Dashboard) -> list[Route]:
         response.headers.update(headers or {})
         return response
 
-    def action(done: Callable[[Request, Any], str], back: Callable[[Request], str], call: Call,
-               redirect: Callable[[Request], str] | None = None) -> Callable[[Request], Awaitable[Response]]:
+    c = board.control
+
+    async def offered(caller: Caller, action: str, project: str | None) -> bool:
+        """Whether the page would offer ``action`` (ui/allowed.py): only then is a confirmation
+        asked; a forged POST goes on to the control layer, which refuses it and audits that."""
+        from mariposa.store import goal as goal_store
+        from mariposa.ui.allowed import allowed
+
+        if not project:
+            return False
+        try:
+            row = await c.ctx.store.call(goal_store.get_project, project)
+        except MariposaError:
+            return False
+        return action in allowed(c, caller, row)
+
+    def route(path: str, action: str, call: Callable[[Request, Caller, FormData], Awaitable[Any]],
+              done: Callable[[Request, FormData, Any], str], back: Callable[[Request], str], *,
+              confirm: Callable[[Request], str] | None = None,
+              redirect: Callable[[Request], str] | None = None) -> Route:
         """A POST route: ``call`` as the signed-in user, then back to the page (``back``, or the
         form's ``back`` when it is a dashboard path), or for htmx a fragment saying ``done``.
+        ``confirm``: the question a destructive action asks first. The browser asks it
+        (``hx-confirm``, or app.js for ``data-confirm``, which then sends ``confirmed=1``);
+        without JavaScript this answers a page asking it, whose button posts again, confirmed.
         ``redirect``: where to go after it instead (a project deleted has no page to go back to)."""
 
         async def handler(request: Request) -> Response:
             session, caller = await board.signed_in(request)
             form = await request.form()
+            if confirm is not None and not is_htmx(request) and form.get("confirmed") != "1" and \
+                    await offered(caller, action, request.path_params.get("project") or text(form, "project")):
+                fields = [(k, v) for k, v in form.multi_items()
+                          if k not in ("csrf", "confirmed") and isinstance(v, str)]
+                return board.render(request, "actions/confirm.html", session, question=confirm(request),
+                                    target=request.url.path + org_query(request), fields=fields,
+                                    back=local_path(form.get("back"), back(request)))
             try:
-                result = await call(caller, form)
+                result = await call(request, caller, form)
             except MariposaError as exc:
                 if is_htmx(request):
                     return fragment(request, session, False, exc.message, status=exc.status)
@@ -127,10 +152,10 @@ def routes(board: Dashboard) -> list[Route]:
                     return Response(status_code=204, headers={"HX-Redirect": target})
                 return RedirectResponse(target, status_code=303)
             if is_htmx(request):
-                return fragment(request, session, True, done(request, result))
+                return fragment(request, session, True, done(request, form, result))
             return RedirectResponse(local_path(form.get("back"), back(request)), status_code=303)
 
-        return handler
+        return Route(path, handler, methods=["POST"])
 
     def p(request: Request) -> str:
         return str(request.path_params["project"])
@@ -144,29 +169,21 @@ def routes(board: Dashboard) -> list[Route]:
     def service_page(request: Request) -> str:
         return f"/ui/p/{p(request)}/s/{s(request)}{org_query(request)}"
 
-    c = board.control
-
-    # --- services -------------------------------------------------------------------------
     def rollout(form: FormData) -> dict:
         return {"rolling": whole(form, "rolling", "rolling"), "count": whole(form, "canary", "the canary count")}
 
-    def service_action(name: str, call: Callable[[Request, Caller, FormData], Awaitable[Any]],
-                       done: Callable[[Request, Any], str]) -> Route:
-        async def handler(request: Request) -> Response:
-            return await action(done, service_page, lambda caller, form: call(request, caller, form))(request)
+    def service_action(name: str, action: str, call: Callable[[Request, Caller, FormData], Awaitable[Any]],
+                       done: Callable[[Request, FormData, Any], str],
+                       confirm: Callable[[Request], str] | None = None) -> Route:
+        return route(f"/ui/p/{{project}}/s/{{service}}/{name}", action, call, done, service_page, confirm=confirm)
 
-        return Route(f"/ui/p/{{project}}/s/{{service}}/{name}", handler, methods=["POST"])
-
-    def project_action(name: str, call: Callable[[Request, Caller, FormData], Awaitable[Any]],
-                       done: Callable[[Request, Any], str],
+    def project_action(name: str, action: str, call: Callable[[Request, Caller, FormData], Awaitable[Any]],
+                       done: Callable[[Request, FormData, Any], str], confirm: Callable[[Request], str] | None = None,
                        redirect: Callable[[Request], str] | None = None) -> Route:
-        async def handler(request: Request) -> Response:
-            return await action(done, project_page, lambda caller, form: call(request, caller, form),
-                                redirect)(request)
+        return route(f"/ui/p/{{project}}/{name}", action, call, done, project_page, confirm=confirm,
+                     redirect=redirect)
 
-        return Route(f"/ui/p/{{project}}/{name}", handler, methods=["POST"])
-
-    def revert_done(q: Request, r: Any) -> str:
+    def revert_done(q: Request, form: FormData, r: Any) -> str:
         if isinstance(r, dict) and not r.get("changed"):
             return "Already at that version: nothing changed"
         seq = r.get("version", {}).get("seq") if isinstance(r, dict) else None
@@ -185,42 +202,50 @@ def routes(board: Dashboard) -> list[Route]:
         value = form.get("value")
         return await c.meta.set(caller, p(request), key, value if isinstance(value, str) else "")
 
+    def task_of(request: Request) -> str:
+        return str(request.path_params["task"])
+
     routes = [
-        service_action("scale", lambda q, caller, form: c.services.scale(caller, p(q), s(q), scale_amount(form)),
-                       lambda q, r: f"Scaling {s(q)}{tasks_said(r)}"),
-        service_action("start", lambda q, caller, form: c.services.start(caller, p(q), s(q)),
-                       lambda q, r: f"Starting {s(q)}{tasks_said(r)}"),
-        service_action("stop", lambda q, caller, form: c.services.stop(caller, p(q), s(q)),
-                       lambda q, r: f"Stopping {s(q)}{tasks_said(r)}"),
-        service_action("reprovision", lambda q, caller, form: c.services.reprovision(
+        # --- services ---------------------------------------------------------------------
+        service_action("scale", "service.scale",
+                       lambda q, caller, form: c.services.scale(caller, p(q), s(q), scale_amount(form)),
+                       lambda q, form, r: f"Scaling {s(q)} to {text(form, 'count')}{tasks_said(r)}"),
+        service_action("start", "service.start", lambda q, caller, form: c.services.start(caller, p(q), s(q)),
+                       lambda q, form, r: f"Starting {s(q)}{tasks_said(r)}"),
+        service_action("stop", "service.stop", lambda q, caller, form: c.services.stop(caller, p(q), s(q)),
+                       lambda q, form, r: f"Stopping {s(q)}{tasks_said(r)}",
+                       confirm=lambda q: f"Stop service {s(q)} of project {p(q)}? Its instances are stopped "
+                                         "until it is started again."),
+        service_action("reprovision", "service.reprovision", lambda q, caller, form: c.services.reprovision(
             caller, p(q), s(q), version=text(form, "version") or None, **rollout(form)),
-            lambda q, r: f"Reprovisioning {s(q)}{tasks_said(r)}"),
-        service_action("revert", lambda q, caller, form: c.services.revert(
+            lambda q, form, r: f"Reprovisioning {s(q)}{tasks_said(r)}"),
+        service_action("revert", "service.revert", lambda q, caller, form: c.services.revert(
             caller, p(q), s(q), version_of(form), **rollout(form)), revert_done),
-        service_action("run", lambda q, caller, form: c.runs.start(caller, p(q), s(q)),
-                       lambda q, r: f"Run {str(r.get('id', ''))[:8]} of {s(q)} asked for"
+        service_action("run", "service.run", lambda q, caller, form: c.runs.start(caller, p(q), s(q)),
+                       lambda q, form, r: f"Run {str(r.get('id', ''))[:8]} of {s(q)} asked for"
                        if isinstance(r, dict) else "Run asked for"),
         # --- projects ---------------------------------------------------------------------
-        project_action("start", lambda q, caller, form: c.projects.start(caller, p(q)),
-                       lambda q, r: f"Starting {p(q)}{tasks_said(r)}"),
-        project_action("stop", lambda q, caller, form: c.projects.stop(caller, p(q)),
-                       lambda q, r: f"Stopping {p(q)}{tasks_said(r)}"),
-        project_action("revert", lambda q, caller, form: c.projects.revert(
+        project_action("start", "project.start", lambda q, caller, form: c.projects.start(caller, p(q)),
+                       lambda q, form, r: f"Starting {p(q)}{tasks_said(r)}"),
+        project_action("stop", "project.stop", lambda q, caller, form: c.projects.stop(caller, p(q)),
+                       lambda q, form, r: f"Stopping {p(q)}{tasks_said(r)}",
+                       confirm=lambda q: f"Stop project {p(q)}? Every service's instances are stopped until it "
+                                         "is started again."),
+        project_action("revert", "project.revert", lambda q, caller, form: c.projects.revert(
             caller, p(q), version_of(form), **rollout(form)), revert_done),
-        project_action("delete", lambda q, caller, form: c.projects.delete(caller, p(q)),
-                       lambda q, r: f"Deleting {p(q)}{tasks_said(r)}",
+        project_action("delete", "project.delete", lambda q, caller, form: c.projects.delete(caller, p(q)),
+                       lambda q, form, r: f"Deleting {p(q)}{tasks_said(r)}",
+                       confirm=lambda q: f"Delete project {p(q)}? Its instances are removed (named volumes "
+                                         "are kept).",
                        redirect=lambda q: f"/ui/{org_query(q)}"),
-        project_action("meta", meta_set, lambda q, r: f"Meta {r.get('key', '') if isinstance(r, dict) else ''} "
-                       f"set{tasks_said(r)}"),
+        project_action("meta", "meta.set", meta_set,
+                       lambda q, form, r: f"Meta {text(form, 'key')} set{tasks_said(r)}"),
+        # --- the queue --------------------------------------------------------------------
+        route("/ui/tasks/{task}/stop", "queue.stop",
+              lambda q, caller, form: c.queue.stop(caller, task_of(q), text(form, "project") or None),
+              lambda q, form, r: f"Task {task_of(q)[:8]} stopped", lambda q: f"/ui/feed{org_query(q)}",
+              confirm=lambda q: f"Stop task {task_of(q)[:8]} now? What it was doing is frozen where it is."),
     ]
-
-    # --- the queue ------------------------------------------------------------------------
-    async def queue_stop(request: Request) -> Response:
-        task = str(request.path_params["task"])
-        return await action(lambda q, r: f"Task {task[:8]} stopped", lambda q: f"/ui/feed{org_query(q)}",
-                            lambda caller, form: c.queue.stop(caller, task, text(form, "project") or None))(request)
-
-    routes.append(Route("/ui/tasks/{task}/stop", queue_stop, methods=["POST"]))
 
     # --- adding and updating a project ----------------------------------------------------
     async def new_form(request: Request) -> Response:

@@ -150,7 +150,11 @@ async def test_the_partials_offer_only_what_can_holds_and_stop_asks_for_confirma
 async def test_start_stop_meta_set_revert_and_reprovision(core: Core):
     await core.settle(await core.control.projects.add(ROOT, "app", MANIFEST))
     ui = Browser(core)
-    r = await ui.post("/ui/p/app/s/web/stop", {})
+    r = await ui.post("/ui/p/app/s/web/stop", {})  # without JavaScript: a page asks first, nothing stops yet
+    assert r.status == 200 and 'id="action-confirm"' in page(r) and "Stop service web" in page(r)
+    assert 'name="confirmed" value="1"' in page(r) and 'action="/ui/p/app/s/web/stop"' in page(r)
+    assert (await core.control.services.get(ROOT, "app", "web"))["desired"] == "running"
+    r = await ui.post("/ui/p/app/s/web/stop", {"confirmed": "1"})  # its button
     assert r.status == 303
     assert (await core.control.services.get(ROOT, "app", "web"))["desired"] == "stopped"
     r = await ui.post("/ui/p/app/s/web/start", {}, htmx=True)
@@ -300,6 +304,9 @@ async def test_queue_stop_ends_the_task_as_the_signed_in_user(core: Core):
     [task] = (await core.control.services.scale(ROOT, "app", "web", "6"))["tasks"]
     ui = Browser(core)
     r = await ui.post(f"/ui/tasks/{task['id']}/stop", {"project": "app", "back": "/ui/p/app"})
+    assert r.status == 200 and 'id="action-confirm"' in page(r)  # asked first, without JavaScript
+    assert 'name="back" value="/ui/p/app"' in page(r) and 'href="/ui/p/app"' in page(r)
+    r = await ui.post(f"/ui/tasks/{task['id']}/stop", {"project": "app", "back": "/ui/p/app", "confirmed": "1"})
     assert r.status == 303 and header(r, "location") == "/ui/p/app"
     stopped = await core.control.queue.get(ROOT, task["id"])
     assert stopped["state"] == "terminated" and "root" in stopped["message"]

@@ -1,11 +1,13 @@
 // The dashboard's own script: none inline (the Content-Security-Policy forbids it).
 // Destructive buttons carry hx-confirm (htmx asks with the browser's own dialog); plain forms
-// without htmx carry data-confirm, asked here.
+// without htmx carry data-confirm, asked here; without JavaScript the server asks (ui/actions.py).
 document.addEventListener("submit", function (event) {
   var form = event.target;
   var question = form.getAttribute && form.getAttribute("data-confirm");
   if (question && !window.confirm(question)) {
     event.preventDefault();
+  } else if (question && form.elements && form.elements.confirmed) {
+    form.elements.confirmed.value = "1";  // asked here: the server need not ask again (ui/actions.py)
   }
 });
 
