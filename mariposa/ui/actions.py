@@ -31,7 +31,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from mariposa.control.caller import Caller
-from mariposa.errors import BadRequest, Forbidden, InvalidManifest, MariposaError
+from mariposa.errors import BadRequest, Conflict, Forbidden, InvalidManifest, MariposaError
 from mariposa.manifest.limits import MAX_BYTES
 
 if TYPE_CHECKING:
@@ -280,21 +280,26 @@ def routes(board: Dashboard) -> list[Route]:
         project = await c.projects.get(caller, p(request))
         manifest, filename, problem = await manifest_of(form)
         given = meta_given(form)
+        loaded = text(form, "if_version") or None  # the version the user's text was read from
         if problem is not None:
             return manifest_page(request, session, project, name=project["name"], manifest=manifest,
-                                 problem=problem, status=400, meta=given)
+                                 problem=problem, status=400, meta=given, if_version=loaded)
         try:
             for key, value in given.items():  # the required meta first: the manifest uses it
                 await c.meta.set(caller, project["name"], key, value)
             await c.projects.update(caller, project["name"], manifest, filename,
                                     rolling=whole(form, "rolling", "rolling"),
-                                    count=whole(form, "canary", "the canary count"))
+                                    count=whole(form, "canary", "the canary count"),
+                                    if_version=loaded)
         except MariposaError as exc:
-            return failed(request, session, project, exc, project["name"], manifest, given)
+            if isinstance(exc, Conflict) and loaded:  # changed meanwhile: a second submit replaces it knowingly
+                exc = Conflict(f"{exc.message}. Your text is kept below: submit it again to replace that version")
+                loaded = None
+            return failed(request, session, project, exc, project["name"], manifest, given, loaded)
         return RedirectResponse(f"/ui/p/{project['name']}{org_query(request)}", status_code=303)
 
     def failed(request: Request, session: Session, project: dict | None, exc: MariposaError, name: str,
-               manifest: str, given: dict[str, str]) -> Response:
+               manifest: str, given: dict[str, str], if_version: str | None = None) -> Response:
         """The form again, as the user sent it, with what is wrong; a refusal is the error page."""
         if isinstance(exc, Forbidden):
             raise exc
@@ -322,12 +327,12 @@ def routes(board: Dashboard) -> list[Route]:
             message = "; ".join(parts) + "; nothing was changed"
             message = message[0].upper() + message[1:]
         return manifest_page(request, session, project, name=name, manifest=manifest, problem=message,
-                             problems=problems, missing=keys, meta=given, status=exc.status)
+                             problems=problems, missing=keys, meta=given, status=exc.status, if_version=if_version)
 
     def manifest_page(request: Request, session: Session, project: dict | None, *, name: str = "",
                       manifest: str = "", problem: str | None = None, problems: list[dict] | None = None,
                       missing: dict[str, list[int]] | None = None, meta: dict[str, str] | None = None,
-                      status: int = 200) -> Response:
+                      status: int = 200, if_version: str | None = None) -> Response:
         problems = problems or []
         missing = missing or {}
         bad: dict[int, list[str]] = {}
@@ -343,7 +348,7 @@ def routes(board: Dashboard) -> list[Route]:
         return board.render(request, "manifest_form.html", session, status=status, project=project, name=name,
                             manifest=manifest, problem=problem, problems=problems, missing=missing,
                             meta=meta or {}, lines=lines, action=action + org_query(request),
-                            text_of=problem_text)
+                            text_of=problem_text, if_version=if_version)
 
     routes += [
         Route("/ui/new", new_form, methods=["GET"]),

@@ -332,3 +332,22 @@ async def test_run_now_asks_for_a_run_of_a_scheduled_service(core: Core):
     assert r.status == 200 and "Run" in page(r), page(r)
     runs = await core.control.runs.list(ROOT, "cron", "job")
     assert len(runs) == 1
+
+
+async def test_an_update_made_meanwhile_is_not_overwritten_unknowingly(core: Core):
+    await core.settle(await core.control.projects.add(ROOT, "app", MANIFEST))
+    ui = Browser(core)
+    r = await ui.get("/ui/p/app/edit")
+    loaded = re.search(r'name="if_version" value="([0-9a-f]+)"', page(r))
+    assert loaded
+    await core.control.projects.update(ROOT, "app", MANIFEST.replace("1000", "2000"))  # someone else, meanwhile
+    mine = MANIFEST.replace("1000", "3000")
+    r = await ui.post("/ui/p/app/edit", {"name": "app", "manifest": mine, "if_version": loaded.group(1)})
+    assert r.status == 409 and "sleep 3000" in page(r) and "submit it again" in page(r)
+    assert (await core.control.projects.get(ROOT, "app"))["version"]["seq"] == 2
+    now = re.search(r'name="if_version" value="([0-9a-f]+)"', page(r))
+    assert now and now.group(1) != loaded.group(1)
+    r = await ui.post("/ui/p/app/edit", {"name": "app", "manifest": mine, "if_version": now.group(1)})
+    assert r.status == 303
+    got = (await core.control.projects.get(ROOT, "app"))["version"]
+    assert got["seq"] == 3 and "sleep 3000" in got["manifest"]
