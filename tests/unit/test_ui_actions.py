@@ -100,7 +100,7 @@ async def test_a_viewers_forged_scale_is_refused_by_the_control_layer_and_change
     ann = Browser(core, "ann")
     r = await ann.post("/ui/p/app/s/web/scale", {"count": "7"})  # a valid CSRF token: only the role refuses
     assert r.status == 403 and "scale" in page(r)
-    assert 'role="alert"' in page(r)
+    assert 'role="alert"' in page(r) and "Not allowed" in page(r) and "Error 403" in page(r)
     r = await ann.post("/ui/p/app/s/web/scale", {"count": "7"}, htmx=True)
     assert r.status == 403 and 'role="alert"' in page(r) and "<html" not in page(r)  # a fragment
     for path in ("/ui/p/app/stop", "/ui/p/app/s/web/stop", "/ui/p/app/delete"):
