@@ -36,6 +36,9 @@ HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
 BEARER = b"bearer "
 DASHBOARD = b"/ui"  # the web dashboard (mariposa/ui/): its callers sign in with a cookie, not a token
+# What a browser asks of any site on its own: answered 404 without a token, never counted as a
+# failed token (ten in a minute would have refused the address's sign-ins and API calls)
+BROWSER_ASKS = frozenset({b"/favicon.ico", b"/robots.txt", b"/apple-touch-icon.png"})
 
 
 class Authenticator:
@@ -86,7 +89,8 @@ class RemoteConnection(Connection):
 
     def on_head(self, authorization: bytes | None, has_body: bool, target: bytes) -> None:
         self.refused = None
-        if target == DASHBOARD or target.startswith(DASHBOARD + b"/") or target.startswith(DASHBOARD + b"?"):
+        if (target == DASHBOARD or target.startswith((DASHBOARD + b"/", DASHBOARD + b"?"))
+                or target in BROWSER_ASKS):
             self.caller = Caller(transport=REMOTE, address=self.address)  # the dashboard's cookie says who
             return
         try:
