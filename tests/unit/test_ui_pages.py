@@ -248,3 +248,17 @@ async def test_the_log_view_sends_the_last_1000_lines_then_follows(core: Core):
     # signed out: refused before anything streams
     anon = Request("GET", "/ui/logs", {"project": "logs", "service": "web"}, b"", {}, Caller(transport="remote"))
     assert (await stream.logs(board, anon)).status == 401
+
+
+async def test_service_instances_pages_in_the_control_layer_and_project_health_counts(core: Core):
+    from mariposa.errors import BadRequest
+
+    await project(core, "five", "services:\n  web:\n    image: busybox\n    command: sleep 1000\n    scale: 5\n")
+    every = [i["id"] for i in await core.control.services.instances(ROOT, "five", "web")]
+    assert [i["id"] for i in await core.control.services.instances(ROOT, "five", "web", 2, 2)] == every[2:4]
+    assert await core.control.services.instances(ROOT, "five", "web", 5, 100) == []
+    for bad in ({"offset": -1}, {"limit": "3"}, {"limit": True}):
+        with pytest.raises(BadRequest):
+            await core.control.services.instances(ROOT, "five", "web", **bad)
+    [row] = await core.control.projects.health(ROOT, "five")
+    assert (row["service"], row["healthy"], row["unhealthy"], row["unknown"]) == ("web", 0, 0, 5)  # no checks
