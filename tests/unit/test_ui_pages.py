@@ -181,10 +181,11 @@ async def test_a_stranger_is_refused_and_an_unknown_project_is_a_404(core: Core)
     assert (await get(core, "/ui/p/nope")).status == 404
 
 
-@pytest.mark.parametrize("count", [10_000])
-async def test_the_project_page_of_10000_instances_renders_counts_only(core: Core, count: int, capsys):
+@pytest.mark.parametrize("count", [2_000])
+async def test_the_project_page_of_thousands_of_instances_renders_counts_only(core: Core, count: int, capsys):
     """Not a timed assertion (a shared CI machine): the figure is printed, and the page must hold
-    no instance rows at all, and the service page only its 100."""
+    no instance rows at all, and the service page only its 100. 2,000 here (10,000 took the
+    fake core 90 s to start); tests/bench/bench_dashboard.py times 10, 1,000 and 10,000."""
     await project(core, "huge", f"services:\n  web:\n    image: busybox\n    command: sleep 1000\n    scale: {count}\n")
     assert len(await core.ctx.inventory()) == count
     board = build(core.control, core.ctx.sessions, None)
