@@ -8,6 +8,7 @@ that exists on a runtime; it is also frozen, because an inventory is a snapshot,
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from typing import Literal
@@ -386,8 +387,10 @@ class ServiceSpec:
     def restart_policy(self) -> RestartPolicy:
         return RestartPolicy.parse(self.restart)
 
-    @property
+    @functools.cached_property
     def spec_hash(self) -> str:
+        """Once per spec (it is frozen): the planner compares it with every instance's, and at
+        10,000 instances recomputing it was 0.4 s of each reconcile pass on the event loop."""
         blob = json.dumps(self.instance_fields(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
