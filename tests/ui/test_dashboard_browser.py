@@ -99,7 +99,9 @@ def test_a_viewer_sees_no_scale_control_and_a_forged_post_is_refused(signed_in, 
     # where the scale form posts to, as a user who may scale sees it
     browser.get(dash.url(SERVICE_PAGE))
     form = wait_for(browser, lambda: browser.find_elements(By.ID, "scale-form"), what="the scale form")[0]
-    target = form.get_attribute("hx-post") or form.get_attribute("action")
+    submit = browser.find_element(By.ID, "scale-submit")
+    target = (form.get_dom_attribute("hx-post") or submit.get_dom_attribute("hx-post")
+              or submit.get_dom_attribute("formaction") or form.get_dom_attribute("action"))
     assert target, "the scale form names where it posts"
     scale_before = dash.daemon.api(f"/v1/projects/{PROJECT}/services/web").get("scale")
 
