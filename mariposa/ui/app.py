@@ -99,14 +99,14 @@ def build(control: Control, sessions: Sessions, auth: Authenticator | None = Non
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MariposaError)
         session = board.sessions.get(request.cookies.get(COOKIE))
-        return board.render(request, "error.html", session, status=exc.status, message=exc.message,
-                            details=exc.details)
+        return board.render(request, "error.html", session, status=exc.status, status_code=exc.status,
+                            message=exc.message, details=exc.details)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         session = board.sessions.get(request.cookies.get(COOKIE))
-        return board.render(request, "error.html", session, status=exc.status_code, message=exc.detail,
-                            details=[])
+        return board.render(request, "error.html", session, status=exc.status_code, status_code=exc.status_code,
+                            message=exc.detail, details=[])
 
     async def signin_form(request: Request) -> Response:
         code = request.query_params.get("code")
