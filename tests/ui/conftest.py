@@ -88,7 +88,8 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--ignore-certificate-errors", "--disable-dev-shm-usage",
                 "--window-size=1400,1000", "--disable-gpu", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: CSP refusals show there
+    # the console (CSP refusals show there) and the network (what the pages ask for)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     # Debian's driver, by path: selenium-manager is never asked (it would download one)
     service = Service(executable_path=CHROMEDRIVER, log_output=os.devnull)
     driver = webdriver.Chrome(options=options, service=service)
@@ -135,8 +136,12 @@ def wait_for(browser, predicate, timeout: float = 20, interval: float = 0.05, wh
         if value:
             return value
         time.sleep(interval)
+    try:
+        shown = browser.execute_script("return (document.querySelector('main') || document.body).innerText;")
+    except Exception as exc:  # noqa: BLE001 - the message says what it can
+        shown = f"(unreadable: {exc!r})"
     raise AssertionError(f"timed out after {timeout} s waiting for {what} on {browser.current_url}"
-                         + (f" (last error: {last!r})" if last else ""))
+                         + (f" (last error: {last!r})" if last else "") + f"; the page shows:\n{shown[:1500]}")
 
 
 def screenshot(browser, name: str) -> Path:
@@ -149,6 +154,18 @@ def screenshot(browser, name: str) -> Path:
         docs.mkdir(exist_ok=True)
         shutil.copyfile(path, docs / "dashboard.png")  # the README's picture; committed once, by hand
     return path
+
+
+def requested(browser) -> list[str]:
+    """The URLs the browser asked for since the last call (Chrome's performance log)."""
+    import json
+
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
 
 
 def axe_violations(browser) -> list[dict]:

@@ -197,6 +197,19 @@ async def test_every_dashboard_answer_carries_the_csp_and_the_security_headers(c
     assert csrf in page  # the forms' and htmx's token
 
 
+async def test_pages_declare_their_icon_so_a_browser_never_asks_outside_ui(core):
+    """A browser asks /favicon.ico of a page that names no icon: outside /ui/ that is an API call
+    without a token, which the listener counts against the address (ten in a minute and even a
+    right token, the dashboard's token sign-in too, is refused for a minute)."""
+    board, sessions = board_of(core.control)
+    cookie, _ = await sign_in(board, sessions)
+    for req in [request("GET", "/ui/signin"), request("GET", "/ui/", cookie=cookie)]:
+        page = (await call(board, req)).body.decode()
+        assert '<link rel="icon" href="/ui/static/icon.svg"' in page
+    icon = await call(board, request("GET", "/ui/static/icon.svg"))
+    assert icon.status == 200 and icon.content_type.startswith("image/svg+xml") and icon.body.startswith(b"<svg")
+
+
 async def test_the_session_cookie_is_httponly_secure_and_samesite_strict(core):
     board, sessions = board_of(core.control)
     code = sessions.issue_code("root")
