@@ -144,6 +144,21 @@ def wait_for(browser, predicate, timeout: float = 20, interval: float = 0.05, wh
                          + (f" (last error: {last!r})" if last else "") + f"; the page shows:\n{shown[:1500]}")
 
 
+LIVE = """
+    const streams = [...document.querySelectorAll('[sse-connect]')];
+    return streams.length > 0 && streams.every(e => {
+      const data = e['htmx-internal-data'];  // htmx's own, where its SSE extension keeps the EventSource
+      return data && data.sseEventSource && data.sseEventSource.readyState === 1;
+    });
+"""
+
+
+def live(browser, timeout: float = 20) -> None:
+    """Until the page's server-sent events stream is open: the server follows from then on, so a
+    change made now reaches the page (one made before would be in the page already, or missed)."""
+    wait_for(browser, lambda: browser.execute_script(LIVE), timeout=timeout, what="the page's event stream open")
+
+
 def screenshot(browser, name: str) -> Path:
     """The page as the browser shows it, to tests/artifacts/NAME.png (not committed)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tests.integration.harness import IMAGE, docker, wait_until
-from tests.ui.conftest import PROJECT, axe_violations, requested, screenshot, sign_in_with_token, wait_for
+from tests.ui.conftest import PROJECT, axe_violations, live, requested, screenshot, sign_in_with_token, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -82,6 +82,7 @@ def test_scale_web_to_3_from_the_service_page_shows_3_running_without_a_reload(s
     try:
         browser.get(dash.url(SERVICE_PAGE))
         wait_for(browser, lambda: running_rows(browser) == 2, what="2 running web instances on the page")
+        live(browser)
         browser.execute_script("window.__mariposa_no_reload = 'still here';")
         count = browser.find_element(By.ID, "scale-count")
         count.clear()
@@ -171,7 +172,7 @@ def test_a_docker_kill_shows_in_the_events_feed(signed_in, dash):
     browser = signed_in
     browser.get(dash.url(f"/ui/feed?project={PROJECT}"))
     wait_for(browser, lambda: browser.find_elements(By.ID, "events"), what="the events feed")
-    time.sleep(0.5)  # the feed's stream connected (it follows from the newest event on)
+    live(browser)  # the feed follows events from the newest on
     exits = "#events tr[data-type='instance.exit']"
     before = len(browser.find_elements(By.CSS_SELECTOR, exits))
     browser.execute_script("window.__mariposa_no_reload = 'still here';")
