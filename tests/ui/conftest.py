@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import IMAGE, ROOT, Daemon
+from tests.integration.harness import IMAGE, MARIPOSA, ROOT, Daemon
 from tests.integration.test_remote import free_port, grant, make_token
 
 CHROMIUM = "/usr/bin/chromium"
@@ -64,11 +65,11 @@ def dash(tmp_path_factory) -> Iterator[Dash]:
         d.kill(signal.SIGTERM)
         grant(d.state_dir, VIEWER, "viewer")  # the policy reads users and bindings at start
         d.start("--listen", f"127.0.0.1:{port}")
-        manifest = tmp / "jupiter.yaml"
-        text = EXAMPLE.read_text()
-        assert IMAGE in text, "the example runs on the suite's image (tests/integration/images.py)"
-        manifest.write_text(text)
-        d.cli("project", "add", PROJECT, str(manifest), "--wait")
+        assert IMAGE in EXAMPLE.read_text(), "the example runs on the suite's image (tests/integration/images.py)"
+        # the example itself, named as the README's run names it (the project page shows the name)
+        r = subprocess.run([MARIPOSA, "project", "add", PROJECT, str(EXAMPLE.relative_to(ROOT)), "--wait"], cwd=ROOT,
+                           env={**os.environ, "MARIPOSA_SOCKET": d.socket}, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, f"project add exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
         yield Dash(d, port, make_token(d, VIEWER, "--name", "browser-test"))
     finally:
         d.cleanup()
