@@ -7,7 +7,9 @@ swapped into the form's ``.action-result``; a refusal is that fragment with ``ro
 and the control layer's status (403 for a refusal), which app.js lets htmx swap in. Nothing
 here decides who may do what: a page offers a control when ``can`` holds its action
 (ui/allowed.py), and the control layer asks again, and audits, when it is pressed, so a forged
-POST is refused there all the same.
+POST is refused there all the same. Stop, delete and queue stop ask first: the browser's own
+dialog (``hx-confirm``, or ``data-confirm`` through app.js), or without JavaScript a page with
+the question (``actions/confirm.html``) whose button posts again with ``confirmed=1``.
 
 Adding and updating a project (``/ui/new``, ``/ui/p/{project}/edit``) take the manifest pasted
 or uploaded; an invalid one comes back with every problem at its line and column, the text as
@@ -44,6 +46,7 @@ MISSING_META = re.compile(r"the project has no meta key '([A-Za-z0-9_-]{1,128})'
 WHOLE = re.compile(r"[0-9]{1,9}")
 RELATIVE = re.compile(r"[+-][0-9]{1,9}")
 META_INPUT = "meta."  # the inputs of the required meta: meta.KEY
+
 
 def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
@@ -97,11 +100,8 @@ def tasks_said(result: object) -> str:
 
 
 def routes(board: Dashboard) -> list[Route]:
-    def fragment(request: Request, session: Session | None, ok: bool, message: str, status: int = 200,
-                 headers: dict[str, str] | None = None) -> Response:
-        response = board.render(request, "actions/result.html", session, status=status, ok=ok, message=message)
-        response.headers.update(headers or {})
-        return response
+    def fragment(request: Request, session: Session | None, ok: bool, message: str, status: int = 200) -> Response:
+        return board.render(request, "actions/result.html", session, status=status, ok=ok, message=message)
 
     c = board.control
 

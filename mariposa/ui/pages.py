@@ -37,7 +37,9 @@ PAGE = 100
 EVENTS_SHOWN = 500  # the newest events a feed pages through (events.list's own limit)
 TASKS_SHOWN = 500
 SPARK_WINDOW = "15m"  # the metrics history a sparkline draws
-SPARK_LIMIT = 1000  # a service of more instances shows none (the history of all of them is one call)
+# A service of more instances shows no sparklines and no health per check on its page: those
+# come in one control call for all of its instances (metrics history, health), not per page
+DETAIL_LIMIT = 1000
 SPARK_W, SPARK_H = 80, 18
 T = TypeVar("T")
 
@@ -95,16 +97,17 @@ def add_filters(env: Environment) -> None:
 
 # --- what pages compute -------------------------------------------------------------------------
 
+NO_HEALTH = {"healthy": 0, "unhealthy": 0, "unknown": 0}
+
+
 def health_counts(rows: list[dict], key: str) -> dict[str, dict[str, int]]:
-    """healthy / unhealthy / unknown (no verdict yet, or no checks) of the running instances in
-    ``rows``, by ``row[key]``."""
+    """``project.health``'s rows (per service) summed by ``row[key]``: healthy / unhealthy /
+    unknown (no verdict yet, or no checks) running instances."""
     out: dict[str, dict[str, int]] = {}
     for r in rows:
-        if r.get("state") != "running" or r.get("retired"):
-            continue
-        counts = out.setdefault(r.get(key) or "", {"healthy": 0, "unhealthy": 0, "unknown": 0})
-        health = r.get("health")
-        counts[health if health in ("healthy", "unhealthy") else "unknown"] += 1
+        counts = out.setdefault(r[key], dict(NO_HEALTH))
+        for k in NO_HEALTH:
+            counts[k] += r[k]
     return out
 
 
@@ -173,11 +176,11 @@ def routes(board: Dashboard) -> list[Route]:
     # overview
 
     async def overview_data(caller: Caller) -> dict:
-        """Everything the overview shows, in five control calls whatever the number of instances
+        """Everything the overview shows, in four control calls whatever the number of instances
         (plus one for each project none of the newest events is of)."""
         projects = await control.projects.list(caller)
         projects.sort(key=lambda p: (p.get("org") or "", p["name"]))
-        health = health_counts(await control.metrics.top(caller), "project_id")
+        health = health_counts(await control.projects.health(caller), "project_id")
         tasks: dict[str, int] = {}
         for t in await control.queue.list(caller, None, ("queued", "active"), 10_000):
             tasks[t["project_id"]] = tasks.get(t["project_id"], 0) + 1
@@ -192,7 +195,7 @@ def routes(board: Dashboard) -> list[Route]:
                     last[p["id"]] = mine[-1]
         orgs: dict[str, list[dict[str, Any]]] = {}
         for p in projects:
-            p["health"] = health.get(p["id"], {"healthy": 0, "unhealthy": 0, "unknown": 0})
+            p["health"] = health.get(p["id"], NO_HEALTH)
             p["open_tasks"] = tasks.get(p["id"], 0)
             p["last_event"] = last.get(p["id"])
             orgs.setdefault(p.get("org") or "default", []).append(p)
@@ -210,10 +213,9 @@ def routes(board: Dashboard) -> list[Route]:
 
     async def project_services(caller: Caller, name: str, org: str | None) -> dict:
         project = await control.projects.get(caller, name)
-        instances = await control.projects.instances(caller, name)
-        health = health_counts(instances, "service")
+        health = health_counts(await control.projects.health(caller, name), "service")
         for s in project["services"]:
-            s["health"] = health.get(s["name"], {"healthy": 0, "unhealthy": 0, "unknown": 0})
+            s["health"] = health.get(s["name"], NO_HEALTH)
         can = allowed(control, caller, project_row(project))
         return {"project": project, "services": project["services"], "can": can, "org": org}
 
@@ -254,10 +256,11 @@ def routes(board: Dashboard) -> list[Route]:
     async def instances_data(request: Request, caller: Caller, name: str, service: str) -> dict:
         everything = await control.services.instances(caller, name, service)
         shown, pager = page_of(request, everything)
-        checks = {h["instance"]: h for h in await control.services.health(caller, name, service)}
+        detail = bool(shown) and len(everything) <= DETAIL_LIMIT
+        checks = {h["instance"]: h for h in await control.services.health(caller, name, service)} if detail else {}
         seqs = {v["id"]: v["seq"] for v in await control.projects.versions(caller, name)}
         spark: dict[str, dict] = {}
-        if shown and len(everything) <= SPARK_LIMIT:
+        if detail:
             stats = await control.metrics.service_stats(caller, name, service, SPARK_WINDOW)
             wanted = {i["id"] for i in shown}
             for s in stats["instances"]:
@@ -275,7 +278,7 @@ def routes(board: Dashboard) -> list[Route]:
             started = i.get("started_at") or i.get("created")
             i["age"] = now - started if started and i["state"] == "running" else None
             i["spark"] = spark.get(i["id"])
-        return {"instances": shown, "pager": pager, "sparks": len(everything) <= SPARK_LIMIT}
+        return {"instances": shown, "pager": pager, "detail": len(everything) <= DETAIL_LIMIT}
 
     @handler
     async def service_page(request: Request, session: Any, caller: Caller) -> Response:

@@ -22,3 +22,31 @@ document.addEventListener("htmx:beforeSwap", function (event) {
     detail.isError = false;
   }
 });
+
+// The manifest form (templates/manifest_form.html): a problem in #manifest-errors, chosen, puts
+// the editor's cursor at its line and column and selects that line; the first one on load.
+function mariposaShowProblem(item, focus) {
+  var editor = document.getElementById("manifest");
+  if (!editor || !item) { return; }
+  var line = parseInt(item.getAttribute("data-line"), 10) || 1;
+  var column = parseInt(item.getAttribute("data-column"), 10) || 1;
+  var lines = editor.value.split("\n");
+  var start = 0;
+  for (var i = 0; i < line - 1 && i < lines.length; i++) { start += lines[i].length + 1; }
+  var length = lines[line - 1] !== undefined ? lines[line - 1].length : 0;
+  var at = start + Math.min(column - 1, length);
+  if (focus) { editor.focus(); }
+  editor.setSelectionRange(at, start + length);
+  var height = editor.scrollHeight / Math.max(lines.length, 1);
+  editor.scrollTop = Math.max(0, (line - 3) * height);
+}
+document.addEventListener("click", function (event) {
+  var item = event.target.closest && event.target.closest("#manifest-errors li[data-line]");
+  if (item) {
+    event.preventDefault();
+    mariposaShowProblem(item, true);
+  }
+});
+document.addEventListener("DOMContentLoaded", function () {
+  mariposaShowProblem(document.querySelector("#manifest-errors li[data-line]"), false);
+});
