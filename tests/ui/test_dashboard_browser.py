@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tests.integration.harness import IMAGE, docker, wait_until
-from tests.ui.conftest import PROJECT, axe_violations, live, requested, screenshot, sign_in_with_token, wait_for
+from tests.ui.conftest import PROJECT, VIEWER, axe_violations, live, requested, screenshot, sign_in_with_token, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -119,7 +119,12 @@ def test_a_viewer_sees_no_scale_control_and_a_forged_post_is_refused(signed_in, 
     assert not browser.find_elements(By.ID, "scale-count")
     assert not browser.find_elements(By.ID, "scale-submit")
     offered = [e.get_attribute("id") for e in browser.find_elements(By.CSS_SELECTOR, "[id^=action-]")]
-    print(f"\nactions a viewer is offered on the service page: {offered or 'none'}")
+    assert not offered, f"a viewer may change nothing, yet is offered {offered}"
+    open_page(browser, dash, "project")
+    offered = [e.get_attribute("id") for e in browser.find_elements(By.CSS_SELECTOR, "[id^=action-]")]
+    assert not offered, f"a viewer may change nothing, yet is offered {offered} on the project page"
+    browser.get(dash.url(SERVICE_PAGE))
+    wait_for(browser, lambda: browser.find_elements(By.ID, "instances"), what="the service page as a viewer")
 
     csrf = browser.execute_script("return document.querySelector('input[name=csrf]').value;")
     assert csrf, "the viewer's page carries the session's CSRF token"
@@ -140,6 +145,10 @@ def test_a_viewer_sees_no_scale_control_and_a_forged_post_is_refused(signed_in, 
         r = client.post(target, data={"count": "5"})  # no CSRF token at all
         assert r.status_code == 403, r.text[:500]
     assert dash.daemon.api(f"/v1/projects/{PROJECT}/services/web").get("scale") == scale_before
+    # refused by the control layer, and audited with the user (the trail is written in batches)
+    wait_until(lambda: any(row["action"] == "service.scale"
+                           for row in dash.daemon.json("audit", "--user", VIEWER, "--denied")),
+               timeout=20, interval=0.5, what="the viewer's refused scale in the audit trail")
 
 
 BROKEN = f"""services:
