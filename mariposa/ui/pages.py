@@ -44,16 +44,22 @@ SPARK_W, SPARK_H = 80, 18
 T = TypeVar("T")
 
 
-def page_of(request: Request, rows: list, size: int = PAGE, param: str = "page") -> tuple[list, dict]:
-    """One page of ``rows`` and what the pager shows."""
+def pager_of(request: Request, total: int, size: int = PAGE, param: str = "page") -> dict:
+    """What the pager shows for ``total`` rows, at the page ``?{param}=N`` asks for (kept in range)."""
     try:
         number = max(1, int(request.query_params.get(param, "1")))
     except ValueError:
         number = 1
-    pages = max(1, -(-len(rows) // size))
+    pages = max(1, -(-total // size))
     number = min(number, pages)
-    return rows[(number - 1) * size: number * size], {"number": number, "pages": pages, "total": len(rows),
-                                                      "param": param}
+    return {"number": number, "pages": pages, "total": total, "param": param, "offset": (number - 1) * size,
+            "size": size}
+
+
+def page_of(request: Request, rows: list, size: int = PAGE, param: str = "page") -> tuple[list, dict]:
+    """One page of ``rows`` and what the pager shows."""
+    pager = pager_of(request, len(rows), size, param)
+    return rows[pager["offset"]: pager["offset"] + size], pager
 
 
 def ago(ts: float | None) -> str:
@@ -129,8 +135,8 @@ def side_by_side(a: str, b: str) -> list[dict]:
 def highlight(text: str) -> Markup:
     """The manifest as pygments' YAML spans (classes only: static/pygments.css colours them)."""
     from pygments import highlight as pyg  # type: ignore[import-untyped]
-    from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped]
-    from pygments.lexers import YamlLexer  # type: ignore[import-untyped]
+    from pygments.formatters.html import HtmlFormatter  # type: ignore[import-untyped]
+    from pygments.lexers.data import YamlLexer  # type: ignore[import-untyped]
 
     return Markup(pyg(text, YamlLexer(), HtmlFormatter(nowrap=True)))
 
@@ -253,10 +259,13 @@ def routes(board: Dashboard) -> list[Route]:
 
     # service
 
-    async def instances_data(request: Request, caller: Caller, name: str, service: str) -> dict:
-        everything = await control.services.instances(caller, name, service)
-        shown, pager = page_of(request, everything)
-        detail = bool(shown) and len(everything) <= DETAIL_LIMIT
+    async def instances_data(request: Request, caller: Caller, name: str, svc: dict) -> dict:
+        """One page of the service's instances: only its records are built (services.instances'
+        offset and limit), whatever the service's size."""
+        service = svc["name"]
+        pager = pager_of(request, svc["instances"])
+        shown = await control.services.instances(caller, name, service, pager["offset"], pager["size"])
+        detail = bool(shown) and svc["instances"] <= DETAIL_LIMIT
         checks = {h["instance"]: h for h in await control.services.health(caller, name, service)} if detail else {}
         seqs = {v["id"]: v["seq"] for v in await control.projects.versions(caller, name)}
         spark: dict[str, dict] = {}
@@ -278,14 +287,14 @@ def routes(board: Dashboard) -> list[Route]:
             started = i.get("started_at") or i.get("created")
             i["age"] = now - started if started and i["state"] == "running" else None
             i["spark"] = spark.get(i["id"])
-        return {"instances": shown, "pager": pager, "detail": len(everything) <= DETAIL_LIMIT}
+        return {"instances": shown, "pager": pager, "detail": svc["instances"] <= DETAIL_LIMIT}
 
     @handler
     async def service_page(request: Request, session: Any, caller: Caller) -> Response:
         name, service = request.path_params["project"], request.path_params["service"]
         project = await control.projects.get(caller, name)
         svc = await control.services.get(caller, name, service)
-        data = await instances_data(request, caller, name, service)
+        data = await instances_data(request, caller, name, svc)
         runs = None
         if svc.get("service_type") in ("scheduled", "event"):
             runs = await control.runs.list(caller, name, service, None, 100)
@@ -296,7 +305,7 @@ def routes(board: Dashboard) -> list[Route]:
     async def instances_fragment(request: Request, session: Any, caller: Caller) -> Response:
         name, service = request.path_params["project"], request.path_params["service"]
         svc = await control.services.get(caller, name, service)
-        data = await instances_data(request, caller, name, service)
+        data = await instances_data(request, caller, name, svc)
         return board.render(request, "_instances.html", session, project={"name": name}, service=svc,
                             org=org_of(request), **data)
 
