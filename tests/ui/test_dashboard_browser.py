@@ -28,7 +28,8 @@ EVENT_WITHIN = 1.0  # and for an event to reach the feed
 SLACK = 8.0  # what a loaded 2-core machine may add (tests/integration/harness.py LATE)
 SERVICE_PAGE = f"/ui/p/{PROJECT}/s/web"
 PAGES = {"overview": ("/ui/", "overview"), "project": (f"/ui/p/{PROJECT}", "services"),
-         "service": (SERVICE_PAGE, "instances")}
+         "service": (SERVICE_PAGE, "instances"), "feed": ("/ui/feed", "events"), "new": ("/ui/new", "manifest-form"),
+         "signin": ("/ui/signin", "token")}
 
 
 def running_rows(browser) -> int:
@@ -254,7 +255,7 @@ NO_INLINE = """
 """
 
 
-@pytest.mark.parametrize("page", ["overview", "project", "service"])
+@pytest.mark.parametrize("page", list(PAGES))
 def test_the_page_passes_axe_with_no_critical_violation(signed_in, dash, page):
     """Also where the screenshots come from (tests/artifacts/), and the CSP's proof in the
     browser: the console reports no refused inline script or style."""
