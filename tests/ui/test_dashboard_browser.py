@@ -171,7 +171,7 @@ def test_a_manifest_with_an_error_shows_the_error_at_its_line(signed_in, dash):
                       what="the manifest's errors")
     lines = [(e.get_attribute("data-line"), e.get_attribute("data-column"), e.text) for e in errors]
     print(f"\nerrors shown: {lines}")
-    assert any(line == "4" for line, _, _ in lines), f"no error at line 4 (scale: many): {lines}"
+    assert any((line, column) == ("4", "12") for line, column, _ in lines), f"no error at 4:12 (many): {lines}"
     for line, column, text in lines:
         assert text.startswith(f"line {line}, column {column}: "), text
     projects = {p["name"] for p in dash.daemon.api("/v1/projects")}
