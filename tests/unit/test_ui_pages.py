@@ -225,7 +225,7 @@ async def test_the_log_view_sends_the_last_1000_lines_then_follows(core: Core):
 
     async def write(chunk: bytes) -> None:
         text = chunk.decode()
-        if text.startswith("event: log"):
+        if text.startswith("event: log"):  # logtail first, then log
             messages.append(text)
             arrived.set()
 
@@ -235,6 +235,7 @@ async def test_the_log_view_sends_the_last_1000_lines_then_follows(core: Core):
             while not messages:
                 await arrived.wait()
             first = messages[0]
+            assert first.startswith("event: logtail\n") and 'data: <pre id="log-lines"' in first
             assert first.count('<span class="log-line">') == 1000
             assert "line 500 &lt;b&gt;" in first and "line 1499" in first and "line 499 " not in first
             await trio.sleep(1.5)  # the follower's first look is done
@@ -242,8 +243,22 @@ async def test_the_log_view_sends_the_last_1000_lines_then_follows(core: Core):
             while not any("and one more" in m for m in messages[1:]):
                 arrived = trio.Event()
                 await arrived.wait()
-        assert all("line 1499" not in m for m in messages[1:])  # what was shown is not sent again
+        assert all("line 1499" not in m and m.startswith("event: log\n") for m in messages[1:])  # nothing again
         nursery.cancel_scope.cancel()
     # signed out: refused before anything streams
     anon = Request("GET", "/ui/logs", {"project": "logs", "service": "web"}, b"", {}, Caller(transport="remote"))
     assert (await stream.logs(board, anon)).status == 401
+
+
+async def test_service_instances_pages_in_the_control_layer_and_project_health_counts(core: Core):
+    from mariposa.errors import BadRequest
+
+    await project(core, "five", "services:\n  web:\n    image: busybox\n    command: sleep 1000\n    scale: 5\n")
+    every = [i["id"] for i in await core.control.services.instances(ROOT, "five", "web")]
+    assert [i["id"] for i in await core.control.services.instances(ROOT, "five", "web", 2, 2)] == every[2:4]
+    assert await core.control.services.instances(ROOT, "five", "web", 5, 100) == []
+    for bad in ({"offset": -1}, {"limit": "3"}, {"limit": True}):
+        with pytest.raises(BadRequest):
+            await core.control.services.instances(ROOT, "five", "web", **bad)
+    [row] = await core.control.projects.health(ROOT, "five")
+    assert (row["service"], row["healthy"], row["unhealthy"], row["unknown"]) == ("web", 0, 0, 5)  # no checks
