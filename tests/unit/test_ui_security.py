@@ -335,6 +335,11 @@ async def test_the_remote_listener_wants_a_token_for_v1_and_not_for_ui():
             # what only looks like the dashboard is the API's, and wants a token
             assert (await ask("/uiv1/ping"))[0] == 401
             assert (await ask("/ui/../v1/ping"))[0] != 200
+            # what a browser asks of any site on its own is a 404, and never a failed token:
+            # twelve of them (over the limit of ten) and the right token still gets in
+            for _ in range(12):
+                assert (await ask("/favicon.ico"))[0] == 404
+            assert (await ask("/v1/ping", "Bearer " + token))[0] == 200
         nursery.cancel_scope.cancel()
 
 
