@@ -19,6 +19,7 @@ from mariposa.control import AccessPolicy, Caller
 from mariposa.control.tokens import parse_expires
 from mariposa.errors import BadRequest, CertificateChanged, Forbidden, NotFound, TooManyFailures, Unauthorized
 from tests.unit.conftest import ROOT
+from tests.unit.tlspair import tls_contexts
 
 ALICE = Caller(transport="tls", user="alice", token="x", address="10.0.0.1")
 BOB = Caller(transport="tls", user="bob", token="y", address="10.0.0.2")
@@ -256,21 +257,15 @@ def test_a_self_signed_certificate_is_made_once_and_kept(tmp_path):
 async def test_the_remote_listener_drops_a_silent_handshake_and_hangs_up_over_its_cap(monkeypatch):
     """A client that never finishes its TLS hello holds a slot for HANDSHAKE_TIMEOUT only, and a
     newcomer over the connection cap is hung up on at once, while a good client is served."""
-    import ssl
 
     import attrs
-    import trustme
 
     from mariposa.api import remote
     from mariposa.api.router import Response, Router
 
     monkeypatch.setattr(remote, "HANDSHAKE_TIMEOUT", 0.5)
     monkeypatch.setattr(remote, "LIMITS", attrs.evolve(remote.LIMITS, max_connections=2))
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+    server_ctx, client_ctx = tls_contexts()
     tokens = book.TokenBook()
     token_id, token, hashed = book.new_token()
     tokens.add(row_of(token_id, hashed))

@@ -8,7 +8,6 @@ what is tested is what the listener serves."""
 
 from __future__ import annotations
 
-import ssl
 import types
 from http.cookies import SimpleCookie
 
@@ -29,6 +28,7 @@ from mariposa.ui.paths import STATIC
 from mariposa.ui.security import CSP
 from mariposa.ui.sessions import SIGNIN_TTL, Sessions
 from tests.unit.conftest import ROOT
+from tests.unit.tlspair import tls_contexts
 
 
 class FakeClock:
@@ -275,16 +275,10 @@ async def test_an_idle_session_is_sent_to_sign_in(core):
 
 
 async def test_the_remote_listener_wants_a_token_for_v1_and_not_for_ui():
-    import trustme
-
     from mariposa.api import remote
     from mariposa.ui.front import Front
 
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+    server_ctx, client_ctx = tls_contexts()
     tokens = book.TokenBook()
     token_id, token, hashed = book.new_token()
     tokens.add({"id": token_id, "user": "alice", "name": None, "hash": hashed, "created": 1000.0, "expires": None,
