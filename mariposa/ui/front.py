@@ -31,6 +31,8 @@ class Front(Router):
         try:
             if req.path == "/ui/stream" and req.method == "GET":
                 return await stream.stream(self.board, req)
+            if req.path == "/ui/logs" and req.method == "GET":
+                return await stream.logs(self.board, req)
             return await asgi.call(self.app, req, req.caller.address)
         except Exception as exc:
             err = translate(exc, f"{req.method} {req.path}")

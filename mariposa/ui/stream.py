@@ -13,6 +13,7 @@ hang-up watch cancels it) or the session ends.
 
 from __future__ import annotations
 
+import html
 import json
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING
@@ -58,9 +59,11 @@ async def stream(board: Dashboard, req: Request) -> Response:
         return Response.text("sign in first\n", "text/plain; charset=utf-8", status=401)
     project = req.query.get("project") or None
     service = req.query.get("service") or None
+    kind = req.query.get("type") or None
     caller = board.caller_of(session, req.caller.address, req.query.get("org"))
     since = await board.control.ctx.store.call(event_store.last_id)
-    feed = await board.control.events.follow(caller, project=project, service=service, since=since)
+    feed = await board.control.events.follow(caller, project=project, service=service,
+                                             types=(kind,) if kind else (), since=since)
     row = board.templates.env.get_template("event_row.html")
     ctx = board.control.ctx
 
@@ -70,7 +73,9 @@ async def stream(board: Dashboard, req: Request) -> Response:
         async def follow_events() -> None:
             async for e in feed:
                 changed.set()
-                await write(message("event", row.render(e=e)))
+                named = (await ctx.projects.current()).by_id.get(e.get("project_id") or "")
+                names = {named.id: named.name} if named is not None else {}
+                await write(message("event", row.render(e=e, names=names)))
 
         async def watch(broadcast) -> None:
             while True:
@@ -99,5 +104,63 @@ async def stream(board: Dashboard, req: Request) -> Response:
             nursery.start_soon(watch, ctx.run_changes)
             await announce()
             nursery.cancel_scope.cancel()
+
+    return Response(200, produce=produce, content_type=CONTENT_TYPE, headers=SECURITY)
+
+
+TAIL = 1000  # lines a log view shows first
+TAIL_LINES_READ = 10_000  # lines read for that tail at most, over all the service's instances
+
+
+def log_lines(lines: list[dict]) -> str:
+    """Log records as the log view's HTML: one block per line, escaped, naming its instance."""
+    return "".join(f'<span class="log-line"><span class="who">{html.escape(r["name"])}</span> '
+                   f'{html.escape(r["line"])}</span>' for r in lines)
+
+
+async def logs(board: Dashboard, req: Request) -> Response:
+    """``/ui/logs?project=P&service=S[&instance=I]``: the service's last ``TAIL`` lines as one
+    ``event: log``, then each new batch of lines as another, following the service through
+    restarts and replacements (control/logs.py). Only tails are read, never a whole log: each
+    instance's last ``TAIL`` lines (fewer each when there are many instances, at most
+    ``TAIL_LINES_READ`` in all), merged by time, the newest ``TAIL`` kept."""
+    from mariposa.ui.app import COOKIE
+
+    session = board.sessions.get(cookie_of(req, COOKIE))
+    if session is None:
+        return Response.text("sign in first\n", "text/plain; charset=utf-8", status=401)
+    project, service = req.query.get("project"), req.query.get("service")
+    if not project or not service:
+        return Response.text("project and service are required\n", "text/plain; charset=utf-8", status=400)
+    instance = req.query.get("instance") or None
+    caller = board.caller_of(session, req.caller.address, req.query.get("org"))
+    services = board.control.services
+    count = 1 if instance else max(1, (await services.get(caller, project, service))["instances"])
+    per = min(TAIL, max(1, TAIL_LINES_READ // count))
+    first = await services.logs(caller, project, service, tail=per, instance=instance)  # a refusal is a 403 here
+
+    async def produce(write: Write) -> None:
+        await write(b": mariposa\n\n")
+        lines: list[dict] = []
+
+        async def keep(batch: list[dict]) -> None:
+            lines.extend(batch)
+
+        await first.run(keep)
+        lines.sort(key=lambda r: r["time"])
+        last: dict[str, float] = {}  # what following skips: each instance's lines up to here were read
+        for r in lines:
+            last[r["instance"]] = r["time"]
+        lines = lines[-TAIL:]
+        if lines:
+            await write(message("log", log_lines(lines)))
+        follow = await services.logs(caller, project, service, tail=per, instance=instance, follow=True)
+
+        async def send(batch: list[dict]) -> None:
+            new = [r for r in batch if r["time"] > last.get(r["instance"], float("-inf"))]
+            if new:
+                await write(message("log", log_lines(new)))
+
+        await follow.run(send)
 
     return Response(200, produce=produce, content_type=CONTENT_TYPE, headers=SECURITY)
