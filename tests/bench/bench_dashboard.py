@@ -39,6 +39,11 @@ How each figure is taken:
   supervisord starts them one at a time); its status page ``/`` (the only page, every program on
   it, it does not page) timed the same way.
 
+Scaling the fake driver to 10,000 took 12 minutes on a 2-core host (the reconciler's passes
+saturate the daemon at that size: converge/reconciler.py and drivers/fake.py ``_report_all`` in
+py-spy), so the full run is long; ``--sizes`` picks others. Other work on the host shows in every
+figure: run it on a quiet machine.
+
 ``--quick`` (under 2 minutes): fewer requests, 10 and 1,000 instances only, 10 stream clients for a
 short window, supervisord at 10. ``--profile OUT.html``: the daemon runs under pyinstrument
 (installed in the venv) and writes its profile there at exit: slower, for finding why, not for
