@@ -45,8 +45,8 @@ ACTIONS: dict[str, str] = {
     # reading
     **{a: "project:read" for a in (
         "project.list", "project.get", "project.versions", "project.version", "project.diff",
-        "project.networks", "project.instances", "service.list", "service.get", "service.versions",
-        "service.version", "service.instances", "service.health", "service.runs", "service.next",
+        "project.networks", "project.instances", "project.health", "service.list", "service.get",
+        "service.versions", "service.version", "service.instances", "service.health", "service.runs", "service.next",
         "service.stats", "instance.get", "queue.list", "queue.get", "queue.follow", "events.list",
         "events.follow", "run.get", "volume.list", "webhook.deliveries", "metrics.top", "trigger.list",
         "registry.list", "metrics.scrape", "access.who-can", "org.list", "role.list", "role.get")},

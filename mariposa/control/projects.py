@@ -258,6 +258,27 @@ class Projects(Area):
         p = await self._project(ref)
         return await views.instances(self.ctx, p.id)
 
+    @operation("project.health", target="ref", each="project_id")
+    async def health(self, caller: Caller, ref: str | None = None) -> builtins.list[dict]:
+        """Each service's running instances counted by health (the dashboard's summaries):
+        ``healthy`` and ``unhealthy`` as the health monitor last judged them, ``unknown`` for one
+        not judged yet or without checks. Counts only, one row per service that runs anything,
+        of one project or (no ``ref``) of every project the caller may see: a dict lookup per
+        instance, cheap at 10,000 of them where ``project instances`` builds each one's record."""
+        project_id = (await self._project(ref)).id if ref else None
+        monitor = self.ctx.monitor
+        rows: dict[tuple[str, str], dict] = {}
+        for inst in await self.ctx.inventory(project_id):
+            if not inst.running:
+                continue
+            row = rows.setdefault((inst.project_id, inst.service), {
+                "project_id": inst.project_id, "project": inst.project_name, "service": inst.service,
+                "healthy": 0, "unhealthy": 0, "unknown": 0})
+            watched = monitor.get(inst.id) if monitor else None
+            status = watched.status if watched else None
+            row[status if status in ("healthy", "unhealthy") else "unknown"] += 1
+        return builtins.list(rows.values())
+
     @operation("project.networks", target="ref")
     async def networks(self, caller: Caller, ref: str) -> builtins.list[dict]:
         """The networks the project's services join besides its own: runtime names (what another

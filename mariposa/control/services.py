@@ -107,9 +107,12 @@ class Services(Area):
 
     # builtins.list: in this class body, `list` names the method above
     @operation("service.instances", target="project")
-    async def instances(self, caller: Caller, project: str, service: str) -> builtins.list[dict]:
+    async def instances(self, caller: Caller, project: str, service: str, offset: object = 0,
+                        limit: object = None) -> builtins.list[dict]:
+        """The service's instances, oldest first; ``offset`` and ``limit`` page them."""
+        start, most = _count("offset", offset), _count("limit", limit)
         p, svc = await self.rows(project, service)
-        return await views.instances(self.ctx, p.id, svc.name)
+        return await views.instances(self.ctx, p.id, svc.name, start or 0, most)
 
     @operation("service.scale", target="project")
     async def scale(self, caller: Caller, project: str, service: str, amount: object) -> dict:
@@ -212,6 +215,14 @@ class Services(Area):
                     if i.service == svc.name and (only is None or i.id == only)]
 
         return logs.Follower(self.ctx, select, since_at, last, follow).feed()
+
+
+def _count(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"'{name}' must be a whole number, 0 or more")
+    return value
 
 
 def _one_of(insts: builtins.list, ref: str, where: str):

@@ -37,21 +37,29 @@ PAGE = 100
 EVENTS_SHOWN = 500  # the newest events a feed pages through (events.list's own limit)
 TASKS_SHOWN = 500
 SPARK_WINDOW = "15m"  # the metrics history a sparkline draws
-SPARK_LIMIT = 1000  # a service of more instances shows none (the history of all of them is one call)
+# A service of more instances shows no sparklines and no health per check on its page: those
+# come in one control call for all of its instances (metrics history, health), not per page
+DETAIL_LIMIT = 1000
 SPARK_W, SPARK_H = 80, 18
 T = TypeVar("T")
 
 
-def page_of(request: Request, rows: list, size: int = PAGE, param: str = "page") -> tuple[list, dict]:
-    """One page of ``rows`` and what the pager shows."""
+def pager_of(request: Request, total: int, size: int = PAGE, param: str = "page") -> dict:
+    """What the pager shows for ``total`` rows, at the page ``?{param}=N`` asks for (kept in range)."""
     try:
         number = max(1, int(request.query_params.get(param, "1")))
     except ValueError:
         number = 1
-    pages = max(1, -(-len(rows) // size))
+    pages = max(1, -(-total // size))
     number = min(number, pages)
-    return rows[(number - 1) * size: number * size], {"number": number, "pages": pages, "total": len(rows),
-                                                      "param": param}
+    return {"number": number, "pages": pages, "total": total, "param": param, "offset": (number - 1) * size,
+            "size": size}
+
+
+def page_of(request: Request, rows: list, size: int = PAGE, param: str = "page") -> tuple[list, dict]:
+    """One page of ``rows`` and what the pager shows."""
+    pager = pager_of(request, len(rows), size, param)
+    return rows[pager["offset"]: pager["offset"] + size], pager
 
 
 def ago(ts: float | None) -> str:
@@ -95,16 +103,17 @@ def add_filters(env: Environment) -> None:
 
 # --- what pages compute -------------------------------------------------------------------------
 
+NO_HEALTH = {"healthy": 0, "unhealthy": 0, "unknown": 0}
+
+
 def health_counts(rows: list[dict], key: str) -> dict[str, dict[str, int]]:
-    """healthy / unhealthy / unknown (no verdict yet, or no checks) of the running instances in
-    ``rows``, by ``row[key]``."""
+    """``project.health``'s rows (per service) summed by ``row[key]``: healthy / unhealthy /
+    unknown (no verdict yet, or no checks) running instances."""
     out: dict[str, dict[str, int]] = {}
     for r in rows:
-        if r.get("state") != "running" or r.get("retired"):
-            continue
-        counts = out.setdefault(r.get(key) or "", {"healthy": 0, "unhealthy": 0, "unknown": 0})
-        health = r.get("health")
-        counts[health if health in ("healthy", "unhealthy") else "unknown"] += 1
+        counts = out.setdefault(r[key], dict(NO_HEALTH))
+        for k in NO_HEALTH:
+            counts[k] += r[k]
     return out
 
 
@@ -126,8 +135,8 @@ def side_by_side(a: str, b: str) -> list[dict]:
 def highlight(text: str) -> Markup:
     """The manifest as pygments' YAML spans (classes only: static/pygments.css colours them)."""
     from pygments import highlight as pyg  # type: ignore[import-untyped]
-    from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped]
-    from pygments.lexers import YamlLexer  # type: ignore[import-untyped]
+    from pygments.formatters.html import HtmlFormatter  # type: ignore[import-untyped]
+    from pygments.lexers.data import YamlLexer  # type: ignore[import-untyped]
 
     return Markup(pyg(text, YamlLexer(), HtmlFormatter(nowrap=True)))
 
@@ -173,11 +182,11 @@ def routes(board: Dashboard) -> list[Route]:
     # overview
 
     async def overview_data(caller: Caller) -> dict:
-        """Everything the overview shows, in five control calls whatever the number of instances
+        """Everything the overview shows, in four control calls whatever the number of instances
         (plus one for each project none of the newest events is of)."""
         projects = await control.projects.list(caller)
         projects.sort(key=lambda p: (p.get("org") or "", p["name"]))
-        health = health_counts(await control.metrics.top(caller), "project_id")
+        health = health_counts(await control.projects.health(caller), "project_id")
         tasks: dict[str, int] = {}
         for t in await control.queue.list(caller, None, ("queued", "active"), 10_000):
             tasks[t["project_id"]] = tasks.get(t["project_id"], 0) + 1
@@ -192,7 +201,7 @@ def routes(board: Dashboard) -> list[Route]:
                     last[p["id"]] = mine[-1]
         orgs: dict[str, list[dict[str, Any]]] = {}
         for p in projects:
-            p["health"] = health.get(p["id"], {"healthy": 0, "unhealthy": 0, "unknown": 0})
+            p["health"] = health.get(p["id"], NO_HEALTH)
             p["open_tasks"] = tasks.get(p["id"], 0)
             p["last_event"] = last.get(p["id"])
             orgs.setdefault(p.get("org") or "default", []).append(p)
@@ -210,10 +219,9 @@ def routes(board: Dashboard) -> list[Route]:
 
     async def project_services(caller: Caller, name: str, org: str | None) -> dict:
         project = await control.projects.get(caller, name)
-        instances = await control.projects.instances(caller, name)
-        health = health_counts(instances, "service")
+        health = health_counts(await control.projects.health(caller, name), "service")
         for s in project["services"]:
-            s["health"] = health.get(s["name"], {"healthy": 0, "unhealthy": 0, "unknown": 0})
+            s["health"] = health.get(s["name"], NO_HEALTH)
         can = allowed(control, caller, project_row(project))
         return {"project": project, "services": project["services"], "can": can, "org": org}
 
@@ -251,13 +259,17 @@ def routes(board: Dashboard) -> list[Route]:
 
     # service
 
-    async def instances_data(request: Request, caller: Caller, name: str, service: str) -> dict:
-        everything = await control.services.instances(caller, name, service)
-        shown, pager = page_of(request, everything)
-        checks = {h["instance"]: h for h in await control.services.health(caller, name, service)}
+    async def instances_data(request: Request, caller: Caller, name: str, svc: dict) -> dict:
+        """One page of the service's instances: only its records are built (services.instances'
+        offset and limit), whatever the service's size."""
+        service = svc["name"]
+        pager = pager_of(request, svc["instances"])
+        shown = await control.services.instances(caller, name, service, pager["offset"], pager["size"])
+        detail = bool(shown) and svc["instances"] <= DETAIL_LIMIT
+        checks = {h["instance"]: h for h in await control.services.health(caller, name, service)} if detail else {}
         seqs = {v["id"]: v["seq"] for v in await control.projects.versions(caller, name)}
         spark: dict[str, dict] = {}
-        if shown and len(everything) <= SPARK_LIMIT:
+        if detail:
             stats = await control.metrics.service_stats(caller, name, service, SPARK_WINDOW)
             wanted = {i["id"] for i in shown}
             for s in stats["instances"]:
@@ -275,14 +287,14 @@ def routes(board: Dashboard) -> list[Route]:
             started = i.get("started_at") or i.get("created")
             i["age"] = now - started if started and i["state"] == "running" else None
             i["spark"] = spark.get(i["id"])
-        return {"instances": shown, "pager": pager, "sparks": len(everything) <= SPARK_LIMIT}
+        return {"instances": shown, "pager": pager, "detail": svc["instances"] <= DETAIL_LIMIT}
 
     @handler
     async def service_page(request: Request, session: Any, caller: Caller) -> Response:
         name, service = request.path_params["project"], request.path_params["service"]
         project = await control.projects.get(caller, name)
         svc = await control.services.get(caller, name, service)
-        data = await instances_data(request, caller, name, service)
+        data = await instances_data(request, caller, name, svc)
         runs = None
         if svc.get("service_type") in ("scheduled", "event"):
             runs = await control.runs.list(caller, name, service, None, 100)
@@ -293,7 +305,7 @@ def routes(board: Dashboard) -> list[Route]:
     async def instances_fragment(request: Request, session: Any, caller: Caller) -> Response:
         name, service = request.path_params["project"], request.path_params["service"]
         svc = await control.services.get(caller, name, service)
-        data = await instances_data(request, caller, name, service)
+        data = await instances_data(request, caller, name, svc)
         return board.render(request, "_instances.html", session, project={"name": name}, service=svc,
                             org=org_of(request), **data)
 

@@ -120,7 +120,8 @@ def log_lines(lines: list[dict]) -> str:
 
 async def logs(board: Dashboard, req: Request) -> Response:
     """``/ui/logs?project=P&service=S[&instance=I]``: the service's last ``TAIL`` lines as one
-    ``event: log``, then each new batch of lines as another, following the service through
+    ``event: logtail`` (the whole ``#log-lines``), then each new batch of lines as an ``event:
+    log`` to append, following the service through
     restarts and replacements (control/logs.py). Only tails are read, never a whole log: each
     instance's last ``TAIL`` lines (fewer each when there are many instances, at most
     ``TAIL_LINES_READ`` in all), merged by time, the newest ``TAIL`` kept."""
@@ -152,8 +153,10 @@ async def logs(board: Dashboard, req: Request) -> Response:
         for r in lines:
             last[r["instance"]] = r["time"]
         lines = lines[-TAIL:]
-        if lines:
-            await write(message("log", log_lines(lines)))
+        # the tail replaces the view's lines (event: logtail), so a stream the browser opens
+        # again after a break shows them once, not twice; new lines are appended (event: log)
+        await write(message("logtail", f'<pre id="log-lines" class="log" sse-swap="log" hx-swap="beforeend">'
+                                        f'{log_lines(lines)}</pre>'))
         follow = await services.logs(caller, project, service, tail=per, instance=instance, follow=True)
 
         async def send(batch: list[dict]) -> None:

@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+import trio
 
 from mariposa.api import asgi
 from mariposa.api.router import Request
@@ -187,14 +188,77 @@ async def test_the_project_page_of_10000_instances_renders_counts_only(core: Cor
     await project(core, "huge", f"services:\n  web:\n    image: busybox\n    command: sleep 1000\n    scale: {count}\n")
     assert len(await core.ctx.inventory()) == count
     board = build(core.control, core.ctx.sessions, None)
-    figures = {}
-    for path in ("/ui/p/huge", "/ui/", "/ui/p/huge/s/web"):
+    # Settled: virtual time now stands still while the pages render (the reconciler's resync
+    # would otherwise jump in whenever a store call leaves the loop idle, and be timed with them)
+    # and the pass already under way gets a few real seconds to end: a reconcile pass over
+    # 10,000 instances holds the loop for a second or more, and is not the page's to count
+    core.clock.autojump_threshold = float("inf")
+    await trio.to_thread.run_sync(time.sleep, 5.0)
+    figures: dict[str, list[float]] = {}
+    for path in ("/ui/p/huge", "/ui/", "/ui/p/huge/s/web") * 3:  # the first of each compiles its templates
         start = time.perf_counter()
         page = html_of(await get(core, path, board=board))
-        figures[path] = time.perf_counter() - start
+        figures.setdefault(path, []).append(time.perf_counter() - start)
         if path == "/ui/p/huge":
             assert f'data-running="{count}" data-scale="{count}"' in page and 'class="instance"' not in page
         if path == "/ui/p/huge/s/web":
             assert page.count('<tr class="instance"') == 100
     with capsys.disabled():
-        print("\n" + ", ".join(f"{p}: {s * 1000:.0f} ms" for p, s in figures.items()) + f" at {count} instances")
+        print(f"\nwhole answer at {count} instances, first and best of 3: " + ", ".join(
+            f"{p} {s[0] * 1000:.0f} / {min(s) * 1000:.0f} ms" for p, s in figures.items()))
+
+
+async def test_the_log_view_sends_the_last_1000_lines_then_follows(core: Core):
+    from mariposa.ui import stream
+
+    await project(core, "logs", "services:\n  web:\n    image: busybox\n    command: sleep 1000\n")
+    [inst] = [i for i in await core.ctx.inventory() if i.project_name == "logs"]
+    core.driver.print(inst.id, *(f"line {n} <b>" for n in range(1500)))
+    board = build(core.control, core.ctx.sessions, None)
+    cookie, _ = core.ctx.sessions.open("root")
+    req = Request("GET", "/ui/logs", {"project": "logs", "service": "web"}, b"", {}, Caller(transport="remote"),
+                  headers=((b"cookie", f"mariposa_session={cookie}".encode()),))
+    resp = await stream.logs(board, req)
+    assert resp.status == 200 and resp.content_type == stream.CONTENT_TYPE and resp.produce is not None
+    messages: list[str] = []
+    arrived = trio.Event()
+
+    async def write(chunk: bytes) -> None:
+        text = chunk.decode()
+        if text.startswith("event: log"):  # logtail first, then log
+            messages.append(text)
+            arrived.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resp.produce, write)
+        with trio.fail_after(30):
+            while not messages:
+                await arrived.wait()
+            first = messages[0]
+            assert first.startswith("event: logtail\n") and 'data: <pre id="log-lines"' in first
+            assert first.count('<span class="log-line">') == 1000
+            assert "line 500 &lt;b&gt;" in first and "line 1499" in first and "line 499 " not in first
+            await trio.sleep(1.5)  # the follower's first look is done
+            core.driver.print(inst.id, "and one more")
+            while not any("and one more" in m for m in messages[1:]):
+                arrived = trio.Event()
+                await arrived.wait()
+        assert all("line 1499" not in m and m.startswith("event: log\n") for m in messages[1:])  # nothing again
+        nursery.cancel_scope.cancel()
+    # signed out: refused before anything streams
+    anon = Request("GET", "/ui/logs", {"project": "logs", "service": "web"}, b"", {}, Caller(transport="remote"))
+    assert (await stream.logs(board, anon)).status == 401
+
+
+async def test_service_instances_pages_in_the_control_layer_and_project_health_counts(core: Core):
+    from mariposa.errors import BadRequest
+
+    await project(core, "five", "services:\n  web:\n    image: busybox\n    command: sleep 1000\n    scale: 5\n")
+    every = [i["id"] for i in await core.control.services.instances(ROOT, "five", "web")]
+    assert [i["id"] for i in await core.control.services.instances(ROOT, "five", "web", 2, 2)] == every[2:4]
+    assert await core.control.services.instances(ROOT, "five", "web", 5, 100) == []
+    for bad in ({"offset": -1}, {"limit": "3"}, {"limit": True}):
+        with pytest.raises(BadRequest):
+            await core.control.services.instances(ROOT, "five", "web", **bad)
+    [row] = await core.control.projects.health(ROOT, "five")
+    assert (row["service"], row["healthy"], row["unhealthy"], row["unknown"]) == ("web", 0, 0, 5)  # no checks
