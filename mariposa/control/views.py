@@ -73,16 +73,12 @@ async def services(ctx: Context, project: ProjectRow) -> list[dict]:
     for s in rows:
         mine = [i for i in insts if i.service == s.name]
         svc_spec = spec.service(s.name)
-        live = [i for i in mine if i.running and not records.get(i.id, {}).get("retired")]
         task = next((t for t in open_tasks if t.service == s.name), None)
         out.append({
             **s.to_json(),
             "image": svc_spec.image if svc_spec else None,
             "compute_type": svc_spec.compute_type if svc_spec else None,
-            "running": len(live),
-            # the running instances' verdicts, counted here so that a page of the service need not
-            # fetch every instance (10,000 of them) to show three numbers
-            "health": health_counts(ctx, live),
+            "running": sum(1 for i in mine if i.running and not records.get(i.id, {}).get("retired")),
             "instances": len(mine),
             "task": task.to_json() if task else None,
             # depends_on: what its first instances wait for (converge/depends.py), None otherwise
@@ -97,16 +93,6 @@ async def services(ctx: Context, project: ProjectRow) -> list[dict]:
                          and s.desired == "running" and not s.frozen else None),
         })
     return out
-
-
-def health_counts(ctx: Context, live: list[Instance]) -> dict[str, int]:
-    """healthy / unhealthy / unknown (no verdict yet, or no checks) of ``live`` instances."""
-    counts = {"healthy": 0, "unhealthy": 0, "unknown": 0}
-    for i in live:
-        watched = ctx.monitor.get(i.id) if ctx.monitor else None
-        status = watched.status if watched else None
-        counts[status if status in ("healthy", "unhealthy") else "unknown"] += 1
-    return counts
 
 
 def _last_run(row) -> dict | None:
