@@ -489,11 +489,13 @@ def main() -> None:
             fan["rss"] = rss_mib(daemon.proc.pid)
         finally:
             daemon.stop()
+            shutil.copy(tmp / "daemon.log", Path(tempfile.gettempdir()) / "bench-dashboard-daemon.log")
             problems = [line for line in (tmp / "daemon.log").read_text(errors="replace").splitlines()
                         if "[warning" in line or "[error" in line]
             if problems:
                 print(f"daemon warnings/errors ({len(problems)}), the first 10:")
                 print("\n".join(p[:300] for p in problems[:10]))
+                print(f"(the whole log: {tempfile.gettempdir()}/bench-dashboard-daemon.log)")
         if args.profile:
             print(f"profile written to {args.profile}; text in {tmp}/daemon.log (tail below)")
             print("\n".join((tmp / "daemon.log").read_text(errors="replace").splitlines()[-80:]))
