@@ -474,6 +474,9 @@ def main() -> None:
                         continue
                     result = time_page(client, daemon.base + path, requests)
                     rows.append((f"mariposa, {n} instances", label, result))
+                    if result.get("status") == 200:  # as it comes: a long run's figures survive its end
+                        print(f"  {label}: first byte {ms(result['first'])} ms, whole {ms(result['whole'])} ms",
+                              flush=True)
                 if args.browser:
                     urls = [daemon.base + p for _, p in pages]
                     for url, value in browser_loads(daemon.signin_url(), urls, args.browser_loads).items():
