@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
+import trio
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from mariposa.ui.app import Dashboard
 
 PAGE = 100
+HIGHLIGHT_ON_LOOP = 32 * 1024  # bytes of manifest highlighted on the event loop; more go to a thread
 EVENTS_SHOWN = 500  # the newest events a feed pages through (events.list's own limit)
 TASKS_SHOWN = 500
 SPARK_WINDOW = "15m"  # the metrics history a sparkline draws
@@ -233,9 +235,11 @@ def routes(board: Dashboard) -> list[Route]:
         versions.sort(key=lambda v: v["seq"], reverse=True)
         meta = await optional(control.meta.list(caller, name))
         secrets = await optional(control.secrets.list(caller, name))
+        text = data["project"]["version"]["manifest"]
+        # a big manifest is highlighted off the event loop (pygments: ~1 s a megabyte)
+        manifest = highlight(text) if len(text) < HIGHLIGHT_ON_LOOP else await trio.to_thread.run_sync(highlight, text)
         return board.render(request, "project.html", session, **data, versions=versions, meta=meta,
-                            secrets=None if secrets is None else [s["name"] for s in secrets],
-                            manifest=highlight(data["project"]["version"]["manifest"]))
+                            secrets=None if secrets is None else [s["name"] for s in secrets], manifest=manifest)
 
     @handler
     async def services_fragment(request: Request, session: Any, caller: Caller) -> Response:
