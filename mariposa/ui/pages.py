@@ -257,8 +257,10 @@ def routes(board: Dashboard) -> list[Route]:
         vb = await control.projects.version(caller, name, b)
         versions = await control.projects.versions(caller, name)
         versions.sort(key=lambda v: v["seq"], reverse=True)
+        # a worker thread: difflib is quadratic in the worst case, and manifests may be megabytes
+        rows = await trio.to_thread.run_sync(side_by_side, va["manifest"], vb["manifest"])
         return board.render(request, "diff.html", session, project=project, a=va, b=vb, versions=versions,
-                            rows=side_by_side(va["manifest"], vb["manifest"]), org=org_of(request),
+                            rows=rows, org=org_of(request),
                             can=allowed(control, caller, project_row(project)))
 
     # service
