@@ -28,6 +28,7 @@ from mariposa.api.http import BodyBudget, Connection, Limits, Request, Router, s
 from mariposa.control.caller import Caller
 from mariposa.errors import MariposaError, TooManyFailures, Unauthorized
 from mariposa.triggers.limit import BLOCK, FailureLimit
+from mariposa.ui.paths import is_dashboard
 
 log = structlog.get_logger()
 
@@ -35,7 +36,6 @@ LIMITS = Limits(max_connections=512)  # the socket's, with fewer connections: th
 HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
 BEARER = b"bearer "
-DASHBOARD = b"/ui"  # the web dashboard (mariposa/ui/): its callers sign in with a cookie, not a token
 # What a browser asks of any site on its own: answered 404 without a token, never counted as a
 # failed token (ten in a minute would have refused the address's sign-ins and API calls)
 BROWSER_ASKS = frozenset({b"/favicon.ico", b"/robots.txt", b"/apple-touch-icon.png"})
@@ -89,8 +89,7 @@ class RemoteConnection(Connection):
 
     def on_head(self, authorization: bytes | None, has_body: bool, target: bytes) -> None:
         self.refused = None
-        if (target == DASHBOARD or target.startswith((DASHBOARD + b"/", DASHBOARD + b"?"))
-                or target in BROWSER_ASKS):
+        if is_dashboard(target) or target in BROWSER_ASKS:
             self.caller = Caller(transport=REMOTE, address=self.address)  # the dashboard's cookie says who
             return
         try:

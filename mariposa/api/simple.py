@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from mariposa.ui.paths import is_dashboard
+
 MAX_HEAD = 8 * 1024  # bigger heads go to h11, which bounds and refuses them
 _REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE) (/[\x21-\x7e]*) HTTP/1\.1")
 _VISIBLE = rb"[\x21-\x7e\x80-\xff]+"
@@ -27,7 +29,6 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:" + _VISIBLE + rb"(?:[ \t]+" + _VISIBLE + rb")*)?)[ \t]*")
 _NOT_SIMPLE = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
 LAST_CHUNK = b"0\r\n\r\n"
-DASHBOARD = b"/ui"  # the dashboard reads cookies and forms: its requests go to h11, with every header
 
 
 class Head(NamedTuple):
@@ -43,7 +44,7 @@ def parse(data: bytes) -> Head | None:
         return None
     lines = data[:-4].split(b"\r\n")
     line = _REQUEST_LINE.fullmatch(lines[0])
-    if line is None or line[2].startswith(DASHBOARD):
+    if line is None or is_dashboard(line[2]):  # it reads cookies and forms: h11's, with every header
         return None
     hosts, close, authorization = 0, False, None
     for raw in lines[1:]:

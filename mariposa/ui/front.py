@@ -9,13 +9,10 @@ from mariposa.api import asgi
 from mariposa.api.router import Request, Response, Router
 from mariposa.errors import translate
 from mariposa.ui import stream
+from mariposa.ui.paths import is_dashboard
 
 if TYPE_CHECKING:
     from mariposa.ui.app import Dashboard
-
-
-def is_dashboard(path: str) -> bool:
-    return path == "/ui" or path.startswith("/ui/")
 
 
 class Front(Router):
@@ -26,7 +23,7 @@ class Front(Router):
         self.app: asgi.App = board.app
 
     async def dispatch(self, req: Request) -> Response:
-        if not is_dashboard(req.path):
+        if not is_dashboard(req.path.encode("utf-8", "surrogateescape")):
             return await self.router.dispatch(req)
         try:
             if req.path == "/ui/stream" and req.method == "GET":
