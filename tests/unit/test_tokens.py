@@ -19,7 +19,7 @@ from mariposa.control import AccessPolicy, Caller
 from mariposa.control.tokens import parse_expires
 from mariposa.errors import BadRequest, CertificateChanged, Forbidden, NotFound, TooManyFailures, Unauthorized
 from tests.unit.conftest import ROOT
-from tests.unit.tlspair import tls_contexts
+from tests.unit.tlspair import ask_once, tls_contexts
 
 ALICE = Caller(transport="tls", user="alice", token="x", address="10.0.0.1")
 BOB = Caller(transport="tls", user="bob", token="y", address="10.0.0.2")
@@ -288,18 +288,8 @@ async def test_the_remote_listener_drops_a_silent_handshake_and_hangs_up_over_it
         return False
 
     async def ask() -> bytes:
-        tcp = await trio.open_tcp_stream("127.0.0.1", port)
-        tls = trio.SSLStream(tcp, client_ctx, server_hostname="127.0.0.1", https_compatible=True)
-        await tls.send_all(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode()
-                           + b"\r\nConnection: close\r\n\r\n")
-        answer = b""
-        try:
-            while chunk := await tls.receive_some(65536):
-                answer += chunk
-        except trio.BrokenResourceError:
-            pass
-        await tcp.aclose()
-        return answer
+        return await ask_once(port, client_ctx, b"GET /v1/ping HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                              + token.encode() + b"\r\nConnection: close\r\n\r\n")
 
     async with trio.open_nursery() as nursery:
         await nursery.start(remote.serve, router, listener, server_ctx, auth)

@@ -28,7 +28,7 @@ from mariposa.ui.paths import STATIC
 from mariposa.ui.security import CSP
 from mariposa.ui.sessions import SIGNIN_TTL, Sessions
 from tests.unit.conftest import ROOT
-from tests.unit.tlspair import tls_contexts
+from tests.unit.tlspair import ask_once, tls_contexts
 
 
 class FakeClock:
@@ -296,19 +296,10 @@ async def test_the_remote_listener_wants_a_token_for_v1_and_not_for_ui():
     port = listener.socket.getsockname()[1]
 
     async def ask(target: str, authorization: str | None = None) -> tuple[int, bytes]:
-        tcp = await trio.open_tcp_stream("127.0.0.1", port)
-        tls = trio.SSLStream(tcp, client_ctx, server_hostname="127.0.0.1", https_compatible=True)
         head = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         if authorization:
             head += f"Authorization: {authorization}\r\n"
-        await tls.send_all((head + "\r\n").encode())
-        answer = b""
-        try:
-            while chunk := await tls.receive_some(65536):
-                answer += chunk
-        except trio.BrokenResourceError:
-            pass
-        await tcp.aclose()
+        answer = await ask_once(port, client_ctx, (head + "\r\n").encode())
         status = int(answer.split(b" ", 2)[1])
         return status, answer
 
