@@ -38,3 +38,6 @@ class Rules:
     meta: Mapping[str, str | None] | None = None
     # The project's top-level `webhooks:` (manifest/webhooks.py), copied into every service's.
     webhooks: tuple[WebhookSpec, ...] = ()
+    # Hard anti-affinity ('!=') between instances means something on a cluster (a Swarm, or the
+    # targets of `mariposa export`), never on one host: only those callers set this.
+    hard_affinity: bool = False

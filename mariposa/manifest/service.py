@@ -237,7 +237,7 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
                     where,
                     f"invalid affinity rule {text!r}; expected <key><op><value>, op one of {ops}",
                 )
-            elif match["op"] == "!=":
+            elif match["op"] == "!=" and not self.rules.hard_affinity:
                 self.problem(
                     where,
                     f"affinity rule {text!r} (hard anti-affinity) cannot be honoured on a single"
