@@ -6,6 +6,7 @@ scripts can test, so both ends agree on what went wrong. The tree::
     MariposaError (400, exit 1)       bad input: refused, nothing changed
     ├── BadRequest
     ├── InvalidManifest (422)          ← ManifestError (details: file, line, column, field)
+    ├── ExportRefused (422)            export --strict: fields the target cannot represent (details)
     ├── ConfigError (mariposa.config)
     ├── Unauthorized (401, exit 9)     a remote caller's token is missing, wrong, expired or revoked
     ├── Forbidden (403)                the caller may not do this
@@ -60,6 +61,13 @@ class BadRequest(MariposaError):
 class InvalidManifest(MariposaError):
     status = 422
     kind = "invalid-manifest"
+
+
+class ExportRefused(MariposaError):
+    """``export --strict`` and a field the target cannot represent: nothing was exported."""
+
+    status = 422
+    kind = "export-refused"
 
 
 class Unauthorized(MariposaError):

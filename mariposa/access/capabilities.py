@@ -44,7 +44,7 @@ NAMED_ONLY = frozenset({"secret:reveal", "exec"})
 ACTIONS: dict[str, str] = {
     # reading
     **{a: "project:read" for a in (
-        "project.list", "project.get", "project.versions", "project.version", "project.diff",
+        "project.list", "project.get", "project.versions", "project.version", "project.diff", "project.export",
         "project.networks", "project.instances", "project.health", "service.list", "service.get",
         "service.versions", "service.version", "service.instances", "service.health", "service.runs", "service.next",
         "service.stats", "instance.get", "queue.list", "queue.get", "queue.follow", "events.list",

@@ -237,6 +237,10 @@ def build_router(control: Control) -> Router:
         ("POST", P + "/copy", lambda q: projects.copy(
             q.caller, q.params["project"], _text(q, "name", ""), with_meta=q.json().get("with_meta", False),
             with_secrets=q.json().get("with_secrets", False))),
+        # exports (mariposa/export/): files for another engine and the conversion report
+        ("POST", P + "/export", lambda q: control.exports.export(
+            q.caller, q.params["project"], _text(q, "to", ""), strict=q.json().get("strict", False),
+            with_secret_values=q.json().get("with_secret_values", False))),
         # project meta; POST .../meta imports a meta manifest
         ("GET", P + "/meta", lambda q: meta.list(q.caller, q.params["project"])),
         ("POST", P + "/meta", lambda q: meta.import_(

@@ -552,6 +552,40 @@ STOP_KEEPS = ("unless stop.preservestopped keeps them, stopped and retired, for 
 _project_action("stop", f"Stop every instance of the project and remove them, {STOP_KEEPS}.")
 
 
+# ---- exports --------------------------------------------------------------------------------
+
+
+@cli.command("export", context_settings=CONTEXT)
+@click.option("--to", "to", required=True, type=click.Choice(["compose", "swarm-stack", "nomad", "kubernetes"]),
+              help="What to write: a compose file, a stack file for docker stack deploy, Nomad jobs (JSON), "
+                   "or Kubernetes objects (YAML).")
+@click.option("--out", "out", metavar="DIR", help="Write the files and report.txt into DIR (made if missing); "
+                                                  "without it the files go to stdout and the report to stderr.")
+@click.option("--strict", is_flag=True, help="Refuse the export if any field is not representable; nothing is written.")
+@click.option("--with-secret-values", is_flag=True,
+              help="Put the secrets' values in the files (needs secret:reveal); else they are references.")
+@json_option
+@pass_state
+def export(state: State, to: str, out: str | None, strict: bool, with_secret_values: bool, as_json: bool) -> None:
+    """Export the project (-j) to another engine, with a conversion report: every field of the
+    manifest mapped, mapped with a change, or not representable and why."""
+    from mariposa.cli import exporting
+
+    result = state.client.post(f"/v1/projects/{state.project()}/export",
+                               {"to": to, "strict": strict, "with_secret_values": with_secret_values})
+    if as_json:
+        if out is not None:
+            result["written"] = exporting.write(result, out)
+        return print_json(result)
+    if out is None:
+        exporting.write(result, None)
+        click.echo(result["report"], err=True)
+        return
+    written = exporting.write(result, out)
+    click.echo(result["report"])
+    click.echo(f"wrote {', '.join(written)}")
+
+
 # ---- metrics --------------------------------------------------------------------------------
 
 

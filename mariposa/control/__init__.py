@@ -20,6 +20,7 @@ from mariposa.control.caller import WATCHER as WATCHER
 from mariposa.control.caller import Caller as Caller
 from mariposa.control.dashboard import Dashboard
 from mariposa.control.events import Events
+from mariposa.control.exports import Exports
 from mariposa.control.instances import Instances
 from mariposa.control.meta import Meta
 from mariposa.control.metrics import Metrics
@@ -49,6 +50,7 @@ class Control:
         self.policy = policy
         self.system = System(ctx, policy, executor)
         self.projects = Projects(ctx, policy, executor)
+        self.exports = Exports(ctx, policy, executor)
         self.services = Services(ctx, policy, executor)
         self.instances = Instances(ctx, policy, executor)
         self.queue = Queue(ctx, policy, executor)

@@ -83,6 +83,9 @@ KEYS = {"name": WRONG_TEXT, "manifest": WRONG_TEXT, "filename": WRONG_TEXT, "ver
         "by": [[1], {"a": 1}, 1.5, True, "many", "1e400", 10 ** 30], "force": [[1], {"a": 1}, 1.5, "yes", 1],
         "meta": WRONG_TEXT + ["- not\n- a map\n"],
         "with_meta": [[1], {"a": 1}, 1.5, "yes", 1], "with_secrets": [[1], {"a": 1}, 1.5, "yes", 1],
+        # an export: its target by name, and two flags
+        "to": WRONG_TEXT + ["helm", "compose\u0000"], "strict": [[1], {"a": 1}, 1.5, "yes", 1],
+        "with_secret_values": [[1], {"a": 1}, 1.5, "yes", 1],
         # a run asked for: env as KEY=VALUE strings or an object, a key of at most 200 characters
         "env": [1.5, True, "A=1", [1], ["no equals"], {"A": 1}, {"bad name": "x"}, ["A=\u0000"],
                 [f"K{i}=v" for i in range(200)]],
@@ -114,6 +117,7 @@ BODY_KEYS: dict[tuple[str, str], set[str]] = {
     ("PUT", P + "/secrets/{name}"): {"value"},
     ("POST", P + "/meta"): {"manifest", "filename", "force"},
     ("POST", P + "/copy"): {"name", "with_meta", "with_secrets"},
+    ("POST", P + "/export"): {"to", "strict", "with_secret_values"},
     ("PUT", P + "/meta/{key}"): {"value", "cas"},
     ("POST", P + "/meta/{key}/increment"): {"by"},
     ("POST", S + "/runs"): {"env", "idempotency_key"},

@@ -50,7 +50,8 @@ class FakeControl:
     def __init__(self, fail: Exception | None = None):
         self.calls: list = []
         for area in ("system", "projects", "services", "instances", "queue", "events", "volumes", "registry",
-                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics", "tokens", "access", "dashboard"):
+                     "secrets", "meta", "runs", "triggers", "webhooks", "metrics", "tokens", "access", "dashboard",
+                     "exports"):
             setattr(self, area, Recorder(area, self.calls, fail))
 
 
@@ -145,6 +146,8 @@ CASES = [
     ("GET", "/v1/projects/p/meta", None, None, "meta.list", ("p",), {}),
     ("POST", "/v1/projects/p/copy", {"name": "q", "with_meta": True}, None, "projects.copy", ("p", "q"),
      {"with_meta": True, "with_secrets": False}),
+    ("POST", "/v1/projects/p/export", {"to": "nomad", "strict": True}, None, "exports.export", ("p", "nomad"),
+     {"strict": True, "with_secret_values": False}),
     ("POST", "/v1/projects/p/meta", {"manifest": "a: 1", "force": True}, None, "meta.import_",
      ("p", "a: 1", "<meta>"), {"force": True}),
     ("GET", "/v1/projects/p/meta/k", None, None, "meta.get", ("p", "k"), {}),
