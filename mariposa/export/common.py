@@ -67,6 +67,8 @@ _TABLE: dict[str, dict[str, tuple[str, str]]] = {
                           "kubernetes": (MAPPED, "progressDeadlineSeconds")},
     "on_meta_change": {ALL: (UNMAPPED, "meta (and its rollouts) is the Mariposa daemon's")},
     "working_dir": {ALL: (MAPPED, "")},
+    "user": {ALL: (MAPPED, "")},
+    "network_mode": {ALL: (MAPPED, "")},
     "cap_add": {ALL: (MAPPED, "")},
     "cap_drop": {ALL: (MAPPED, "")},
     "devices": {ALL: (MAPPED, ""), "swarm-stack": (UNMAPPED, "Swarm services cannot map devices"),
