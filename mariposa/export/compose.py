@@ -80,7 +80,7 @@ def _service(ex: Export, svc: ServiceSpec, stack: bool, volumes: dict, networks:
         if stack:
             ex.unmapped(svc, "pull", "docker stack deploy resolves images by its --resolve-image flag, not the file")
         else:
-            out["pull_policy"] = svc.pull
+            out["pull_policy"] = "if_not_present" if svc.pull == "missing" else svc.pull
             ex.mapped(svc, "pull", "pull_policy")
     if svc.entrypoint is not None:
         out["entrypoint"] = list(svc.entrypoint)
