@@ -214,3 +214,20 @@ def test_export_of_100_services_is_quick():
         took = time.perf_counter() - started
         print(f"export of 100 services to {target}: {took * 1000:.0f} ms, {len(result.entries)} entries")
         assert took < 5
+
+
+def test_the_every_option_manifest_passes_the_validators(tmp_path):
+    """The manifest with every option (tests/unit/export_data/every_option.yaml): what each target
+    wrote for it is still valid where the validators can judge it."""
+    from tests.unit.test_export import EVERY, run
+
+    k8s = tmp_path / "every.k8s.yaml"
+    k8s.write_text(run("kubernetes", EVERY).files["demo.k8s.yaml"])
+    kubernetes_validate(k8s)
+    for target, name in (("compose", "compose.yaml"), ("swarm-stack", "stack.yaml")):
+        path = tmp_path / target / name
+        path.parent.mkdir()
+        path.write_text(run(target, EVERY).files[name])
+        compose_config(path)
+    for text in run("nomad", EVERY).files.values():
+        check_job(json.loads(text))

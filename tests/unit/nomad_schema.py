@@ -30,7 +30,7 @@ def _check(value: Any, where: str, spec: Any) -> None:
         return
     if callable(spec) and not isinstance(spec, type):
         spec(value, where)
-    elif isinstance(spec, tuple):  # an enumeration
+    elif isinstance(spec, (tuple, set)):  # an enumeration
         assert value in spec, f"{where}: {value!r} is not one of {spec}"
     elif spec is int:
         assert isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an integer, got {value!r}"
