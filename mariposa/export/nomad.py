@@ -97,17 +97,20 @@ def _group(ex: Export, svc: ServiceSpec) -> dict[str, Any]:
                 ex.changed(svc, "restart", "RestartPolicy: Nomad restarts tasks on any exit, "
                                            f"{group['RestartPolicy']['Attempts']} attempts per 30m then "
                                            f"{group['RestartPolicy']['Mode']}")
-    if svc.ports:
+    # a check on a port the service does not publish still needs a port label: a dynamic one,
+    # mapped to the container port, so Nomad can reach it
+    checked = {c.target_port for c in svc.healthchecks if c.type != "command"} - {p.container for p in svc.ports}
+    if svc.ports or checked:
         static = [{"Label": f"p{p.container}", "Value": p.host, "To": p.container} for p in svc.ports if p.host]
         dynamic = [{"Label": f"p{p.container}", "To": p.container} for p in svc.ports if not p.host]
+        dynamic += [{"Label": f"p{port}", "To": port} for port in sorted(checked)]
         group["Networks"] = [{"Mode": "bridge", "ReservedPorts": static, "DynamicPorts": dynamic}]
+    if svc.ports:
         udp = [p for p in svc.ports if p.protocol == "udp"]
         if udp:
             ex.changed(svc, "ports", "Nomad ports carry tcp and udp alike: " + ", ".join(map(str, udp)))
         else:
             ex.mapped(svc, "ports", "ReservedPorts (pinned) and DynamicPorts, bridge mode")
-    if svc.volumes or svc.tmpfs:
-        pass
     constraints, affinities = _affinity(ex, svc)
     if constraints:
         group["Constraints"] = constraints
@@ -130,15 +133,18 @@ def _service(ex: Export, svc: ServiceSpec) -> dict[str, Any]:
             check.update(Type="script", Command=(c.command or ("true",))[0], Args=list((c.command or ())[1:]),
                          TaskName=svc.name)
         checks.append(check)
-    ports = {p.container for p in svc.ports}
-    missing = [c.label for c in svc.healthchecks if c.type != "command" and c.target_port not in ports]
-    if missing:
-        ex.changed(svc, "healthchecks", "Nomad checks a port it allocated: checks on ports the service does not "
-                                        f"publish ({', '.join(missing)}) need a port label of their own")
+    unpublished = sorted({c.target_port for c in svc.healthchecks if c.type != "command"}
+                         - {p.container for p in svc.ports})
+    if unpublished:
+        ex.changed(svc, "healthchecks", "service checks (http, tcp, script); checked ports the service does not "
+                                        f"publish ({', '.join(map(str, unpublished))}) get a dynamic port each")
     else:
         ex.mapped(svc, "healthchecks", "service checks (http, tcp, script)")
-    return {"Name": f"{ex.project}-{svc.name}".replace("_", "-").replace(".", "-"), "Provider": "nomad",
-            "PortLabel": f"p{svc.ports[0].container}" if svc.ports else "", "Checks": checks}
+    out: dict[str, Any] = {"Name": f"{ex.project}-{svc.name}".replace("_", "-").replace(".", "-"),
+                           "Provider": "nomad", "Checks": checks}
+    if svc.ports:
+        out["PortLabel"] = f"p{svc.ports[0].container}"
+    return out
 
 
 def _task(ex: Export, svc: ServiceSpec) -> dict[str, Any]:

@@ -172,6 +172,7 @@ def test_stack_export_deploys_and_converges_on_the_swarm(docker_images, tmp_path
         assert spec["UpdateConfig"]["FailureAction"] == "pause"
         assert spec["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
         assert spec["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"] == 3 * 10**9
+        assert spec["TaskTemplate"]["ContainerSpec"]["Init"] is True
         wait_until(lambda: _get(port) == "hi\n", timeout=30, interval=0.5, what="the published port")
     finally:
         docker("stack", "rm", name, check=False)
@@ -209,10 +210,12 @@ def test_export_of_100_services_is_quick():
     text = "services:\n" + body
     spec = parse_manifest(text)
     for target in ("compose", "swarm-stack", "nomad", "kubernetes"):
-        started = time.perf_counter()
+        # this thread's CPU time: what the export costs, not how loaded the machine is
+        started, wall = time.thread_time(), time.perf_counter()
         result = export(target, spec, text, "big")
-        took = time.perf_counter() - started
-        print(f"export of 100 services to {target}: {took * 1000:.0f} ms, {len(result.entries)} entries")
+        took = time.thread_time() - started
+        print(f"export of 100 services to {target}: {took * 1000:.0f} ms CPU "
+              f"({(time.perf_counter() - wall) * 1000:.0f} ms wall), {len(result.entries)} entries")
         assert took < 5
 
 

@@ -126,11 +126,14 @@ def group(value: Any, where: str) -> None:
               "Update": update, "Meta": map_of_str})
     assert g["Tasks"], f"{where}.Tasks: at least one task"
     assert g.get("Count", 1) >= 0, f"{where}.Count: not negative"
+    # a group service's port labels name the group network's ports (Nomad refuses the job otherwise)
     labels = {p["Label"] for n in g.get("Networks", []) for p in n.get("ReservedPorts", []) + n.get("DynamicPorts", [])}
     for s in g.get("Services", []):
+        for label in [s.get("PortLabel")] + [c.get("PortLabel") for c in s.get("Checks", [])]:
+            assert not label or label in labels, f"{where}: port label {label!r} is not a port of the group network"
         for c in s.get("Checks", []):
-            if c["Type"] in ("http", "tcp") and c.get("PortLabel") and labels:
-                pass  # Nomad resolves a label it does not know at placement; not a structural error
+            if c["Type"] in ("http", "tcp"):
+                assert c.get("PortLabel") or s.get("PortLabel"), f"{where}: an {c['Type']} check needs a port label"
 
 
 def periodic(value: Any, where: str) -> None:
