@@ -279,7 +279,7 @@ def route_table() -> list[tuple[str, str]]:
     control = types.SimpleNamespace(projects=None, services=None, instances=None, queue=None, events=None,
                                     system=None, volumes=None, registry=None, secrets=None, meta=None,
                                     runs=None, triggers=None, webhooks=None, metrics=None, tokens=None,
-                                    access=None)
+                                    access=None, exports=None)
     router = build_router(control)  # type: ignore[arg-type]  # only the table is read, nothing is called
     table = []
     for method, regex, handler in router.routes:
