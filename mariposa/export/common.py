@@ -164,7 +164,7 @@ class Export:
                 rule = None
             if rule is not None:
                 status, note = rule
-                self.report._add(path, status, note)
+                self.report.add(path, status, note)
 
 
 def secret_refs(svc: ServiceSpec) -> dict[str, str]:

@@ -124,15 +124,10 @@ def _service(ex: Export, svc: ServiceSpec, stack: bool, volumes: dict, networks:
     simple: dict[str, Any] = {"dns": list(svc.dns), "dns_search": list(svc.dns_search), "user": svc.user,
               "working_dir": svc.working_dir, "cap_add": list(svc.cap_add), "cap_drop": list(svc.cap_drop),
               "hostname": svc.hostname, "stop_signal": svc.stop_signal, "sysctls": dict(svc.sysctls)}
-    if stack:
-        if svc.user is not None:
-            ex.mapped(svc, "user")
-    else:
+    if not stack:  # what Swarm services lack (the table reports them not mapped for a stack)
         simple.update({"devices": list(svc.devices), "shm_size": svc.shm_size,
                        "ulimits": {n: {"soft": s, "hard": h} for n, s, h in svc.ulimits},
                        "privileged": svc.privileged or None, "network_mode": svc.network_mode})
-        if svc.user is not None:
-            ex.mapped(svc, "user")
     for key, value in simple.items():
         if value:
             out[key] = value

@@ -250,8 +250,6 @@ def _task(ex: Export, svc: ServiceSpec) -> dict[str, Any]:
             ex.mapped(svc, "stop", "KillTimeout")
     if svc.stop_signal:
         task["KillSignal"] = svc.stop_signal
-    if svc.runs:
-        task["Config"].pop("init", None) if not svc.init else None
     return task
 
 

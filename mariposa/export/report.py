@@ -23,7 +23,7 @@ class Report:
         self.fields = fields
         self._entries: dict[str, Entry] = {}
 
-    def _add(self, path: str, status: str, note: str) -> None:
+    def add(self, path: str, status: str, note: str) -> None:
         line, col = self.fields.get(path, (0, 0))
         old = self._entries.get(path)
         if old is not None:  # two notes on one field (a service's options seen twice): keep both
@@ -33,13 +33,13 @@ class Report:
         self._entries[path] = Entry(path, status, note, line, col)
 
     def mapped(self, path: str, note: str = "") -> None:
-        self._add(path, MAPPED, note)
+        self.add(path, MAPPED, note)
 
     def changed(self, path: str, note: str) -> None:
-        self._add(path, CHANGED, note)
+        self.add(path, CHANGED, note)
 
     def unmapped(self, path: str, why: str) -> None:
-        self._add(path, UNMAPPED, why)
+        self.add(path, UNMAPPED, why)
 
     def has(self, path: str) -> bool:
         return path in self._entries
@@ -52,14 +52,3 @@ class Report:
                 self.unmapped(path, NO_RULE)
         return sorted((e for p, e in self._entries.items() if p in self.fields), key=lambda e: (e.line, e.column))
 
-
-def unmapped_entries(entries: list[Entry]) -> list[Entry]:
-    return [e for e in entries if e.status == UNMAPPED]
-
-
-def summary(entries: list[Entry]) -> dict[str, int]:
-    return counts(entries)
-
-
-def text(entries: list[Entry], filename: str, target: str) -> str:
-    return format_report(entries, filename, target)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -42,7 +43,9 @@ SCHEDULED = f"""services:
 
 
 def kubernetes_validate(path: Path) -> str:
-    r = subprocess.run(["kubernetes-validate", "--strict", str(path)], capture_output=True, text=True)
+    # the venv's script, beside this interpreter (the venv's bin may not be on PATH)
+    tool = str(Path(sys.executable).with_name("kubernetes-validate"))
+    r = subprocess.run([tool, "--strict", str(path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
