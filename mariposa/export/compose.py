@@ -238,7 +238,9 @@ def health_test(check: HealthCheck) -> tuple[list[str], str]:
         return (["CMD-SHELL", f"wget -q -O /dev/null {url} || exit 1"],
                 f"{check.label} became a wget command run in the container (the image needs wget; "
                 "status ranges and body matches are not checked)")
-    return (["CMD-SHELL", f"nc -z 127.0.0.1 {check.target_port} || exit 1"],
+    # `nc -z` where nc has it (netcat-openbsd), else a connection with nothing to send (busybox's nc)
+    port = check.target_port
+    return (["CMD-SHELL", f"nc -z 127.0.0.1 {port} 2>/dev/null || nc -w 1 127.0.0.1 {port} </dev/null || exit 1"],
             f"{check.label} became an nc command run in the container (the image needs nc)")
 
 

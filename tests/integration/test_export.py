@@ -183,11 +183,48 @@ def test_stack_export_deploys_and_converges_on_the_swarm(docker_images, tmp_path
                    what=f"stack {name}'s network to go")
 
 
-def _get(port: int) -> str | None:
+def test_the_example_projects_stack_export_converges_healthy_and_answers(daemon: Daemon, tmp_path):
+    """The example project, exported by the CLI from a real daemon, deployed with `docker stack
+    deploy`: every task running and healthy (the health checks became in-container commands), and
+    web's /cgi-bin/api reaches backend by its service name over the stack's overlay network."""
+    daemon.cli("project", "add", "jupiter", str(JUPITER))
+    daemon.cli("-j", "jupiter", "export", "--to", "swarm-stack", "--out", str(tmp_path))
+    stack = yaml.safe_load((tmp_path / "stack.yaml").read_text())
+    for svc in stack["services"].values():
+        # no IPVS here: dnsrr, whose published ports are host mode (what the exporter writes for a
+        # service whose endpoint_mode is dnsrr, an option the Swarm backend adds)
+        svc["deploy"]["endpoint_mode"] = "dnsrr"
+        for port in svc.get("ports", []):
+            port["mode"] = "host"
+    path = tmp_path / "stack-dnsrr.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    name = f"mpexport{uuid.uuid4().hex[:6]}"
+    try:
+        docker("stack", "deploy", "--resolve-image", "never", "-c", str(path), name)
+
+        def healthy() -> list[str]:
+            rows = docker("ps", "--filter", f"label=com.docker.stack.namespace={name}", "--format",
+                          "{{.Status}}").splitlines()
+            return rows if len(rows) == 3 and all("(healthy)" in r for r in rows) else []
+
+        wait_until(healthy, timeout=120, interval=1, what=f"stack {name}'s 3 tasks to be healthy")
+        ports = [int(p.split("->")[0].rsplit(":", 1)[1]) for p in docker(
+            "stack", "ps", name, "--format", "{{.Ports}}", "--filter", "desired-state=running").split()
+            if "->" in p]
+        assert ports
+        answer = wait_until(lambda: _get(ports[0], "/cgi-bin/api"), timeout=30, interval=0.5, what="web's /api")
+        assert answer.startswith("backend ") and answer.strip().endswith("for jupiter")
+    finally:
+        docker("stack", "rm", name, check=False)
+        wait_until(lambda: not docker("network", "ls", "-q", "--filter", f"name={name}_").strip(), timeout=60,
+                   what=f"stack {name}'s network to go")
+
+
+def _get(port: int, path: str = "/") -> str | None:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
             return r.read().decode()
     except OSError:
         return None
