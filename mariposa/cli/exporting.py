@@ -23,12 +23,15 @@ def write(result: dict, out: str | None) -> list[str]:
                 click.echo(text, nl=not text.endswith("\n"))
         return list(files)
     root = Path(out)
+    planned = {(root.resolve() / name).resolve(): text for name, text in
+               {**files, "report.txt": result["report"] + "\n"}.items()}
+    for path in planned:  # a name from the daemon never leaves DIR; checked before anything is written
+        if root.resolve() not in path.parents:
+            raise click.ClickException(f"refusing to write {str(path)!r} outside {out}")
     root.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in {**files, "report.txt": result["report"] + "\n"}.items():
-        path = (root / name).resolve()
-        if root.resolve() not in path.parents:  # a name from the daemon never leaves DIR
-            raise click.ClickException(f"refusing to write {name!r} outside {out}")
+    for path, text in planned.items():
+        name = str(path.relative_to(root.resolve()))
         path.parent.mkdir(parents=True, exist_ok=True)
         secret = name.startswith("secrets/") or result.get("with_secret_values")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
