@@ -15,7 +15,7 @@ import attrs
 
 from mariposa.errors import BadRequest
 from mariposa.export import compose, kubernetes, nomad
-from mariposa.export.common import TARGETS, Export
+from mariposa.export.common import TARGETS, Export, note_templates
 from mariposa.export.fields import manifest_fields
 from mariposa.export.report import CHANGED, MAPPED, NO_RULE, UNMAPPED, Entry, Report, counts, format_report
 from mariposa.model import ProjectSpec
@@ -53,6 +53,7 @@ def export(target: str, spec: ProjectSpec, text: str, project: str, filename: st
         raise BadRequest(f"'to' must be one of {', '.join(TARGETS)}, not {target!r}")
     ex = Export(target, project, spec, Report(manifest_fields(text, filename)), secret_values)
     files = _BUILDERS[target](ex)
+    note_templates(ex)
     ex.fill_from_table()
     return Result(target, files, ex.report.finish())
 

@@ -167,6 +167,18 @@ class Export:
                 self.report.add(path, status, note)
 
 
+def note_templates(ex: Export) -> None:
+    """Meta templates ({{ .meta.KEY }}) in command, entrypoint and tags are exported as written:
+    no target renders Mariposa's meta. (Environment's are judged by each target, with secrets.)"""
+    for svc in ex.spec.services:
+        values = {"command": svc.command or (), "entrypoint": svc.entrypoint or (),
+                  "tags": [v for _, v in svc.tags], "labels": [v for _, v in svc.tags]}
+        for option, texts in values.items():
+            if ex.written(svc, option) and any(TEMPLATE.search(t) for t in texts):
+                ex.changed(svc, option, "templates are exported as written ({{ ... }}): the target does not render "
+                                        "Mariposa's meta")
+
+
 def secret_refs(svc: ServiceSpec) -> dict[str, str]:
     """Environment variables whose whole value is one secret (name -> secret name)."""
     out = {}

@@ -277,3 +277,10 @@ def test_nomad_checker_catches_a_wrong_job():
     with pytest.raises(AssertionError, match="Count"):
         check_job({"Job": {"ID": "x", "Name": "x", "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
             {"Name": "g", "Count": "2", "Tasks": [{"Name": "t", "Driver": "docker", "Config": {"image": "i"}}]}]}})
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_meta_templates_in_command_are_reported_as_written(target):
+    text = "services:\n  a:\n    image: x\n    command: [echo, '{{ .meta.greeting }}']\n"
+    e = entry(run(target, text), "services.a.command")
+    assert e.status == CHANGED and "templates are exported as written" in e.note
