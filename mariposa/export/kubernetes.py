@@ -110,7 +110,9 @@ def _service(ex: Export, svc: ServiceSpec) -> list[dict]:
                      "metadata": {"name": svc.name, **meta}, "spec": spec})
         if svc.ports:
             docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc.name, **meta},
-                         "spec": {"selector": labels, "ports": [
+                         "spec": {"selector": labels,
+                                  **({"clusterIP": "None"} if getattr(svc, "endpoint_mode", "vip") == "dnsrr" else {}),
+                                  "ports": [
                              {"name": f"{p.protocol}-{p.container}", "port": p.container, "targetPort": p.container,
                               "protocol": p.protocol.upper()} for p in svc.ports]}})
     else:
