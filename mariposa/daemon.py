@@ -249,13 +249,20 @@ async def run_daemon(
     """``clock`` is the one clock of every time-dependent decision (default: this trio run's,
     anchored to the wall clock); the store stamps its times with it too."""
     state_dir = Path(config.state_dir)
+    if config.cluster == "swarm":  # refused before anything is bound or locked
+        from mariposa.swarm import SwarmError, require_manager
+
+        try:
+            log.info("cluster: swarm", engine=await require_manager(config.docker_host))
+        except SwarmError as exc:
+            raise configuration.ConfigError(str(exc)) from None
     lock = lock_state_dir(state_dir)
     _raise_file_limit()
     clock = clock or TrioClock()
     store = await trio.to_thread.run_sync(Store, state_dir / "mariposa.db", clock)
     drivers = drivers or default_drivers(store.owner, config)
     ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, config.packages), packages=config.packages,
-                  parallelism=config.parallelism, allow_privileged=config.allow_privileged,
+                  parallelism=config.parallelism, allow_privileged=config.allow_privileged, cluster=config.cluster,
                   bind_roots=config.bind_roots, clock=clock)
     ctx.vault = Vault(store, KeyRing.configured(config.secret_key_file))
     ctx.credentials = Credentials(ctx.vault, state_dir / FILE_NAME)
