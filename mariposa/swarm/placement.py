@@ -238,6 +238,9 @@ def place(
                 add(f"node.id!={node_id}")
             messages.append(f"{rule}: away from node(s) {', '.join(where)}, where the matching instances run now; "
                             "evaluated at placement time")
+        elif not own:
+            messages.append(f"{rule}: no instance matching {value!r} runs now: nothing to keep away from "
+                            "(evaluated at placement time)")
     usable = [n for n in nodes if eligible(n) and all(_satisfies(n, c) for c in constraints)]
     order = "start-first"
     if one_per_node:
