@@ -44,6 +44,18 @@ def _labels(labels: Mapping[str, str] | None) -> list[str] | None:
     return [f"{k}={v}" for k, v in labels.items()] if labels else None
 
 
+def judge(info: Mapping[str, Any], where: str) -> tuple[bool, str]:
+    """From ``GET /info``: (is a manager of an active swarm, a sentence saying what the engine is)."""
+    swarm = info.get("Swarm") or {}
+    state = swarm.get("LocalNodeState") or "inactive"
+    if state != "active":
+        return False, f"the engine at {where} is not in a swarm (LocalNodeState {state!r})"
+    if not swarm.get("ControlAvailable"):
+        return False, f"the engine at {where} is a swarm worker, not a manager"
+    return True, (f"the engine at {where} manages swarm {str((swarm.get('Cluster') or {}).get('ID'))[:12]} "
+                  f"({swarm.get('Nodes')} nodes, {swarm.get('Managers')} managers)")
+
+
 class SwarmClient:
     """One connection pool to a Swarm manager's Engine API; ``aclose`` when done."""
 
@@ -81,14 +93,7 @@ class SwarmClient:
 
     async def swarm_state(self) -> tuple[bool, str]:
         """(is a manager of an active swarm, a sentence saying what the engine is)."""
-        swarm = (await self.info()).get("Swarm") or {}
-        state = swarm.get("LocalNodeState") or "inactive"
-        if state != "active":
-            return False, f"the engine at {self.where} is not in a swarm (LocalNodeState {state!r})"
-        if not swarm.get("ControlAvailable"):
-            return False, f"the engine at {self.where} is a swarm worker, not a manager"
-        return True, (f"the engine at {self.where} manages swarm {str((swarm.get('Cluster') or {}).get('ID'))[:12]} "
-                      f"({swarm.get('Nodes')} nodes, {swarm.get('Managers')} managers)")
+        return judge(await self.info(), self.where)
 
     async def nodes(self) -> list[dict[str, Any]]:
         return (await self._call("GET", "/nodes", "list nodes")).json()
@@ -143,12 +148,12 @@ class SwarmClient:
 
     async def tasks(self, service: str | None = None, labels: Mapping[str, str] | None = None,
                     desired_state: str | None = None) -> list[dict[str, Any]]:
-        """Tasks of a service (by name or id) and/or with the service's labels: the Engine matches
-        a task's ``label`` filter on the labels of the service that made it."""
-        resp = await self._call("GET", "/tasks", "list tasks", params=_filters(
+        """Tasks of a service (by name or id; none when there is no such service) and/or with the
+        service's labels: the Engine matches a task's ``label`` filter on its service's labels."""
+        resp = await self._call("GET", "/tasks", "list tasks", allow=(404,), params=_filters(
             service=[service] if service else None, label=_labels(labels),
             **{"desired-state": [desired_state] if desired_state else None}))
-        return resp.json()
+        return [] if resp.status_code == 404 else resp.json()
 
     # ---- networks, secrets, configs ------------------------------------------------------------
 

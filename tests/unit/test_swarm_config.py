@@ -87,3 +87,14 @@ def test_doctor_fails_a_swarm_cluster_on_an_engine_that_is_no_manager():
     assert check["status"] == "fail" and "10.0.0.1:2377" in check["detail"]
     [check] = swarm_checks(None, None, "swarm", "no answer at /var/run/docker.sock: ConnectError")
     assert check["status"] == "fail"
+
+
+def test_the_daemon_takes_only_a_manager_of_an_active_swarm():
+    from mariposa.swarm.client import judge
+
+    assert judge({"Swarm": {"LocalNodeState": "inactive"}}, "unix:///d.sock") == (
+        False, "the engine at unix:///d.sock is not in a swarm (LocalNodeState 'inactive')")
+    assert judge({"Swarm": {"LocalNodeState": "pending"}}, "e")[0] is False
+    assert judge({"Swarm": {"LocalNodeState": "active", "ControlAvailable": False}}, "e") == (
+        False, "the engine at e is a swarm worker, not a manager")
+    assert judge(MANAGER, "e") == (True, "the engine at e manages swarm a6a2gq2e3och (2 nodes, 1 managers)")
