@@ -18,8 +18,15 @@ import httpx
 import pytest
 import trio
 
-from mariposa.model import LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, PortSpec, \
-    ServiceSpec
+from mariposa.model import (
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+    PortSpec,
+    ServiceSpec,
+)
 from mariposa.swarm import SwarmClient, SwarmError, place, require_manager
 from mariposa.swarm.spec import overlay_name, swarm_service
 from tests.integration.harness import IMAGE, Daemon, docker
