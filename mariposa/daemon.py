@@ -162,7 +162,7 @@ class Daemon:
             return
         for key in ("state_dir", "socket", "manifest_dir", "docker_host", "lxc_path", "qemu_path", "kernel_dir",
                     "secret_key_file", "run_dir", "triggers_listen", "metrics_listen", "listen", "tls_cert",
-                    "tls_key"):
+                    "tls_key", "cluster"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))
@@ -185,7 +185,8 @@ class Daemon:
                                    secret_key_file=self.config.secret_key_file, run_dir=self.config.run_dir,
                                    triggers_listen=self.config.triggers_listen,
                                    metrics_listen=self.config.metrics_listen, listen=self.config.listen,
-                                   tls_cert=self.config.tls_cert, tls_key=self.config.tls_key)
+                                   tls_cert=self.config.tls_cert, tls_key=self.config.tls_key,
+                                   cluster=self.config.cluster)  # checked at start only
         self.ctx.wake_reconciler()
         log.info("configuration reloaded", source=new.source or "defaults")
         systemd.notify("READY=1")

@@ -11,3 +11,7 @@ from mariposa.swarm.placement import Placed as Placed
 from mariposa.swarm.placement import Placement as Placement
 from mariposa.swarm.placement import Problem as Problem
 from mariposa.swarm.placement import place as place
+from mariposa.swarm.spec import SwarmService as SwarmService
+from mariposa.swarm.spec import overlay_name as overlay_name
+from mariposa.swarm.spec import service_name as service_name
+from mariposa.swarm.spec import swarm_service as swarm_service
