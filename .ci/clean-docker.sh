@@ -5,6 +5,7 @@
 # below, networks named mariposa-* or labelled io.mariposa.owner, images mariposa-example/* and mariposa-test/* (and those the pull
 # tests pushed to their registries, HOST/mariposa-pulls-*/*, tags and digests), and the suite's
 # images left dangling (untagged while in use; their Comment starts "built by mariposa").
+# The host's Swarm membership goes too (the suite's Swarm tests make it a single-node manager).
 # Usage: bash .ci/clean-docker.sh [--dry-run]   (--dry-run prints the commands instead)
 set -euo pipefail
 dry=""
@@ -38,4 +39,9 @@ for id in $(docker image ls -q --filter dangling=true | sort -u); do
     "built by mariposa"*) remove docker image rm -f "$id" ;;
   esac
 done
-echo "== removed the suite's containers, networks and images${dry:+ (dry run)}"
+# The Swarm tests' services, stacks, secrets and configs go with the swarm itself: the suite makes
+# the host a single-node manager (tests/conftest.py swarm_manager), and a fresh machine is none.
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ]; then
+  remove docker swarm leave --force
+fi
+echo "== removed the suite's containers, networks, images and swarm${dry:+ (dry run)}"

@@ -28,6 +28,7 @@ from mariposa.packages import DEFAULT_PACKAGES, Package
 DEFAULT_CONFIG = "/etc/mariposa/mariposa.toml"
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+CLUSTERS = ("none", "swarm")
 
 
 class ConfigError(MariposaError):
@@ -44,6 +45,11 @@ class DaemonConfig:
     delete_removed_projects: bool = False  # deleting NAME.yaml deletes project NAME
     rescan: float = 30.0  # seconds between full rescans of the manifest directory
     docker_host: str | None = None
+    # "swarm": the engine at docker_host must be a Swarm manager, and the daemon checks it at start
+    # (mariposa/swarm/); manifests may then use a hard '!=' affinity, which a cluster can honour.
+    # Placing services on the Swarm is being built: for now every service still runs on the
+    # local engine, so the setting only gates the start and the manifest check. "none": one host.
+    cluster: str = "none"
     # Where the LXC driver keeps its containers, base images and networks (drivers/lxc.py);
     # None: STATE_DIR/lxc. The LXC driver is there only on a host with LXC installed.
     lxc_path: str | None = None
@@ -180,7 +186,7 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Daemon
 def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
     kinds: dict[str, type | tuple[type, ...]] = {
         "state_dir": str, "socket": str, "secret_key_file": str, "run_dir": str,
-        "manifest_dir": str, "docker_host": str, "lxc_path": str, "log_format": str,
+        "manifest_dir": str, "docker_host": str, "cluster": str, "lxc_path": str, "log_format": str,
         "qemu_path": str, "kernel_dir": str, "qemu_accel": str, "triggers_listen": str, "metrics_listen": str,
         "listen": str, "tls_cert": str, "tls_key": str,
         "log_level": str, "delete_removed_projects": bool, "stop_instances_on_exit": bool,
@@ -206,6 +212,8 @@ def _checked(path: str, text: str, values: dict[str, Any]) -> dict[str, Any]:
         raise _problem(path, text, "log_format", f"expected one of {', '.join(LOG_FORMATS)}")
     if values.get("qemu_accel", "auto") not in ("auto", "kvm", "tcg"):
         raise _problem(path, text, "qemu_accel", "expected one of auto, kvm, tcg")
+    if values.get("cluster", "none") not in CLUSTERS:
+        raise _problem(path, text, "cluster", f"expected one of {', '.join(CLUSTERS)}, got {values['cluster']!r}")
     if values.get("log_level", "info") not in LOG_LEVELS:
         raise _problem(path, text, "log_level", f"expected one of {', '.join(LOG_LEVELS)}")
     for key in ("resync", "rescan", "parallelism"):

@@ -42,6 +42,7 @@ class Context:
     packages: Mapping[str, Package]
     parallelism: int = 8
     allow_privileged: bool = False  # new versions may use options that give a container the host
+    cluster: str = "none"  # the daemon's cluster (config.py): "swarm" admits a hard '!=' affinity
     bind_roots: tuple[str, ...] = DEFAULT_BIND_ROOTS  # host paths new versions may bind-mount
     clock: Clock = attrs.field(factory=TrioClock)
     reconcile_wakeup: Wakeup = attrs.field(factory=Wakeup)

@@ -162,7 +162,7 @@ class Daemon:
             return
         for key in ("state_dir", "socket", "manifest_dir", "docker_host", "lxc_path", "qemu_path", "kernel_dir",
                     "secret_key_file", "run_dir", "triggers_listen", "metrics_listen", "listen", "tls_cert",
-                    "tls_key"):
+                    "tls_key", "cluster"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("this setting changes only on restart", setting=key, running=getattr(self.config, key),
                             configured=getattr(new, key))
@@ -185,7 +185,8 @@ class Daemon:
                                    secret_key_file=self.config.secret_key_file, run_dir=self.config.run_dir,
                                    triggers_listen=self.config.triggers_listen,
                                    metrics_listen=self.config.metrics_listen, listen=self.config.listen,
-                                   tls_cert=self.config.tls_cert, tls_key=self.config.tls_key)
+                                   tls_cert=self.config.tls_cert, tls_key=self.config.tls_key,
+                                   cluster=self.config.cluster)  # checked at start only
         self.ctx.wake_reconciler()
         log.info("configuration reloaded", source=new.source or "defaults")
         systemd.notify("READY=1")
@@ -249,13 +250,20 @@ async def run_daemon(
     """``clock`` is the one clock of every time-dependent decision (default: this trio run's,
     anchored to the wall clock); the store stamps its times with it too."""
     state_dir = Path(config.state_dir)
+    if config.cluster == "swarm":  # refused before anything is bound or locked
+        from mariposa.swarm import SwarmError, require_manager
+
+        try:
+            log.info("cluster: swarm", engine=await require_manager(config.docker_host))
+        except SwarmError as exc:
+            raise configuration.ConfigError(str(exc)) from None
     lock = lock_state_dir(state_dir)
     _raise_file_limit()
     clock = clock or TrioClock()
     store = await trio.to_thread.run_sync(Store, state_dir / "mariposa.db", clock)
     drivers = drivers or default_drivers(store.owner, config)
     ctx = Context(store=store, drivers=drivers, goals=GoalReader(store, config.packages), packages=config.packages,
-                  parallelism=config.parallelism, allow_privileged=config.allow_privileged,
+                  parallelism=config.parallelism, allow_privileged=config.allow_privileged, cluster=config.cluster,
                   bind_roots=config.bind_roots, clock=clock)
     ctx.vault = Vault(store, KeyRing.configured(config.secret_key_file))
     ctx.credentials = Credentials(ctx.vault, state_dir / FILE_NAME)

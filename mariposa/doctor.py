@@ -36,6 +36,65 @@ def _docker(host: str | None) -> dict:
         return _check("docker", "fail", f"no answer at {path}: {exc.__class__.__name__}", fix)
 
 
+def swarm_checks(info: dict | None, nodes: list[dict] | None, cluster: str, error: str = "") -> list[dict]:
+    """The Swarm section: whether the engine is in a swarm and manages it, then one line per node
+    (hostname, role, availability, state, manager reachability, engine version, labels). Pure:
+    ``info`` is ``GET /info``, ``nodes`` ``GET /nodes`` (None: not asked, or refused). With
+    ``cluster = "swarm"`` an engine that is no manager fails: the daemon would refuse to start."""
+    from mariposa.swarm import SWARM_INIT_FIX
+
+    needed = cluster == "swarm"
+    if info is None:
+        return [_check("swarm", "fail" if needed else "warn", f"not checked: {error or 'no engine'}",
+                       "start dockerd (systemctl start docker)" if needed else "")]
+    swarm = info.get("Swarm") or {}
+    state = swarm.get("LocalNodeState") or "inactive"
+    if state != "active":
+        return [_check("swarm", "fail" if needed else "ok",
+                       f"the engine is not in a swarm (LocalNodeState {state})"
+                       + (": cluster = \"swarm\" needs a manager" if needed else "; cluster = \"none\": not needed"),
+                       SWARM_INIT_FIX if needed else "")]
+    if not swarm.get("ControlAvailable"):
+        managers = ", ".join(m.get("Addr", "?") for m in swarm.get("RemoteManagers") or ())
+        return [_check("swarm", "fail" if needed else "warn",
+                       f"the engine is a worker of a swarm (managers: {managers}); Mariposa needs a manager's API",
+                       "point docker_host at a manager, or docker node promote this node" if needed else "")]
+    cluster_id = str((swarm.get("Cluster") or {}).get("ID", ""))[:12]
+    out = [_check("swarm", "ok", f"manager of swarm {cluster_id}: {swarm.get('Nodes')} nodes, "
+                                 f"{swarm.get('Managers')} managers; cluster = \"{cluster}\"")]
+    for node in sorted(nodes or (), key=lambda n: (n.get("Description") or {}).get("Hostname", "")):
+        spec, status = node.get("Spec") or {}, node.get("Status") or {}
+        manager = node.get("ManagerStatus") or {}
+        description = node.get("Description") or {}
+        role = spec.get("Role", "?")
+        if manager:
+            role += " (leader)" if manager.get("Leader") else f" ({manager.get('Reachability', '?')})"
+        node_labels = ",".join(f"{k}={v}" for k, v in sorted((spec.get("Labels") or {}).items())) or "no labels"
+        detail = (f"{description.get('Hostname', '?')} {str(node.get('ID', ''))[:12]}: {role}, "
+                  f"{spec.get('Availability', '?')}, {status.get('State', '?')}, engine "
+                  f"{(description.get('Engine') or {}).get('EngineVersion', '?')}, {node_labels}")
+        healthy = status.get("State") == "ready" and manager.get("Reachability", "reachable") == "reachable"
+        out.append(_check("swarm node", "ok" if healthy else "warn", detail,
+                          "" if healthy else "docker node inspect " + str(node.get("ID", ""))[:12]))
+    return out
+
+
+def _swarm(host: str | None, cluster: str) -> list[dict]:
+    target = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    path = target.removeprefix("unix://")
+    if not target.startswith(("unix://", "/")):
+        return swarm_checks(None, None, cluster, f"{target}: only unix sockets are checked here")
+    try:
+        transport = httpx.HTTPTransport(uds=path, verify=False)  # no TLS on a unix socket
+        with httpx.Client(transport=transport, base_url="http://docker/v1.41", timeout=5) as client:
+            info = client.get("/info").json()
+            answer = client.get("/nodes")
+            nodes = answer.json() if answer.status_code == 200 else None
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        return swarm_checks(None, None, cluster, f"no answer at {path}: {exc.__class__.__name__}")
+    return swarm_checks(info, nodes, cluster)
+
+
 def _binary(name: str, binaries: list[str], package: str, needed_for: str) -> dict:
     found = [path for b in binaries if (path := shutil.which(b))]
     if found:
@@ -170,6 +229,7 @@ def run_checks(config_path: str | None, state_dir: str | None, socket: str) -> l
         cfg = configuration.DaemonConfig()
         results.append(_check("config", "fail", exc.message, "fix the file named"))
     results.append(_docker(cfg.docker_host))
+    results += _swarm(cfg.docker_host, cfg.cluster)
     results.append(_binary("lxc", ["lxc-create", "lxc-start"], "lxc", "needed for compute_type lx"))
     if shutil.which("lxc-start"):
         results += _lxc_extras()

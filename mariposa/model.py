@@ -125,6 +125,7 @@ SUPERVISION_FIELDS = frozenset({
     # scheduled and event services: when and how runs happen, never what an instance is
     "schedule", "time_zone", "concurrency", "catch_up", "catch_up_limit", "starting_deadline", "timeout", "retries",
     "history_succeeded", "history_failed", "queue_limit", "on_meta",
+    "endpoint_mode",  # how a Swarm service is reached, never what an instance is (no effect locally)
     "triggers",  # public trigger URLs (mariposa/triggers/): what a POST does, never what an instance is
     # autoscale and webhooks (mariposa/metrics/, mariposa/webhooks/): what the daemon does about an
     # instance's numbers and events, never what an instance is
@@ -321,6 +322,9 @@ class ServiceSpec:
     initrd: str | None = None
     cmdline: str | None = None
     network_mode: str | None = None  # None: the project's network; "host"
+    # How a Swarm service is reached (mariposa/swarm/): "vip", one virtual address balanced by IPVS,
+    # or "dnsrr", the service name resolving to every task (needs no IPVS). No effect locally.
+    endpoint_mode: str = "vip"
     privileged: bool = False
     volumes: tuple[MountSpec, ...] = ()
     secrets: tuple[str, ...] = ()  # the project's secrets delivered as /run/secrets/NAME (mariposa/vault/)

@@ -124,6 +124,8 @@ def cli(ctx: click.Context, socket: str | None, project: str | None, host: str |
 @click.option("--delete-removed-projects/--keep-removed-projects", default=None,
               help="Whether deleting NAME.yaml deletes the project [keep].")
 @click.option("--docker-host", help="Docker Engine socket (default: DOCKER_HOST or /var/run/docker.sock).")
+@click.option("--cluster", type=click.Choice(["none", "swarm"]),
+              help="'swarm': the engine at --docker-host must be a Swarm manager [none].")
 @click.option("--resync", type=float, help="Seconds between full reconcile passes [10].")
 @click.option("--rescan", type=float, help="Seconds between full rescans of the manifest directory [30].")
 @click.option("--parallelism", type=int, help="Instance operations run at once per task [8].")

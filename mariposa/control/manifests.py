@@ -83,7 +83,8 @@ async def parse(
     try:
         return await trio.to_thread.run_sync(
             lambda: parse_manifest(text, filename, catalogue, ctx.allow_privileged, env_files,
-                                   bind_roots=ctx.bind_roots, base_dir=base_dir, secrets=secrets, meta=meta))
+                                   bind_roots=ctx.bind_roots, base_dir=base_dir, secrets=secrets, meta=meta,
+                                   cluster=ctx.cluster))
     except ManifestError as exc:
         raise translate(exc) from None
 

@@ -239,7 +239,7 @@ def edit_rules(ctx: Context, current: VersionRow, packages: Mapping[str, Package
     """What an edit of the current version is judged by: today's policy, that version's env
     files and directory, the project's meta (None: not checked)."""
     return Rules(packages, ctx.allow_privileged, env_files.loads(current.env_files), ctx.bind_roots,
-                 current.base_dir, meta=meta)
+                 current.base_dir, meta=meta, cluster=ctx.cluster)
 
 
 def _catalogue(

@@ -130,11 +130,12 @@ class GoalReader:
         worker thread, once per version: never on the loop."""
         spec = self._specs.get(version.id)
         if spec is None:
-            # judged when it was made: neither today's catalogue, allow_privileged nor bind_roots applies
+            # judged when it was made: neither today's catalogue, allow_privileged, bind_roots nor cluster
+            # applies
             parsed = await trio.to_thread.run_sync(
                 lambda: parse_manifest(version.manifest, f"version {version.id[:12]}",
                                        self.catalogue(version.packages), True, env_files.loads(version.env_files),
-                                       bind_roots=None, base_dir=version.base_dir)
+                                       bind_roots=None, base_dir=version.base_dir, cluster=None)
             )
             used = json.loads(version.meta_used) if version.meta_used else None
             spec = self._specs.setdefault(version.id, with_meta(with_images(parsed, images or {}), used))

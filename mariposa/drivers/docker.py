@@ -114,6 +114,24 @@ def _parse_docker_host(docker_host: str | None) -> tuple[str, str | None]:
     raise ValueError(f"unsupported DOCKER_HOST {host!r}: use unix:///path or tcp://host:port")
 
 
+def engine_client(docker_host: str | None, max_connections: int = 32) -> httpx.AsyncClient:
+    """An async client of the Engine API at ``docker_host`` (unix socket or tcp://), its base URL
+    pinned to ``API_VERSION``: the Docker driver's, and the Swarm client's (mariposa/swarm/)."""
+    base_url, socket = _parse_docker_host(docker_host)
+    transport = httpx.AsyncHTTPTransport(
+        uds=socket,
+        verify=False,  # plain HTTP only (unix socket or tcp://): no CA bundle to load at every start
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 2),
+    )
+    return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=httpx.Timeout(CALL_TIMEOUT))
+
+
+def engine_where(docker_host: str | None) -> str:
+    """How messages name the Engine at ``docker_host``."""
+    base_url, socket = _parse_docker_host(docker_host)
+    return f"unix://{socket}" if socket else base_url
+
+
 def _message(resp: httpx.Response) -> str:
     try:
         msg = resp.json().get("message")
@@ -504,14 +522,7 @@ class DockerDriver:
         self.owner = owner
         base_url, self._socket = _parse_docker_host(docker_host)
         self.where = f"unix://{self._socket}" if self._socket else base_url
-        transport = httpx.AsyncHTTPTransport(
-            uds=self._socket,
-            verify=False,  # plain HTTP only (unix socket or tcp://): no CA bundle to load at every start
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-        )
-        self._client = httpx.AsyncClient(
-            transport=transport, base_url=base_url, timeout=httpx.Timeout(CALL_TIMEOUT)
-        )
+        self._client = engine_client(docker_host)
         self._base_url = base_url
         # Docker's CheckDuplicate is best effort: two concurrent creates can both succeed and
         # leave two networks with one name, so creates of one project's network take turns here.

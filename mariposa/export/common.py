@@ -90,7 +90,7 @@ _TABLE: dict[str, dict[str, tuple[str, str]]] = {
                  "kubernetes": (UNMAPPED, "pods share one flat network; use NetworkPolicies to separate")},
     "depends_on": {ALL: (UNMAPPED, "the target starts services in no order"), "compose": (MAPPED, "")},
     "secret_env": {ALL: (MAPPED, "")},
-    # the Swarm backend's option (issue 20), read with getattr until the model has it
+    # how a Swarm service is reached (mariposa/swarm/)
     "endpoint_mode": {ALL: (UNMAPPED, "compose publishes each container; there is no service address to choose"),
                       "swarm-stack": (MAPPED, "deploy.endpoint_mode"),
                       "nomad": (UNMAPPED, "Nomad services are found through their provider, not a virtual IP"),

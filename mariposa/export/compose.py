@@ -113,7 +113,7 @@ def _service(ex: Export, svc: ServiceSpec, stack: bool, volumes: dict, networks:
         update: dict[str, Any] = {"parallelism": 1, "monitor": duration(svc.min_healthy_time),
                                   "failure_action": "pause", "order": "stop-first"}
         deploy["update_config"] = update
-        deploy["endpoint_mode"] = getattr(svc, "endpoint_mode", "vip")
+        deploy["endpoint_mode"] = svc.endpoint_mode
         _placement(ex, svc, deploy)
         deploy["labels"] = {LABEL_PROJECT_NAME: ex.project, LABEL_SERVICE: svc.name}
     else:
@@ -209,7 +209,7 @@ def _ports(ex: Export, svc: ServiceSpec, stack: bool, out: dict) -> None:
         else:
             ex.mapped(svc, "ports")
         return
-    dnsrr = getattr(svc, "endpoint_mode", "vip") == "dnsrr"
+    dnsrr = svc.endpoint_mode == "dnsrr"
     ports, notes = [], []
     for p in svc.ports:
         entry: dict[str, Any] = {"target": p.container, "protocol": p.protocol}

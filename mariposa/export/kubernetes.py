@@ -111,7 +111,7 @@ def _service(ex: Export, svc: ServiceSpec) -> list[dict]:
         if svc.ports:
             docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc.name, **meta},
                          "spec": {"selector": labels,
-                                  **({"clusterIP": "None"} if getattr(svc, "endpoint_mode", "vip") == "dnsrr" else {}),
+                                  **({"clusterIP": "None"} if svc.endpoint_mode == "dnsrr" else {}),
                                   "ports": [
                              {"name": f"{p.protocol}-{p.container}", "port": p.container, "targetPort": p.container,
                               "protocol": p.protocol.upper()} for p in svc.ports]}})

@@ -24,7 +24,7 @@ def parse_manifest(
     allow_privileged: bool = False, env_files: Mapping[str, Any] | None = None, *,
     bind_roots: tuple[str, ...] | None = DEFAULT_BIND_ROOTS, base_dir: str | None = None,
     secrets: frozenset[str] | None = None, meta: Mapping[str, str | None] | None = None,
-    hard_affinity: bool = False,
+    cluster: str | None = "none",
 ) -> ProjectSpec:
     """The project described by ``text`` (YAML or JSON).
 
@@ -35,10 +35,9 @@ def parse_manifest(
     relative bind paths start from (manifest/volumes.py); ``secrets`` the names of the project's
     secrets a service may list (None: any). ``meta`` is the project's meta: a template
     (manifest/interpolate.py) naming a key it lacks is a problem (None: not checked).
-    ``hard_affinity`` admits hard anti-affinity ('!='), which only a cluster (or an export for
-    one) can honour; on one host it stays refused.
+    ``cluster`` is the daemon's (config.py): a hard '!=' affinity needs "swarm" (None: not checked).
     Raises ``ManifestError`` listing every problem found, each with its line and column.
     """
     rules = Rules(packages, allow_privileged, env_files, bind_roots, base_dir, secrets=secrets, meta=meta,
-                  hard_affinity=hard_affinity)
+                  cluster=cluster)
     return validate(load(text, filename), filename, rules)

@@ -37,6 +37,7 @@ ULIMITS = frozenset({
     "rtprio", "rttime", "sigpending", "stack", "as",
 })
 NETWORK_MODES = ("bridge", "host")
+ENDPOINT_MODES = ("vip", "dnsrr")  # a Swarm service's (mariposa/swarm/); compose's deploy.endpoint_mode
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
 _SECRET_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _NUMERIC_USER_RE = re.compile(r"[0-9]+(:[0-9]+)?")
@@ -295,6 +296,13 @@ class _ContainerChecks(_Shapes):
         value = self.choice(at, NETWORK_MODES, "network_mode")
         if value == "host" and not self.needs_permission(at, "network_mode: host"):
             self.fields["network_mode"] = "host"
+
+    def endpoint_mode(self, at: _At) -> None:
+        """How a Swarm service is reached: one virtual IP (IPVS) or DNS round robin. Only a
+        Swarm placement reads it; on the local engine it changes nothing."""
+        value = self.choice(at, ENDPOINT_MODES, "endpoint_mode")
+        if value is not None:
+            self.fields["endpoint_mode"] = value
 
     def container_cross_checks(self) -> None:
         user = self.fields.get("user")

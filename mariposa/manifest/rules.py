@@ -38,6 +38,7 @@ class Rules:
     meta: Mapping[str, str | None] | None = None
     # The project's top-level `webhooks:` (manifest/webhooks.py), copied into every service's.
     webhooks: tuple[WebhookSpec, ...] = ()
-    # Hard anti-affinity ('!=') between instances means something on a cluster (a Swarm, or the
-    # targets of `mariposa export`), never on one host: only those callers set this.
-    hard_affinity: bool = False
+    # The daemon's `cluster` (config.py): "none" refuses a hard '!=' affinity, which one host cannot
+    # honour; "swarm" admits it (mariposa/swarm/placement.py); None: not checked (a stored version,
+    # judged when it was made).
+    cluster: str | None = "none"

@@ -237,11 +237,11 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
                     where,
                     f"invalid affinity rule {text!r}; expected <key><op><value>, op one of {ops}",
                 )
-            elif match["op"] == "!=" and not self.rules.hard_affinity:
+            elif match["op"] == "!=" and self.rules.cluster == "none":
                 self.problem(
                     where,
                     f"affinity rule {text!r} (hard anti-affinity) cannot be honoured on a single"
-                    " host; use '!=~' for a soft rule",
+                    " host; use '!=~' for a soft rule (or run the daemon with cluster = \"swarm\")",
                 )
             else:
                 out.append(f"{match['key'].strip()}{match['op']}{match['value'].strip()}")
@@ -497,6 +497,7 @@ _OPTIONS: dict[str, Callable[[_ServiceChecks, _At], None]] = {
     "stop_signal": _ServiceChecks.stop_signal,
     "init": _ServiceChecks.init,
     "network_mode": _ServiceChecks.network_mode,
+    "endpoint_mode": _ServiceChecks.endpoint_mode,
     "privileged": _ServiceChecks.privileged,
     "volumes": _ServiceChecks.volumes,
     "networks": _ServiceChecks.networks,

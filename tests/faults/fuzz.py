@@ -275,6 +275,7 @@ OPTION_VALUES: dict[str, st.SearchStrategy] = {
     "cmdline": st.sampled_from(["console=ttyS0", "a\nb", ""]),
     "pull": st.one_of(st.sampled_from(["missing", "always", "never", "if_not_present", "", "Always"]), st.booleans()),
     "network_mode": st.sampled_from(["host", "bridge", "none", "service:x", ""]),
+    "endpoint_mode": st.one_of(st.sampled_from(["vip", "dnsrr", "VIP", "dns", "", "ingress"]), st.booleans()),
     "privileged": st.one_of(st.booleans(), words),
     "env_file": st.one_of(words, st.lists(st.one_of(words, st.fixed_dictionaries(
         {}, optional={"path": words, "required": st.one_of(st.booleans(), words)})), max_size=2)),

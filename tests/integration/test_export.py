@@ -119,12 +119,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_stack_export_deploys_and_converges_on_the_swarm(docker_images, tmp_path):
+def test_stack_export_deploys_and_converges_on_the_swarm(swarm_manager, tmp_path):
     """The stack of a manifest with hard anti-affinity inside one service (a cluster's manifest:
     the daemon on one host refuses it, so it is exported in process) converges under `docker
     stack deploy`: one task per node, so one task on this single-node Swarm."""
-    info = json.loads(docker("info", "--format", "{{json .Swarm}}"))
-    assert info["LocalNodeState"] == "active", "this engine is not a Swarm node (docker swarm init)"
     port = _free_port()
     text = f"""services:
   web:
@@ -133,6 +131,7 @@ def test_stack_export_deploys_and_converges_on_the_swarm(docker_images, tmp_path
     ports: ["{port}:80"]
     command: [sh, -c, "echo hi > /www/index.html && exec httpd -f -p 80 -h /www"]
     affinity: ["container!=web*"]
+    endpoint_mode: dnsrr  # no IPVS on this kernel: the service VIP does not work, DNS round robin does
     healthchecks:
       - type: http
         port: 80
@@ -145,16 +144,14 @@ def test_stack_export_deploys_and_converges_on_the_swarm(docker_images, tmp_path
     scale: 2
     command: [sh, -c, "exec sleep 3600"]
     restart: on-failure:3
+    endpoint_mode: dnsrr
 """
-    result = export("swarm-stack", parse_manifest(text, hard_affinity=True), text, "stk")
+    result = export("swarm-stack", parse_manifest(text, cluster="swarm"), text, "stk")
     assert "max_replicas_per_node: 1" in next(e.note for e in result.entries if e.path == "services.web.affinity")
     stack = yaml.safe_load(result.files["stack.yaml"])
-    for svc in stack["services"].values():
-        # no IPVS on this kernel: the service VIP does not work, DNS round robin does (the manifest
-        # option endpoint_mode is read with getattr, default vip, until the Swarm backend adds it)
-        svc["deploy"]["endpoint_mode"] = "dnsrr"
+    assert {s["deploy"]["endpoint_mode"] for s in stack["services"].values()} == {"dnsrr"}
     path = tmp_path / "stack.yaml"
-    path.write_text(yaml.safe_dump(stack))
+    path.write_text(result.files["stack.yaml"])
     name = f"mpexport{uuid.uuid4().hex[:6]}"
     try:
         started = time.monotonic()
@@ -183,21 +180,20 @@ def test_stack_export_deploys_and_converges_on_the_swarm(docker_images, tmp_path
                    what=f"stack {name}'s network to go")
 
 
-def test_the_example_projects_stack_export_converges_healthy_and_answers(daemon: Daemon, tmp_path):
+def test_the_example_projects_stack_export_converges_healthy_and_answers(swarm_manager, daemon: Daemon, tmp_path):
     """The example project, exported by the CLI from a real daemon, deployed with `docker stack
     deploy`: every task running and healthy (the health checks became in-container commands), and
     web's /cgi-bin/api reaches backend by its service name over the stack's overlay network."""
-    daemon.cli("project", "add", "jupiter", str(JUPITER))
-    daemon.cli("-j", "jupiter", "export", "--to", "swarm-stack", "--out", str(tmp_path))
-    stack = yaml.safe_load((tmp_path / "stack.yaml").read_text())
-    for svc in stack["services"].values():
-        # no IPVS here: dnsrr, whose published ports are host mode (what the exporter writes for a
-        # service whose endpoint_mode is dnsrr, an option the Swarm backend adds)
-        svc["deploy"]["endpoint_mode"] = "dnsrr"
-        for port in svc.get("ports", []):
-            port["mode"] = "host"
-    path = tmp_path / "stack-dnsrr.yaml"
-    path.write_text(yaml.safe_dump(stack))
+    # no IPVS on this kernel: the example with endpoint_mode dnsrr on each service (whose published
+    # ports the exporter writes in host mode)
+    manifest = tmp_path / "jupiter.yaml"
+    manifest.write_text(JUPITER.read_text().replace("    image: ", "    endpoint_mode: dnsrr\n    image: "))
+    daemon.cli("project", "add", "jupiter", str(manifest))
+    daemon.cli("-j", "jupiter", "export", "--to", "swarm-stack", "--out", str(tmp_path / "out"))
+    path = tmp_path / "out" / "stack.yaml"
+    stack = yaml.safe_load(path.read_text())
+    assert stack["services"]["web"]["ports"] == [{"target": 80, "protocol": "tcp", "mode": "host"}]
+    assert stack["services"]["web"]["deploy"]["endpoint_mode"] == "dnsrr"
     name = f"mpexport{uuid.uuid4().hex[:6]}"
     try:
         docker("stack", "deploy", "--resolve-image", "never", "-c", str(path), name)

@@ -23,7 +23,7 @@ EVERY = (DATA / "every_option.yaml").read_text()
 
 def parsed(text: str):
     return parse_manifest(text, allow_privileged=True, env_files={"web.env": "FROM_FILE=1\n"}, bind_roots=None,
-                          hard_affinity=True)
+                          cluster="swarm")
 
 
 def run(target: str, text: str, project: str = "demo", **kw):
@@ -95,10 +95,10 @@ ANTI = """services:
 """
 
 
-def test_the_parser_refuses_hard_anti_affinity_on_one_host_and_admits_it_for_exports():
+def test_the_parser_refuses_hard_anti_affinity_on_one_host_and_admits_it_on_a_swarm():
     with pytest.raises(ManifestError, match="cannot be honoured on a single host"):
         parse_manifest(ANTI)
-    assert parse_manifest(ANTI, hard_affinity=True).service("web").affinity == ("container!=web*",)
+    assert parse_manifest(ANTI, cluster="swarm").service("web").affinity == ("container!=web*",)
 
 
 def test_stack_hard_anti_affinity_inside_one_service_is_one_per_node():

@@ -816,9 +816,15 @@ def test_hard_anti_affinity_is_refused():
     found = service_problem("image: x\naffinity:\n  - container!=foo*")
     assert found.message == (
         "affinity rule 'container!=foo*' (hard anti-affinity) cannot be honoured on a single host;"
-        " use '!=~' for a soft rule"
+        " use '!=~' for a soft rule (or run the daemon with cluster = \"swarm\")"
     )
     assert (found.line, found.column) == (5, 9)
+
+
+def test_hard_anti_affinity_is_admitted_on_a_swarm_and_in_stored_versions():
+    """A cluster can honour it (mariposa/swarm/placement.py); a stored version was judged when made."""
+    for cluster in ("swarm", None):
+        assert service("image: x\naffinity: ['container!=foo*']", cluster=cluster).affinity == ("container!=foo*",)
 
 
 @pytest.mark.parametrize("rule", ["container", "==x", "role==", "a=b"])
