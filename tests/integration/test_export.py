@@ -270,3 +270,29 @@ def test_the_every_option_manifest_passes_the_validators(tmp_path):
         compose_config(path)
     for text in run("nomad", EVERY).files.values():
         check_job(json.loads(text))
+
+
+def test_a_swarm_daemons_hard_anti_affinity_is_reported_by_every_target(swarm_manager, tmp_path):
+    """A daemon with cluster = "swarm" stores a manifest with hard anti-affinity inside one service;
+    the report of each target says what became of it (the issue's "must show")."""
+    d = Daemon(tmp_path).start("--cluster", "swarm")
+    try:
+        manifest = tmp_path / "anti.yaml"
+        manifest.write_text(f"services:\n  web:\n    image: {IMAGE}\n    command: sleep 3600\n"
+                            "    affinity: ['container!=web*']\n")
+        d.cli("project", "add", "anti", str(manifest))
+        notes = {}
+        for target in ("swarm-stack", "nomad", "kubernetes", "compose"):
+            data = d.json("-j", "anti", "export", "--to", target)
+            [entry] = [e for e in data["entries"] if e["path"] == "services.web.affinity"]
+            notes[target] = (entry["status"], entry["note"])
+        assert notes["swarm-stack"][0] == "changed"
+        assert "max_replicas_per_node: 1 (one per node)" in notes["swarm-stack"][1]
+        assert notes["nomad"] == ("mapped", "container!=web*: distinct_hosts (one instance per node)")
+        assert notes["kubernetes"] == ("mapped", "container!=web*: required podAntiAffinity (one per node)")
+        assert notes["compose"][0] == "not mapped"
+        r = d.cli("-j", "anti", "export", "--to", "compose", "--strict", check=False)
+        assert r.returncode != 0 and "services.web.affinity" in r.stderr
+        d.cli("project", "delete", "anti")
+    finally:
+        d.cleanup()
