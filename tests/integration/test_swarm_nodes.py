@@ -133,8 +133,9 @@ def test_a_stopped_node_gets_its_task_rescheduled_and_the_manager_says_so(swarm:
     m = swarm.manager
     events = swarm.events()
     try:
-        # on a worker, so the stop never takes the (single) manager; no restart delay (Swarm's default
-        # 5 s would be added to the figure: measured 10.9 s instead of about 6)
+        # on a worker, so the stop never takes the (single) manager; no restart delay: Swarm's default
+        # 5 s is added after the node is declared down (measured: moved after 16-18 s with the
+        # default 5 s heartbeat and delay, 12 s with no delay, 5-7 s at the fixture's 2 s heartbeat)
         create_service(m, "victim", "--endpoint-mode", "dnsrr", "--constraint", "node.role==worker",
                        "--restart-delay", "0s")
         [first] = wait_running(swarm, "victim", 1)
@@ -155,26 +156,30 @@ def test_a_stopped_node_gets_its_task_rescheduled_and_the_manager_says_so(swarm:
             time.sleep(0.1)
         [second] = where
         assert second != first and second != "swarmnode-1"
-        time.sleep(1)  # let the stream deliver what follows the move
-        seen = [(round(e.at - t0, 1), e.type, e.action,
-                 {k: v for k, v in e.attributes.items() if k in ("name", "state.old", "state.new", "updatestate.new")})
-                for e in events.events]
-        print(f"\nnode {first} killed; manager saw it down after {down_at:.1f} s; task running on {second} "
-              f"after {moved_at:.1f} s (heartbeat {swarm_heartbeat(swarm)})\nthe manager's events (s from the kill):\n"
-              + "\n".join(map(str, seen)))
         node_events = [e for e in events.of("node") if e.attributes.get("name") == first]
-        assert any(e.attributes.get("state.new") == "down" for e in node_events), seen
+        assert any(e.attributes.get("state.new") == "down" for e in node_events), events.events
         assert moved_at < 30
-        # the Engine has no task events (20.10: container, image, volume, network, daemon, plugin,
-        # node, service, secret, config): the move shows only as the node going down; tasks must
-        # be read from /tasks
-        assert not events.of("task")
         # the node comes back, rejoins from its volume's state, and the task stays where it went
         node.start()
         swarm.wait_ready(timeout=30)
-        assert any(e.attributes.get("state.new") == "ready" for e in events.of("node")
-                   if e.attributes.get("name") == first)
+        back = time.monotonic() - t0
+        deadline = time.monotonic() + 5
+        while not any(e.attributes.get("state.new") == "ready" for e in events.of("node")
+                      if e.attributes.get("name") == first):
+            assert time.monotonic() < deadline, events.events
+            time.sleep(0.1)
         assert placement(swarm, "victim") == [second]
+        # the Engine has no task events (API 1.41's types: container, image, volume, network,
+        # daemon, plugin, node, service, secret, config) and the service's spec did not change:
+        # the move shows only as the node's state changes; the tasks themselves are read from /tasks
+        assert not events.of("task")
+        assert [e.action for e in events.of("service")] == ["create"]
+        seen = [(round(e.at - t0, 1), e.type, e.action,
+                 {k: v for k, v in e.attributes.items() if k in ("name", "state.old", "state.new")})
+                for e in events.events]
+        print(f"\nnode {first} killed; manager saw it down after {down_at:.1f} s; task running on {second} "
+              f"after {moved_at:.1f} s (heartbeat {swarm_heartbeat(swarm)}); node ready again after {back:.1f} s"
+              "\nthe manager's events (s from the kill):\n" + "\n".join(map(str, seen)))
     finally:
         events.close()
 
