@@ -2,13 +2,14 @@
 real three-node Swarm (tests/swarmnodes.py): overlay networking across nodes, dnsrr, placement
 constraints as Mariposa's hard `!=` affinity will use them, one-per-node spreading, and a node
 that dies getting its task rescheduled, with what the manager's /events stream says about it.
-The figures each test prints are the README's (`pytest -s` shows them)."""
+The bring-up and reschedule figures are printed (`pytest -s` shows them)."""
 
 from __future__ import annotations
 
 import json
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.docker
 # busybox's httpd serving the task's hostname, so a client can tell which task answered. Under an
 # init (--init) so a stop takes milliseconds, not the 10 s grace PID 1 httpd would wait out.
 SERVE = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+# straight to the nodes' bridge addresses, whatever http_proxy the machine sets
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture
@@ -28,9 +31,11 @@ def swarm(three_node_swarm: Swarm) -> Iterator[Swarm]:
     three_node_swarm.reset()
 
 
-def create_service(m: Node, name: str, *options: str, replicas: int = 1, command: list[str] = SERVE) -> None:
+def create_service(m: Node, name: str, *options: str, replicas: int | None = 1, command: list[str] = SERVE) -> None:
+    """replicas None: a global service (one task per node)."""
+    count = ["--replicas", str(replicas)] if replicas is not None else []
     m.docker("service", "create", "--detach", "--no-resolve-image", "--init", "--name", name,
-             "--replicas", str(replicas), *options, TEST_IMAGE, *command)
+             *count, *options, TEST_IMAGE, *command)
 
 
 def running_tasks(swarm: Swarm, service: str) -> list[dict]:
@@ -72,7 +77,6 @@ def test_three_nodes_one_manager_labelled_zones_with_the_test_image(swarm: Swarm
         assert nodes[n.hostname]["ID"] == n.node_id
         assert n.host == f"unix://{n.socket}"
         n.api("GET", f"/images/{urllib.parse.quote(TEST_IMAGE, safe='')}/json")  # loaded on each node
-    print(f"\n{swarm.describe()}")
 
 
 def test_dnsrr_service_spreads_over_the_nodes_and_tasks_reach_each_other_over_the_overlay(swarm: Swarm):
@@ -98,6 +102,24 @@ def test_dnsrr_service_spreads_over_the_nodes_and_tasks_reach_each_other_over_th
     out = n3.docker("run", "--rm", "--network", "web-net", TEST_IMAGE,
                     "sh", "-c", "for i in 1 2 3 4 5 6; do timeout 5 wget -q -O- http://web:8080/; done")
     assert set(out.split()) <= hostnames and out.split(), out
+
+
+def test_host_mode_published_ports_answer_on_each_node_address_from_this_machine(swarm: Swarm):
+    # ingress (the routing mesh) needs IPVS, which this kernel lacks; host mode needs nothing
+    create_service(swarm.manager, "pub", "--endpoint-mode", "dnsrr", "--mode", "global",
+                   "--publish", "mode=host,target=8080,published=18080", replicas=None)
+    assert wait_running(swarm, "pub", 3) == ["swarmnode-1", "swarmnode-2", "swarmnode-3"]
+    for n in swarm.nodes:
+        task_host = n.docker("exec", container_of(swarm, "pub", n.hostname), "hostname").strip()
+        deadline = time.monotonic() + 10
+        while True:  # the port is published a moment after the task reports running
+            try:
+                with DIRECT.open(f"http://{n.address}:18080/", timeout=5) as resp:
+                    assert resp.read().decode().strip() == task_host
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
 
 
 def test_one_replica_per_node_with_max_replicas_per_node(swarm: Swarm):
