@@ -351,21 +351,36 @@ class Swarm:
     def events(self) -> EventLog:
         return EventLog(self.manager)
 
+    def load_image(self, image: str) -> None:
+        """Copies an image of the host engine into every node (no registry: `docker save | load`)."""
+        data = subprocess.run(["docker", "save", image], capture_output=True, check=True, timeout=120).stdout
+        for n in self.nodes:
+            n.docker("load", "-q", input=data, timeout=120)
+
     def reset(self) -> None:
-        """Between tests: every node up, no services, no networks the tests made."""
+        """Between tests: every node up and ready, and none of what tests make: services, secrets,
+        configs, swarm networks (the manager's), containers and volumes (each node's)."""
         for n in self.nodes:
             if not n.running():
                 n.start()
-        for svc in self.manager.api("GET", "/services"):
-            self.manager.api("DELETE", f"/services/{svc['ID']}")
-        deadline = time.monotonic() + 30
-        for n in self.nodes:  # a removed service's containers go asynchronously
-            while n.docker("ps", "-aq").split() and time.monotonic() < deadline:
+        m = self.manager
+        for svc in m.api("GET", "/services"):
+            m.api("DELETE", f"/services/{svc['ID']}")
+        for kind in ("secrets", "configs"):
+            for obj in m.api("GET", f"/{kind}"):
+                m.api("DELETE", f"/{kind}/{obj['ID']}")
+        deadline = time.monotonic() + 20
+        for n in self.nodes:  # a removed service's containers go asynchronously (and quickly)
+            while (left := n.docker("ps", "-aq").split()) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        for net in self.manager.api("GET", "/networks"):
+            if left:  # a test's own container, or a task the agent was slow to remove
+                n.docker("rm", "-f", "-v", *left, check=False)
+            for vol in n.api("GET", "/volumes")["Volumes"] or []:
+                n.api("DELETE", f"/volumes/{vol['Name']}?force=true")
+        for net in m.api("GET", "/networks"):
             if net["Scope"] == "swarm" and net["Name"] != "ingress":
-                with contextlib.suppress(AssertionError):
-                    self.manager.api("DELETE", f"/networks/{net['Id']}")
+                with contextlib.suppress(AssertionError):  # still attached somewhere: the next reset
+                    m.api("DELETE", f"/networks/{net['Id']}")
         self.wait_ready()
 
 
@@ -394,9 +409,7 @@ def start_swarm() -> Swarm:
             m.docker("node", "update", "--label-add", f"zone={n.zone}", n.node_id)
         swarm.wait_ready()
         t_swarm = time.monotonic()
-        image = subprocess.run(["docker", "save", TEST_IMAGE], capture_output=True, check=True).stdout
-        for n in swarm.nodes:
-            n.docker("load", "-q", input=image, timeout=120)
+        swarm.load_image(TEST_IMAGE)
         t_end = time.monotonic()
     except BaseException:
         stop_swarm(swarm)

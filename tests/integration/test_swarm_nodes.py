@@ -122,6 +122,19 @@ def test_host_mode_published_ports_answer_on_each_node_address_from_this_machine
                 time.sleep(0.2)
 
 
+def test_secrets_configs_and_volumes_reach_a_task_on_every_node(swarm: Swarm):
+    m = swarm.manager
+    m.docker("secret", "create", "s1", "-", input=b"not-in-any-log")
+    m.docker("config", "create", "c1", "-", input=b"mdata: 1")
+    create_service(m, "files", "--mode", "global", "--secret", "s1", "--config", "source=c1,target=/etc/c1",
+                   "--mount", "type=volume,source=data,target=/data", replicas=None, command=["sleep", "1d"])
+    assert wait_running(swarm, "files", 3) == ["swarmnode-1", "swarmnode-2", "swarmnode-3"]
+    for n in swarm.nodes:
+        c = container_of(swarm, "files", n.hostname)
+        assert n.docker("exec", c, "cat", "/run/secrets/s1", "/etc/c1") == "not-in-any-logmdata: 1"
+        assert "data" in n.docker("volume", "ls", "-q").split()  # each node has its own local volume
+
+
 def test_one_replica_per_node_with_max_replicas_per_node(swarm: Swarm):
     m = swarm.manager
     create_service(m, "one-each", "--endpoint-mode", "dnsrr", "--replicas-max-per-node", "1", replicas=3)
