@@ -129,11 +129,20 @@ def remove_leftovers() -> None:
     vols = docker("volume", "ls", "-q", "--filter", f"label={LABEL}").split()
     if vols:
         docker("volume", "rm", "-f", *vols)
-    if docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$").strip():
-        docker("network", "rm", NETWORK)
+    if _network_subnet() is not None:
+        # dockerd 20.10 sometimes keeps a removed container's endpoint (moby#42119) and refuses;
+        # start_swarm then reuses the network as it is
+        docker("network", "rm", NETWORK, check=False)
     for d in Path(tempfile.gettempdir()).glob(f"{SOCKET_DIRS}*"):
         shutil.rmtree(d, ignore_errors=True)
     _remove_cgroups()
+
+
+def _network_subnet() -> str | None:
+    """NETWORK's subnet, None when there is no such network."""
+    out = subprocess.run(["docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", NETWORK],
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -393,7 +402,10 @@ def start_swarm() -> Swarm:
     socket_root = Path(tempfile.mkdtemp(prefix=SOCKET_DIRS))
     swarm = Swarm([Node(i, socket_root / f"node{i}") for i in (1, 2, 3)], image_built=built)
     try:
-        docker("network", "create", "--driver", "bridge", "--subnet", SUBNET, "--label", LABEL, NETWORK)
+        if (subnet := _network_subnet()) is None:
+            docker("network", "create", "--driver", "bridge", "--subnet", SUBNET, "--label", LABEL, NETWORK)
+        elif subnet != SUBNET:
+            raise AssertionError(f"network {NETWORK} exists with subnet {subnet}, not {SUBNET}: remove it")
         for n in swarm.nodes:
             n.create()
         for n in swarm.nodes:
