@@ -4,7 +4,9 @@
 # this where a Mariposa you want to keep runs), other containers of the images or on the networks
 # below, networks named mariposa-* or labelled io.mariposa.owner, images mariposa-example/* and mariposa-test/* (and those the pull
 # tests pushed to their registries, HOST/mariposa-pulls-*/*, tags and digests), and the suite's
-# images left dangling (untagged while in use; their Comment starts "built by mariposa").
+# images left dangling (untagged while in use; their Comment starts "built by mariposa"), and what the
+# three-node test Swarm (tests/swarmnodes.py) leaves after a crash: its nodes' /var/lib/docker volumes
+# (labelled io.mariposa.test=swarmnodes) and the empty cgroup dirs of its killed nodes' containers.
 # The host's Swarm membership goes too (the suite's Swarm tests make it a single-node manager).
 # Usage: bash .ci/clean-docker.sh [--dry-run]   (--dry-run prints the commands instead)
 set -euo pipefail
@@ -34,6 +36,12 @@ for network in $networks; do
   remove docker network rm "$network" || echo "warning: network $network could not be removed (restart dockerd to free it)" >&2
 done
 [ -z "$images" ] || remove docker image rm -f $images
+volumes="$(docker volume ls -q --filter label=io.mariposa.test=swarmnodes)"
+[ -z "$volumes" ] || remove docker volume rm -f $volumes
+# deepest first; one still in use is not empty and stays
+for dir in $(find /sys/fs/cgroup -mindepth 2 -depth -type d -path '/sys/fs/cgroup/*/mariposa-swarmnode-*' 2>/dev/null); do
+  if [ -n "$dry" ]; then echo "rmdir $dir"; else rmdir "$dir" 2>/dev/null || true; fi
+done
 for id in $(docker image ls -q --filter dangling=true | sort -u); do
   case "$(docker image inspect --format '{{.Comment}}' "$id")" in
     "built by mariposa"*) remove docker image rm -f "$id" ;;

@@ -2,6 +2,9 @@ import subprocess
 
 import pytest
 
+# the real three-node Swarm of Docker-in-Docker nodes, one per session for every module that asks
+from tests.swarmnodes import three_node_swarm  # noqa: F401
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "docker: needs a running Docker Engine")

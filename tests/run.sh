@@ -11,6 +11,8 @@ set -euo pipefail
 # syslinux, syslinux-common, mtools and dosfstools: the bootable disk images of the tests' own-OS guests;
 # qemu-guest-agent: the agent those guests run (its binary and libraries copied into one of them);
 # chromium, chromium-driver and fonts-dejavu-core: the dashboard's tests drive a real headless browser (tests/ui/)
+# (the three-node Swarm, tests/swarmnodes.py, needs nothing more than docker.io: its Docker-in-Docker
+# nodes run this machine's /usr read-only, so its dockerd, containerd, runc, iptables and docker-init)
 # docker-compose: `docker-compose config` validates `mariposa export --to compose` (tests/integration/test_export.py)
 MARIPOSA_PACKAGES="openssl curl docker-registry lxc tini qemu-system-x86 qemu-utils e2fsprogs lz4 syslinux syslinux-common mtools dosfstools qemu-guest-agent chromium chromium-driver fonts-dejavu-core docker-compose" \
   source "$(dirname "${BASH_SOURCE[0]}")/../.ci/setup.sh"
