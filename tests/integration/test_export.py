@@ -239,20 +239,19 @@ def test_scheduled_and_event_services_pass_the_validators(tmp_path):
     assert compose_config(tmp_path / "compose.yaml")["services"]["nightly"]["restart"] == "no"
 
 
-def test_export_of_100_services_is_quick():
+def test_export_of_100_services_lists_every_one():
+    """Every service of a large manifest is written and reported (its speed: tests/bench/bench_export.py)."""
     body = "".join(f"  s{i}:\n    image: {IMAGE}\n    scale: 2\n    ports: [80]\n    environment: {{A: '{i}'}}\n"
                    f"    healthchecks: [{{type: http, port: 80}}]\n    affinity: ['node.labels.zone==a']\n"
                    for i in range(100))
     text = "services:\n" + body
     spec = parse_manifest(text)
     for target in ("compose", "swarm-stack", "nomad", "kubernetes"):
-        # this thread's CPU time: what the export costs, not how loaded the machine is
-        started, wall = time.thread_time(), time.perf_counter()
         result = export(target, spec, text, "big")
-        took = time.thread_time() - started
-        print(f"export of 100 services to {target}: {took * 1000:.0f} ms CPU "
-              f"({(time.perf_counter() - wall) * 1000:.0f} ms wall), {len(result.entries)} entries")
-        assert took < 5
+        written = "".join(result.files.values())
+        assert all(f"s{i}" in written for i in range(100)), target
+        reported = {e.path for e in result.entries}
+        assert all(f"services.s{i}.affinity" in reported for i in range(100)), target
 
 
 def test_the_every_option_manifest_passes_the_validators(tmp_path):

@@ -59,7 +59,7 @@ async def purge(client: SwarmClient, owner: str) -> None:
 
 
 @pytest.fixture
-async def swarm():
+async def swarm(swarm_manager):
     owner = f"swtest-{uuid.uuid4().hex[:8]}"
     async with SwarmClient() as client:
         try:
@@ -82,7 +82,7 @@ async def running(client: SwarmClient, service: str, count: int, timeout: float 
             await trio.sleep(0.2)
 
 
-async def test_the_engine_here_is_a_manager():
+async def test_the_engine_here_is_a_manager(swarm_manager):
     assert "manages swarm" in await require_manager(None)
 
 
@@ -211,7 +211,7 @@ async def test_secrets_and_configs_are_made_referenced_and_removed(swarm):
     assert await client.secrets(labels) == [] and await client.configs(labels) == []
 
 
-def test_the_daemon_starts_on_the_swarm_manager_and_admits_hard_anti_affinity(tmp_path):
+def test_the_daemon_starts_on_the_swarm_manager_and_admits_hard_anti_affinity(swarm_manager, tmp_path):
     for part in "abc":
         (tmp_path / part).mkdir()
     d = Daemon(tmp_path / "a").start("--cluster", "swarm")
