@@ -34,3 +34,17 @@ def registries(docker_images, tmp_path_factory):
         yield regs
     finally:
         regs.close()
+
+
+@pytest.fixture(scope="session")
+def swarm_manager(docker_images):
+    """The host's Docker Engine as a single-node Swarm manager (``docker swarm init`` when it is not
+    in a swarm yet: a fresh machine is not), for the Swarm backend's and the exports' tests. The
+    swarm is left in place after the session: leaving it would take the other tests' services down
+    with it; ``.ci/clean-docker.sh`` leaves it, so CI starts as a fresh machine does."""
+    state = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if state != "active":
+        subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
+                       capture_output=True, text=True, check=True)
+    return "unix:///var/run/docker.sock"

@@ -1,0 +1,178 @@
+"""The Swarm backend (``cluster = "swarm"``) through a real daemon on the real single-node Swarm of
+this host: a Docker service becomes a Swarm service, its tasks are the instances Mariposa lists,
+and scale, rolling updates, canaries, reverts and project deletes go through the Swarm.
+
+This kernel has no IPVS: the manifest uses ``endpoint_mode: dnsrr`` and its port is published in
+host mode (on a port the Engine picks). Each daemon has an owner of its own; whatever a test
+leaves is removed by the fixture (services, networks, secrets of that owner), the swarm is never
+left or pruned: other sessions share it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from tests.integration.harness import IMAGE, Daemon, docker, wait_until
+
+pytestmark = pytest.mark.docker
+
+WEB = """services:
+  web:
+    image: {image}
+    scale: {scale}
+    endpoint_mode: dnsrr
+    ports: [80]
+    min_healthy_time: 0.5
+    environment:
+      COLOR: {color}
+    command: sh -c 'mkdir -p /www && echo $COLOR > /www/index.html && exec httpd -f -p 80 -h /www'
+"""
+
+
+def manifest(tmp_path, name: str, color: str, scale: int = 2) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(WEB.format(image=IMAGE, scale=scale, color=color))
+    return str(path)
+
+
+def swarm_objects(owner: str) -> dict[str, list[str]]:
+    """Every Swarm service, network, secret and config labelled with ``owner``."""
+    out = {}
+    for kind in ("service", "network", "secret", "config"):
+        args = [kind, "ls", "-q", "--filter", f"label=io.mariposa.owner={owner}"]
+        out[kind] = docker(*args).split()
+    return out
+
+
+def remove_all(owner: str) -> None:
+    objects = swarm_objects(owner)
+    for service in objects["service"]:
+        docker("service", "rm", service, check=False)
+    deadline = time.monotonic() + 60
+    while objects["network"] and time.monotonic() < deadline:
+        for net in objects["network"]:
+            docker("network", "rm", net, check=False)
+        time.sleep(0.5)
+        objects = swarm_objects(owner)
+    for kind in ("secret", "config"):
+        for one in objects[kind]:
+            docker(kind, "rm", one, check=False)
+
+
+@pytest.fixture
+def swarm_daemon(tmp_path, swarm_manager):
+    d = Daemon(tmp_path).start("--cluster", "swarm")
+    try:
+        yield d
+    finally:
+        owner = d.owner
+        d.kill()
+        if owner:
+            remove_all(owner)
+
+
+def tasks(daemon: Daemon) -> list[dict]:
+    """The service's instances as `service instances --json` prints them."""
+    return daemon.api("/v1/projects/sw/services/web/instances")
+
+
+def running(daemon: Daemon) -> list[dict]:
+    return [i for i in tasks(daemon) if i["state"] == "running"]
+
+
+def swarm_running(service: str) -> int:
+    """Running tasks of a Swarm service, as `docker service ps` shows them."""
+    out = docker("service", "ps", service, "--format", "{{json .}}", "--filter", "desired-state=running", check=False)
+    return sum(1 for line in out.splitlines() if line.strip() and json.loads(line)["CurrentState"].startswith("Running"))
+
+
+def seq_of(daemon: Daemon) -> dict[str, int]:
+    return {v["id"]: v["seq"] for v in daemon.json("project", "versions", "sw")}
+
+
+def versions_running(daemon: Daemon) -> list[int]:
+    seq = seq_of(daemon)
+    return sorted(seq[i["version_id"]] for i in running(daemon))
+
+
+def main_service(daemon: Daemon) -> str:
+    project = daemon.json("project", "get", "sw")
+    pid = project.get("id") or project["project"]["id"]
+    return f"mariposa-sw-web-{pid[:8]}"
+
+
+def test_swarm_service_lifecycle(swarm_daemon: Daemon, tmp_path):
+    d = swarm_daemon
+    d.cli("project", "add", "sw", manifest(tmp_path, "v1", "blue"), "--wait")
+    wait_until(lambda: len(running(d)) == 2, timeout=60, what="2 tasks running")
+    listed = tasks(d)
+    assert all(i["compute_type"] == "docker" and i["address"] for i in listed), listed
+    assert sorted(i["name"] for i in listed) == ["sw-web.1", "sw-web.2"]
+    assert all(i["ports"] for i in listed), "host-mode ports published"
+    name = main_service(d)
+    spec = json.loads(docker("service", "inspect", name))[0]["Spec"]
+    assert spec["EndpointSpec"]["Mode"] == "dnsrr"
+    assert not d.running(), "no local container: the tasks are the Swarm's"
+    blue = listed[0]["spec_hash"]
+
+    # scale through Mariposa
+    d.cli("-j", "sw", "service", "scale", "web", "10", "--wait")
+    wait_until(lambda: len(running(d)) == 10 and swarm_running(name) == 10, timeout=120, what="10 tasks")
+
+    # a rolling update two at a time never drops below 10 running
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(swarm_running(name))
+            stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        d.cli("project", "update", "sw", manifest(tmp_path, "v2", "green", scale=10), "--rolling", "2", "--wait",
+              timeout=300)
+    finally:
+        stop.set()
+        sampler.join()
+    assert samples and min(samples) >= 10, samples
+    wait_until(lambda: versions_running(d) == [2] * 10, timeout=60, what="10 tasks of version 2")
+    spec = json.loads(docker("service", "inspect", name))[0]["Spec"]
+    assert spec["UpdateConfig"]["Parallelism"] == 2 and spec["UpdateConfig"]["FailureAction"] == "pause"
+
+    # a canary: one task on version 3, nine still on 2
+    d.cli("project", "update", "sw", manifest(tmp_path, "v3", "red", scale=10), "--canary", "1", "--wait",
+          timeout=300)
+    wait_until(lambda: versions_running(d) == [2] * 9 + [3], timeout=60, what="a canary of version 3")
+    assert swarm_running(name + "-canary") == 1
+    time.sleep(4)  # the reconciler (resync 2 s) leaves the canary and the rest alone
+    assert versions_running(d) == [2] * 9 + [3]
+
+    # revert to version 1 (a new version with its spec): the main service back on it at full scale, the
+    # canary gone
+    d.cli("project", "revert", "sw", "1", "--rolling", "5", "--wait", timeout=300)
+    wait_until(lambda: [i["spec_hash"] for i in running(d)] == [blue] * 10, timeout=120,
+               what="10 tasks of version 1's spec")
+    assert name + "-canary" not in docker("service", "ls", "--format", "{{.Name}}")
+
+    # delete: nothing of the project is left on the Swarm
+    d.cli("project", "delete", "sw", "--wait", timeout=300)
+    assert swarm_objects(d.owner or "") == {"service": [], "network": [], "secret": [], "config": []}
+
+
+def test_swarm_task_exit_is_an_event(swarm_daemon: Daemon, tmp_path):
+    """A task that dies is restarted by the Swarm; Mariposa records its exit as an event."""
+    d = swarm_daemon
+    d.cli("project", "add", "sw", manifest(tmp_path, "v1", "blue", scale=1), "--wait")
+    wait_until(lambda: len(running(d)) == 1, timeout=60, what="1 task running")
+    first = running(d)[0]
+    docker("kill", first["runtime_id"])
+    wait_until(lambda: any(e["type"] == "instance.exit" for e in d.json("-j", "sw", "events")),
+               timeout=30, what="an exit event")
+    wait_until(lambda: len(running(d)) == 1 and running(d)[0]["id"] != first["id"], timeout=60,
+               what="the Swarm's replacement task")
