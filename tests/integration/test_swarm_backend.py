@@ -153,11 +153,11 @@ def test_swarm_service_lifecycle(swarm_daemon: Daemon, tmp_path):
     time.sleep(4)  # the reconciler (resync 2 s) leaves the canary and the rest alone
     assert versions_running(d) == [2] * 9 + [3]
 
-    # revert to version 1 (a new version with its spec): the main service back on it at full scale, the
-    # canary gone
+    # revert to version 1 (a new version with its manifest, so its scale: 2): the main service back on
+    # its spec, the canary gone
     d.cli("project", "revert", "sw", "1", "--rolling", "5", "--wait", timeout=300)
-    wait_until(lambda: [i["spec_hash"] for i in running(d)] == [blue] * 10, timeout=120,
-               what="10 tasks of version 1's spec")
+    wait_until(lambda: [i["spec_hash"] for i in running(d)] == [blue] * 2, timeout=120,
+               what="2 tasks of version 1's spec")
     assert name + "-canary" not in docker("service", "ls", "--format", "{{.Name}}")
 
     # delete: nothing of the project is left on the Swarm
