@@ -87,7 +87,8 @@ def running(daemon: Daemon) -> list[dict]:
 def swarm_running(service: str) -> int:
     """Running tasks of a Swarm service, as `docker service ps` shows them."""
     out = docker("service", "ps", service, "--format", "{{json .}}", "--filter", "desired-state=running", check=False)
-    return sum(1 for line in out.splitlines() if line.strip() and json.loads(line)["CurrentState"].startswith("Running"))
+    states = [json.loads(line)["CurrentState"] for line in out.splitlines() if line.strip()]
+    return sum(1 for state in states if state.startswith("Running"))
 
 
 def seq_of(daemon: Daemon) -> dict[str, int]:
