@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -177,3 +178,28 @@ def test_swarm_task_exit_is_an_event(swarm_daemon: Daemon, tmp_path):
                timeout=30, what="an exit event")
     wait_until(lambda: len(running(d)) == 1 and running(d)[0]["id"] != first["id"], timeout=60,
                what="the Swarm's replacement task")
+
+
+SECRET = """services:
+  web:
+    image: {image}
+    endpoint_mode: dnsrr
+    command: sleep 100000
+    secrets: [token]
+"""
+
+
+def test_secrets_become_swarm_secrets_and_go_with_the_project(swarm_daemon: Daemon, tmp_path):
+    d = swarm_daemon
+    value = f"canary-{uuid.uuid4().hex}"
+    d.cli("-j", "sw", "secret", "set", "token", input=value)
+    path = tmp_path / "s.yaml"
+    path.write_text(SECRET.format(image=IMAGE))
+    d.cli("project", "add", "sw", str(path), "--wait")
+    wait_until(lambda: len(running(d)) == 1, timeout=60, what="1 task running")
+    container = running(d)[0]["runtime_id"]
+    assert docker("exec", container, "cat", "/run/secrets/token") == value
+    assert len(swarm_objects(d.owner or "")["secret"]) == 1
+    assert value not in d.log.read_text() and value not in d.cli("-j", "sw", "events").stdout
+    d.cli("project", "delete", "sw", "--wait", timeout=300)
+    assert swarm_objects(d.owner or "") == {"service": [], "network": [], "secret": [], "config": []}
