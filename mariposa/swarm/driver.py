@@ -138,6 +138,7 @@ class SwarmDriver:
         self.where = self.client.where
         self._nodes: dict[str, str] = {}  # task id -> node id, from the last listing
         self._node_id: str | None = None
+        self._network_lock = trio.Lock()
 
     # ---- what the Swarm runs -------------------------------------------------------------------
 
@@ -207,8 +208,18 @@ class SwarmDriver:
     # ---- networks ------------------------------------------------------------------------------
 
     async def ensure_network(self, project_id: str, project_name: str) -> None:
-        await self.client.ensure_overlay(overlay_name(project_name, project_id), {
-            LABEL_OWNER: self.owner, LABEL_PROJECT: project_id, LABEL_PROJECT_NAME: project_name})
+        """The project's overlay. Its services' tasks converge side by side: one at a time looks
+        and makes (the Engine refuses a second network of a name being made: "name conflicts"),
+        and a conflict with someone else's making of it is looked at again once."""
+        labels = {LABEL_OWNER: self.owner, LABEL_PROJECT: project_id, LABEL_PROJECT_NAME: project_name}
+        async with self._network_lock:
+            try:
+                await self.client.ensure_overlay(overlay_name(project_name, project_id), labels)
+            except DriverError as exc:
+                if "conflict" not in str(exc):
+                    raise
+                await trio.sleep(0.5)
+                await self.client.ensure_overlay(overlay_name(project_name, project_id), labels)
         await self.local.ensure_network(project_id, project_name)  # runs' containers
 
     async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:

@@ -203,3 +203,41 @@ def test_secrets_become_swarm_secrets_and_go_with_the_project(swarm_daemon: Daem
     assert value not in d.log.read_text() and value not in d.cli("-j", "sw", "events").stdout
     d.cli("project", "delete", "sw", "--wait", timeout=300)
     assert swarm_objects(d.owner or "") == {"service": [], "network": [], "secret": [], "config": []}
+
+
+TWO = """services:
+  web:
+    image: {image}
+    endpoint_mode: dnsrr
+    command: sleep 100000
+    scale: 2
+  api:
+    image: {image}
+    endpoint_mode: dnsrr
+    command: sleep 100000
+"""
+
+
+def test_stop_start_and_a_deleted_service(swarm_daemon: Daemon, tmp_path):
+    """Stopped is 0 replicas (the service stays, so start is a scale back); a service deleted from
+    the project takes its Swarm service with it; the reconciler puts back what someone removed."""
+    d = swarm_daemon
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO.format(image=IMAGE))
+    d.cli("project", "add", "sw", str(path), "--wait")
+    name = main_service(d)
+    api = name.replace("-web-", "-api-")
+    wait_until(lambda: swarm_running(name) == 2 and swarm_running(api) == 1, timeout=60, what="3 tasks")
+    d.cli("project", "stop", "sw", "--wait")
+    spec = json.loads(docker("service", "inspect", name))[0]["Spec"]
+    assert spec["Mode"]["Replicated"]["Replicas"] == 0
+    wait_until(lambda: running(d) == [], timeout=60, what="no task of web")
+    d.cli("project", "start", "sw", "--wait")
+    wait_until(lambda: len(running(d)) == 2, timeout=60, what="2 tasks of web again")
+
+    d.cli("-j", "sw", "service", "delete", "api", "--wait")
+    assert api not in docker("service", "ls", "--format", "{{.Name}}").split()
+
+    docker("service", "rm", name)  # drift: the reconciler (resync 2 s) makes it again
+    wait_until(lambda: name in docker("service", "ls", "--format", "{{.Name}}").split() and len(running(d)) == 2,
+               timeout=60, what="web made again by the reconciler")
