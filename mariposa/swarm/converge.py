@@ -282,8 +282,14 @@ async def converge_on_swarm(ctx, task, progress: Progress) -> str:
         note: dict[str, str] = {"surge": "0 (stop-first: " + "; ".join(notes) + ")"} if notes else {}
         paused = [s for s in steps if isinstance(s, Paused)]
         if paused:
+            # The Swarm paused with some slots already on the new version (crash-looping): roll
+            # them back too, so the old version serves at full strength, as locally.
+            current = await driver.client.inspect_service(paused[0].name)
+            if current is not None and current.get("PreviousSpec"):
+                await driver.client.update_service(current["ID"], current["Version"]["Index"], current["Spec"],
+                                                   rollback=True)
             reason = (f"{paused[0].name}: rollout paused by the Swarm: {paused[0].message}; "
-                      "the old version keeps serving")
+                      "rolled back: the old version keeps serving")
             await ctx.store.call(goal_store.freeze_service, task.project_id, service, reason)
             await ctx.store.call(functools.partial(event_store.record, type="rollout.failed", message=reason,
                                                    project_id=task.project_id, service=service, task_id=task.id))

@@ -241,3 +241,25 @@ def test_stop_start_and_a_deleted_service(swarm_daemon: Daemon, tmp_path):
     docker("service", "rm", name)  # drift: the reconciler (resync 2 s) makes it again
     wait_until(lambda: name in docker("service", "ls", "--format", "{{.Name}}").split() and len(running(d)) == 2,
                timeout=60, what="web made again by the reconciler")
+
+
+def test_a_failed_rollout_pauses_and_the_old_version_keeps_serving(swarm_daemon: Daemon, tmp_path):
+    """A new version whose tasks die: the Swarm pauses the update (FailureAction pause), the task
+    fails with the Swarm's message and rolls the updated slots back; the old tasks keep running.
+    A revert (to the spec that runs) is then nothing to do on the Swarm."""
+    d = swarm_daemon
+    d.cli("project", "add", "sw", manifest(tmp_path, "v1", "blue", scale=3), "--wait")
+    wait_until(lambda: len(running(d)) == 3, timeout=60, what="3 tasks")
+    blue = running(d)[0]["spec_hash"]
+    bad = tmp_path / "bad.yaml"
+    text = WEB.format(image=IMAGE, scale=3, color="black")
+    text = text.replace("command: sh -c '", "command: sh -c 'sleep 0.5; exit 3; ")
+    bad.write_text(text.replace("min_healthy_time: 0.5", "min_healthy_time: 3"))  # the Swarm monitors a new task 3 s
+    r = d.cli("project", "update", "sw", str(bad), "--wait", check=False, timeout=300)
+    assert r.returncode != 0 and "rollout paused by the Swarm" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert sum(1 for i in running(d) if i["spec_hash"] == blue) >= 1, running(d)
+    wait_until(lambda: [i["spec_hash"] for i in running(d)] == [blue] * 3, timeout=60,
+               what="the Swarm's rollback: 3 tasks of v1")
+    assert any(e["type"] == "rollout.failed" for e in d.json("-j", "sw", "events"))
+    d.cli("project", "revert", "sw", "1", "--wait", timeout=300)
+    wait_until(lambda: [i["spec_hash"] for i in running(d)] == [blue] * 3, timeout=120, what="3 tasks of v1")
