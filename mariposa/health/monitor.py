@@ -148,6 +148,8 @@ class HealthMonitor:
             project = projects.get(inst.project_id)
             if not inst.running or inst.retired or project is None or not self.ctx.goals.readable(project):
                 continue
+            if self.ctx.cluster == "swarm" and inst.compute_type == "docker" and not inst.run_id:
+                continue  # a Swarm task: its overlay address is not reachable from here (not probed yet)
             row = rows.get((inst.project_id, inst.service))
             goal = self.ctx.goals.goal_from(project, row)
             if goal is not None and goal.spec.healthchecks:

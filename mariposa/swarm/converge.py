@@ -267,6 +267,7 @@ async def converge_on_swarm(ctx, task, progress: Progress) -> str:
     count = int(task.params["count"]) if task.kind == "reprovision" and task.params.get("count") else None
     last_change, last_running = ctx.clock.now(), -1
     notes: tuple[str, ...] = ()
+    announced: str | None = None  # the dependency wait last recorded as an event
     goal = None
     while True:
         changed = ctx.runtime_changed.next()
@@ -299,6 +300,21 @@ async def converge_on_swarm(ctx, task, progress: Progress) -> str:
             break
         await progress({"done": 0, "todo": len([s for s in steps if not isinstance(s, WaitFor)]),
                         "step": summary(steps), "running": running, **note})
+        if goal is not None and goal.spec.depends_on and any(
+                isinstance(s, CreateService) and s.name == main for s in steps):
+            from mariposa.converge import depends
+
+            waiting = await depends.waiting_for(ctx, goal)  # its first tasks wait for its dependencies
+            if waiting:
+                if waiting != announced:
+                    announced = waiting
+                    await ctx.store.call(functools.partial(
+                        event_store.record, type="service.waiting", message=f"{service} {waiting}",
+                        project_id=task.project_id, service=service, task_id=task.id))
+                await progress({"done": 0, "todo": 1, "step": summary(steps), "running": 0, "waiting": waiting})
+                with trio.move_on_after(1.0):
+                    await changed.wait()
+                continue
         if only_waiting(steps):
             deadline = goal.spec.progress_deadline if goal is not None else None
             if deadline and now - last_change > deadline:

@@ -263,3 +263,31 @@ def test_a_failed_rollout_pauses_and_the_old_version_keeps_serving(swarm_daemon:
     assert any(e["type"] == "rollout.failed" for e in d.json("-j", "sw", "events"))
     d.cli("project", "revert", "sw", "1", "--wait", timeout=300)
     wait_until(lambda: [i["spec_hash"] for i in running(d)] == [blue] * 3, timeout=120, what="3 tasks of v1")
+
+
+DEPENDS = """services:
+  web:
+    image: {image}
+    endpoint_mode: dnsrr
+    command: sleep 100000
+    depends_on: [db]
+  db:
+    image: {image}
+    endpoint_mode: dnsrr
+    command: sleep 100000
+    scale: {db}
+"""
+
+
+def test_first_tasks_wait_for_their_dependencies(swarm_daemon: Daemon, tmp_path):
+    """``depends_on``: the Swarm service of web is made once db's tasks run, not before."""
+    d = swarm_daemon
+    path = tmp_path / "dep.yaml"
+    path.write_text(DEPENDS.format(image=IMAGE, db=0))
+    d.cli("project", "add", "sw", str(path))
+    wait_until(lambda: any(e["type"] == "service.waiting" for e in d.json("-j", "sw", "events")), timeout=60,
+               what="web waiting for db")
+    assert main_service(d) not in docker("service", "ls", "--format", "{{.Name}}").split()
+    path.write_text(DEPENDS.format(image=IMAGE, db=1))
+    d.cli("project", "update", "sw", str(path), "--wait", timeout=300)
+    wait_until(lambda: len(running(d)) == 1, timeout=60, what="web's task, once db runs")
