@@ -291,3 +291,29 @@ def test_first_tasks_wait_for_their_dependencies(swarm_daemon: Daemon, tmp_path)
     path.write_text(DEPENDS.format(image=IMAGE, db=1))
     d.cli("project", "update", "sw", str(path), "--wait", timeout=300)
     wait_until(lambda: len(running(d)) == 1, timeout=60, what="web's task, once db runs")
+
+
+ONE_PER_NODE = """services:
+  web:
+    image: {image}
+    endpoint_mode: dnsrr
+    command: sh -c 'echo {color}; exec sleep 100000'
+    affinity: ["service!=web"]
+"""
+
+
+def test_one_per_node_rolls_stop_first_and_says_so(swarm_daemon: Daemon, tmp_path):
+    """A hard one-per-node rule on a one-node Swarm leaves no room for a surge task: the service
+    rolls stop-first (MaxReplicas 1), and the task's progress says surge 0."""
+    d = swarm_daemon
+    path = tmp_path / "one.yaml"
+    path.write_text(ONE_PER_NODE.format(image=IMAGE, color="blue"))
+    d.cli("project", "add", "sw", str(path), "--wait")
+    path.write_text(ONE_PER_NODE.format(image=IMAGE, color="green"))
+    d.cli("project", "update", "sw", str(path), "--wait", timeout=300)
+    spec = json.loads(docker("service", "inspect", main_service(d)))[0]["Spec"]
+    assert spec["UpdateConfig"]["Order"] == "stop-first"
+    assert spec["TaskTemplate"]["Placement"]["MaxReplicas"] == 1
+    task = next(t for t in d.json("-j", "sw", "queue", "list") if t["kind"] == "reprovision")
+    assert "surge 0" in json.dumps(task["progress"]), task
+    wait_until(lambda: len(running(d)) == 1, timeout=60, what="the new task")
