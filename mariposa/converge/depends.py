@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import attrs
-
 from mariposa.context import Context
 from mariposa.converge.plan import from_nothing
 from mariposa.converge.supervise import merge
@@ -61,12 +59,4 @@ async def waiting_for(ctx: Context, goal: ServiceGoal) -> str | None:
     insts = merge(await ctx.inventory(goal.project_id), snap.records, ctx.clock.now())
     deps = {name: (ctx.goals.goal_from(project, rows.get(name)), [i for i in insts if i.service == name])
             for name, _ in goal.spec.depends_on}
-    if ctx.cluster == "swarm":
-        from mariposa.swarm.converge import on_swarm
-
-        # a Swarm task's checks are not probed (its overlay address is not reachable from the
-        # daemon): such a dependency counts as healthy once running
-        deps = {name: (attrs.evolve(dep, spec=attrs.evolve(dep.spec, healthchecks=()))
-                       if dep is not None and on_swarm(ctx, dep) else dep, found)
-                for name, (dep, found) in deps.items()}
     return unmet(goal, deps)

@@ -38,6 +38,7 @@ from mariposa.model import (
     VolumeInfo,
 )
 from mariposa.swarm.client import SwarmClient
+from mariposa.swarm.netns import SocketFactory, factory, namespace_of
 from mariposa.swarm.spec import overlay_name
 
 log = structlog.get_logger()
@@ -139,6 +140,7 @@ class SwarmDriver:
         self._nodes: dict[str, str] = {}  # task id -> node id, from the last listing
         self._node_id: str | None = None
         self._network_lock = trio.Lock()
+        self._overlays: dict[str, str] = {}  # overlay name -> network id, for probes
 
     # ---- what the Swarm runs -------------------------------------------------------------------
 
@@ -318,6 +320,20 @@ class SwarmDriver:
         except DriverError:
             return None
         return await self.local.stats(here)
+
+    async def probe_sockets(self, inst: Instance) -> SocketFactory | None:
+        """For the health monitor: how to make a probe's socket for a task (inside its project's
+        overlay, swarm/netns.py); None for a run's local container (the host reaches it)."""
+        if inst.run_id:
+            return None
+        overlay = overlay_name(inst.project_name, inst.project_id)
+        network_id = self._overlays.get(overlay)
+        if network_id is None:
+            found = [n for n in await self.client.networks(self._labels(inst.project_id)) if n.get("Name") == overlay]
+            if not found:
+                raise DriverError(f"{inst.name}: the project's overlay {overlay} is gone")
+            network_id = self._overlays[overlay] = found[0]["Id"]
+        return factory(namespace_of(network_id))
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -317,3 +317,34 @@ def test_one_per_node_rolls_stop_first_and_says_so(swarm_daemon: Daemon, tmp_pat
     task = next(t for t in d.json("-j", "sw", "queue", "list") if t["kind"] == "reprovision")
     assert "surge 0" in json.dumps(task["progress"]), task
     wait_until(lambda: len(running(d)) == 1, timeout=60, what="the new task")
+
+
+CHECKED = """services:
+  web:
+    image: {image}
+    endpoint_mode: dnsrr
+    scale: 2
+    command: sh -c 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www'
+    healthchecks:
+      - type: http
+        port: 80
+        path: {path}
+        poll: 0.5
+        retries: 2
+        timeout: 2
+"""
+
+
+def test_health_checks_probe_tasks_inside_their_overlay(swarm_daemon: Daemon, tmp_path):
+    """The daemon's HTTP probes reach the tasks' overlay addresses (from inside the overlay's
+    namespace): healthy when the page is there, unhealthy when it is not."""
+    d = swarm_daemon
+    path = tmp_path / "checked.yaml"
+    path.write_text(CHECKED.format(image=IMAGE, path="/index.html"))
+    d.cli("project", "add", "sw", str(path), "--wait")
+    wait_until(lambda: [i["health"] for i in running(d)] == ["healthy", "healthy"], timeout=60,
+               what="2 healthy tasks")
+    path.write_text(CHECKED.format(image=IMAGE, path="/missing.html"))
+    d.cli("project", "update", "sw", str(path), "--wait", timeout=300)
+    wait_until(lambda: [i["health"] for i in running(d)] == ["unhealthy", "unhealthy"], timeout=60,
+               what="2 unhealthy tasks")
