@@ -121,6 +121,10 @@ def default_drivers(owner: str, config: DaemonConfig) -> dict[str, Driver]:
 
     bridges = Bridges(Path(config.state_dir) / "networks")  # one project network across runtimes
     drivers: dict[str, Driver] = {"docker": DockerDriver(owner, config.docker_host, bridges)}
+    if config.cluster == "swarm":  # Docker services are the Swarm's; runs' containers stay local
+        from mariposa.swarm.driver import SwarmDriver
+
+        drivers["docker"] = SwarmDriver(owner, DockerDriver(owner, config.docker_host, bridges), config.docker_host)
     if shutil.which("lxc-start"):
         from mariposa.drivers.lxc import LxcDriver
 

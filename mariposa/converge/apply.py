@@ -104,6 +104,12 @@ async def _observe_exits(ctx: Context, actual: list[Instance], records: dict) ->
 async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> str:
     service = task.service
     assert service is not None  # every task but a project's delete names its service
+    if ctx.cluster == "swarm":
+        from mariposa.swarm.converge import converge_on_swarm, on_swarm
+
+        seen, _row, _records = await ctx.goals.service_view(task.project_id, service)
+        if on_swarm(ctx, seen) and (seen is not None or await _on_swarm_left(ctx, task.project_id, service)):
+            return await converge_on_swarm(ctx, task, progress)
     surge = int(task.params.get("rolling", 1))
     done = 0
     goal: ServiceGoal | None = None
@@ -167,6 +173,18 @@ async def converge_service(ctx: Context, task: TaskRow, progress: Progress) -> s
         return f"{task.service} stopped"
     kept = sum(1 for i in actual if i.running and not i.retired and i.spec_hash != goal.spec.spec_hash)
     return f"{task.service}: {goal.scale} running" + (f" ({kept} still on an older version)" if kept else "")
+
+
+async def _on_swarm_left(ctx: Context, project_id: str, service: str) -> bool:
+    """A removed service is the Swarm's when a Swarm service of it is left (or no instance
+    anywhere else is: then either path has nothing to do)."""
+    from mariposa.swarm.converge import observe
+
+    driver = ctx.drivers["docker"]
+    services, _ = await driver.observe(project_id)  # type: ignore[attr-defined]
+    if observe(services, [], project_id, service):
+        return True
+    return not any(i.service == service and i.run_id for i in await ctx.inventory(project_id))
 
 
 async def _first_of(events: tuple[trio.Event, ...], timeout: float) -> None:
@@ -402,6 +420,11 @@ async def delete_project(ctx: Context, task: TaskRow, progress: Progress) -> str
     """Remove every instance of the project on every driver, its network, then its goal state."""
     removed = 0
     kept: list[str] = []
+    if ctx.cluster == "swarm":
+        from mariposa.swarm.converge import delete_on_swarm
+
+        await progress({"done": 0, "todo": 1, "step": "remove the project's Swarm services"})
+        removed += await delete_on_swarm(ctx, task.project_id)
     for driver in ctx.drivers.values():
         while instances := await driver.inventory(task.project_id):
             await progress({"done": removed, "todo": len(instances), "step": f"remove {len(instances)}"})

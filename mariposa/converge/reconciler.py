@@ -33,6 +33,7 @@ from mariposa.converge.plan import plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
 from mariposa.errors import StoreUnavailable
+from mariposa.model import Instance, InstanceState
 from mariposa.store import tasks as task_store
 
 log = structlog.get_logger()
@@ -126,6 +127,13 @@ class Reconciler:
             by_service[(inst.project_id, inst.service)].append(inst)
         wanted: list[dict[str, Any]] = []
         exits: list = []  # of the services queued for repair, noted with the task
+        swarm = await self._swarm() if self.ctx.cluster == "swarm" else None
+        if swarm is not None:
+            # the Swarm restarts its tasks itself: a failed one is an event, never a step
+            exits.extend(unnoted_exits([i for i in actual if not i.run_id and i.compute_type == "docker"],
+                                       snap.records))
+            for project_id, service in swarm.keys:
+                by_service.setdefault((project_id, service), [])
 
         for key in sorted(set(rows) | set(by_service)):
             project_id, service = key
@@ -137,19 +145,30 @@ class Reconciler:
             if not self.ctx.goals.readable(project):
                 continue
             row = rows.get(key)
-            steps = plan(self.ctx.goals.goal_from(project, row), by_service.get(key, []), now=now)
+            goal = self.ctx.goals.goal_from(project, row)
+            if swarm is not None and swarm.owns(goal, key):
+                reason = swarm.drift(goal, project.name, key)
+                if reason:
+                    wanted.append(dict(project_id=project_id, project_name=project.name, service=service,
+                                       kind="converge", params={"reason": reason}))
+                continue
+            steps = plan(goal, by_service.get(key, []), now=now)
             if steps:
                 wanted.append(dict(project_id=project_id, project_name=project.name, service=service,
                                    kind="converge", params={"reason": steps.summary()}))
                 exits.extend(unnoted_exits(by_service.get(key, []), snap.records))
 
         orphans = {i.project_id: i for i in actual if i.project_id not in projects}
+        if swarm is not None:
+            for project_id, name in swarm.projects.items():
+                if project_id not in projects and project_id not in orphans:
+                    orphans[project_id] = _placeholder(project_id, name)  # a Swarm service of 0 replicas has no task
         for project_id, inst in orphans.items():
             if project_id not in busy_projects:
                 wanted.append(dict(project_id=project_id, project_name=inst.project_name or project_id[:12],
                                    service=None, kind="delete",
                                    params={"reason": "instances of a project that no longer exists"}))
-        if wanted:
+        if wanted or exits:
             await self.ctx.store.call(_enqueue_all, wanted, exits)
             for w in wanted:
                 log.info("drift found, task queued", project=w["project_name"], service=w["service"],
@@ -157,6 +176,15 @@ class Reconciler:
             self.ctx.wake_queue()
         return wanted
 
+
+    async def _swarm(self) -> SwarmView | None:
+        from mariposa.swarm.driver import SwarmDriver
+
+        driver = self.ctx.drivers.get("docker")
+        if not isinstance(driver, SwarmDriver):
+            return None
+        services, tasks = await driver.observe()
+        return SwarmView(self.ctx, services, tasks)
 
     def _still_listed_running(self, actual: list) -> bool:
         """Whether the runtime said an instance died that its listing still shows running."""
@@ -175,3 +203,41 @@ def _enqueue_all(db, wanted: list[dict], exits: list) -> None:
     for w in wanted:
         if not task_store.open_for(db, w["project_id"], w["service"]):
             task_store.enqueue(db, **w, author="reconciler")
+
+
+def _placeholder(project_id: str, project_name: str) -> Instance:
+    """Stands for a vanished project's Swarm services when none of them has a task."""
+    return Instance(id="", runtime_id="", name="", project_id=project_id, service="", spec_hash="", version_id="",
+                    state=InstanceState.UNKNOWN, created=0.0, compute_type="docker", project_name=project_name)
+
+
+class SwarmView:
+    """One pass's look at the Swarm (``cluster = "swarm"``): for a cluster service, drift is its
+    Swarm service missing, on another spec or replica count, or a canary or orphan left over:
+    never a task (the Swarm restarts and reschedules those itself)."""
+
+    def __init__(self, ctx: Context, services: list, tasks: list) -> None:
+        from mariposa.model import LABEL_PROJECT, LABEL_PROJECT_NAME, LABEL_SERVICE
+
+        self.ctx, self.services, self.tasks = ctx, services, tasks
+        self.keys: set[tuple[str, str]] = set()
+        self.projects: dict[str, str] = {}
+        for s in services:
+            labels = s["Spec"].get("Labels") or {}
+            self.keys.add((labels.get(LABEL_PROJECT, ""), labels.get(LABEL_SERVICE, "")))
+            self.projects[labels.get(LABEL_PROJECT, "")] = labels.get(LABEL_PROJECT_NAME, "")
+
+    def owns(self, goal, key: tuple[str, str]) -> bool:
+        from mariposa.swarm.converge import on_swarm
+
+        return on_swarm(self.ctx, goal) and (goal is not None or key in self.keys)
+
+    def drift(self, goal, project_name: str, key: tuple[str, str]) -> str | None:
+        from mariposa.swarm.converge import Paused, WaitFor, observe, plan_swarm, summary
+        from mariposa.swarm.spec import service_name
+
+        project_id, service = key
+        observed = observe(self.services, self.tasks, project_id, service)
+        steps = [s for s in plan_swarm(goal, observed, service_name(project_name, project_id, service))
+                 if not isinstance(s, WaitFor | Paused)]
+        return summary(steps) if steps else None

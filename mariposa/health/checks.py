@@ -12,6 +12,7 @@ table cell; deadlines are trio cancel scopes; a cancel from outside propagates u
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import functools
 import os
@@ -77,8 +78,15 @@ def _numeric_family(host: str) -> int | None:
     return None
 
 
+# Set by the health monitor in the probe loop of an instance whose address is not on the host's
+# networks (a Swarm task on its overlay: swarm/netns.py): it makes the probe's socket.
+SOCKETS: contextvars.ContextVar[Callable[[int], Awaitable[socket.socket]] | None] = contextvars.ContextVar(
+    "mariposa_probe_sockets", default=None)
+
+
 async def _connect_one(family: int, sockaddr: tuple) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    make = SOCKETS.get()
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK) if make is None else await make(family)
     try:
         err = sock.connect_ex(sockaddr)
         if err == errno.EINPROGRESS:

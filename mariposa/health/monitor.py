@@ -11,7 +11,9 @@ an unhealthy instance is the reconciler's job, so there is one place that change
 
 from __future__ import annotations
 
+import functools
 import math
+import socket
 import traceback
 
 import attrs
@@ -23,7 +25,7 @@ from mariposa.converge import render
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError
 from mariposa.errors import StoreUnavailable
-from mariposa.health.checks import CheckResult, KeepAlive, run_check
+from mariposa.health.checks import SOCKETS, CheckResult, KeepAlive, run_check
 from mariposa.model import HealthCheck, Instance
 from mariposa.store import events as event_store
 from mariposa.store import instances as instance_store
@@ -188,6 +190,12 @@ class HealthMonitor:
         exec_fn = driver.exec if driver is not None else None
         check = state.check
         keep = KeepAlive()
+        sockets = getattr(driver, "probe_sockets", None)  # a Swarm task: probed inside its overlay
+        if sockets is not None:
+            try:
+                SOCKETS.set(await sockets(health.instance))  # this probe loop's own context only
+            except DriverError as exc:
+                SOCKETS.set(functools.partial(_cannot, str(exc)))  # each probe fails, saying why
         try:
             await self._probe_forever(health, state, check, exec_fn, keep)
         finally:
@@ -235,3 +243,7 @@ class HealthMonitor:
                      status=status, previous=previous, detail=detail)
         if status == "unhealthy":
             self.ctx.wake_reconciler()
+
+
+async def _cannot(why: str, family: int) -> socket.socket:
+    raise OSError(why)

@@ -1,7 +1,8 @@
 """Docker Swarm mode as a cluster for Mariposa's Docker services (issue 20): the Engine API's Swarm
 endpoints (``client``), a ``ServiceSpec`` as a Swarm service spec (``spec``) and ``affinity`` as
 Swarm placement (``placement``). The daemon checks its engine is a manager at start
-(``require_manager``); placing services on the Swarm is being built on these."""
+(``require_manager``); with ``cluster = "swarm"`` its Docker driver is ``driver.SwarmDriver`` (tasks
+as instances) and its continuous Docker services converge as Swarm services (``converge``)."""
 
 from mariposa.swarm.client import SWARM_INIT_FIX as SWARM_INIT_FIX
 from mariposa.swarm.client import SwarmClient as SwarmClient

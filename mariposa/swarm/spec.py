@@ -178,8 +178,10 @@ def swarm_service(
     container: dict[str, Any] = {
         "Image": spec.image_id or spec.image,
         # no owner label: see the module docstring
+        # the spec hash too: a task's own labels say which version it runs (a canary and its
+        # service's older tasks side by side), with no lookup of the service
         "Labels": {**dict(spec.tags), LABEL_PROJECT: project_id, LABEL_SERVICE: spec.name,
-                   LABEL_VERSION: version_id},
+                   LABEL_VERSION: version_id, LABEL_SPEC_HASH: spec.spec_hash},
         "Env": [f"{k}={v}" for k, v in spec.environment],
         "Init": spec.init,
     }
