@@ -330,6 +330,13 @@ async def run_daemon(
             await nursery.start(Autoscaler(ctx, config.metrics_interval).run)
             for driver in drivers.values():
                 nursery.start_soon(watch_driver_events, ctx, driver)
+            if config.cluster == "swarm":  # node failures and the reschedules they cause, as events
+                from mariposa.swarm import moves
+                from mariposa.swarm.driver import SwarmDriver
+
+                swarm_driver = drivers.get("docker")
+                if isinstance(swarm_driver, SwarmDriver):
+                    nursery.start_soon(moves.watch, ctx, swarm_driver)
             bridges = next((b for d in drivers.values() if (b := getattr(d, "bridges", None)) is not None), None)
             if bridges is not None:  # runtimes on bridges of Mariposa's: their names are ours to answer
                 await nursery.start(NameKeeper(ctx, bridges).run)

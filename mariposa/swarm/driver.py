@@ -141,6 +141,7 @@ class SwarmDriver:
         self._node_id: str | None = None
         self._network_lock = trio.Lock()
         self._overlays: dict[str, str] = {}  # overlay name -> network id, for probes
+        self.node_changed = trio.Event()  # set on a `node` event: swarm/moves.py looks at once
 
     # ---- what the Swarm runs -------------------------------------------------------------------
 
@@ -196,6 +197,8 @@ class SwarmDriver:
             return None  # neither a Mariposa task's container nor one of this owner's runs
         if kind == "service" and not str(attributes.get("name", "")).startswith("mariposa-"):
             return None
+        if kind == "node":
+            self.node_changed.set()
         stamp = data.get("timeNano")
         action = (data.get("Action") or data.get("status") or "").split(":", 1)[0]
         code = attributes.get("exitCode")
