@@ -140,6 +140,9 @@ def test_a_killed_worker_shows_as_events_and_the_scale_holds_when_it_returns(dae
     # the CLI through the daemon lists them
     out = d.cli("events").stdout
     assert f"node {host} is down" in out and f"sw-web.{slot} rescheduled from node {host}" in out, out
+    assert f"node {host} is down" in d.cli("events", "--type", "node").stdout  # the family of node events
+    project = d.cli("-j", "sw", "events", "--type", "instance.rescheduled").stdout  # the move is the project's
+    assert f"sw-web.{slot} rescheduled" in project and "node.down" not in project, project
     print(f"\nkill -> node.down event {down[0]['time'] - killed:.1f} s; kill -> task running on {other} "
           f"{moved_at[0] - killed:.1f} s; kill -> instance.rescheduled event {moved[0]['time'] - killed:.1f} s")
 

@@ -93,3 +93,13 @@ def test_events_are_this_owners_tasks_services_and_runs():
     update = driver._event({"Type": "service", "Action": "update", "Actor": {"Attributes": {
         "name": "mariposa-shop-web-abcdef12"}}})
     assert update is not None and update.action == "service_update"
+
+
+def test_a_node_event_wakes_the_node_watch():
+    """swarm/moves.py looks at once when a node changes: its reschedule is otherwise unannounced."""
+    driver = SwarmDriver("owner1", DockerDriver("owner1", "unix:///nonexistent.sock"), "unix:///nonexistent.sock")
+    assert not driver.node_changed.is_set()
+    event = driver._event({"Type": "node", "Action": "update", "Actor": {"ID": "n2", "Attributes": {
+        "name": "swarmnode-2", "state.old": "ready", "state.new": "down"}}})
+    assert event is not None and event.action == "node_update"
+    assert driver.node_changed.is_set()
