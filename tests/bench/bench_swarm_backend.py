@@ -20,11 +20,13 @@ How the figures are taken, and why:
   environment variable. Mariposa: ``mariposa project update NAME NEW.yaml --rolling 2 --wait``,
   timed until the command returns (its task completed) and 10 tasks run the new spec. The peer:
   ``docker service update --detach --env-add ... --update-parallelism 2 --update-monitor 1s``,
-  timed until the service's ``UpdateStatus.State`` is ``completed`` (polled every 0.1 s).
+  timed until the service's ``UpdateStatus.State`` is ``completed`` (polled every 0.1 s). Both
+  also by the Engine's own clock (``UpdateStatus.CompletedAt - StartedAt``): what the Swarm
+  took to roll, so the rest of each wall time is its client's (Mariposa: making the version,
+  its task queue, the converge's polling and the CLI's wait).
 - What Mariposa adds on the Swarm is its API call, the task queue and its own polling of the
   Swarm; the tasks are the Swarm's to start in both, so the two should be close.
 - One round runs every peer back to back, in an order that alternates between rounds.
-  (bench_swarm.py measures Mariposa's Swarm *client* alone against the CLI; this one the daemon.)
 """
 
 from __future__ import annotations
@@ -143,6 +145,16 @@ def running_env(service: str, env: str) -> int:
     return sum(1 for line in lines if line.startswith("running ") and env in line)
 
 
+def engine_update_seconds(service: str) -> float:
+    """The update by the Engine's own clock: ``UpdateStatus.CompletedAt - StartedAt``."""
+    fmt = "{{.UpdateStatus.StartedAt.UnixNano}} {{.UpdateStatus.CompletedAt.UnixNano}}"
+    started, completed = map(int, docker("service", "inspect", "--format", fmt, service).split())
+    return (completed - started) / 1e9
+
+
+ENGINE: dict[str, list[float]] = {"mariposa": [], "docker": []}  # the Engine's clock, per round
+
+
 def mariposa_roll_round(n: int) -> float:
     tmp = Path(tempfile.mkdtemp(prefix="bench-sroll-"))
     d = Daemon(tmp).start("--cluster", "swarm")
@@ -159,6 +171,7 @@ def mariposa_roll_round(n: int) -> float:
                 raise AssertionError(f"{n} tasks not on the new version after 300 s")
             time.sleep(0.1)
         took = time.monotonic() - started
+        ENGINE["mariposa"].append(engine_update_seconds(name))
         d.cli("project", "delete", "br", "--wait", timeout=300)
         return took
     finally:
@@ -187,7 +200,9 @@ def docker_roll_round(n: int) -> float:
             if time.monotonic() - started > 300:
                 raise AssertionError("update not completed after 300 s")
             time.sleep(0.1)
-        return time.monotonic() - started
+        took = time.monotonic() - started
+        ENGINE["docker"].append(engine_update_seconds(name))
+        return took
     finally:
         docker("service", "rm", name, check=False)
         for _ in range(60):
@@ -247,6 +262,8 @@ def main() -> None:
     if args.only != "scale":
         roll = measure(args.rounds, [("mariposa update --rolling 2 (swarm)", mariposa_roll_round),
                                      ("docker service update (par. 2)", docker_roll_round)], args.roll)
+        roll["  the Engine's clock (mariposa's)"] = ENGINE["mariposa"]
+        roll["  the Engine's clock (docker's)"] = ENGINE["docker"]
         table(f"rolling update of {args.roll}, 2 at a time", roll)
 
 
