@@ -43,6 +43,9 @@ from mariposa.manifest.webhooks import _WebhookChecks
 from mariposa.model import PULL_POLICIES, PortSpec
 from mariposa.packages import package_names, resolve_package
 
+# An instance's own template variables (converge/render.py), which a Swarm config (one for every
+# task of a service) cannot carry.
+SWARM_INSTANCE_VARIABLE_RE = re.compile(r"\{\{[^}]*\.(placement\.instance|cns\.inst)\b")
 # A live mdata key is a file name in /run/mariposa/mdata/ (never hidden, never a path).
 MDATA_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 
@@ -128,6 +131,24 @@ class _ServiceChecks(_ContainerChecks, _VolumeChecks, _NetworkChecks, _Supervisi
             self.fields["environment"] = tuple(merged.items())
         self.scheduling_cross_checks()
         self.trigger_cross_checks()
+        if self.rules.cluster == "swarm" and compute == "docker" \
+                and self.fields.get("service_type", "continuous") == "continuous":
+            self.swarm_mdata_cross_checks()
+
+    def swarm_mdata_cross_checks(self) -> None:
+        """A cluster service's mdata files are Swarm configs (swarm/converge.py): one per file
+        for the whole service, and a changed one reaches the tasks by a rolling update. So there
+        is no process to signal in place, and no file per instance: refused here, by name."""
+        if "mdata_signal" in self.seen:
+            self.problem(self.seen["mdata_signal"], "mdata_signal cannot be honoured on the Swarm (cluster = "
+                         "\"swarm\"): a changed mdata file is a new Swarm config, which reaches the tasks by a "
+                         "rolling update (new tasks read it when they start), never in place with a signal",
+                         on_key=True)
+        for key, text in self.fields.get("mdata", ()):
+            if SWARM_INSTANCE_VARIABLE_RE.search(text):
+                self.problem(self.seen["mdata"], f"mdata key {key!r} names an instance's variable; on the Swarm "
+                             "(cluster = \"swarm\") a file is one config for all of the service's tasks, so "
+                             "it can name the project's, the service's and meta, not an instance's")
 
     def lx_cross_checks(self) -> None:
         """An LXC system container has no image entrypoint to replace and no Engine to publish

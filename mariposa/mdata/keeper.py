@@ -11,7 +11,10 @@ Three moments change what an instance should read, and each marks its project fo
 - an instance made while a refresh ran, which the refresh could not list yet (apply.py marks
   the project again once the instance exists).
 A refresh renders every instance's values, writes only what differs (mdata/files.py swaps them
-in whole) and signals (``mdata_signal``) only the instances whose files changed. The keeper runs
+in whole) and signals (``mdata_signal``) only the instances whose files changed. A cluster
+service's (``cluster = "swarm"``) files are Swarm configs, not files here: for those the refresh
+compares the values of now with the Swarm service's and, if they differ, queues a converge
+(swarm/converge.py makes the new configs and rolls the tasks onto them). The keeper runs
 refreshes one at a time, so two never write one directory at once; a crash between a meta change
 and its refresh is healed by the first pass after the restart, which marks every project.
 """
@@ -53,6 +56,16 @@ def values_for(spec: ServiceSpec, variables: Mapping[str, str], meta: Mapping[st
         except interpolate.Undefined:
             continue
     return out
+
+
+class _Busy(Exception):
+    """A cluster service whose mdata changed has a task open: look again in a moment."""
+
+
+def _on_swarm(ctx, spec: ServiceSpec) -> bool:
+    """Whether the service's instances are Swarm tasks (swarm/converge.py ``on_swarm``)."""
+    return (getattr(ctx, "cluster", "none") == "swarm" and spec.compute_type == "docker"
+            and spec.service_type == "continuous")
 
 
 def _read(db: sqlite_utils.Database, project_id: str):
@@ -105,6 +118,9 @@ class MdataKeeper:
                 project_id = self._dirty.pop()
                 try:
                     await self.refresh(project_id)
+                except _Busy:
+                    await trio.sleep(RETRY)
+                    self.mark(project_id)
                 except (DriverError, MariposaError, OSError) as exc:
                     # the runtime away, the store busy: the files stay as they are until it retries
                     log.warning("mdata refresh failed; will retry", project=project_id[:12], error=str(exc))
@@ -138,11 +154,14 @@ class MdataKeeper:
             return 0
         project, version, meta, services = read
         spec = await self.ctx.goals.spec_of(version)
+        on_swarm = {s.name for s in spec.services if s.mdata and _on_swarm(self.ctx, s)}
+        if on_swarm:
+            await self._swarm(project, version, on_swarm)
         instances = [i for i in await self.ctx.inventory(project_id) if not i.removing]
         writes: list[tuple[Instance, ServiceSpec, dict[str, str]]] = []
         for inst in instances:
             svc = spec.service(inst.service)
-            if svc is None or not svc.mdata:
+            if svc is None or not svc.mdata or svc.name in on_swarm:
                 continue
             row = services.get(inst.service)
             variables = render.variables(
@@ -166,6 +185,47 @@ class MdataKeeper:
         log.info(message, project=project.name)
         await self.ctx.store.call(lambda db: event_store.record(db, "mdata.update", message, project_id=project.id))
         return len(touched)
+
+    async def _swarm(self, project: ProjectRow, version, services: set[str]) -> None:
+        """Queue a converge for each cluster service whose Swarm service holds other mdata values
+        than those of now. If a task of it is open, none: that task re-reads the meta each round,
+        and the project is looked at again once it may have ended (``_Busy``), so a change the
+        task read too late to act on is never lost."""
+        from mariposa.store import tasks as task_store
+        from mariposa.swarm.converge import mdata_values, observe
+        from mariposa.swarm.driver import SwarmDriver
+        from mariposa.swarm.spec import mdata_digest
+
+        driver = self.ctx.drivers.get("docker")
+        if not isinstance(driver, SwarmDriver):
+            return
+        busy = False
+        swarm_services, swarm_tasks = await driver.observe(project.id)
+        for name in sorted(services):
+            goal, _row, _records = await self.ctx.goals.service_view(project.id, name)
+            if goal is None or goal.version_id != version.id:
+                continue
+            want = mdata_digest(await mdata_values(self.ctx, goal))
+            held = [o for o in observe(swarm_services, swarm_tasks, project.id, name)
+                    if o.spec_hash == goal.spec.spec_hash]
+            if not held or all(o.mdata == want for o in held):
+                continue
+
+            def enqueue(db, name: str = name) -> bool:
+                if task_store.open_for(db, project.id, name):
+                    return False
+                task_store.enqueue(db, project_id=project.id, project_name=project.name, service=name,
+                                   kind="converge", params={"reason": "mdata changed: new Swarm configs"},
+                                   author="mdata")
+                return True
+
+            if await self.ctx.store.call(enqueue):
+                log.info("mdata changed: Swarm service to update", project=project.name, service=name)
+                self.ctx.wake_queue()
+            else:
+                busy = True
+        if busy:
+            raise _Busy(project.name)
 
     async def _deliver_live(self, inst: Instance, signal: str | None) -> None:
         """A runtime that cannot mount the host's directory (a VM: drivers/qemu.py ``push_mdata``)

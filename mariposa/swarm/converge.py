@@ -25,11 +25,12 @@ import attrs
 import structlog
 import trio
 
+from mariposa.drivers.base import DriverError
 from mariposa.errors import TaskFailed
 from mariposa.model import LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, ServiceGoal
 from mariposa.swarm.driver import CANARY, SwarmDriver
 from mariposa.swarm.placement import Placed, place
-from mariposa.swarm.spec import service_name, swarm_service
+from mariposa.swarm.spec import LABEL_MDATA, config_name, mdata_digest, service_name, stale_configs, swarm_service
 
 log = structlog.get_logger()
 
@@ -49,6 +50,7 @@ class Observed:
     update_state: str | None = None  # UpdateStatus.State, None when it never rolled
     update_message: str = ""
     version_id: str = ""
+    mdata: str = ""  # the mdata_digest its configs hold (spec.LABEL_MDATA; "" without mdata)
 
 
 # ---- steps ------------------------------------------------------------------------------------
@@ -120,10 +122,13 @@ def only_waiting(steps: Sequence[Step]) -> bool:
 
 
 def plan_swarm(goal: ServiceGoal | None, observed: Sequence[Observed], main: str,
-               count: int | None = None) -> list[Step]:
+               count: int | None = None, mdata: str | None = None) -> list[Step]:
     """What to do next for one Mariposa service, whose main Swarm service is called ``main``
     (its canary ``main + CANARY``; any other of ``observed`` is an orphan and goes). ``count``: a
-    canary reprovision's N. Empty: converged."""
+    canary reprovision's N. ``mdata``: the ``mdata_digest`` of its files rendered from the meta
+    of now; a Swarm service on the goal's spec with other values is updated (new configs, a
+    rolling update). None: not compared (the reconciler's look, which reads no meta: the mdata
+    keeper queues a converge when meta changes them). Empty: converged."""
     canary_name = main + CANARY
     by_name = {o.name: o for o in observed}
     m, c = by_name.get(main), by_name.get(canary_name)
@@ -152,6 +157,8 @@ def plan_swarm(goal: ServiceGoal | None, observed: Sequence[Observed], main: str
             return [Paused(name, o.update_message or "the Swarm paused the rollout")]
         if o.spec_hash != hash_:
             return [UpdateService(name, replicas)]  # only ever to the goal's: an old spec is never re-sent
+        if hash_ == h and mdata is not None and o.mdata != mdata:
+            return [UpdateService(name, replicas)]  # the same spec, new mdata values: new configs
         if o.replicas != replicas:
             return [ScaleService(name, replicas)]
         if o.update_state in ROLLING:
@@ -178,17 +185,21 @@ def observe(services: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, 
         labels = spec.get("Labels") or {}
         if labels.get(LABEL_PROJECT) != project_id or labels.get(LABEL_SERVICE) != service:
             continue
-        h = labels.get(LABEL_SPEC_HASH, "")
+        h, digest = labels.get(LABEL_SPEC_HASH, ""), labels.get(LABEL_MDATA, "")
+
+        def current(task_labels: Mapping[str, str], h: str = h, digest: str = digest) -> bool:
+            return task_labels.get(LABEL_SPEC_HASH) == h and task_labels.get(LABEL_MDATA, "") == digest  # ...and values
+
         running = sum(
             1 for t in tasks if t.get("ServiceID") == s["ID"] and t.get("DesiredState") == "running"
             and (t.get("Status") or {}).get("State") == "running"
-            and ((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels", {}).get(LABEL_SPEC_HASH) == h)
+            and current(((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}))
         update = s.get("UpdateStatus") or {}
         out.append(Observed(
             name=spec.get("Name", ""), spec_hash=h,
             replicas=int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 0)), running=running,
             update_state=update.get("State"), update_message=update.get("Message", ""),
-            version_id=labels.get(LABEL_VERSION, "")))
+            version_id=labels.get(LABEL_VERSION, ""), mdata=digest))
     return out
 
 
@@ -234,6 +245,50 @@ async def _secrets(driver: SwarmDriver, ctx, goal: ServiceGoal) -> dict[str, tup
     return out
 
 
+async def mdata_values(ctx, goal: ServiceGoal) -> dict[str, str]:
+    """The service's mdata files rendered from the project's meta of now: one set for all of
+    its tasks (the manifest refuses an instance's variables in them on the Swarm)."""
+    if not goal.spec.mdata:
+        return {}
+    from mariposa.converge import render
+    from mariposa.mdata.keeper import values_for
+
+    meta, variables = await render.for_instance(ctx.store, goal, "", "")
+    return values_for(goal.spec, variables, meta)
+
+
+async def _configs(driver: SwarmDriver, goal: ServiceGoal, values: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """A Swarm config per mdata file, named by its content's digest and labelled with the owner
+    and project (as the secrets), made once: the same content again is the same config."""
+    if not values:
+        return {}
+    labels = {LABEL_OWNER: driver.owner, LABEL_PROJECT: goal.project_id}
+    have = {c["Spec"]["Name"]: c["ID"] for c in await driver.client.configs(labels)}
+    out = {}
+    for key, value in values.items():
+        swarm_name = config_name(goal.project_name, goal.project_id, key, value)
+        if swarm_name not in have:
+            have[swarm_name] = await driver.client.create_config(swarm_name, value.encode("utf-8"), labels)
+        out[key] = (have[swarm_name], swarm_name)
+    return out
+
+
+async def remove_stale_configs(driver: SwarmDriver, project_id: str) -> int:
+    """The project's configs no Swarm service of it names (an mdata value replaced by a finished
+    rolling update); one a task still holds is left for the next time (the Swarm refuses it)."""
+    labels = {LABEL_OWNER: driver.owner, LABEL_PROJECT: project_id}
+    configs = await driver.client.configs(labels)
+    if not configs:
+        return 0
+    removed = 0
+    for config_id in stale_configs(configs, await driver.services(project_id)):
+        try:
+            removed += await driver.client.remove_config(config_id)
+        except DriverError as exc:
+            log.info("Swarm config not removed yet", config=config_id[:12], error=str(exc))
+    return removed
+
+
 async def _body(ctx, driver: SwarmDriver, goal: ServiceGoal, name: str, replicas: int, rolling: int) -> tuple[
         dict[str, Any], tuple[str, ...]]:
     spec = goal.spec
@@ -247,8 +302,10 @@ async def _body(ctx, driver: SwarmDriver, goal: ServiceGoal, name: str, replicas
                 running.append(Placed(name=t["ID"], service=labels.get(LABEL_SERVICE, ""),
                                       node_id=t.get("NodeID", ""), tags=labels))
         placement = place(spec.name, goal.project_name, spec.affinity, replicas, nodes, running, dict(spec.tags))
+    values = await mdata_values(ctx, goal)
     made = swarm_service(driver.owner, goal.project_id, goal.project_name, goal.version_id, spec, replicas, rolling,
-                         placement, name=name, secrets=await _secrets(driver, ctx, goal))
+                         placement, name=name, secrets=await _secrets(driver, ctx, goal),
+                         configs=await _configs(driver, goal, values), mdata=mdata_digest(values))
     if not made.ok:
         raise TaskFailed(f"{spec.name} cannot run on the Swarm: " + "; ".join(
             f"{p.field}: {p.reason}" for p in made.problems))
@@ -275,7 +332,8 @@ async def converge_on_swarm(ctx, task, progress: Progress) -> str:
         main = service_name(task.project_name, task.project_id, service)
         services, tasks = await driver.observe(task.project_id)
         observed = observe(services, tasks, task.project_id, service)
-        steps = plan_swarm(goal, observed, main, count)
+        mdata = mdata_digest(await mdata_values(ctx, goal)) if goal is not None else None
+        steps = plan_swarm(goal, observed, main, count, mdata)
         running = sum(o.running for o in observed)
         now = ctx.clock.now()
         if running != last_running:
@@ -297,6 +355,8 @@ async def converge_on_swarm(ctx, task, progress: Progress) -> str:
             raise TaskFailed(reason)
         if not steps:
             await progress({"done": 1, "todo": 0, "step": "converged", "running": running, **note})
+            if goal is not None and goal.spec.mdata:
+                await remove_stale_configs(driver, task.project_id)
             break
         await progress({"done": 0, "todo": len([s for s in steps if not isinstance(s, WaitFor)]),
                         "step": summary(steps), "running": running, **note})

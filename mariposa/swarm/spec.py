@@ -20,7 +20,9 @@ for one of its own instances (the service carries the labels).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -41,6 +43,10 @@ from mariposa.swarm.placement import Placement, Problem
 NS = 1_000_000_000
 SECRETS_TARGET = "/run/secrets"  # as the Docker driver delivers them
 MDATA_TARGET = "/run/mariposa/mdata"
+# The digest of the mdata values a Swarm service's configs hold (``mdata_digest``): on the
+# service and on each task's container, so a task's labels say which values it reads.
+LABEL_MDATA = "io.mariposa.mdata"
+SWARM_NAME_MAX = 64  # the Swarm's limit on a config's (and secret's) name
 
 MAPPED = {
     "name": "Name, Labels, Networks[].Aliases",
@@ -88,7 +94,6 @@ MARIPOSA = {
     "meta_keys": "the version's, read when it is made",
     "on_meta_change": "Mariposa's rollouts",
     "secret_env": "templates rendered by Mariposa into Env",
-    "mdata_signal": "a new value is a new Swarm config and a rolling update (configs are immutable), no signal",
     "triggers": "Mariposa's trigger URLs",
     "metric_triggers": "Mariposa's autoscaler",
     "autoscale": "Mariposa's autoscaler",
@@ -103,6 +108,8 @@ CHECKED = {
     "compute_type": "docker only: LXC and VM services stay on the local host",
     "entrypoint": "TaskTemplate.ContainerSpec.Command; an empty entrypoint without a command is refused",
     "tmpfs": "TaskTemplate.ContainerSpec.Mounts; only the size= and mode= options",
+    "mdata_signal": "refused: a new value is a new Swarm config and a rolling update (configs are immutable), "
+                    "so there is nothing to signal in place",
     "devices": "refused: a Swarm service cannot be given host devices",
     "privileged": "refused: a Swarm service cannot be privileged",
     "network_mode": "refused: host networking is a node's, not a service's",
@@ -135,6 +142,34 @@ def overlay_name(project_name: str, project_id: str) -> str:
     return f"mariposa-{project_name}-{project_id[:8]}-overlay"
 
 
+def mdata_digest(values: Mapping[str, str]) -> str:
+    """One digest of all of a service's rendered mdata files: the service's label, compared with
+    the values of now to know whether a meta change needs new configs and a rolling update."""
+    if not values:
+        return ""
+    return hashlib.sha256(json.dumps(sorted(values.items())).encode()).hexdigest()[:16]
+
+
+def config_name(project_name: str, project_id: str, key: str, value: str) -> str:
+    """The Swarm config for one mdata file: named by its content's digest, since a Swarm config
+    is immutable (a new value is a new config). At most the Swarm's 64 characters: the readable
+    part is cut, never the digest."""
+    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+    readable = f"mariposa-{project_name}-{project_id[:8]}-mdata-{key}"[:SWARM_NAME_MAX - 13].rstrip("-_.")
+    return f"{readable}-{digest}"
+
+
+def stale_configs(configs: Sequence[Mapping[str, Any]], services: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ids of a project's ``configs`` that none of its Swarm ``services`` names, in its spec or
+    its previous one (kept for a rollback): what a finished rolling update leaves to remove."""
+    used: set[str] = set()
+    for s in services:
+        for spec in (s.get("Spec"), s.get("PreviousSpec")):
+            container = ((spec or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
+            used.update(ref.get("ConfigID") for ref in container.get("Configs") or ())
+    return [c["ID"] for c in configs if c["ID"] not in used]
+
+
 def labels(owner: str, project_id: str, project_name: str, version_id: str, spec: ServiceSpec) -> dict[str, str]:
     out = dict(spec.tags)
     out.update({LABEL_OWNER: owner, LABEL_PROJECT: project_id, LABEL_PROJECT_NAME: project_name,
@@ -147,12 +182,14 @@ def swarm_service(
     owner: str, project_id: str, project_name: str, version_id: str, spec: ServiceSpec, scale: int,
     rolling: int = 1, placement: Placement | None = None, *, name: str | None = None,
     secrets: Mapping[str, tuple[str, str]] | None = None, configs: Mapping[str, tuple[str, str]] | None = None,
+    mdata: str = "",
 ) -> SwarmService:
     """The Swarm service for ``spec`` at ``scale`` replicas, rolled ``rolling`` tasks at a time.
 
     ``placement`` is ``placement.place``'s answer for the spec's affinity (None: no rules);
     ``secrets`` / ``configs`` map a secret name / mdata key to the Swarm object made for it,
-    (id, name): a missing one is a problem, as is anything Swarm cannot express."""
+    (id, name): a missing one is a problem, as is anything Swarm cannot express. ``mdata``: the
+    ``mdata_digest`` of the values those configs hold (a label of the service and its tasks)."""
     problems: list[Problem] = []
     messages: list[str] = []
 
@@ -165,6 +202,9 @@ def swarm_service(
         refuse("compute_type", f"compute_type {spec.compute_type}: {CHECKED['compute_type']}")
     if spec.devices:
         refuse("devices", "a Swarm service cannot be given host devices")
+    if spec.mdata_signal:
+        refuse("mdata_signal", "a changed mdata file reaches Swarm tasks by a rolling update (a new config), "
+                               "never in place with a signal")
     if spec.privileged:
         refuse("privileged", "a Swarm service cannot run privileged")
     if spec.network_mode == "host":
@@ -175,13 +215,16 @@ def swarm_service(
             refuse(vm_field, "a VM option: VM services stay on the local host")
 
     service_labels = labels(owner, project_id, project_name, version_id, spec)
+    if mdata:
+        service_labels[LABEL_MDATA] = mdata
     container: dict[str, Any] = {
         "Image": spec.image_id or spec.image,
         # no owner label: see the module docstring
         # the spec hash too: a task's own labels say which version it runs (a canary and its
         # service's older tasks side by side), with no lookup of the service
         "Labels": {**dict(spec.tags), LABEL_PROJECT: project_id, LABEL_SERVICE: spec.name,
-                   LABEL_VERSION: version_id, LABEL_SPEC_HASH: spec.spec_hash},
+                   LABEL_VERSION: version_id, LABEL_SPEC_HASH: spec.spec_hash,
+                   **({LABEL_MDATA: mdata} if mdata else {})},
         "Env": [f"{k}={v}" for k, v in spec.environment],
         "Init": spec.init,
     }

@@ -348,3 +348,71 @@ def test_health_checks_probe_tasks_inside_their_overlay(swarm_daemon: Daemon, tm
     d.cli("project", "update", "sw", str(path), "--wait", timeout=300)
     wait_until(lambda: [i["health"] for i in running(d)] == ["unhealthy", "unhealthy"], timeout=60,
                what="2 unhealthy tasks")
+
+
+MDATA = """services:
+  web:
+    image: {image}
+    endpoint_mode: dnsrr
+    scale: 2
+    min_healthy_time: 0.5
+    command: sleep 100000
+    mdata:
+      color: "{{{{ .meta.color }}}}"
+      project: "{{{{ .project.name }}}}"
+"""
+
+
+def task_files(daemon: Daemon, key: str) -> set[str]:
+    """What each running task reads at /run/mariposa/mdata/KEY (its container is on this node)."""
+    out = set()
+    for task in running(daemon):
+        out.add(docker("exec", task["runtime_id"], "cat", f"/run/mariposa/mdata/{key}", check=False))
+    return out
+
+
+def test_live_mdata_are_swarm_configs_renewed_on_a_meta_change(swarm_daemon: Daemon, tmp_path):
+    """Each mdata file is a Swarm config mounted where the local driver mounts it; ``meta set``
+    makes a new config and rolls the tasks onto it; the old config goes, and the last with the
+    project. mdata_signal is refused at version time, with the reason."""
+    d = swarm_daemon
+    path, meta = tmp_path / "m.yaml", tmp_path / "meta.yaml"
+    path.write_text(MDATA.format(image=IMAGE))
+    meta.write_text("color: blue\n")
+    d.cli("project", "add", "sw", str(path), "--meta", str(meta), "--wait", timeout=300)
+    wait_until(lambda: len(running(d)) == 2, timeout=60, what="2 tasks running")
+    assert task_files(d, "color") == {"blue"} and task_files(d, "project") == {"sw"}
+    owner = d.owner or ""
+    assert len(swarm_objects(owner)["config"]) == 2  # one per file
+
+    d.cli("-j", "sw", "meta", "set", "color", "red")
+    wait_until(lambda: len(running(d)) == 2 and task_files(d, "color") == {"red"}, timeout=120,
+               what="both tasks read the new value")
+    assert task_files(d, "project") == {"sw"}
+    spec = json.loads(docker("service", "inspect", main_service(d)))[0]["Spec"]
+    names = sorted(c["ConfigName"] for c in spec["TaskTemplate"]["ContainerSpec"]["Configs"])
+    # the config of the old value goes once no service names it (the previous spec is kept for a
+    # rollback until the next update, so it may take one more change)
+    d.cli("-j", "sw", "meta", "set", "color", "green")
+    wait_until(lambda: len(running(d)) == 2 and task_files(d, "color") == {"green"}, timeout=120,
+               what="both tasks read green")
+    wait_until(lambda: len(swarm_objects(owner)["config"]) <= 3, timeout=60, what="the blue config removed")
+    left = {n for n in docker("config", "ls", "--format", "{{.Name}}", "--filter",
+                              f"label=io.mariposa.owner={owner}").split()}
+    assert not any(n.endswith("-" + _digest("blue")) for n in left), left
+    assert set(names) <= left  # red's, still the previous spec's
+    assert "updating Swarm service" in d.cli("-j", "sw", "events").stdout
+
+    d.cli("project", "delete", "sw", "--wait", timeout=300)
+    assert swarm_objects(owner) == {"service": [], "network": [], "secret": [], "config": []}
+
+    signalled = tmp_path / "sig.yaml"
+    signalled.write_text(MDATA.format(image=IMAGE) + "    mdata_signal: SIGHUP\n")
+    refused = d.cli("project", "add", "sw2", str(signalled), "--meta", str(meta), check=False)
+    assert refused.returncode != 0 and "mdata_signal cannot be honoured on the Swarm" in refused.stderr
+
+
+def _digest(value: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
