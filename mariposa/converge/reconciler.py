@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import math
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -33,8 +33,10 @@ from mariposa.converge.plan import plan
 from mariposa.converge.supervise import merge
 from mariposa.drivers.base import DriverError, RuntimeUnavailable
 from mariposa.errors import StoreUnavailable
-from mariposa.model import Instance, InstanceState
 from mariposa.store import tasks as task_store
+
+if TYPE_CHECKING:
+    from mariposa.swarm.drift import SwarmView
 
 log = structlog.get_logger()
 
@@ -162,7 +164,7 @@ class Reconciler:
         if swarm is not None:
             for project_id, name in swarm.projects.items():
                 if project_id not in projects and project_id not in orphans:
-                    orphans[project_id] = _placeholder(project_id, name)  # a Swarm service of 0 replicas has no task
+                    orphans[project_id] = swarm.placeholder(project_id, name)  # 0 replicas: no task stands for it
         for project_id, inst in orphans.items():
             if project_id not in busy_projects:
                 wanted.append(dict(project_id=project_id, project_name=inst.project_name or project_id[:12],
@@ -178,6 +180,7 @@ class Reconciler:
 
 
     async def _swarm(self) -> SwarmView | None:
+        from mariposa.swarm.drift import SwarmView
         from mariposa.swarm.driver import SwarmDriver
 
         driver = self.ctx.drivers.get("docker")
@@ -204,40 +207,3 @@ def _enqueue_all(db, wanted: list[dict], exits: list) -> None:
         if not task_store.open_for(db, w["project_id"], w["service"]):
             task_store.enqueue(db, **w, author="reconciler")
 
-
-def _placeholder(project_id: str, project_name: str) -> Instance:
-    """Stands for a vanished project's Swarm services when none of them has a task."""
-    return Instance(id="", runtime_id="", name="", project_id=project_id, service="", spec_hash="", version_id="",
-                    state=InstanceState.UNKNOWN, created=0.0, compute_type="docker", project_name=project_name)
-
-
-class SwarmView:
-    """One pass's look at the Swarm (``cluster = "swarm"``): for a cluster service, drift is its
-    Swarm service missing, on another spec or replica count, or a canary or orphan left over:
-    never a task (the Swarm restarts and reschedules those itself)."""
-
-    def __init__(self, ctx: Context, services: list, tasks: list) -> None:
-        from mariposa.model import LABEL_PROJECT, LABEL_PROJECT_NAME, LABEL_SERVICE
-
-        self.ctx, self.services, self.tasks = ctx, services, tasks
-        self.keys: set[tuple[str, str]] = set()
-        self.projects: dict[str, str] = {}
-        for s in services:
-            labels = s["Spec"].get("Labels") or {}
-            self.keys.add((labels.get(LABEL_PROJECT, ""), labels.get(LABEL_SERVICE, "")))
-            self.projects[labels.get(LABEL_PROJECT, "")] = labels.get(LABEL_PROJECT_NAME, "")
-
-    def owns(self, goal, key: tuple[str, str]) -> bool:
-        from mariposa.swarm.converge import on_swarm
-
-        return on_swarm(self.ctx, goal) and (goal is not None or key in self.keys)
-
-    def drift(self, goal, project_name: str, key: tuple[str, str]) -> str | None:
-        from mariposa.swarm.converge import Paused, WaitFor, observe, plan_swarm, summary
-        from mariposa.swarm.spec import service_name
-
-        project_id, service = key
-        observed = observe(self.services, self.tasks, project_id, service)
-        steps = [s for s in plan_swarm(goal, observed, service_name(project_name, project_id, service))
-                 if not isinstance(s, WaitFor | Paused)]
-        return summary(steps) if steps else None
