@@ -12,6 +12,7 @@ to the local Docker driver this one wraps.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -37,6 +38,7 @@ from mariposa.model import (
     PublishedPort,
     VolumeInfo,
 )
+from mariposa.swarm.anchor import ensure_anchor, remove_anchors
 from mariposa.swarm.client import SwarmClient
 from mariposa.swarm.netns import SocketFactory, factory, namespace_of
 from mariposa.swarm.spec import overlay_name
@@ -217,17 +219,25 @@ class SwarmDriver:
         and makes (the Engine refuses a second network of a name being made: "name conflicts"),
         and a conflict with someone else's making of it is looked at again once."""
         labels = {LABEL_OWNER: self.owner, LABEL_PROJECT: project_id, LABEL_PROJECT_NAME: project_name}
+        overlay = overlay_name(project_name, project_id)
         async with self._network_lock:
             try:
-                await self.client.ensure_overlay(overlay_name(project_name, project_id), labels)
+                self._overlays[overlay] = await self.client.ensure_overlay(overlay, labels)
             except DriverError as exc:
                 if "conflict" not in str(exc):
                     raise
                 await trio.sleep(0.5)
-                await self.client.ensure_overlay(overlay_name(project_name, project_id), labels)
+                self._overlays[overlay] = await self.client.ensure_overlay(overlay, labels)
+            # the overlay's namespace on this node, for the health probes (swarm/anchor.py)
+            await ensure_anchor(self.client, self.owner, project_id, project_name, overlay)
         await self.local.ensure_network(project_id, project_name)  # runs' containers
 
+    async def remove_anchors(self, project_id: str) -> int:
+        """The project's overlay anchors on this engine (they hold an endpoint on the overlay)."""
+        return await remove_anchors(self.client, self.owner, project_id)
+
     async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:
+        await self.remove_anchors(project_id)
         with trio.move_on_after(30):  # a task's endpoint lingers a moment after its service went
             while networks := await self.client.networks(self._labels(project_id)):
                 for net in networks:
@@ -336,7 +346,14 @@ class SwarmDriver:
             if not found:
                 raise DriverError(f"{inst.name}: the project's overlay {overlay} is gone")
             network_id = self._overlays[overlay] = found[0]["Id"]
-        return factory(namespace_of(network_id))
+        path = namespace_of(network_id)
+        if not os.path.exists(path):  # no task and no anchor here yet (a daemon started before anchors)
+            async with self._network_lock:
+                await ensure_anchor(self.client, self.owner, inst.project_id, inst.project_name, overlay)
+            with trio.move_on_after(5):
+                while not os.path.exists(path):
+                    await trio.sleep(0.1)
+        return factory(path)
 
     async def aclose(self) -> None:
         await self.client.aclose()
