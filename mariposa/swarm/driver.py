@@ -53,6 +53,7 @@ _STATES = {
 }
 _FAILED = ("failed", "rejected")
 TASK_ID = "com.docker.swarm.task.id"
+ANCHOR_RETRY = 30.0  # s between a probe's attempts to make a missing overlay anchor
 
 
 def parse_time(text: str | None) -> float:
@@ -143,6 +144,7 @@ class SwarmDriver:
         self._node_id: str | None = None
         self._network_lock = trio.Lock()
         self._overlays: dict[str, str] = {}  # overlay name -> network id, for probes
+        self._anchored: dict[str, float] = {}  # overlay name -> when probe_sockets last ensured its anchor
         self.node_changed = trio.Event()  # set on a `node` event: swarm/moves.py looks at once
 
     # ---- what the Swarm runs -------------------------------------------------------------------
@@ -347,7 +349,10 @@ class SwarmDriver:
                 raise DriverError(f"{inst.name}: the project's overlay {overlay} is gone")
             network_id = self._overlays[overlay] = found[0]["Id"]
         path = namespace_of(network_id)
-        if not os.path.exists(path):  # no task and no anchor here yet (a daemon started before anchors)
+        # no task and no anchor here (one removed, or a project made before anchors): make it, at
+        # most every ANCHOR_RETRY s per overlay (a daemon off the Swarm's nodes never sees it)
+        if not os.path.exists(path) and time.monotonic() - self._anchored.get(overlay, -ANCHOR_RETRY) >= ANCHOR_RETRY:
+            self._anchored[overlay] = time.monotonic()
             async with self._network_lock:
                 await ensure_anchor(self.client, self.owner, inst.project_id, inst.project_name, overlay)
             with trio.move_on_after(5):
