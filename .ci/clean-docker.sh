@@ -2,7 +2,8 @@
 # Removes from the Docker Engine everything the test suite and the examples make, so the next run
 # starts as on a fresh machine: containers labelled io.mariposa.owner (of any owner: do not run
 # this where a Mariposa you want to keep runs), other containers of the images or on the networks
-# below, networks named mariposa-* or labelled io.mariposa.owner, images mariposa-example/* and mariposa-test/* (and those the pull
+# below, a Swarm daemon's overlay anchors (labelled io.mariposa.anchor), networks named mariposa-* or
+# labelled io.mariposa.owner, images mariposa-example/*, mariposa-test/* and mariposa/anchor:* (and those the pull
 # tests pushed to their registries, HOST/mariposa-pulls-*/*, tags and digests), and the suite's
 # images left dangling (untagged while in use; their Comment starts "built by mariposa"), and what the
 # three-node test Swarm (tests/swarmnodes.py) leaves after a crash: its nodes' /var/lib/docker volumes
@@ -14,7 +15,7 @@ dry=""
 [ "${1:-}" != --dry-run ] || dry=1
 remove() { if [ -n "$dry" ]; then echo "$*"; else "$@" >/dev/null; fi; }
 
-images="$(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '^(mariposa-example|mariposa-test)/' || true)"
+images="$(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '^(mariposa-example|mariposa-test)/|^mariposa/anchor:' || true)"
 images+=" $(docker image ls --digests --format '{{.Repository}}@{{.Digest}}' | grep -E '/mariposa-pulls-[0-9a-f]+/' \
             | grep -v '@<none>$' || true)"
 images+=" $(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '/mariposa-pulls-[0-9a-f]+/' \
@@ -24,7 +25,7 @@ networks="$(docker network ls --format '{{.Name}}' | grep '^mariposa-' || true)"
 # and the networks projects made for others to join (PROJECT_NETWORK, labelled with their owner)
 networks="$(printf '%s\n' $networks $(docker network ls --filter label=io.mariposa.owner --format '{{.Name}}') \
             | sort -u)"
-containers="$(docker ps -aq --filter label=io.mariposa.owner)"
+containers="$(docker ps -aq --filter label=io.mariposa.owner) $(docker ps -aq --filter label=io.mariposa.anchor)"
 for image in $images; do containers+=" $(docker ps -aq --filter "ancestor=$image")"; done
 for network in $networks; do containers+=" $(docker ps -aq --filter "network=$network")"; done
 containers="$(printf '%s\n' $containers | sort -u)"

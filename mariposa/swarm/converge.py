@@ -429,8 +429,8 @@ async def _act(ctx, driver: SwarmDriver, goal: ServiceGoal | None, task, step: S
 
 
 async def delete_on_swarm(ctx, project_id: str) -> int:
-    """A deleted project's Swarm services, secrets and configs (its overlay goes with the
-    driver's ``remove_network`` once the services' tasks are gone)."""
+    """A deleted project's Swarm services, overlay anchor, secrets and configs (its overlay goes
+    with the driver's ``remove_network`` once the services' tasks are gone)."""
     driver = ctx.drivers.get("docker")
     if not isinstance(driver, SwarmDriver):
         return 0
@@ -441,6 +441,7 @@ async def delete_on_swarm(ctx, project_id: str) -> int:
     with trio.move_on_after(60):
         while await driver.client.tasks(labels=labels):  # the overlay is in use until they are gone
             await trio.sleep(0.3)
+    await driver.remove_anchors(project_id)  # its overlay anchor holds an endpoint too (swarm/anchor.py)
     for secret in await driver.client.secrets(labels):
         await driver.client.remove_secret(secret["ID"])
     for config in await driver.client.configs(labels):

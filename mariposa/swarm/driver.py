@@ -12,6 +12,7 @@ to the local Docker driver this one wraps.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -37,6 +38,7 @@ from mariposa.model import (
     PublishedPort,
     VolumeInfo,
 )
+from mariposa.swarm.anchor import ensure_anchor, remove_anchors
 from mariposa.swarm.client import SwarmClient
 from mariposa.swarm.netns import SocketFactory, factory, namespace_of
 from mariposa.swarm.spec import overlay_name
@@ -51,6 +53,7 @@ _STATES = {
 }
 _FAILED = ("failed", "rejected")
 TASK_ID = "com.docker.swarm.task.id"
+ANCHOR_RETRY = 30.0  # s between a probe's attempts to make a missing overlay anchor
 
 
 def parse_time(text: str | None) -> float:
@@ -141,6 +144,7 @@ class SwarmDriver:
         self._node_id: str | None = None
         self._network_lock = trio.Lock()
         self._overlays: dict[str, str] = {}  # overlay name -> network id, for probes
+        self._anchored: dict[str, float] = {}  # overlay name -> when probe_sockets last ensured its anchor
         self.node_changed = trio.Event()  # set on a `node` event: swarm/moves.py looks at once
 
     # ---- what the Swarm runs -------------------------------------------------------------------
@@ -217,17 +221,25 @@ class SwarmDriver:
         and makes (the Engine refuses a second network of a name being made: "name conflicts"),
         and a conflict with someone else's making of it is looked at again once."""
         labels = {LABEL_OWNER: self.owner, LABEL_PROJECT: project_id, LABEL_PROJECT_NAME: project_name}
+        overlay = overlay_name(project_name, project_id)
         async with self._network_lock:
             try:
-                await self.client.ensure_overlay(overlay_name(project_name, project_id), labels)
+                self._overlays[overlay] = await self.client.ensure_overlay(overlay, labels)
             except DriverError as exc:
                 if "conflict" not in str(exc):
                     raise
                 await trio.sleep(0.5)
-                await self.client.ensure_overlay(overlay_name(project_name, project_id), labels)
+                self._overlays[overlay] = await self.client.ensure_overlay(overlay, labels)
+            # the overlay's namespace on this node, for the health probes (swarm/anchor.py)
+            await ensure_anchor(self.client, self.owner, project_id, project_name, overlay)
         await self.local.ensure_network(project_id, project_name)  # runs' containers
 
+    async def remove_anchors(self, project_id: str) -> int:
+        """The project's overlay anchors on this engine (they hold an endpoint on the overlay)."""
+        return await remove_anchors(self.client, self.owner, project_id)
+
     async def remove_network(self, project_id: str, project_name: str = "") -> list[str]:
+        await self.remove_anchors(project_id)
         with trio.move_on_after(30):  # a task's endpoint lingers a moment after its service went
             while networks := await self.client.networks(self._labels(project_id)):
                 for net in networks:
@@ -336,7 +348,17 @@ class SwarmDriver:
             if not found:
                 raise DriverError(f"{inst.name}: the project's overlay {overlay} is gone")
             network_id = self._overlays[overlay] = found[0]["Id"]
-        return factory(namespace_of(network_id))
+        path = namespace_of(network_id)
+        # no task and no anchor here (one removed, or a project made before anchors): make it, at
+        # most every ANCHOR_RETRY s per overlay (a daemon off the Swarm's nodes never sees it)
+        if not os.path.exists(path) and time.monotonic() - self._anchored.get(overlay, -ANCHOR_RETRY) >= ANCHOR_RETRY:
+            self._anchored[overlay] = time.monotonic()
+            async with self._network_lock:
+                await ensure_anchor(self.client, self.owner, inst.project_id, inst.project_name, overlay)
+            with trio.move_on_after(5):
+                while not os.path.exists(path):
+                    await trio.sleep(0.1)
+        return factory(path)
 
     async def aclose(self) -> None:
         await self.client.aclose()

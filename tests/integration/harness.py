@@ -126,6 +126,8 @@ class Daemon:
         self.kill()
         if self.owner:
             ids = docker("ps", "-aq", "--filter", f"label=io.mariposa.owner={self.owner}").split()
+            # and a Swarm daemon's overlay anchors (mariposa/swarm/anchor.py), which hold the overlay
+            ids += docker("ps", "-aq", "--filter", f"label=io.mariposa.anchor={self.owner}").split()
             if ids:
                 docker("rm", "-f", *ids, check=False)
             nets = docker("network", "ls", "-q", "--filter", f"label=io.mariposa.owner={self.owner}").split()

@@ -11,6 +11,7 @@ left or pruned: other sessions share it.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -53,6 +54,9 @@ def remove_all(owner: str) -> None:
     objects = swarm_objects(owner)
     for service in objects["service"]:
         docker("service", "rm", service, check=False)
+    anchors = docker("ps", "-aq", "--filter", f"label=io.mariposa.anchor={owner}").split()
+    if anchors:  # the overlay anchors (mariposa/swarm/anchor.py) hold an endpoint on the overlays
+        docker("rm", "-f", *anchors, check=False)
     deadline = time.monotonic() + 60
     while objects["network"] and time.monotonic() < deadline:
         for net in objects["network"]:
@@ -102,9 +106,13 @@ def versions_running(daemon: Daemon) -> list[int]:
 
 
 def main_service(daemon: Daemon) -> str:
-    project = daemon.json("project", "get", "sw")
+    return main_service_of(daemon, "sw")
+
+
+def main_service_of(daemon: Daemon, project_name: str) -> str:
+    project = daemon.json("project", "get", project_name)
     pid = project.get("id") or project["project"]["id"]
-    return f"mariposa-sw-web-{pid[:8]}"
+    return f"mariposa-{project_name}-web-{pid[:8]}"
 
 
 def test_swarm_service_lifecycle(swarm_daemon: Daemon, tmp_path):
@@ -416,3 +424,53 @@ def _digest(value: str) -> str:
     import hashlib
 
     return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def anchors(owner: str) -> dict[str, dict]:
+    """The owner's overlay anchors (mariposa/swarm/anchor.py) by name, as `docker inspect` shows them."""
+    ids = docker("ps", "-aq", "--filter", f"label=io.mariposa.anchor={owner}").split()
+    return {c["Name"].lstrip("/"): c for c in json.loads(docker("inspect", *ids))} if ids else {}
+
+
+def test_the_anchor_keeps_the_overlay_namespace_for_the_probes(swarm_daemon: Daemon, tmp_path):
+    """The overlay anchor: made with the project's overlay, it keeps the overlay's namespace on the
+    daemon's node while the service has no task (stopped: 0 replicas), so the probes of the tasks
+    started again reach them; deleting the project removes its anchor and overlay, not another's."""
+    d = swarm_daemon
+    path = tmp_path / "checked.yaml"
+    path.write_text(CHECKED.format(image=IMAGE, path="/index.html"))
+    d.cli("project", "add", "sw", str(path), "--wait")
+    d.cli("project", "add", "other", str(path), "--wait")
+    ids = {p: main_service_of(d, p).rsplit("-", 1)[1] for p in ("sw", "other")}  # the first 8 of the id
+    names = {p: f"mariposa-anchor-{p}-{ids[p][:8]}" for p in ids}
+    found = anchors(d.owner)
+    assert set(found) == set(names.values())
+    mine = found[names["sw"]]
+    assert mine["State"]["Running"] and mine["HostConfig"]["Init"] is True
+    assert mine["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert mine["Config"]["Image"] == "mariposa/anchor:1"
+    assert "io.mariposa.owner" not in mine["Config"]["Labels"]  # never an instance to the Docker driver
+    [(overlay, endpoint)] = mine["NetworkSettings"]["Networks"].items()
+    assert overlay == f"mariposa-sw-{ids['sw'][:8]}-overlay"
+    netns = f"/var/run/docker/netns/1-{endpoint['NetworkID'][:10]}"
+
+    # (a) no task of web, the anchor and the namespace stay
+    d.cli("-j", "sw", "service", "stop", "web", "--wait")
+    wait_until(lambda: swarm_running(main_service(d)) == 0, timeout=60, what="no task of web")
+    assert anchors(d.owner)[names["sw"]]["State"]["Running"]
+    assert os.path.exists(netns)
+    assert running(d) == []
+
+    # (b) started again: the probes reach the new tasks through the anchor's namespace
+    d.cli("-j", "sw", "service", "start", "web", "--wait")
+    wait_until(lambda: [i["health"] for i in running(d)] == ["healthy", "healthy"], timeout=60,
+               what="2 healthy tasks")
+
+    # (c) the project's delete removes its anchor and overlay, and nothing of the other project
+    d.cli("project", "delete", "sw", "--wait")
+    found = anchors(d.owner)
+    assert set(found) == {names["other"]} and found[names["other"]]["State"]["Running"]
+    nets = docker("network", "ls", "--format", "{{.Name}}", "--filter", f"label=io.mariposa.owner={d.owner}").split()
+    assert not [n for n in nets if ids["sw"][:8] in n]
+    assert [n for n in nets if ids["other"][:8] in n]
+    assert swarm_running(main_service_of(d, "other")) == 2

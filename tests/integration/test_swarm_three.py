@@ -4,9 +4,10 @@ the Swarm and Mariposa's event log says so (``node.down``, ``instance.reschedule
 once, across a daemon restart; when the node returns the service runs exactly its scale; and
 ``mariposa doctor`` lists the nodes, one down while it is stopped.
 
-The daemon runs on the host, not on a node: the overlay's namespace its health probes enter
-(swarm/netns.py) exists only on nodes with a task of the project, so these services have no
-health checks. The figures (kill to event, kill to the task running elsewhere) are printed:
+The daemon runs on the host, not on a node: it makes the project's overlay anchor (swarm/anchor.py)
+on the manager it talks to, node 1 (checked), but the overlay namespace that keeps is node 1's,
+not the host's, whose health probes enter their own node's (swarm/netns.py): so these services
+have no health checks. The figures (kill to event, kill to the task running elsewhere) are printed:
 ``pytest -s`` shows them."""
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def test_hard_anti_affinity_places_tasks_on_different_nodes(daemon: Daemon, swar
     assert where["web"][0][2] != where["db"][0][2], where
     assert sorted(h for _, _, h in where["spread"]) == ["swarmnode-1", "swarmnode-2", "swarmnode-3"], where
     assert len(running(d, "spread")) == 3 and len(running(d, "web")) == 1
+    # the overlay anchor is on node 1, the engine the daemon talks to, attached to the project's overlay
+    filters = urllib.parse.quote(json.dumps({"label": [f"io.mariposa.anchor={d.owner}"]}))
+    [anchor] = swarm.manager.api("GET", f"/containers/json?filters={filters}")
+    assert anchor["Names"][0].startswith("/mariposa-anchor-sw-") and anchor["State"] == "running"
+    assert [n for n in anchor["NetworkSettings"]["Networks"]] == [
+        n["Name"] for n in swarm.manager.api("GET", "/networks") if n["Name"].startswith("mariposa-sw-")
+        and n["Name"].endswith("-overlay")]
 
 
 def test_a_killed_worker_shows_as_events_and_the_scale_holds_when_it_returns(daemon: Daemon, swarm: Swarm, tmp_path):
