@@ -103,6 +103,7 @@ class Bridges:
         self.allocation = trio.Lock()
         self._users: list[Callable[[str], dict[str, Member]]] = []
         self._reservations: list[Callable[[], Awaitable[set[str]]]] = []
+        self._refused: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()  # subnets a runtime said are taken
         self._removals = trio.Lock()
 
     def add_user(self, members: Callable[[str], dict[str, Member]]) -> None:
@@ -110,6 +111,10 @@ class Bridges:
         of its instances are on that network, as name -> (project name, address or None)
         (blocking: called in a worker thread)."""
         self._users.append(members)
+
+    def refuse(self, subnet: str) -> None:
+        """Never choose ``subnet`` again in this process: the runtime refused it as taken."""
+        self._refused.add(ipaddress.ip_network(subnet))
 
     def add_reservations(self, subnets: Callable[[], Awaitable[set[str]]]) -> None:
         """A runtime that holds subnets no interface shows (Docker: a network whose bridge is
@@ -171,7 +176,7 @@ class Bridges:
         """Every subnet on a host interface (Docker's bridges included), recorded here, or held by
         a runtime (``add_reservations``)."""
         _, out = await run("ip", "-4", "-o", "addr", "show")
-        used: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+        used: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set(self._refused)
         for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", out):
             used.add(ipaddress.ip_interface(m.group(1)).network)
         held: list[str] = [rec.get("subnet", "") for rec in await self.records()]

@@ -510,6 +510,18 @@ def _docker_time(stamp: bytes) -> float:
     return seconds + (int(fraction[:6].ljust(6, "0")) / 1e6 if fraction.isdigit() else 0.0)
 
 
+# Times a project network's create is tried on another subnet when the Engine says the one chosen
+# overlaps a pool it holds (seen on 20.10 after a busy run: a pool no listed network holds).
+POOL_RETRIES = 4
+
+
+def _subnet_taken(message: str) -> bool:
+    """The Engine's words for a subnet it holds already: an overlapping pool (its IPAM), the same
+    pool (then its gateway address is the one in use), or another bridge network's subnet."""
+    return ("Pool overlaps" in message or "networks have overlapping" in message
+            or ("failed to allocate gateway" in message and "already in use" in message))
+
+
 class DockerDriver:
     """Driver protocol over the Docker Engine API; see the module docstring for the rules."""
 
@@ -677,15 +689,27 @@ class DockerDriver:
                     LABEL_PROJECT_NAME: project_name,
                 },
             }
-            if self.bridges is not None:
-                rec = await self.bridges.ensure(project_network(project_id), dict(body["Labels"]))
-                body["Options"] = {DOCKER_BRIDGE_OPTION: rec["bridge"]}
-                body["IPAM"] = {"Driver": "default", "Config": [
-                    {"Subnet": rec["subnet"], "Gateway": gateway(rec), "IPRange": docker_range(rec)}]}
-            # 409: another daemon or process won the race; its network serves us as well.
-            await self._call(
-                "POST", "/networks/create", f"create network {name}", json=body, allow=(409,)
-            )
+            for attempt in range(POOL_RETRIES):
+                if self.bridges is not None:
+                    rec = await self.bridges.ensure(project_network(project_id), dict(body["Labels"]))
+                    body["Options"] = {DOCKER_BRIDGE_OPTION: rec["bridge"]}
+                    body["IPAM"] = {"Driver": "default", "Config": [
+                        {"Subnet": rec["subnet"], "Gateway": gateway(rec), "IPRange": docker_range(rec)}]}
+                try:
+                    # 409: another daemon or process won the race; its network serves us as well.
+                    await self._call(
+                        "POST", "/networks/create", f"create network {name}", json=body, allow=(409,)
+                    )
+                    break
+                except DriverError as exc:
+                    if self.bridges is None or not _subnet_taken(str(exc)) or attempt == POOL_RETRIES - 1:
+                        raise
+                    # The Engine's IPAM still holds a pool no network lists (a network removed a
+                    # moment ago): that subnet is skipped from now on and another one chosen.
+                    log.warning("network: subnet held by the Engine's IPAM, choosing another",
+                                network=name, subnet=rec["subnet"])
+                    await self.bridges.drop(project_network(project_id))
+                    self.bridges.refuse(rec["subnet"])
             if self.bridges is not None:
                 self._responders[name] = body["IPAM"]["Config"][0]["Gateway"]
             self._networks.add(name)
