@@ -81,12 +81,25 @@ async def parse(
     secrets = None if project is None else extra_secrets | frozenset(
         await ctx.store.call(secret_store.names, secret_store.PROJECT, project))
     try:
-        return await trio.to_thread.run_sync(
+        spec = await trio.to_thread.run_sync(
             lambda: parse_manifest(text, filename, catalogue, ctx.allow_privileged, env_files,
                                    bind_roots=ctx.bind_roots, base_dir=base_dir, secrets=secrets, meta=meta,
                                    cluster=ctx.cluster))
+        if ctx.cluster == "swarm":
+            await _refuse_what_the_swarm_cannot_run(ctx, spec, text, filename, project or "")
+        return spec
     except ManifestError as exc:
         raise translate(exc) from None
+
+
+async def _refuse_what_the_swarm_cannot_run(ctx: Context, spec: ProjectSpec, text: str, filename: str,
+                                            project: str) -> None:
+    from mariposa.swarm.admit import refuse_what_the_swarm_cannot_run
+    from mariposa.swarm.driver import SwarmDriver
+
+    driver = ctx.drivers.get("docker")
+    if isinstance(driver, SwarmDriver):
+        await refuse_what_the_swarm_cannot_run(driver, spec, text, filename, project)
 
 
 async def secret_digests(ctx: Context, spec: ProjectSpec, scope: str,

@@ -27,9 +27,17 @@ import trio
 
 from mariposa.drivers.base import DriverError
 from mariposa.errors import TaskFailed
-from mariposa.model import LABEL_OWNER, LABEL_PROJECT, LABEL_SERVICE, LABEL_SPEC_HASH, LABEL_VERSION, ServiceGoal
+from mariposa.model import (
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+    ServiceGoal,
+    ServiceSpec,
+)
 from mariposa.swarm.driver import CANARY, SwarmDriver
-from mariposa.swarm.placement import Placed, place
+from mariposa.swarm.placement import Placed, Placement, place
 from mariposa.swarm.spec import LABEL_MDATA, config_name, mdata_digest, service_name, stale_configs, swarm_service
 
 log = structlog.get_logger()
@@ -289,19 +297,25 @@ async def remove_stale_configs(driver: SwarmDriver, project_id: str) -> int:
     return removed
 
 
+async def placement_now(driver: SwarmDriver, spec: ServiceSpec, project_name: str, replicas: int) -> Placement | None:
+    """The service's affinity against the Swarm's nodes and the tasks running on them now (None
+    without rules): what it is placed by, and what a new version is judged by (swarm/admit.py)."""
+    if not spec.affinity:
+        return None
+    nodes = await driver.client.nodes()
+    running = []
+    for s in await driver.services():
+        labels = s["Spec"].get("Labels") or {}
+        for t in await driver.client.tasks(service=s["ID"], desired_state="running"):
+            running.append(Placed(name=t["ID"], service=labels.get(LABEL_SERVICE, ""),
+                                  node_id=t.get("NodeID", ""), tags=labels))
+    return place(spec.name, project_name, spec.affinity, replicas, nodes, running, dict(spec.tags))
+
+
 async def _body(ctx, driver: SwarmDriver, goal: ServiceGoal, name: str, replicas: int, rolling: int) -> tuple[
         dict[str, Any], tuple[str, ...]]:
     spec = goal.spec
-    placement = None
-    if spec.affinity:
-        nodes = await driver.client.nodes()
-        running = []
-        for s in await driver.services():
-            labels = s["Spec"].get("Labels") or {}
-            for t in await driver.client.tasks(service=s["ID"], desired_state="running"):
-                running.append(Placed(name=t["ID"], service=labels.get(LABEL_SERVICE, ""),
-                                      node_id=t.get("NodeID", ""), tags=labels))
-        placement = place(spec.name, goal.project_name, spec.affinity, replicas, nodes, running, dict(spec.tags))
+    placement = await placement_now(driver, spec, goal.project_name, replicas)
     values = await mdata_values(ctx, goal)
     made = swarm_service(driver.owner, goal.project_id, goal.project_name, goal.version_id, spec, replicas, rolling,
                          placement, name=name, secrets=await _secrets(driver, ctx, goal),

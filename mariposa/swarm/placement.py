@@ -57,6 +57,10 @@ class Placed:
 class Problem:
     field: str
     reason: str
+    # True when it depends on what runs now (no instance to be next to yet, no node matching): a
+    # new version is not refused for it (swarm/admit.py); its converge task fails saying why, and
+    # is retried with the back-off, until what it needs runs
+    transient: bool = attrs.field(default=False, eq=False)
 
 
 @attrs.frozen
@@ -180,7 +184,7 @@ def place(
                     if node["ID"] not in matching:
                         add(f"node.id!={node['ID']}")
                 if not matching:
-                    problems.append(Problem(field, f"{rule}: no node matches {value} now"))
+                    problems.append(Problem(field, f"{rule}: no node matches {value} now", transient=True))
             else:
                 for node_id in matching:
                     add(f"node.id!={node_id}")
@@ -223,7 +227,7 @@ def place(
             if not hits:
                 if not own:
                     problems.append(Problem(field, f"{rule}: no instance matching {value!r} runs now, so there is "
-                                                   "no node to be on"))
+                                                   "no node to be on", transient=True))
                 continue
             if len(where) == 1:
                 add(f"node.id=={where[0]}")
@@ -253,6 +257,7 @@ def place(
                             "no node for a surge instance: the rollout stops an old instance before it starts "
                             "its replacement (surge 0)")
     elif nodes and not usable and constraints:
-        problems.append(Problem("affinity", "no node satisfies every hard rule now: " + ", ".join(constraints)))
+        problems.append(Problem("affinity", "no node satisfies every hard rule now: " + ", ".join(constraints),
+                                transient=True))
     return Placement(tuple(constraints), tuple(preferences), 1 if one_per_node else 0, order, tuple(problems),
                      tuple(messages))

@@ -474,3 +474,44 @@ def test_the_anchor_keeps_the_overlay_namespace_for_the_probes(swarm_daemon: Dae
     assert not [n for n in nets if ids["sw"][:8] in n]
     assert [n for n in nets if ids["other"][:8] in n]
     assert swarm_running(main_service_of(d, "other")) == 2
+
+
+UNRUNNABLE = """services:
+  db:
+    image: {image}
+    endpoint_mode: dnsrr
+    command: sleep 100000
+  web:
+    image: {image}
+    endpoint_mode: dnsrr
+    scale: 2
+    command: sleep 100000
+    affinity:
+      - service!=web
+      - service==db
+    tmpfs:
+      - /scratch:noexec
+    depends_on: [db]
+"""
+
+
+def test_what_the_swarm_cannot_run_is_refused_when_the_version_is_made(swarm_daemon: Daemon, tmp_path):
+    """Anti-affinity inside one service beyond one per node (2 instances, one node) and a tmpfs
+    option Swarm has not (noexec) are refused by ``project add``, at their lines, and nothing is made; a rule about a
+    service that does not run yet (``service==db``) is not: web's task places it once db runs
+    (``depends_on`` holds web's first tasks until then; without it, the task fails and is retried)."""
+    d = swarm_daemon
+    path = tmp_path / "bad.yaml"
+    path.write_text(UNRUNNABLE.format(image=IMAGE))
+    r = d.cli("project", "add", "sw", str(path), check=False)
+    assert r.returncode != 0
+    assert (f"{path}:11:5: services.web.affinity: cannot run on the Swarm: 2 instances at most one per node "
+            "need 2 eligible nodes; the Swarm has 1") in r.stderr, r.stderr
+    assert f"{path}:14:5: services.web.tmpfs: cannot run on the Swarm: " in r.stderr, r.stderr
+    assert "service==db" not in r.stderr, r.stderr
+    assert "sw" not in [p["name"] for p in d.json("project", "list")]
+    assert not [n for n in docker("service", "ls", "--format", "{{.Name}}").split() if "-sw-" in n or n.startswith("sw-")]
+    path.write_text(UNRUNNABLE.format(image=IMAGE).replace("    scale: 2\n", "").replace(
+        "    tmpfs:\n      - /scratch:noexec\n", ""))
+    d.cli("project", "add", "sw", str(path), "--wait", timeout=300)
+    assert len(running(d)) == 1

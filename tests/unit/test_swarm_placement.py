@@ -133,3 +133,14 @@ def test_every_rule_is_a_constraint_a_preference_a_message_or_a_problem(chosen, 
         assert out.order == "stop-first"
     if out.order == "stop-first":
         assert out.max_replicas == 1
+
+
+def test_what_depends_on_what_runs_now_is_transient_and_what_never_can_is_not():
+    """A new version is refused only for what no running task or joining node can change
+    (swarm/admit.py): 'no instance runs now' is transient, 'more instances than nodes' is not."""
+    node = {"ID": "n1", "Description": {"Hostname": "h1"}, "Spec": {"Role": "manager", "Availability": "active"},
+            "Status": {"State": "ready"}}
+    waiting = place("web", "p", ("service==db",), 1, [node], [], {})
+    assert [p.transient for p in waiting.problems] == [True]
+    crowded = place("web", "p", ("service!=web",), 2, [node], [], {})
+    assert [p.transient for p in crowded.problems] == [False]
