@@ -32,12 +32,14 @@ How the figures are taken, and why:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,10 +90,22 @@ def swarm_service_of(project: str) -> str:
                 if line.startswith(f"mariposa-{project}-web-"))
 
 
-def mariposa_round(replicas: int) -> float:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-swarm-"))
+@contextlib.contextmanager
+def swarm_daemon(prefix: str) -> Iterator[tuple[Daemon, Path]]:
+    """A daemon with cluster = "swarm" in a new directory; its Swarm services go with it."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     d = Daemon(tmp).start("--cluster", "swarm")
     try:
+        yield d, tmp
+    finally:
+        owner = d.owner
+        d.kill()
+        for service in docker("service", "ls", "-q", "--filter", f"label=io.mariposa.owner={owner}").split():
+            docker("service", "rm", service, check=False)
+
+
+def mariposa_round(replicas: int) -> float:
+    with swarm_daemon("bench-swarm-") as (d, tmp):
         (tmp / "m.yaml").write_text(MANIFEST)
         d.cli("project", "add", "bs", str(tmp / "m.yaml"), "--wait")
         name = swarm_service_of("bs")
@@ -101,11 +115,6 @@ def mariposa_round(replicas: int) -> float:
         took = until_running(name, replicas, started)
         d.cli("project", "delete", "bs", "--wait", timeout=300)
         return took
-    finally:
-        owner = d.owner
-        d.kill()
-        for service in docker("service", "ls", "-q", "--filter", f"label=io.mariposa.owner={owner}").split():
-            docker("service", "rm", service, check=False)
 
 
 def local_containers(owner: str) -> int:
@@ -156,9 +165,7 @@ ENGINE: dict[str, list[float]] = {"mariposa": [], "docker": []}  # the Engine's 
 
 
 def mariposa_roll_round(n: int) -> float:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-sroll-"))
-    d = Daemon(tmp).start("--cluster", "swarm")
-    try:
+    with swarm_daemon("bench-sroll-") as (d, tmp):
         for r in (0, 1):
             (tmp / f"m{r}.yaml").write_text(ROLL_MANIFEST.format(image=IMAGE, command=COMMAND, scale=n, round=r))
         d.cli("project", "add", "br", str(tmp / "m0.yaml"), "--wait", timeout=300)
@@ -174,11 +181,6 @@ def mariposa_roll_round(n: int) -> float:
         ENGINE["mariposa"].append(engine_update_seconds(name))
         d.cli("project", "delete", "br", "--wait", timeout=300)
         return took
-    finally:
-        owner = d.owner
-        d.kill()
-        for service in docker("service", "ls", "-q", "--filter", f"label=io.mariposa.owner={owner}").split():
-            docker("service", "rm", service, check=False)
 
 
 def docker_roll_round(n: int) -> float:
