@@ -183,16 +183,30 @@ def mariposa_roll_round(n: int) -> float:
         return took
 
 
-def docker_roll_round(n: int) -> float:
+@contextlib.contextmanager
+def peer_service(*options: str) -> Iterator[str]:
+    """The peer's service: made with the docker CLI on an attachable overlay of its own, like
+    Mariposa's (dnsrr, init, the pinned image), with ``options``; removed with its network."""
     tag = uuid.uuid4().hex[:8]
     net, name = f"bench-swarm-{tag}-net", f"bench-swarm-{tag}"
     image_id = docker("image", "inspect", "--format", "{{.Id}}", IMAGE).strip()
     docker("network", "create", "--driver", "overlay", "--attachable", net)
     try:
         docker("service", "create", "--detach", "--no-resolve-image", "--name", name, "--network", net, "--init",
-               "--endpoint-mode", "dnsrr", "--replicas", str(n), "--env", "ROUND=0", "--update-parallelism", "2",
-               "--update-delay", "0s", "--update-monitor", "1s", "--update-order", "start-first",
-               "--update-failure-action", "pause", image_id, "sh", "-c", COMMAND)
+               "--endpoint-mode", "dnsrr", *options, image_id, "sh", "-c", COMMAND)
+        yield name
+    finally:
+        docker("service", "rm", name, check=False)
+        for _ in range(60):
+            if docker("network", "rm", net, check=False) or net not in docker("network", "ls"):
+                break
+            time.sleep(0.5)
+
+
+def docker_roll_round(n: int) -> float:
+    with peer_service("--replicas", str(n), "--env", "ROUND=0", "--update-parallelism", "2", "--update-delay", "0s",
+                      "--update-monitor", "1s", "--update-order", "start-first", "--update-failure-action",
+                      "pause") as name:
         wait_until(lambda: running(name) == n, timeout=120, what=f"{n} tasks")
         started = time.monotonic()
         docker("service", "update", "--detach", "--env-add", "ROUND=1", "--update-parallelism", "2",
@@ -205,32 +219,14 @@ def docker_roll_round(n: int) -> float:
         took = time.monotonic() - started
         ENGINE["docker"].append(engine_update_seconds(name))
         return took
-    finally:
-        docker("service", "rm", name, check=False)
-        for _ in range(60):
-            if docker("network", "rm", net, check=False) or net not in docker("network", "ls"):
-                break
-            time.sleep(0.5)
 
 
 def docker_round(replicas: int) -> float:
-    tag = uuid.uuid4().hex[:8]
-    net, name = f"bench-swarm-{tag}-net", f"bench-swarm-{tag}"
-    image_id = docker("image", "inspect", "--format", "{{.Id}}", IMAGE).strip()
-    docker("network", "create", "--driver", "overlay", "--attachable", net)
-    try:
-        docker("service", "create", "--detach", "--no-resolve-image", "--name", name, "--network", net, "--init",
-               "--endpoint-mode", "dnsrr", "--replicas", "1", image_id, "sh", "-c", COMMAND)
+    with peer_service("--replicas", "1") as name:
         wait_until(lambda: running(name) == 1, timeout=60, what="1 task")
         started = time.monotonic()
         docker("service", "scale", "--detach", f"{name}={replicas}")
         return until_running(name, replicas, started)
-    finally:
-        docker("service", "rm", name, check=False)
-        for _ in range(60):
-            if docker("network", "rm", net, check=False) or net not in docker("network", "ls"):
-                break
-            time.sleep(0.5)
 
 
 def table(title: str, figures: dict[str, list[float]]) -> None:
