@@ -54,6 +54,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal as signals
@@ -110,6 +111,7 @@ DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # hop and a read: at 0.1 s, polling alone cost an idle daemon 1.2 % of a core).
 HOOK_GRACE = 3.0
 HALF_MADE_AGE = 60.0
+REMOVING = ".removing"  # instance directories being deleted: renamed here first (LxcDriver._remove_home)
 
 _STATES = {
     "RUNNING": InstanceState.RUNNING,
@@ -226,7 +228,7 @@ class LxcDriver(OwnBooks):
         return await run_tool("lxc", "apt-get install lxc", *argv, check=check, what=what)
 
     def _ensure_layout(self) -> None:
-        for sub in ("images", "networks", "volumes"):
+        for sub in ("images", "networks", "volumes", REMOVING):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         hook = self.path / "hook.sh"
         if not hook.exists() or hook.read_text() != HOOK:
@@ -253,12 +255,15 @@ class LxcDriver(OwnBooks):
         first ping (the daemon's start, before it creates anything) sweeps them all; a later one
         (a runtime back after an outage) only those untouched for ``HALF_MADE_AGE``, so a create
         in flight is never swept."""
-        reserved = {"images", "networks", "volumes"}
+        reserved = {"images", "networks", "volumes", REMOVING}
         for d in self.path.iterdir():
             if d.name in reserved or not d.is_dir() or (d / "config").exists():
                 continue
             if time.time() - d.stat().st_mtime >= age:
                 log.info("removing a half-made LXC instance directory", path=str(d))
+                shutil.rmtree(d, ignore_errors=True)
+        for d in (self.path / REMOVING).iterdir():  # removes a crash cut short
+            if time.time() - d.stat().st_mtime >= age:
                 shutil.rmtree(d, ignore_errors=True)
 
 
@@ -555,14 +560,29 @@ class LxcDriver(OwnBooks):
             raise DriverError(f"lxc: start {name}: {detail or out or f'exit {code}'}")
 
     async def _destroy(self, name: str, journal: bool = True) -> None:
-        home = self._dir(name)
         side = await self._side(name) or {}
         if await self._state(name) not in (None, "STOPPED"):
             await self._run("lxc-stop", "-P", str(self.path), "-n", name, "-k", check=False)
-        await trio.to_thread.run_sync(lambda: shutil.rmtree(home, ignore_errors=True))
+        await trio.to_thread.run_sync(self._remove_home, name)
         await trio.to_thread.run_sync(_remove_cgroups, name)
         if journal and side:
             await self._journal_async("destroy", side, name)
+
+    def _remove_home(self, name: str) -> None:
+        """Take the directory out of LXC's sight in one rename, then delete it. Every ``lxc-*``
+        tool that reads a container's config creates its ``lxc.log.file``'s directory (mkdir -p):
+        an ``lxc-ls -f`` or ``lxc-info`` of the inventory during a plain rmtree of a big rootfs
+        made the directory again, holding just ``lxc.log``, and it stayed for good. One that read
+        the config just before the rename can still do so, a moment later: that is swept here."""
+        home = self._dir(name)
+        trash = self.path / REMOVING / f"{name}.{secrets.token_hex(4)}"
+        trash.parent.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(home, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            if not (home / "config").exists():
+                shutil.rmtree(home)
 
     async def _state(self, name: str) -> str | None:
         """LXC's word for the container's state; None when there is no such container."""

@@ -44,7 +44,9 @@ log = structlog.get_logger()
 
 PAUSED = ("paused", "rollback_paused")
 ROLLING = ("updating", "rollback_started")
+ROLLED_BACK = ("rollback_completed", "completed")
 POLL = 0.25  # while the Swarm rolls, look again this often (and at each of its events)
+ROLLBACK_WAIT = 120.0  # how long a failed rollout waits for the Swarm's rollback without a progress_deadline
 
 
 @attrs.frozen
@@ -358,11 +360,14 @@ async def converge_on_swarm(ctx, task, progress: Progress) -> str:
             # The Swarm paused with some slots already on the new version (crash-looping): roll
             # them back too, so the old version serves at full strength, as locally.
             current = await driver.client.inspect_service(paused[0].name)
+            rolled = "no earlier spec to roll back to"
             if current is not None and current.get("PreviousSpec"):
                 await driver.client.update_service(current["ID"], current["Version"]["Index"], current["Spec"],
                                                    rollback=True)
-            reason = (f"{paused[0].name}: rollout paused by the Swarm: {paused[0].message}; "
-                      "rolled back: the old version keeps serving")
+                bad = ((current["Spec"].get("Labels") or {}).get(LABEL_SPEC_HASH, ""))
+                rolled = await _rolled_back(ctx, driver, task, paused[0].name, bad,
+                                            goal.spec.progress_deadline if goal is not None else None)
+            reason = f"{paused[0].name}: rollout paused by the Swarm: {paused[0].message}; {rolled}"
             await ctx.store.call(goal_store.freeze_service, task.project_id, service, reason)
             await ctx.store.call(functools.partial(event_store.record, type="rollout.failed", message=reason,
                                                    project_id=task.project_id, service=service, task_id=task.id))
@@ -405,6 +410,29 @@ async def converge_on_swarm(ctx, task, progress: Progress) -> str:
     if goal.desired == "stopped":
         return f"{service} stopped"
     return f"{service}: {goal.scale} running on the Swarm"
+
+
+async def _rolled_back(ctx, driver: SwarmDriver, task, name: str, bad: str, deadline: float | None) -> str:
+    """Wait for the Swarm's rollback of ``name`` away from spec hash ``bad``, so that when the
+    failed task ends (and a ``--wait`` returns) the old version serves again at full strength, not
+    half-way back. Done is the old spec, its tasks all running and the update over: the Swarm says
+    "rollback_completed", and a moment later sometimes "completed" (Engine 20.10: the paused
+    updater's end overwrites it), so either counts."""
+    limit = deadline or ROLLBACK_WAIT
+    with trio.move_on_after(limit):
+        while True:
+            changed = ctx.runtime_changed.next()
+            services, tasks = await driver.observe(task.project_id)
+            o = next((o for o in observe(services, tasks, task.project_id, task.service) if o.name == name), None)
+            if o is None:
+                return "rolled back"
+            if o.update_state == "rollback_paused":
+                return f"its rollback paused too: {o.update_message or 'see docker service ps ' + name}"
+            if o.spec_hash != bad and o.update_state in ROLLED_BACK and o.running == o.replicas:
+                return "rolled back: the old version keeps serving"
+            with trio.move_on_after(POLL):
+                await changed.wait()
+    return f"rolling back (not done in {limit:g}s): the old version comes back as the Swarm goes on"
 
 
 async def _act(ctx, driver: SwarmDriver, goal: ServiceGoal | None, task, step: Step,

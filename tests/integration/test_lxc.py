@@ -191,9 +191,13 @@ def test_lx_logs_through_the_cli_and_a_missing_template_is_refused_when_the_vers
 
 
 def lxc_dirs(daemon: Daemon) -> list[str]:
-    """Instance directories under the LXC path (each holds its overlay upper dir), made or half made."""
+    """Instance directories under the LXC path (each holds its overlay upper dir), made, half made
+    or half removed (renamed into .removing, not yet deleted)."""
     root = daemon.state_dir / "lxc"
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in ("images", "networks", "volumes"))
+    layout = ("images", "networks", "volumes", ".removing")
+    made = [d.name for d in root.iterdir() if d.is_dir() and d.name not in layout]
+    gone = [f".removing/{d.name}" for d in (root / ".removing").iterdir()] if (root / ".removing").exists() else []
+    return sorted(made + gone)
 
 
 def test_sigkill_during_an_lx_scale_then_restart_ends_at_exactly_six_with_every_overlay_dir_accounted_for(

@@ -117,6 +117,43 @@ async def test_overlay_rootfs_removing_an_instance_keeps_the_base(tmpfs_dir):
         assert not home.exists() and (Path(lower) / "bin" / "busybox").exists()  # the base stays
 
 
+async def test_a_removed_instance_stays_gone_while_lxc_tools_read_its_config(lxc):
+    """Every lxc-* tool that reads a config makes its log file's directory (mkdir -p): the
+    inventory's ``lxc-ls -f`` and ``lxc-info`` running while a big upper dir is deleted made the
+    instance directory again, holding only lxc.log, for good (found in CI: a project delete left
+    one). The remove must leave nothing, however busy the tools are meanwhile."""
+    inst = await lxc.create(request(lxc, IMAGE))
+    home = lxc.path / inst.name
+    junk = home / "delta" / "junk"
+    junk.mkdir(parents=True)
+    for n in range(4000):  # a rootfs that takes a while to delete
+        (junk / str(n)).write_bytes(b"x")
+    done = False
+
+    def hammer() -> int:
+        runs = 0
+        while not done:
+            for argv in (["lxc-ls", "-P", str(lxc.path), "-f"], ["lxc-info", "-P", str(lxc.path), "-n", inst.name]):
+                subprocess.run(argv, capture_output=True, timeout=60)
+                runs += 1
+        return runs
+
+    async with trio.open_nursery() as nursery:
+        results: list[int] = []
+        nursery.start_soon(lambda: _collect(results, hammer))
+        await trio.sleep(0.2)
+        await lxc.remove(inst)
+        await trio.sleep(0.5)  # the tools go on a while after
+        done = True
+    assert results[0] > 4
+    assert not home.exists(), sorted(p.name for p in home.iterdir())
+    assert not any(p.name.startswith(inst.name) for p in (lxc.path / ".removing").iterdir())
+
+
+async def _collect(results: list[int], fn) -> None:
+    results.append(await trio.to_thread.run_sync(fn))
+
+
 async def test_where_an_overlay_cannot_be_made_each_instance_runs_on_a_copy_of_its_own(tmp_path):
     """A state dir on overlayfs (the daemon in a container) cannot hold an overlay's upper dir."""
     async with driver_at(tmp_path / "lxc", copy_rootfs=True) as lxc:

@@ -265,9 +265,13 @@ def test_a_failed_rollout_pauses_and_the_old_version_keeps_serving(swarm_daemon:
     bad.write_text(text.replace("min_healthy_time: 0.5", "min_healthy_time: 3"))  # the Swarm monitors a new task 3 s
     r = d.cli("project", "update", "sw", str(bad), "--wait", check=False, timeout=300)
     assert r.returncode != 0 and "rollout paused by the Swarm" in r.stdout + r.stderr, r.stdout + r.stderr
-    assert sum(1 for i in running(d) if i["spec_hash"] == blue) >= 1, running(d)
-    wait_until(lambda: [i["spec_hash"] for i in running(d)] == [blue] * 3, timeout=60,
-               what="the Swarm's rollback: 3 tasks of v1")
+    assert "rolled back: the old version keeps serving" in r.stdout + r.stderr, r.stdout + r.stderr
+    # the task waited for the Swarm's rollback: when --wait returns, v1 serves at full strength
+    spec = json.loads(docker("service", "inspect", main_service(d)))[0]["Spec"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Labels"]["io.mariposa.spec-hash"] == blue
+    assert swarm_running(main_service(d)) == 3
+    wait_until(lambda: [i["spec_hash"] for i in running(d)] == [blue] * 3, timeout=30,
+               what="the daemon's inventory: 3 tasks of v1")
     assert any(e["type"] == "rollout.failed" for e in d.json("-j", "sw", "events"))
     d.cli("project", "revert", "sw", "1", "--wait", timeout=300)
     wait_until(lambda: [i["spec_hash"] for i in running(d)] == [blue] * 3, timeout=120, what="3 tasks of v1")
@@ -510,7 +514,8 @@ def test_what_the_swarm_cannot_run_is_refused_when_the_version_is_made(swarm_dae
     assert f"{path}:14:5: services.web.tmpfs: cannot run on the Swarm: " in r.stderr, r.stderr
     assert "service==db" not in r.stderr, r.stderr
     assert "sw" not in [p["name"] for p in d.json("project", "list")]
-    assert not [n for n in docker("service", "ls", "--format", "{{.Name}}").split() if "-sw-" in n or n.startswith("sw-")]
+    names = docker("service", "ls", "--format", "{{.Name}}").split()
+    assert not [n for n in names if "-sw-" in n or n.startswith("sw-")]
     path.write_text(UNRUNNABLE.format(image=IMAGE).replace("    scale: 2\n", "").replace(
         "    tmpfs:\n      - /scratch:noexec\n", ""))
     d.cli("project", "add", "sw", str(path), "--wait", timeout=300)
