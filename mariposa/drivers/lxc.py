@@ -112,6 +112,7 @@ DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 HOOK_GRACE = 3.0
 HALF_MADE_AGE = 60.0
 REMOVING = ".removing"  # instance directories being deleted: renamed here first (LxcDriver._remove_home)
+LAYOUT = ("images", "networks", "volumes", REMOVING)  # the path's own directories: no instance's
 
 _STATES = {
     "RUNNING": InstanceState.RUNNING,
@@ -228,7 +229,7 @@ class LxcDriver(OwnBooks):
         return await run_tool("lxc", "apt-get install lxc", *argv, check=check, what=what)
 
     def _ensure_layout(self) -> None:
-        for sub in ("images", "networks", "volumes", REMOVING):
+        for sub in LAYOUT:
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         hook = self.path / "hook.sh"
         if not hook.exists() or hook.read_text() != HOOK:
@@ -255,9 +256,8 @@ class LxcDriver(OwnBooks):
         first ping (the daemon's start, before it creates anything) sweeps them all; a later one
         (a runtime back after an outage) only those untouched for ``HALF_MADE_AGE``, so a create
         in flight is never swept."""
-        reserved = {"images", "networks", "volumes", REMOVING}
         for d in self.path.iterdir():
-            if d.name in reserved or not d.is_dir() or (d / "config").exists():
+            if d.name in LAYOUT or not d.is_dir() or (d / "config").exists():
                 continue
             if time.time() - d.stat().st_mtime >= age:
                 log.info("removing a half-made LXC instance directory", path=str(d))

@@ -364,7 +364,7 @@ async def converge_on_swarm(ctx, task, progress: Progress) -> str:
             if current is not None and current.get("PreviousSpec"):
                 await driver.client.update_service(current["ID"], current["Version"]["Index"], current["Spec"],
                                                    rollback=True)
-                bad = ((current["Spec"].get("Labels") or {}).get(LABEL_SPEC_HASH, ""))
+                bad = (current["Spec"].get("Labels") or {}).get(LABEL_SPEC_HASH, "")
                 rolled = await _rolled_back(ctx, driver, task, paused[0].name, bad,
                                             goal.spec.progress_deadline if goal is not None else None)
             reason = f"{paused[0].name}: rollout paused by the Swarm: {paused[0].message}; {rolled}"
